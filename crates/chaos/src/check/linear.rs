@@ -1,0 +1,493 @@
+//! Per-key linearizability: a Wing-Gong search with Lowe's memoisation.
+//!
+//! Each key is checked alone (linearizability is compositional, and every written value is
+//! unique, so a key's sub-history is a register with compare-and-set). The sub-history of a
+//! key holds its gets, puts, deletes and CAS txns, the projection of every linearizable
+//! prefix range onto the key, and every lease revoke whose lease some put to the key used.
+//!
+//! The search looks for an order of operations that respects real time (an op may be placed
+//! before another only if it was invoked before the other completed) and the register's
+//! sequential semantics. Operations with an unknown outcome (timeouts) never complete: they
+//! may take effect at any point after their invocation, or never. Failed reads are dropped.
+//! The search is bounded by a budget of explored states; running out gives
+//! [`Verdict::Unknown`], never a pass.
+//!
+//! Guarantee: `Verdict::Ok` means a linearization was found; `Verdict::Violation` means the
+//! whole space was explored and none exists.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::history::{History, Kv, Op, Outcome, Request, Response};
+
+/// Result of one search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Violation,
+    /// The budget ran out before the search finished.
+    Unknown,
+}
+
+/// What an operation did to (or saw of) one key, in the register model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KOp {
+    /// Saw the key holding this value (None = absent).
+    Read(Option<u32>),
+    /// Put `value`; `prev` is the value the server said was replaced, when known.
+    Put {
+        value: u32,
+        prev: Option<Option<u32>>,
+    },
+    /// Delete; `prev` is the value the server said it removed (Some(None) = nothing).
+    Delete { prev: Option<Option<u32>> },
+    /// If the key's mod revision equals `expect` then put `value`. `result` when known:
+    /// (succeeded, value seen by the else-branch get).
+    Cas {
+        expect: i64,
+        value: u32,
+        result: Option<(bool, Option<u32>)>,
+    },
+    /// Remove the key if its current value was put with this lease.
+    Revoke { lease: i64 },
+}
+
+/// One operation of a key's sub-history.
+#[derive(Debug, Clone)]
+struct Entry {
+    op_id: u64,
+    invoke: u64,
+    /// u64::MAX when the outcome is unknown.
+    complete: u64,
+    kop: KOp,
+}
+
+/// The key's sub-history with the facts the model needs about values.
+struct KeyHistory {
+    entries: Vec<Entry>,
+    /// Revision each value was observed at (index = value id), if ever observed.
+    value_rev: Vec<Option<i64>>,
+    /// Lease each value was put with (0 = none).
+    value_lease: Vec<i64>,
+}
+
+/// A failure of one key, with the smallest failing sub-history found by shrinking.
+#[derive(Debug, Clone)]
+pub struct KeyResult {
+    pub key: String,
+    pub verdict: Verdict,
+    pub ops: usize,
+    /// For a violation: ids of the operations of a minimal failing sub-history.
+    pub minimal: Vec<u64>,
+}
+
+/// Interns value strings of one key into small ids.
+#[derive(Default)]
+struct Values {
+    ids: HashMap<String, u32>,
+    rev: Vec<Option<i64>>,
+    lease: Vec<i64>,
+}
+
+impl Values {
+    fn id(&mut self, v: &str) -> u32 {
+        if let Some(id) = self.ids.get(v) {
+            return *id;
+        }
+        let id = self.rev.len() as u32;
+        self.ids.insert(v.to_string(), id);
+        self.rev.push(None);
+        self.lease.push(0);
+        id
+    }
+    fn observe(&mut self, kv: &Kv) -> u32 {
+        let id = self.id(&kv.value);
+        // The first observation wins; disagreements are reported by the revision checker.
+        if self.rev[id as usize].is_none() {
+            self.rev[id as usize] = Some(kv.mod_rev);
+        }
+        id
+    }
+    fn observe_opt(&mut self, kv: &Option<Kv>) -> Option<u32> {
+        kv.as_ref().map(|kv| self.observe(kv))
+    }
+}
+
+fn covers(prefix: &str, key: &str) -> bool {
+    key.starts_with(prefix)
+}
+
+/// Builds every key's sub-history from the full history.
+fn split_by_key(history: &History) -> Vec<(String, KeyHistory)> {
+    let mut keys: BTreeSet<String> = BTreeSet::new();
+    let mut leases_of_key: HashMap<String, HashSet<i64>> = HashMap::new();
+    for op in &history.ops {
+        if let Some(k) = op.key() {
+            keys.insert(k.to_string());
+        }
+        if let Request::Put { key, lease, .. } = &op.req {
+            if *lease != 0 {
+                leases_of_key.entry(key.clone()).or_default().insert(*lease);
+            }
+        }
+        if let Some(Response::Range { kvs, .. }) = op.ok() {
+            for kv in kvs {
+                keys.insert(kv.key.clone());
+            }
+        }
+    }
+    keys.into_iter()
+        .map(|key| {
+            let leases = leases_of_key.get(&key).cloned().unwrap_or_default();
+            let kh = key_history(&key, &leases, &history.ops);
+            (key, kh)
+        })
+        .collect()
+}
+
+fn key_history(key: &str, leases: &HashSet<i64>, ops: &[Op]) -> KeyHistory {
+    let mut values = Values::default();
+    let mut entries = Vec::new();
+    for op in ops {
+        let unknown = op.is_unknown();
+        let complete = if unknown { u64::MAX } else { op.complete };
+        let kop = match (&op.req, &op.outcome) {
+            (_, Outcome::Failed(_)) => None,
+            (
+                Request::Get {
+                    key: k,
+                    serializable: false,
+                },
+                Outcome::Ok(Response::Get { kv, .. }),
+            ) if k == key => Some(KOp::Read(values.observe_opt(kv))),
+            (
+                Request::Range {
+                    prefix,
+                    serializable: false,
+                },
+                Outcome::Ok(Response::Range { kvs, .. }),
+            ) if covers(prefix, key) => {
+                let kv = kvs.iter().find(|kv| kv.key == key);
+                Some(KOp::Read(kv.map(|kv| values.observe(kv))))
+            }
+            (
+                Request::Put {
+                    key: k,
+                    value,
+                    lease,
+                },
+                out,
+            ) if k == key => {
+                let id = values.id(value);
+                values.lease[id as usize] = *lease;
+                let prev = match out {
+                    Outcome::Ok(Response::Put { rev, prev }) => {
+                        values.rev[id as usize].get_or_insert(*rev);
+                        Some(values.observe_opt(prev))
+                    }
+                    _ => None,
+                };
+                Some(KOp::Put { value: id, prev })
+            }
+            (Request::Delete { key: k }, out) if k == key => {
+                let prev = match out {
+                    Outcome::Ok(Response::Delete { prev, deleted, .. }) => {
+                        // Without prev_kv the count still tells absent from present.
+                        let p = values.observe_opt(prev);
+                        if *deleted == 0 {
+                            Some(None)
+                        } else if p.is_some() {
+                            Some(p)
+                        } else {
+                            None
+                        }
+                    }
+                    _ => None,
+                };
+                Some(KOp::Delete { prev })
+            }
+            (
+                Request::Cas {
+                    key: k,
+                    expect_mod_rev,
+                    value,
+                },
+                out,
+            ) if k == key => {
+                let id = values.id(value);
+                let result = match out {
+                    Outcome::Ok(Response::Cas {
+                        rev,
+                        succeeded,
+                        current,
+                    }) => {
+                        if *succeeded {
+                            values.rev[id as usize].get_or_insert(*rev);
+                        }
+                        Some((*succeeded, values.observe_opt(current)))
+                    }
+                    _ => None,
+                };
+                Some(KOp::Cas {
+                    expect: *expect_mod_rev,
+                    value: id,
+                    result,
+                })
+            }
+            (Request::LeaseRevoke { lease }, _) if leases.contains(lease) => {
+                Some(KOp::Revoke { lease: *lease })
+            }
+            _ => None,
+        };
+        // Reads with unknown outcome tell nothing.
+        let Some(kop) = kop else { continue };
+        if unknown && matches!(kop, KOp::Read(_)) {
+            continue;
+        }
+        entries.push(Entry {
+            op_id: op.id,
+            invoke: op.invoke,
+            complete,
+            kop,
+        });
+    }
+    entries.sort_by_key(|e| (e.invoke, e.op_id));
+    KeyHistory {
+        entries,
+        value_rev: values.rev,
+        value_lease: values.lease,
+    }
+}
+
+impl KeyHistory {
+    /// The key's mod revision in state `s` (0 when absent, as etcd compares it). None when
+    /// the value was never observed with a revision: it cannot equal any compared revision,
+    /// since a client only compares against revisions it has seen.
+    fn mod_rev(&self, s: Option<u32>) -> Option<i64> {
+        match s {
+            None => Some(0),
+            Some(v) => self.value_rev[v as usize],
+        }
+    }
+
+    /// Applies entry `e` to state `s`; None when the entry's recorded result contradicts it.
+    fn step(&self, s: Option<u32>, e: &Entry) -> Option<Option<u32>> {
+        match &e.kop {
+            KOp::Read(v) => (*v == s).then_some(s),
+            KOp::Put { value, prev } => match prev {
+                Some(p) if *p != s => None,
+                _ => Some(Some(*value)),
+            },
+            KOp::Delete { prev } => match prev {
+                Some(p) if *p != s => None,
+                _ => Some(None),
+            },
+            KOp::Cas {
+                expect,
+                value,
+                result,
+            } => {
+                let matches = self.mod_rev(s) == Some(*expect);
+                match result {
+                    None => Some(if matches { Some(*value) } else { s }),
+                    Some((true, _)) => matches.then_some(Some(*value)),
+                    Some((false, seen)) => (!matches && *seen == s).then_some(s),
+                }
+            }
+            KOp::Revoke { lease } => match s {
+                Some(v) if self.value_lease[v as usize] == *lease => Some(None),
+                _ => Some(s),
+            },
+        }
+    }
+}
+
+/// Ops that may be linearized next: not yet linearized, and invoked before every other
+/// pending op completed. Entries are sorted by invoke time, so the scan stops at the first
+/// op invoked after the earliest pending completion.
+fn candidates(entries: &[Entry], lin: &[u64]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut min_complete = u64::MAX;
+    for (i, e) in entries.iter().enumerate() {
+        if lin[i / 64] & (1 << (i % 64)) != 0 {
+            continue;
+        }
+        if e.invoke > min_complete {
+            break;
+        }
+        out.push(i);
+        min_complete = min_complete.min(e.complete);
+    }
+    out
+}
+
+struct Frame {
+    cands: Vec<usize>,
+    next: usize,
+    /// The op chosen at this level and the state before it, to undo on backtrack.
+    chosen: Option<(usize, Option<u32>)>,
+}
+
+/// Depth-first search for a linearization of `kh.entries`.
+fn search(kh: &KeyHistory, budget: u64) -> Verdict {
+    let entries = &kh.entries;
+    let required = entries.iter().filter(|e| e.complete != u64::MAX).count();
+    let mut lin = vec![0u64; entries.len().div_ceil(64)];
+    let mut state: Option<u32> = None;
+    let mut done = 0usize;
+    let mut visited: HashSet<(Vec<u64>, Option<u32>)> = HashSet::new();
+    let mut stack = vec![Frame {
+        cands: candidates(entries, &lin),
+        next: 0,
+        chosen: None,
+    }];
+    let mut spent = 0u64;
+    loop {
+        if done == required {
+            return Verdict::Ok;
+        }
+        let top = stack
+            .last_mut()
+            .expect("stack holds the root until it is exhausted");
+        if top.next >= top.cands.len() {
+            stack.pop();
+            let Some(parent) = stack.last_mut() else {
+                return Verdict::Violation;
+            };
+            let (i, prev) = parent.chosen.take().expect("a child frame has a chosen op");
+            lin[i / 64] &= !(1 << (i % 64));
+            state = prev;
+            if entries[i].complete != u64::MAX {
+                done -= 1;
+            }
+            continue;
+        }
+        let i = top.cands[top.next];
+        top.next += 1;
+        spent += 1;
+        if spent > budget {
+            return Verdict::Unknown;
+        }
+        let Some(next_state) = kh.step(state, &entries[i]) else {
+            continue;
+        };
+        lin[i / 64] |= 1 << (i % 64);
+        if !visited.insert((lin.clone(), next_state)) {
+            lin[i / 64] &= !(1 << (i % 64));
+            continue;
+        }
+        top.chosen = Some((i, state));
+        state = next_state;
+        if entries[i].complete != u64::MAX {
+            done += 1;
+        }
+        stack.push(Frame {
+            cands: candidates(entries, &lin),
+            next: 0,
+            chosen: None,
+        });
+    }
+}
+
+/// The prefix of a sub-history as it stood at time `t`: ops invoked by then, those not
+/// yet completed turned into unknown writes (or dropped, for reads).
+fn prefix_at(kh: &KeyHistory, t: u64) -> Vec<Entry> {
+    kh.entries
+        .iter()
+        .filter(|e| e.invoke <= t)
+        .filter_map(|e| {
+            if e.complete <= t {
+                return Some(e.clone());
+            }
+            let kop = match &e.kop {
+                KOp::Read(_) => return None,
+                KOp::Put { value, .. } => KOp::Put {
+                    value: *value,
+                    prev: None,
+                },
+                KOp::Delete { .. } => KOp::Delete { prev: None },
+                KOp::Cas { expect, value, .. } => KOp::Cas {
+                    expect: *expect,
+                    value: *value,
+                    result: None,
+                },
+                KOp::Revoke { lease } => KOp::Revoke { lease: *lease },
+            };
+            Some(Entry {
+                complete: u64::MAX,
+                kop,
+                ..e.clone()
+            })
+        })
+        .collect()
+}
+
+fn with_entries(kh: &KeyHistory, entries: Vec<Entry>) -> KeyHistory {
+    KeyHistory {
+        entries,
+        value_rev: kh.value_rev.clone(),
+        value_lease: kh.value_lease.clone(),
+    }
+}
+
+/// Shrinks a failing sub-history: first the shortest failing prefix in time (a prefix of a
+/// linearizable history is linearizable, so failure is monotone in time and a binary search
+/// works), then greedy removal of single ops while the rest still fails. Bounded in tries.
+fn shrink(kh: &KeyHistory, budget: u64) -> Vec<u64> {
+    let mut times: Vec<u64> = kh
+        .entries
+        .iter()
+        .flat_map(|e| [e.invoke, e.complete])
+        .filter(|t| *t != u64::MAX)
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    let fails =
+        |entries: Vec<Entry>| search(&with_entries(kh, entries), budget) == Verdict::Violation;
+    let (mut lo, mut hi) = (0usize, times.len().saturating_sub(1));
+    if times.is_empty() || !fails(prefix_at(kh, times[hi])) {
+        return kh.entries.iter().map(|e| e.op_id).collect();
+    }
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(prefix_at(kh, times[mid])) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let mut current = prefix_at(kh, times[hi]);
+    let mut i = 0;
+    let mut tries = 0;
+    while i < current.len() && tries < 400 {
+        tries += 1;
+        let mut candidate = current.clone();
+        candidate.remove(i);
+        if fails(candidate.clone()) {
+            current = candidate;
+        } else {
+            i += 1;
+        }
+    }
+    current.iter().map(|e| e.op_id).collect()
+}
+
+/// Checks every key's sub-history. `budget` bounds the states explored per key.
+pub fn check(history: &History, budget: u64) -> Vec<KeyResult> {
+    split_by_key(history)
+        .into_iter()
+        .map(|(key, kh)| {
+            let verdict = search(&kh, budget);
+            let minimal = if verdict == Verdict::Violation {
+                shrink(&kh, budget)
+            } else {
+                Vec::new()
+            };
+            KeyResult {
+                key,
+                verdict,
+                ops: kh.entries.len(),
+                minimal,
+            }
+        })
+        .collect()
+}
