@@ -1,0 +1,86 @@
+//! Connections to the cluster under test.
+//!
+//! As in etcd's tool, connection `i` is dialled to endpoint `i mod len(endpoints)` only, so
+//! `--conns 100` with three endpoints spreads load evenly over the members, while
+//! `--target-leader` first asks every endpoint for its Status and keeps only the leader.
+//! Every connection is exercised once (a Status call) before the run starts, so an
+//! unreachable endpoint fails fast with its address, and no request of the measured run
+//! pays for connection setup.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use etcd_client::{Client, ConnectOptions};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn dial(endpoint: &str) -> Result<Client> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10));
+    Client::connect([endpoint], Some(opts))
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))
+}
+
+async fn warm(client: &mut Client, endpoint: &str) -> Result<etcd_client::StatusResponse> {
+    tokio::time::timeout(CONNECT_TIMEOUT, client.status())
+        .await
+        .map_err(|_| {
+            anyhow!("endpoint {endpoint}: no answer to Status within {CONNECT_TIMEOUT:?}")
+        })?
+        .with_context(|| format!("endpoint {endpoint}: Status failed"))
+}
+
+/// The endpoint whose member is the leader.
+pub async fn find_leader(endpoints: &[String]) -> Result<String> {
+    for ep in endpoints {
+        let mut c = dial(ep).await?;
+        let st = warm(&mut c, ep).await?;
+        let me = st.header().map(|h| h.member_id());
+        if me.is_some() && me == Some(st.leader()) {
+            return Ok(ep.clone());
+        }
+    }
+    bail!("no leader among endpoints {}", endpoints.join(","))
+}
+
+/// Dials `conns` connections over `endpoints` (or the leader only) and warms each up.
+pub async fn connect_all(
+    endpoints: &[String],
+    conns: usize,
+    target_leader: bool,
+) -> Result<Vec<Client>> {
+    let endpoints = if target_leader {
+        vec![find_leader(endpoints).await?]
+    } else {
+        endpoints.to_vec()
+    };
+    let mut out = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let ep = &endpoints[i % endpoints.len()];
+        let mut c = dial(ep).await?;
+        warm(&mut c, ep).await?;
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Short error class for the report: the gRPC code where there is one.
+pub fn error_code(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("{:?}", s.code()),
+        etcd_client::Error::TransportError(_) => "Transport".to_string(),
+        etcd_client::Error::WatchError(_) => "Watch".to_string(),
+        etcd_client::Error::LeaseKeepAliveError(_) => "LeaseKeepAlive".to_string(),
+        _ => "Other".to_string(),
+    }
+}
+
+/// The message to show next to an error class.
+pub fn error_message(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
+        other => other.to_string(),
+    }
+}
