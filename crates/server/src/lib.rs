@@ -1,0 +1,19 @@
+//! One Skiff member: configuration (etcd's flags), identity (etcd's ID derivation),
+//! the etcd v3 gRPC services and the HTTP endpoints on the client port.
+//!
+//! Module map: [`config`] flags and their checks; [`ids`] member, cluster and request
+//! IDs; [`errors`] etcd's client-visible errors; [`validate`] etcd's request checks;
+//! [`api`] the gRPC services over backend traits; [`http`] `/health`, `/version`,
+//! `/metrics`; [`metrics`] etcd-named Prometheus metrics; [`serve`] one listener
+//! carrying both gRPC and HTTP; [`version`] the versions reported.
+
+pub mod api;
+pub mod config;
+pub mod errors;
+pub mod http;
+pub mod ids;
+pub mod member;
+pub mod metrics;
+pub mod serve;
+pub mod validate;
+pub mod version;

@@ -1,0 +1,102 @@
+//! `skiff`: runs one Skiff member. Accepts etcd's flags and `ETCD_*` environment
+//! variables; with no flags it is a single member named `default` on
+//! localhost:2379/2380 with its data in `default.skiff`, as etcd is.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM) or `--help`/`--version`;
+//! 1 for unknown or contradictory flags and for any start-up failure.
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+use skiff_server::config::{normalize_args, unrecognized_env_vars, Config, Flags};
+use skiff_server::member::Member;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = normalize_args(std::env::args());
+    let flags = match Flags::try_parse_from(args) {
+        Ok(flags) => flags,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            // Printing help to a closed stdout is not worth a failure exit.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(1);
+        }
+    };
+    let config = match Config::from_flags(flags) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("skiff: error verifying flags, {e}. See 'skiff --help'.");
+            return ExitCode::from(1);
+        }
+    };
+
+    // RUST_LOG, when set, refines --log-level (e.g. per-module levels).
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.log_level.as_filter()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    for var in unrecognized_env_vars() {
+        tracing::warn!(%var, "unrecognized environment variable");
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "skiff stopped");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let member = Member::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("received a stop signal, shutting down");
+    member.stop().await
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
