@@ -2,3 +2,6 @@
 //! redb backend (`backend`), the MVCC key-value store (`mvcc`) and the watchable store
 //! (`watch`). Nothing here knows about the server; the raft crate's types are what the
 //! WAL records carry.
+
+pub mod snap;
+pub mod wal;
