@@ -1,0 +1,158 @@
+//! Rendezvous between a request and the apply loop.
+//!
+//! [`Wait`]: a proposer registers its request ID before proposing and awaits the
+//! result the apply loop delivers for that ID. An ID the apply loop reports that no
+//! one waits for (a proposal from another member, or one whose caller gave up) is
+//! simply dropped. [`AppliedIndex`]: readers wait until the apply loop has applied up
+//! to an index (a linearizable read waits for its ReadIndex this way).
+//!
+//! Guarantees: a waiter is woken exactly once; [`Wait::fail_all`] wakes every waiter
+//! (member stopping) so no request hangs; waiting on [`AppliedIndex`] returns as soon
+//! as the index is reached, including when it already was.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::{oneshot, watch};
+
+/// Pending requests by ID.
+#[derive(Debug)]
+pub struct Wait<T> {
+    pending: Mutex<HashMap<u64, oneshot::Sender<T>>>,
+}
+
+impl<T> Default for Wait<T> {
+    fn default() -> Self {
+        Wait {
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> Wait<T> {
+    /// Registers `id`; the receiver yields the value given to [`Wait::trigger`], or
+    /// an error if the registration is cancelled or the member stops.
+    pub fn register(&self, id: u64) -> oneshot::Receiver<T> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(id, tx);
+        rx
+    }
+
+    /// Delivers `value` to the waiter of `id`, if any; returns whether there was one.
+    pub fn trigger(&self, id: u64, value: T) -> bool {
+        match self.lock().remove(&id) {
+            // A receiver dropped since (caller gave up) is not an error.
+            Some(tx) => tx.send(value).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Forgets `id` (the proposal failed before it could be applied).
+    pub fn cancel(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Wakes every waiter with an error (their senders are dropped).
+    pub fn fail_all(&self) {
+        self.lock().clear();
+    }
+
+    /// Number of requests waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<T>>> {
+        // The map holds no invariant a panicking holder could break half-way.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The highest applied Raft index, observable by waiters.
+#[derive(Debug)]
+pub struct AppliedIndex {
+    tx: watch::Sender<u64>,
+}
+
+impl AppliedIndex {
+    pub fn new(start: u64) -> AppliedIndex {
+        AppliedIndex {
+            tx: watch::Sender::new(start),
+        }
+    }
+
+    /// Records that everything up to `index` is applied (never moves backwards).
+    pub fn advance(&self, index: u64) {
+        self.tx.send_if_modified(|cur| {
+            if index > *cur {
+                *cur = index;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn get(&self) -> u64 {
+        *self.tx.borrow()
+    }
+
+    /// Waits until the applied index is at least `index`.
+    pub async fn wait_for(&self, index: u64) {
+        let mut rx = self.tx.subscribe();
+        // The sender lives in `self`, which outlives this borrow, so this cannot fail.
+        let _ = rx.wait_for(|cur| *cur >= index).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn trigger_reaches_the_registered_waiter_once() {
+        let w: Wait<&str> = Wait::default();
+        let rx = w.register(7);
+        assert!(!w.trigger(8, "other"));
+        assert!(w.trigger(7, "done"));
+        assert!(!w.trigger(7, "again"));
+        assert_eq!(rx.await.unwrap(), "done");
+        assert!(w.is_empty());
+    }
+
+    #[tokio::test]
+    async fn fail_all_wakes_waiters_with_an_error() {
+        let w: Wait<u32> = Wait::default();
+        let a = w.register(1);
+        let b = w.register(2);
+        w.fail_all();
+        assert!(a.await.is_err());
+        assert!(b.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn applied_index_wakes_readers() {
+        let applied = Arc::new(AppliedIndex::new(3));
+        applied.wait_for(2).await; // already reached
+        let a2 = applied.clone();
+        let reader = tokio::spawn(async move { a2.wait_for(10).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!reader.is_finished());
+        applied.advance(9);
+        applied.advance(5); // ignored: never backwards
+        assert_eq!(applied.get(), 9);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!reader.is_finished());
+        applied.advance(10);
+        tokio::time::timeout(Duration::from_secs(1), reader)
+            .await
+            .expect("reader woke")
+            .unwrap();
+    }
+}
