@@ -1,5 +1,6 @@
 //! WAL throughput: appends/s and fsyncs/s with 256-byte entries, one `sync` per batch,
-//! at batch sizes 1 and 256, with etcd's 64 MiB segments.
+//! at batch sizes 1 and 256, with etcd's 64 MiB segments; then the time to replay
+//! what was written (recovery).
 //!
 //! `cargo bench -p skiff-storage --bench wal`. The directory defaults to the system
 //! temp dir; set `SKIFF_BENCH_DIR` to measure another disk (a tmpfs makes fsync free
@@ -9,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use skiff_raft::{Entry, EntryType, HardState};
-use skiff_storage::wal::{Wal, WalOptions};
+use skiff_storage::wal::{SnapshotMarker, Wal, WalOptions};
 
 const ENTRY_BYTES: usize = 256;
 
-fn run(batch: usize, secs: f64) -> (u64, u64, Duration) {
+fn run(batch: usize, secs: f64) -> (u64, u64, Duration, tempfile::TempDir) {
     let base = std::env::var_os("SKIFF_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -46,7 +47,7 @@ fn run(batch: usize, secs: f64) -> (u64, u64, Duration) {
         wal.sync().expect("sync");
         syncs += 1;
     }
-    (index, syncs, started.elapsed())
+    (index, syncs, started.elapsed(), tmp)
 }
 
 fn main() {
@@ -61,7 +62,7 @@ fn main() {
          {secs} s per batch size, dir {dir}"
     );
     for batch in [1usize, 256] {
-        let (appends, syncs, took) = run(batch, secs);
+        let (appends, syncs, took, tmp) = run(batch, secs);
         let t = took.as_secs_f64();
         println!(
             "batch {batch:>3}: {:>10.0} appends/s  {:>8.0} fsyncs/s  ({appends} entries, \
@@ -70,6 +71,20 @@ fn main() {
             syncs as f64 / t,
             (appends as f64 * ENTRY_BYTES as f64) / t / 1e6,
             t * 1e3 / syncs as f64
+        );
+        // Recovery: replay everything just written (from the empty snapshot).
+        let started = Instant::now();
+        let (_, replay) = Wal::open(
+            &tmp.path().join("wal"),
+            SnapshotMarker::default(),
+            WalOptions::default(),
+        )
+        .expect("reopen");
+        let took = started.elapsed().as_secs_f64();
+        assert_eq!(replay.entries.len() as u64, appends);
+        println!(
+            "           replay of {appends} entries: {took:.3} s ({:.0} entries/s)",
+            appends as f64 / took
         );
     }
 }

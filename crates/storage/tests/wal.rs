@@ -693,3 +693,109 @@ fn release_to_removes_only_segments_a_snapshot_covers() {
         Err(WalError::SnapshotNotFound(_))
     ));
 }
+
+#[test]
+fn torn_first_record_of_a_freshly_cut_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let opts = small(1024);
+    let mut wal = Wal::create(&dir, b"meta", opts).unwrap();
+    let mut i = 0;
+    // Fill until a cut has just happened.
+    while wal.segment_paths().len() < 3 {
+        i += 1;
+        wal.save(
+            &HardState {
+                term: 1,
+                vote: 1,
+                commit: i,
+            },
+            &[ent(i, 1, 60)],
+        )
+        .unwrap();
+        wal.sync().unwrap();
+    }
+    let last = wal.segment_paths().last().unwrap().clone();
+    let header_end = used_len(&fs::read(&last).unwrap());
+    wal.save(&HardState::default(), &[ent(i + 1, 1, 60)])
+        .unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let mut bytes = fs::read(&last).unwrap();
+    let end = used_len(&bytes);
+    assert!(end > header_end);
+    bytes[header_end + 20..end].fill(0);
+    fs::write(&last, &bytes).unwrap();
+    let (_, replay) = Wal::open(&dir, ZERO, opts).unwrap();
+    assert_eq!(replay.entries.len() as u64, i);
+    assert_eq!(replay.hard_state.commit, i);
+    assert_eq!(replay.repaired_torn_tail.map(|t| t.0), Some(last));
+}
+
+#[test]
+fn a_corrupted_length_that_swallows_later_records_is_not_a_torn_tail() {
+    // The length of a middle record of the last segment grows so that the record
+    // appears to end inside the zeros: only the valid records after it tell this
+    // apart from a torn write.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let mut wal = Wal::create(&dir, b"meta", small(1 << 16)).unwrap();
+    let path = wal.segment_paths()[0].clone();
+    let mut starts = Vec::new();
+    for i in 1..=6 {
+        wal.save(&HardState::default(), &[ent(i, 1, 30)]).unwrap();
+        wal.sync().unwrap();
+        starts.push(used_len(&fs::read(&path).unwrap()));
+    }
+    drop(wal);
+    let mut bytes = fs::read(&path).unwrap();
+    let victim = starts[2]; // the record of entry 4
+    bytes[victim + 1] ^= 0x04; // length += 1024: its claimed end lies in the zeros
+    fs::write(&path, &bytes).unwrap();
+    let (p, offset, reason) = corrupt_at(Wal::open(&dir, ZERO, small(1 << 16)));
+    assert_eq!((p, offset), (path, victim as u64));
+    assert!(reason.contains("valid record"), "{reason}");
+}
+
+#[test]
+fn a_snapshot_file_without_its_wal_marker_is_not_used() {
+    // The crash-safe order: snapshot file, then WAL marker, then release. A crash
+    // between the first two leaves a snapshot the WAL cannot replay from.
+    use skiff_raft::{ConfState, SnapshotMetadata};
+    use skiff_storage::snap::Snapshotter;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let snaps = Snapshotter::new(tmp.path().join("snap")).unwrap();
+    let mut wal = Wal::create(&dir, b"meta", small(1024)).unwrap();
+    wal.save(
+        &HardState {
+            term: 2,
+            vote: 1,
+            commit: 40,
+        },
+        &ents(1..=40, 2, 16),
+    )
+    .unwrap();
+    wal.sync().unwrap();
+    let meta = |index| SnapshotMetadata {
+        conf_state: ConfState {
+            voters: vec![1],
+            ..Default::default()
+        },
+        index,
+        term: 2,
+    };
+    let f = snaps.save(&meta(20), &mut &b"state at 20"[..]).unwrap();
+    wal.save_snapshot(f.marker()).unwrap();
+    wal.release_to(20).unwrap();
+    // Crash after the second snapshot file, before its marker.
+    snaps.save(&meta(30), &mut &b"state at 30"[..]).unwrap();
+    drop(wal);
+
+    let markers = Wal::valid_snapshot_markers(&dir).unwrap();
+    let chosen = snaps.load_newest_available(&markers).unwrap().unwrap();
+    assert_eq!(chosen.metadata.index, 20);
+    assert_eq!(chosen.read_payload().unwrap(), b"state at 20");
+    let (_, replay) = Wal::open(&dir, chosen.marker(), small(1024)).unwrap();
+    assert_eq!(replay.entries, ents(21..=40, 2, 16));
+}
