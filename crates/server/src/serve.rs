@@ -2,8 +2,9 @@
 //! (HTTP/1.1), as etcd does on its client port, with etcd's message size limits.
 //!
 //! Guarantees: a request message larger than `--max-request-bytes` plus etcd's 512 KiB
-//! of gRPC overhead is refused by the transport before it is decoded; responses are
-//! not size-limited (etcd allows up to 2 GiB). The listener stops accepting when the
+//! of gRPC overhead is refused by the transport before it is decoded, with the code
+//! and message grpc-go (so etcd) sends: `ResourceExhausted`, "grpc: received message
+//! larger than max (N vs. M)"; responses are not size-limited (etcd allows 2 GiB). The listener stops accepting when the
 //! shutdown future completes and in-flight requests finish first.
 
 use std::future::Future;
@@ -24,6 +25,38 @@ pub fn max_recv_bytes(max_request_bytes: u32) -> usize {
     max_request_bytes as usize + GRPC_OVERHEAD_BYTES
 }
 
+/// Rewrites tonic's "decoded message length too large" refusal (OutOfRange) into the
+/// status grpc-go sends for the same refusal, which etcd clients expect. Only unary
+/// calls can be refused this way before a response starts, so the status is in the
+/// response headers.
+async fn as_grpc_go_size_error(mut resp: axum::response::Response) -> axum::response::Response {
+    const TONIC_PREFIX: &str = "Error, decoded message length too large: found ";
+    let Some(status) = tonic::Status::from_header_map(resp.headers()) else {
+        return resp;
+    };
+    if status.code() != tonic::Code::OutOfRange {
+        return resp;
+    }
+    // "... found {len} bytes, the limit is: {limit} bytes"
+    let Some(rest) = status.message().strip_prefix(TONIC_PREFIX) else {
+        return resp;
+    };
+    let numbers: Vec<&str> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let [found, limit] = numbers[..] else {
+        return resp;
+    };
+    let text = format!("grpc: received message larger than max ({found} vs. {limit})");
+    if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+        let headers = resp.headers_mut();
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+        headers.insert("grpc-message", value);
+    }
+    resp
+}
+
 /// Binds `url`'s `host:port` (a name such as `localhost` resolves to its first
 /// address that can be bound, as Go's listener does).
 pub async fn bind(url: &Url) -> io::Result<TcpListener> {
@@ -39,7 +72,10 @@ pub async fn serve_client(
     http: axum::Router,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let router = grpc.into_axum_router().merge(http);
+    let router = grpc
+        .into_axum_router()
+        .merge(http)
+        .layer(axum::middleware::map_response(as_grpc_go_size_error));
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;
         // Small gRPC messages must not wait for Nagle's algorithm.
