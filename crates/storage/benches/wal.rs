@@ -14,7 +14,8 @@ use skiff_storage::wal::{SnapshotMarker, Wal, WalOptions};
 
 const ENTRY_BYTES: usize = 256;
 
-fn run(batch: usize, secs: f64) -> (u64, u64, Duration, tempfile::TempDir) {
+/// Entries and syncs done, time taken, the WAL's directory, and a latency summary.
+fn run(batch: usize, secs: f64) -> (u64, u64, Duration, tempfile::TempDir, String) {
     let base = std::env::var_os("SKIFF_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -24,6 +25,8 @@ fn run(batch: usize, secs: f64) -> (u64, u64, Duration, tempfile::TempDir) {
     let data = Bytes::from(vec![0xA5u8; ENTRY_BYTES]);
     let mut index = 0u64;
     let mut syncs = 0u64;
+    let mut segments = 1;
+    let (mut slowest, mut slowest_cut) = (Duration::ZERO, Duration::ZERO);
     let mut entries = Vec::with_capacity(batch);
     let started = Instant::now();
     let budget = Duration::from_secs_f64(secs);
@@ -43,11 +46,26 @@ fn run(batch: usize, secs: f64) -> (u64, u64, Duration, tempfile::TempDir) {
             vote: 1,
             commit: index,
         };
+        let t = Instant::now();
         wal.save(&hs, &entries).expect("save");
         wal.sync().expect("sync");
+        let took = t.elapsed();
+        if wal.segment_paths().len() > segments {
+            segments = wal.segment_paths().len();
+            slowest_cut = slowest_cut.max(took);
+        } else {
+            slowest = slowest.max(took);
+        }
         syncs += 1;
     }
-    (index, syncs, started.elapsed(), tmp)
+    let elapsed = started.elapsed();
+    let cuts = format!(
+        "slowest sync {:.2} ms; slowest sync that cut a segment {:.2} ms ({} cuts)",
+        slowest.as_secs_f64() * 1e3,
+        slowest_cut.as_secs_f64() * 1e3,
+        segments - 1
+    );
+    (index, syncs, elapsed, tmp, cuts)
 }
 
 fn main() {
@@ -62,7 +80,7 @@ fn main() {
          {secs} s per batch size, dir {dir}"
     );
     for batch in [1usize, 256] {
-        let (appends, syncs, took, tmp) = run(batch, secs);
+        let (appends, syncs, took, tmp, cuts) = run(batch, secs);
         let t = took.as_secs_f64();
         println!(
             "batch {batch:>3}: {:>10.0} appends/s  {:>8.0} fsyncs/s  ({appends} entries, \
@@ -72,6 +90,7 @@ fn main() {
             (appends as f64 * ENTRY_BYTES as f64) / t / 1e6,
             t * 1e3 / syncs as f64
         );
+        println!("           {cuts}");
         // Recovery: replay everything just written (from the empty snapshot).
         let started = Instant::now();
         let (_, replay) = Wal::open(

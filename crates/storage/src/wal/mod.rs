@@ -8,30 +8,47 @@
 //!
 //! # Using it
 //!
-//! ```no_run
+//! ```
 //! use skiff_raft::{Entry, HardState};
-//! use skiff_storage::wal::{SnapshotMarker, Wal, WalOptions};
-//! # fn main() -> Result<(), skiff_storage::wal::WalError> {
-//! let dir = std::path::Path::new("data/member/wal");
+//! use skiff_storage::snap::Snapshotter;
+//! use skiff_storage::wal::{must_sync, SnapshotMarker, Wal, WalOptions};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tmp = tempfile::tempdir()?;
+//! # let data = tmp.path();
+//! let wal_dir = &data.join("member/wal");
+//! let snaps = Snapshotter::new(data.join("member/snap"))?;
 //! let opts = WalOptions::default(); // 64 MiB segments
-//! // First start: create with metadata (opaque bytes, e.g. member id + cluster id).
-//! let mut wal = if Wal::exists(dir) {
-//!     // Restart: replay from the snapshot the state machine was restored from
-//!     // (SnapshotMarker::default() = index 0 if there is none).
-//!     let (wal, replay) = Wal::open(dir, SnapshotMarker { index: 0, term: 0 }, opts)?;
-//!     // replay.metadata, replay.hard_state, replay.entries (index > snapshot index,
+//! let mut wal = if Wal::exists(wal_dir) {
+//!     // Restart: the newest snapshot file the WAL has a committed marker for...
+//!     let markers = Wal::valid_snapshot_markers(wal_dir)?;
+//!     let snapshot = snaps.load_newest_available(&markers)?;
+//!     // ...restores the state machine (snapshot.payload_reader()), and replay
+//!     // starts from it (the empty marker (0, 0) if there is no snapshot).
+//!     let from = snapshot.as_ref().map_or(SnapshotMarker::default(), |s| s.marker());
+//!     let (wal, replay) = Wal::open(wal_dir, from, opts)?;
+//!     // replay.metadata, replay.hard_state and replay.entries (index > from.index,
 //!     // conflicting suffixes already resolved) seed raft's storage.
 //!     wal
 //! } else {
-//!     Wal::create(dir, b"member=1,cluster=7", opts)?
+//!     // First start: metadata is opaque to the WAL (e.g. member id + cluster id).
+//!     Wal::create(wal_dir, b"member=1,cluster=7", opts)?
 //! };
-//! // Each Ready: save hard state + entries, then one fdatasync for the whole batch.
+//! // Each Ready: save hard state + entries, then one fdatasync for the whole batch
+//! // (several Readys may be saved before one sync: group commit).
+//! let prev = wal.hard_state();
 //! let hs = HardState { term: 1, vote: 1, commit: 0 };
-//! wal.save(&hs, &[Entry { term: 1, index: 1, ..Default::default() }])?;
-//! wal.sync()?; // only now may messages go out / writes be acknowledged
-//! // After a snapshot file is durable: record the marker, then free old segments.
-//! wal.save_snapshot(SnapshotMarker { index: 1, term: 1 })?;
-//! wal.release_to(1)?;
+//! let entries = [Entry { term: 1, index: 1, ..Default::default() }];
+//! wal.save(&hs, &entries)?;
+//! if must_sync(&prev, &hs, entries.len()) {
+//!     wal.sync()?; // only now may dependent messages go out / writes be acknowledged
+//! }
+//! // A snapshot: file first (durable), then its marker, then release old segments
+//! // (the backend must have durably committed up to the snapshot index too).
+//! let meta = skiff_raft::SnapshotMetadata { index: 1, term: 1, ..Default::default() };
+//! let file = snaps.save(&meta, &mut &b"backend dump"[..])?;
+//! wal.save_snapshot(file.marker())?;
+//! wal.release_to(file.marker().index)?;
+//! snaps.purge(5)?;
 //! # Ok(()) }
 //! ```
 //!
