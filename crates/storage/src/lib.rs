@@ -3,5 +3,7 @@
 //! (`watch`). Nothing here knows about the server; the raft crate's types are what the
 //! WAL records carry.
 
+pub mod backend;
+pub mod mvcc;
 pub mod snap;
 pub mod wal;

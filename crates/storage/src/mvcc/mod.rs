@@ -1,0 +1,26 @@
+//! The MVCC key-value store with etcd v3 semantics.
+//!
+//! Every write creates a new store *revision* (one main revision per request or txn, with
+//! a sub-revision per key written inside it). Each key keeps its versions: `create_revision`
+//! (start of its current life), `mod_revision` (last write) and `version` (writes since
+//! creation). Old revisions stay readable until compacted. The data lives in the backend's
+//! `key` table as revision -> KeyValue rows (etcd's exact encoding, see [`codec`]); an
+//! in-memory key index (rebuilt from those rows at start) maps each key to its revisions.
+//!
+//! - [`types`]: plain mirrors of etcd's KV messages (convert 1:1 to protobuf).
+//! - [`check`]: etcd's request validation (empty key, duplicate keys in a txn, ...).
+//! - [`KvStore`]: apply (put, delete range, txn, compaction, with the raft index),
+//!   range, compaction, hash and HashKV.
+//! - [`Error`]: request errors with etcd's messages and gRPC codes.
+
+pub mod check;
+pub mod codec;
+mod error;
+mod key_index;
+mod store;
+pub mod types;
+
+pub use codec::Revision;
+pub use error::{Error, GrpcCode, Result};
+pub use store::{AnyLease, Applied, ApplyEntry, AuxOp, AuxTable, KvStore, LeaseCheck, StoreConfig};
+pub use types::*;

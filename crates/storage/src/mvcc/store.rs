@@ -1,0 +1,1198 @@
+//! [`KvStore`]: the MVCC key-value store (etcd's `mvcc.store`) over the redb backend.
+//!
+//! # Concurrency
+//! One apply loop writes (applies are serialized by `apply_lock`); any number of threads
+//! read. The key index lives under an `RwLock` that writers hold only while they touch the
+//! index, never across a disk commit. Readers read at `committed_rev`, which moves only
+//! after the backend commit that holds those rows; index entries newer than that (from an
+//! apply not yet committed) are invisible to them because every index lookup is "newest
+//! revision <= the read revision". A reader opens its redb read transaction while holding
+//! the index lock, so the rows it will load cannot have been removed by physical
+//! compaction (which starts only after the index was compacted, under the write lock).
+//!
+//! # Compaction
+//! Logical compaction (the `Compaction` request) is immediate: the compaction revision is
+//! raised, the index compacted and `scheduledCompactRev` written with the apply. Physical
+//! deletion of the rows the index no longer lists runs on a background thread in small
+//! batches (each its own short write transaction, so applies interleave and never wait
+//! long), and ends by writing `finishedCompactRev`. A crash in between resumes the
+//! deletion at the next open. The current revision is stored in `meta` with every apply,
+//! and at open it is never lower than the scheduled compaction, so deleting the newest
+//! rows (a compacted tombstone) can never make the revision go back (etcd #17780).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::{ReadableTable, ReadableTableMetadata};
+use tracing::{debug, info, warn};
+
+use super::check;
+use super::codec::{self, Revision};
+use super::error::{Error, Result};
+use super::key_index::{IdxRev, Index};
+use super::types::*;
+use crate::backend::{meta, read_u64, write_u64, Backend, BackendConfig, BackendError, Table};
+
+/// Store tuning.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub backend: BackendConfig,
+    /// Rows deleted per physical-compaction transaction.
+    pub compaction_batch: usize,
+    /// Pause between physical-compaction batches (lets applies in).
+    pub compaction_pause: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: BackendConfig::default(),
+            compaction_batch: 1000,
+            compaction_pause: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Tables the server may write together with an apply (in the same transaction, so they
+/// advance atomically with the consistent index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuxTable {
+    Lease,
+    Auth,
+    Members,
+    Alarm,
+}
+
+impl AuxTable {
+    pub fn table(self) -> Table {
+        match self {
+            AuxTable::Lease => Table::Lease,
+            AuxTable::Auth => Table::Auth,
+            AuxTable::Members => Table::Members,
+            AuxTable::Alarm => Table::Alarm,
+        }
+    }
+}
+
+/// A write to a server-owned table; `value: None` deletes the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuxOp {
+    pub table: AuxTable,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Tells the store whether a lease exists (the lessor lives in the server). A put naming
+/// an unknown lease fails with `etcdserver: requested lease not found`, as in etcd.
+pub trait LeaseCheck {
+    fn lease_exists(&self, id: i64) -> bool;
+}
+
+/// Accepts every lease (tests, tools, or a server that checked before proposing).
+pub struct AnyLease;
+
+impl LeaseCheck for AnyLease {
+    fn lease_exists(&self, _id: i64) -> bool {
+        true
+    }
+}
+
+/// One committed raft entry to apply.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyEntry<'a> {
+    pub index: u64,
+    pub term: u64,
+    pub request: &'a WriteRequest,
+    /// Written only if the request succeeds.
+    pub aux: &'a [AuxOp],
+}
+
+/// What applying one entry did.
+#[derive(Debug)]
+pub enum Applied {
+    /// The entry is at or below the consistent index: already in the backend (WAL replay).
+    Skipped,
+    Done {
+        /// The client's answer; an `Err` here is a request error (the entry still counts as
+        /// applied and no data changed).
+        response: Result<WriteResponse>,
+        /// Changes in revision order, each with its previous version (for watchers and for
+        /// the lessor's key attachments).
+        events: Vec<Event>,
+        /// The store revision after this entry.
+        revision: i64,
+    },
+}
+
+struct State {
+    index: Index,
+    /// Revision of the newest write in the index (may be ahead of `committed_rev`).
+    current_rev: i64,
+    compact_rev: i64,
+}
+
+struct Inner {
+    backend: Backend,
+    state: RwLock<State>,
+    committed_rev: AtomicI64,
+    applied_index: AtomicU64,
+    apply_lock: Mutex<()>,
+    poisoned: AtomicBool,
+    /// Highest compaction revision whose physical deletion is done.
+    finished_compact: Mutex<i64>,
+    finished_cv: Condvar,
+    shutdown: AtomicBool,
+    cfg: StoreConfig,
+}
+
+/// The MVCC store. Cheap to share behind an `Arc`; dropping it stops the compactor.
+pub struct KvStore {
+    inner: Arc<Inner>,
+    compactor: Mutex<Option<mpsc::Sender<i64>>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+type KeyTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+fn read_row<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    rev: IdxRev,
+) -> Result<KeyValue> {
+    let k = codec::rev_key(rev.rev(), rev.tombstone);
+    let v = t
+        .get(k.as_slice())
+        .map_err(BackendError::from)?
+        .ok_or_else(|| {
+            BackendError::Corrupt(format!(
+                "key index names revision {:?} missing from the backend",
+                rev.rev()
+            ))
+        })?;
+    codec::decode_kv(v.value()).ok_or_else(|| {
+        Error::Backend(BackendError::Corrupt(format!(
+            "undecodable KeyValue at revision {:?}",
+            rev.rev()
+        )))
+    })
+}
+
+/// Resolves `req.revision` against the current and compacted revisions (etcd's order of
+/// checks: future first, then compacted).
+fn read_revision(req_rev: i64, cur: i64, compact: i64) -> Result<i64> {
+    if req_rev > cur {
+        return Err(Error::FutureRev);
+    }
+    let rev = if req_rev <= 0 { cur } else { req_rev };
+    if rev < compact {
+        return Err(Error::Compacted);
+    }
+    Ok(rev)
+}
+
+/// Index phase of a range: the revisions to load and the count.
+fn collect_range(ix: &Index, req: &RangeRequest, rev: i64) -> (Vec<IdxRev>, i64) {
+    let unlimited = req.sort_order != SortOrder::None
+        || req.sort_target != SortTarget::Key
+        || req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    let want = if req.count_only {
+        0
+    } else if unlimited || req.limit <= 0 {
+        usize::MAX
+    } else {
+        // One more than asked, to know whether there is `more`.
+        usize::try_from(req.limit)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+    };
+    let mut revs = Vec::new();
+    let mut count = 0i64;
+    ix.range_at(&req.key, &req.range_end, rev, |_, r| {
+        count += 1;
+        if revs.len() < want {
+            revs.push(r);
+        }
+        true
+    });
+    (revs, count)
+}
+
+/// Row phase of a range: load, filter, sort, cut, as etcd's apply layer does.
+fn finish_range<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    revs: &[IdxRev],
+    count: i64,
+    req: &RangeRequest,
+    header_rev: i64,
+) -> Result<RangeResponse> {
+    let mut kvs = Vec::with_capacity(revs.len());
+    for r in revs {
+        kvs.push(read_row(t, *r)?);
+    }
+    if req.max_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision <= req.max_mod_revision);
+    }
+    if req.min_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision >= req.min_mod_revision);
+    }
+    if req.max_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision <= req.max_create_revision);
+    }
+    if req.min_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision >= req.min_create_revision);
+    }
+    let mut order = req.sort_order;
+    if req.sort_target != SortTarget::Key && order == SortOrder::None {
+        // Rows come in key order; any other target means ascending by default (etcd).
+        order = SortOrder::Ascend;
+    }
+    if order != SortOrder::None {
+        let target = req.sort_target;
+        let cmp = |a: &KeyValue, b: &KeyValue| match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        };
+        // Stable sorts: ties stay in key order either way.
+        if order == SortOrder::Ascend {
+            kvs.sort_by(cmp);
+        } else {
+            kvs.sort_by(|a, b| cmp(b, a));
+        }
+    }
+    let mut more = false;
+    if req.limit > 0 && kvs.len() as i64 > req.limit {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value = Vec::new();
+        }
+    }
+    Ok(RangeResponse {
+        header: ResponseHeader::at(header_rev),
+        kvs,
+        more,
+        count,
+    })
+}
+
+impl KvStore {
+    /// Opens the store at `path` (a redb file), rebuilding the key index from the backend
+    /// and resuming any unfinished physical compaction.
+    pub fn open(path: impl AsRef<Path>, cfg: StoreConfig) -> Result<KvStore> {
+        let backend = Backend::open(path, cfg.backend.clone())?;
+        let (state, ci, scheduled, finished) = {
+            let tx = backend.begin_read()?;
+            let m = tx
+                .open_table(Table::Meta.def())
+                .map_err(BackendError::from)?;
+            let ci = read_u64(&m, meta::CONSISTENT_INDEX)?;
+            let stored_rev = read_u64(&m, meta::REVISION)? as i64;
+            let scheduled = read_u64(&m, meta::SCHEDULED_COMPACT)? as i64;
+            let finished = read_u64(&m, meta::FINISHED_COMPACT)? as i64;
+            let keys = tx
+                .open_table(Table::Key.def())
+                .map_err(BackendError::from)?;
+            let mut index = Index::default();
+            let mut max_rev = 0i64;
+            for row in keys.iter().map_err(BackendError::from)? {
+                let (k, v) = row.map_err(BackendError::from)?;
+                let (rev, tomb) = codec::parse_rev_key(k.value()).ok_or_else(|| {
+                    BackendError::Corrupt(format!("bad revision key {:?}", k.value()))
+                })?;
+                let kv = codec::decode_kv(v.value()).ok_or_else(|| {
+                    BackendError::Corrupt(format!("undecodable KeyValue at {rev:?}"))
+                })?;
+                index.restore(&kv.key, rev, tomb, kv.create_revision, kv.version);
+                max_rev = max_rev.max(rev.main);
+            }
+            if scheduled > 0 {
+                index.compact(scheduled);
+            }
+            // Never lower than anything we may have handed out (etcd #17780).
+            let current_rev = 1.max(stored_rev).max(max_rev).max(scheduled);
+            let state = State {
+                index,
+                current_rev,
+                compact_rev: scheduled,
+            };
+            (state, ci, scheduled, finished)
+        };
+        info!(
+            keys = state.index.len(),
+            revision = state.current_rev,
+            compact_revision = state.compact_rev,
+            consistent_index = ci,
+            "mvcc store opened"
+        );
+        let inner = Arc::new(Inner {
+            committed_rev: AtomicI64::new(state.current_rev),
+            state: RwLock::new(state),
+            backend,
+            applied_index: AtomicU64::new(ci),
+            apply_lock: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            finished_compact: Mutex::new(finished),
+            finished_cv: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            cfg,
+        });
+        let (tx, rx) = mpsc::channel::<i64>();
+        let worker_inner = Arc::clone(&inner);
+        let worker = std::thread::Builder::new()
+            .name("skiff-compactor".into())
+            .spawn(move || compactor_loop(worker_inner, rx))
+            .map_err(|source| BackendError::Io {
+                path: inner.backend.path().to_path_buf(),
+                source,
+            })?;
+        if scheduled > finished {
+            info!(scheduled, finished, "resuming interrupted compaction");
+            let _ = tx.send(scheduled);
+        }
+        Ok(KvStore {
+            inner,
+            compactor: Mutex::new(Some(tx)),
+            worker: Some(worker),
+        })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// The revision readers see (the newest committed write).
+    pub fn current_revision(&self) -> i64 {
+        self.inner.committed_rev.load(Ordering::SeqCst)
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.read_state().compact_rev
+    }
+
+    /// Index of the last applied raft entry (what the WAL replay starts after).
+    pub fn consistent_index(&self) -> u64 {
+        self.inner.applied_index.load(Ordering::SeqCst)
+    }
+
+    /// Number of keys in the index (live or with retained history).
+    pub fn index_len(&self) -> usize {
+        self.read_state().index.len()
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.inner.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.inner.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// A consistent read view: (index guard, redb snapshot, committed rev, compact rev).
+    fn view(&self) -> Result<(RwLockReadGuard<'_, State>, redb::ReadTransaction, i64)> {
+        self.check_poison()?;
+        let st = self.read_state();
+        let cur = self.current_revision();
+        let tx = self.inner.backend.begin_read()?;
+        Ok((st, tx, cur))
+    }
+
+    /// `Range` (etcd `RangeRequest`) on the committed state.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        check::check_range(req)?;
+        let (st, tx, cur) = self.view()?;
+        let rev = read_revision(req.revision, cur, st.compact_rev)?;
+        let (revs, count) = collect_range(&st.index, req, rev);
+        drop(st);
+        let t = tx
+            .open_table(Table::Key.def())
+            .map_err(BackendError::from)?;
+        finish_range(&t, &revs, count, req, cur)
+    }
+
+    /// The version of `key` visible at `rev`, or `None` (also if `rev` is compacted).
+    pub fn get_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+        let (st, tx, cur) = self.view()?;
+        if rev > cur || rev < st.compact_rev || rev <= 0 {
+            return Ok(None);
+        }
+        let Some(r) = st.index.get(key).and_then(|ki| ki.visible_at(rev)) else {
+            return Ok(None);
+        };
+        drop(st);
+        let t = tx
+            .open_table(Table::Key.def())
+            .map_err(BackendError::from)?;
+        Ok(Some(read_row(&t, r)?))
+    }
+
+    /// Applies one committed entry (see [`KvStore::apply_batch`]).
+    pub fn apply(&self, entry: ApplyEntry<'_>, leases: &dyn LeaseCheck) -> Result<Applied> {
+        let mut out = self.apply_batch(&[entry], leases)?;
+        Ok(out.pop().expect("one result per entry"))
+    }
+
+    /// Applies committed entries in order, in one backend transaction that also records the
+    /// consistent index (the last entry's index and term). Entries at or below the current
+    /// consistent index are skipped (WAL replay after a crash). An `Err` is a backend
+    /// failure: the store is poisoned and the member must stop.
+    pub fn apply_batch(
+        &self,
+        entries: &[ApplyEntry<'_>],
+        leases: &dyn LeaseCheck,
+    ) -> Result<Vec<Applied>> {
+        self.check_poison()?;
+        let _apply = self
+            .inner
+            .apply_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let res = self.apply_locked(entries, leases);
+        if res.is_err() {
+            // In-memory state may now be ahead of the backend: refuse further use.
+            self.inner.poisoned.store(true, Ordering::SeqCst);
+        }
+        res
+    }
+
+    fn apply_locked(
+        &self,
+        entries: &[ApplyEntry<'_>],
+        leases: &dyn LeaseCheck,
+    ) -> Result<Vec<Applied>> {
+        let inner = &*self.inner;
+        let mut applied_index = inner.applied_index.load(Ordering::SeqCst);
+        let mut last_term = None;
+        let mut out = Vec::with_capacity(entries.len());
+        let mut compactions = Vec::new();
+        let tx = inner.backend.begin_write()?;
+        let mut any = false;
+        {
+            let mut keys = tx
+                .open_table(Table::Key.def())
+                .map_err(BackendError::from)?;
+            let mut metat = tx
+                .open_table(Table::Meta.def())
+                .map_err(BackendError::from)?;
+            for e in entries {
+                if e.index <= applied_index {
+                    out.push(Applied::Skipped);
+                    continue;
+                }
+                any = true;
+                applied_index = e.index;
+                last_term = Some(e.term);
+                let mut st = self.write_state();
+                let mut w = WriteCtx {
+                    keys: &mut keys,
+                    st: &mut st,
+                    begin_rev: 0,
+                    events: Vec::new(),
+                    leases,
+                };
+                w.begin_rev = w.st.current_rev;
+                let response = w.exec(e.request);
+                let events = std::mem::take(&mut w.events);
+                if !events.is_empty() {
+                    w.st.current_rev += 1;
+                }
+                let revision = w.st.current_rev;
+                drop(st);
+                if let Ok(WriteResponse::Compaction(_)) = &response {
+                    if let WriteRequest::Compaction(c) = e.request {
+                        write_u64(&mut metat, meta::SCHEDULED_COMPACT, c.revision as u64)?;
+                        compactions.push(c.revision);
+                    }
+                }
+                if response.is_ok() && !e.aux.is_empty() {
+                    for op in e.aux {
+                        let mut t = tx
+                            .open_table(op.table.table().def())
+                            .map_err(BackendError::from)?;
+                        match &op.value {
+                            Some(v) => {
+                                t.insert(op.key.as_slice(), v.as_slice())
+                                    .map_err(BackendError::from)?;
+                            }
+                            None => {
+                                t.remove(op.key.as_slice()).map_err(BackendError::from)?;
+                            }
+                        }
+                    }
+                }
+                match &response {
+                    Err(err) if !err.is_request_error() => {
+                        return Err(Error::Backend(BackendError::Corrupt(format!(
+                            "apply of entry {} failed: {err}",
+                            e.index
+                        ))))
+                    }
+                    _ => {}
+                }
+                out.push(Applied::Done {
+                    response,
+                    events,
+                    revision,
+                });
+            }
+            if any {
+                write_u64(&mut metat, meta::CONSISTENT_INDEX, applied_index)?;
+                if let Some(term) = last_term {
+                    write_u64(&mut metat, meta::TERM, term)?;
+                }
+                let rev = self.read_state().current_rev;
+                write_u64(&mut metat, meta::REVISION, rev as u64)?;
+            }
+        }
+        if !any {
+            tx.abort().map_err(BackendError::from)?;
+            return Ok(out);
+        }
+        inner.backend.commit(tx, applied_index, false)?;
+        let rev = self.read_state().current_rev;
+        inner.committed_rev.store(rev, Ordering::SeqCst);
+        inner.applied_index.store(applied_index, Ordering::SeqCst);
+        if !compactions.is_empty() {
+            if let Some(tx) = self
+                .compactor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                for c in compactions {
+                    let _ = tx.send(c);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Blocks until physical compaction at `rev` (or later) is done, or `timeout` passes.
+    /// Returns whether it is done (for `CompactionRequest.physical`).
+    pub fn wait_compacted(&self, rev: i64, timeout: Duration) -> bool {
+        let g = self
+            .inner
+            .finished_compact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (g, _) = self
+            .inner
+            .finished_cv
+            .wait_timeout_while(g, timeout, |done| *done < rev)
+            .unwrap_or_else(|p| p.into_inner());
+        *g >= rev
+    }
+
+    /// Makes every applied entry durable (one fsync); call before a snapshot.
+    pub fn sync(&self) -> Result<()> {
+        let _apply = self
+            .inner
+            .apply_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(self.inner.backend.sync()?)
+    }
+
+    /// etcd's `HashKV(rev)`: CRC32C (Castagnoli) over the bytes `"key"` and then, for every
+    /// backend row with main revision `<= rev` in revision order, the row key (17-byte
+    /// revision, plus `t` for a tombstone) followed by the row value (protobuf
+    /// `mvccpb.KeyValue`). Rows at or below the compaction revision count only if they hold
+    /// the version of a key live at `rev` (etcd's `keep`), so the hash does not depend on
+    /// how far physical compaction has got. The row encodings are etcd's own, so the same
+    /// history yields etcd's hash. One difference: etcd counts every row below the
+    /// compaction revision when no key is live at `rev`; Skiff applies the rule always.
+    /// `rev == 0` means the current revision.
+    pub fn hash_kv(&self, rev: i64) -> Result<HashKv> {
+        let (st, tx, cur) = self.view()?;
+        let compact = st.compact_rev;
+        if rev > 0 && rev < compact {
+            return Err(Error::Compacted);
+        }
+        if rev > cur {
+            return Err(Error::FutureRev);
+        }
+        let rev = if rev <= 0 { cur } else { rev };
+        let mut keep = HashSet::new();
+        st.index.keep_at(rev, |r| {
+            if r.main <= compact {
+                keep.insert(r);
+            }
+        });
+        drop(st);
+        let t = tx
+            .open_table(Table::Key.def())
+            .map_err(BackendError::from)?;
+        let mut h = crc32c::crc32c(b"key");
+        let upper = codec::rev_lower_bound(rev.saturating_add(1));
+        for row in t
+            .range::<&[u8]>(..upper.as_slice())
+            .map_err(BackendError::from)?
+        {
+            let (k, v) = row.map_err(BackendError::from)?;
+            let (r, _) = codec::parse_rev_key(k.value()).ok_or_else(|| {
+                BackendError::Corrupt(format!("bad revision key {:?}", k.value()))
+            })?;
+            if r.main <= compact && !keep.contains(&r) {
+                continue;
+            }
+            h = crc32c::crc32c_append(h, k.value());
+            h = crc32c::crc32c_append(h, v.value());
+        }
+        Ok(HashKv {
+            hash: h,
+            compact_revision: compact,
+            hash_revision: rev,
+            revision: cur,
+        })
+    }
+
+    /// etcd's `Hash`: CRC32C over every row of the `key` table and of the server's tables
+    /// (`lease`, `auth`, `members`, `alarm`), excluding `meta`. Like etcd's, it covers the
+    /// physical state, so members agree only once physical compaction has caught up.
+    pub fn hash(&self) -> Result<(u32, i64)> {
+        let (st, tx, cur) = self.view()?;
+        drop(st);
+        let mut h = 0u32;
+        for table in Table::ALL {
+            if table == Table::Meta {
+                continue;
+            }
+            h = crc32c::crc32c_append(h, table.name().as_bytes());
+            let t = tx.open_table(table.def()).map_err(BackendError::from)?;
+            for row in t.iter().map_err(BackendError::from)? {
+                let (k, v) = row.map_err(BackendError::from)?;
+                h = crc32c::crc32c_append(h, k.value());
+                h = crc32c::crc32c_append(h, v.value());
+            }
+        }
+        Ok((h, cur))
+    }
+
+    /// Number of rows in the backend's `key` table (for tests and metrics).
+    pub fn backend_rows(&self) -> Result<u64> {
+        let tx = self.inner.backend.begin_read()?;
+        let t = tx
+            .open_table(Table::Key.def())
+            .map_err(BackendError::from)?;
+        Ok(t.len().map_err(BackendError::from)?)
+    }
+
+    /// Events of every revision in `[from, ..]` up to `to` (inclusive), reading at most
+    /// about `max_rows` rows but never splitting a revision. Returns the events and the
+    /// last revision covered (`from - 1` if none). `Err(Compacted)` if `from` is below the
+    /// compaction revision. Events carry no `prev_kv`.
+    pub fn events_since(&self, from: i64, to: i64, max_rows: usize) -> Result<(Vec<Event>, i64)> {
+        let (st, tx, _cur) = self.view()?;
+        if from < st.compact_rev {
+            return Err(Error::Compacted);
+        }
+        drop(st);
+        let t = tx
+            .open_table(Table::Key.def())
+            .map_err(BackendError::from)?;
+        let lo = codec::rev_lower_bound(from);
+        let hi = codec::rev_lower_bound(to.saturating_add(1));
+        let mut events = Vec::new();
+        let mut last = from - 1;
+        for row in t
+            .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+            .map_err(BackendError::from)?
+        {
+            let (k, v) = row.map_err(BackendError::from)?;
+            let (r, tomb) = codec::parse_rev_key(k.value()).ok_or_else(|| {
+                BackendError::Corrupt(format!("bad revision key {:?}", k.value()))
+            })?;
+            if events.len() >= max_rows && r.main != last {
+                break;
+            }
+            let mut kv = codec::decode_kv(v.value())
+                .ok_or_else(|| BackendError::Corrupt(format!("undecodable KeyValue at {r:?}")))?;
+            let kind = if tomb {
+                kv.mod_revision = r.main;
+                EventType::Delete
+            } else {
+                EventType::Put
+            };
+            events.push(Event {
+                kind,
+                kv,
+                prev_kv: None,
+            });
+            last = r.main;
+        }
+        if events.len() < max_rows {
+            // The scan reached `to`: every revision up to it is covered.
+            last = last.max(to);
+        }
+        Ok((events, last))
+    }
+}
+
+impl Drop for KvStore {
+    fn drop(&mut self) {
+        self.inner.shutdown.store(true, Ordering::SeqCst);
+        // Closing the channel ends the worker's loop.
+        self.compactor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The apply of one entry: ops run against the write transaction's table (so a range
+/// after a put in the same txn sees it) at main revision `begin_rev + 1`.
+struct WriteCtx<'a, 't> {
+    keys: &'a mut KeyTable<'t>,
+    st: &'a mut State,
+    begin_rev: i64,
+    events: Vec<Event>,
+    leases: &'a dyn LeaseCheck,
+}
+
+impl WriteCtx<'_, '_> {
+    fn write_rev(&self) -> i64 {
+        self.begin_rev + 1
+    }
+
+    /// The revision a read inside this entry sees: including its own earlier writes.
+    fn read_rev(&self) -> i64 {
+        if self.events.is_empty() {
+            self.begin_rev
+        } else {
+            self.begin_rev + 1
+        }
+    }
+
+    fn exec(&mut self, req: &WriteRequest) -> Result<WriteResponse> {
+        match req {
+            WriteRequest::Put(p) => {
+                check::check_put(p)?;
+                self.check_put_state(p)?;
+                let mut r = self.put(p)?;
+                r.header.revision = self.read_rev();
+                Ok(WriteResponse::Put(r))
+            }
+            WriteRequest::DeleteRange(d) => {
+                check::check_delete(d)?;
+                let mut r = self.delete(d)?;
+                r.header.revision = self.read_rev();
+                Ok(WriteResponse::DeleteRange(r))
+            }
+            WriteRequest::Txn(t) => {
+                check::check_txn(t, usize::MAX)?;
+                let mut path = Vec::new();
+                self.compare_path(t, &mut path)?;
+                let mut pos = 0;
+                self.check_path(t, &path, &mut pos)?;
+                let mut pos = 0;
+                let mut r = self.txn(t, &path, &mut pos)?;
+                r.header.revision = self.read_rev();
+                Ok(WriteResponse::Txn(r))
+            }
+            WriteRequest::Compaction(c) => {
+                if c.revision <= self.st.compact_rev {
+                    return Err(Error::Compacted);
+                }
+                if c.revision > self.st.current_rev {
+                    return Err(Error::FutureRev);
+                }
+                self.st.compact_rev = c.revision;
+                self.st.index.compact(c.revision);
+                debug!(revision = c.revision, "logical compaction done");
+                Ok(WriteResponse::Compaction(CompactionResponse {
+                    header: ResponseHeader::at(self.begin_rev),
+                }))
+            }
+            WriteRequest::Noop => Ok(WriteResponse::Noop(ResponseHeader::at(self.begin_rev))),
+        }
+    }
+
+    fn head_kv(&self, key: &[u8]) -> Result<Option<(IdxRev, KeyValue)>> {
+        match self.st.index.get(key).and_then(|ki| ki.head()) {
+            Some((r, _, _)) => Ok(Some((r, read_row(&*self.keys, r)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// etcd's `checkRequestPut`, against the state before the request's writes.
+    fn check_put_state(&self, p: &PutRequest) -> Result<()> {
+        if (p.ignore_value || p.ignore_lease)
+            && self.st.index.get(&p.key).and_then(|ki| ki.head()).is_none()
+        {
+            return Err(Error::KeyNotFound);
+        }
+        if p.lease != 0 && !self.leases.lease_exists(p.lease) {
+            return Err(Error::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let cur = self.read_rev();
+        let rev = read_revision(req.revision, cur, self.st.compact_rev)?;
+        let (revs, count) = collect_range(&self.st.index, req, rev);
+        finish_range(&*self.keys, &revs, count, req, cur)
+    }
+
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
+        let prev = self.head_kv(&p.key)?;
+        let rev = Revision::new(self.write_rev(), self.events.len() as i64);
+        let (created, version) = match self.st.index.get(&p.key).and_then(|ki| ki.head()) {
+            Some((_, c, v)) => (c, v + 1),
+            None => (rev.main, 1),
+        };
+        let prev_kv = prev.map(|(_, kv)| kv);
+        let (value, lease) = match &prev_kv {
+            Some(pk) => (
+                if p.ignore_value {
+                    pk.value.clone()
+                } else {
+                    p.value.clone()
+                },
+                if p.ignore_lease { pk.lease } else { p.lease },
+            ),
+            None if p.ignore_value || p.ignore_lease => return Err(Error::KeyNotFound),
+            None => (p.value.clone(), p.lease),
+        };
+        let kv = KeyValue {
+            key: p.key.clone(),
+            create_revision: created,
+            mod_revision: rev.main,
+            version,
+            value,
+            lease,
+        };
+        let k = codec::rev_key(rev, false);
+        self.keys
+            .insert(k.as_slice(), codec::encode_kv(&kv).as_slice())
+            .map_err(BackendError::from)?;
+        self.st.index.put(&p.key, rev, created, version);
+        let resp_prev = if p.prev_kv { prev_kv.clone() } else { None };
+        self.events.push(Event {
+            kind: EventType::Put,
+            kv,
+            prev_kv,
+        });
+        Ok(PutResponse {
+            header: ResponseHeader::default(),
+            prev_kv: resp_prev,
+        })
+    }
+
+    fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let live = self.st.index.live_in(&d.key, &d.range_end);
+        let mut resp = DeleteRangeResponse::default();
+        for (key, r, _, _) in live {
+            let prev = read_row(&*self.keys, r)?;
+            let rev = Revision::new(self.write_rev(), self.events.len() as i64);
+            let tomb = KeyValue {
+                key: key.clone(),
+                ..Default::default()
+            };
+            let k = codec::rev_key(rev, true);
+            self.keys
+                .insert(k.as_slice(), codec::encode_kv(&tomb).as_slice())
+                .map_err(BackendError::from)?;
+            self.st.index.tombstone(&key, rev);
+            resp.deleted += 1;
+            if d.prev_kv {
+                resp.prev_kvs.push(prev.clone());
+            }
+            self.events.push(Event {
+                kind: EventType::Delete,
+                kv: KeyValue {
+                    key,
+                    mod_revision: rev.main,
+                    ..Default::default()
+                },
+                prev_kv: Some(prev),
+            });
+        }
+        Ok(resp)
+    }
+
+    /// etcd's `applyCompare`, against the state before the txn's writes.
+    fn compare(&self, c: &Compare) -> Result<bool> {
+        let mut kvs = Vec::new();
+        self.st
+            .index
+            .range_at(&c.key, &c.range_end, self.begin_rev, |_, r| {
+                kvs.push(r);
+                true
+            });
+        if kvs.is_empty() {
+            if c.target == CompareTarget::Value {
+                // A missing key has no value to compare: always false (etcd).
+                return Ok(false);
+            }
+            return Ok(compare_kv(c, &KeyValue::default()));
+        }
+        for r in kvs {
+            if !compare_kv(c, &read_row(&*self.keys, r)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// etcd's `compareToPath`: every compare along the taken branches is evaluated up front
+    /// against the pre-txn state; `path` gets one bool per txn visited, depth first.
+    fn compare_path(&self, t: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+        let mut ok = true;
+        for c in &t.compare {
+            if !self.compare(c)? {
+                ok = false;
+                break;
+            }
+        }
+        path.push(ok);
+        let ops = if ok { &t.success } else { &t.failure };
+        for op in ops {
+            if let RequestOp::Txn(n) = op {
+                self.compare_path(n, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// etcd's `checkRequests` along the path: puts (key must exist for ignore_*, lease must
+    /// exist) and ranges (revision neither future nor compacted), so a failing txn fails
+    /// before any write (etcd #18667 is about a txn half applied on such an error).
+    fn check_path(&self, t: &TxnRequest, path: &[bool], pos: &mut usize) -> Result<()> {
+        let ok = path[*pos];
+        *pos += 1;
+        let ops = if ok { &t.success } else { &t.failure };
+        for op in ops {
+            match op {
+                RequestOp::Put(p) => self.check_put_state(p)?,
+                RequestOp::Range(r) => {
+                    if r.revision > 0 {
+                        if r.revision > self.begin_rev {
+                            return Err(Error::FutureRev);
+                        }
+                        if r.revision < self.st.compact_rev {
+                            return Err(Error::Compacted);
+                        }
+                    }
+                }
+                RequestOp::DeleteRange(_) => {}
+                RequestOp::Txn(n) => self.check_path(n, path, pos)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn txn(&mut self, t: &TxnRequest, path: &[bool], pos: &mut usize) -> Result<TxnResponse> {
+        let ok = path[*pos];
+        *pos += 1;
+        let ops = if ok { &t.success } else { &t.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let r = match op {
+                RequestOp::Range(q) => ResponseOp::Range(self.range(q)?),
+                RequestOp::Put(q) => {
+                    let mut r = self.put(q)?;
+                    r.header.revision = self.read_rev();
+                    ResponseOp::Put(r)
+                }
+                RequestOp::DeleteRange(q) => {
+                    let mut r = self.delete(q)?;
+                    r.header.revision = self.read_rev();
+                    ResponseOp::DeleteRange(r)
+                }
+                RequestOp::Txn(n) => {
+                    let mut r = self.txn(n, path, pos)?;
+                    r.header.revision = self.read_rev();
+                    ResponseOp::Txn(r)
+                }
+            };
+            responses.push(r);
+        }
+        Ok(TxnResponse {
+            header: ResponseHeader::default(),
+            succeeded: ok,
+            responses,
+        })
+    }
+}
+
+/// etcd's `compareKV`.
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering as O;
+    let ord = match c.target {
+        CompareTarget::Value => {
+            let empty = Vec::new();
+            let v = match &c.target_union {
+                Some(TargetUnion::Value(v)) => v,
+                _ => &empty,
+            };
+            kv.value.as_slice().cmp(v.as_slice())
+        }
+        CompareTarget::Create => {
+            let v = match c.target_union {
+                Some(TargetUnion::CreateRevision(v)) => v,
+                _ => 0,
+            };
+            kv.create_revision.cmp(&v)
+        }
+        CompareTarget::Mod => {
+            let v = match c.target_union {
+                Some(TargetUnion::ModRevision(v)) => v,
+                _ => 0,
+            };
+            kv.mod_revision.cmp(&v)
+        }
+        CompareTarget::Version => {
+            let v = match c.target_union {
+                Some(TargetUnion::Version(v)) => v,
+                _ => 0,
+            };
+            kv.version.cmp(&v)
+        }
+        CompareTarget::Lease => {
+            let v = match c.target_union {
+                Some(TargetUnion::Lease(v)) => v,
+                _ => 0,
+            };
+            kv.lease.cmp(&v)
+        }
+    };
+    match c.result {
+        CompareResult::Equal => ord == O::Equal,
+        CompareResult::NotEqual => ord != O::Equal,
+        CompareResult::Greater => ord == O::Greater,
+        CompareResult::Less => ord == O::Less,
+    }
+}
+
+/// Physical compaction: deletes, in small batches, the rows at or below the compaction
+/// revision that the (already compacted) index no longer lists.
+fn compactor_loop(inner: Arc<Inner>, rx: mpsc::Receiver<i64>) {
+    while let Ok(mut target) = rx.recv() {
+        // Coalesce queued compactions: the newest covers the older ones.
+        while let Ok(t) = rx.try_recv() {
+            target = target.max(t);
+        }
+        match physical_compact(&inner, target) {
+            Ok(true) => {
+                let mut g = inner
+                    .finished_compact
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                *g = (*g).max(target);
+                inner.finished_cv.notify_all();
+                info!(revision = target, "physical compaction finished");
+            }
+            Ok(false) => return, // shutting down; resumed at the next open
+            Err(e) => {
+                warn!(error = %e, revision = target, "physical compaction failed; retried at next open");
+            }
+        }
+    }
+}
+
+fn physical_compact(inner: &Inner, target: i64) -> Result<bool> {
+    let upper = codec::rev_lower_bound(target.saturating_add(1));
+    let mut cursor: Vec<u8> = Vec::new();
+    let batch = inner.cfg.compaction_batch.max(1);
+    let mut deleted = 0u64;
+    loop {
+        if inner.shutdown.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        // Decide under the index lock with a snapshot; delete in a separate write
+        // transaction (never hold the index lock while waiting for the writer slot: the
+        // apply loop holds the writer slot while it waits for the index lock).
+        let mut doomed = Vec::new();
+        let mut next_cursor = None;
+        {
+            let st = inner.state.read().unwrap_or_else(|p| p.into_inner());
+            let tx = inner.backend.begin_read()?;
+            drop(st);
+            let t = tx
+                .open_table(Table::Key.def())
+                .map_err(BackendError::from)?;
+            let mut rows = 0usize;
+            let mut batch_rows = Vec::new();
+            for row in t
+                .range::<&[u8]>(cursor.as_slice()..upper.as_slice())
+                .map_err(BackendError::from)?
+            {
+                let (k, v) = row.map_err(BackendError::from)?;
+                rows += 1;
+                if rows > batch {
+                    next_cursor = Some(k.value().to_vec());
+                    break;
+                }
+                let key = codec::decode_kv_key(v.value()).ok_or_else(|| {
+                    BackendError::Corrupt(format!("undecodable row {:?}", k.value()))
+                })?;
+                batch_rows.push((k.value().to_vec(), key));
+            }
+            let st = inner.state.read().unwrap_or_else(|p| p.into_inner());
+            for (k, key) in batch_rows {
+                let Some((rev, _)) = codec::parse_rev_key(&k) else {
+                    continue;
+                };
+                if !st.index.get(&key).is_some_and(|ki| ki.contains(rev)) {
+                    doomed.push(k);
+                }
+            }
+        }
+        if !doomed.is_empty() {
+            let tx = inner.backend.begin_write()?;
+            {
+                let mut t = tx
+                    .open_table(Table::Key.def())
+                    .map_err(BackendError::from)?;
+                for k in &doomed {
+                    t.remove(k.as_slice()).map_err(BackendError::from)?;
+                }
+            }
+            inner.backend.commit(tx, 0, false)?;
+            deleted += doomed.len() as u64;
+        }
+        match next_cursor {
+            Some(c) => {
+                cursor = c;
+                std::thread::sleep(inner.cfg.compaction_pause);
+            }
+            None => break,
+        }
+    }
+    let tx = inner.backend.begin_write()?;
+    {
+        let mut m = tx
+            .open_table(Table::Meta.def())
+            .map_err(BackendError::from)?;
+        let prev = read_u64(&m, meta::FINISHED_COMPACT)?;
+        write_u64(&mut m, meta::FINISHED_COMPACT, prev.max(target as u64))?;
+    }
+    inner.backend.commit(tx, 0, false)?;
+    debug!(
+        deleted,
+        revision = target,
+        "physical compaction batches done"
+    );
+    Ok(true)
+}
