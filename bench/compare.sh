@@ -14,6 +14,9 @@
 #   --etcd-bin    etcd binary (default: etcd on PATH; Debian's etcd-server is 3.4)
 #   --bench-bin   skiff-bench binary (default: built with cargo build --release)
 #   --big         load 1,000,000 keys for the RSS/restart rows (default 100,000)
+#   --quick       a tenth of every total: checks the script itself, not for RESULTS.md
+#   --aa          run etcd as the second side too ("etcd again"): an A/A run whose ratios
+#                 show this machine's noise floor; never labelled Skiff
 #   --out         report file (default bench/RESULTS.md)
 #   --work-dir    data dirs and logs (default bench/tmp, removed at start)
 # Needs: jq, etcd, etcdctl (etcdctl writes the key the range workloads read, which also
@@ -22,7 +25,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-skiff_bin="" etcd_bin="" bench_bin="" big=0
+skiff_bin="" etcd_bin="" bench_bin="" big=0 quick=0 aa=0
 out="$repo/bench/RESULTS.md"
 work="$repo/bench/tmp"
 while [ $# -gt 0 ]; do
@@ -31,6 +34,8 @@ while [ $# -gt 0 ]; do
     --etcd-bin) etcd_bin=$2; shift 2 ;;
     --bench-bin) bench_bin=$2; shift 2 ;;
     --big) big=1; shift ;;
+    --quick) quick=1; shift ;;
+    --aa) aa=1; shift ;;
     --out) out=$2; shift 2 ;;
     --work-dir) work=$2; shift 2 ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
@@ -44,6 +49,8 @@ etcd_bin=${etcd_bin:-$(command -v etcd || true)}
 [ -x "$etcd_bin" ] || die "no etcd binary (apt-get install etcd-server, or --etcd-bin PATH)"
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 if [ -z "$skiff_bin" ] && [ -x "$target_dir/release/skiff" ]; then skiff_bin=$target_dir/release/skiff; fi
+second_label=Skiff
+if [ "$aa" = 1 ]; then skiff_bin=$etcd_bin; second_label="etcd again (A/A)"; fi
 if [ -n "$skiff_bin" ] && [ ! -x "$skiff_bin" ]; then die "--skiff-bin $skiff_bin is not an executable"; fi
 if [ -z "$bench_bin" ]; then
   (cd "$repo" && cargo build --release -q -p skiff-bench) || die "building skiff-bench failed"
@@ -52,6 +59,11 @@ fi
 [ -x "$bench_bin" ] || die "no skiff-bench binary at $bench_bin"
 
 keys=100000; [ "$big" = 1 ] && keys=1000000
+# Request totals: modest, so that a whole run takes a few minutes on 2 cores.
+t_one=2000 t_many=20000 t_txn=5000 t_watch=500 t_lease=20000
+if [ "$quick" = 1 ]; then
+  t_one=200 t_many=2000 t_txn=500 t_watch=50 t_lease=2000 keys=$((keys / 10))
+fi
 client_ports=(21101 21102 21103)
 peer_ports=(21111 21112 21113)
 eps=$(printf '127.0.0.1:%s,' "${client_ports[@]}"); eps=${eps%,}
@@ -117,23 +129,37 @@ stop_sampler() { kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>
 
 # --- workloads: id | description | global flags | subcommand ----------------------
 workloads=(
-  "put-1|put, 1 client, 1 conn, leader|--conns 1 --clients 1 --total 2000 --target-leader|put --key-size 8 --val-size 256 --sequential-keys --key-space-size 100000"
-  "put-1000-leader|put, 1000 clients, 100 conns, leader|--conns 100 --clients 1000 --total 20000 --target-leader|put --key-size 8 --val-size 256 --sequential-keys --key-space-size 100000"
-  "put-1000-all|put, 1000 clients, 100 conns, all members|--conns 100 --clients 1000 --total 20000|put --key-size 8 --val-size 256 --sequential-keys --key-space-size 100000"
-  "range-l|range linearizable, 1000 clients, 100 conns, all members|--conns 100 --clients 1000 --total 20000|range benchkey --consistency l"
-  "range-s|range serializable, 1000 clients, 100 conns, all members|--conns 100 --clients 1000 --total 20000|range benchkey --consistency s"
-  "txn-put|txn-put (4 puts/txn), 100 clients, 10 conns, all members|--conns 10 --clients 100 --total 5000|txn-put --txn-ops 4 --key-size 8 --val-size 256 --key-space-size 100000"
-  "watch|watch latency, 500 puts at 100/s, 10 streams x 10 watchers|--conns 10|watch-latency --put-total 500 --put-rate 100 --streams 10 --watchers-per-stream 10 --val-size 256"
-  "lease|lease keep-alive, 100 clients, 10 conns, all members|--conns 10 --clients 100 --total 20000|lease-keepalive"
+  "put-1|put, 1 client, 1 conn, leader|--conns 1 --clients 1 --total $t_one --target-leader|put --key-size 8 --val-size 256 --sequential-keys --key-space-size 100000"
+  "put-1000-leader|put, 1000 clients, 100 conns, leader|--conns 100 --clients 1000 --total $t_many --target-leader|put --key-size 8 --val-size 256 --sequential-keys --key-space-size 100000"
+  "put-1000-all|put, 1000 clients, 100 conns, all members|--conns 100 --clients 1000 --total $t_many|put --key-size 8 --val-size 256 --sequential-keys --key-space-size 100000"
+  "range-l|range linearizable, 1000 clients, 100 conns, all members|--conns 100 --clients 1000 --total $t_many|range benchkey --consistency l"
+  "range-s|range serializable, 1000 clients, 100 conns, all members|--conns 100 --clients 1000 --total $t_many|range benchkey --consistency s"
+  "txn-put|txn-put (4 puts/txn), 100 clients, 10 conns, all members|--conns 10 --clients 100 --total $t_txn|txn-put --txn-ops 4 --key-size 8 --val-size 256 --key-space-size 100000"
+  "watch|watch latency, $t_watch puts at 100/s, 10 streams x 10 watchers|--conns 10|watch-latency --put-total $t_watch --put-rate 100 --streams 10 --watchers-per-stream 10 --val-size 256"
+  "lease|lease keep-alive, 100 clients, 10 conns, all members|--conns 10 --clients 100 --total $t_lease|lease-keepalive"
 )
 load_cmd="--conns 100 --clients 1000 --total $keys|put --key-size 8 --val-size 256 --sequential-keys --key-space-size $keys"
 
 commands_md="$work/commands.md"; : >"$commands_md"
-run_bench() { # side id globals sub -> writes $work/$side.$id.json, returns rc
-  local side=$1 id=$2 g=$3 s=$4 rc=0
+clk_tck=$(getconf CLK_TCK)
+members_cpu_ticks() { # utime+stime of the running members, summed
+  local sum=0 t
+  for p in "${pids[@]}"; do
+    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    sum=$((sum + ${t:-0}))
+  done
+  echo "$sum"
+}
+run_bench() { # side id globals sub -> $work/$side.$id.{json,err,rc,cpu_s}
+  local side=$1 id=$2 g=$3 s=$4 rc=0 c0 c1
+  c0=$(members_cpu_ticks)
   # shellcheck disable=SC2086 # flags are word lists by design
   "$bench_bin" --endpoints "$eps" $g -w json $s >"$work/$side.$id.json" 2>"$work/$side.$id.err" || rc=$?
+  c1=$(members_cpu_ticks)
   echo "$rc" >"$work/$side.$id.rc"
+  # CPU the three members spent during this run (s): less noisy than wall time on a
+  # shared machine, and the load generator's own CPU is not in it.
+  awk -v a="$c0" -v b="$c1" -v t="$clk_tck" 'BEGIN{printf "%.2f", (b - a) / t}' >"$work/$side.$id.cpu_s"
   if [ "$side" = etcd ]; then echo "- \`$id\`: \`skiff-bench --endpoints $eps $g $s\`" >>"$commands_md"; fi
   return 0
 }
@@ -143,7 +169,12 @@ run_side() { # side bin
   echo "== $side: starting 3 members ($bin)" >&2
   mkdir -p "$work/$side"
   start_cluster "$side" "$bin" new
-  wait_serving 60 || die "$side cluster did not start serving within 60 s (logs in $work)"
+  if ! wait_serving 60; then
+    echo "== $side: cluster did not start serving within 60 s (logs in $work)" >&2
+    echo "did not start serving within 60 s" >"$work/$side.start_failed"
+    stop_cluster
+    return 0
+  fi
   ETCDCTL_API=3 etcdctl --endpoints "$eps" put benchkey "$value256" >/dev/null || die "$side: etcdctl put benchkey failed"
   start_sampler "$work/$side.rss_peak"
   local w id desc g s
@@ -177,13 +208,13 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 fs=$(df -PT "$work" | awk 'NR==2{print $2" ("$7")"}')
 "$bench_bin" -w json fdatasync --dir "$work" --count 300 >"$work/fdatasync.json"
 fsync_line=$(jq -r '"avg \(.average_s*1000|.*1000|round/1000) ms, p50 \(.percentiles[]|select(.percent==50).latency_s*1000|.*1000|round/1000) ms, p99 \(.percentiles[]|select(.percent==99).latency_s*1000|.*1000|round/1000) ms (\(.requests) rounds of 2300 B write + fdatasync)"' "$work/fdatasync.json")
-etcd_version=$("$etcd_bin" --version | head -1)
+etcd_version=$("$etcd_bin" --version | sed -n 1p)
 bench_version=$("$bench_bin" --version)
 rustc_version=$(rustc --version 2>/dev/null || echo "rustc unknown")
 
 run_side etcd "$etcd_bin"
 if [ -n "$skiff_bin" ]; then
-  skiff_version=$("$skiff_bin" --version 2>&1 | head -1 || true)
+  skiff_version="$("$skiff_bin" --version 2>&1 | sed -n 1p || true) ($skiff_bin)"
   run_side skiff "$skiff_bin"
 else
   skiff_version="none (no skiff binary given or found at $target_dir/release/skiff)"
@@ -197,6 +228,7 @@ fmt() { # number digits
 metric() { # side id jq-expr -> value or a failure note
   local side=$1 id=$2 expr=$3 f="$work/$1.$2.json"
   if [ "$side" = skiff ] && [ -z "$skiff_bin" ]; then echo "not run (no skiff binary)"; return; fi
+  if [ -e "$work/$side.start_failed" ]; then echo "failed (cluster $(cat "$work/$side.start_failed"))"; return; fi
   local rc; rc=$(cat "$work/$side.$id.rc" 2>/dev/null || echo missing)
   if [ "$rc" != 0 ]; then
     local why; why=$(jq -r '[.errors_by_code|to_entries[]|"\(.value.count) \(.key)"]|join(", ")' "$f" 2>/dev/null || head -c 120 "$work/$side.$id.err")
@@ -208,6 +240,11 @@ ratio() { # etcd skiff
   if [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] && [ "$(awk -v a="$1" 'BEGIN{print (a>0)}')" = 1 ]; then
     fmt "$(awk -v a="$1" -v b="$2" 'BEGIN{print b/a}')" 2
   else echo "–"; fi
+}
+cpu_per_k() { # side id -> members' CPU ms per 1000 successful requests
+  local m; m=$(metric "$1" "$2" '.requests')
+  [[ $m =~ ^[0-9]+$ ]] || { echo "$m"; return; }
+  fmt "$(awk -v c="$(cat "$work/$1.$2.cpu_s")" -v n="$m" 'BEGIN{print (n > 0 ? c * 1e6 / n : 0)}')" 1
 }
 rows=""
 row() { # label better etcd skiff
@@ -226,9 +263,11 @@ for w in "${workloads[@]}"; do
   row "$desc: requests/s" higher "$(metric etcd "$id" "$q_rps")" "$(metric skiff "$id" "$q_rps")"
   row "$desc: p50 (ms)" lower "$(metric etcd "$id" "$q_p50")" "$(metric skiff "$id" "$q_p50")"
   row "$desc: p99 (ms)" lower "$(metric etcd "$id" "$q_p99")" "$(metric skiff "$id" "$q_p99")"
+  row "$desc: members' CPU per 1000 requests (ms)" lower "$(cpu_per_k etcd "$id")" "$(cpu_per_k skiff "$id")"
 done
 side_value() { # side file digits-transform
   if [ "$1" = skiff ] && [ -z "$skiff_bin" ]; then echo "not run (no skiff binary)"; return; fi
+  if [ -e "$work/$1.start_failed" ]; then echo "failed (cluster $(cat "$work/$1.start_failed"))"; return; fi
   local v; v=$(cat "$work/$1.$2" 2>/dev/null || echo missing)
   if [[ $v =~ ^[0-9.]+$ ]]; then fmt "$(awk -v v="$v" -v k="$3" 'BEGIN{print v*k}')" "$4"; else echo "failed ($v)"; fi
 }
@@ -241,13 +280,13 @@ errors_note=""
 for side in etcd skiff; do
   for f in "$work/$side".*.rc; do
     [ -e "$f" ] || continue
-    [ "$(cat "$f")" = 0 ] || errors_note+="- $side $(basename "$f" .rc | cut -d. -f2-): exit $(cat "$f"): $(head -c 300 "${f%.rc}.err" | tr '\n' ' ')"$'\n'
+    [ "$(cat "$f")" = 0 ] || errors_note+="- $([ "$side" = etcd ] && echo etcd || echo "$second_label") $(basename "$f" .rc | cut -d. -f2-): exit $(cat "$f"): $(head -c 300 "${f%.rc}.err" | tr '\n' ' ')"$'\n'
   done
 done
 
 mkdir -p "$(dirname "$out")"
 cat >"$out" <<MD
-# etcd vs Skiff: benchmark results
+# etcd vs $second_label: benchmark results
 
 Written by \`bench/compare.sh\` on $date_utc. Every figure below comes from that one run;
 rerun the script to refresh it.
@@ -263,23 +302,25 @@ rerun the script to refresh it.
 | fdatasync latency (measured at start) | $fsync_line |
 | load average (1/5/15 min) | start $load_start, end $load_end |
 
-The machine is shared: other agents' builds were running during the run, so absolute
-figures are noisy. Compare the ratios, which were measured back to back.
+The machine is shared: other agents' builds were running during the run (see the load
+average), so absolute figures are noisy; compare the ratios, measured back to back. The
+load generator runs on the same cores as the members and takes a share of them: with
+1000 clients it is part of what limits throughput, equally for both sides.
 
 ## Versions
 
 - etcd: $etcd_version ($etcd_bin)
-- Skiff: $skiff_version
+- $second_label: $skiff_version
 - load generator: $bench_version, built with $rustc_version
 
 ## Results
 
 Three members on loopback each side (clients 127.0.0.1:21101-21103, peers :21111-21113),
 started with the same etcd flags, data dirs on the same filesystem, one cluster after the
-other. Key 8 B, value 256 B. Ratio = Skiff ÷ etcd (above 1 is better for Skiff where higher
-is better, below 1 where lower is better).
+other. Key 8 B, value 256 B. Ratio = $second_label ÷ etcd (above 1 is better for the
+second column where higher is better, below 1 where lower is better).
 
-| workload and metric | better | etcd 3.4 | Skiff | ratio |
+| workload and metric | better | etcd 3.4 | $second_label | ratio |
 |---|---|---|---|---|
 $rows
 ${errors_note:+### Failed runs (non-zero exit: errors above --max-error-rate 0, or no connection)
@@ -296,6 +337,8 @@ same command on the existing data dirs).
 Range key: \`etcdctl --endpoints $eps put benchkey <256 B value>\`.
 Serving (start and restart time) = first moment a linearizable range through all three
 members succeeds, polled every 50 ms.
+Members' CPU: utime + stime of the three member processes (from /proc) over each run,
+per 1000 successful requests; it excludes the load generator, which shares the same cores.
 RSS: VmRSS of the three member processes summed, sampled every 0.5 s during the workloads
 (peak) and once 2 s after loading the keys.
 fdatasync: \`skiff-bench fdatasync --dir $work --count 300\`.

@@ -42,10 +42,11 @@ pub struct GlobalOpts {
     /// Send every request to the current leader only (found with Status at start).
     #[arg(long, global = true)]
     pub target_leader: bool,
-    /// Total number of requests.
+    /// Total number of requests (watch-latency uses --put-total, fdatasync --count).
     #[arg(long, global = true, default_value_t = 10000)]
     pub total: u64,
-    /// Maximum requests per second over all clients (0 = unlimited).
+    /// Maximum requests per second over all clients, 0 = unlimited (watch-latency paces
+    /// its puts with --put-rate instead).
     #[arg(long, global = true, default_value_t = 0)]
     pub rate: u64,
     /// Print times with full (nanosecond) precision instead of four decimals.
