@@ -189,7 +189,9 @@ fn check_invariants(cfg: &TrackerConfig, prs: &ProgressMap) -> Result<(), ConfCh
     }
     for id in &cfg.learners_next {
         if !cfg.voters.outgoing.contains(*id) {
-            return bad(format!("{id} is in learners_next but not an outgoing voter"));
+            return bad(format!(
+                "{id} is in learners_next but not an outgoing voter"
+            ));
         }
         if prs.get(id).is_some_and(|p| p.is_learner) {
             return bad(format!("{id} is in learners_next but already a learner"));

@@ -129,7 +129,10 @@ mod tests {
         c.heartbeat_tick = 0;
         assert_eq!(c.validate(), Err(ConfigError::HeartbeatTick));
         c.heartbeat_tick = 10;
-        assert!(matches!(c.validate(), Err(ConfigError::ElectionTick { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ElectionTick { .. })
+        ));
         c.heartbeat_tick = 1;
         c.max_inflight_msgs = 0;
         assert_eq!(c.validate(), Err(ConfigError::MaxInflight));

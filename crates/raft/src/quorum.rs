@@ -154,7 +154,10 @@ mod tests {
         let acked: HashMap<u64, u64> = [(1, 9), (2, 9), (3, 2), (4, 2), (5, 7)].into();
         assert_eq!(j.committed_index(|id| acked[&id]), 2);
         let votes: HashMap<u64, bool> = [(1, true), (2, true), (4, false), (5, false)].into();
-        assert_eq!(j.vote_result(|id| votes.get(&id).copied()), VoteResult::Lost);
+        assert_eq!(
+            j.vote_result(|id| votes.get(&id).copied()),
+            VoteResult::Lost
+        );
         let votes: HashMap<u64, bool> = [(1, true), (2, true), (4, true)].into();
         assert_eq!(
             j.vote_result(|id| votes.get(&id).copied()),

@@ -19,8 +19,8 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
+use crate::confchange::{self, Changer, ConfChangeError};
 use crate::config::{Config, ConfigError, ReadOnlyOption};
-use crate::confchange::{self, ConfChangeError, Changer};
 use crate::quorum::VoteResult;
 use crate::raft_log::RaftLog;
 use crate::read_only::{ReadOnly, ReadState};
@@ -228,7 +228,10 @@ impl<S: Storage> Raft<S> {
 
     /// Whether this node may become leader: a voter of the current configuration.
     pub fn promotable(&self) -> bool {
-        self.prs.progress.get(&self.id).is_some_and(|p| !p.is_learner)
+        self.prs
+            .progress
+            .get(&self.id)
+            .is_some_and(|p| !p.is_learner)
     }
 
     fn send(&mut self, mut m: Message) {
@@ -352,7 +355,10 @@ impl<S: Storage> Raft<S> {
     }
 
     fn bcast_heartbeat(&mut self) {
-        let ctx = self.read_only.last_pending_request_ctx().unwrap_or_default();
+        let ctx = self
+            .read_only
+            .last_pending_request_ctx()
+            .unwrap_or_default();
         for id in self.peers() {
             self.send_heartbeat(id, ctx.clone());
         }
@@ -400,8 +406,7 @@ impl<S: Storage> Raft<S> {
     /// Called after a leader's commit index moved: releases reads waiting for the
     /// term's first commit.
     fn on_commit_advanced(&mut self) {
-        if self.committed_entry_in_current_term() && !self.pending_read_index_messages.is_empty()
-        {
+        if self.committed_entry_in_current_term() && !self.pending_read_index_messages.is_empty() {
             for m in std::mem::take(&mut self.pending_read_index_messages) {
                 self.handle_read_index_as_leader(m);
             }
@@ -1198,7 +1203,11 @@ impl<S: Storage> Raft<S> {
             }
             Err(e) => panic!("raft: snapshot at {index} has an invalid ConfState: {e}"),
         }
-        self.is_learner = self.prs.progress.get(&self.id).is_some_and(|p| p.is_learner);
+        self.is_learner = self
+            .prs
+            .progress
+            .get(&self.id)
+            .is_some_and(|p| p.is_learner);
         true
     }
 

@@ -210,7 +210,11 @@ impl Runner {
             "raft-state" => {
                 for (id, n) in &self.c.nodes {
                     let r = &n.raw.raft;
-                    let down = if self.c.down.contains(id) { " (down)" } else { "" };
+                    let down = if self.c.down.contains(id) {
+                        " (down)"
+                    } else {
+                        ""
+                    };
                     writeln!(
                         out,
                         "{id}: {} term={} lead={} commit={}{down}",
@@ -229,12 +233,11 @@ impl Runner {
             "sm" => {
                 let id = args[0].parse().unwrap();
                 let n = self.c.node(id);
-                let items: Vec<String> = n
-                    .sm
-                    .entries
-                    .iter()
-                    .map(|(i, d)| format!("{i}:{}", String::from_utf8_lossy(d)))
-                    .collect();
+                let items: Vec<String> =
+                    n.sm.entries
+                        .iter()
+                        .map(|(i, d)| format!("{i}:{}", String::from_utf8_lossy(d)))
+                        .collect();
                 writeln!(out, "applied={} [{}]", n.sm.applied_index, items.join(" ")).unwrap();
             }
             other => panic!("unknown command {other:?}"),
@@ -280,7 +283,10 @@ impl Runner {
         for id in new_ids {
             self.c.add_node(id, cs.clone(), index);
             let mut quiet = String::new();
-            LAST_STATE.with(|m| m.borrow_mut().insert(id, (StateRole::Follower, u64::MAX, 0)));
+            LAST_STATE.with(|m| {
+                m.borrow_mut()
+                    .insert(id, (StateRole::Follower, u64::MAX, 0))
+            });
             self.state_change(id, &mut quiet);
             let n = self.c.node(id);
             let r = &n.raw.raft;
@@ -312,26 +318,7 @@ impl Runner {
                 other => panic!("unknown load-log option {other}"),
             }
         }
-        let ents: Vec<Entry> = terms
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Entry {
-                term: *t,
-                index: i as u64 + 1,
-                entry_type: EntryType::Normal,
-                data: format!("t{t}").into(),
-            })
-            .collect();
-        hs.term = hs.term.max(terms.iter().copied().max().unwrap_or(0));
-        let n = self.c.node(id);
-        let storage = MemStorage::new();
-        storage.wl().set_conf_state(n.conf_state.clone());
-        storage.wl().append(&ents).unwrap();
-        storage.wl().set_hard_state(hs);
-        n.storage = storage;
-        n.sm = StateMachine::default();
-        n.last_commit = hs.commit;
-        n.restart();
+        self.c.node(id).load_log(&terms, hs);
         self.raft_log(id, out);
     }
 
@@ -345,8 +332,14 @@ impl Runner {
         if prev != Some(now) {
             LAST_STATE.with(|m| m.borrow_mut().insert(key, now));
             if prev.is_some() {
-                writeln!(out, "INFO {id} is {} at term {} (lead {})", fmt_role(now.0), now.1, now.2)
-                    .unwrap();
+                writeln!(
+                    out,
+                    "INFO {id} is {} at term {} (lead {})",
+                    fmt_role(now.0),
+                    now.1,
+                    now.2
+                )
+                .unwrap();
             }
         }
     }

@@ -116,7 +116,8 @@ impl NodeOpts {
 #[derive(Debug, Default)]
 pub struct ReadyOutcome {
     pub ready: Ready,
-    pub applied_conf: Vec<(ConfChangeV2, Result<ConfState, String>)>,
+    /// (index, change, resulting membership or refusal) of applied conf changes.
+    pub applied_conf: Vec<(u64, ConfChangeV2, Result<ConfState, String>)>,
 }
 
 impl Node {
@@ -154,10 +155,40 @@ impl Node {
     }
 
     /// Crash and restart: everything not persisted (unstable entries, in-flight
-    /// state) is lost; the node comes back from its storage and state machine.
+    /// state) is lost; the node comes back from its storage and state machine. Raft
+    /// restarts from the snapshot's membership, so the entries after the snapshot are
+    /// handed out again: data entries the state machine already has are skipped, but
+    /// configuration changes are re-applied to Raft (as etcd does).
     pub fn restart(&mut self) {
-        self.config.applied = self.sm.applied_index;
+        let snap = self.storage.snapshot(0).unwrap();
+        self.config.applied = snap.metadata.index;
+        self.conf_state = snap.metadata.conf_state.clone();
         self.raw = RawNode::new(&self.config, self.storage.clone()).unwrap();
+    }
+
+    /// Replaces the durable log and hard state (entries with the given terms at
+    /// indexes 1..), then restarts: sets up the divergent logs of the paper's figures.
+    pub fn load_log(&mut self, terms: &[u64], hs: HardState) {
+        let ents: Vec<Entry> = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Entry {
+                term: *t,
+                index: i as u64 + 1,
+                entry_type: EntryType::Normal,
+                data: format!("t{t}").into(),
+            })
+            .collect();
+        let mut hs = hs;
+        hs.term = hs.term.max(terms.iter().copied().max().unwrap_or(0));
+        let storage = MemStorage::new();
+        storage.wl().set_conf_state(self.conf_state.clone());
+        storage.wl().append(&ents).unwrap();
+        storage.wl().set_hard_state(hs);
+        self.storage = storage;
+        self.sm = StateMachine::default();
+        self.last_commit = hs.commit;
+        self.restart();
     }
 
     /// Processes one Ready following the documented order. Returns the messages to
@@ -185,12 +216,10 @@ impl Node {
         }
         // Apply.
         for e in &rd.committed_entries {
-            if e.index <= self.sm.applied_index {
-                continue;
-            }
+            let replay = e.index <= self.sm.applied_index;
             match e.entry_type {
                 EntryType::Normal => {
-                    if !e.data.is_empty() {
+                    if !e.data.is_empty() && !replay {
                         self.sm.entries.push((e.index, e.data.clone()));
                     }
                 }
@@ -200,10 +229,14 @@ impl Node {
                     if let Ok(cs) = &res {
                         self.conf_state = cs.clone();
                     }
-                    out.applied_conf.push((cc, res));
+                    if !replay {
+                        out.applied_conf.push((e.index, cc, res));
+                    }
                 }
             }
-            self.sm.applied_index = e.index;
+            if !replay {
+                self.sm.applied_index = e.index;
+            }
         }
         self.reads.extend(rd.read_states.iter().cloned());
         self.raw.advance(rd.clone());
@@ -214,6 +247,11 @@ impl Node {
     /// Takes a snapshot at the applied index and compacts the log up to `index`.
     pub fn compact(&mut self, index: u64) -> Result<(), StorageError> {
         let applied = self.sm.applied_index;
+        if self.raw.raft.raft_log.applied != applied {
+            // Still replaying after a restart: `conf_state` is not yet the membership
+            // as of `applied`, so a snapshot now would record the wrong one.
+            return Err(StorageError::SnapshotTemporarilyUnavailable);
+        }
         let snap_index = applied;
         if snap_index > self.storage.rl().hard_state().commit {
             return Err(StorageError::Unavailable);
@@ -285,7 +323,11 @@ impl Cluster {
         let out = node.handle_ready();
         // Messages sent to a node that is down are lost, even if it comes back.
         let down = &self.down;
-        let sent = out.ready.messages.iter().chain(&out.ready.persisted_messages);
+        let sent = out
+            .ready
+            .messages
+            .iter()
+            .chain(&out.ready.persisted_messages);
         self.queue
             .extend(sent.filter(|m| !down.contains(&m.to)).cloned());
         Some(out)
@@ -293,8 +335,9 @@ impl Cluster {
 
     /// Takes the queued messages addressed to `to`, in order.
     pub fn take_msgs_to(&mut self, to: u64) -> Vec<Message> {
-        let (mine, rest): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.queue).into_iter().partition(|m| m.to == to);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|m| m.to == to);
         self.queue = rest;
         mine
     }
@@ -362,7 +405,12 @@ pub fn fmt_cc(cc: &ConfChangeV2) -> String {
 
 pub fn fmt_entry(e: &Entry) -> String {
     match e.entry_type {
-        EntryType::Normal => format!("{}/{} {:?}", e.term, e.index, String::from_utf8_lossy(&e.data)),
+        EntryType::Normal => format!(
+            "{}/{} {:?}",
+            e.term,
+            e.index,
+            String::from_utf8_lossy(&e.data)
+        ),
         EntryType::ConfChange => match ConfChangeV2::decode(&e.data) {
             Ok(cc) => format!("{}/{} ConfChange {}", e.term, e.index, fmt_cc(&cc)),
             Err(_) => format!("{}/{} ConfChange <undecodable>", e.term, e.index),
@@ -375,7 +423,10 @@ pub fn fmt_entries(es: &[Entry]) -> String {
 }
 
 pub fn fmt_ids(ids: &[u64]) -> String {
-    ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn fmt_conf_state(cs: &ConfState) -> String {
@@ -396,7 +447,13 @@ pub fn fmt_conf_state(cs: &ConfState) -> String {
 }
 
 pub fn fmt_msg(m: &Message) -> String {
-    let mut s = format!("{}->{} {} Term:{}", m.from, m.to, fmt_type(m.msg_type), m.term);
+    let mut s = format!(
+        "{}->{} {} Term:{}",
+        m.from,
+        m.to,
+        fmt_type(m.msg_type),
+        m.term
+    );
     match m.msg_type {
         MessageType::Append => {
             write!(s, " Log:{}/{} Commit:{}", m.log_term, m.index, m.commit).unwrap();
@@ -407,7 +464,12 @@ pub fn fmt_msg(m: &Message) -> String {
         MessageType::AppendResponse => {
             write!(s, " Index:{}", m.index).unwrap();
             if m.reject {
-                write!(s, " Rejected (Hint: {}, LogTerm: {})", m.reject_hint, m.log_term).unwrap();
+                write!(
+                    s,
+                    " Rejected (Hint: {}, LogTerm: {})",
+                    m.reject_hint, m.log_term
+                )
+                .unwrap();
             }
         }
         MessageType::RequestVote | MessageType::RequestPreVote => {
@@ -416,10 +478,8 @@ pub fn fmt_msg(m: &Message) -> String {
                 s.push_str(" (transfer)");
             }
         }
-        MessageType::RequestVoteResponse | MessageType::RequestPreVoteResponse => {
-            if m.reject {
-                s.push_str(" Rejected");
-            }
+        MessageType::RequestVoteResponse | MessageType::RequestPreVoteResponse if m.reject => {
+            s.push_str(" Rejected");
         }
         MessageType::Heartbeat | MessageType::HeartbeatResponse => {
             if m.msg_type == MessageType::Heartbeat {
@@ -470,10 +530,21 @@ pub fn fmt_ready(id: u64, out: &ReadyOutcome) -> String {
     let rd = &out.ready;
     let mut s = format!("> {id} handling Ready\n");
     if let Some(ss) = rd.soft_state {
-        writeln!(s, "  Lead:{} State:{}", ss.leader_id, fmt_role(ss.raft_state)).unwrap();
+        writeln!(
+            s,
+            "  Lead:{} State:{}",
+            ss.leader_id,
+            fmt_role(ss.raft_state)
+        )
+        .unwrap();
     }
     if let Some(hs) = rd.hard_state {
-        writeln!(s, "  HardState Term:{} Vote:{} Commit:{}", hs.term, hs.vote, hs.commit).unwrap();
+        writeln!(
+            s,
+            "  HardState Term:{} Vote:{} Commit:{}",
+            hs.term, hs.vote, hs.commit
+        )
+        .unwrap();
     }
     if !rd.entries.is_empty() {
         writeln!(s, "  Entries:").unwrap();
@@ -497,9 +568,14 @@ pub fn fmt_ready(id: u64, out: &ReadyOutcome) -> String {
             writeln!(s, "  {}", fmt_entry(e)).unwrap();
         }
     }
-    for (cc, res) in &out.applied_conf {
+    for (_, cc, res) in &out.applied_conf {
         match res {
-            Ok(cs) => writeln!(s, "  INFO {id} applied {}: {}", fmt_cc(cc), fmt_conf_state(cs)),
+            Ok(cs) => writeln!(
+                s,
+                "  INFO {id} applied {}: {}",
+                fmt_cc(cc),
+                fmt_conf_state(cs)
+            ),
             Err(e) => writeln!(s, "  INFO {id} refused {}: {e}", fmt_cc(cc)),
         }
         .unwrap();
@@ -517,7 +593,13 @@ pub fn fmt_ready(id: u64, out: &ReadyOutcome) -> String {
         }
     }
     for rs in &rd.read_states {
-        writeln!(s, "  ReadState Index:{} Ctx:{:?}", rs.index, String::from_utf8_lossy(&rs.request_ctx)).unwrap();
+        writeln!(
+            s,
+            "  ReadState Index:{} Ctx:{:?}",
+            rs.index,
+            String::from_utf8_lossy(&rs.request_ctx)
+        )
+        .unwrap();
     }
     s
 }
