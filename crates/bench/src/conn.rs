@@ -5,7 +5,8 @@
 //! `--target-leader` first asks every endpoint for its Status and keeps only the leader.
 //! Every connection is exercised once (a Status call) before the run starts, so an
 //! unreachable endpoint fails fast with its address, and no request of the measured run
-//! pays for connection setup.
+//! pays for connection setup. A server that answers Status with Unimplemented is still
+//! reachable (it answered), so only `--target-leader` needs Status to work.
 
 use std::time::Duration;
 
@@ -32,11 +33,26 @@ async fn warm(client: &mut Client, endpoint: &str) -> Result<etcd_client::Status
         .with_context(|| format!("endpoint {endpoint}: Status failed"))
 }
 
+/// Establishes the connection: any gRPC answer except a transport failure will do.
+async fn warm_up(client: &mut Client, endpoint: &str) -> Result<()> {
+    match warm(client, endpoint).await {
+        Ok(_) => Ok(()),
+        Err(e) => match e.downcast_ref::<etcd_client::Error>() {
+            Some(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::Unimplemented => {
+                Ok(())
+            }
+            _ => Err(e),
+        },
+    }
+}
+
 /// The endpoint whose member is the leader.
 pub async fn find_leader(endpoints: &[String]) -> Result<String> {
     for ep in endpoints {
         let mut c = dial(ep).await?;
-        let st = warm(&mut c, ep).await?;
+        let st = warm(&mut c, ep)
+            .await
+            .context("--target-leader needs the Maintenance.Status RPC")?;
         let me = st.header().map(|h| h.member_id());
         if me.is_some() && me == Some(st.leader()) {
             return Ok(ep.clone());
@@ -60,7 +76,7 @@ pub async fn connect_all(
     for i in 0..conns {
         let ep = &endpoints[i % endpoints.len()];
         let mut c = dial(ep).await?;
-        warm(&mut c, ep).await?;
+        warm_up(&mut c, ep).await?;
         out.push(c);
     }
     Ok(out)

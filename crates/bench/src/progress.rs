@@ -23,11 +23,11 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             Self::with_bar(total)
         } else {
-            Self::hidden(total)
+            Self::hidden()
         }
     }
 
-    pub fn hidden(_total: u64) -> Self {
+    pub fn hidden() -> Self {
         Self {
             done: Arc::new(AtomicU64::new(0)),
             bar: None,

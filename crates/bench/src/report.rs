@@ -66,7 +66,11 @@ fn write_summary(out: &mut String, s: &Summary, precise: bool, unit: &str) {
     if !s.errors_by_code.is_empty() {
         let _ = writeln!(out, "\nError distribution (by gRPC code):");
         for (code, e) in &s.errors_by_code {
-            let _ = writeln!(out, "  [{}]\t{code}: {}", e.count, e.example);
+            if e.example.is_empty() {
+                let _ = writeln!(out, "  [{}]\t{code}", e.count);
+            } else {
+                let _ = writeln!(out, "  [{}]\t{code}: {}", e.count, e.example);
+            }
         }
     }
 }

@@ -132,7 +132,7 @@ mod tests {
             101,
             Arc::new(RateLimiter::new(0)),
             Duration::from_secs(5),
-            &Progress::hidden(101),
+            &Progress::hidden(),
         )
         .await
         .expect("runs");
@@ -149,7 +149,7 @@ mod tests {
             100,
             Arc::new(RateLimiter::new(0)),
             Duration::from_secs(5),
-            &Progress::hidden(100),
+            &Progress::hidden(),
         )
         .await
         .expect("runs");
@@ -171,7 +171,7 @@ mod tests {
             21,
             Arc::new(RateLimiter::new(100)),
             Duration::from_secs(5),
-            &Progress::hidden(21),
+            &Progress::hidden(),
         )
         .await
         .expect("runs");
