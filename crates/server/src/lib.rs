@@ -8,14 +8,18 @@
 //! carrying both gRPC and HTTP; [`version`] the versions reported.
 
 pub mod api;
+pub mod apply;
 pub mod config;
+pub mod convert;
 pub mod errors;
 pub mod http;
 pub mod ids;
+pub mod inputs;
 pub mod lessor;
 pub mod member;
 pub mod metrics;
 pub mod serve;
+pub mod server;
 pub mod validate;
 pub mod version;
 pub mod wait;

@@ -13,8 +13,10 @@ use skiff_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::apply::ApplyOutput;
 use crate::errors::EtcdError;
 use crate::validate;
+use skiff_proto::skiffpb::internal_request::Request as Req;
 
 /// What the KV service needs from the member, for requests that passed validation.
 #[tonic::async_trait]
@@ -76,5 +78,62 @@ impl<B: KvBackend> Kv for KvService<B> {
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         Ok(Response::new(self.backend.compact(req.into_inner()).await?))
+    }
+}
+
+/// The member serves KV requests: writes through Raft, reads after a ReadIndex (or
+/// locally when serializable).
+#[tonic::async_trait]
+impl KvBackend for crate::server::EtcdServer {
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
+        crate::server::EtcdServer::range(self, req).await
+    }
+
+    async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
+        let r = self.propose(Req::Put(req)).await;
+        crate::server::EtcdServer::expect(r, |o| match o {
+            ApplyOutput::Put(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, EtcdError> {
+        let r = self.propose(Req::DeleteRange(req)).await;
+        crate::server::EtcdServer::expect(r, |o| match o {
+            ApplyOutput::DeleteRange(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
+        let r = self.propose(Req::Txn(req)).await;
+        crate::server::EtcdServer::expect(r, |o| match o {
+            ApplyOutput::Txn(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
+        let physical = req.physical;
+        let revision = req.revision;
+        let r = self.propose(Req::Compaction(req)).await;
+        let resp = crate::server::EtcdServer::expect(r, |o| match o {
+            ApplyOutput::Compaction(p) => Some(p),
+            _ => None,
+        })?;
+        if physical {
+            let store = self.store.clone();
+            let timeout = self.request_timeout;
+            let done = tokio::task::spawn_blocking(move || store.wait_compacted(revision, timeout))
+                .await
+                .map_err(|_| EtcdError::Stopped)?;
+            if !done {
+                return Err(EtcdError::Timeout);
+            }
+        }
+        Ok(resp)
     }
 }

@@ -1,8 +1,14 @@
 //! The etcd v3 gRPC services. Each service checks a request exactly as etcd does
-//! (`crate::validate`), then hands it to a backend trait that the member implements
-//! (proposing writes through Raft, serving reads after a ReadIndex or locally), so the
-//! wire-facing rules live in one place and are tested without a cluster.
+//! (`crate::validate`), then serves it from the member (`crate::server`): writes
+//! through Raft, reads after a ReadIndex or locally. The KV service is generic over a
+//! backend trait so the wire rules are tested without a cluster.
 
+pub mod cluster;
 pub mod kv;
+pub mod lease;
+pub mod maintenance;
 
+pub use cluster::ClusterService;
 pub use kv::{KvBackend, KvService};
+pub use lease::LeaseService;
+pub use maintenance::MaintenanceService;

@@ -1,0 +1,166 @@
+//! The Lease service (`etcdserverpb.Lease`): grant and revoke go through Raft;
+//! keep-alive, time-to-live and the lease list are answered by the leader's lessor.
+//!
+//! etcd's answers are kept: a keep-alive for an unknown or expired lease answers
+//! TTL 0 (not an error); time-to-live for an unknown lease answers TTL -1; a grant
+//! with ID 0 gets an ID from the cluster-unique request ID generator (positive).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use skiff_proto::etcdserverpb::{
+    lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use skiff_proto::skiffpb::internal_request::Request as Req;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::apply::ApplyOutput;
+use crate::errors::EtcdError;
+use crate::server::EtcdServer;
+use crate::validate;
+
+pub struct LeaseService {
+    server: Arc<EtcdServer>,
+}
+
+impl LeaseService {
+    pub fn new(server: Arc<EtcdServer>) -> LeaseService {
+        LeaseService { server }
+    }
+}
+
+fn lock(s: &EtcdServer) -> std::sync::MutexGuard<'_, crate::lessor::Lessor> {
+    s.lessor.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Renews lease `id`; etcd's keep-alive answer (TTL 0 when the lease is gone).
+fn keep_alive(server: &EtcdServer, id: i64) -> Result<LeaseKeepAliveResponse, EtcdError> {
+    let ttl = match lock(server).renew(id, Instant::now()) {
+        Ok(ttl) => ttl,
+        Err(EtcdError::LeaseNotFound) => 0,
+        Err(e) => return Err(e),
+    };
+    Ok(LeaseKeepAliveResponse {
+        header: server.header(),
+        id,
+        ttl,
+    })
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut req = req.into_inner();
+        validate::check_lease_ttl(req.ttl)?;
+        while req.id == 0 {
+            // Positive and unique in the cluster.
+            req.id = (self.server.ids.next_id() & (i64::MAX as u64)) as i64;
+        }
+        let r = self.server.propose(Req::LeaseGrant(req)).await;
+        Ok(Response::new(EtcdServer::expect(r, |o| match o {
+            ApplyOutput::LeaseGrant(g) => Some(g),
+            _ => None,
+        })?))
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let r = self
+            .server
+            .propose(Req::LeaseRevoke(req.into_inner()))
+            .await;
+        Ok(Response::new(EtcdServer::expect(r, |o| match o {
+            ApplyOutput::LeaseRevoke(g) => Some(g),
+            _ => None,
+        })?))
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut incoming = req.into_inner();
+        let server = self.server.clone();
+        let out = async_stream(move |tx| async move {
+            while let Some(msg) = incoming.next().await {
+                let reply = match msg {
+                    Ok(r) => keep_alive(&server, r.id).map_err(Status::from),
+                    Err(status) => Err(status),
+                };
+                let stop = reply.is_err();
+                if tx.send(reply).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = req.into_inner();
+        let now = Instant::now();
+        let found = lock(&self.server).lookup(req.id).map(|l| {
+            (
+                l.remaining_secs(now),
+                l.ttl,
+                if req.keys {
+                    l.keys.iter().cloned().collect()
+                } else {
+                    Vec::new()
+                },
+            )
+        });
+        let (ttl, granted_ttl, keys) = found.unwrap_or((-1, 0, Vec::new()));
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header: self.server.header(),
+            id: req.id,
+            ttl,
+            granted_ttl,
+            keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let leases = lock(&self.server)
+            .ids()
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: self.server.header(),
+            leases,
+        }))
+    }
+}
+
+/// A response stream fed by a task through a small channel (backpressure: the task
+/// waits while the client is slow).
+fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T> + Send
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

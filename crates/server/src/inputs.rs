@@ -1,0 +1,58 @@
+//! The messages between the member's threads: what the Raft node loop is asked to do
+//! ([`NodeInput`]), what the apply thread receives ([`ApplyInput`]), the Raft facts
+//! the rest of the member reads without asking ([`RaftStatus`]), and how Raft messages
+//! leave the member ([`Transport`]).
+
+use std::sync::atomic::AtomicU64;
+
+use bytes::Bytes;
+use skiff_raft::{Entry, Message};
+use tokio::sync::oneshot;
+
+use crate::errors::EtcdError;
+
+/// What other tasks ask of the node.
+pub enum NodeInput {
+    /// Propose one encoded `InternalRequest`.
+    Propose(Bytes),
+    /// A linearizable read point: the reply is the index to wait for.
+    ReadIndex(oneshot::Sender<Result<u64, EtcdError>>),
+    /// A message from a peer.
+    Step(Box<Message>),
+    /// The apply thread made the backend durable up to `index`: snapshot there.
+    Snapshot { index: u64, payload: Bytes },
+    /// Stop the loop.
+    Stop,
+}
+
+/// What the apply thread receives, in log order.
+pub enum ApplyInput {
+    /// Committed entries, after they were durable in the WAL.
+    Entries { entries: Vec<Entry>, term: u64 },
+    /// The node stopped; nothing more will come.
+    Stopped,
+}
+
+/// Raft facts other tasks read without asking the node.
+#[derive(Debug, Default)]
+pub struct RaftStatus {
+    pub term: AtomicU64,
+    pub leader: AtomicU64,
+    pub commit: AtomicU64,
+}
+
+/// Sends Raft messages to peers. A single member has none to send to.
+pub trait Transport: Send + 'static {
+    fn send(&mut self, msgs: Vec<Message>);
+}
+
+/// The transport of a cluster of one: any message is a bug in the membership.
+pub struct NoPeers;
+
+impl Transport for NoPeers {
+    fn send(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            tracing::warn!(to = m.to, kind = ?m.msg_type, "dropping a message to an unknown peer");
+        }
+    }
+}
