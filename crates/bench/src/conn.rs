@@ -13,6 +13,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{Client, ConnectOptions};
 
+use crate::cli::GlobalOpts;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn dial(endpoint: &str) -> Result<Client> {
@@ -24,18 +26,20 @@ async fn dial(endpoint: &str) -> Result<Client> {
         .with_context(|| format!("connecting to {endpoint}"))
 }
 
-async fn warm(client: &mut Client, endpoint: &str) -> Result<etcd_client::StatusResponse> {
-    tokio::time::timeout(CONNECT_TIMEOUT, client.status())
+async fn warm(
+    client: &mut Client,
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<etcd_client::StatusResponse> {
+    tokio::time::timeout(timeout, client.status())
         .await
-        .map_err(|_| {
-            anyhow!("endpoint {endpoint}: no answer to Status within {CONNECT_TIMEOUT:?}")
-        })?
+        .map_err(|_| anyhow!("endpoint {endpoint}: no answer to Status within {timeout:?}"))?
         .with_context(|| format!("endpoint {endpoint}: Status failed"))
 }
 
 /// Establishes the connection: any gRPC answer except a transport failure will do.
-async fn warm_up(client: &mut Client, endpoint: &str) -> Result<()> {
-    match warm(client, endpoint).await {
+async fn warm_up(client: &mut Client, endpoint: &str, timeout: Duration) -> Result<()> {
+    match warm(client, endpoint, timeout).await {
         Ok(_) => Ok(()),
         Err(e) => match e.downcast_ref::<etcd_client::Error>() {
             Some(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::Unimplemented => {
@@ -47,10 +51,10 @@ async fn warm_up(client: &mut Client, endpoint: &str) -> Result<()> {
 }
 
 /// The endpoint whose member is the leader.
-pub async fn find_leader(endpoints: &[String]) -> Result<String> {
+pub async fn find_leader(endpoints: &[String], timeout: Duration) -> Result<String> {
     for ep in endpoints {
         let mut c = dial(ep).await?;
-        let st = warm(&mut c, ep)
+        let st = warm(&mut c, ep, timeout)
             .await
             .context("--target-leader needs the Maintenance.Status RPC")?;
         let me = st.header().map(|h| h.member_id());
@@ -61,22 +65,21 @@ pub async fn find_leader(endpoints: &[String]) -> Result<String> {
     bail!("no leader among endpoints {}", endpoints.join(","))
 }
 
-/// Dials `conns` connections over `endpoints` (or the leader only) and warms each up.
-pub async fn connect_all(
-    endpoints: &[String],
-    conns: usize,
-    target_leader: bool,
-) -> Result<Vec<Client>> {
-    let endpoints = if target_leader {
-        vec![find_leader(endpoints).await?]
+/// Dials `--conns` connections over `--endpoints` (or the leader only) and warms each up.
+/// A warm-up waits at most 5 s or `--request-timeout`, whichever is shorter, so a
+/// readiness probe with a short timeout fails fast on a member that is not serving yet.
+pub async fn connect_all(g: &GlobalOpts) -> Result<Vec<Client>> {
+    let timeout = CONNECT_TIMEOUT.min(Duration::from_secs_f64(g.request_timeout));
+    let endpoints = if g.target_leader {
+        vec![find_leader(&g.endpoints, timeout).await?]
     } else {
-        endpoints.to_vec()
+        g.endpoints.clone()
     };
-    let mut out = Vec::with_capacity(conns);
-    for i in 0..conns {
+    let mut out = Vec::with_capacity(g.conns);
+    for i in 0..g.conns {
         let ep = &endpoints[i % endpoints.len()];
         let mut c = dial(ep).await?;
-        warm_up(&mut c, ep).await?;
+        warm_up(&mut c, ep, timeout).await?;
         out.push(c);
     }
     Ok(out)

@@ -27,30 +27,19 @@ use crate::stats::summarize;
 /// Runs the subcommand selected on the command line.
 pub async fn run(cli: &Cli) -> Result<Report> {
     let g = &cli.global;
+    if let Command::Fdatasync(o) = &cli.command {
+        return fdatasync::run(o);
+    }
+    let conns = connect_all(g).await?;
     match &cli.command {
+        // Already returned above; kept so the match stays exhaustive without a panic.
         Command::Fdatasync(o) => fdatasync::run(o),
-        Command::WatchLatency(o) => {
-            let conns = connect_all(&g.endpoints, g.conns, g.target_leader).await?;
-            watch::run(g, o, conns).await
-        }
-        Command::Put(o) => {
-            let conns = connect_all(&g.endpoints, g.conns, g.target_leader).await?;
-            drive("put", g, kv::put_workers(g, o, &conns)).await
-        }
-        Command::Range(o) => {
-            let conns = connect_all(&g.endpoints, g.conns, g.target_leader).await?;
-            drive("range", g, kv::range_workers(g, o, &conns)).await
-        }
-        Command::TxnPut(o) => {
-            let conns = connect_all(&g.endpoints, g.conns, g.target_leader).await?;
-            drive("txn-put", g, kv::txn_workers(g, o, &conns)).await
-        }
-        Command::Mixed(o) => {
-            let conns = connect_all(&g.endpoints, g.conns, g.target_leader).await?;
-            drive("mixed", g, kv::mixed_workers(g, o, &conns)).await
-        }
+        Command::WatchLatency(o) => watch::run(g, o, conns).await,
+        Command::Put(o) => drive("put", g, kv::put_workers(g, o, &conns)).await,
+        Command::Range(o) => drive("range", g, kv::range_workers(g, o, &conns)).await,
+        Command::TxnPut(o) => drive("txn-put", g, kv::txn_workers(g, o, &conns)).await,
+        Command::Mixed(o) => drive("mixed", g, kv::mixed_workers(g, o, &conns)).await,
         Command::LeaseKeepalive(o) => {
-            let conns = connect_all(&g.endpoints, g.conns, g.target_leader).await?;
             let workers = lease::workers(g, o, &conns).await?;
             drive("lease-keepalive", g, workers).await
         }
