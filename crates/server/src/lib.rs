@@ -4,7 +4,8 @@
 //! Module map: [`config`] flags and their checks; [`ids`] member, cluster and request
 //! IDs; [`errors`] etcd's client-visible errors; [`validate`] etcd's request checks;
 //! [`api`] the gRPC services over backend traits; [`http`] `/health`, `/version`,
-//! `/metrics`; [`metrics`] etcd-named Prometheus metrics; [`serve`] one listener
+//! `/metrics`; [`metrics`] etcd-named Prometheus metrics; [`peer`] the transport
+//! between members; [`serve`] one listener
 //! carrying both gRPC and HTTP; [`version`] the versions reported.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod inputs;
 pub mod lessor;
 pub mod member;
 pub mod metrics;
+pub mod peer;
 pub mod serve;
 pub mod server;
 pub mod validate;

@@ -1,0 +1,444 @@
+//! The peer transport: how Raft messages travel between members.
+//!
+//! Outbound, each peer has a bounded queue drained by one task that keeps a
+//! long-lived gRPC stream (`skiffpb.Peer/Stream`) open to it, packing whatever is
+//! queued into one frame per write (batching). [`PeerTransport::send`] never blocks
+//! the Raft node loop: when a peer's queue is full the message is dropped and the
+//! peer is reported unreachable, and Raft retransmits (a dropped append is just a
+//! lost message to Raft). A broken stream is reopened with exponential backoff.
+//! Before streaming, a `Hello` handshake checks that the listener is the member we
+//! meant (its member ID) in the cluster we belong to (the cluster ID), so a stray or
+//! foreign process on a reused port is refused instead of fed our log.
+//!
+//! Snapshots (MsgSnap) go on a separate connection as a chunked stream with a CRC32C
+//! over the payload ([`snapshot`]), throttled to a byte rate, so a large snapshot
+//! never delays the heartbeats and appends of the main stream; the outcome is
+//! reported to Raft (`SnapshotStatus`).
+//!
+//! Inbound, [`PeerService`] accepts streams only from current members of the same
+//! cluster, checks every frame and message is addressed to this member, and hands
+//! decoded messages to the [`EventSink`].
+
+mod service;
+pub mod snapshot;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use skiff_proto::skiffpb::peer_client::PeerClient;
+use skiff_proto::skiffpb::{HelloRequest, RaftFrame};
+use skiff_raft::{Encode, Message, MessageType, NodeId};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+pub use service::PeerService;
+
+/// What the transport tells the member.
+// Nearly every event is a Message; boxing it would add an allocation per message to
+// save space only in the rare small variants.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    /// A message from a peer, to step into Raft.
+    Message(Message),
+    /// A peer could not be reached (or its queue overflowed): Raft should stop
+    /// pipelining to it and probe.
+    Unreachable(NodeId),
+    /// A snapshot send to `to` finished (`ok`) or failed.
+    SnapshotStatus { to: NodeId, ok: bool },
+}
+
+/// Where transport events go (typically: into the node loop's input queue).
+pub type EventSink = Arc<dyn Fn(PeerEvent) + Send + Sync>;
+
+/// Transport settings.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub local_id: NodeId,
+    pub cluster_id: u64,
+    /// Messages queued per peer before new ones are dropped.
+    pub queue_capacity: usize,
+    /// Most messages and bytes packed into one frame.
+    pub max_batch_messages: usize,
+    pub max_batch_bytes: usize,
+    pub dial_timeout: Duration,
+    /// Snapshot payload bytes per chunk.
+    pub snapshot_chunk_bytes: usize,
+    /// Snapshot send rate in bytes per second (0 = unlimited).
+    pub snapshot_rate: u64,
+    /// Largest snapshot payload a receiver accepts.
+    pub max_snapshot_bytes: u64,
+}
+
+impl PeerConfig {
+    pub fn new(local_id: NodeId, cluster_id: u64) -> PeerConfig {
+        PeerConfig {
+            local_id,
+            cluster_id,
+            queue_capacity: 4096,
+            max_batch_messages: 512,
+            max_batch_bytes: 4 * 1024 * 1024,
+            dial_timeout: Duration::from_secs(1),
+            snapshot_chunk_bytes: 1024 * 1024,
+            snapshot_rate: 256 * 1024 * 1024,
+            max_snapshot_bytes: 16 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why talking to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("invalid peer URL {0:?}: {1}")]
+    Url(String, String),
+    #[error("connect to {0}: {1}")]
+    Connect(String, tonic::transport::Error),
+    #[error("peer refused: {0}")]
+    Refused(tonic::Status),
+    #[error("{url} is member {got:x} of cluster {cluster:x}, expected member {want:x} of cluster {our_cluster:x}")]
+    WrongPeer {
+        url: String,
+        got: u64,
+        want: u64,
+        cluster: u64,
+        our_cluster: u64,
+    },
+    #[error("peer has no URLs")]
+    NoUrls,
+    #[error("snapshot send: {0}")]
+    Snapshot(String),
+}
+
+struct PeerHandle {
+    queue: mpsc::Sender<Message>,
+    snapshots: mpsc::Sender<Message>,
+    urls: Arc<RwLock<Vec<String>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Sends Raft messages to the other members; see the module docs.
+pub struct PeerTransport {
+    cfg: Arc<PeerConfig>,
+    peers: HashMap<NodeId, PeerHandle>,
+    members: Arc<RwLock<HashSet<NodeId>>>,
+    sink: EventSink,
+    rt: tokio::runtime::Handle,
+}
+
+impl PeerTransport {
+    pub fn new(cfg: PeerConfig, sink: EventSink, rt: tokio::runtime::Handle) -> PeerTransport {
+        let members = Arc::new(RwLock::new(HashSet::from([cfg.local_id])));
+        PeerTransport {
+            cfg: Arc::new(cfg),
+            peers: HashMap::new(),
+            members,
+            sink,
+            rt,
+        }
+    }
+
+    /// The gRPC service that receives from peers; mount it on the peer listener.
+    pub fn service(&self) -> PeerService {
+        PeerService::new(self.cfg.clone(), self.members.clone(), self.sink.clone())
+    }
+
+    /// Starts talking to `id` at `urls` (or updates its URLs).
+    pub fn add_peer(&mut self, id: NodeId, urls: Vec<String>) {
+        if id == self.cfg.local_id {
+            return;
+        }
+        write_lock(&self.members).insert(id);
+        if let Some(p) = self.peers.get(&id) {
+            *write_lock(&p.urls) = urls;
+            return;
+        }
+        let urls = Arc::new(RwLock::new(urls));
+        let (qtx, qrx) = mpsc::channel(self.cfg.queue_capacity);
+        // One snapshot in flight (or waiting) per peer: Raft sends no more anyway.
+        let (stx, srx) = mpsc::channel(1);
+        let writer = self.rt.spawn(stream_writer(
+            self.cfg.clone(),
+            id,
+            urls.clone(),
+            qrx,
+            self.sink.clone(),
+        ));
+        let snapper = self.rt.spawn(snapshot::snapshot_sender(
+            self.cfg.clone(),
+            id,
+            urls.clone(),
+            srx,
+            self.sink.clone(),
+        ));
+        self.peers.insert(
+            id,
+            PeerHandle {
+                queue: qtx,
+                snapshots: stx,
+                urls,
+                tasks: vec![writer, snapper],
+            },
+        );
+    }
+
+    /// Stops talking to `id` and refuses its streams from now on.
+    pub fn remove_peer(&mut self, id: NodeId) {
+        write_lock(&self.members).remove(&id);
+        if let Some(p) = self.peers.remove(&id) {
+            for t in p.tasks {
+                t.abort();
+            }
+        }
+    }
+
+    /// Peers currently configured.
+    pub fn peer_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Queues messages for their peers without blocking. See the module docs for
+    /// what happens when a queue is full.
+    pub fn send(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            let is_snap = m.msg_type == MessageType::Snapshot;
+            let Some(p) = self.peers.get(&to) else {
+                tracing::debug!(to, kind = ?m.msg_type, "dropping a message to an unknown peer");
+                if is_snap {
+                    (self.sink)(PeerEvent::SnapshotStatus { to, ok: false });
+                }
+                continue;
+            };
+            let queue = if is_snap { &p.snapshots } else { &p.queue };
+            if let Err(e) = queue.try_send(m) {
+                let dropped = match e {
+                    mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+                };
+                tracing::debug!(to, kind = ?dropped.msg_type, "peer queue full: message dropped");
+                (self.sink)(if is_snap {
+                    PeerEvent::SnapshotStatus { to, ok: false }
+                } else {
+                    PeerEvent::Unreachable(to)
+                });
+            }
+        }
+    }
+}
+
+impl Drop for PeerTransport {
+    fn drop(&mut self) {
+        for p in self.peers.values() {
+            for t in &p.tasks {
+                t.abort();
+            }
+        }
+    }
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    // The data behind these locks (URL lists, member sets) is replaced whole, so a
+    // panic mid-write cannot leave it torn; keep going with it.
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Connects to the first reachable URL of `peer` and checks its identity.
+async fn connect(
+    cfg: &PeerConfig,
+    peer: NodeId,
+    urls: &RwLock<Vec<String>>,
+) -> Result<PeerClient<Channel>, PeerError> {
+    let urls = read_lock(urls).clone();
+    if urls.is_empty() {
+        return Err(PeerError::NoUrls);
+    }
+    let mut last = None;
+    for url in urls {
+        match connect_one(cfg, peer, &url).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one URL was tried"))
+}
+
+async fn connect_one(
+    cfg: &PeerConfig,
+    peer: NodeId,
+    url: &str,
+) -> Result<PeerClient<Channel>, PeerError> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| PeerError::Url(url.to_string(), e.to_string()))?
+        .connect_timeout(cfg.dial_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| PeerError::Connect(url.to_string(), e))?;
+    let mut client = PeerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let hello = client
+        .hello(HelloRequest {
+            cluster_id: cfg.cluster_id,
+            from: cfg.local_id,
+            version: crate::version::SKIFF_VERSION.to_string(),
+        })
+        .await
+        .map_err(PeerError::Refused)?
+        .into_inner();
+    if hello.cluster_id != cfg.cluster_id || hello.member_id != peer {
+        return Err(PeerError::WrongPeer {
+            url: url.to_string(),
+            got: hello.member_id,
+            want: peer,
+            cluster: hello.cluster_id,
+            our_cluster: cfg.cluster_id,
+        });
+    }
+    Ok(client)
+}
+
+/// Exponential backoff between reconnects, 50 ms doubling up to 1 s, with jitter so
+/// members do not reconnect in lockstep.
+struct Backoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    fn new(seed: u64) -> Backoff {
+        Backoff {
+            next: Duration::from_millis(50),
+            seed: seed | 1,
+        }
+    }
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(50);
+    }
+    fn step(&mut self) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let base = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(1));
+        let jitter = Duration::from_millis(self.seed % (base.as_millis() as u64 / 2 + 1));
+        base + jitter
+    }
+}
+
+/// Keeps a stream open to `peer` and feeds it what is queued.
+async fn stream_writer(
+    cfg: Arc<PeerConfig>,
+    peer: NodeId,
+    urls: Arc<RwLock<Vec<String>>>,
+    mut queue: mpsc::Receiver<Message>,
+    sink: EventSink,
+) {
+    let mut backoff = Backoff::new(cfg.local_id ^ peer.rotate_left(17));
+    let mut reported = false;
+    loop {
+        match connect(&cfg, peer, &urls).await {
+            Ok(client) => {
+                tracing::info!(peer = format!("{peer:x}"), "peer stream established");
+                backoff.reset();
+                reported = false;
+                match pump(&cfg, peer, client, &mut queue).await {
+                    Pump::QueueClosed => return,
+                    Pump::StreamBroken(why) => {
+                        tracing::warn!(peer = format!("{peer:x}"), %why, "peer stream broken");
+                    }
+                }
+            }
+            Err(e) => {
+                if !reported {
+                    tracing::warn!(peer = format!("{peer:x}"), error = %e, "cannot reach peer");
+                } else {
+                    tracing::debug!(peer = format!("{peer:x}"), error = %e, "cannot reach peer");
+                }
+            }
+        }
+        if !reported {
+            sink(PeerEvent::Unreachable(peer));
+            reported = true;
+        }
+        // What queued while we could not send is stale; Raft resends what matters.
+        loop {
+            match queue.try_recv() {
+                Ok(_) => {}
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+        tokio::time::sleep(backoff.step()).await;
+    }
+}
+
+enum Pump {
+    QueueClosed,
+    StreamBroken(String),
+}
+
+/// Moves queued messages into the open stream, batching what is waiting.
+async fn pump(
+    cfg: &PeerConfig,
+    peer: NodeId,
+    mut client: PeerClient<Channel>,
+    queue: &mut mpsc::Receiver<Message>,
+) -> Pump {
+    let (frames, frames_rx) = mpsc::channel::<RaftFrame>(8);
+    let mut call = tokio::spawn(async move {
+        client
+            .stream(tokio_stream::wrappers::ReceiverStream::new(frames_rx))
+            .await
+    });
+    loop {
+        let first = tokio::select! {
+            m = queue.recv() => m,
+            res = &mut call => {
+                return Pump::StreamBroken(match res {
+                    Ok(Ok(resp)) => format!("closed by peer: {}", resp.into_inner().reason),
+                    Ok(Err(status)) => status.to_string(),
+                    Err(e) => e.to_string(),
+                });
+            }
+        };
+        let Some(first) = first else {
+            call.abort();
+            return Pump::QueueClosed;
+        };
+        let mut batch: Vec<Bytes> = vec![first.encode()];
+        let mut bytes = batch[0].len();
+        while batch.len() < cfg.max_batch_messages && bytes < cfg.max_batch_bytes {
+            match queue.try_recv() {
+                Ok(m) => {
+                    let b = m.encode();
+                    bytes += b.len();
+                    batch.push(b);
+                }
+                Err(_) => break,
+            }
+        }
+        let frame = RaftFrame {
+            cluster_id: cfg.cluster_id,
+            from: cfg.local_id,
+            to: peer,
+            messages: batch,
+        };
+        if frames.send(frame).await.is_err() {
+            let why = match call.await {
+                Ok(Err(status)) => status.to_string(),
+                _ => "stream ended".to_string(),
+            };
+            return Pump::StreamBroken(why);
+        }
+    }
+}

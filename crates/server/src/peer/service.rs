@@ -1,0 +1,174 @@
+//! The receiving side of the peer transport: the `skiffpb.Peer` gRPC service.
+//!
+//! Refuses (and so never steps into Raft) anything from another cluster, from a
+//! non-member, or addressed to another member; decoding uses the raft codec, which
+//! bounds every length before allocating.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use bytes::BytesMut;
+use skiff_proto::skiffpb::peer_server::Peer;
+use skiff_proto::skiffpb::{
+    HelloRequest, HelloResponse, RaftFrame, SnapshotAck, SnapshotChunk, StreamClosed,
+};
+use skiff_raft::{Decode, Message, MessageType, NodeId};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{read_lock, EventSink, PeerConfig, PeerEvent};
+
+pub struct PeerService {
+    cfg: Arc<PeerConfig>,
+    members: Arc<RwLock<HashSet<NodeId>>>,
+    sink: EventSink,
+}
+
+impl PeerService {
+    pub(super) fn new(
+        cfg: Arc<PeerConfig>,
+        members: Arc<RwLock<HashSet<NodeId>>>,
+        sink: EventSink,
+    ) -> PeerService {
+        PeerService { cfg, members, sink }
+    }
+
+    /// Wraps the service for a tonic server.
+    pub fn into_server(self) -> skiff_proto::skiffpb::peer_server::PeerServer<PeerService> {
+        skiff_proto::skiffpb::peer_server::PeerServer::new(self)
+            .max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    fn check_sender(&self, cluster_id: u64, from: NodeId, to: NodeId) -> Result<(), Status> {
+        if cluster_id != self.cfg.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "cluster ID mismatch: this member belongs to {:x}, the sender to {cluster_id:x}",
+                self.cfg.cluster_id
+            )));
+        }
+        if to != self.cfg.local_id {
+            return Err(Status::failed_precondition(format!(
+                "member ID mismatch: this is member {:x}, not {to:x}",
+                self.cfg.local_id
+            )));
+        }
+        if !read_lock(&self.members).contains(&from) {
+            return Err(Status::permission_denied(format!(
+                "member {from:x} is not a member of this cluster (removed?)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_message(&self, m: &Message, from: NodeId) -> Result<(), Status> {
+        if m.to != self.cfg.local_id || m.from != from {
+            return Err(Status::invalid_argument(format!(
+                "message {:?} from {:x} to {:x} arrived on the stream from {from:x} to {:x}",
+                m.msg_type, m.from, m.to, self.cfg.local_id
+            )));
+        }
+        if m.msg_type.is_local() {
+            return Err(Status::invalid_argument(format!(
+                "local message {:?} received from a peer",
+                m.msg_type
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        let req = req.into_inner();
+        self.check_sender(req.cluster_id, req.from, self.cfg.local_id)?;
+        Ok(Response::new(HelloResponse {
+            cluster_id: self.cfg.cluster_id,
+            member_id: self.cfg.local_id,
+            version: crate::version::SKIFF_VERSION.to_string(),
+        }))
+    }
+
+    async fn stream(
+        &self,
+        req: Request<Streaming<RaftFrame>>,
+    ) -> Result<Response<StreamClosed>, Status> {
+        let mut frames = req.into_inner();
+        while let Some(frame) = frames.message().await? {
+            self.check_sender(frame.cluster_id, frame.from, frame.to)?;
+            for bytes in frame.messages {
+                let m = Message::decode_bytes(bytes).map_err(|e| {
+                    Status::invalid_argument(format!("undecodable raft message: {e}"))
+                })?;
+                self.check_message(&m, frame.from)?;
+                (self.sink)(PeerEvent::Message(m));
+            }
+        }
+        Ok(Response::new(StreamClosed {
+            reason: String::new(),
+        }))
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotAck>, Status> {
+        let mut chunks = req.into_inner();
+        let Some(first) = chunks.message().await? else {
+            return Err(Status::invalid_argument("empty snapshot stream"));
+        };
+        self.check_sender(first.cluster_id, first.from, first.to)?;
+        if first.total_size > self.cfg.max_snapshot_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "snapshot of {} bytes exceeds the limit of {}",
+                first.total_size, self.cfg.max_snapshot_bytes
+            )));
+        }
+        let mut msg = Message::decode_bytes(first.header.clone())
+            .map_err(|e| Status::invalid_argument(format!("undecodable snapshot header: {e}")))?;
+        self.check_message(&msg, first.from)?;
+        if msg.msg_type != MessageType::Snapshot || msg.snapshot.is_none() {
+            return Err(Status::invalid_argument(
+                "snapshot stream without a MsgSnap header",
+            ));
+        }
+        let total = first.total_size;
+        // Grow as data arrives: the declared size is only trusted as an upper bound.
+        let mut payload = BytesMut::with_capacity(total.min(64 * 1024 * 1024) as usize);
+        let mut chunk = first;
+        loop {
+            if payload.len() as u64 + chunk.data.len() as u64 > total {
+                return Err(Status::invalid_argument("snapshot longer than declared"));
+            }
+            payload.extend_from_slice(&chunk.data);
+            if chunk.last {
+                if payload.len() as u64 != total {
+                    return Err(Status::data_loss(format!(
+                        "snapshot truncated: {} of {total} bytes",
+                        payload.len()
+                    )));
+                }
+                let crc = crc32c::crc32c(&payload);
+                if crc != chunk.crc32c {
+                    return Err(Status::data_loss(format!(
+                        "snapshot checksum mismatch: computed {crc:08x}, sender says {:08x}",
+                        chunk.crc32c
+                    )));
+                }
+                break;
+            }
+            chunk = match chunks.message().await? {
+                Some(c) => c,
+                None => {
+                    return Err(Status::data_loss(
+                        "snapshot stream ended before its last chunk",
+                    ))
+                }
+            };
+        }
+        if let Some(s) = msg.snapshot.as_mut() {
+            s.data = payload.freeze();
+        }
+        (self.sink)(PeerEvent::Message(msg));
+        Ok(Response::new(SnapshotAck {}))
+    }
+}
