@@ -203,6 +203,13 @@ pub struct MemberHash {
     pub hash: u32,
 }
 
+/// A fault the harness injected or healed, for reading a failing history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultEvent {
+    pub time: u64,
+    pub what: String,
+}
+
 /// Everything a run recorded.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
@@ -213,4 +220,10 @@ pub struct History {
     /// unsafe mode used to prove that the checker catches stale reads).
     #[serde(default)]
     pub unsafe_serializable: bool,
+    #[serde(default)]
+    pub faults: Vec<FaultEvent>,
+    /// The store's revision once the run was over and healed, which every watcher must
+    /// reach (0 when unknown, as in hand-written histories).
+    #[serde(default)]
+    pub final_rev: i64,
 }

@@ -3,7 +3,11 @@
 //!
 //! - [`history`]: the recorded operations, watch streams and member hashes (serde);
 //! - [`check`]: linearizability (per-key Wing-Gong/Lowe search), global revision order,
-//!   serializable reads, watch guarantees with a replay of the store, convergence.
+//!   serializable reads, watch guarantees with a replay of the store, convergence;
+//! - [`cluster`]: server processes run from a temporary directory, killed on drop;
+//! - [`net`]: network namespaces for partitions.
 
 pub mod check;
+pub mod cluster;
 pub mod history;
+pub mod net;

@@ -623,3 +623,52 @@ fn convergence_detects_differing_hashes() {
     h.h.hashes[2].hash = 9;
     assert!(check(&h.h, &opts).ok());
 }
+
+#[test]
+fn many_unobserved_unknown_writes_do_not_exhaust_the_search() {
+    // Timeouts whose values nobody ever read: they may have happened or not; the search
+    // must still finish quickly with a pass, and still catch the stale read at the end.
+    let mut h = H::default();
+    for i in 0..40u64 {
+        h.put_unknown(i as u32, (i, 10_000), "k/a", &format!("lost{i}"));
+    }
+    h.put(50, (100, 101), "k/a", "1", 2, None);
+    h.get(51, (102, 103), "k/a", 2, Some(kv("k/a", "1", 2, 2, 1)));
+    let opts = Options {
+        budget: 10_000,
+        members: None,
+    };
+    let r = check(&h.h, &opts);
+    assert!(r.ok(), "{r:?}");
+    h.put(50, (104, 105), "k/a", "2", 3, Some(kv("k/a", "1", 2, 2, 1)));
+    assert!(check(&h.h, &opts).ok());
+    h.get(51, (106, 107), "k/a", 3, Some(kv("k/a", "1", 2, 2, 1)));
+    let r = check(&h.h, &opts);
+    assert_eq!(r.verdict(), "fail", "{r:?}");
+}
+
+#[test]
+fn lease_revoke_removes_the_keys_put_with_the_lease() {
+    let mut h = H::default();
+    h.op(
+        0,
+        (1, 2),
+        Request::Put {
+            key: "k/a".into(),
+            value: "1".into(),
+            lease: 77,
+        },
+        Outcome::Ok(Response::Put { rev: 2, prev: None }),
+    );
+    h.op(
+        0,
+        (3, 4),
+        Request::LeaseRevoke { lease: 77 },
+        Outcome::Ok(Response::LeaseRevoke { rev: 3 }),
+    );
+    h.get(1, (5, 6), "k/a", 3, None);
+    assert!(h.check().ok(), "{:?}", h.check());
+    // A read after the revoke that still sees the leased value is stale.
+    h.get(1, (7, 8), "k/a", 3, Some(kv("k/a", "1", 2, 2, 1)));
+    assert!(checkers(&h.check()).contains(&"linearizability"));
+}

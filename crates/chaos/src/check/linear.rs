@@ -250,12 +250,55 @@ fn key_history(key: &str, leases: &HashSet<i64>, ops: &[Op]) -> KeyHistory {
             kop,
         });
     }
+    prune_unobserved(&mut entries, &values);
     entries.sort_by_key(|e| (e.invoke, e.op_id));
     KeyHistory {
         entries,
         value_rev: values.rev,
         value_lease: values.lease,
     }
+}
+
+/// Drops unknown-outcome puts and CAS txns (without a lease) whose value no completed op of
+/// the key ever observed. Such a write either never happened, or its value was overwritten
+/// by another unknown write before anything looked (a completed get, put or delete would
+/// have returned it as value or prev_kv, a failed CAS as the current value, and a CAS can
+/// only succeed against a revision some op observed). Without a lease no revoke can tell it
+/// apart either. So the history is linearizable with it exactly when it is without it, and
+/// dropping it keeps the search from trying it at every point of the history.
+fn prune_unobserved(entries: &mut Vec<Entry>, values: &Values) {
+    let mut seen = vec![false; values.rev.len()];
+    for e in entries.iter() {
+        let mut mark = |v: &Option<u32>| {
+            if let Some(v) = v {
+                seen[*v as usize] = true;
+            }
+        };
+        match &e.kop {
+            KOp::Read(v) => mark(v),
+            KOp::Put { prev: Some(p), .. } | KOp::Delete { prev: Some(p) } => mark(p),
+            KOp::Cas {
+                result: Some((_, cur)),
+                ..
+            } => mark(cur),
+            _ => {}
+        }
+    }
+    entries.retain(|e| {
+        let written = match &e.kop {
+            KOp::Put { value, prev: None } => Some(*value),
+            KOp::Cas {
+                value,
+                result: None,
+                ..
+            } => Some(*value),
+            _ => None,
+        };
+        match written {
+            Some(v) if e.complete == u64::MAX => seen[v as usize] || values.lease[v as usize] != 0,
+            _ => true,
+        }
+    });
 }
 
 impl KeyHistory {
@@ -429,6 +472,26 @@ fn with_entries(kh: &KeyHistory, entries: Vec<Entry>) -> KeyHistory {
     }
 }
 
+/// The value an entry writes, if any.
+fn written(e: &Entry) -> Option<u32> {
+    match &e.kop {
+        KOp::Put { value, .. } | KOp::Cas { value, .. } => Some(*value),
+        _ => None,
+    }
+}
+
+/// The state a read (or a failed CAS) observed.
+fn reads(e: &Entry) -> Option<Option<u32>> {
+    match &e.kop {
+        KOp::Read(v) => Some(*v),
+        KOp::Cas {
+            result: Some((false, cur)),
+            ..
+        } => Some(*cur),
+        _ => None,
+    }
+}
+
 /// Shrinks a failing sub-history: first the shortest failing prefix in time (a prefix of a
 /// linearizable history is linearizable, so failure is monotone in time and a binary search
 /// works), then greedy removal of single ops while the rest still fails. Bounded in tries.
@@ -456,19 +519,83 @@ fn shrink(kh: &KeyHistory, budget: u64) -> Vec<u64> {
         }
     }
     let mut current = prefix_at(kh, times[hi]);
-    let mut i = 0;
+    // Then remove chunks of ops, halving the chunk size down to single ops, keeping each
+    // removal after which the rest still fails.
     let mut tries = 0;
-    while i < current.len() && tries < 400 {
-        tries += 1;
-        let mut candidate = current.clone();
-        candidate.remove(i);
-        if fails(candidate.clone()) {
-            current = candidate;
-        } else {
-            i += 1;
+    let mut chunk = current.len().div_ceil(2).max(1);
+    loop {
+        let mut start = 0;
+        while start < current.len() && tries < MAX_SHRINK_TRIES {
+            let end = (start + chunk).min(current.len());
+            if let Some(candidate) = without(kh, &current, start..end) {
+                tries += 1;
+                if fails(candidate.clone()) {
+                    current = candidate;
+                    continue;
+                }
+            }
+            start = end;
         }
+        if chunk == 1 || tries >= MAX_SHRINK_TRIES {
+            break;
+        }
+        chunk = chunk.div_ceil(2);
     }
     current.iter().map(|e| e.op_id).collect()
+}
+
+/// Searches a shrinking run may spend per failing key.
+const MAX_SHRINK_TRIES: usize = 2000;
+
+/// `entries` without those in `range`, or None when that would remove the write of a
+/// value a remaining read observes (or whose revision a successful CAS compared against): the rest would then fail trivially (a value from
+/// nowhere), which explains nothing. A remaining put's or delete's prev_kv naming a removed
+/// value is forgotten instead.
+fn without(
+    kh: &KeyHistory,
+    entries: &[Entry],
+    range: std::ops::Range<usize>,
+) -> Option<Vec<Entry>> {
+    let removed: Vec<u32> = entries[range.clone()].iter().filter_map(written).collect();
+    let removed_revs: Vec<i64> = removed
+        .iter()
+        .filter_map(|v| kh.value_rev[*v as usize])
+        .collect();
+    let mut rest: Vec<Entry> = entries[..range.start]
+        .iter()
+        .chain(&entries[range.end..])
+        .cloned()
+        .collect();
+    let depends = |e: &Entry| match &e.kop {
+        // A successful CAS compared against the revision of a write.
+        KOp::Cas {
+            expect,
+            result: Some((true, _)),
+            ..
+        } => removed_revs.contains(expect),
+        _ => matches!(reads(e), Some(Some(v)) if removed.contains(&v)),
+    };
+    // Likewise keep a delete or revoke while a later op saw the key absent.
+    let first_removal = entries[range.clone()]
+        .iter()
+        .filter(|e| matches!(e.kop, KOp::Delete { .. } | KOp::Revoke { .. }))
+        .map(|e| e.invoke)
+        .min();
+    let sees_absent = |e: &Entry| {
+        first_removal.is_some_and(|t| e.invoke >= t) && matches!(reads(e), Some(None))
+            || matches!(&e.kop, KOp::Put { prev: Some(None), .. } | KOp::Delete { prev: Some(None) } if first_removal.is_some_and(|t| e.invoke >= t))
+    };
+    if rest.iter().any(|e| depends(e) || sees_absent(e)) {
+        return None;
+    }
+    for e in &mut rest {
+        if let KOp::Put { prev, .. } | KOp::Delete { prev } = &mut e.kop {
+            if matches!(prev, Some(Some(v)) if removed.contains(v)) {
+                *prev = None;
+            }
+        }
+    }
+    Some(rest)
 }
 
 /// Checks every key's sub-history. `budget` bounds the states explored per key.

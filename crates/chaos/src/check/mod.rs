@@ -47,7 +47,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            budget: 2_000_000,
+            budget: 1_000_000,
             members: None,
         }
     }

@@ -90,14 +90,25 @@ pub fn build_log(history: &History, out: &mut Vec<Anomaly>) -> Log {
 
 pub fn check(history: &History, log: &Log, out: &mut Vec<Anomaly>) {
     for w in &history.watches {
-        check_watcher(w.client, &w.records, log, out);
+        let last = check_watcher(w.client, &w.records, log, out);
+        if history.final_rev > 1 && last < history.final_rev {
+            out.push(Anomaly::new(
+                "watch",
+                format!(
+                    "watcher {} stopped at revision {last}; the store reached {} (events withheld)",
+                    w.client, history.final_rev
+                ),
+                vec![],
+            ));
+        }
     }
     check_writes(history, log, out);
     check_prev_kv(history, log, out);
     check_reads(history, log, out);
 }
 
-fn check_watcher(client: u32, records: &[WatchRecord], log: &Log, out: &mut Vec<Anomaly>) {
+/// Checks one watcher's stream; returns the revision of its last event.
+fn check_watcher(client: u32, records: &[WatchRecord], log: &Log, out: &mut Vec<Anomaly>) -> i64 {
     let mut bad = |msg: String| {
         out.push(Anomaly::new(
             "watch",
@@ -145,8 +156,10 @@ fn check_watcher(client: u32, records: &[WatchRecord], log: &Log, out: &mut Vec<
                     keys_at_rev.push(&e.kv.key);
                     if rev != prev_in_resp {
                         // Reliable: no log revision between the last seen and this one.
-                        if let Some((gap, _)) =
-                            log.events.range(expect_from.max(last + 1)..rev).next()
+                        if let Some((gap, _)) = log
+                            .events
+                            .range(expect_from.max(last.max(prev_in_resp) + 1)..rev)
+                            .next()
                         {
                             bad(format!(
                                 "missed revision {gap} (jumped from {last} to {rev})"
@@ -169,6 +182,7 @@ fn check_watcher(client: u32, records: &[WatchRecord], log: &Log, out: &mut Vec<
             }
         }
     }
+    last
 }
 
 fn check_writes(history: &History, log: &Log, out: &mut Vec<Anomaly>) {

@@ -1,0 +1,261 @@
+//! A cluster of server processes under test, run from a temporary directory.
+//!
+//! The server is a black box that takes etcd's flags (`--name`, `--data-dir`,
+//! `--listen-client-urls`, `--initial-cluster`, ...): etcd itself or Skiff. Members listen
+//! on loopback, or inside the network namespaces of a [`Net`] when partitions are wanted.
+//!
+//! Guarantees: every process this module starts is killed when the [`Cluster`] is dropped
+//! (SIGCONT then SIGKILL, synchronously, on every exit path including panics), and each
+//! member's stdout/stderr is appended to `<dir>/<name>.log` across restarts.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use thiserror::Error;
+use tokio::process::{Child, Command};
+
+use crate::net::Net;
+
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error("cannot start {bin}: {source}")]
+    Spawn { bin: String, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("signal to member {member} failed: {source}")]
+    Signal { member: usize, source: nix::Error },
+}
+
+/// How to run the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub bin: PathBuf,
+    pub members: usize,
+    /// Member i uses client port base + 2i and peer port base + 2i + 1.
+    pub base_port: u16,
+    pub token: String,
+    /// Extra flags passed to every member.
+    pub extra_args: Vec<String>,
+}
+
+/// One member process and what it takes to restart it.
+pub struct Member {
+    pub name: String,
+    pub ip: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl Member {
+    pub fn client_url(&self) -> String {
+        format!("http://{}:{}", self.ip, self.client_port)
+    }
+    fn peer_url(&self) -> String {
+        format!("http://{}:{}", self.ip, self.peer_port)
+    }
+    fn pid(&self) -> Option<Pid> {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .map(|id| Pid::from_raw(id as i32))
+    }
+}
+
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub members: Vec<Member>,
+    /// Restart count per member; a client connection lives within one incarnation.
+    pub incarnations: Arc<Vec<AtomicU32>>,
+    pub net: Option<Net>,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    /// Lays out the members in `dir` (loopback, or the namespaces of `net`); starts nothing.
+    pub fn new(spec: ClusterSpec, dir: &Path, net: Option<Net>) -> Cluster {
+        let members = (0..spec.members)
+            .map(|i| {
+                let name = format!("m{i}");
+                let ip = net
+                    .as_ref()
+                    .map(|n| n.member_ip(i))
+                    .unwrap_or_else(|| "127.0.0.1".to_string());
+                Member {
+                    data_dir: dir.join(format!("{name}.data")),
+                    log_path: dir.join(format!("{name}.log")),
+                    name,
+                    ip,
+                    client_port: spec.base_port + 2 * i as u16,
+                    peer_port: spec.base_port + 2 * i as u16 + 1,
+                    child: None,
+                    paused: false,
+                }
+            })
+            .collect();
+        let incarnations = Arc::new((0..spec.members).map(|_| AtomicU32::new(0)).collect());
+        Cluster {
+            spec,
+            members,
+            incarnations,
+            net,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn client_urls(&self) -> Vec<String> {
+        self.members.iter().map(Member::client_url).collect()
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts member `i` (again). Its data directory is kept, so a restart recovers.
+    pub fn start(&mut self, i: usize) -> Result<(), ClusterError> {
+        let initial = self.initial_cluster();
+        let m = &mut self.members[i];
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log_path)
+            .map_err(|source| ClusterError::Io {
+                path: m.log_path.clone(),
+                source,
+            })?;
+        let log2 = log.try_clone().map_err(|source| ClusterError::Io {
+            path: m.log_path.clone(),
+            source,
+        })?;
+        let bin = self.spec.bin.display().to_string();
+        let mut cmd = match &self.net {
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net.namespace(i), &bin]);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.arg(format!("--name={}", m.name))
+            .arg(format!("--data-dir={}", m.data_dir.display()))
+            .arg(format!("--listen-client-urls={}", m.client_url()))
+            .arg(format!("--advertise-client-urls={}", m.client_url()))
+            .arg(format!("--listen-peer-urls={}", m.peer_url()))
+            .arg(format!("--initial-advertise-peer-urls={}", m.peer_url()))
+            .arg(format!("--initial-cluster={initial}"))
+            .arg("--initial-cluster-state=new")
+            .arg(format!("--initial-cluster-token={}", self.spec.token))
+            .args(&self.spec.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| ClusterError::Spawn {
+            bin: bin.clone(),
+            source,
+        })?;
+        m.child = Some(child);
+        m.paused = false;
+        self.incarnations[i].fetch_add(1, Ordering::SeqCst);
+        tracing::info!(member = i, "started");
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> Result<(), ClusterError> {
+        (0..self.members.len()).try_for_each(|i| self.start(i))
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.members[i].child.is_some()
+    }
+
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.members[i].paused
+    }
+
+    fn signal(&self, i: usize, sig: Signal) -> Result<(), ClusterError> {
+        match self.members[i].pid() {
+            Some(pid) => {
+                kill(pid, sig).map_err(|source| ClusterError::Signal { member: i, source })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// SIGKILL, and wait (bounded) for the process to be gone.
+    pub async fn kill(&mut self, i: usize) -> Result<(), ClusterError> {
+        if self.members[i].paused {
+            self.signal(i, Signal::SIGCONT)?;
+        }
+        self.signal(i, Signal::SIGKILL)?;
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        }
+        self.members[i].paused = false;
+        tracing::info!(member = i, "killed");
+        Ok(())
+    }
+
+    pub fn pause(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.signal(i, Signal::SIGSTOP)?;
+        self.members[i].paused = true;
+        tracing::info!(member = i, "paused");
+        Ok(())
+    }
+
+    pub fn resume(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.signal(i, Signal::SIGCONT)?;
+        self.members[i].paused = false;
+        tracing::info!(member = i, "resumed");
+        Ok(())
+    }
+
+    /// Kills every process (idempotent). Called by Drop too.
+    pub fn stop_all(&mut self) {
+        for m in &mut self.members {
+            if let Some(pid) = m.pid() {
+                let _ = kill(pid, Signal::SIGCONT);
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            if let Some(mut child) = m.child.take() {
+                // Reap synchronously so nothing outlives the harness.
+                for _ in 0..50 {
+                    if matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            m.paused = false;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_all();
+        if let Some(net) = self.net.take() {
+            net.teardown();
+        }
+    }
+}

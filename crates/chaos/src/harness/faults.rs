@@ -1,0 +1,272 @@
+//! The fault injector: until the deadline, every 1-3 s, one fault from the enabled list,
+//! held for 1-3 s and then healed. Faults: kill -9 and restart (a random member or the
+//! leader), SIGSTOP/SIGCONT, restart of all members, compaction during traffic, network
+//! partition (isolate a member from its peers, or take its link down).
+//!
+//! Guarantee: when [`run_faults`] returns, every member is running, resumed and connected
+//! (or an error says which could not be restarted).
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use skiff_chaos::cluster::Cluster;
+use skiff_chaos::history::{FaultEvent, Request, Response};
+
+use super::workload::{connect, execute, Recorder, PREFIX};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Kill,
+    Pause,
+    Partition,
+    RestartAll,
+    Compact,
+}
+
+impl FromStr for Fault {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Fault> {
+        Ok(match s {
+            "kill" => Fault::Kill,
+            "pause" => Fault::Pause,
+            "partition" => Fault::Partition,
+            "restart-all" => Fault::RestartAll,
+            "compact" => Fault::Compact,
+            other => {
+                bail!("unknown fault {other:?} (kill, pause, partition, restart-all, compact)")
+            }
+        })
+    }
+}
+
+/// Knobs of the injector.
+pub struct FaultSpec {
+    pub faults: Vec<Fault>,
+    pub deadline: Instant,
+    pub op_timeout: Duration,
+    /// Client id used for the injector's own requests (compaction) in the history.
+    pub client_id: u32,
+    /// Delete a killed member's WAL before restarting it: deliberately unsafe, to prove
+    /// the checker catches lost data.
+    pub unsafe_wipe_wal: bool,
+}
+
+struct Injector<'a> {
+    cluster: &'a mut Cluster,
+    rec: &'a Recorder,
+    spec: &'a FaultSpec,
+    rng: StdRng,
+    log: Vec<FaultEvent>,
+}
+
+impl Injector<'_> {
+    fn note(&mut self, what: String) {
+        tracing::info!(fault = %what);
+        self.log.push(FaultEvent {
+            time: self.rec.now(),
+            what,
+        });
+    }
+
+    async fn sleep_upto(&self, d: Duration) {
+        let left = self.spec.deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(d.min(left)).await;
+    }
+
+    fn hold(&mut self) -> Duration {
+        Duration::from_millis(self.rng.random_range(1000..3000))
+    }
+
+    /// The member the others agree is leader, if one answers in time.
+    async fn leader(&self) -> Option<usize> {
+        for (i, url) in self.cluster.client_urls().iter().enumerate() {
+            if !self.cluster.is_running(i) || self.cluster.is_paused(i) {
+                continue;
+            }
+            let Ok(mut c) = connect(url, Duration::from_secs(1)).await else {
+                continue;
+            };
+            let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), c.status()).await else {
+                continue;
+            };
+            let me = s.header().map(|h| h.member_id());
+            if me == Some(s.leader()) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    async fn target(&mut self) -> usize {
+        let n = self.cluster.members.len();
+        if self.rng.random_bool(0.5) {
+            if let Some(l) = self.leader().await {
+                return l;
+            }
+        }
+        self.rng.random_range(0..n)
+    }
+
+    async fn restart(&mut self, i: usize) -> Result<()> {
+        if self.spec.unsafe_wipe_wal {
+            let wal = self.cluster.members[i].data_dir.join("member").join("wal");
+            if wal.exists() {
+                std::fs::remove_dir_all(&wal)?;
+                self.note(format!("UNSAFE: deleted the WAL of member {i}"));
+            }
+        }
+        self.cluster.start(i)?;
+        Ok(())
+    }
+
+    async fn one(&mut self, fault: Fault) -> Result<()> {
+        match fault {
+            Fault::Kill => {
+                let i = self.target().await;
+                self.cluster.kill(i).await?;
+                self.note(format!("kill -9 member {i}"));
+                let d = Duration::from_millis(self.rng.random_range(200..2000));
+                self.sleep_upto(d).await;
+                self.restart(i).await?;
+                self.note(format!("restart member {i}"));
+            }
+            Fault::Pause => {
+                let i = self.target().await;
+                self.cluster.pause(i)?;
+                self.note(format!("SIGSTOP member {i}"));
+                let d = self.hold();
+                self.sleep_upto(d).await;
+                self.cluster.resume(i)?;
+                self.note(format!("SIGCONT member {i}"));
+            }
+            Fault::RestartAll => {
+                for i in 0..self.cluster.members.len() {
+                    self.cluster.kill(i).await?;
+                }
+                self.note("kill -9 all members".into());
+                self.sleep_upto(Duration::from_millis(300)).await;
+                for i in 0..self.cluster.members.len() {
+                    self.restart(i).await?;
+                }
+                self.note("restart all members".into());
+            }
+            Fault::Compact => self.compact().await,
+            Fault::Partition => {
+                let i = self.target().await;
+                let isolate = self.rng.random_bool(0.6);
+                let net = self
+                    .cluster
+                    .net
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("partition fault without network namespaces"))?;
+                if isolate {
+                    net.isolate(i)?;
+                } else {
+                    net.link_down(i)?;
+                }
+                let what = if isolate {
+                    "isolate from peers"
+                } else {
+                    "link down"
+                };
+                self.note(format!("partition: {what} member {i}"));
+                let d = self.hold();
+                self.sleep_upto(d).await;
+                if let Some(net) = self.cluster.net.as_mut() {
+                    net.heal()?;
+                }
+                self.note("partition healed".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Compacts a little behind the current revision, through a random running member.
+    async fn compact(&mut self) {
+        let n = self.cluster.members.len();
+        let i = self.rng.random_range(0..n);
+        if !self.cluster.is_running(i) || self.cluster.is_paused(i) {
+            return;
+        }
+        let url = self.cluster.members[i].client_url();
+        let Ok(mut c) = connect(&url, self.spec.op_timeout).await else {
+            return;
+        };
+        let Ok(Ok(r)) = tokio::time::timeout(self.spec.op_timeout, c.get(PREFIX, None)).await
+        else {
+            return;
+        };
+        let rev = r.header().map(|h| h.revision()).unwrap_or(1);
+        let at = (rev - self.rng.random_range(0..20)).max(1);
+        let inc = self.cluster.incarnations[i].load(std::sync::atomic::Ordering::SeqCst);
+        let resp = execute(
+            self.rec,
+            &mut c,
+            self.spec.client_id,
+            i as u32,
+            inc,
+            Request::Compact { rev: at },
+            self.spec.op_timeout,
+            false,
+        )
+        .await;
+        let ok = matches!(resp, Some(Response::Compact { .. }));
+        self.note(format!(
+            "compact at revision {at} via member {i} (ok: {ok})"
+        ));
+    }
+
+    /// Undoes every fault: resume, heal the network, restart what is down.
+    async fn heal_all(&mut self) -> Result<()> {
+        if let Some(net) = self.cluster.net.as_mut() {
+            net.heal()?;
+        }
+        for i in 0..self.cluster.members.len() {
+            if self.cluster.is_paused(i) {
+                self.cluster.resume(i)?;
+            }
+            if !self.cluster.is_running(i) {
+                self.cluster.start(i)?;
+            }
+        }
+        self.note("healed everything".into());
+        Ok(())
+    }
+}
+
+/// Injects faults until the deadline, then heals. Returns what it did.
+pub async fn run_faults(
+    cluster: &mut Cluster,
+    rec: &Recorder,
+    spec: &FaultSpec,
+    seed: u64,
+) -> Result<Vec<FaultEvent>> {
+    let mut inj = Injector {
+        cluster,
+        rec,
+        spec,
+        rng: StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        log: Vec::new(),
+    };
+    let mut result = Ok(());
+    if !spec.faults.is_empty() {
+        // Let the workload start before the first fault.
+        inj.sleep_upto(Duration::from_millis(1000)).await;
+        while Instant::now() < spec.deadline {
+            let fault = spec.faults[inj.rng.random_range(0..spec.faults.len())];
+            if let Err(e) = inj.one(fault).await {
+                result = Err(e);
+                break;
+            }
+            let gap = Duration::from_millis(inj.rng.random_range(500..2000));
+            inj.sleep_upto(gap).await;
+        }
+    }
+    let healed = inj.heal_all().await;
+    result.and(healed)?;
+    Ok(inj.log)
+}

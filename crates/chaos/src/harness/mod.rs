@@ -1,0 +1,6 @@
+//! The harness proper (binary side): workload, fault injector and the run that ties them
+//! to the cluster and the checkers.
+
+pub mod faults;
+pub mod run;
+pub mod workload;

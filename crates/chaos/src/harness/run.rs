@@ -1,0 +1,359 @@
+//! One run, end to end: start the cluster in a temporary directory, run the workload and
+//! the fault injector until the deadline, heal, let the watchers catch up, take every
+//! member's HashKV, stop the cluster, check the history, and write the artifacts of a
+//! failing run under `<out-dir>/<seed>/`.
+//!
+//! Every wait here is bounded; the cluster (and its network namespaces) is torn down on
+//! every path out of [`run`], errors and panics included, by the cluster's Drop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use etcd_client::GetOptions;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use skiff_chaos::check::{self, Anomaly, Report};
+use skiff_chaos::cluster::{Cluster, ClusterSpec};
+use skiff_chaos::history::{History, MemberHash, Op, Outcome, WatchRecord};
+use skiff_chaos::net::Net;
+
+use super::faults::{run_faults, Fault, FaultSpec};
+use super::workload::{
+    connect, run_client, run_watcher, Drain, Mix, Recorder, WorkloadSpec, PREFIX,
+};
+
+/// Everything that defines a run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub server_bin: PathBuf,
+    pub members: usize,
+    pub base_port: u16,
+    pub server_args: Vec<String>,
+    pub duration: Duration,
+    pub faults: Vec<Fault>,
+    pub workload: String,
+    pub seed: u64,
+    pub clients: usize,
+    pub keys: usize,
+    pub op_timeout: Duration,
+    pub out_dir: PathBuf,
+    pub budget: u64,
+    pub unsafe_serializable: bool,
+    pub unsafe_wipe_wal: bool,
+}
+
+/// What a run produced.
+pub struct RunResult {
+    pub summary: String,
+    pub report: Report,
+    /// Where the artifacts of a failing run were written.
+    pub artifacts: Option<PathBuf>,
+}
+
+/// Waits until member `i` answers a linearizable read, up to `limit`.
+async fn wait_member(url: &str, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Ok(mut c) = connect(url, Duration::from_secs(2)).await {
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(2), c.get(PREFIX, None)).await
+            {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// The members that did not answer a linearizable read within `limit` (all members are
+/// waited for at once).
+async fn wait_ready(cluster: &Cluster, limit: Duration) -> Vec<usize> {
+    let tasks: Vec<_> = cluster
+        .client_urls()
+        .into_iter()
+        .map(|url| tokio::spawn(async move { wait_member(&url, limit).await }))
+        .collect();
+    let mut down = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if !matches!(t.await, Ok(true)) {
+            down.push(i);
+        }
+    }
+    down
+}
+
+fn log_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// The store's current revision, by a linearizable read through any member.
+async fn current_revision(cluster: &Cluster) -> Option<i64> {
+    for url in cluster.client_urls() {
+        if let Ok(mut c) = connect(&url, Duration::from_secs(2)).await {
+            if let Ok(Ok(r)) =
+                tokio::time::timeout(Duration::from_secs(2), c.get(PREFIX, None)).await
+            {
+                return r.header().map(|h| h.revision());
+            }
+        }
+    }
+    None
+}
+
+/// Each member's HashKV at `rev`, once it has applied `rev` (bounded wait per member).
+async fn hashes(cluster: &Cluster, rev: i64) -> Vec<MemberHash> {
+    let tasks: Vec<_> = cluster
+        .client_urls()
+        .into_iter()
+        .enumerate()
+        .map(|(i, url)| tokio::spawn(async move { member_hash(i, &url, rev).await }))
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        if let Ok(Some(h)) = t.await {
+            out.push(h);
+        }
+    }
+    out
+}
+
+async fn member_hash(i: usize, url: &str, rev: i64) -> Option<MemberHash> {
+    let Ok(mut c) = connect(url, Duration::from_secs(2)).await else {
+        return None;
+    };
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end {
+        let r = tokio::time::timeout(
+            Duration::from_secs(2),
+            c.get(PREFIX, Some(GetOptions::new().with_serializable())),
+        )
+        .await;
+        if matches!(r, Ok(Ok(ref g)) if g.header().is_some_and(|h| h.revision() >= rev)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let h = tokio::time::timeout(Duration::from_secs(5), c.hash_kv(rev)).await;
+    let Ok(Ok(h)) = h else { return None };
+    Some(MemberHash {
+        member: i as u32,
+        rev,
+        compact_rev: h.compact_version(),
+        hash: h.hash(),
+    })
+}
+
+pub async fn run(spec: &RunSpec) -> Result<RunResult> {
+    if spec.members == 0 || spec.clients == 0 || spec.keys == 0 {
+        bail!("--members, --clients and --keys must be at least 1");
+    }
+    let mix = Mix::named(&spec.workload)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("skiff-chaos-")
+        .tempdir()
+        .context("creating the run's temporary directory")?;
+    let net = if spec.faults.contains(&Fault::Partition) {
+        Some(Net::setup(spec.base_port, spec.members)?)
+    } else {
+        None
+    };
+    let cluster_spec = ClusterSpec {
+        bin: spec.server_bin.clone(),
+        members: spec.members,
+        base_port: spec.base_port,
+        token: format!("skiff-chaos-{}", spec.seed),
+        extra_args: spec.server_args.clone(),
+    };
+    let mut cluster = Cluster::new(cluster_spec, tmp.path(), net);
+    cluster.start_all()?;
+    let down = wait_ready(&cluster, Duration::from_secs(30)).await;
+    if let Some(i) = down.first() {
+        bail!(
+            "member {i} did not become ready within 30 s; last lines of its log:\n{}",
+            log_tail(&cluster.members[*i].log_path)
+        );
+    }
+
+    let rec = Arc::new(Recorder::new());
+    let deadline = Instant::now() + spec.duration;
+    let wspec = Arc::new(WorkloadSpec {
+        keys: spec.keys,
+        mix,
+        op_timeout: spec.op_timeout,
+        lease_ttl: (spec.duration.as_secs() as i64) + 300,
+        unsafe_serializable: spec.unsafe_serializable,
+        deadline,
+    });
+    let urls = cluster.client_urls();
+    let (drain_tx, drain_rx) = watch::channel(None);
+    let hard_deadline = deadline + Duration::from_secs(120);
+    let mut clients = Vec::new();
+    let mut watchers = Vec::new();
+    for id in 0..spec.clients {
+        let member = id % spec.members;
+        clients.push(tokio::spawn(run_client(
+            id as u32,
+            member as u32,
+            urls[member].clone(),
+            cluster.incarnations.clone(),
+            rec.clone(),
+            wspec.clone(),
+            spec.seed,
+        )));
+        watchers.push(tokio::spawn(run_watcher(
+            id as u32,
+            urls[member].clone(),
+            rec.clone(),
+            drain_rx.clone(),
+            hard_deadline,
+            spec.op_timeout,
+        )));
+    }
+
+    let fspec = FaultSpec {
+        faults: spec.faults.clone(),
+        deadline,
+        op_timeout: spec.op_timeout,
+        client_id: spec.clients as u32,
+        unsafe_wipe_wal: spec.unsafe_wipe_wal,
+    };
+    let fault_log = run_faults(&mut cluster, &rec, &fspec, spec.seed).await?;
+    for c in clients {
+        // Each client stops by the deadline plus one op timeout; abort a stuck one.
+        let abort = c.abort_handle();
+        if tokio::time::timeout(spec.op_timeout + Duration::from_secs(10), c)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+
+    let mut extra: Vec<Anomaly> = Vec::new();
+    for i in wait_ready(&cluster, Duration::from_secs(60)).await {
+        extra.push(Anomaly::new(
+            "availability",
+            format!("member {i} did not serve a linearizable read within 60 s after the faults were healed"),
+            vec![],
+        ));
+    }
+    let final_rev = current_revision(&cluster).await.unwrap_or(0);
+    let _ = drain_tx.send(Some(Drain {
+        target: final_rev,
+        deadline: Instant::now() + Duration::from_secs(20),
+    }));
+    let mut watches = Vec::new();
+    for w in watchers {
+        let abort = w.abort_handle();
+        match tokio::time::timeout(Duration::from_secs(30), w).await {
+            Ok(Ok(log)) => watches.push(log),
+            _ => abort.abort(),
+        }
+    }
+    let member_hashes = if final_rev > 0 {
+        hashes(&cluster, final_rev).await
+    } else {
+        Vec::new()
+    };
+    cluster.stop_all();
+
+    let history = History {
+        ops: rec.take_ops(),
+        watches,
+        hashes: member_hashes,
+        unsafe_serializable: spec.unsafe_serializable,
+        faults: fault_log,
+        final_rev,
+    };
+    let opts = check::Options {
+        budget: spec.budget,
+        members: Some(spec.members),
+    };
+    let history = Arc::new(history);
+    let h2 = history.clone();
+    let mut report = tokio::task::spawn_blocking(move || check::check(&h2, &opts)).await?;
+    report.anomalies.extend(extra);
+
+    let summary = summary_line(&history, &report);
+    let artifacts = if report.ok() {
+        None
+    } else {
+        Some(write_artifacts(spec, &cluster, &history, &report)?)
+    };
+    drop(cluster);
+    drop(tmp);
+    Ok(RunResult {
+        summary,
+        report,
+        artifacts,
+    })
+}
+
+fn summary_line(h: &History, r: &Report) -> String {
+    let unknown = h.ops.iter().filter(|o| o.is_unknown()).count();
+    let failed = h
+        .ops
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Failed(_)))
+        .count();
+    let events: usize = h
+        .watches
+        .iter()
+        .flat_map(|w| &w.records)
+        .map(|r| match r {
+            WatchRecord::Events { events, .. } => events.len(),
+            _ => 0,
+        })
+        .sum();
+    format!(
+        "ops={} unknown={} anomalies={} checker={} failed={} watch_events={} faults={} revision={}",
+        h.ops.len(),
+        unknown,
+        r.anomalies.len(),
+        r.verdict(),
+        failed,
+        events,
+        h.faults.len(),
+        h.final_rev
+    )
+}
+
+#[derive(Serialize)]
+struct MinimalAnomaly<'a> {
+    checker: &'a str,
+    message: &'a str,
+    ops: Vec<&'a Op>,
+}
+
+fn write_artifacts(spec: &RunSpec, cluster: &Cluster, h: &History, r: &Report) -> Result<PathBuf> {
+    let dir = spec.out_dir.join(spec.seed.to_string());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+    };
+    write("history.json", serde_json::to_string(h)?)?;
+    write("report.json", serde_json::to_string_pretty(r)?)?;
+    let minimal: Vec<MinimalAnomaly> = r
+        .anomalies
+        .iter()
+        .map(|a| MinimalAnomaly {
+            checker: a.checker,
+            message: &a.message,
+            ops: h.ops.iter().filter(|o| a.ops.contains(&o.id)).collect(),
+        })
+        .collect();
+    write("minimal.json", serde_json::to_string_pretty(&minimal)?)?;
+    for m in &cluster.members {
+        if m.log_path.exists() {
+            std::fs::copy(&m.log_path, dir.join(format!("{}.log", m.name)))?;
+        }
+    }
+    Ok(dir)
+}
