@@ -7,3 +7,4 @@ pub mod backend;
 pub mod mvcc;
 pub mod snap;
 pub mod wal;
+pub mod watch;
