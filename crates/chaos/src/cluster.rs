@@ -4,11 +4,14 @@
 //! `--listen-client-urls`, `--initial-cluster`, ...): etcd itself or Skiff. Members listen
 //! on loopback, or inside the network namespaces of a [`Net`] when partitions are wanted.
 //!
+//! With peer proxies, each member's advertised peer URL is its proxy's (loopback only).
+//!
 //! Guarantees: every process this module starts is killed when the [`Cluster`] is dropped
 //! (SIGCONT then SIGKILL, synchronously, on every exit path including panics), and each
 //! member's stdout/stderr is appended to `<dir>/<name>.log` across restarts.
 
 use std::fs::OpenOptions;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,6 +24,7 @@ use thiserror::Error;
 use tokio::process::{Child, Command};
 
 use crate::net::Net;
+use crate::proxy::{Proxy, ProxyError};
 
 #[derive(Debug, Error)]
 pub enum ClusterError {
@@ -45,6 +49,9 @@ pub struct ClusterSpec {
     pub token: String,
     /// Extra flags passed to every member.
     pub extra_args: Vec<String>,
+    /// Put a harness-owned TCP proxy in front of every member's peer port (port
+    /// base + 2*members + i), advertised as its peer URL, for delay and drop faults.
+    pub peer_proxies: bool,
 }
 
 /// One member process and what it takes to restart it.
@@ -53,6 +60,8 @@ pub struct Member {
     pub ip: String,
     pub client_port: u16,
     pub peer_port: u16,
+    /// Port of the proxy in front of the peer port, when there is one.
+    pub proxy_port: Option<u16>,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -65,6 +74,13 @@ impl Member {
     }
     fn peer_url(&self) -> String {
         format!("http://{}:{}", self.ip, self.peer_port)
+    }
+    /// The peer URL the others dial: the proxy's when there is one.
+    fn advertised_peer_url(&self) -> String {
+        match self.proxy_port {
+            Some(p) => format!("http://{}:{p}", self.ip),
+            None => self.peer_url(),
+        }
     }
     fn pid(&self) -> Option<Pid> {
         self.child
@@ -80,6 +96,8 @@ pub struct Cluster {
     /// Restart count per member; a client connection lives within one incarnation.
     pub incarnations: Arc<Vec<AtomicU32>>,
     pub net: Option<Net>,
+    /// One per member when `spec.peer_proxies`, in member order.
+    pub proxies: Vec<Proxy>,
     dir: PathBuf,
 }
 
@@ -100,6 +118,9 @@ impl Cluster {
                     ip,
                     client_port: spec.base_port + 2 * i as u16,
                     peer_port: spec.base_port + 2 * i as u16 + 1,
+                    proxy_port: spec
+                        .peer_proxies
+                        .then_some(spec.base_port + 2 * spec.members as u16 + i as u16),
                     child: None,
                     paused: false,
                 }
@@ -111,8 +132,21 @@ impl Cluster {
             members,
             incarnations,
             net,
+            proxies: Vec::new(),
             dir: dir.to_path_buf(),
         }
+    }
+
+    /// Starts the peer proxies (when the spec asks for them); call before starting members.
+    pub async fn start_proxies(&mut self) -> Result<(), ProxyError> {
+        for m in &self.members {
+            if let Some(port) = m.proxy_port {
+                let listen = SocketAddr::from(([127, 0, 0, 1], port));
+                let target = SocketAddr::from(([127, 0, 0, 1], m.peer_port));
+                self.proxies.push(Proxy::start(listen, target).await?);
+            }
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -126,7 +160,7 @@ impl Cluster {
     fn initial_cluster(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .map(|m| format!("{}={}", m.name, m.advertised_peer_url()))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -161,7 +195,10 @@ impl Cluster {
             .arg(format!("--listen-client-urls={}", m.client_url()))
             .arg(format!("--advertise-client-urls={}", m.client_url()))
             .arg(format!("--listen-peer-urls={}", m.peer_url()))
-            .arg(format!("--initial-advertise-peer-urls={}", m.peer_url()))
+            .arg(format!(
+                "--initial-advertise-peer-urls={}",
+                m.advertised_peer_url()
+            ))
             .arg(format!("--initial-cluster={initial}"))
             .arg("--initial-cluster-state=new")
             .arg(format!("--initial-cluster-token={}", self.spec.token))
@@ -254,6 +291,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
+        self.proxies.clear();
         if let Some(net) = self.net.take() {
             net.teardown();
         }

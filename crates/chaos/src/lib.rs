@@ -5,9 +5,11 @@
 //! - [`check`]: linearizability (per-key Wing-Gong/Lowe search), global revision order,
 //!   serializable reads, watch guarantees with a replay of the store, convergence;
 //! - [`cluster`]: server processes run from a temporary directory, killed on drop;
-//! - [`net`]: network namespaces for partitions.
+//! - [`net`]: network namespaces for partitions;
+//! - [`proxy`]: TCP proxies on peer links, for delays and drops.
 
 pub mod check;
 pub mod cluster;
 pub mod history;
 pub mod net;
+pub mod proxy;

@@ -52,7 +52,8 @@ struct Args {
     /// How long the workload and faults run (500ms, 20s, 2m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// Comma-separated: kill, pause, partition, restart-all, compact (or none).
+    /// Comma-separated: kill, pause, partition, restart-all, compact, delay, drop (or
+    /// none). partition needs root; it cannot be combined with delay/drop in one run.
     #[arg(long, default_value = "kill,pause,restart-all,compact")]
     faults: String,
     /// kv, watch or lease.

@@ -1,7 +1,8 @@
 //! The fault injector: until the deadline, every 1-3 s, one fault from the enabled list,
 //! held for 1-3 s and then healed. Faults: kill -9 and restart (a random member or the
 //! leader), SIGSTOP/SIGCONT, restart of all members, compaction during traffic, network
-//! partition (isolate a member from its peers, or take its link down).
+//! partition (isolate a member from its peers, or take its link down), delay or drop of
+//! the peer traffic into a member through its proxy.
 //!
 //! Guarantee: when [`run_faults`] returns, every member is running, resumed and connected
 //! (or an error says which could not be restarted).
@@ -25,6 +26,10 @@ pub enum Fault {
     Partition,
     RestartAll,
     Compact,
+    /// Delay the peer traffic into a member (through its proxy).
+    Delay,
+    /// Reset and refuse the peer connections into a member (through its proxy).
+    Drop,
 }
 
 impl FromStr for Fault {
@@ -36,9 +41,11 @@ impl FromStr for Fault {
             "partition" => Fault::Partition,
             "restart-all" => Fault::RestartAll,
             "compact" => Fault::Compact,
-            other => {
-                bail!("unknown fault {other:?} (kill, pause, partition, restart-all, compact)")
-            }
+            "delay" => Fault::Delay,
+            "drop" => Fault::Drop,
+            other => bail!(
+                "unknown fault {other:?} (kill, pause, partition, restart-all, compact, delay, drop)"
+            ),
         })
     }
 }
@@ -155,6 +162,27 @@ impl Injector<'_> {
                 self.note("restart all members".into());
             }
             Fault::Compact => self.compact().await,
+            Fault::Delay | Fault::Drop => {
+                let i = self.target().await;
+                let ms = self.rng.random_range(50..400);
+                let proxy = self
+                    .cluster
+                    .proxies
+                    .get(i)
+                    .ok_or_else(|| anyhow!("delay/drop fault without peer proxies"))?;
+                let what = if fault == Fault::Delay {
+                    proxy.set_delay(Duration::from_millis(ms));
+                    format!("delay peer traffic into member {i} by {ms} ms")
+                } else {
+                    proxy.drop_all();
+                    format!("drop peer connections into member {i}")
+                };
+                self.note(what);
+                let d = self.hold();
+                self.sleep_upto(d).await;
+                self.cluster.proxies[i].heal();
+                self.note(format!("peer proxy of member {i} healed"));
+            }
             Fault::Partition => {
                 let i = self.target().await;
                 let isolate = self.rng.random_bool(0.6);
@@ -224,6 +252,9 @@ impl Injector<'_> {
     async fn heal_all(&mut self) -> Result<()> {
         if let Some(net) = self.cluster.net.as_mut() {
             net.heal()?;
+        }
+        for p in &self.cluster.proxies {
+            p.heal();
         }
         for i in 0..self.cluster.members.len() {
             if self.cluster.is_paused(i) {

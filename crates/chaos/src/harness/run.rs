@@ -158,6 +158,15 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         .prefix("skiff-chaos-")
         .tempdir()
         .context("creating the run's temporary directory")?;
+    let proxies = spec
+        .faults
+        .iter()
+        .any(|f| matches!(f, Fault::Delay | Fault::Drop));
+    if proxies && spec.faults.contains(&Fault::Partition) {
+        // In namespaces the members would reach each other's proxies through the bridge,
+        // around the cuts; keep the two kinds of network fault to separate runs.
+        bail!("the partition fault cannot be combined with delay or drop in one run");
+    }
     let net = if spec.faults.contains(&Fault::Partition) {
         Some(Net::setup(spec.base_port, spec.members)?)
     } else {
@@ -169,8 +178,10 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         base_port: spec.base_port,
         token: format!("skiff-chaos-{}", spec.seed),
         extra_args: spec.server_args.clone(),
+        peer_proxies: proxies,
     };
     let mut cluster = Cluster::new(cluster_spec, tmp.path(), net);
+    cluster.start_proxies().await?;
     cluster.start_all()?;
     let down = wait_ready(&cluster, Duration::from_secs(30)).await;
     if let Some(i) = down.first() {
