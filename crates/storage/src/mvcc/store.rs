@@ -538,6 +538,14 @@ impl KvStore {
                     }
                 }
                 match &response {
+                    // Request errors are raised before the first write; one after writes
+                    // means the index and the transaction disagree: stop.
+                    Err(err) if !events.is_empty() => {
+                        return Err(Error::Backend(BackendError::Corrupt(format!(
+                            "apply of entry {} failed after writing: {err}",
+                            e.index
+                        ))))
+                    }
                     Err(err) if !err.is_request_error() => {
                         return Err(Error::Backend(BackendError::Corrupt(format!(
                             "apply of entry {} failed: {err}",
