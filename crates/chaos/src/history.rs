@@ -226,4 +226,11 @@ pub struct History {
     /// reach (0 when unknown, as in hand-written histories).
     #[serde(default)]
     pub final_rev: i64,
+    /// Cluster size (0 when unknown).
+    #[serde(default)]
+    pub members: usize,
+    /// Members that did not serve a linearizable read within the harness's limit once
+    /// every fault was healed.
+    #[serde(default)]
+    pub unavailable: Vec<u32>,
 }

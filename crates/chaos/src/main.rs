@@ -80,6 +80,10 @@ struct Args {
     /// Extra flag for every member (repeatable), e.g. --server-arg=--snapshot-count=500.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// How long members get to serve linearizable reads again once the faults are healed
+    /// (longer is an availability anomaly).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    recover_timeout: Duration,
     /// Check a history.json written by an earlier run instead of running anything.
     #[arg(long)]
     check_history: Option<PathBuf>,
@@ -100,7 +104,7 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     if let Some(path) = &args.check_history {
-        return recheck(path, args.budget, args.members);
+        return recheck(path, args.budget);
     }
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
         budget: args.budget,
         unsafe_serializable: args.unsafe_serializable_reads,
         unsafe_wipe_wal: args.unsafe_wipe_wal,
+        recover_timeout: args.recover_timeout,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -171,7 +176,7 @@ fn main() -> ExitCode {
 }
 
 /// Re-checks a saved history and prints its anomalies.
-fn recheck(path: &std::path::Path, budget: u64, members: usize) -> ExitCode {
+fn recheck(path: &std::path::Path, budget: u64) -> ExitCode {
     let history: skiff_chaos::history::History = match std::fs::read(path)
         .map_err(anyhow::Error::from)
         .and_then(|b| Ok(serde_json::from_slice(&b)?))
@@ -182,10 +187,10 @@ fn recheck(path: &std::path::Path, budget: u64, members: usize) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let opts = skiff_chaos::check::Options {
-        budget,
-        members: (!history.hashes.is_empty()).then_some(members),
-    };
+    // Histories from runs carry their cluster size; without it (a history made by hand)
+    // the convergence check is skipped.
+    let members = (history.members > 0).then_some(history.members);
+    let opts = skiff_chaos::check::Options { budget, members };
     let started = std::time::Instant::now();
     let report = skiff_chaos::check::check(&history, &opts);
     for a in &report.anomalies {

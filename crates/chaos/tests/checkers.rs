@@ -672,3 +672,35 @@ fn lease_revoke_removes_the_keys_put_with_the_lease() {
     h.get(1, (7, 8), "k/a", 3, Some(kv("k/a", "1", 2, 2, 1)));
     assert!(checkers(&h.check()).contains(&"linearizability"));
 }
+
+#[test]
+fn long_history_is_checked_in_about_one_step_per_op() {
+    // 20,000 ops on one key: puts and reads from two overlapping clients, with a timeout
+    // now and then whose value a later read does see. A search that backtracked over the
+    // history would run out of this budget.
+    let mut h = H::default();
+    let mut prev: Option<Kv> = None;
+    let mut rev = 1;
+    for i in 0..10_000u64 {
+        let t = 10 * i;
+        let v = format!("v{i}");
+        rev += 1;
+        if i % 97 == 0 {
+            h.put_unknown(0, (t, t + 4), "k/a", &v);
+        } else {
+            h.put(0, (t, t + 4), "k/a", &v, rev, prev.clone());
+        }
+        let cur = kv("k/a", &v, rev, 2, i as i64 + 1);
+        // Overlaps the put: sees the new value.
+        h.get(1, (t + 2, t + 6), "k/a", rev, Some(cur.clone()));
+        prev = Some(cur);
+    }
+    let r = check(
+        &h.h,
+        &Options {
+            budget: 60_000,
+            members: None,
+        },
+    );
+    assert!(r.ok(), "{r:?}");
+}

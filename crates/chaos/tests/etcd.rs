@@ -1,6 +1,7 @@
 //! The harness against real etcd 3.4: a short run with kill, pause and compaction passes;
-//! a deliberately unsafe setup (linearizable reads sent as serializable, members cut off
-//! by network partitions) fails with artifacts written.
+//! deliberately unsafe setups fail with artifacts written: linearizable reads sent as
+//! serializable while members are cut off by network partitions, and members restarted
+//! with their WAL deleted.
 //!
 //! Needs `etcd` on PATH (Debian's etcd-server): under CI=true a missing etcd fails the test,
 //! elsewhere the test is skipped with a message. The partition test also needs root.
@@ -125,4 +126,31 @@ fn serializable_reads_counted_as_linearizable_under_partitions_fail() {
         .output()
         .expect("ip");
     assert!(!String::from_utf8_lossy(&netns.stdout).contains("skchaos-22300"));
+}
+
+#[test]
+fn members_restarted_without_their_wal_fail() {
+    let Some(etcd) = etcd() else { return };
+    let out = out_dir("wipe-wal");
+    let (code, stdout, stderr) = chaos(&[
+        "--server-bin",
+        etcd.to_str().expect("utf-8 path"),
+        "--duration",
+        "10s",
+        "--faults",
+        "kill",
+        "--unsafe-wipe-wal",
+        "--recover-timeout",
+        "10s",
+        "--seed",
+        "9",
+        "--base-port",
+        "22400",
+        "--out-dir",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    println!("{stdout}{stderr}");
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("checker=fail"), "{stdout}");
+    assert!(out.join("9").join("history.json").is_file());
 }

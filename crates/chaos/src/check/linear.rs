@@ -345,15 +345,14 @@ impl KeyHistory {
 }
 
 /// Ops that may be linearized next: not yet linearized, and invoked before every other
-/// pending op completed. Entries are sorted by invoke time, so the scan stops at the first
-/// op invoked after the earliest pending completion.
-fn candidates(entries: &[Entry], lin: &[u64]) -> Vec<usize> {
+/// pending op completed. `unlin` holds the unlinearized indices in invoke order, so the
+/// scan costs the few pending unknown ops plus the window of concurrent ops, and stops at
+/// the first op invoked after the earliest pending completion.
+fn candidates(entries: &[Entry], unlin: &BTreeSet<usize>) -> Vec<usize> {
     let mut out = Vec::new();
     let mut min_complete = u64::MAX;
-    for (i, e) in entries.iter().enumerate() {
-        if lin[i / 64] & (1 << (i % 64)) != 0 {
-            continue;
-        }
+    for &i in unlin {
+        let e = &entries[i];
         if e.invoke > min_complete {
             break;
         }
@@ -363,6 +362,25 @@ fn candidates(entries: &[Entry], lin: &[u64]) -> Vec<usize> {
     out
 }
 
+/// Random 128-bit keys, one per entry, whose XOR over the linearized set identifies that
+/// set (Zobrist hashing): the memo then costs 16 bytes a state, however long the history.
+/// Two different sets collide with probability about 2^-128 per pair; a collision could
+/// only make the search skip a state (a false violation), never pass a bad history.
+fn zobrist(n: usize) -> Vec<u128> {
+    // splitmix64, fixed seed: deterministic across runs.
+    let mut x: u64 = 0x5eed_c4a0_5c4e_11a1;
+    let mut next = || {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0..n)
+        .map(|_| (u128::from(next()) << 64) | u128::from(next()))
+        .collect()
+}
+
 struct Frame {
     cands: Vec<usize>,
     next: usize,
@@ -370,16 +388,19 @@ struct Frame {
     chosen: Option<(usize, Option<u32>)>,
 }
 
-/// Depth-first search for a linearization of `kh.entries`.
+/// Depth-first search for a linearization of `kh.entries`, memoising (linearized set,
+/// state) pairs already explored (Lowe's improvement of Wing and Gong's algorithm).
 fn search(kh: &KeyHistory, budget: u64) -> Verdict {
     let entries = &kh.entries;
     let required = entries.iter().filter(|e| e.complete != u64::MAX).count();
-    let mut lin = vec![0u64; entries.len().div_ceil(64)];
+    let zob = zobrist(entries.len());
+    let mut unlin: BTreeSet<usize> = (0..entries.len()).collect();
+    let mut lin_hash: u128 = 0;
     let mut state: Option<u32> = None;
     let mut done = 0usize;
-    let mut visited: HashSet<(Vec<u64>, Option<u32>)> = HashSet::new();
+    let mut visited: HashSet<(u128, Option<u32>)> = HashSet::new();
     let mut stack = vec![Frame {
-        cands: candidates(entries, &lin),
+        cands: candidates(entries, &unlin),
         next: 0,
         chosen: None,
     }];
@@ -397,7 +418,8 @@ fn search(kh: &KeyHistory, budget: u64) -> Verdict {
                 return Verdict::Violation;
             };
             let (i, prev) = parent.chosen.take().expect("a child frame has a chosen op");
-            lin[i / 64] &= !(1 << (i % 64));
+            unlin.insert(i);
+            lin_hash ^= zob[i];
             state = prev;
             if entries[i].complete != u64::MAX {
                 done -= 1;
@@ -413,18 +435,18 @@ fn search(kh: &KeyHistory, budget: u64) -> Verdict {
         let Some(next_state) = kh.step(state, &entries[i]) else {
             continue;
         };
-        lin[i / 64] |= 1 << (i % 64);
-        if !visited.insert((lin.clone(), next_state)) {
-            lin[i / 64] &= !(1 << (i % 64));
+        if !visited.insert((lin_hash ^ zob[i], next_state)) {
             continue;
         }
+        unlin.remove(&i);
+        lin_hash ^= zob[i];
         top.chosen = Some((i, state));
         state = next_state;
         if entries[i].complete != u64::MAX {
             done += 1;
         }
         stack.push(Frame {
-            cands: candidates(entries, &lin),
+            cands: candidates(entries, &unlin),
             next: 0,
             chosen: None,
         });

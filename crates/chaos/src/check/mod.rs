@@ -16,7 +16,7 @@ use crate::history::History;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Anomaly {
     /// Which checker found it: linearizability, revision, serializable, watch, replay,
-    /// convergence.
+    /// convergence, availability.
     pub checker: &'static str,
     pub message: String,
     /// Ids of the operations involved (for linearizability: a minimal failing
@@ -105,6 +105,13 @@ pub fn check(history: &History, opts: &Options) -> Report {
     watch::check(history, &log, &mut report.anomalies);
     if let Some(members) = opts.members {
         converge::check(history, members, &mut report.anomalies);
+    }
+    for m in &history.unavailable {
+        report.anomalies.push(Anomaly::new(
+            "availability",
+            format!("member {m} did not serve a linearizable read after every fault was healed"),
+            vec![],
+        ));
     }
     report
 }

@@ -15,7 +15,7 @@ use etcd_client::GetOptions;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use skiff_chaos::check::{self, Anomaly, Report};
+use skiff_chaos::check::{self, Report};
 use skiff_chaos::cluster::{Cluster, ClusterSpec};
 use skiff_chaos::history::{History, MemberHash, Op, Outcome, WatchRecord};
 use skiff_chaos::net::Net;
@@ -43,6 +43,8 @@ pub struct RunSpec {
     pub budget: u64,
     pub unsafe_serializable: bool,
     pub unsafe_wipe_wal: bool,
+    /// How long members get to serve again once the faults are healed.
+    pub recover_timeout: Duration,
 }
 
 /// What a run produced.
@@ -246,14 +248,11 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         }
     }
 
-    let mut extra: Vec<Anomaly> = Vec::new();
-    for i in wait_ready(&cluster, Duration::from_secs(60)).await {
-        extra.push(Anomaly::new(
-            "availability",
-            format!("member {i} did not serve a linearizable read within 60 s after the faults were healed"),
-            vec![],
-        ));
-    }
+    let unavailable: Vec<u32> = wait_ready(&cluster, spec.recover_timeout)
+        .await
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
     let final_rev = current_revision(&cluster).await.unwrap_or(0);
     let _ = drain_tx.send(Some(Drain {
         target: final_rev,
@@ -281,6 +280,8 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         unsafe_serializable: spec.unsafe_serializable,
         faults: fault_log,
         final_rev,
+        members: spec.members,
+        unavailable,
     };
     let opts = check::Options {
         budget: spec.budget,
@@ -288,8 +289,7 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
     };
     let history = Arc::new(history);
     let h2 = history.clone();
-    let mut report = tokio::task::spawn_blocking(move || check::check(&h2, &opts)).await?;
-    report.anomalies.extend(extra);
+    let report = tokio::task::spawn_blocking(move || check::check(&h2, &opts)).await?;
 
     let summary = summary_line(&history, &report);
     let artifacts = if report.ok() {
