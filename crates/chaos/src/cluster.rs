@@ -207,6 +207,16 @@ impl Cluster {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .kill_on_drop(true);
+        // If the harness itself is killed (SIGKILL runs no destructor), the kernel kills
+        // the member too. The signal fires when the spawning thread exits: members are
+        // spawned from the runtime's long-lived threads, which live as long as the run.
+        // SAFETY: the closure runs in the forked child before exec and only makes the
+        // async-signal-safe prctl system call.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
         let child = cmd.spawn().map_err(|source| ClusterError::Spawn {
             bin: bin.clone(),
             source,

@@ -147,7 +147,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(&spec)) {
+    // On SIGINT or SIGTERM the run is dropped, which kills the members and removes the
+    // namespaces (the cluster's Drop) before exiting.
+    let outcome = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = run(&spec) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            _ = term.recv() => Err(anyhow!("terminated")),
+        }
+    });
+    match outcome {
         Ok(result) => {
             println!("{}", result.summary);
             if let Some(dir) = &result.artifacts {
