@@ -42,6 +42,7 @@ pub enum ApplyOutput {
     Compaction(pb::CompactionResponse),
     LeaseGrant(pb::LeaseGrantResponse),
     LeaseRevoke(pb::LeaseRevokeResponse),
+    Alarm(pb::AlarmResponse),
     Noop,
 }
 
@@ -64,6 +65,8 @@ pub fn lease_key(id: i64) -> Vec<u8> {
 /// Everything the apply thread works on.
 pub struct Applier {
     pub store: Arc<KvStore>,
+    /// Applies go through the watch hub so watchers see every revision.
+    pub watchable: Arc<skiff_storage::watch::WatchableStore>,
     pub lessor: Arc<Mutex<Lessor>>,
     pub wait: Arc<Wait<ApplyResult>>,
     pub applied: Arc<AppliedIndex>,
@@ -72,6 +75,7 @@ pub struct Applier {
     pub member_id: u64,
     pub snapshot_count: u64,
     pub node: Sender<NodeInput>,
+    pub alarms: Arc<Mutex<crate::alarms::Alarms>>,
     /// Membership to put in snapshot payloads.
     pub members: Arc<std::sync::RwLock<Vec<skiff_proto::skiffpb::MemberRecord>>>,
 }
@@ -167,10 +171,14 @@ impl Applier {
                 Req::Compaction(r) => {
                     Some(st::WriteRequest::Compaction(convert::compaction_from_pb(r)))
                 }
-                Req::Noop(_)
-                | Req::LeaseCheckpoint(_)
-                | Req::Alarm(_)
-                | Req::MemberAttributes(_) => Some(st::WriteRequest::Noop),
+                Req::Noop(_) | Req::LeaseCheckpoint(_) | Req::MemberAttributes(_) => {
+                    Some(st::WriteRequest::Noop)
+                }
+                Req::Alarm(a) => {
+                    self.flush(&mut run, term)?;
+                    self.apply_alarm(e, id, a, term)?;
+                    None
+                }
                 Req::LeaseGrant(g) => {
                     self.flush(&mut run, term)?;
                     self.apply_grant(e, id, g, term)?;
@@ -210,7 +218,7 @@ impl Applier {
             .collect();
         let results = {
             let lessor = self.lessor.lock().unwrap_or_else(|p| p.into_inner());
-            self.store.apply_batch(&batch, &LessorCheck(&lessor))?
+            self.watchable.apply_batch(&batch, &LessorCheck(&lessor))?
         };
         let ids = self.ids(term);
         let last = run.last().map(|p| p.index).unwrap_or(0);
@@ -286,7 +294,7 @@ impl Applier {
         };
         let applied = {
             let lessor = self.lessor.lock().unwrap_or_else(|p| p.into_inner());
-            self.store.apply(entry, &LessorCheck(&lessor))?
+            self.watchable.apply(entry, &LessorCheck(&lessor))?
         };
         let revision = match applied {
             Applied::Done {
@@ -350,6 +358,73 @@ impl Applier {
         Ok(())
     }
 
+    fn apply_alarm(
+        &self,
+        e: &Entry,
+        id: u64,
+        a: pb::AlarmRequest,
+        term: u64,
+    ) -> Result<(), st::Error> {
+        use pb::alarm_request::AlarmAction;
+        if e.index <= self.store.consistent_index() {
+            // Replayed: the alarm table in the backend already has its effect.
+            self.advance(e.index);
+            return Ok(());
+        }
+        let mut aux = Vec::new();
+        let alarms = {
+            let mut set = self.alarms.lock().unwrap_or_else(|p| p.into_inner());
+            match AlarmAction::try_from(a.action) {
+                Ok(AlarmAction::Activate) => {
+                    if set.activate(a.member_id, a.alarm) {
+                        aux.push(AuxOp {
+                            table: AuxTable::Alarm,
+                            key: crate::alarms::Alarms::key(a.member_id, a.alarm),
+                            value: Some(Vec::new()),
+                        });
+                        tracing::warn!(member = %format!("{:x}", a.member_id), alarm = a.alarm, "alarm raised");
+                        vec![pb::AlarmMember {
+                            member_id: a.member_id,
+                            alarm: a.alarm,
+                        }]
+                    } else {
+                        Vec::new()
+                    }
+                }
+                Ok(AlarmAction::Deactivate) => {
+                    if set.deactivate(a.member_id, a.alarm) {
+                        aux.push(AuxOp {
+                            table: AuxTable::Alarm,
+                            key: crate::alarms::Alarms::key(a.member_id, a.alarm),
+                            value: None,
+                        });
+                        vec![pb::AlarmMember {
+                            member_id: a.member_id,
+                            alarm: a.alarm,
+                        }]
+                    } else {
+                        Vec::new()
+                    }
+                }
+                _ => set.get(a.alarm),
+            }
+        };
+        let resp = pb::AlarmResponse {
+            header: self
+                .ids(term)
+                .header(st::ResponseHeader::at(self.store.current_revision())),
+            alarms,
+        };
+        self.apply_one(
+            e,
+            id,
+            st::WriteRequest::Noop,
+            &aux,
+            Ok(ApplyOutput::Alarm(resp)),
+        )?;
+        Ok(())
+    }
+
     fn apply_revoke(&self, e: &Entry, id: u64, lease: i64, term: u64) -> Result<(), st::Error> {
         if e.index <= self.store.consistent_index() {
             self.advance(e.index);
@@ -401,7 +476,7 @@ impl Applier {
         };
         let applied = {
             let lessor = self.lessor.lock().unwrap_or_else(|p| p.into_inner());
-            self.store.apply(entry, &LessorCheck(&lessor))?
+            self.watchable.apply(entry, &LessorCheck(&lessor))?
         };
         if let Applied::Done {
             revision, events, ..

@@ -64,6 +64,15 @@ impl Ids {
     pub fn header(&self, h: st::ResponseHeader) -> Option<pb::ResponseHeader> {
         Some(header_to_pb(h, self.cluster_id, self.member_id, self.term))
     }
+
+    /// Responses nested in a txn carry only the revision, as etcd's do.
+    fn nested(&self) -> Ids {
+        Ids {
+            cluster_id: 0,
+            member_id: 0,
+            term: 0,
+        }
+    }
 }
 
 pub fn range_from_pb(r: pb::RangeRequest) -> st::RangeRequest {
@@ -207,7 +216,11 @@ pub fn txn_to_pb(r: st::TxnResponse, ids: &Ids) -> pb::TxnResponse {
     pb::TxnResponse {
         header: ids.header(r.header),
         succeeded: r.succeeded,
-        responses: r.responses.into_iter().map(|o| op_to_pb(o, ids)).collect(),
+        responses: r
+            .responses
+            .into_iter()
+            .map(|o| op_to_pb(o, &ids.nested()))
+            .collect(),
     }
 }
 

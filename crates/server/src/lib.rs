@@ -8,6 +8,7 @@
 //! between members; [`serve`] one listener
 //! carrying both gRPC and HTTP; [`version`] the versions reported.
 
+pub mod alarms;
 pub mod api;
 pub mod apply;
 pub mod config;

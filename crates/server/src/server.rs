@@ -42,6 +42,8 @@ pub struct EtcdServer {
     pub member_id: u64,
     pub cluster_id: u64,
     pub store: Arc<KvStore>,
+    /// The same store with watchers: every apply goes through it.
+    pub watchable: Arc<skiff_storage::watch::WatchableStore>,
     pub lessor: Arc<Mutex<Lessor>>,
     pub wait: Arc<Wait<ApplyResult>>,
     pub applied: Arc<AppliedIndex>,
@@ -50,6 +52,7 @@ pub struct EtcdServer {
     pub ids: RequestIdGen,
     pub metrics: Metrics,
     pub members: Arc<RwLock<Vec<MemberRecord>>>,
+    pub alarms: Arc<Mutex<crate::alarms::Alarms>>,
     pub request_timeout: Duration,
 }
 
@@ -93,8 +96,56 @@ impl EtcdServer {
             .map_err(|_| EtcdError::Stopped)
     }
 
+    /// Whether `request` may grow the database: refused while NOSPACE is raised.
+    fn check_quota(&self, request: &Req) -> Result<(), EtcdError> {
+        let grows =
+            match request {
+                Req::Put(_) | Req::LeaseGrant(_) => true,
+                Req::Txn(t) => t.success.iter().chain(&t.failure).any(|op| {
+                    !matches!(op.request, Some(pb::request_op::Request::RequestRange(_)))
+                }),
+                _ => false,
+            };
+        if !grows {
+            return Ok(());
+        }
+        let raised = self
+            .alarms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_raised(pb::AlarmType::Nospace);
+        if raised {
+            return Err(EtcdError::NoSpace);
+        }
+        let Some(quota) = self.config.quota_backend_bytes else {
+            return Ok(());
+        };
+        let size = std::fs::metadata(self.store.backend().path())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size > quota {
+            // Raise the alarm through Raft (every member refuses writes from then on)
+            // without holding this request up.
+            let alarm = Req::Alarm(pb::AlarmRequest {
+                action: pb::alarm_request::AlarmAction::Activate as i32,
+                member_id: self.member_id,
+                alarm: pb::AlarmType::Nospace as i32,
+            });
+            let id = self.ids.next_id();
+            let data = InternalRequest {
+                id,
+                request: Some(alarm),
+            }
+            .encode_to_vec();
+            let _ = self.send(NodeInput::Propose(data.into()));
+            return Err(EtcdError::NoSpace);
+        }
+        Ok(())
+    }
+
     /// Proposes `request` through Raft and waits for its apply result.
     pub async fn propose(&self, request: Req) -> ApplyResult {
+        self.check_quota(&request)?;
         let commit = self.raft.commit.load(Ordering::Acquire);
         if commit > self.applied.get() + MAX_GAP_BETWEEN_APPLY_AND_COMMIT {
             return Err(EtcdError::TooManyRequests);

@@ -86,10 +86,11 @@ impl Cluster for ClusterService {
             })
             .collect();
         members.sort_by_key(|m| m.id);
-        Ok(Response::new(MemberListResponse {
-            header: s.header(),
-            members,
-        }))
+        // Membership calls do not touch the key-value store: no revision, as etcd.
+        let header = s
+            .header()
+            .map(|h| skiff_proto::etcdserverpb::ResponseHeader { revision: 0, ..h });
+        Ok(Response::new(MemberListResponse { header, members }))
     }
 
     async fn member_promote(

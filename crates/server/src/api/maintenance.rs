@@ -3,7 +3,7 @@
 //!
 //! `Status.version` is the etcd API version Skiff implements (clients check it);
 //! `dbSize` is the backend file's size; `raftIndex` the commit index and
-//! `raftAppliedIndex` the applied one. Defragment, MoveLeader and Downgrade are
+//! `raftAppliedIndex` the applied one; `errors` lists raised alarms. Defragment, MoveLeader and Downgrade are
 //! answered `Unimplemented` until they exist, rather than pretending to succeed.
 
 use std::pin::Pin;
@@ -18,10 +18,12 @@ use skiff_proto::etcdserverpb::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::apply::ApplyOutput;
 use crate::convert;
 use crate::errors::EtcdError;
 use crate::server::EtcdServer;
 use crate::version::ETCD_SERVER_VERSION;
+use skiff_proto::skiffpb::internal_request::Request as Req;
 
 pub struct MaintenanceService {
     server: Arc<EtcdServer>,
@@ -52,14 +54,27 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        match AlarmAction::try_from(req.into_inner().action) {
-            // No alarm is ever raised by this release (no quota enforcement yet), so
-            // the list is truthfully empty.
-            Ok(AlarmAction::Get) => Ok(Response::new(AlarmResponse {
-                header: self.server.header(),
-                alarms: Vec::new(),
-            })),
-            _ => Err(not_yet("raising or clearing alarms")),
+        let req = req.into_inner();
+        match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Get) => {
+                let alarms = self
+                    .server
+                    .alarms
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(req.alarm);
+                Ok(Response::new(AlarmResponse {
+                    header: self.server.header(),
+                    alarms,
+                }))
+            }
+            _ => {
+                let r = self.server.propose(Req::Alarm(req)).await;
+                Ok(Response::new(EtcdServer::expect(r, |o| match o {
+                    ApplyOutput::Alarm(a) => Some(a),
+                    _ => None,
+                })?))
+            }
         }
     }
 
@@ -76,7 +91,11 @@ impl Maintenance for MaintenanceService {
             raft_index: s.raft.commit.load(std::sync::atomic::Ordering::Acquire),
             raft_term: s.term(),
             raft_applied_index: s.applied.get(),
-            errors: Vec::new(),
+            errors: s
+                .alarms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .describe(),
             db_size_in_use: db_size,
             is_learner: false,
             storage_version: String::new(),

@@ -7,8 +7,10 @@ pub mod cluster;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod watch;
 
 pub use cluster::ClusterService;
 pub use kv::{KvBackend, KvService};
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
+pub use watch::WatchService;

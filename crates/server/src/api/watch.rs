@@ -1,0 +1,249 @@
+//! The Watch service (`etcdserverpb.Watch`): one bidirectional stream carries many
+//! watchers; each client request creates, cancels or asks for progress, and the
+//! store's watch hub delivers events (ordered, all of one revision together, none
+//! twice, none missing, filters and prev_kv applied; see `skiff_storage::watch`).
+//!
+//! etcd's wire behaviour is kept: a create is answered `created` with the current
+//! revision in the header; a duplicate `watch_id` is answered created + canceled with
+//! the store's reason; a cancel of an existing watcher is answered `canceled`, of an
+//! unknown one not at all; a progress request is answered with `watch_id` -1; a
+//! compacted start revision cancels the watcher with `compact_revision` set. With
+//! `fragment`, a response larger than `--max-request-bytes` is split into several
+//! responses, all but the last flagged `fragment`.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use prost::Message as _;
+use skiff_proto::etcdserverpb::{
+    watch_request::RequestUnion, watch_server::Watch, WatchCreateRequest, WatchRequest,
+    WatchResponse,
+};
+use skiff_storage::watch::{self as sw, WatchFilter};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::server::EtcdServer;
+
+pub struct WatchService {
+    server: Arc<EtcdServer>,
+}
+
+impl WatchService {
+    pub fn new(server: Arc<EtcdServer>) -> WatchService {
+        WatchService { server }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+fn create_from_pb(c: WatchCreateRequest) -> sw::WatchRequest {
+    sw::WatchRequest {
+        key: c.key.to_vec(),
+        range_end: c.range_end.to_vec(),
+        start_revision: c.start_revision,
+        progress_notify: c.progress_notify,
+        filters: c
+            .filters
+            .iter()
+            .filter_map(|f| match f {
+                0 => Some(WatchFilter::NoPut),
+                1 => Some(WatchFilter::NoDelete),
+                _ => None,
+            })
+            .collect(),
+        prev_kv: c.prev_kv,
+        watch_id: c.watch_id,
+        fragment: c.fragment,
+    }
+}
+
+/// Splits `resp` into responses of at most about `limit` bytes (never splitting an
+/// event; at least one event each), the last one without the `fragment` flag.
+fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
+    if resp.encoded_len() < limit || resp.events.len() < 2 {
+        return vec![resp];
+    }
+    let mut out = Vec::new();
+    let mut current = WatchResponse {
+        events: Vec::new(),
+        fragment: true,
+        ..resp.clone()
+    };
+    let mut size = 0;
+    for ev in resp.events {
+        let len = ev.encoded_len();
+        if !current.events.is_empty() && size + len > limit {
+            let next = WatchResponse {
+                events: Vec::new(),
+                ..current.clone()
+            };
+            out.push(std::mem::replace(&mut current, next));
+            size = 0;
+        }
+        size += len;
+        current.events.push(ev);
+    }
+    current.fragment = false;
+    out.push(current);
+    out
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let mut incoming = req.into_inner();
+        let server = self.server.clone();
+        let (stream, mut events) = server.watchable.new_stream();
+        let (tx, rx) = mpsc::channel::<Result<WatchResponse, Status>>(64);
+        let limit = server.config.max_request_bytes as usize;
+
+        // Events from the hub, converted and (when asked) fragmented.
+        let fragmenting: Arc<std::sync::Mutex<HashSet<i64>>> = Arc::default();
+        let out = tx.clone();
+        let frag = fragmenting.clone();
+        let events_server = server.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(r) = events.recv().await {
+                let header = Some(skiff_proto::etcdserverpb::ResponseHeader {
+                    revision: r.revision,
+                    ..events_server.header().unwrap_or_default()
+                });
+                let resp = WatchResponse {
+                    header,
+                    watch_id: r.watch_id,
+                    created: false,
+                    canceled: r.canceled,
+                    compact_revision: r.compact_revision,
+                    cancel_reason: String::new(),
+                    fragment: false,
+                    events: r.events.into_iter().map(convert::event_to_pb).collect(),
+                };
+                let split = frag
+                    .lock()
+                    .map(|f| f.contains(&resp.watch_id))
+                    .unwrap_or(false);
+                let parts = if split {
+                    fragments(resp, limit)
+                } else {
+                    vec![resp]
+                };
+                for part in parts {
+                    if out.send(Ok(part)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+
+        // Requests from the client.
+        tokio::spawn(async move {
+            while let Some(msg) = incoming.next().await {
+                let Ok(msg) = msg else { break };
+                let reply = match msg.request_union {
+                    Some(RequestUnion::CreateRequest(c)) => {
+                        let wants_fragments = c.fragment;
+                        let result = stream.watch(&create_from_pb(c));
+                        let header = server.header();
+                        let (watch_id, canceled, cancel_reason) = match result {
+                            Ok(id) => {
+                                if wants_fragments {
+                                    if let Ok(mut f) = fragmenting.lock() {
+                                        f.insert(id);
+                                    }
+                                }
+                                (id, false, String::new())
+                            }
+                            Err(e) => (-1, true, e.to_string()),
+                        };
+                        Some(WatchResponse {
+                            header,
+                            watch_id,
+                            created: true,
+                            canceled,
+                            cancel_reason,
+                            ..Default::default()
+                        })
+                    }
+                    Some(RequestUnion::CancelRequest(c)) => {
+                        if stream.cancel(c.watch_id) {
+                            if let Ok(mut f) = fragmenting.lock() {
+                                f.remove(&c.watch_id);
+                            }
+                            Some(WatchResponse {
+                                header: server.header(),
+                                watch_id: c.watch_id,
+                                canceled: true,
+                                ..Default::default()
+                            })
+                        } else {
+                            None
+                        }
+                    }
+                    Some(RequestUnion::ProgressRequest(_)) => {
+                        // The hub answers (watch_id -1) once every watcher on the
+                        // stream has caught up, so the revision is a true bookmark.
+                        stream.request_progress();
+                        None
+                    }
+                    None => None,
+                };
+                if let Some(r) = reply {
+                    if tx.send(Ok(r)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            // Client gone: dropping the stream removes its watchers.
+            drop(stream);
+            forward.abort();
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use skiff_proto::mvccpb::{Event, KeyValue};
+
+    fn ev(n: usize) -> Event {
+        Event {
+            r#type: 0,
+            kv: Some(KeyValue {
+                key: Bytes::from(format!("k{n}")),
+                value: Bytes::from(vec![b'x'; 100]),
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn fragments_split_on_size_and_flag_all_but_last() {
+        let resp = WatchResponse {
+            watch_id: 3,
+            events: (0..10).map(ev).collect(),
+            ..Default::default()
+        };
+        let one = ev(0).encoded_len();
+        let parts = fragments(resp.clone(), 3 * one + 1);
+        assert_eq!(parts.iter().map(|p| p.events.len()).sum::<usize>(), 10);
+        assert!(parts.len() >= 3);
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
+        assert!(!parts.last().unwrap().fragment);
+        assert!(parts.iter().all(|p| p.watch_id == 3));
+        // Small responses are not split.
+        assert_eq!(fragments(resp, usize::MAX).len(), 1);
+    }
+}
