@@ -731,3 +731,29 @@ fn snapshot_dump_restore_roundtrip() {
     let mut ap2 = Applier::new(&r);
     assert_eq!(ap2.put(&r, "new", "1"), s.current_revision() + 1);
 }
+
+/// Idle non-durable applies become durable within about `durable_interval`, so the WAL
+/// can be released up to them without an explicit sync.
+#[test]
+fn idle_applies_become_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        backend: skiff_storage::backend::BackendConfig {
+            durable_interval: std::time::Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..common::small_config()
+    };
+    let s = KvStore::open(dir.path().join("db"), cfg).unwrap();
+    let mut ap = Applier::new(&s);
+    std::thread::sleep(std::time::Duration::from_millis(520));
+    ap.put(&s, "a", "1"); // durable: the interval had passed
+    ap.put(&s, "b", "1"); // not durable yet
+    assert!(s.backend().durable_consistent_index() < ap.index);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while s.backend().durable_consistent_index() < ap.index {
+        assert!(std::time::Instant::now() < deadline, "never made durable");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(s.backend().size_bytes().unwrap() > 0);
+}

@@ -7,8 +7,9 @@
 //!
 //! # Durability and why batching without fsync is safe
 //! Applies commit with `Durability::None`: the write is visible to readers at once but not
-//! fsynced. A durable (fsynced) commit happens at most `durable_interval` after the last
-//! one, and whenever the server asks ([`Backend::sync`], e.g. before a snapshot or before
+//! fsynced. A durable (fsynced) commit happens once `durable_interval` has passed since the
+//! last one (with the next apply, or from the store's maintenance thread when applies
+//! pause), and whenever the server asks ([`Backend::sync`], e.g. before a snapshot or before
 //! releasing WAL segments). Every apply writes the raft index it applied (the *consistent
 //! index*) into `meta` **in the same redb transaction** as its data, so after a crash the
 //! file holds the state of exactly some prefix of the log, tagged with the index of the
@@ -256,16 +257,37 @@ impl Backend {
         } else {
             tx.set_durability(Durability::None);
         }
+        // redb has one writer at a time: while `tx` is open no other commit can land, so
+        // what `last_index` says now is exactly what this commit makes durable (reading it
+        // after the commit could count a later, non-durable one).
+        let covers = self.last_index.load(Ordering::SeqCst).max(index);
         tx.commit()?;
         if index > 0 {
             self.last_index.fetch_max(index, Ordering::SeqCst);
         }
         if durable {
             *last = Instant::now();
-            self.durable_index
-                .fetch_max(self.last_index.load(Ordering::SeqCst), Ordering::SeqCst);
+            self.durable_index.fetch_max(covers, Ordering::SeqCst);
         }
         Ok(())
+    }
+
+    /// Whether some commit is not durable yet and `durable_interval` has passed since the
+    /// last durable one (the maintenance thread then calls [`Backend::sync`]).
+    pub fn sync_due(&self) -> bool {
+        let last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
+        last.elapsed() >= self.cfg.durable_interval
+            && self.last_index.load(Ordering::SeqCst) > self.durable_index.load(Ordering::SeqCst)
+    }
+
+    /// Size of the database file in bytes (what etcd's space quota is checked against).
+    pub fn size_bytes(&self) -> BResult<u64> {
+        std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(|source| BackendError::Io {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Makes every commit so far durable (one fsync). Call before a snapshot and before

@@ -4,10 +4,10 @@
 //! A key's history is a sequence of *generations*: a generation starts with a put that
 //! creates the key, continues with puts, and ends with a delete (a *tombstone*). Here the
 //! generations of a key are kept flat, as one ascending list of revisions where tombstones
-//! are flagged: a generation boundary is simply "after a tombstone". Only the current
-//! generation's creation revision and version are kept apart (compaction may drop its
-//! first revisions), which is all a put needs. This layout keeps a key with one version
-//! at one 16-byte revision stored inline, with no further allocation.
+//! are flagged: a generation boundary is simply "after a tombstone". Nothing else is kept
+//! per key: a put reads the current version's row anyway (for `prev_kv` and the watch
+//! event), and takes the creation revision and version from it. A key with one version is
+//! its key bytes plus one 16-byte revision stored inline, with no further allocation.
 //!
 //! Compaction at revision `at` keeps, per key, the newest revision `<= at` (needed to read
 //! at `at`) and everything after; a tombstone that is the newest revision `<= at` is
@@ -39,10 +39,6 @@ impl IdxRev {
 #[derive(Clone, Debug)]
 pub(crate) struct KeyIndex {
     revs: SmallVec<[IdxRev; 1]>,
-    /// Creation revision of the current generation (0 if the key is deleted).
-    created: i64,
-    /// Version of the latest put of the current generation (0 if the key is deleted).
-    version: i64,
 }
 
 impl KeyIndex {
@@ -53,10 +49,10 @@ impl KeyIndex {
         (!r.tombstone).then_some(r)
     }
 
-    /// The live head: (revision, create revision, version) if the key currently exists.
-    pub fn head(&self) -> Option<(IdxRev, i64, i64)> {
+    /// The revision of the current version, if the key currently exists.
+    pub fn head(&self) -> Option<IdxRev> {
         let r = *self.revs.last()?;
-        (!r.tombstone).then_some((r, self.created, self.version))
+        (!r.tombstone).then_some(r)
     }
 
     pub fn contains(&self, rev: Revision) -> bool {
@@ -96,67 +92,39 @@ impl Index {
         self.keys.get(key)
     }
 
-    /// Records a put at `rev`. `created`/`version` are those of the new KeyValue.
-    pub fn put(&mut self, key: &[u8], rev: Revision, created: i64, version: i64) {
+    fn push(&mut self, key: &[u8], rev: Revision, tombstone: bool) {
         let entry = IdxRev {
             main: rev.main,
             sub: u32::try_from(rev.sub).expect("sub-revision fits u32 (bounded by txn size)"),
-            tombstone: false,
+            tombstone,
         };
         match self.keys.get_mut(key) {
-            Some(ki) => {
-                ki.revs.push(entry);
-                ki.created = created;
-                ki.version = version;
-            }
+            Some(ki) => ki.revs.push(entry),
             None => {
                 let mut revs = SmallVec::new();
                 revs.push(entry);
-                self.keys.insert(
-                    key.into(),
-                    KeyIndex {
-                        revs,
-                        created,
-                        version,
-                    },
-                );
+                self.keys.insert(key.into(), KeyIndex { revs });
             }
         }
+    }
+
+    /// Records a put at `rev`.
+    pub fn put(&mut self, key: &[u8], rev: Revision) {
+        self.push(key, rev, false);
     }
 
     /// Records a delete of a live key at `rev`.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) {
-        if let Some(ki) = self.keys.get_mut(key) {
-            ki.revs.push(IdxRev {
-                main: rev.main,
-                sub: u32::try_from(rev.sub).expect("sub-revision fits u32 (bounded by txn size)"),
-                tombstone: true,
-            });
-            ki.created = 0;
-            ki.version = 0;
+        if self.keys.contains_key(key) {
+            self.push(key, rev, true);
         }
     }
 
     /// Rebuild: appends a revision read from the backend (rows arrive in revision order).
-    pub fn restore(&mut self, key: &[u8], rev: Revision, tombstone: bool, created: i64, ver: i64) {
-        if tombstone {
-            // A tombstone whose puts were compacted away still belongs in the index (it
-            // may be the one kept at the compaction revision).
-            let ki = self.keys.entry(key.into()).or_insert_with(|| KeyIndex {
-                revs: SmallVec::new(),
-                created: 0,
-                version: 0,
-            });
-            ki.revs.push(IdxRev {
-                main: rev.main,
-                sub: u32::try_from(rev.sub).unwrap_or(u32::MAX),
-                tombstone: true,
-            });
-            ki.created = 0;
-            ki.version = 0;
-        } else {
-            self.put(key, rev, created, ver);
-        }
+    /// A tombstone whose puts were compacted away still belongs in the index (it may be
+    /// the one kept at the compaction revision).
+    pub fn restore(&mut self, key: &[u8], rev: Revision, tombstone: bool) {
+        self.push(key, rev, tombstone);
     }
 
     /// Calls `f(key, visible revision)` for every key in `[key, end)` visible at `at`, in
@@ -178,15 +146,15 @@ impl Index {
         }
     }
 
-    /// Live keys (at the head) in `[key, end)` with their index entries.
-    pub fn live_in(&self, key: &[u8], end: &[u8]) -> Vec<(Vec<u8>, IdxRev, i64, i64)> {
+    /// Live keys (at the head) in `[key, end)` with their current revisions.
+    pub fn live_in(&self, key: &[u8], end: &[u8]) -> Vec<(Vec<u8>, IdxRev)> {
         let mut out = Vec::new();
         let Some(b) = bounds(key, end) else {
             return out;
         };
         for (k, ki) in self.keys.range::<[u8], _>(b) {
-            if let Some((r, c, v)) = ki.head() {
-                out.push((k.to_vec(), r, c, v));
+            if let Some(r) = ki.head() {
+                out.push((k.to_vec(), r));
             }
         }
         out
@@ -237,10 +205,10 @@ mod tests {
     #[test]
     fn generations_and_visibility() {
         let mut ix = Index::default();
-        ix.put(b"a", r(2, 0), 2, 1);
-        ix.put(b"a", r(3, 0), 2, 2);
+        ix.put(b"a", r(2, 0));
+        ix.put(b"a", r(3, 0));
         ix.tombstone(b"a", r(4, 0));
-        ix.put(b"a", r(6, 0), 6, 1);
+        ix.put(b"a", r(6, 0));
         let ki = ix.get(b"a").unwrap();
         assert_eq!(ki.visible_at(1), None);
         assert_eq!(ki.visible_at(2).unwrap().main, 2);
@@ -248,7 +216,7 @@ mod tests {
         assert_eq!(ki.visible_at(4), None);
         assert_eq!(ki.visible_at(5), None);
         assert_eq!(ki.visible_at(9).unwrap().main, 6);
-        assert_eq!(ki.head().unwrap().1, 6);
+        assert_eq!(ki.head().unwrap().main, 6);
 
         // Compaction at 3 keeps rev 3 (visible at 3) and everything after.
         ix.compact(3);
@@ -263,7 +231,7 @@ mod tests {
         assert!(!ix.get(b"a").unwrap().contains(r(4, 0)));
         assert!(ix.get(b"a").unwrap().contains(r(6, 0)));
 
-        ix.put(b"b", r(7, 0), 7, 1);
+        ix.put(b"b", r(7, 0));
         ix.tombstone(b"b", r(8, 0));
         ix.compact(9);
         assert!(ix.get(b"b").is_none());
@@ -273,7 +241,7 @@ mod tests {
     fn range_bounds() {
         let mut ix = Index::default();
         for (i, k) in [b"a", b"b", b"c"].iter().enumerate() {
-            ix.put(*k, r(i as i64 + 2, 0), i as i64 + 2, 1);
+            ix.put(*k, r(i as i64 + 2, 0));
         }
         let collect = |k: &[u8], e: &[u8]| {
             let mut v = Vec::new();
@@ -287,5 +255,27 @@ mod tests {
         assert_eq!(collect(b"b", b"\0"), vec![b"b".to_vec(), b"c".to_vec()]);
         assert_eq!(collect(b"a", b"c"), vec![b"a".to_vec(), b"b".to_vec()]);
         assert!(collect(b"c", b"a").is_empty());
+    }
+}
+#[cfg(test)]
+mod mem_probe {
+    #[test]
+    #[ignore]
+    fn index_rss() {
+        let rss = || {
+            let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+            s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+        };
+        for size in [8usize, 64] {
+            let before = rss();
+            let mut ix = super::Index::default();
+            for i in 0..1_000_000u64 {
+                let mut k = format!("{i:08}").into_bytes();
+                k.resize(size, b'_');
+                ix.put(&k, super::Revision::new(i as i64 + 2, 0));
+            }
+            println!("key {size} B: {} B/key", (rss() - before) / 1_000_000);
+            std::mem::forget(ix);
+        }
     }
 }

@@ -310,10 +310,10 @@ impl KvStore {
                 let (rev, tomb) = codec::parse_rev_key(k.value()).ok_or_else(|| {
                     BackendError::Corrupt(format!("bad revision key {:?}", k.value()))
                 })?;
-                let kv = codec::decode_kv(v.value()).ok_or_else(|| {
+                let key = codec::decode_kv_key(v.value()).ok_or_else(|| {
                     BackendError::Corrupt(format!("undecodable KeyValue at {rev:?}"))
                 })?;
-                index.restore(&kv.key, rev, tomb, kv.create_revision, kv.version);
+                index.restore(&key, rev, tomb);
                 max_rev = max_rev.max(rev.main);
             }
             if scheduled > 0 {
@@ -837,7 +837,7 @@ impl WriteCtx<'_, '_> {
 
     fn head_kv(&self, key: &[u8]) -> Result<Option<(IdxRev, KeyValue)>> {
         match self.st.index.get(key).and_then(|ki| ki.head()) {
-            Some((r, _, _)) => Ok(Some((r, read_row(&*self.keys, r)?))),
+            Some(r) => Ok(Some((r, read_row(&*self.keys, r)?))),
             None => Ok(None),
         }
     }
@@ -865,11 +865,11 @@ impl WriteCtx<'_, '_> {
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
         let prev = self.head_kv(&p.key)?;
         let rev = Revision::new(self.write_rev(), self.events.len() as i64);
-        let (created, version) = match self.st.index.get(&p.key).and_then(|ki| ki.head()) {
-            Some((_, c, v)) => (c, v + 1),
+        let prev_kv = prev.map(|(_, kv)| kv);
+        let (created, version) = match &prev_kv {
+            Some(pk) => (pk.create_revision, pk.version + 1),
             None => (rev.main, 1),
         };
-        let prev_kv = prev.map(|(_, kv)| kv);
         let (value, lease) = match &prev_kv {
             Some(pk) => (
                 if p.ignore_value {
@@ -894,7 +894,7 @@ impl WriteCtx<'_, '_> {
         self.keys
             .insert(k.as_slice(), codec::encode_kv(&kv).as_slice())
             .map_err(BackendError::from)?;
-        self.st.index.put(&p.key, rev, created, version);
+        self.st.index.put(&p.key, rev);
         let resp_prev = if p.prev_kv { prev_kv.clone() } else { None };
         self.events.push(Event {
             kind: EventType::Put,
@@ -910,7 +910,7 @@ impl WriteCtx<'_, '_> {
     fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         let live = self.st.index.live_in(&d.key, &d.range_end);
         let mut resp = DeleteRangeResponse::default();
-        for (key, r, _, _) in live {
+        for (key, r) in live {
             let prev = read_row(&*self.keys, r)?;
             let rev = Revision::new(self.write_rev(), self.events.len() as i64);
             let tomb = KeyValue {
@@ -1095,8 +1095,28 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 
 /// Physical compaction: deletes, in small batches, the rows at or below the compaction
 /// revision that the (already compacted) index no longer lists.
+///
+/// The same thread makes idle non-durable commits durable once `durable_interval` passed,
+/// so the durable consistent index (and with it WAL release) never lags for long.
 fn compactor_loop(inner: Arc<Inner>, rx: mpsc::Receiver<i64>) {
-    while let Ok(mut target) = rx.recv() {
+    let tick = inner
+        .cfg
+        .backend
+        .durable_interval
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        let mut target = match rx.recv_timeout(tick) {
+            Ok(t) => t,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if inner.backend.sync_due() {
+                    if let Err(e) = inner.backend.sync() {
+                        warn!(error = %e, "periodic durable commit failed");
+                    }
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         // Coalesce queued compactions: the newest covers the older ones.
         while let Ok(t) = rx.try_recv() {
             target = target.max(t);
