@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::history::{History, Kv, Op, Outcome, Request, Response};
+use crate::history::{EventKind, History, Kv, Outcome, Request, Response, WatchRecord};
 
 /// Result of one search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,16 +138,46 @@ fn split_by_key(history: &History) -> Vec<(String, KeyHistory)> {
     keys.into_iter()
         .map(|key| {
             let leases = leases_of_key.get(&key).cloned().unwrap_or_default();
-            let kh = key_history(&key, &leases, &history.ops);
+            let kh = key_history(&key, &leases, history);
             (key, kh)
         })
         .collect()
 }
 
-fn key_history(key: &str, leases: &HashSet<i64>, ops: &[Op]) -> KeyHistory {
+fn key_history(key: &str, leases: &HashSet<i64>, history: &History) -> KeyHistory {
     let mut values = Values::default();
     let mut entries = Vec::new();
-    for op in ops {
+    // Serializable reads and watch events are no part of the register's history, but the
+    // revision they show a value at is a fact the CAS model needs (a client may compare
+    // against a revision only a serializable read showed it).
+    for op in &history.ops {
+        match op.ok() {
+            Some(Response::Get { kv: Some(kv), .. }) if kv.key == key => {
+                values.observe(kv);
+            }
+            Some(Response::Range { kvs, .. }) => {
+                kvs.iter().filter(|kv| kv.key == key).for_each(|kv| {
+                    values.observe(kv);
+                });
+            }
+            _ => {}
+        }
+    }
+    for w in &history.watches {
+        for rec in &w.records {
+            if let WatchRecord::Events { events, .. } = rec {
+                for e in events.iter().filter(|e| e.kv.key == key) {
+                    if e.kind == EventKind::Put {
+                        values.observe(&e.kv);
+                    }
+                    if let Some(p) = &e.prev {
+                        values.observe(p);
+                    }
+                }
+            }
+        }
+    }
+    for op in &history.ops {
         let unknown = op.is_unknown();
         let complete = if unknown { u64::MAX } else { op.complete };
         let kop = match (&op.req, &op.outcome) {
@@ -263,11 +293,24 @@ fn key_history(key: &str, leases: &HashSet<i64>, ops: &[Op]) -> KeyHistory {
 /// the key ever observed. Such a write either never happened, or its value was overwritten
 /// by another unknown write before anything looked (a completed get, put or delete would
 /// have returned it as value or prev_kv, a failed CAS as the current value, and a CAS can
-/// only succeed against a revision some op observed). Without a lease no revoke can tell it
-/// apart either. So the history is linearizable with it exactly when it is without it, and
+/// only succeed against a revision some op observed, which counts here). Without a lease
+/// no revoke can tell it apart either. So the history is linearizable with it exactly when it is without it, and
 /// dropping it keeps the search from trying it at every point of the history.
 fn prune_unobserved(entries: &mut Vec<Entry>, values: &Values) {
     let mut seen = vec![false; values.rev.len()];
+    // A value whose revision some CAS compares against counts as observed.
+    let compared: HashSet<i64> = entries
+        .iter()
+        .filter_map(|e| match e.kop {
+            KOp::Cas { expect, .. } => Some(expect),
+            _ => None,
+        })
+        .collect();
+    for (v, rev) in values.rev.iter().enumerate() {
+        if rev.is_some_and(|r| compared.contains(&r)) {
+            seen[v] = true;
+        }
+    }
     for e in entries.iter() {
         let mut mark = |v: &Option<u32>| {
             if let Some(v) = v {

@@ -8,7 +8,8 @@
 //! - atomic: all events of one revision arrive in one response, all of them;
 //! - reliable and resumable: the revisions a watcher saw are every revision of the log
 //!   from its start to its last event, except those below a compaction it was told of;
-//! - prev_kv: equals the key's state just before the event.
+//! - prev_kv: equals the key's state just before the event (or is absent when a
+//!   compaction at or after the event's revision removed that state, as etcd documents).
 //!
 //! Checks of the log against the KV history:
 //! - two watchers never disagree on a revision;
@@ -18,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::history::{Event, EventKind, History, Kv, Request, Response, WatchRecord};
+use crate::history::{Event, EventKind, History, Kv, Outcome, Request, Response, WatchRecord};
 
 use super::Anomaly;
 
@@ -38,9 +39,14 @@ pub fn build_log(history: &History, out: &mut Vec<Anomaly>) -> Log {
             let WatchRecord::Events { events: evs, .. } = rec else {
                 continue;
             };
+            // prev_kv is left out here: it may be missing on one watcher and not another
+            // (see check_prev_kv), and it is checked per watcher against the replay.
             let mut by_rev: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
             for e in evs {
-                by_rev.entry(e.kv.mod_rev).or_default().push(e.clone());
+                by_rev.entry(e.kv.mod_rev).or_default().push(Event {
+                    prev: None,
+                    ..e.clone()
+                });
             }
             for (rev, group) in by_rev {
                 match events.get(&rev) {
@@ -299,6 +305,16 @@ fn check_prev_kv(history: &History, log: &Log, out: &mut Vec<Anomaly>) {
             _ => Vec::new(),
         })
     });
+    // The highest compaction that may have happened (acknowledged or not).
+    let compacted_from = history
+        .ops
+        .iter()
+        .filter_map(|op| match (&op.req, &op.outcome) {
+            (Request::Compact { .. }, Outcome::Failed(_)) => None,
+            (Request::Compact { rev }, _) => Some(*rev),
+            _ => None,
+        })
+        .max();
     for (client, e) in all {
         let rev = e.kv.mod_rev;
         let Some(state) = before.get(&(rev, e.kv.key.as_str())) else {
@@ -308,6 +324,9 @@ fn check_prev_kv(history: &History, log: &Log, out: &mut Vec<Anomaly>) {
         // makes no event.
         let problem = match (e.kind, &e.prev, state) {
             (EventKind::Delete, _, None) => Some("deletes an absent key".to_string()),
+            // etcd documents that prev_kv is omitted when the previous version was
+            // compacted, which a compaction at or after the event's revision does.
+            (_, None, Some(_)) if compacted_from.is_some_and(|c| c >= rev) => None,
             (_, None, Some(_)) => Some("lacks prev_kv".to_string()),
             (_, Some(p), s) if Some(p) != *s => {
                 Some(format!("has prev_kv {p:?}, the state was {s:?}"))
