@@ -757,3 +757,55 @@ fn idle_applies_become_durable() {
     }
     assert!(s.backend().size_bytes().unwrap() > 0);
 }
+
+/// etcd lets a txn put a key and also delete it with a from-key delete (its duplicate
+/// check sees `[key, "\0")` as empty): both writes happen, in op order, in one revision.
+#[test]
+fn txn_put_and_from_key_delete_of_the_same_key() {
+    let (_d, s, mut ap) = fixture();
+    let del_all = || {
+        RequestOp::DeleteRange(DeleteRangeRequest {
+            key: b"x".to_vec(),
+            range_end: vec![0],
+            prev_kv: false,
+        })
+    };
+    let (r, events) = ap.apply(
+        &s,
+        WriteRequest::Txn(TxnRequest {
+            success: vec![put_op("x1", "a"), del_all()],
+            ..Default::default()
+        }),
+    );
+    assert_eq!(r.unwrap().header().revision, 10);
+    assert_eq!(
+        events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventType::Put, EventType::Delete]
+    );
+    assert_eq!(s.range(&rr("x1", "")).unwrap().count, 0);
+    let (r, _) = ap.apply(
+        &s,
+        WriteRequest::Txn(TxnRequest {
+            success: vec![del_all(), put_op("x1", "b")],
+            ..Default::default()
+        }),
+    );
+    assert_eq!(r.unwrap().header().revision, 11);
+    let got = s.range(&rr("x1", "")).unwrap();
+    assert_eq!(got.kvs[0].value, b"b");
+    assert_eq!((got.kvs[0].version, got.kvs[0].create_revision), (1, 11));
+    // Both survive a restart (rows at the same main revision, ordered by sub).
+    let path = s.backend().path().to_path_buf();
+    drop(s);
+    let s = KvStore::open(&path, common::small_config()).unwrap();
+    assert_eq!(s.range(&rr("x1", "")).unwrap().kvs[0].value, b"b");
+    assert_eq!(
+        s.range(&RangeRequest {
+            revision: 10,
+            ..rr("x1", "")
+        })
+        .unwrap()
+        .count,
+        0
+    );
+}

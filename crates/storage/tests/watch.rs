@@ -306,6 +306,45 @@ fn delete_at_compaction_revision_is_delivered() {
     );
 }
 
+/// Same, when one txn at the compaction revision both put and deleted the key.
+#[test]
+fn put_and_delete_in_one_revision_at_compaction_revision_are_delivered() {
+    let f = Fixture::new(WatchConfig::default());
+    f.put("x1", "0");
+    let rev = f
+        .apply(WriteRequest::Txn(TxnRequest {
+            success: vec![
+                RequestOp::Put(PutRequest {
+                    key: b"x1".to_vec(),
+                    value: b"1".to_vec(),
+                    ..Default::default()
+                }),
+                RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: b"x".to_vec(),
+                    range_end: vec![0],
+                    prev_kv: false,
+                }),
+            ],
+            ..Default::default()
+        }))
+        .unwrap()
+        .header()
+        .revision;
+    f.compact(rev);
+    assert!(f.ws.kv().wait_compacted(rev, Duration::from_secs(5)));
+    let (s, mut rx) = f.ws.new_stream();
+    s.watch(&watch_req("x1", "", rev)).unwrap();
+    let got = recv_until(&mut rx, Duration::from_secs(5), |v| !v.is_empty());
+    assert_eq!(got.len(), 1, "one response for the revision");
+    assert_eq!(
+        ids(&got[0].events),
+        [
+            (EventType::Put, b"x1".to_vec(), rev),
+            (EventType::Delete, b"x1".to_vec(), rev)
+        ]
+    );
+}
+
 /// etcd #20221: a watch from a future revision must not get any older event, including
 /// when it falls behind (victim path) and is caught up from the backend.
 #[test]

@@ -10,9 +10,9 @@
 //! its key bytes plus one 16-byte revision stored inline, with no further allocation.
 //!
 //! Compaction at revision `at` keeps, per key, the newest revision `<= at` (needed to read
-//! at `at`) and everything after; a tombstone that is the newest revision `<= at` is
-//! dropped too, except when it is exactly at `at`: a watcher may start at the compaction
-//! revision and must still see that delete (etcd #18089, #19179). The backend rows that
+//! at `at`), every write at exactly `at`, and everything after; a tombstone that is the
+//! newest revision `<= at` is dropped too, except when it is exactly at `at`: a watcher may
+//! start at the compaction revision and must still see that delete (etcd #18089, #19179). The backend rows that
 //! compaction may delete are exactly the rows `<= at` the index no longer lists.
 
 use std::collections::BTreeMap;
@@ -168,10 +168,13 @@ impl Index {
                 return true;
             }
             let newest = ki.revs[n - 1];
+            // Every write at exactly `at` stays (a txn may put and then delete one key in
+            // the same revision; a watcher from `at` gets both events).
+            let first_at = ki.revs.partition_point(|r| r.main < at);
             let drop_upto = if newest.tombstone && newest.main < at {
                 n
             } else {
-                n - 1
+                (n - 1).min(first_at)
             };
             if drop_upto > 0 {
                 ki.revs.drain(..drop_upto);

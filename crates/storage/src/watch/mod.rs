@@ -329,6 +329,12 @@ impl Hub {
             };
             st.deliver(k, resp, rev + 1);
         }
+        let victims = !st.victims.is_empty();
+        drop(st);
+        if victims {
+            // A consumer just fell behind: retry it soon, not at the next idle tick.
+            self.wake.notify_all();
+        }
     }
 
     /// One pass of the background work: retry victims, then catch up unsynced watchers.
