@@ -809,3 +809,48 @@ fn txn_put_and_from_key_delete_of_the_same_key() {
         0
     );
 }
+
+/// Sub-revisions and leases in the hash, against etcd 3.4.23: `put a 1`; a txn
+/// `mod("a") > "0"` then {put b 2, put c 3, del a} (revision 3, subs 0..2); `put l 5` with
+/// lease 0x4f9ea20846a68b07 (revision 4). etcd printed HashKV 3026293217.
+#[test]
+fn hash_kv_with_txn_and_lease_matches_etcd() {
+    let (_d, s, mut ap) = open();
+    ap.put(&s, "a", "1");
+    let t = txn_resp(
+        &mut ap,
+        &s,
+        TxnRequest {
+            compare: vec![cmp(
+                "a",
+                CompareTarget::Mod,
+                CompareResult::Greater,
+                TargetUnion::ModRevision(0),
+            )],
+            success: vec![
+                put_op("b", "2"),
+                put_op("c", "3"),
+                RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: b"a".to_vec(),
+                    ..Default::default()
+                }),
+            ],
+            failure: vec![put_op("z", "9")],
+        },
+    )
+    .unwrap();
+    assert!(t.succeeded);
+    ap.apply(
+        &s,
+        WriteRequest::Put(PutRequest {
+            key: b"l".to_vec(),
+            value: b"5".to_vec(),
+            lease: 0x4f9e_a208_46a6_8b07,
+            ..Default::default()
+        }),
+    )
+    .0
+    .unwrap();
+    let h = s.hash_kv(0).unwrap();
+    assert_eq!((h.hash, h.hash_revision), (3026293217, 4));
+}
