@@ -3,14 +3,18 @@
 //!
 //! Module map: [`config`] flags and their checks; [`ids`] member, cluster and request
 //! IDs; [`errors`] etcd's client-visible errors; [`validate`] etcd's request checks;
-//! [`api`] the gRPC services over backend traits; [`http`] `/health`, `/version`,
-//! `/metrics`; [`metrics`] etcd-named Prometheus metrics; [`peer`] the transport
-//! between members; [`serve`] one listener
+//! [`bootstrap`] the Raft state from the data directory; [`node`] the Raft node loop
+//! (WAL group commit, batched ReadIndex, snapshots); [`apply`] committed entries into
+//! the MVCC store and the lessor; [`server`] propose-and-wait and reads; [`api`] the
+//! gRPC services; [`lessor`] leases; [`alarms`] raised alarms; [`member`] start-up
+//! and shutdown; [`http`] `/health`, `/version`, `/metrics`; [`metrics`] etcd-named
+//! Prometheus metrics; [`peer`] the transport between members; [`serve`] one listener
 //! carrying both gRPC and HTTP; [`version`] the versions reported.
 
 pub mod alarms;
 pub mod api;
 pub mod apply;
+pub mod bootstrap;
 pub mod config;
 pub mod convert;
 pub mod errors;
@@ -20,6 +24,7 @@ pub mod inputs;
 pub mod lessor;
 pub mod member;
 pub mod metrics;
+pub mod node;
 pub mod peer;
 pub mod serve;
 pub mod server;

@@ -67,10 +67,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let member = Member::start(config).await?;
-    shutdown_signal().await;
-    tracing::info!("received a stop signal, shutting down");
-    member.stop().await
+    let mut member = Member::start(config).await?;
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("received a stop signal, shutting down");
+            member.stop().await
+        }
+        reason = member.failed() => {
+            // Stop what can be stopped; the failure is what gets reported.
+            let _ = member.stop().await;
+            anyhow::bail!("member stopped: {reason}")
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -1,65 +1,97 @@
-//! A running member: its identity, data directory, metrics and client listeners.
+//! A running member: start-up, the threads and tasks it runs, and shutdown.
 //!
-//! Start-up order follows etcd: validate the data directory (created with mode 0700
-//! when missing), derive the member and cluster IDs, bind every client URL (a port
-//! already in use fails the start), then serve. [`Member::stop`] stops accepting,
-//! lets in-flight requests finish and waits for the listeners to close.
+//! Start-up order: the data directory (created with mode 0700 when missing); the
+//! Raft state from the WAL and snapshots, or a new one ([`crate::bootstrap`]); the
+//! MVCC store; the lessor rebuilt from the backend (leases and their keys); the Raft
+//! node thread ([`crate::node`]) and the apply thread ([`crate::apply`]); the lease
+//! expiry task; then every client URL is bound (a port in use fails the start) and
+//! serves gRPC and HTTP.
 //!
-//! Until the Raft node loop is attached, the member knows no leader: `/health`
-//! answers `{"health":"false"}` with 503 and the `etcd_server_has_leader` gauge is 0,
-//! which is the truth about a member that cannot commit.
+//! [`Member::stop`] stops accepting, lets in-flight requests finish, stops the node
+//! (which stops the apply thread) and waits for both. If the node stops on its own (a
+//! WAL failure), [`Member::failed`] completes so the process can exit non-zero.
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bytes::Bytes;
+use skiff_proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use skiff_proto::skiffpb::internal_request::Request as Req;
+use skiff_storage::backend::Table;
+use skiff_storage::mvcc::{self as st, KvStore, StoreConfig};
+use skiff_storage::watch::{WatchConfig, WatchableStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
+use crate::api::{ClusterService, KvService, LeaseService, MaintenanceService, WatchService};
+use crate::apply::Applier;
+use crate::bootstrap::{self, Layout};
 use crate::config::Config;
+use crate::errors::EtcdError;
 use crate::http::{self, HealthCheck, Unhealthy};
+use crate::ids::RequestIdGen;
+use crate::inputs::{NoPeers, NodeInput, RaftStatus};
+use crate::lessor::Lessor;
 use crate::metrics::Metrics;
+use crate::node::Node;
 use crate::serve;
+use crate::server::EtcdServer;
+use crate::wait::{AppliedIndex, Wait};
 
-/// State shared by the member's tasks and endpoints.
-#[derive(Debug)]
-pub struct MemberState {
-    pub member_id: u64,
-    pub cluster_id: u64,
-    /// The leader this member believes in; 0 is none.
-    pub leader: AtomicU64,
-}
+/// Entries kept in memory behind a snapshot for slow followers (etcd's default).
+const CATCH_UP_ENTRIES: u64 = 5000;
 
-impl HealthCheck for MemberState {
+impl HealthCheck for EtcdServer {
     fn check(
         &self,
-        _serializable: bool,
+        serializable: bool,
     ) -> Pin<Box<dyn Future<Output = Result<(), Unhealthy>> + Send + '_>> {
         Box::pin(async move {
-            if self.leader.load(Ordering::Acquire) == 0 {
+            let alarms = self
+                .alarms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .describe();
+            if let Some(first) = alarms.into_iter().next() {
+                return Err(Unhealthy::Alarm(first));
+            }
+            if self.leader() == 0 {
                 return Err(Unhealthy::NoLeader);
             }
-            Ok(())
+            if serializable {
+                return Ok(());
+            }
+            // Like etcd: a request must make it through Raft within a second.
+            let noop = Req::Noop(skiff_proto::skiffpb::Noop {});
+            match tokio::time::timeout(Duration::from_secs(1), self.propose(noop)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(Unhealthy::CommitFailed(e.to_string())),
+                Err(_) => Err(Unhealthy::CommitFailed("timed out".to_string())),
+            }
         })
     }
 }
 
 /// A started member.
 pub struct Member {
-    pub config: Config,
-    pub state: Arc<MemberState>,
-    pub metrics: Metrics,
+    pub server: Arc<EtcdServer>,
     /// The addresses actually bound, one per `--listen-client-urls` entry.
     pub client_addrs: Vec<std::net::SocketAddr>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    listeners: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    node_thread: Option<std::thread::JoinHandle<()>>,
+    apply_thread: Option<std::thread::JoinHandle<()>>,
+    failed: watch::Receiver<Option<String>>,
 }
 
-fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -73,37 +105,188 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", dir.display()))
 }
 
+/// Rebuilds the lessor from the backend: every lease, then every key's attachment.
+fn restore_lessor(store: &KvStore, lessor: &mut Lessor) -> anyhow::Result<()> {
+    let now = Instant::now();
+    for (key, value) in store.backend().scan(Table::Lease)? {
+        let (Ok(id), Ok(ttl)) = (
+            <[u8; 8]>::try_from(&key[..]),
+            <[u8; 8]>::try_from(&value[..]),
+        ) else {
+            anyhow::bail!("corrupt lease record in the backend (key {key:?})");
+        };
+        let (id, ttl) = (i64::from_be_bytes(id), i64::from_be_bytes(ttl));
+        lessor
+            .grant(id, ttl, now)
+            .map_err(|e| anyhow::anyhow!("restoring lease {id:x}: {e}"))?;
+    }
+    if lessor.ids().is_empty() {
+        return Ok(());
+    }
+    let all = st::RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..Default::default()
+    };
+    for kv in store.range(&all)?.kvs {
+        if kv.lease != 0 && lessor.attach(kv.lease, Bytes::from(kv.key)).is_err() {
+            tracing::warn!(
+                lease = kv.lease,
+                "a key names a lease that no longer exists"
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Member {
     /// Starts the member described by `config`.
     pub async fn start(config: Config) -> anyhow::Result<Member> {
         prepare_data_dir(&config.data_dir)?;
-        let state = Arc::new(MemberState {
-            member_id: config.member_id(),
-            cluster_id: config.cluster_id(),
-            leader: AtomicU64::new(0),
-        });
-        let metrics = Metrics::new(state.member_id);
+        let layout = Layout::new(&config.data_dir);
+        let rec = bootstrap::open(&config, &layout)?;
+        let member_id = rec.meta.member_id;
+        let cluster_id = rec.meta.cluster_id;
+        if !rec.fresh && member_id != config.member_id() {
+            tracing::warn!(
+                "flags describe member {:x} but the data dir holds member {:x}; keeping the data dir's identity",
+                config.member_id(),
+                member_id
+            );
+        }
+        let metrics = Metrics::new(member_id);
         tracing::info!(
             name = %config.name,
-            member_id = %format!("{:x}", state.member_id),
-            cluster_id = %format!("{:x}", state.cluster_id),
+            member_id = %format!("{member_id:x}"),
+            cluster_id = %format!("{cluster_id:x}"),
             data_dir = %config.data_dir.display(),
+            restarted = !rec.fresh,
             "starting member"
         );
 
+        let store = Arc::new(
+            KvStore::open(&layout.db_path, StoreConfig::default())
+                .with_context(|| format!("opening the backend {}", layout.db_path.display()))?,
+        );
+        let watchable = Arc::new(WatchableStore::new(store.clone(), WatchConfig::default()));
+        let mut lessor = Lessor::new(config.min_lease_ttl_secs());
+        restore_lessor(&store, &mut lessor)?;
+        let lessor = Arc::new(Mutex::new(lessor));
+        let alarm_rows = store.backend().scan(Table::Alarm)?;
+        let alarms = crate::alarms::Alarms::from_keys(alarm_rows.iter().map(|(k, _)| k.as_slice()))
+            .map_err(|e| anyhow::anyhow!("backend alarm table: {e}"))?;
+        let alarms = Arc::new(Mutex::new(alarms));
+
+        let applied = bootstrap::reconcile_applied(&rec.storage, store.consistent_index());
+        let voters: Vec<u64> = rec.meta.members.iter().map(|m| m.id).collect();
+        let raft_config = skiff_raft::Config {
+            id: member_id,
+            election_tick: config.election_ticks() as usize,
+            heartbeat_tick: 1,
+            applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 512,
+            check_quorum: true,
+            pre_vote: config.pre_vote,
+            max_uncommitted_entries_size: 1 << 30,
+            seed: member_id ^ std::process::id() as u64,
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let mut raw = skiff_raft::RawNode::new(&raft_config, rec.storage.clone())?;
+        if voters == [member_id] {
+            // Alone in the cluster: no reason to wait an election timeout.
+            raw.campaign()?;
+        }
+
+        let (node_tx, node_rx) = mpsc::channel();
+        let (apply_tx, apply_rx) = mpsc::channel();
+        let status = Arc::new(RaftStatus::default());
+        let members = Arc::new(RwLock::new(rec.meta.members.clone()));
+        let server = Arc::new(EtcdServer {
+            request_timeout: EtcdServer::request_timeout_for(&config),
+            config: config.clone(),
+            member_id,
+            cluster_id,
+            store: store.clone(),
+            watchable: watchable.clone(),
+            lessor: lessor.clone(),
+            wait: Arc::new(Wait::default()),
+            applied: Arc::new(AppliedIndex::new(applied)),
+            raft: status.clone(),
+            node: Mutex::new(node_tx.clone()),
+            ids: RequestIdGen::new(member_id),
+            metrics: metrics.clone(),
+            members: members.clone(),
+            alarms: alarms.clone(),
+        });
+
+        let (failed_tx, failed) = watch::channel(None);
+        let failed_tx = Arc::new(failed_tx);
+        let node = Node {
+            raw,
+            storage: rec.storage,
+            wal: rec.wal,
+            snapshotter: rec.snapshotter,
+            transport: NoPeers,
+            inputs: node_rx,
+            apply: apply_tx,
+            status,
+            metrics: metrics.clone(),
+            tick: config.heartbeat_interval,
+            catch_up_entries: CATCH_UP_ENTRIES,
+            lessor: lessor.clone(),
+            lease_extend: config.election_timeout,
+        };
+        let node_failed = failed_tx.clone();
+        let node_thread =
+            std::thread::Builder::new()
+                .name("raft-node".into())
+                .spawn(move || {
+                    if let Err(e) = node.run() {
+                        tracing::error!(error = %e, "raft node stopped");
+                        node_failed.send_replace(Some(format!("raft node: {e}")));
+                    }
+                })?;
+        let applier = Applier {
+            store: store.clone(),
+            watchable,
+            lessor: lessor.clone(),
+            wait: server.wait.clone(),
+            applied: server.applied.clone(),
+            metrics: metrics.clone(),
+            cluster_id,
+            member_id,
+            snapshot_count: config.snapshot_count,
+            node: node_tx,
+            members,
+            alarms,
+        };
+        let apply_failed = failed_tx.clone();
+        let apply_thread = std::thread::Builder::new()
+            .name("apply".into())
+            .spawn(move || {
+                if let Err(e) = applier.run(apply_rx) {
+                    tracing::error!(error = %e, "apply stopped");
+                    apply_failed.send_replace(Some(format!("apply: {e}")));
+                }
+            })?;
+
         let (shutdown, _) = watch::channel(false);
-        let mut tasks = Vec::new();
+        tokio::spawn(housekeeping(server.clone(), shutdown.subscribe()));
+
+        let mut listeners = Vec::new();
         let mut client_addrs = Vec::new();
         for url in &config.listen_client_urls {
             let listener = serve::bind(url).await?;
             let addr = listener.local_addr()?;
             client_addrs.push(addr);
             tracing::info!(%url, %addr, "serving client traffic (gRPC and HTTP)");
-            let http = http::router(metrics.clone(), state.clone() as Arc<dyn HealthCheck>);
+            let http = http::router(metrics.clone(), server.clone() as Arc<dyn HealthCheck>);
             let mut stop = shutdown.subscribe();
-            tasks.push(tokio::spawn(serve::serve_client(
+            listeners.push(tokio::spawn(serve::serve_client(
                 listener,
-                Routes::default(),
+                grpc_routes(&server),
                 http,
                 async move {
                     // A dropped sender also means stop.
@@ -112,21 +295,125 @@ impl Member {
             )));
         }
         Ok(Member {
-            config,
-            state,
-            metrics,
+            server,
             client_addrs,
             shutdown,
-            tasks,
+            listeners,
+            node_thread: Some(node_thread),
+            apply_thread: Some(apply_thread),
+            failed,
         })
     }
 
-    /// Stops accepting, finishes in-flight requests and waits for the listeners.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Completes if the member stops on its own (storage failure), with the reason.
+    pub async fn failed(&mut self) -> String {
+        match self.failed.wait_for(|f| f.is_some()).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "member threads are gone".to_string(),
+        }
+    }
+
+    /// Stops accepting, finishes in-flight requests, stops the node and waits.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.send_replace(true);
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.listeners) {
             task.await.context("listener task panicked")??;
         }
+        let _ = self
+            .server
+            .node
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(NodeInput::Stop);
+        let threads = [self.node_thread.take(), self.apply_thread.take()];
+        tokio::task::spawn_blocking(move || {
+            for t in threads.into_iter().flatten() {
+                let _ = t.join();
+            }
+        })
+        .await?;
+        // The store's background compactor stops when the last reference goes.
+        self.server.store.sync().context("final backend sync")?;
         Ok(())
+    }
+}
+
+/// The gRPC services served on every client URL.
+fn grpc_routes(server: &Arc<EtcdServer>) -> Routes {
+    let max = serve::max_recv_bytes(server.config.max_request_bytes);
+    Routes::new(
+        KvServer::new(KvService::new(server.clone(), server.config.max_txn_ops))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        WatchServer::new(WatchService::new(server.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        LeaseServer::new(LeaseService::new(server.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        ClusterServer::new(ClusterService::new(server.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        MaintenanceServer::new(MaintenanceService::new(server.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX),
+    )
+}
+
+/// Periodic work: revoking expired leases (the leader decides, Raft applies) and the
+/// backend size gauge.
+async fn housekeeping(server: Arc<EtcdServer>, mut stop: watch::Receiver<bool>) {
+    let mut revoking: std::collections::HashMap<i64, Instant> = Default::default();
+    // etcd's default progress-notify interval for watchers that asked for it.
+    const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+    let mut last_progress = Instant::now();
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = Instant::now();
+        let expired = server
+            .lessor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expired(now);
+        // A revoke already on its way is not proposed again for a while.
+        revoking.retain(|_, at| now.duration_since(*at) < server.request_timeout);
+        for id in expired {
+            if revoking.insert(id, now).is_some() {
+                continue;
+            }
+            let s = server.clone();
+            tokio::spawn(async move {
+                let req = Req::LeaseRevoke(skiff_proto::etcdserverpb::LeaseRevokeRequest { id });
+                match s.propose(req).await {
+                    Ok(_) | Err(EtcdError::LeaseNotFound) => {}
+                    Err(e) => {
+                        tracing::warn!(lease = %format!("{id:x}"), error = %e, "revoking an expired lease failed")
+                    }
+                }
+            });
+        }
+        if now.duration_since(last_progress) >= PROGRESS_NOTIFY_INTERVAL {
+            server.watchable.progress_notify();
+            last_progress = now;
+        }
+        if let Ok(meta) = std::fs::metadata(server.store.backend().path()) {
+            server.metrics.db_total_size_bytes.set(meta.len() as i64);
+            server
+                .metrics
+                .db_total_size_in_use_bytes
+                .set(meta.len() as i64);
+        }
     }
 }

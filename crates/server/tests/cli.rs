@@ -138,9 +138,18 @@ fn serves_version_metrics_health_and_stops_on_sigterm() {
     }
     assert!(dir.is_dir(), "data dir created");
 
-    // No Raft node is attached yet, so there is no leader: etcd answers 503 then.
-    let (code, body) = http_get(23410, "/health").expect("health");
-    assert_eq!((code, body.as_str()), (503, r#"{"health":"false"}"#));
+    // A single member elects itself and commits a no-op through Raft for /health.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = http_get(23410, "/health").expect("health");
+        if code == 200 {
+            assert_eq!(body, r#"{"health":"true"}"#);
+            break;
+        }
+        assert_eq!((code, body.as_str()), (503, r#"{"health":"false"}"#));
+        assert!(Instant::now() < deadline, "never became healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let pid = running.0.id().to_string();
     let killed = Command::new("kill")

@@ -1,0 +1,199 @@
+//! Opening a member's Raft state from its data directory, or creating it.
+//!
+//! Layout (as etcd's): `<data-dir>/member/wal` (the WAL), `<data-dir>/member/snap`
+//! (Raft snapshot files and the backend `db`).
+//!
+//! - First start (no WAL): the WAL is created with [`WalMetadata`] (member ID,
+//!   cluster ID, initial members), so identity is fixed at bootstrap; the Raft log
+//!   starts with the initial members as voters.
+//! - Restart: identity comes from the WAL metadata, not the flags (a restarted member
+//!   keeps its identity); the newest snapshot that the WAL has a committed marker for
+//!   is loaded, the WAL is replayed from that marker, and the in-memory Raft log is
+//!   rebuilt from both. A corrupt WAL stops the start with an error naming the file
+//!   and byte offset (see the WAL module); nothing is truncated silently.
+//!
+//! Guarantees: `applied` (what the backend already holds, its consistent index) never
+//! exceeds the commit index handed to Raft: the commit index in the WAL can lag (a
+//! commit-only change is not synced), and entries the backend applied were committed,
+//! so the commit index is raised to it when the log holds those entries.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message as _;
+use skiff_proto::skiffpb::{MemberRecord, SnapshotPayload, WalMetadata};
+use skiff_raft::{HardState, MemStorage, Snapshot};
+use skiff_storage::snap::Snapshotter;
+use skiff_storage::wal::{SnapshotMarker, Wal, WalOptions};
+
+use crate::config::{ClusterState, Config};
+
+/// Where a member keeps its files.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub member_dir: PathBuf,
+    pub wal_dir: PathBuf,
+    pub snap_dir: PathBuf,
+    pub db_path: PathBuf,
+}
+
+impl Layout {
+    pub fn new(data_dir: &Path) -> Layout {
+        let member_dir = data_dir.join("member");
+        Layout {
+            wal_dir: member_dir.join("wal"),
+            snap_dir: member_dir.join("snap"),
+            db_path: member_dir.join("snap").join("db"),
+            member_dir,
+        }
+    }
+}
+
+/// The Raft state a member starts from.
+pub struct Recovered {
+    pub meta: WalMetadata,
+    pub wal: Wal,
+    pub snapshotter: Snapshotter,
+    pub storage: MemStorage,
+    /// Whether the WAL was just created.
+    pub fresh: bool,
+    /// The loaded snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Wal(#[from] skiff_storage::wal::WalError),
+    #[error(transparent)]
+    Snap(#[from] skiff_storage::snap::SnapError),
+    #[error("raft storage: {0}")]
+    Raft(#[from] skiff_raft::StorageError),
+    #[error("cannot create {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("WAL metadata in {} is unreadable: {reason}", path.display())]
+    BadMetadata { path: PathBuf, reason: String },
+    #[error("--initial-cluster-state=existing needs an existing member: joining a running cluster comes with the multi-member work; start with --initial-cluster-state=new")]
+    JoinUnsupported,
+    #[error("snapshot payload at index {index} is unreadable: {reason}")]
+    BadSnapshot { index: u64, reason: String },
+}
+
+/// Opens (or creates) the Raft state in `layout` for `config`.
+pub fn open(config: &Config, layout: &Layout) -> Result<Recovered, BootstrapError> {
+    std::fs::create_dir_all(&layout.member_dir).map_err(|source| BootstrapError::Io {
+        path: layout.member_dir.clone(),
+        source,
+    })?;
+    let snapshotter = Snapshotter::new(&layout.snap_dir)?;
+    if !Wal::exists(&layout.wal_dir) {
+        if config.initial_cluster_state == ClusterState::Existing {
+            return Err(BootstrapError::JoinUnsupported);
+        }
+        let members: Vec<MemberRecord> = config
+            .initial_members()
+            .into_iter()
+            .map(|m| MemberRecord {
+                id: m.id,
+                name: m.name,
+                peer_urls: m.peer_urls.iter().map(|u| u.to_string()).collect(),
+                client_urls: Vec::new(),
+                is_learner: false,
+            })
+            .collect();
+        let meta = WalMetadata {
+            member_id: config.member_id(),
+            cluster_id: config.cluster_id(),
+            members,
+        };
+        let wal = Wal::create(
+            &layout.wal_dir,
+            &meta.encode_to_vec(),
+            WalOptions::default(),
+        )?;
+        let voters = meta.members.iter().map(|m| m.id).collect();
+        let storage = MemStorage::new_with_conf_state(voters, Vec::new());
+        return Ok(Recovered {
+            meta,
+            wal,
+            snapshotter,
+            storage,
+            fresh: true,
+            snapshot: None,
+        });
+    }
+
+    let markers = Wal::valid_snapshot_markers(&layout.wal_dir)?;
+    let snap_file = snapshotter.load_newest_available(&markers)?;
+    let (snapshot, from) = match &snap_file {
+        Some(f) => {
+            let data = f.read_payload()?;
+            let snap = Snapshot {
+                metadata: f.metadata.clone(),
+                data: data.into(),
+            };
+            (Some(snap), f.marker())
+        }
+        None => (None, SnapshotMarker::default()),
+    };
+    let (wal, replay) = Wal::open(&layout.wal_dir, from, WalOptions::default())?;
+    let meta = WalMetadata::decode(replay.metadata.as_slice()).map_err(|e| {
+        BootstrapError::BadMetadata {
+            path: layout.wal_dir.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    let storage = match &snapshot {
+        Some(snap) => {
+            // The payload must be readable now, not on first use.
+            SnapshotPayload::decode(snap.data.as_ref()).map_err(|e| {
+                BootstrapError::BadSnapshot {
+                    index: snap.metadata.index,
+                    reason: e.to_string(),
+                }
+            })?;
+            let s = MemStorage::new();
+            s.wl().apply_snapshot(snap.clone())?;
+            s
+        }
+        None => {
+            let voters = meta.members.iter().map(|m| m.id).collect();
+            MemStorage::new_with_conf_state(voters, Vec::new())
+        }
+    };
+    if !replay.entries.is_empty() {
+        storage.wl().append(&replay.entries)?;
+    }
+    if replay.hard_state != HardState::default() {
+        storage.wl().set_hard_state(replay.hard_state);
+    }
+    if let Some((path, offset)) = &replay.repaired_torn_tail {
+        tracing::warn!(file = %path.display(), offset, "repaired a torn WAL tail (an unacknowledged write)");
+    }
+    Ok(Recovered {
+        meta,
+        wal,
+        snapshotter,
+        storage,
+        fresh: false,
+        snapshot,
+    })
+}
+
+/// Raises the stored commit index to `applied` when the log holds it (see the module
+/// docs); returns the `applied` value to give Raft.
+pub fn reconcile_applied(storage: &MemStorage, applied: u64) -> u64 {
+    use skiff_raft::Storage as _;
+    let last = storage.last_index().unwrap_or(0);
+    let applied = applied.min(last);
+    let mut core = storage.wl();
+    let mut hs = core.hard_state();
+    if hs.commit < applied {
+        hs.commit = applied;
+        core.set_hard_state(hs);
+    }
+    applied
+}

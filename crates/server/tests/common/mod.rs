@@ -1,0 +1,182 @@
+//! Helpers for tests that run real processes: a `skiff` or `etcd` member on given
+//! ports, killed when dropped, with its data in a temporary directory.
+
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which server binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Skiff,
+    Etcd,
+}
+
+/// A running member.
+pub struct Proc {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub kind: Kind,
+    pub name: String,
+    keep_dir: bool,
+}
+
+pub fn have(bin: &str) -> bool {
+    Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+impl Proc {
+    /// Starts a member named `name` on `client_port` / `peer_port`, data under a
+    /// fresh temporary directory (or `dir` when restarting).
+    pub fn start(
+        kind: Kind,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        dir: Option<PathBuf>,
+    ) -> Proc {
+        Proc::start_with(kind, name, client_port, peer_port, dir, &[])
+    }
+
+    /// [`Proc::start`] with extra flags.
+    pub fn start_with(
+        kind: Kind,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        dir: Option<PathBuf>,
+        extra: &[&str],
+    ) -> Proc {
+        let dir = dir.unwrap_or_else(|| {
+            let d = std::env::temp_dir().join(format!(
+                "skiff-test-{}-{}-{}",
+                name,
+                client_port,
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&d);
+            d
+        });
+        let bin = match kind {
+            Kind::Skiff => env!("CARGO_BIN_EXE_skiff").to_string(),
+            Kind::Etcd => "etcd".to_string(),
+        };
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let mut cmd = Command::new(bin);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ETCD_") {
+                cmd.env_remove(k);
+            }
+        }
+        let log = std::fs::File::create(
+            std::env::temp_dir().join(format!("skiff-test-{name}-{client_port}.log")),
+        )
+        .expect("log file");
+        cmd.args([
+            "--name",
+            name,
+            "--data-dir",
+            dir.to_str().expect("utf-8 dir"),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &format!("{name}={peer}"),
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log);
+        let child = cmd.spawn().expect("spawn server");
+        let p = Proc {
+            child: Some(child),
+            dir,
+            client_port,
+            peer_port,
+            kind,
+            name: name.to_string(),
+            keep_dir: false,
+        };
+        p.wait_serving();
+        p
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Waits until `/health` answers true.
+    pub fn wait_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((200, _)) = http_get(self.client_port, "/health") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?} on {} did not become healthy",
+                self.kind,
+                self.client_port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, keeping the data directory for a restart.
+    pub fn kill9(mut self) -> PathBuf {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.keep_dir = true;
+        self.dir.clone()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
