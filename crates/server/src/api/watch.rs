@@ -93,6 +93,55 @@ fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
     out
 }
 
+/// One client request: the response to send for it, if any.
+fn handle_request(
+    server: &EtcdServer,
+    stream: &sw::WatchStream,
+    fragmenting: &mut HashSet<i64>,
+    msg: WatchRequest,
+) -> Option<WatchResponse> {
+    match msg.request_union? {
+        RequestUnion::CreateRequest(c) => {
+            let wants_fragments = c.fragment;
+            let (watch_id, canceled, cancel_reason) = match stream.watch(&create_from_pb(c)) {
+                Ok(id) => {
+                    if wants_fragments {
+                        fragmenting.insert(id);
+                    }
+                    (id, false, String::new())
+                }
+                Err(e) => (-1, true, e.to_string()),
+            };
+            Some(WatchResponse {
+                header: server.header(),
+                watch_id,
+                created: true,
+                canceled,
+                cancel_reason,
+                ..Default::default()
+            })
+        }
+        RequestUnion::CancelRequest(c) => {
+            if !stream.cancel(c.watch_id) {
+                return None;
+            }
+            fragmenting.remove(&c.watch_id);
+            Some(WatchResponse {
+                header: server.header(),
+                watch_id: c.watch_id,
+                canceled: true,
+                ..Default::default()
+            })
+        }
+        RequestUnion::ProgressRequest(_) => {
+            // The hub answers (watch_id -1) once every watcher on the stream has
+            // caught up, so the revision is a true bookmark.
+            stream.request_progress();
+            None
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Watch for WatchService {
     type WatchStream = WatchStream;
@@ -107,105 +156,50 @@ impl Watch for WatchService {
         let (tx, rx) = mpsc::channel::<Result<WatchResponse, Status>>(64);
         let limit = server.config.max_request_bytes as usize;
 
-        // Events from the hub, converted and (when asked) fragmented.
-        let fragmenting: Arc<std::sync::Mutex<HashSet<i64>>> = Arc::default();
-        let out = tx.clone();
-        let frag = fragmenting.clone();
-        let events_server = server.clone();
-        let forward = tokio::spawn(async move {
-            while let Some(r) = events.recv().await {
-                let header = Some(skiff_proto::etcdserverpb::ResponseHeader {
-                    revision: r.revision,
-                    ..events_server.header().unwrap_or_default()
-                });
-                let resp = WatchResponse {
-                    header,
-                    watch_id: r.watch_id,
-                    created: false,
-                    canceled: r.canceled,
-                    compact_revision: r.compact_revision,
-                    cancel_reason: String::new(),
-                    fragment: false,
-                    events: r.events.into_iter().map(convert::event_to_pb).collect(),
-                };
-                let split = frag
-                    .lock()
-                    .map(|f| f.contains(&resp.watch_id))
-                    .unwrap_or(false);
-                let parts = if split {
-                    fragments(resp, limit)
-                } else {
-                    vec![resp]
-                };
-                for part in parts {
-                    if out.send(Ok(part)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-
-        // Requests from the client.
+        // One task both serves the client's requests and forwards the hub's events, so
+        // a watcher's `created` response is always sent before any of its events (the
+        // hub can deliver catch-up events as soon as the watcher exists).
         tokio::spawn(async move {
-            while let Some(msg) = incoming.next().await {
-                let Ok(msg) = msg else { break };
-                let reply = match msg.request_union {
-                    Some(RequestUnion::CreateRequest(c)) => {
-                        let wants_fragments = c.fragment;
-                        let result = stream.watch(&create_from_pb(c));
-                        let header = server.header();
-                        let (watch_id, canceled, cancel_reason) = match result {
-                            Ok(id) => {
-                                if wants_fragments {
-                                    if let Ok(mut f) = fragmenting.lock() {
-                                        f.insert(id);
-                                    }
-                                }
-                                (id, false, String::new())
-                            }
-                            Err(e) => (-1, true, e.to_string()),
-                        };
-                        Some(WatchResponse {
-                            header,
-                            watch_id,
-                            created: true,
-                            canceled,
-                            cancel_reason,
-                            ..Default::default()
-                        })
+            let mut fragmenting: HashSet<i64> = HashSet::new();
+            loop {
+                let out: Vec<WatchResponse> = tokio::select! {
+                    msg = incoming.next() => {
+                        let Some(Ok(msg)) = msg else { break };
+                        handle_request(&server, &stream, &mut fragmenting, msg)
+                            .into_iter()
+                            .collect()
                     }
-                    Some(RequestUnion::CancelRequest(c)) => {
-                        if stream.cancel(c.watch_id) {
-                            if let Ok(mut f) = fragmenting.lock() {
-                                f.remove(&c.watch_id);
-                            }
-                            Some(WatchResponse {
-                                header: server.header(),
-                                watch_id: c.watch_id,
-                                canceled: true,
-                                ..Default::default()
-                            })
+                    r = events.recv() => {
+                        let Some(r) = r else { break };
+                        let header = Some(skiff_proto::etcdserverpb::ResponseHeader {
+                            revision: r.revision,
+                            ..server.header().unwrap_or_default()
+                        });
+                        let resp = WatchResponse {
+                            header,
+                            watch_id: r.watch_id,
+                            created: false,
+                            canceled: r.canceled,
+                            compact_revision: r.compact_revision,
+                            cancel_reason: String::new(),
+                            fragment: false,
+                            events: r.events.into_iter().map(convert::event_to_pb).collect(),
+                        };
+                        if fragmenting.contains(&resp.watch_id) {
+                            fragments(resp, limit)
                         } else {
-                            None
+                            vec![resp]
                         }
                     }
-                    Some(RequestUnion::ProgressRequest(_)) => {
-                        // The hub answers (watch_id -1) once every watcher on the
-                        // stream has caught up, so the revision is a true bookmark.
-                        stream.request_progress();
-                        None
-                    }
-                    None => None,
                 };
-                if let Some(r) = reply {
+                for r in out {
                     if tx.send(Ok(r)).await.is_err() {
-                        break;
+                        return;
                     }
                 }
             }
             // Client gone: dropping the stream removes its watchers.
             drop(stream);
-            forward.abort();
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
