@@ -45,6 +45,9 @@ use crate::serve;
 use crate::server::EtcdServer;
 use crate::wait::{AppliedIndex, Wait};
 
+/// How long a stopping member waits for open client streams before cutting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Entries kept in memory behind a snapshot for slow followers (etcd's default).
 const CATCH_UP_ENTRIES: u64 = 5000;
 
@@ -316,8 +319,30 @@ impl Member {
     /// Stops accepting, finishes in-flight requests, stops the node and waits.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.send_replace(true);
-        for task in std::mem::take(&mut self.listeners) {
-            task.await.context("listener task panicked")??;
+        // In-flight unary requests finish; long-lived streams (watches, keep-alives)
+        // never would, so they get a grace period and are then cut.
+        let listeners = std::mem::take(&mut self.listeners);
+        let aborts: Vec<_> = listeners.iter().map(|t| t.abort_handle()).collect();
+        let drain = async {
+            for task in listeners {
+                match task.await {
+                    Ok(r) => r?,
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => return Err(anyhow::anyhow!("listener task panicked: {e}")),
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        };
+        tokio::pin!(drain);
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut drain)
+            .await
+            .is_err()
+        {
+            tracing::info!("closing client streams still open after {SHUTDOWN_GRACE:?}");
+            for a in &aborts {
+                a.abort();
+            }
+            drain.await?;
         }
         let _ = self
             .server

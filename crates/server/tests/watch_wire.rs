@@ -129,3 +129,31 @@ async fn large_revisions_fragment_and_duplicate_ids_are_refused() {
     assert!(!whole.fragment);
     assert_eq!(whole.events.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_open_watch_streams_still_stops() {
+    let mut p = Proc::start(Kind::Skiff, "ws", 23472, 23473, None);
+    let ch = Channel::from_shared(p.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(create("k", 0, false)).await.unwrap();
+    let mut s = WatchClient::new(ch)
+        .watch(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next(&mut s).await.created);
+    // The stream stays open (tx alive); the member must still stop, cleanly.
+    let status = tokio::task::spawn_blocking(move || p.terminate(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "stopped with exit 0"
+    );
+    drop(tx);
+}

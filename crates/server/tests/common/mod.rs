@@ -141,6 +141,22 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, then waits up to `limit` for the exit; `None` if it did not exit.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().ok()?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGKILL, keeping the data directory for a restart.
     pub fn kill9(mut self) -> PathBuf {
         if let Some(mut c) = self.child.take() {
