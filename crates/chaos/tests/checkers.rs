@@ -434,6 +434,7 @@ fn budget_exhaustion_is_unknown_not_pass() {
         &Options {
             budget: 50,
             members: None,
+            ..Options::default()
         },
     );
     assert_eq!(r.verdict(), "unknown", "{r:?}");
@@ -637,6 +638,7 @@ fn many_unobserved_unknown_writes_do_not_exhaust_the_search() {
     let opts = Options {
         budget: 10_000,
         members: None,
+        ..Options::default()
     };
     let r = check(&h.h, &opts);
     assert!(r.ok(), "{r:?}");
@@ -700,6 +702,7 @@ fn long_history_is_checked_in_about_one_step_per_op() {
         &Options {
             budget: 60_000,
             members: None,
+            ..Options::default()
         },
     );
     assert!(r.ok(), "{r:?}");
@@ -786,4 +789,81 @@ fn missing_prev_kv_is_allowed_only_at_a_compacted_revision() {
             .any(|a| a.message.contains("watcher 1") && a.message.contains("lacks prev_kv")),
         "{r:?}"
     );
+}
+
+/// A watcher lagging behind a compaction at a revision holding only deletes, resumed at
+/// that revision, missing those deletes: what etcd #19179 does.
+fn compacted_delete_history() -> H {
+    let mut h = H::default();
+    let a1 = kv("k/a", "1", 2, 2, 1);
+    let b1 = kv("k/b", "2", 3, 3, 1);
+    h.put(0, (1, 2), "k/a", "1", 2, None);
+    h.put(0, (3, 4), "k/b", "2", 3, None);
+    let del = Request::Delete { key: "k/a".into() };
+    let out = Outcome::Ok(Response::Delete {
+        rev: 4,
+        deleted: 1,
+        prev: Some(a1.clone()),
+    });
+    h.op(0, (5, 6), del, out);
+    h.put(0, (7, 8), "k/b", "3", 5, Some(b1.clone()));
+    let b2 = kv("k/b", "3", 5, 3, 2);
+    h.watch(
+        0,
+        vec![
+            vec![put_ev(a1.clone(), None)],
+            vec![put_ev(b1.clone(), None)],
+            vec![del_ev("k/a", 4, a1.clone())],
+            vec![put_ev(b2.clone(), Some(b1.clone()))],
+        ],
+    );
+    h.h.watches.push(WatchLog {
+        client: 1,
+        records: vec![
+            WatchRecord::Start {
+                time: 0,
+                start_rev: 1,
+            },
+            WatchRecord::Events {
+                time: 1,
+                header_rev: 2,
+                events: vec![put_ev(a1, None)],
+            },
+            WatchRecord::Compacted {
+                time: 2,
+                compact_rev: 4,
+            },
+            WatchRecord::Start {
+                time: 3,
+                start_rev: 4,
+            },
+            WatchRecord::Events {
+                time: 4,
+                header_rev: 5,
+                events: vec![put_ev(b2, Some(b1))],
+            },
+        ],
+    });
+    h
+}
+
+#[test]
+fn missed_deletes_at_the_compaction_revision_fail_unless_tolerated_for_etcd() {
+    let h = compacted_delete_history();
+    let r = h.check();
+    assert!(
+        r.anomalies
+            .iter()
+            .any(|a| a.message.contains("etcd #19179")),
+        "{r:?}"
+    );
+    let r = check(
+        &h.h,
+        &Options {
+            tolerate_known_etcd_bugs: true,
+            ..Options::default()
+        },
+    );
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.known.len(), 1, "{r:?}");
 }

@@ -63,6 +63,9 @@ fn etcd_under_kill_pause_and_compaction_passes() {
         "20s",
         "--faults",
         "kill,pause,compact",
+        // etcd 3.4 has etcd #19179 (a watch resumed at the compaction revision misses the
+        // deletes there); it is reported, not failed, here. Skiff runs never set this.
+        "--tolerate-known-etcd-bugs",
         "--seed",
         "7",
         "--base-port",

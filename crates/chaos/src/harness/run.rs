@@ -45,6 +45,8 @@ pub struct RunSpec {
     pub unsafe_wipe_wal: bool,
     /// How long members get to serve again once the faults are healed.
     pub recover_timeout: Duration,
+    /// See `check::Options::tolerate_known_etcd_bugs`.
+    pub tolerate_known_etcd_bugs: bool,
 }
 
 /// What a run produced.
@@ -286,6 +288,7 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
     let opts = check::Options {
         budget: spec.budget,
         members: Some(spec.members),
+        tolerate_known_etcd_bugs: spec.tolerate_known_etcd_bugs,
     };
     let history = Arc::new(history);
     let h2 = history.clone();
@@ -323,7 +326,7 @@ fn summary_line(h: &History, r: &Report) -> String {
         })
         .sum();
     format!(
-        "ops={} unknown={} anomalies={} checker={} failed={} watch_events={} faults={} revision={}",
+        "ops={} unknown={} anomalies={} checker={} failed={} watch_events={} faults={} revision={} known_etcd_bugs={}",
         h.ops.len(),
         unknown,
         r.anomalies.len(),
@@ -331,7 +334,8 @@ fn summary_line(h: &History, r: &Report) -> String {
         failed,
         events,
         h.faults.len(),
-        h.final_rev
+        h.final_rev,
+        r.known.len()
     )
 }
 
