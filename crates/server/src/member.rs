@@ -433,6 +433,10 @@ async fn housekeeping(server: Arc<EtcdServer>, mut stop: watch::Receiver<bool>) 
             server.watchable.progress_notify();
             last_progress = now;
         }
+        server
+            .metrics
+            .keys_total
+            .set(server.store.index_len() as i64);
         if let Ok(meta) = std::fs::metadata(server.store.backend().path()) {
             server.metrics.db_total_size_bytes.set(meta.len() as i64);
             server

@@ -6,8 +6,8 @@
 //! the registry.
 
 use prometheus::{
-    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntGauge,
-    Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// etcd's version label values, reported as the version Skiff is compatible with.
@@ -28,8 +28,6 @@ pub struct Metrics {
     pub health_success: IntCounter,
     pub health_failures: IntCounter,
     pub wal_fsync_seconds: Histogram,
-    pub wal_write_bytes: Gauge,
-    pub backend_commit_seconds: Histogram,
     pub db_total_size_bytes: IntGauge,
     pub db_total_size_in_use_bytes: IntGauge,
     pub keys_total: IntGauge,
@@ -112,18 +110,6 @@ impl Metrics {
             wal_fsync_seconds: disk_histogram(
                 "etcd_disk_wal_fsync_duration_seconds",
                 "The latency distributions of fsync called by WAL.",
-            ),
-            wal_write_bytes: register(
-                &r,
-                Gauge::new(
-                    "etcd_disk_wal_write_bytes_total",
-                    "Total number of bytes written in WAL.",
-                )
-                .expect("valid metric"),
-            ),
-            backend_commit_seconds: disk_histogram(
-                "etcd_disk_backend_commit_duration_seconds",
-                "The latency distributions of commit called by backend.",
             ),
             db_total_size_bytes: gauge(
                 "etcd_mvcc_db_total_size_in_bytes",
