@@ -15,6 +15,7 @@
 #   --bench-bin   skiff-bench binary (default: built with cargo build --release)
 #   --big         load 1,000,000 keys for the RSS/restart rows (default 100,000)
 #   --quick       a tenth of every total: checks the script itself, not for RESULTS.md
+#   --members N   members per cluster, 3 (default, the standard layout) or 1
 #   --aa          run etcd as the second side too ("etcd again"): an A/A run whose ratios
 #                 show this machine's noise floor; never labelled Skiff
 #   --out         report file (default bench/RESULTS.md)
@@ -25,7 +26,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-skiff_bin="" etcd_bin="" bench_bin="" big=0 quick=0 aa=0
+skiff_bin="" etcd_bin="" bench_bin="" big=0 quick=0 aa=0 members=3
 out="$repo/bench/RESULTS.md"
 work="$repo/bench/tmp"
 while [ $# -gt 0 ]; do
@@ -36,6 +37,7 @@ while [ $# -gt 0 ]; do
     --big) big=1; shift ;;
     --quick) quick=1; shift ;;
     --aa) aa=1; shift ;;
+    --members) members=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --work-dir) work=$2; shift 2 ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
@@ -58,17 +60,18 @@ if [ -z "$bench_bin" ]; then
 fi
 [ -x "$bench_bin" ] || die "no skiff-bench binary at $bench_bin"
 
+[[ $members =~ ^[13]$ ]] || die "--members must be 1 or 3"
 keys=100000; [ "$big" = 1 ] && keys=1000000
 # Request totals: modest, so that a whole run takes a few minutes on 2 cores.
 t_one=2000 t_many=20000 t_txn=5000 t_watch=500 t_lease=20000
 if [ "$quick" = 1 ]; then
   t_one=200 t_many=2000 t_txn=500 t_watch=50 t_lease=2000 keys=$((keys / 10))
 fi
-client_ports=(21101 21102 21103)
-peer_ports=(21111 21112 21113)
+client_ports=(21101 21102 21103); client_ports=("${client_ports[@]:0:$members}")
+peer_ports=(21111 21112 21113); peer_ports=("${peer_ports[@]:0:$members}")
 eps=$(printf '127.0.0.1:%s,' "${client_ports[@]}"); eps=${eps%,}
 cluster=""
-for i in 0 1 2; do cluster+="m$((i + 1))=http://127.0.0.1:${peer_ports[$i]},"; done
+for ((i = 0; i < members; i++)); do cluster+="m$((i + 1))=http://127.0.0.1:${peer_ports[$i]},"; done
 cluster=${cluster%,}
 value256=$(head -c 256 /dev/zero | tr '\0' v)
 
@@ -86,7 +89,7 @@ trap cleanup EXIT
 start_cluster() { # side bin state
   local side=$1 bin=$2 state=$3
   pids=()
-  for i in 0 1 2; do
+  for ((i = 0; i < members; i++)); do
     local n=m$((i + 1)) c=http://127.0.0.1:${client_ports[$i]} p=http://127.0.0.1:${peer_ports[$i]}
     "$bin" --name "$n" --data-dir "$work/$side/$n" \
       --listen-client-urls "$c" --advertise-client-urls "$c" \
@@ -105,7 +108,7 @@ stop_cluster() { # [signal]: TERM by default; KILL = a crash of every member at 
 wait_serving() { # timeout_s
   local deadline=$((SECONDS + $1))
   while [ $SECONDS -lt $deadline ]; do
-    if "$bench_bin" --endpoints "$eps" --conns 3 --clients 3 --total 3 --request-timeout 0.25 \
+    if "$bench_bin" --endpoints "$eps" --conns "$members" --clients "$members" --total "$members" --request-timeout 0.25 \
       range serving-probe >/dev/null 2>&1; then return 0; fi
     sleep 0.05
   done
@@ -157,7 +160,7 @@ run_bench() { # side id globals sub -> $work/$side.$id.{json,err,rc,cpu_s}
   "$bench_bin" --endpoints "$eps" $g -w json $s >"$work/$side.$id.json" 2>"$work/$side.$id.err" || rc=$?
   c1=$(members_cpu_ticks)
   echo "$rc" >"$work/$side.$id.rc"
-  # CPU the three members spent during this run (s): less noisy than wall time on a
+  # CPU the members spent during this run (s): less noisy than wall time on a
   # shared machine, and the load generator's own CPU is not in it.
   awk -v a="$c0" -v b="$c1" -v t="$clk_tck" 'BEGIN{printf "%.2f", (b - a) / t}' >"$work/$side.$id.cpu_s"
   if [ "$side" = etcd ]; then echo "- \`$id\`: \`skiff-bench --endpoints $eps $g $s\`" >>"$commands_md"; fi
@@ -166,7 +169,7 @@ run_bench() { # side id globals sub -> $work/$side.$id.{json,err,rc,cpu_s}
 
 run_side() { # side bin
   local side=$1 bin=$2
-  echo "== $side: starting 3 members ($bin)" >&2
+  echo "== $side: starting $members member(s) ($bin)" >&2
   mkdir -p "$work/$side"
   start_cluster "$side" "$bin" new
   if ! wait_serving 60; then
@@ -274,9 +277,9 @@ side_value() { # side file digits-transform
   local v; v=$(cat "$work/$1.$2" 2>/dev/null || echo missing)
   if [[ $v =~ ^[0-9.]+$ ]]; then fmt "$(awk -v v="$v" -v k="$3" 'BEGIN{print v*k}')" "$4"; else echo "failed ($v)"; fi
 }
-row "peak RSS during the workloads, 3 members summed (MiB)" lower "$(side_value etcd rss_peak 0.0009765625 1)" "$(side_value skiff rss_peak 0.0009765625 1)"
+row "peak RSS during the workloads, $members member(s) summed (MiB)" lower "$(side_value etcd rss_peak 0.0009765625 1)" "$(side_value skiff rss_peak 0.0009765625 1)"
 row "load $keys keys (1000 clients, 100 conns): requests/s" higher "$(metric etcd load "$q_rps")" "$(metric skiff load "$q_rps")"
-row "RSS after loading $keys keys, 3 members summed (MiB)" lower "$(side_value etcd rss_loaded 0.0009765625 1)" "$(side_value skiff rss_loaded 0.0009765625 1)"
+row "RSS after loading $keys keys, $members member(s) summed (MiB)" lower "$(side_value etcd rss_loaded 0.0009765625 1)" "$(side_value skiff rss_loaded 0.0009765625 1)"
 row "restart after a crash with $keys keys: start to serving (s)" lower "$(side_value etcd restart_s 1 2)" "$(side_value skiff restart_s 1 2)"
 
 errors_note=""
@@ -318,7 +321,7 @@ load generator runs on the same cores as the members and takes a share of them: 
 
 ## Results
 
-Three members on loopback each side (clients 127.0.0.1:21101-21103, peers :21111-21113),
+$members member(s) on loopback each side (clients 127.0.0.1:${client_ports[0]}.., peers :${peer_ports[0]}..),
 started with the same etcd flags, data dirs on the same filesystem, one cluster after the
 other. Key 8 B, value 256 B. Ratio = $second_label ÷ etcd (above 1 is better for the
 second column where higher is better, below 1 where lower is better).
@@ -338,14 +341,14 @@ Each member: \`BIN --name mN --data-dir DIR --listen-client-urls http://127.0.0.
 same command on the existing data dirs).
 
 Range key: \`etcdctl --endpoints $eps put benchkey <256 B value>\`.
-Restart: after loading the keys, all three members are killed at once (SIGKILL) and
+Restart: after loading the keys, all members are killed at once (SIGKILL) and
 started again with the same command. Serving = first moment a linearizable range through
-all three members succeeds (probe: \`skiff-bench --conns 3 --total 3 --request-timeout
+all members succeeds (probe: \`skiff-bench --conns $members --total $members --request-timeout
 0.25 range serving-probe\`, repeated every 50 ms), so the figure includes a new process
 of the probe each time (a few ms) and an election.
-Members' CPU: utime + stime of the three member processes (from /proc) over each run,
+Members' CPU: utime + stime of the member processes (from /proc) over each run,
 per 1000 successful requests; it excludes the load generator, which shares the same cores.
-RSS: VmRSS of the three member processes summed, sampled every 0.5 s during the workloads
+RSS: VmRSS of the member processes summed, sampled every 0.5 s during the workloads
 (peak) and once 2 s after loading the keys.
 fdatasync: \`skiff-bench fdatasync --dir $work --count 300\`.
 
