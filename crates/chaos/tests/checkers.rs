@@ -867,3 +867,77 @@ fn missed_deletes_at_the_compaction_revision_fail_unless_tolerated_for_etcd() {
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.known.len(), 1, "{r:?}");
 }
+
+#[test]
+fn a_revoke_that_did_not_delete_its_key_fails_even_when_the_log_agrees() {
+    // The server forgot to delete the leased key on revoke, and its watch log agrees (no
+    // delete event). The completed revoke stays in the search, which catches it.
+    let mut h = H::default();
+    let a1 = Kv {
+        lease: 77,
+        ..kv("k/a", "1", 2, 2, 1)
+    };
+    h.op(
+        0,
+        (1, 2),
+        Request::Put {
+            key: "k/a".into(),
+            value: "1".into(),
+            lease: 77,
+        },
+        Outcome::Ok(Response::Put { rev: 2, prev: None }),
+    );
+    h.op(
+        0,
+        (3, 4),
+        Request::LeaseRevoke { lease: 77 },
+        Outcome::Ok(Response::LeaseRevoke { rev: 2 }),
+    );
+    h.get(1, (5, 6), "k/a", 2, Some(a1.clone()));
+    h.watch(0, vec![vec![put_ev(a1, None)]]);
+    h.h.final_rev = 2;
+    let r = h.check();
+    assert!(checkers(&r).contains(&"linearizability"), "{r:?}");
+}
+
+#[test]
+fn unknown_writes_the_complete_log_never_saw_are_dropped_from_the_search() {
+    // Timed-out lease puts and revokes interleaved with reads: with a complete watch log
+    // that shows none of them took effect, the search needs no more than one step an op.
+    let mut h = H::default();
+    let a1 = kv("k/a", "1", 2, 2, 1);
+    h.put(0, (1, 2), "k/a", "1", 2, None);
+    for i in 0..30u64 {
+        h.op(
+            1 + i as u32,
+            (3 + i, 10_000),
+            Request::Put {
+                key: "k/a".into(),
+                value: format!("lost{i}"),
+                lease: 100 + i as i64,
+            },
+            Outcome::Unknown("timeout".into()),
+        );
+        h.op(
+            40 + i as u32,
+            (3 + i, 10_000),
+            Request::LeaseRevoke {
+                lease: 100 + i as i64,
+            },
+            Outcome::Unknown("timeout".into()),
+        );
+    }
+    for i in 0..30u64 {
+        h.get(90, (100 + 2 * i, 101 + 2 * i), "k/a", 2, Some(a1.clone()));
+    }
+    h.watch(0, vec![vec![put_ev(a1, None)]]);
+    let opts = Options {
+        budget: 200,
+        ..Options::default()
+    };
+    // Without a final revision the log cannot be known complete: the same budget runs out.
+    assert_eq!(check(&h.h, &opts).verdict(), "unknown");
+    h.h.final_rev = 2;
+    let r = check(&h.h, &opts);
+    assert!(r.ok(), "{r:?}");
+}

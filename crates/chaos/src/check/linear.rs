@@ -281,6 +281,9 @@ fn key_history(key: &str, leases: &HashSet<i64>, history: &History) -> KeyHistor
         });
     }
     prune_unobserved(&mut entries, &values);
+    if let Some(effects) = LogEffects::of(key, history) {
+        effects.prune(&mut entries, &values);
+    }
     entries.sort_by_key(|e| (e.invoke, e.op_id));
     KeyHistory {
         entries,
@@ -342,6 +345,82 @@ fn prune_unobserved(entries: &mut Vec<Entry>, values: &Values) {
             _ => true,
         }
     });
+}
+
+/// What the watchers' revision log says happened to one key, when the log is complete
+/// (every revision from 2 to the run's final revision was seen by some watcher).
+struct LogEffects {
+    /// Values some put event wrote to the key.
+    put_values: HashSet<String>,
+    /// Leases whose revoke (or expiry) deleted the key: delete events whose prev_kv
+    /// carried them.
+    deleting_leases: HashSet<i64>,
+    /// Some delete event of the key came without prev_kv: no revoke can be ruled out.
+    delete_without_prev: bool,
+}
+
+impl LogEffects {
+    fn of(key: &str, history: &History) -> Option<LogEffects> {
+        if history.final_rev < 2 {
+            return None;
+        }
+        let mut revs: HashSet<i64> = HashSet::new();
+        let mut fx = LogEffects {
+            put_values: HashSet::new(),
+            deleting_leases: HashSet::new(),
+            delete_without_prev: false,
+        };
+        for w in &history.watches {
+            for rec in &w.records {
+                let WatchRecord::Events { events, .. } = rec else {
+                    continue;
+                };
+                for e in events {
+                    revs.insert(e.kv.mod_rev);
+                    if e.kv.key != key {
+                        continue;
+                    }
+                    match (e.kind, &e.prev) {
+                        (EventKind::Put, _) => {
+                            fx.put_values.insert(e.kv.value.clone());
+                        }
+                        (EventKind::Delete, Some(p)) => {
+                            fx.deleting_leases.insert(p.lease);
+                        }
+                        (EventKind::Delete, None) => fx.delete_without_prev = true,
+                    }
+                }
+            }
+        }
+        (2..=history.final_rev)
+            .all(|r| revs.contains(&r))
+            .then_some(fx)
+    }
+
+    /// Drops the unknown-outcome ops the complete log shows had no effect on the key: puts
+    /// and CAS txns whose value no event wrote, and revokes of leases no delete event of
+    /// the key carried. An unknown op is optional to the search, so dropping one only takes
+    /// an option away: this can never hide a violation, and it keeps timeouts from
+    /// multiplying the search space.
+    fn prune(&self, entries: &mut Vec<Entry>, values: &Values) {
+        let name: HashMap<u32, &str> = values.ids.iter().map(|(k, v)| (*v, k.as_str())).collect();
+        entries.retain(|e| match &e.kop {
+            KOp::Put { value, prev: None }
+            | KOp::Cas {
+                value,
+                result: None,
+                ..
+            } if e.complete == u64::MAX => name
+                .get(value)
+                .is_some_and(|v| self.put_values.contains(*v)),
+            // Only unknown revokes: dropping a completed one would remove a step the
+            // search must take, which could hide a revoke that failed to delete the key.
+            KOp::Revoke { lease } if e.complete == u64::MAX => {
+                self.delete_without_prev || self.deleting_leases.contains(lease)
+            }
+            _ => true,
+        });
+    }
 }
 
 impl KeyHistory {
