@@ -175,6 +175,9 @@ run_side() { # side bin
   if ! wait_serving 60; then
     echo "== $side: cluster did not start serving within 60 s (logs in $work)" >&2
     echo "did not start serving within 60 s" >"$work/$side.start_failed"
+    for ((i = 1; i <= members; i++)); do
+      echo "  - m$i log, last lines: \`$(tail -n 2 "$work/$side-m$i.log" | cut -c1-200 | tr '\n\`' " '")\`"
+    done >"$work/$side.start_failed_logs"
     stop_cluster
     return 0
   fi
@@ -284,6 +287,10 @@ row "restart after a crash with $keys keys: start to serving (s)" lower "$(side_
 
 errors_note=""
 for side in etcd skiff; do
+  if [ -e "$work/$side.start_failed" ]; then
+    errors_note+="- $([ "$side" = etcd ] && echo etcd || echo "$second_label"): the cluster $(cat "$work/$side.start_failed")"$'\n'
+    errors_note+="$(cat "$work/$side.start_failed_logs")"$'\n'
+  fi
   for f in "$work/$side".*.rc; do
     [ -e "$f" ] || continue
     [ "$(cat "$f")" = 0 ] || errors_note+="- $([ "$side" = etcd ] && echo etcd || echo "$second_label") $(basename "$f" .rc | cut -d. -f2-): exit $(cat "$f"): $(head -c 300 "${f%.rc}.err" | tr '\n' ' ')"$'\n'
@@ -329,7 +336,7 @@ second column where higher is better, below 1 where lower is better).
 | workload and metric | better | etcd 3.4 | $second_label | ratio |
 |---|---|---|---|---|
 $rows
-${errors_note:+### Failed runs (non-zero exit: errors above --max-error-rate 0, or no connection)
+${errors_note:+### Failures (a cluster that did not start, or a run that exited non-zero: errors above --max-error-rate 0, or no connection)
 
 $errors_note}
 ## Commands
