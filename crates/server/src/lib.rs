@@ -9,7 +9,9 @@
 //! gRPC services; [`lessor`] leases; [`alarms`] raised alarms; [`member`] start-up
 //! and shutdown; [`http`] `/health`, `/version`, `/metrics`; [`metrics`] etcd-named
 //! Prometheus metrics; [`peer`] the transport between members; [`serve`] one listener
-//! carrying both gRPC and HTTP; [`version`] the versions reported.
+//! carrying both gRPC and HTTP; [`version`] the versions reported; [`convert`] wire
+//! types to and from the store's; [`inputs`] the messages between the member's
+//! threads; [`wait`] request waiters and the applied-index wait.
 
 pub mod alarms;
 pub mod api;
