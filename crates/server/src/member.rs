@@ -23,6 +23,7 @@ use skiff_proto::etcdserverpb::{
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use skiff_proto::skiffpb::internal_request::Request as Req;
+use skiff_proto::v3lockpb::lock_server::LockServer;
 use skiff_storage::backend::Table;
 use skiff_storage::mvcc::{self as st, KvStore, StoreConfig};
 use skiff_storage::watch::{WatchConfig, WatchableStore};
@@ -30,7 +31,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
-use crate::api::{ClusterService, KvService, LeaseService, MaintenanceService, WatchService};
+use crate::api::{
+    ClusterService, KvService, LeaseService, LockService, MaintenanceService, WatchService,
+};
 use crate::apply::Applier;
 use crate::bootstrap::{self, Layout};
 use crate::config::Config;
@@ -378,6 +381,11 @@ fn grpc_routes(server: &Arc<EtcdServer>) -> Routes {
     )
     .add_service(
         LeaseServer::new(LeaseService::new(server.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        LockServer::new(LockService::new(server.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX),
     )

@@ -492,3 +492,53 @@ async fn watches_history_prev_kv_filters_progress_and_compaction() {
     assert!(r.canceled());
     assert_eq!(r.compact_revision(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_service_serializes_holders_and_expiry_releases() {
+    use etcd_client::LockOptions;
+    let p = Proc::start(Kind::Skiff, "ec5", 23458, 23459, None);
+    let mut c = client(&p).await;
+    let l1 = c.lease_grant(30, None).await.unwrap().id();
+    let l2 = c.lease_grant(2, None).await.unwrap().id();
+    let l3 = c.lease_grant(30, None).await.unwrap().id();
+
+    let first = c
+        .lock("job", Some(LockOptions::new().with_lease(l1)))
+        .await
+        .unwrap();
+    assert_eq!(first.key(), format!("job/{l1:x}").as_bytes());
+    // Locking again with the same lease finds the same key and holds at once.
+    let again = c
+        .lock("job", Some(LockOptions::new().with_lease(l1)))
+        .await
+        .unwrap();
+    assert_eq!(again.key(), first.key());
+
+    // A second holder waits until the first unlocks.
+    let mut c2 = c.clone();
+    let waiter = tokio::spawn(async move {
+        c2.lock("job", Some(LockOptions::new().with_lease(l2)))
+            .await
+            .map(|r| r.key().to_vec())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiter.is_finished(), "the lock is held by the first lease");
+    c.unlock(first.key()).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("granted after unlock")
+        .unwrap()
+        .unwrap();
+    assert_eq!(second, format!("job/{l2:x}").into_bytes());
+
+    // The second holder's lease expires (no keep-alive): the third gets the lock.
+    let third = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.lock("job", Some(LockOptions::new().with_lease(l3))),
+    )
+    .await
+    .expect("granted after the holder's lease expired")
+    .unwrap();
+    assert_eq!(third.key(), format!("job/{l3:x}").as_bytes());
+    assert!(c.get(second, None).await.unwrap().kvs().is_empty());
+}

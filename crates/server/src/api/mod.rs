@@ -6,11 +6,13 @@
 pub mod cluster;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
 pub use cluster::ClusterService;
 pub use kv::{KvBackend, KvService};
 pub use lease::LeaseService;
+pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
