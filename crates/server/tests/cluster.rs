@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -18,13 +18,7 @@ use etcd_client::{
 };
 use skiff_chaos::cluster::{Cluster, ClusterSpec};
 
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-}
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn server_bin() -> PathBuf {
     std::env::var_os("CLUSTER_TEST_BIN")
@@ -134,7 +128,7 @@ async fn start(base_port: u16, extra: &[&str]) -> (tempfile::TempDir, Cluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
-    let _one = serial();
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, mut cluster) = start(26100, &[]).await;
     let urls = cluster.client_urls();
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -226,7 +220,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_every_member_keeps_data_revision_and_hash() {
-    let _one = serial();
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, mut cluster) = start(26200, &[]).await;
     let mut c = client(&cluster.client_urls()).await;
     for i in 0..300 {
@@ -263,7 +257,7 @@ async fn restarting_every_member_keeps_data_revision_and_hash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_down_during_writes_and_compaction_catches_up_by_snapshot() {
-    let _one = serial();
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, mut cluster) = start(26300, &["--snapshot-count=1000"]).await;
     let l = wait_leader(&cluster, &[0, 1, 2], Duration::from_secs(5)).await;
     let follower = (l + 1) % 3;
@@ -332,7 +326,7 @@ async fn a_follower_down_during_writes_and_compaction_catches_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_with_a_corrupted_wal_refuses_to_start_and_the_others_serve() {
-    let _one = serial();
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, mut cluster) = start(26400, &[]).await;
     let mut c = client(&cluster.client_urls()).await;
     for i in 0..200 {
@@ -398,7 +392,7 @@ async fn a_member_with_a_corrupted_wal_refuses_to_start_and_the_others_serve() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_txns_watches_and_leases_work_through_every_member() {
-    let _one = serial();
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, cluster) = start(26500, &[]).await;
     let urls = cluster.client_urls();
     // A watcher on member 0 sees writes made through every member, in order.
