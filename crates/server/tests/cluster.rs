@@ -405,7 +405,7 @@ async fn puts_txns_watches_and_leases_work_through_every_member() {
         .await
         .expect("watch");
     for (i, url) in urls.iter().enumerate() {
-        let mut c = client(&[url.clone()]).await;
+        let mut c = client(std::slice::from_ref(url)).await;
         let key = format!("through/{i}");
         c.put(key.clone(), "1", None).await.expect("put");
         let txn = Txn::new()
