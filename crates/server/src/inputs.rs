@@ -19,6 +19,10 @@ pub enum NodeInput {
     ReadIndex(oneshot::Sender<Result<u64, EtcdError>>),
     /// A message from a peer.
     Step(Box<Message>),
+    /// The transport could not reach a peer (or dropped messages to it).
+    Unreachable(u64),
+    /// A snapshot send to a peer ended.
+    SnapshotStatus { to: u64, ok: bool },
     /// The apply thread made the backend durable up to `index`: snapshot there.
     Snapshot { index: u64, payload: Bytes },
     /// Stop the loop.

@@ -40,10 +40,11 @@ use crate::config::Config;
 use crate::errors::EtcdError;
 use crate::http::{self, HealthCheck, Unhealthy};
 use crate::ids::RequestIdGen;
-use crate::inputs::{NoPeers, NodeInput, RaftStatus};
+use crate::inputs::{NodeInput, RaftStatus};
 use crate::lessor::Lessor;
 use crate::metrics::Metrics;
 use crate::node::Node;
+use crate::peer::{PeerConfig, PeerTransport};
 use crate::serve;
 use crate::server::EtcdServer;
 use crate::wait::{AppliedIndex, Wait};
@@ -81,6 +82,39 @@ impl HealthCheck for EtcdServer {
                 Ok(Err(e)) => Err(Unhealthy::CommitFailed(e.to_string())),
                 Err(_) => Err(Unhealthy::CommitFailed("timed out".to_string())),
             }
+        })
+    }
+}
+
+/// Answers lease requests forwarded by followers from this member's lessor.
+struct LessorHandler(Arc<Mutex<Lessor>>);
+
+impl crate::peer::LeaseHandler for LessorHandler {
+    fn renew(&self, id: i64) -> Result<i64, tonic::Status> {
+        let mut lessor = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match lessor.renew(id, Instant::now()) {
+            Ok(ttl) => Ok(ttl),
+            Err(EtcdError::LeaseNotFound) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn time_to_live(&self, id: i64, keys: bool) -> Result<(i64, i64, Vec<Bytes>), tonic::Status> {
+        let lessor = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !lessor.is_primary() {
+            return Err(EtcdError::NotLeader.into());
+        }
+        Ok(match lessor.lookup(id) {
+            Some(l) => (
+                l.remaining_secs(Instant::now()),
+                l.ttl,
+                if keys {
+                    l.keys.iter().cloned().collect()
+                } else {
+                    Vec::new()
+                },
+            ),
+            None => (-1, 0, Vec::new()),
         })
     }
 }
@@ -207,6 +241,16 @@ impl Member {
 
         let (node_tx, node_rx) = mpsc::channel();
         let (apply_tx, apply_rx) = mpsc::channel();
+        // Peers: the transport to every other member (its listeners start below).
+        let mut transport = PeerTransport::new(
+            PeerConfig::new(member_id, cluster_id),
+            crate::peer::node_sink(node_tx.clone()),
+            tokio::runtime::Handle::current(),
+        );
+        for m in rec.meta.members.iter().filter(|m| m.id != member_id) {
+            transport.add_peer(m.id, m.peer_urls.clone());
+        }
+        transport.set_lease_handler(Arc::new(LessorHandler(lessor.clone())));
         let status = Arc::new(RaftStatus::default());
         let members = Arc::new(RwLock::new(rec.meta.members.clone()));
         let server = Arc::new(EtcdServer {
@@ -225,16 +269,39 @@ impl Member {
             metrics: metrics.clone(),
             members: members.clone(),
             alarms: alarms.clone(),
+            forwarder: Arc::new(transport.forwarder()),
         });
 
         let (failed_tx, failed) = watch::channel(None);
         let failed_tx = Arc::new(failed_tx);
+        let (shutdown, _) = watch::channel(false);
+
+        // The peer listeners (bound even for a single member, as etcd does).
+        let mut peer_listeners = Vec::new();
+        for url in &config.listen_peer_urls {
+            let listener = serve::bind(url)
+                .await
+                .with_context(|| format!("cannot listen for peers on {url}"))?;
+            tracing::info!(%url, addr = %listener.local_addr()?, "serving peer traffic");
+            let svc = transport.service().into_server();
+            let mut stop = shutdown.subscribe();
+            peer_listeners.push(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        },
+                    ),
+            ));
+        }
         let node = Node {
             raw,
             storage: rec.storage,
             wal: rec.wal,
             snapshotter: rec.snapshotter,
-            transport: NoPeers,
+            transport,
             inputs: node_rx,
             apply: apply_tx,
             status,
@@ -278,10 +345,9 @@ impl Member {
                 }
             })?;
 
-        let (shutdown, _) = watch::channel(false);
         tokio::spawn(housekeeping(server.clone(), shutdown.subscribe()));
 
-        let mut listeners = Vec::new();
+        let mut listeners = peer_listeners;
         let mut client_addrs = Vec::new();
         for url in &config.listen_client_urls {
             let listener = serve::bind(url).await?;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use skiff_raft::{
     ConfChangeV2, Decode, Entry, EntryType, MemStorage, RaftError, RawNode, Ready,
-    SnapshotMetadata, StateRole,
+    SnapshotMetadata, SnapshotStatus, StateRole,
 };
 use skiff_storage::snap::Snapshotter;
 use skiff_storage::wal::{SnapshotMarker, Wal};
@@ -157,6 +157,15 @@ impl<T: Transport> Node<T> {
                         tracing::debug!(error = %e, "dropped a peer message");
                     }
                 }
+                NodeInput::Unreachable(id) => node.raw.report_unreachable(id),
+                NodeInput::SnapshotStatus { to, ok } => node.raw.report_snapshot(
+                    to,
+                    if ok {
+                        SnapshotStatus::Finish
+                    } else {
+                        SnapshotStatus::Failure
+                    },
+                ),
                 NodeInput::Snapshot { index, payload } => {
                     if let Err(e) = node.snapshot(index, payload) {
                         tracing::error!(error = %e, index, "snapshot failed");

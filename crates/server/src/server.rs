@@ -54,6 +54,8 @@ pub struct EtcdServer {
     pub members: Arc<RwLock<Vec<MemberRecord>>>,
     pub alarms: Arc<Mutex<crate::alarms::Alarms>>,
     pub request_timeout: Duration,
+    /// Sends lease requests only the leader can answer to the leader.
+    pub forwarder: Arc<crate::peer::Forwarder>,
 }
 
 impl EtcdServer {
@@ -68,6 +70,28 @@ impl EtcdServer {
 
     pub fn leader(&self) -> u64 {
         self.raft.leader.load(Ordering::Acquire)
+    }
+
+    /// The leader and its peer URLs, when another member leads.
+    pub fn remote_leader(&self) -> Result<(u64, Vec<String>), EtcdError> {
+        let leader = self.leader();
+        if leader == 0 {
+            return Err(EtcdError::NoLeader);
+        }
+        let urls = self
+            .members
+            .read()
+            .map(|ms| {
+                ms.iter()
+                    .find(|m| m.id == leader)
+                    .map(|m| m.peer_urls.clone())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        if urls.is_empty() {
+            return Err(EtcdError::NoLeader);
+        }
+        Ok((leader, urls))
     }
 
     pub fn header_ids(&self) -> Ids {

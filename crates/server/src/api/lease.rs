@@ -37,12 +37,18 @@ fn lock(s: &EtcdServer) -> std::sync::MutexGuard<'_, crate::lessor::Lessor> {
     s.lessor.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Renews lease `id`; etcd's keep-alive answer (TTL 0 when the lease is gone).
-fn keep_alive(server: &EtcdServer, id: i64) -> Result<LeaseKeepAliveResponse, EtcdError> {
-    let ttl = match lock(server).renew(id, Instant::now()) {
+/// Renews lease `id`; etcd's keep-alive answer (TTL 0 when the lease is gone). A
+/// follower forwards the renewal to the leader, whose lessor tracks expiry.
+async fn keep_alive(server: &EtcdServer, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+    let local = lock(server).renew(id, Instant::now());
+    let ttl = match local {
         Ok(ttl) => ttl,
         Err(EtcdError::LeaseNotFound) => 0,
-        Err(e) => return Err(e),
+        Err(EtcdError::NotLeader) => {
+            let (leader, urls) = server.remote_leader()?;
+            server.forwarder.renew(leader, &urls, id).await?
+        }
+        Err(e) => return Err(e.into()),
     };
     Ok(LeaseKeepAliveResponse {
         header: server.header(),
@@ -97,7 +103,7 @@ impl Lease for LeaseService {
         let out = async_stream(move |tx| async move {
             while let Some(msg) = incoming.next().await {
                 let reply = match msg {
-                    Ok(r) => keep_alive(&server, r.id).map_err(Status::from),
+                    Ok(r) => keep_alive(&server, r.id).await,
                     Err(status) => Err(status),
                 };
                 let stop = reply.is_err();
@@ -114,6 +120,23 @@ impl Lease for LeaseService {
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = req.into_inner();
+        if !lock(&self.server).is_primary() {
+            // Only the leader's lessor knows how long a lease has left.
+            if let Ok((leader, urls)) = self.server.remote_leader() {
+                let r = self
+                    .server
+                    .forwarder
+                    .time_to_live(leader, &urls, req.id, req.keys)
+                    .await?;
+                return Ok(Response::new(LeaseTimeToLiveResponse {
+                    header: self.server.header(),
+                    id: req.id,
+                    ttl: r.ttl,
+                    granted_ttl: r.granted_ttl,
+                    keys: r.keys,
+                }));
+            }
+        }
         let now = Instant::now();
         let found = lock(&self.server).lookup(req.id).map(|l| {
             (

@@ -19,6 +19,7 @@
 //! cluster, checks every frame and message is addressed to this member, and hands
 //! decoded messages to the [`EventSink`].
 
+pub mod lease;
 mod service;
 pub mod snapshot;
 
@@ -34,7 +35,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
+pub use lease::{Forwarder, LeaseHandler};
 pub use service::PeerService;
+
+/// Where the leader-side lease handler lives once the member installs it.
+pub type LeaseSlot = Arc<std::sync::OnceLock<Arc<dyn LeaseHandler>>>;
 
 /// What the transport tells the member.
 // Nearly every event is a Message; boxing it would add an allocation per message to
@@ -122,6 +127,7 @@ struct PeerHandle {
 /// Sends Raft messages to the other members; see the module docs.
 pub struct PeerTransport {
     cfg: Arc<PeerConfig>,
+    lease: LeaseSlot,
     peers: HashMap<NodeId, PeerHandle>,
     members: Arc<RwLock<HashSet<NodeId>>>,
     sink: EventSink,
@@ -133,6 +139,7 @@ impl PeerTransport {
         let members = Arc::new(RwLock::new(HashSet::from([cfg.local_id])));
         PeerTransport {
             cfg: Arc::new(cfg),
+            lease: LeaseSlot::default(),
             peers: HashMap::new(),
             members,
             sink,
@@ -142,7 +149,22 @@ impl PeerTransport {
 
     /// The gRPC service that receives from peers; mount it on the peer listener.
     pub fn service(&self) -> PeerService {
-        PeerService::new(self.cfg.clone(), self.members.clone(), self.sink.clone())
+        PeerService::new(
+            self.cfg.clone(),
+            self.members.clone(),
+            self.sink.clone(),
+            self.lease.clone(),
+        )
+    }
+
+    /// Installs the handler that answers lease requests forwarded by followers.
+    pub fn set_lease_handler(&self, handler: Arc<dyn LeaseHandler>) {
+        let _ = self.lease.set(handler);
+    }
+
+    /// A forwarder for this member's lease requests to the leader.
+    pub fn forwarder(&self) -> Forwarder {
+        Forwarder::new(self.cfg.clone())
     }
 
     /// Starts talking to `id` at `urls` (or updates its URLs).
@@ -228,6 +250,27 @@ impl PeerTransport {
             }
         }
     }
+}
+
+impl crate::inputs::Transport for PeerTransport {
+    fn send(&mut self, msgs: Vec<Message>) {
+        PeerTransport::send(self, msgs)
+    }
+}
+
+/// Routes transport events into the Raft node loop's inputs.
+pub fn node_sink(node: std::sync::mpsc::Sender<crate::inputs::NodeInput>) -> EventSink {
+    use crate::inputs::NodeInput;
+    let node = std::sync::Mutex::new(node);
+    Arc::new(move |e: PeerEvent| {
+        let input = match e {
+            PeerEvent::Message(m) => NodeInput::Step(Box::new(m)),
+            PeerEvent::Unreachable(id) => NodeInput::Unreachable(id),
+            PeerEvent::SnapshotStatus { to, ok } => NodeInput::SnapshotStatus { to, ok },
+        };
+        // A gone node loop means the member is stopping: nothing left to tell.
+        let _ = node.lock().unwrap_or_else(|p| p.into_inner()).send(input);
+    })
 }
 
 impl Drop for PeerTransport {

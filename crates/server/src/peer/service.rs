@@ -10,17 +10,19 @@ use std::sync::{Arc, RwLock};
 use bytes::BytesMut;
 use skiff_proto::skiffpb::peer_server::Peer;
 use skiff_proto::skiffpb::{
-    HelloRequest, HelloResponse, RaftFrame, SnapshotAck, SnapshotChunk, StreamClosed,
+    HelloRequest, HelloResponse, LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest,
+    LeaseTtlResponse, RaftFrame, SnapshotAck, SnapshotChunk, StreamClosed,
 };
 use skiff_raft::{Decode, Message, MessageType, NodeId};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{read_lock, EventSink, PeerConfig, PeerEvent};
+use super::{read_lock, EventSink, LeaseSlot, PeerConfig, PeerEvent};
 
 pub struct PeerService {
     cfg: Arc<PeerConfig>,
     members: Arc<RwLock<HashSet<NodeId>>>,
     sink: EventSink,
+    lease: LeaseSlot,
 }
 
 impl PeerService {
@@ -28,8 +30,20 @@ impl PeerService {
         cfg: Arc<PeerConfig>,
         members: Arc<RwLock<HashSet<NodeId>>>,
         sink: EventSink,
+        lease: LeaseSlot,
     ) -> PeerService {
-        PeerService { cfg, members, sink }
+        PeerService {
+            cfg,
+            members,
+            sink,
+            lease,
+        }
+    }
+
+    fn lease_handler(&self) -> Result<&Arc<dyn super::LeaseHandler>, Status> {
+        self.lease
+            .get()
+            .ok_or_else(|| Status::unavailable("etcdserver: not capable"))
     }
 
     /// Wraps the service for a tonic server.
@@ -105,6 +119,30 @@ impl Peer for PeerService {
         }
         Ok(Response::new(StreamClosed {
             reason: String::new(),
+        }))
+    }
+
+    async fn lease_renew(
+        &self,
+        req: Request<LeaseRenewRequest>,
+    ) -> Result<Response<LeaseRenewResponse>, Status> {
+        let req = req.into_inner();
+        self.check_sender(req.cluster_id, req.from, self.cfg.local_id)?;
+        let ttl = self.lease_handler()?.renew(req.id)?;
+        Ok(Response::new(LeaseRenewResponse { ttl }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTtlRequest>,
+    ) -> Result<Response<LeaseTtlResponse>, Status> {
+        let req = req.into_inner();
+        self.check_sender(req.cluster_id, req.from, self.cfg.local_id)?;
+        let (ttl, granted_ttl, keys) = self.lease_handler()?.time_to_live(req.id, req.keys)?;
+        Ok(Response::new(LeaseTtlResponse {
+            ttl,
+            granted_ttl,
+            keys,
         }))
     }
 
