@@ -93,8 +93,14 @@ impl Applier {
     pub fn run(self, inputs: Receiver<ApplyInput>) -> Result<(), st::Error> {
         let mut last_snapshot = self.store.consistent_index();
         while let Ok(input) = inputs.recv() {
-            let ApplyInput::Entries { entries, term } = input else {
-                break;
+            let (entries, term) = match input {
+                ApplyInput::Entries { entries, term } => (entries, term),
+                ApplyInput::Snapshot(snap) => {
+                    self.install_snapshot(&snap)?;
+                    last_snapshot = last_snapshot.max(snap.metadata.index);
+                    continue;
+                }
+                ApplyInput::Stopped => break,
             };
             self.apply_entries(&entries, term)?;
             let applied = self.applied.get();
@@ -104,6 +110,7 @@ impl Applier {
                 self.store.sync()?;
                 let payload = SnapshotPayload {
                     members: self.members.read().map(|m| m.clone()).unwrap_or_default(),
+                    backend: Bytes::new(),
                 };
                 let _ = self.node.send(NodeInput::Snapshot {
                     index: applied,
@@ -113,6 +120,56 @@ impl Applier {
             }
         }
         self.wait.fail_all();
+        Ok(())
+    }
+
+    /// Loads a snapshot received from the leader: its backend dump replaces the store
+    /// (watchers catch up from it), then leases, alarms and membership are reloaded
+    /// from it. A snapshot the backend already covers changes nothing but membership.
+    fn install_snapshot(&self, snap: &skiff_raft::Snapshot) -> Result<(), st::Error> {
+        let corrupt =
+            |why: String| st::Error::Backend(skiff_storage::backend::BackendError::Corrupt(why));
+        let index = snap.metadata.index;
+        let payload = SnapshotPayload::decode(snap.data.as_ref())
+            .map_err(|e| corrupt(format!("snapshot at {index}: undecodable payload: {e}")))?;
+        if self.store.consistent_index() < index {
+            if payload.backend.is_empty() {
+                return Err(corrupt(format!(
+                    "snapshot at {index} carries no backend data, and the backend is only at {}",
+                    self.store.consistent_index()
+                )));
+            }
+            let summary = self.watchable.restore_from_dump(payload.backend.as_ref())?;
+            {
+                let mut lessor = self.lessor.lock().unwrap_or_else(|p| p.into_inner());
+                for id in lessor.ids() {
+                    let _ = lessor.revoke(id);
+                }
+                crate::member::restore_lessor(&self.store, &mut lessor)
+                    .map_err(|e| corrupt(format!("snapshot at {index}: leases: {e}")))?;
+            }
+            let rows = self
+                .store
+                .backend()
+                .scan(skiff_storage::backend::Table::Alarm)?;
+            let alarms = crate::alarms::Alarms::from_keys(rows.iter().map(|(k, _)| k.as_slice()))
+                .map_err(|e| corrupt(format!("snapshot at {index}: alarms: {e}")))?;
+            *self.alarms.lock().unwrap_or_else(|p| p.into_inner()) = alarms;
+            self.applied.advance(summary.consistent_index);
+            tracing::info!(
+                index,
+                term = snap.metadata.term,
+                consistent_index = summary.consistent_index,
+                revision = self.store.current_revision(),
+                bytes = summary.bytes,
+                "snapshot installed"
+            );
+        }
+        if !payload.members.is_empty() {
+            if let Ok(mut m) = self.members.write() {
+                *m = payload.members;
+            }
+        }
         Ok(())
     }
 

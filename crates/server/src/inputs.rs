@@ -33,6 +33,9 @@ pub enum NodeInput {
 pub enum ApplyInput {
     /// Committed entries, after they were durable in the WAL.
     Entries { entries: Vec<Entry>, term: u64 },
+    /// A snapshot from the leader, durable in the snapshot files and the WAL: load it
+    /// into the backend before the entries that follow it.
+    Snapshot(skiff_raft::Snapshot),
     /// The node stopped; nothing more will come.
     Stopped,
 }

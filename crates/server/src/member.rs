@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use prost::Message as _;
 use skiff_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -146,7 +147,7 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Rebuilds the lessor from the backend: every lease, then every key's attachment.
-fn restore_lessor(store: &KvStore, lessor: &mut Lessor) -> anyhow::Result<()> {
+pub(crate) fn restore_lessor(store: &KvStore, lessor: &mut Lessor) -> anyhow::Result<()> {
     let now = Instant::now();
     for (key, value) in store.backend().scan(Table::Lease)? {
         let (Ok(id), Ok(ttl)) = (
@@ -208,6 +209,24 @@ impl Member {
             KvStore::open(&layout.db_path, StoreConfig::default())
                 .with_context(|| format!("opening the backend {}", layout.db_path.display()))?,
         );
+        // A snapshot received from the leader may be newer than the backend (a crash
+        // between saving it and loading it): load its backend dump first.
+        if let Some(snap) = &rec.snapshot {
+            if store.consistent_index() < snap.metadata.index {
+                let p = skiff_proto::skiffpb::SnapshotPayload::decode(snap.data.as_ref())
+                    .context("undecodable snapshot payload")?;
+                if !p.backend.is_empty() {
+                    let summary = store
+                        .restore_from_dump(p.backend.as_ref())
+                        .context("restoring the backend from the snapshot")?;
+                    tracing::info!(
+                        index = snap.metadata.index,
+                        consistent_index = summary.consistent_index,
+                        "backend restored from the snapshot"
+                    );
+                }
+            }
+        }
         let watchable = Arc::new(WatchableStore::new(store.clone(), WatchConfig::default()));
         let mut lessor = Lessor::new(config.min_lease_ttl_secs());
         restore_lessor(&store, &mut lessor)?;
@@ -251,6 +270,19 @@ impl Member {
             transport.add_peer(m.id, m.peer_urls.clone());
         }
         transport.set_lease_handler(Arc::new(LessorHandler(lessor.clone())));
+        // A snapshot sent to a follower carries a consistent dump of our backend.
+        let dump_from = store.clone();
+        transport.set_snapshot_source(Arc::new(move |data: Bytes| {
+            let mut p = skiff_proto::skiffpb::SnapshotPayload::decode(data.as_ref())
+                .map_err(|e| format!("undecodable snapshot payload: {e}"))?;
+            let mut dump = Vec::new();
+            dump_from
+                .backend()
+                .dump(&mut dump)
+                .map_err(|e| format!("backend dump: {e}"))?;
+            p.backend = Bytes::from(dump);
+            Ok(Bytes::from(p.encode_to_vec()))
+        }));
         let status = Arc::new(RaftStatus::default());
         let members = Arc::new(RwLock::new(rec.meta.members.clone()));
         let server = Arc::new(EtcdServer {

@@ -274,6 +274,10 @@ impl<T: Transport> Node<T> {
                 term: snap.metadata.term,
             })?;
             self.storage.wl().apply_snapshot(snap.clone())?;
+            // The apply thread loads it before any entry that follows it.
+            if self.apply.send(ApplyInput::Snapshot(snap.clone())).is_err() {
+                tracing::error!("the apply thread is gone");
+            }
         }
         let hs = rd.hard_state.unwrap_or_else(|| self.wal.hard_state());
         if rd.hard_state.is_some() || !rd.entries.is_empty() {

@@ -732,6 +732,40 @@ fn snapshot_dump_restore_roundtrip() {
     assert_eq!(ap2.put(&r, "new", "1"), s.current_revision() + 1);
 }
 
+/// Installing a leader's snapshot in place: an open store with other data becomes the
+/// snapshot's store (data, revisions, compaction, HashKV, consistent index), and a
+/// corrupted dump changes nothing.
+#[test]
+fn snapshot_restore_in_place_replaces_everything_or_nothing() {
+    let (_d, s, mut ap) = fixture();
+    ap.delete(&s, "c", "");
+    ap.compact(&s, 5).unwrap();
+    let mut dump = Vec::new();
+    s.backend().dump(&mut dump).unwrap();
+
+    let (_d2, t, mut tap) = open();
+    tap.put(&t, "stale", "x");
+    let before = t.hash_kv(0).unwrap();
+    let mut bad = dump.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x01;
+    assert!(t.restore_from_dump(bad.as_slice()).is_err());
+    assert_eq!(
+        t.hash_kv(0).unwrap(),
+        before,
+        "a bad dump changed the store"
+    );
+
+    t.restore_from_dump(dump.as_slice()).unwrap();
+    assert_eq!(t.consistent_index(), ap.index);
+    assert_eq!(t.current_revision(), s.current_revision());
+    assert_eq!(t.compact_revision(), 5);
+    for rev in 5..=s.current_revision() {
+        assert_eq!(range_all(&t, rev).unwrap(), range_all(&s, rev).unwrap());
+    }
+    assert_eq!(t.hash_kv(0).unwrap(), s.hash_kv(0).unwrap());
+}
+
 /// Idle non-durable applies become durable within about `durable_interval`, so the WAL
 /// can be released up to them without an explicit sync.
 #[test]

@@ -38,6 +38,11 @@ use tonic::transport::{Channel, Endpoint};
 pub use lease::{Forwarder, LeaseHandler};
 pub use service::PeerService;
 
+/// Turns the Raft snapshot's own data into the payload sent to a follower (the member
+/// adds a dump of its backend); runs on a blocking thread at send time.
+pub type SnapshotSource = Arc<dyn Fn(Bytes) -> Result<Bytes, String> + Send + Sync>;
+type SourceSlot = Arc<std::sync::OnceLock<SnapshotSource>>;
+
 /// Where the leader-side lease handler lives once the member installs it.
 pub type LeaseSlot = Arc<std::sync::OnceLock<Arc<dyn LeaseHandler>>>;
 
@@ -128,6 +133,7 @@ struct PeerHandle {
 pub struct PeerTransport {
     cfg: Arc<PeerConfig>,
     lease: LeaseSlot,
+    source: SourceSlot,
     peers: HashMap<NodeId, PeerHandle>,
     members: Arc<RwLock<HashSet<NodeId>>>,
     sink: EventSink,
@@ -140,6 +146,7 @@ impl PeerTransport {
         PeerTransport {
             cfg: Arc::new(cfg),
             lease: LeaseSlot::default(),
+            source: SourceSlot::default(),
             peers: HashMap::new(),
             members,
             sink,
@@ -160,6 +167,11 @@ impl PeerTransport {
     /// Installs the handler that answers lease requests forwarded by followers.
     pub fn set_lease_handler(&self, handler: Arc<dyn LeaseHandler>) {
         let _ = self.lease.set(handler);
+    }
+
+    /// Installs what fills in snapshot payloads before they are sent.
+    pub fn set_snapshot_source(&self, source: SnapshotSource) {
+        let _ = self.source.set(source);
     }
 
     /// A forwarder for this member's lease requests to the leader.
@@ -194,6 +206,7 @@ impl PeerTransport {
             urls.clone(),
             srx,
             self.sink.clone(),
+            self.source.clone(),
         ));
         self.peers.insert(
             id,

@@ -9,7 +9,7 @@ use skiff_proto::skiffpb::SnapshotChunk;
 use skiff_raft::{Encode, Message, NodeId};
 use tokio::sync::mpsc;
 
-use super::{connect, EventSink, PeerConfig, PeerError, PeerEvent};
+use super::{connect, EventSink, PeerConfig, PeerError, PeerEvent, SourceSlot};
 
 /// Splits a MsgSnap into the chunks of the `Snapshot` RPC.
 pub fn chunks(cfg: &PeerConfig, mut msg: Message) -> Vec<SnapshotChunk> {
@@ -91,8 +91,31 @@ pub(super) async fn snapshot_sender(
     urls: Arc<RwLock<Vec<String>>>,
     mut queue: mpsc::Receiver<Message>,
     sink: EventSink,
+    source: SourceSlot,
 ) {
-    while let Some(m) = queue.recv().await {
+    while let Some(mut m) = queue.recv().await {
+        if let (Some(fill), Some(snap)) = (source.get().cloned(), m.snapshot.as_mut()) {
+            let data = std::mem::take(&mut snap.data);
+            match tokio::task::spawn_blocking(move || fill(data)).await {
+                Ok(Ok(full)) => snap.data = full,
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = format!("{peer:x}"), error = %e, "cannot build the snapshot payload");
+                    sink(PeerEvent::SnapshotStatus {
+                        to: peer,
+                        ok: false,
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(peer = format!("{peer:x}"), error = %e, "snapshot payload task failed");
+                    sink(PeerEvent::SnapshotStatus {
+                        to: peer,
+                        ok: false,
+                    });
+                    continue;
+                }
+            }
+        }
         let size = m.snapshot.as_ref().map_or(0, |s| s.data.len());
         let started = Instant::now();
         let ok = match send_snapshot(&cfg, peer, &urls, m).await {

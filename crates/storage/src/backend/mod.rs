@@ -391,96 +391,23 @@ impl Backend {
     pub fn restore<R: Read>(path: impl AsRef<Path>, r: R) -> BResult<DumpSummary> {
         let path = path.as_ref();
         let tmp = path.with_extension("restoring");
-        let io_err = |source| BackendError::Io {
-            path: tmp.clone(),
-            source,
-        };
         let _ = std::fs::remove_file(&tmp);
         let summary = {
             let db = Database::create(&tmp)?;
-            let mut input = CrcReader {
-                inner: r,
-                crc: 0,
-                bytes: 0,
-            };
-            let mut magic = [0u8; 8];
-            input.read_exact(&mut magic).map_err(io_err)?;
-            if &magic != DUMP_MAGIC {
-                return Err(BackendError::Corrupt("snapshot dump: bad magic".into()));
-            }
             let tx = db.begin_write()?;
-            let mut records = 0u64;
-            let (mut ci, mut term) = (0, 0);
-            {
-                let mut tables = Vec::new();
-                for t in Table::ALL {
-                    tables.push((t, tx.open_table(t.def())?));
+            match load_dump(&tx, r, &tmp) {
+                Ok(summary) => {
+                    let mut tx = tx;
+                    tx.set_durability(Durability::Immediate);
+                    tx.commit()?;
+                    summary
                 }
-                loop {
-                    let mut tag = [0u8; 1];
-                    input.read_exact(&mut tag).map_err(io_err)?;
-                    if tag[0] == 0 {
-                        break;
-                    }
-                    if tag[0] != 1 {
-                        return Err(BackendError::Corrupt(format!(
-                            "snapshot dump: bad record tag {} at byte {}",
-                            tag[0],
-                            input.bytes - 1
-                        )));
-                    }
-                    input.read_exact(&mut tag).map_err(io_err)?;
-                    let table = Table::from_id(tag[0]).ok_or_else(|| {
-                        BackendError::Corrupt(format!("snapshot dump: unknown table {}", tag[0]))
-                    })?;
-                    let k = input.read_field().map_err(io_err)?;
-                    let v = input.read_field().map_err(io_err)?;
-                    let (k, v) = match (k, v) {
-                        (Some(k), Some(v)) => (k, v),
-                        _ => {
-                            return Err(BackendError::Corrupt(format!(
-                            "snapshot dump: field longer than {MAX_DUMP_FIELD} bytes near byte {}",
-                            input.bytes
-                        )))
-                        }
-                    };
-                    if table == Table::Meta && k == meta::CONSISTENT_INDEX && v.len() == 8 {
-                        ci = u64::from_be_bytes(v[..].try_into().expect("8 bytes"));
-                    }
-                    if table == Table::Meta && k == meta::TERM && v.len() == 8 {
-                        term = u64::from_be_bytes(v[..].try_into().expect("8 bytes"));
-                    }
-                    let t = &mut tables
-                        .iter_mut()
-                        .find(|(t, _)| *t == table)
-                        .expect("every table opened")
-                        .1;
-                    t.insert(k.as_slice(), v.as_slice())?;
-                    records += 1;
+                Err(e) => {
+                    tx.abort()?;
+                    drop(db);
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
                 }
-            }
-            let checksum = input.crc;
-            let mut trailer = [0u8; 4];
-            input.inner.read_exact(&mut trailer).map_err(io_err)?;
-            if u32::from_le_bytes(trailer) != checksum {
-                tx.abort()?;
-                drop(db);
-                let _ = std::fs::remove_file(&tmp);
-                return Err(BackendError::Corrupt(format!(
-                    "snapshot dump: checksum mismatch (stream {:08x}, trailer {:08x})",
-                    checksum,
-                    u32::from_le_bytes(trailer)
-                )));
-            }
-            let mut tx = tx;
-            tx.set_durability(Durability::Immediate);
-            tx.commit()?;
-            DumpSummary {
-                bytes: input.bytes + 4,
-                records,
-                checksum,
-                consistent_index: ci,
-                term,
             }
         };
         std::fs::rename(&tmp, path).map_err(|source| BackendError::Io {
@@ -499,6 +426,114 @@ impl Backend {
         }
         Ok(summary)
     }
+
+    /// Replaces every table of this open backend with the contents of a dump, in one
+    /// durable transaction: either the whole dump (checksum verified) is in, or nothing
+    /// changed. Used to install a snapshot received from the leader.
+    pub fn replace_from_dump<R: Read>(&self, r: R) -> BResult<DumpSummary> {
+        let tx = self.begin_write()?;
+        for t in Table::ALL {
+            tx.delete_table(t.def())?;
+        }
+        match load_dump(&tx, r, &self.path) {
+            Ok(summary) => {
+                let mut tx = tx;
+                tx.set_durability(Durability::Immediate);
+                tx.commit()?;
+                Ok(summary)
+            }
+            Err(e) => {
+                tx.abort()?;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads a dump (see the module docs) into the tables of `tx`, verifying its checksum;
+/// the caller commits only on success.
+fn load_dump<R: Read>(tx: &redb::WriteTransaction, r: R, path: &Path) -> BResult<DumpSummary> {
+    let io_err = |source| BackendError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut input = CrcReader {
+        inner: r,
+        crc: 0,
+        bytes: 0,
+    };
+    let mut magic = [0u8; 8];
+    input.read_exact(&mut magic).map_err(io_err)?;
+    if &magic != DUMP_MAGIC {
+        return Err(BackendError::Corrupt("snapshot dump: bad magic".into()));
+    }
+    let mut records = 0u64;
+    let (mut ci, mut term) = (0, 0);
+    {
+        let mut tables = Vec::new();
+        for t in Table::ALL {
+            tables.push((t, tx.open_table(t.def())?));
+        }
+        loop {
+            let mut tag = [0u8; 1];
+            input.read_exact(&mut tag).map_err(io_err)?;
+            if tag[0] == 0 {
+                break;
+            }
+            if tag[0] != 1 {
+                return Err(BackendError::Corrupt(format!(
+                    "snapshot dump: bad record tag {} at byte {}",
+                    tag[0],
+                    input.bytes - 1
+                )));
+            }
+            input.read_exact(&mut tag).map_err(io_err)?;
+            let table = Table::from_id(tag[0]).ok_or_else(|| {
+                BackendError::Corrupt(format!("snapshot dump: unknown table {}", tag[0]))
+            })?;
+            let k = input.read_field().map_err(io_err)?;
+            let v = input.read_field().map_err(io_err)?;
+            let (k, v) = match (k, v) {
+                (Some(k), Some(v)) => (k, v),
+                _ => {
+                    return Err(BackendError::Corrupt(format!(
+                        "snapshot dump: field longer than {MAX_DUMP_FIELD} bytes near byte {}",
+                        input.bytes
+                    )))
+                }
+            };
+            if table == Table::Meta && k == meta::CONSISTENT_INDEX && v.len() == 8 {
+                ci = u64::from_be_bytes(v[..].try_into().expect("8 bytes"));
+            }
+            if table == Table::Meta && k == meta::TERM && v.len() == 8 {
+                term = u64::from_be_bytes(v[..].try_into().expect("8 bytes"));
+            }
+            let t = &mut tables
+                .iter_mut()
+                .find(|(t, _)| *t == table)
+                .expect("every table opened")
+                .1;
+            t.insert(k.as_slice(), v.as_slice())?;
+            records += 1;
+        }
+    }
+    let checksum = input.crc;
+    let mut trailer = [0u8; 4];
+    input.inner.read_exact(&mut trailer).map_err(io_err)?;
+    if u32::from_le_bytes(trailer) != checksum {
+        return Err(BackendError::Corrupt(format!(
+            "snapshot dump: checksum mismatch (stream {:08x}, trailer {:08x})",
+            checksum,
+            u32::from_le_bytes(trailer)
+        )));
+    }
+    Ok(DumpSummary {
+        bytes: input.bytes + 4,
+        records,
+        checksum,
+        consistent_index: ci,
+        term,
+    })
 }
 
 struct CrcWriter<'a, W: Write> {

@@ -286,48 +286,96 @@ fn finish_range<T: ReadableTable<&'static [u8], &'static [u8]>>(
     })
 }
 
+/// Reads the meta table and rebuilds the key index from the backend: (state, consistent
+/// index, scheduled compaction, finished compaction).
+fn load_state(backend: &Backend) -> Result<(State, u64, i64, i64)> {
+    Ok({
+        let tx = backend.begin_read()?;
+        let m = tx
+            .open_table(Table::Meta.def())
+            .map_err(BackendError::from)?;
+        let ci = read_u64(&m, meta::CONSISTENT_INDEX)?;
+        let stored_rev = read_u64(&m, meta::REVISION)? as i64;
+        let scheduled = read_u64(&m, meta::SCHEDULED_COMPACT)? as i64;
+        let finished = read_u64(&m, meta::FINISHED_COMPACT)? as i64;
+        let keys = tx
+            .open_table(Table::Key.def())
+            .map_err(BackendError::from)?;
+        let mut index = Index::default();
+        let mut max_rev = 0i64;
+        for row in keys.iter().map_err(BackendError::from)? {
+            let (k, v) = row.map_err(BackendError::from)?;
+            let (rev, tomb) = codec::parse_rev_key(k.value()).ok_or_else(|| {
+                BackendError::Corrupt(format!("bad revision key {:?}", k.value()))
+            })?;
+            let key = codec::decode_kv_key(v.value())
+                .ok_or_else(|| BackendError::Corrupt(format!("undecodable KeyValue at {rev:?}")))?;
+            index.restore(&key, rev, tomb);
+            max_rev = max_rev.max(rev.main);
+        }
+        if scheduled > 0 {
+            index.compact(scheduled);
+        }
+        // Never lower than anything we may have handed out (etcd #17780).
+        let current_rev = 1.max(stored_rev).max(max_rev).max(scheduled);
+        let state = State {
+            index,
+            current_rev,
+            compact_rev: scheduled,
+        };
+        (state, ci, scheduled, finished)
+    })
+}
+
+impl KvStore {
+    /// Replaces the whole store with a dump (a snapshot received from the leader) and
+    /// rebuilds the key index from it. Applies wait meanwhile; the replacement is one
+    /// durable backend transaction, so a bad dump changes nothing.
+    pub fn restore_from_dump<R: std::io::Read>(&self, r: R) -> Result<crate::backend::DumpSummary> {
+        self.check_poison()?;
+        let _apply = self
+            .inner
+            .apply_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let summary = self.inner.backend.replace_from_dump(r)?;
+        let (state, ci, scheduled, finished) = load_state(&self.inner.backend)?;
+        let rev = state.current_rev;
+        info!(
+            keys = state.index.len(),
+            revision = rev,
+            compact_revision = state.compact_rev,
+            consistent_index = ci,
+            "mvcc store restored from a snapshot"
+        );
+        *self.write_state() = state;
+        self.inner.committed_rev.store(rev, Ordering::SeqCst);
+        self.inner.applied_index.store(ci, Ordering::SeqCst);
+        *self
+            .inner
+            .finished_compact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = finished;
+        if scheduled > finished {
+            if let Some(tx) = self
+                .compactor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                let _ = tx.send(scheduled);
+            }
+        }
+        Ok(summary)
+    }
+}
+
 impl KvStore {
     /// Opens the store at `path` (a redb file), rebuilding the key index from the backend
     /// and resuming any unfinished physical compaction.
     pub fn open(path: impl AsRef<Path>, cfg: StoreConfig) -> Result<KvStore> {
         let backend = Backend::open(path, cfg.backend.clone())?;
-        let (state, ci, scheduled, finished) = {
-            let tx = backend.begin_read()?;
-            let m = tx
-                .open_table(Table::Meta.def())
-                .map_err(BackendError::from)?;
-            let ci = read_u64(&m, meta::CONSISTENT_INDEX)?;
-            let stored_rev = read_u64(&m, meta::REVISION)? as i64;
-            let scheduled = read_u64(&m, meta::SCHEDULED_COMPACT)? as i64;
-            let finished = read_u64(&m, meta::FINISHED_COMPACT)? as i64;
-            let keys = tx
-                .open_table(Table::Key.def())
-                .map_err(BackendError::from)?;
-            let mut index = Index::default();
-            let mut max_rev = 0i64;
-            for row in keys.iter().map_err(BackendError::from)? {
-                let (k, v) = row.map_err(BackendError::from)?;
-                let (rev, tomb) = codec::parse_rev_key(k.value()).ok_or_else(|| {
-                    BackendError::Corrupt(format!("bad revision key {:?}", k.value()))
-                })?;
-                let key = codec::decode_kv_key(v.value()).ok_or_else(|| {
-                    BackendError::Corrupt(format!("undecodable KeyValue at {rev:?}"))
-                })?;
-                index.restore(&key, rev, tomb);
-                max_rev = max_rev.max(rev.main);
-            }
-            if scheduled > 0 {
-                index.compact(scheduled);
-            }
-            // Never lower than anything we may have handed out (etcd #17780).
-            let current_rev = 1.max(stored_rev).max(max_rev).max(scheduled);
-            let state = State {
-                index,
-                current_rev,
-                compact_rev: scheduled,
-            };
-            (state, ci, scheduled, finished)
-        };
+        let (state, ci, scheduled, finished) = load_state(&backend)?;
         info!(
             keys = state.index.len(),
             revision = state.current_rev,

@@ -570,6 +570,30 @@ impl WatchableStore {
         Ok(out)
     }
 
+    /// Installs a leader's snapshot ([`KvStore::restore_from_dump`]) without losing or
+    /// inventing events: under the hub lock (no apply can notify meanwhile) the store is
+    /// replaced, then every synced watcher becomes unsynced and catches up from the new
+    /// backend from the revision it had reached, or is cancelled with the compaction
+    /// revision if the snapshot compacted past it. (etcd #15271: a watch went back in
+    /// time after a snapshot install.)
+    pub fn restore_from_dump<R: std::io::Read>(&self, r: R) -> Result<crate::backend::DumpSummary> {
+        let mut st = self.hub.lock();
+        let summary = self.hub.kv.restore_from_dump(r)?;
+        let synced: Vec<WKey> = st
+            .watchers
+            .iter()
+            .filter(|(_, w)| w.group == Group::Synced)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in synced {
+            st.set_group(k, Group::Unsynced);
+        }
+        st.cur_rev = self.hub.kv.current_revision();
+        drop(st);
+        self.hub.wake.notify_all();
+        Ok(summary)
+    }
+
     /// Opens a watch stream: a set of watchers sharing one bounded response channel.
     pub fn new_stream(&self) -> (WatchStream, mpsc::Receiver<WatchResponse>) {
         let (tx, rx) = mpsc::channel(self.hub.cfg.stream_capacity.max(1));
