@@ -24,6 +24,7 @@ use skiff_proto::etcdserverpb::{
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use skiff_proto::skiffpb::internal_request::Request as Req;
+use skiff_proto::v3electionpb::election_server::ElectionServer;
 use skiff_proto::v3lockpb::lock_server::LockServer;
 use skiff_storage::backend::Table;
 use skiff_storage::mvcc::{self as st, KvStore, StoreConfig};
@@ -33,7 +34,8 @@ use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
 use crate::api::{
-    ClusterService, KvService, LeaseService, LockService, MaintenanceService, WatchService,
+    ClusterService, ElectionService, KvService, LeaseService, LockService, MaintenanceService,
+    WatchService,
 };
 use crate::apply::Applier;
 use crate::bootstrap::{self, Layout};
@@ -484,6 +486,11 @@ fn grpc_routes(server: &Arc<EtcdServer>) -> Routes {
     )
     .add_service(
         LockServer::new(LockService::new(server.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        ElectionServer::new(ElectionService::new(server.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX),
     )

@@ -1,6 +1,7 @@
 //! Watch behaviour seen at the protobuf level (fields the `etcd-client` crate does
 //! not expose): large revisions split into fragments when the watcher asked for it,
-//! and a duplicate watch ID refused the way etcd refuses it. Ports 23470-23479.
+//! a duplicate watch ID refused the way etcd refuses it, a member stopping with
+//! open streams, and the election service (built on watches). Ports 23470-23479.
 
 mod common;
 
@@ -156,4 +157,80 @@ async fn sigterm_with_open_watch_streams_still_stops() {
         "stopped with exit 0"
     );
     drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_campaign_proclaim_observe_resign() {
+    use etcd_client::{Client, LeaderKey, ProclaimOptions, ResignOptions};
+    let p = Proc::start(Kind::Skiff, "el", 23474, 23475, None);
+    let mut c = Client::connect([p.url()], None).await.unwrap();
+    let l1 = c.lease_grant(30, None).await.unwrap().id();
+    let l2 = c.lease_grant(30, None).await.unwrap().id();
+
+    let err = c.leader("race").await.unwrap_err().to_string();
+    assert!(err.contains("election: no leader"), "{err}");
+
+    let mut observe = c.observe("race").await.unwrap();
+    let won = c.campaign("race", "one", l1).await.unwrap();
+    let leader = won.leader().unwrap().clone();
+    assert_eq!(leader.key(), format!("race/{l1:x}").as_bytes());
+    let seen = tokio::time::timeout(Duration::from_secs(5), observe.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.kv().unwrap().value(), b"one");
+
+    // A second candidate waits while the first leads.
+    let mut c2 = c.clone();
+    let second = tokio::spawn(async move { c2.campaign("race", "two", l2).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished());
+
+    // Proclaim: observers see the new value; a stale leader key is refused.
+    let lk = LeaderKey::new()
+        .with_name("race")
+        .with_key(leader.key())
+        .with_lease(leader.lease())
+        .with_rev(leader.rev());
+    c.proclaim("uno", Some(ProclaimOptions::new().with_leader(lk.clone())))
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), observe.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.kv().unwrap().value(), b"uno");
+    assert_eq!(
+        c.leader("race").await.unwrap().kv().unwrap().value(),
+        b"uno"
+    );
+    let stale = lk.clone().with_rev(leader.rev() + 1000);
+    let err = c
+        .proclaim("x", Some(ProclaimOptions::new().with_leader(stale)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("election: not leader"), "{err}");
+
+    // Resign hands leadership to the waiting candidate; observers follow.
+    c.resign(Some(ResignOptions::new().with_leader(lk)))
+        .await
+        .unwrap();
+    let two = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        two.leader().unwrap().key(),
+        format!("race/{l2:x}").as_bytes()
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(5), observe.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.kv().unwrap().value(), b"two");
 }

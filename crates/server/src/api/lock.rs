@@ -41,7 +41,7 @@ impl LockService {
 }
 
 /// The end of the range of every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Bytes {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Bytes {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -60,7 +60,7 @@ fn range_op(r: RangeRequest) -> RequestOp {
 
 /// The oldest key under `prefix` (by create revision), or the newest created before
 /// `before` when given.
-fn oldest_or_predecessor(prefix: &[u8], before: Option<i64>) -> RangeRequest {
+pub(crate) fn oldest_or_predecessor(prefix: &[u8], before: Option<i64>) -> RangeRequest {
     RangeRequest {
         key: Bytes::copy_from_slice(prefix),
         range_end: prefix_end(prefix),
@@ -135,34 +135,37 @@ impl LockService {
         let owner = first_create_revision(ops.get(1).and_then(Option::as_ref));
         Ok((mine, owner == Some(mine), resp.header))
     }
+}
 
-    /// Waits until no key under `prefix` was created before `mine`.
-    async fn wait_predecessors(&self, prefix: &[u8], mine: i64) -> Result<(), EtcdError> {
+/// Waits until no key under `prefix` was created before `mine`.
+pub(crate) async fn wait_predecessors(
+    server: &EtcdServer,
+    prefix: &[u8],
+    mine: i64,
+) -> Result<(), EtcdError> {
+    loop {
+        let pred = server
+            .range(oldest_or_predecessor(prefix, Some(mine)))
+            .await?;
+        let Some(kv) = pred.kvs.first() else {
+            return Ok(());
+        };
+        let read_at = pred.header.as_ref().map(|h| h.revision).unwrap_or(0);
+        // Watch just that key for its delete, from right after the read.
+        let (stream, mut events) = server.watchable.new_stream();
+        let req = sw::WatchRequest {
+            key: kv.key.to_vec(),
+            start_revision: read_at + 1,
+            filters: vec![WatchFilter::NoPut],
+            ..Default::default()
+        };
+        stream.watch(&req).map_err(|_| EtcdError::Stopped)?;
         loop {
-            let pred = self
-                .server
-                .range(oldest_or_predecessor(prefix, Some(mine)))
-                .await?;
-            let Some(kv) = pred.kvs.first() else {
-                return Ok(());
+            let Some(resp) = events.recv().await else {
+                return Err(EtcdError::Stopped);
             };
-            let read_at = pred.header.as_ref().map(|h| h.revision).unwrap_or(0);
-            // Watch just that key for its delete, from right after the read.
-            let (stream, mut events) = self.server.watchable.new_stream();
-            let req = sw::WatchRequest {
-                key: kv.key.to_vec(),
-                start_revision: read_at + 1,
-                filters: vec![WatchFilter::NoPut],
-                ..Default::default()
-            };
-            stream.watch(&req).map_err(|_| EtcdError::Stopped)?;
-            loop {
-                let Some(resp) = events.recv().await else {
-                    return Err(EtcdError::Stopped);
-                };
-                if resp.canceled || !resp.events.is_empty() {
-                    break;
-                }
+            if resp.canceled || !resp.events.is_empty() {
+                break;
             }
         }
     }
@@ -179,7 +182,7 @@ impl Lock for LockService {
         let key = Bytes::from(key);
         let (mine, held, header) = self.enqueue(&prefix, &key, req.lease).await?;
         if !held {
-            self.wait_predecessors(&prefix, mine).await?;
+            wait_predecessors(&self.server, &prefix, mine).await?;
         }
         let header = if held { header } else { self.server.header() };
         Ok(Response::new(LockResponse { header, key }))

@@ -4,6 +4,7 @@
 //! backend trait so the wire rules are tested without a cluster.
 
 pub mod cluster;
+pub mod election;
 pub mod kv;
 pub mod lease;
 pub mod lock;
@@ -11,6 +12,7 @@ pub mod maintenance;
 pub mod watch;
 
 pub use cluster::ClusterService;
+pub use election::ElectionService;
 pub use kv::{KvBackend, KvService};
 pub use lease::LeaseService;
 pub use lock::LockService;
