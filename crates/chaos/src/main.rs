@@ -75,7 +75,7 @@ struct Args {
     #[arg(long, default_value = "target/chaos")]
     out_dir: PathBuf,
     /// States the linearizability search may explore per key before answering unknown.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 2_000_000)]
     budget: u64,
     /// Extra flag for every member (repeatable), e.g. --server-arg=--snapshot-count=500.
     #[arg(long = "server-arg", allow_hyphen_values = true)]

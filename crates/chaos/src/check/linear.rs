@@ -550,15 +550,17 @@ fn search(kh: &KeyHistory, budget: u64) -> Verdict {
         }
         let i = top.cands[top.next];
         top.next += 1;
-        spent += 1;
-        if spent > budget {
-            return Verdict::Unknown;
-        }
         let Some(next_state) = kh.step(state, &entries[i]) else {
             continue;
         };
         if !visited.insert((lin_hash ^ zob[i], next_state)) {
             continue;
+        }
+        // The budget counts states entered (the memo's size); the attempts between two
+        // states are bounded by the few candidates of a state.
+        spent += 1;
+        if spent > budget {
+            return Verdict::Unknown;
         }
         unlin.remove(&i);
         lin_hash ^= zob[i];

@@ -51,7 +51,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            budget: 1_000_000,
+            budget: 2_000_000,
             members: None,
             tolerate_known_etcd_bugs: false,
         }
