@@ -26,6 +26,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+invocation="bench/compare.sh $*"
 skiff_bin="" etcd_bin="" bench_bin="" big=0 quick=0 aa=0 members=3
 out="$repo/bench/RESULTS.md"
 work="$repo/bench/tmp"
@@ -301,8 +302,8 @@ mkdir -p "$(dirname "$out")"
 cat >"$out" <<MD
 # etcd vs $second_label: benchmark results
 
-Written by \`bench/compare.sh\` on $date_utc. Every figure below comes from that one run;
-rerun the script to refresh it.
+Written by \`$invocation\` on $date_utc. Every figure below comes from that one
+run; rerun the script to refresh it.
 
 ## Machine
 
