@@ -228,9 +228,17 @@ impl Applier {
                 Req::Compaction(r) => {
                     Some(st::WriteRequest::Compaction(convert::compaction_from_pb(r)))
                 }
-                Req::Noop(_) | Req::LeaseCheckpoint(_) | Req::MemberAttributes(_) => {
+                Req::MemberAttributes(a) => {
+                    // A member publishing how clients reach it (etcd's publish).
+                    if let Ok(mut ms) = self.members.write() {
+                        if let Some(m) = ms.iter_mut().find(|m| m.id == a.member_id) {
+                            m.name = a.name.clone();
+                            m.client_urls = a.client_urls.clone();
+                        }
+                    }
                     Some(st::WriteRequest::Noop)
                 }
+                Req::Noop(_) | Req::LeaseCheckpoint(_) => Some(st::WriteRequest::Noop),
                 Req::Alarm(a) => {
                     self.flush(&mut run, term)?;
                     self.apply_alarm(e, id, a, term)?;

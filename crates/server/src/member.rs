@@ -379,6 +379,7 @@ impl Member {
                 }
             })?;
 
+        tokio::spawn(publish_attributes(server.clone(), shutdown.subscribe()));
         tokio::spawn(housekeeping(server.clone(), shutdown.subscribe()));
 
         let mut listeners = peer_listeners;
@@ -504,6 +505,38 @@ fn grpc_routes(server: &Arc<EtcdServer>) -> Routes {
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX),
     )
+}
+
+/// Publishes this member's name and client URLs through Raft once there is a leader,
+/// so every member can list them (etcd's publish); retried until it commits.
+async fn publish_attributes(server: Arc<EtcdServer>, mut stop: watch::Receiver<bool>) {
+    let attrs = skiff_proto::skiffpb::MemberAttributes {
+        member_id: server.member_id,
+        name: server.config.name.clone(),
+        client_urls: server
+            .config
+            .advertise_client_urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect(),
+    };
+    loop {
+        if server.leader() != 0 {
+            let req = Req::MemberAttributes(attrs.clone());
+            match tokio::time::timeout(server.request_timeout, server.propose(req)).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(name = %attrs.name, "published member attributes");
+                    return;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "publishing member attributes"),
+                Err(_) => tracing::debug!("publishing member attributes timed out"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Periodic work: revoking expired leases (the leader decides, Raft applies) and the
