@@ -167,7 +167,13 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     )
     .await;
     let failover = killed_at.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Keep the load on until writes flow again (clients first have to give up on the
+    // dead member), bounded.
+    let at_failover = acked.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < at_failover + 100 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.expect("writer");
