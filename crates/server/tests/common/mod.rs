@@ -26,13 +26,21 @@ pub struct Proc {
     keep_dir: bool,
 }
 
+///
+/// Under CI (`CI` set) a missing tool fails the test instead of skipping it: `.ci/run`
+/// installs everything the tests need, so a skip there would hide a broken setup.
 pub fn have(bin: &str) -> bool {
-    Command::new(bin)
+    let ok = Command::new(bin)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok()
+        .is_ok();
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "{bin} is required under CI (.ci/run installs Debian's etcd-server and etcd-client)"
+    );
+    ok
 }
 
 impl Proc {
