@@ -26,6 +26,7 @@ pub struct Proc {
     keep_dir: bool,
 }
 
+/// Whether `bin` can be run.
 ///
 /// Under CI (`CI` set) a missing tool fails the test instead of skipping it: `.ci/run`
 /// installs everything the tests need, so a skip there would hide a broken setup.
