@@ -87,11 +87,7 @@ impl PendingReads {
         }
     }
 
-    fn issue(
-        &mut self,
-        raw: &mut RawNode<MemStorage>,
-        waiters: Vec<ReadWaiter>,
-    ) {
+    fn issue(&mut self, raw: &mut RawNode<MemStorage>, waiters: Vec<ReadWaiter>) {
         if waiters.is_empty() {
             return;
         }
