@@ -15,8 +15,6 @@
 //!   and (Safe) a quorum acknowledged a heartbeat sent after the request arrived;
 //! - at most one configuration change is pending (uncommitted or unapplied) at a time.
 
-use std::collections::BTreeSet;
-
 use bytes::Bytes;
 
 use crate::confchange::{self, Changer, ConfChangeError};
@@ -606,7 +604,7 @@ impl<S: Storage> Raft<S> {
             (MessageType::RequestVote, self.term)
         };
         let id = self.id;
-        if self.poll(id, vote_msg.vote_response(), true) == VoteResult::Won {
+        if self.poll(id, true) == VoteResult::Won {
             // A single-voter cluster wins at once.
             if t == CampaignType::PreElection {
                 self.campaign(CampaignType::Election);
@@ -637,7 +635,7 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn poll(&mut self, id: NodeId, _t: MessageType, granted: bool) -> VoteResult {
+    fn poll(&mut self, id: NodeId, granted: bool) -> VoteResult {
         self.prs.record_vote(id, granted);
         self.prs.tally_votes().2
     }
@@ -1023,7 +1021,7 @@ impl<S: Storage> Raft<S> {
                 self.handle_snapshot(m);
             }
             t if t == my_resp => {
-                match self.poll(m.from, t, !m.reject) {
+                match self.poll(m.from, !m.reject) {
                     VoteResult::Won => {
                         if self.state == StateRole::PreCandidate {
                             self.campaign(CampaignType::Election);
@@ -1301,10 +1299,5 @@ impl<S: Storage> Raft<S> {
             // Refused only if another change is already pending, which then leaves.
             let _ = self.step(m);
         }
-    }
-
-    /// Voters and learners, for status and tests.
-    pub fn members(&self) -> BTreeSet<NodeId> {
-        self.prs.progress.keys().copied().collect()
     }
 }

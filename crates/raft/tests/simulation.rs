@@ -473,6 +473,13 @@ impl Sim {
             let at = self.rng.below(self.c.queue.len() as u64 + 1) as usize;
             self.c.queue.insert(at, m.clone()); // duplicated
         }
+        self.deliver_reporting(m);
+        Ok(())
+    }
+
+    /// Delivers `m`; a snapshot's sender learns the outcome, as from its transport.
+    fn deliver_reporting(&mut self, m: Message) {
+        let (is_snap, from, to) = (m.msg_type == MessageType::Snapshot, m.from, m.to);
         let delivered = self.c.deliver(m).unwrap_or(false);
         if is_snap {
             let st = if delivered {
@@ -482,7 +489,6 @@ impl Sim {
             };
             self.report_snapshot(from, to, st);
         }
-        Ok(())
     }
 
     fn report_snapshot(&mut self, from: u64, to: u64, st: SnapshotStatus) {
@@ -738,16 +744,7 @@ impl Sim {
             }
             while !self.c.queue.is_empty() {
                 let m = self.c.queue.remove(0);
-                let (is_snap, from, to) = (m.msg_type == MessageType::Snapshot, m.from, m.to);
-                let delivered = self.c.deliver(m).unwrap_or(false);
-                if is_snap {
-                    let st = if delivered {
-                        SnapshotStatus::Finish
-                    } else {
-                        SnapshotStatus::Failure
-                    };
-                    self.report_snapshot(from, to, st);
-                }
+                self.deliver_reporting(m);
                 busy = true;
             }
             self.chk.check_leaders(&self.c)?;

@@ -141,6 +141,31 @@ impl Lessor {
         }
     }
 
+    /// etcd's keep-alive answer: the renewed TTL, or 0 when the lease does not exist.
+    pub fn keep_alive(&mut self, id: LeaseId, now: Instant) -> Result<i64, EtcdError> {
+        match self.renew(id, now) {
+            Err(EtcdError::LeaseNotFound) => Ok(0),
+            other => other,
+        }
+    }
+
+    /// etcd's time-to-live answer: (remaining seconds or -1 when the lease does not
+    /// exist, granted TTL, attached keys when `keys`).
+    pub fn time_to_live(&self, id: LeaseId, keys: bool, now: Instant) -> (i64, i64, Vec<Bytes>) {
+        match self.leases.get(&id) {
+            Some(l) => (
+                l.remaining_secs(now),
+                l.ttl,
+                if keys {
+                    l.keys.iter().cloned().collect()
+                } else {
+                    Vec::new()
+                },
+            ),
+            None => (-1, 0, Vec::new()),
+        }
+    }
+
     pub fn lookup(&self, id: LeaseId) -> Option<&Lease> {
         self.leases.get(&id)
     }

@@ -95,11 +95,7 @@ struct LessorHandler(Arc<Mutex<Lessor>>);
 impl crate::peer::LeaseHandler for LessorHandler {
     fn renew(&self, id: i64) -> Result<i64, tonic::Status> {
         let mut lessor = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match lessor.renew(id, Instant::now()) {
-            Ok(ttl) => Ok(ttl),
-            Err(EtcdError::LeaseNotFound) => Ok(0),
-            Err(e) => Err(e.into()),
-        }
+        Ok(lessor.keep_alive(id, Instant::now())?)
     }
 
     fn time_to_live(&self, id: i64, keys: bool) -> Result<(i64, i64, Vec<Bytes>), tonic::Status> {
@@ -107,18 +103,7 @@ impl crate::peer::LeaseHandler for LessorHandler {
         if !lessor.is_primary() {
             return Err(EtcdError::NotLeader.into());
         }
-        Ok(match lessor.lookup(id) {
-            Some(l) => (
-                l.remaining_secs(Instant::now()),
-                l.ttl,
-                if keys {
-                    l.keys.iter().cloned().collect()
-                } else {
-                    Vec::new()
-                },
-            ),
-            None => (-1, 0, Vec::new()),
-        })
+        Ok(lessor.time_to_live(id, keys, Instant::now()))
     }
 }
 

@@ -40,10 +40,9 @@ fn lock(s: &EtcdServer) -> std::sync::MutexGuard<'_, crate::lessor::Lessor> {
 /// Renews lease `id`; etcd's keep-alive answer (TTL 0 when the lease is gone). A
 /// follower forwards the renewal to the leader, whose lessor tracks expiry.
 async fn keep_alive(server: &EtcdServer, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
-    let local = lock(server).renew(id, Instant::now());
+    let local = lock(server).keep_alive(id, Instant::now());
     let ttl = match local {
         Ok(ttl) => ttl,
-        Err(EtcdError::LeaseNotFound) => 0,
         Err(EtcdError::NotLeader) => {
             let (leader, urls) = server.remote_leader()?;
             server.forwarder.renew(leader, &urls, id).await?
@@ -137,19 +136,8 @@ impl Lease for LeaseService {
                 }));
             }
         }
-        let now = Instant::now();
-        let found = lock(&self.server).lookup(req.id).map(|l| {
-            (
-                l.remaining_secs(now),
-                l.ttl,
-                if req.keys {
-                    l.keys.iter().cloned().collect()
-                } else {
-                    Vec::new()
-                },
-            )
-        });
-        let (ttl, granted_ttl, keys) = found.unwrap_or((-1, 0, Vec::new()));
+        let (ttl, granted_ttl, keys) =
+            lock(&self.server).time_to_live(req.id, req.keys, Instant::now());
         Ok(Response::new(LeaseTimeToLiveResponse {
             header: self.server.header(),
             id: req.id,

@@ -69,9 +69,19 @@ impl Forwarder {
         Err(last)
     }
 
-    /// Forgets the client of `leader` after a failure, so the next call reconnects.
-    async fn forget(&self, leader: NodeId) {
-        self.clients.lock().await.remove(&leader);
+    /// Forgets the client of `leader` after a connection failure, so the next call
+    /// reconnects; passes the outcome through.
+    async fn forget_on_failure<T>(
+        &self,
+        leader: NodeId,
+        r: Result<T, Status>,
+    ) -> Result<T, Status> {
+        if let Err(e) = &r {
+            if matches!(e.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
+                self.clients.lock().await.remove(&leader);
+            }
+        }
+        r
     }
 
     pub async fn renew(&self, leader: NodeId, urls: &[String], id: i64) -> Result<i64, Status> {
@@ -81,15 +91,8 @@ impl Forwarder {
             from: self.cfg.local_id,
             id,
         };
-        match c.lease_renew(req).await {
-            Ok(r) => Ok(r.into_inner().ttl),
-            Err(e) => {
-                if e.code() == tonic::Code::Unavailable || e.code() == tonic::Code::Unknown {
-                    self.forget(leader).await;
-                }
-                Err(e)
-            }
-        }
+        let r = c.lease_renew(req).await.map(|r| r.into_inner().ttl);
+        self.forget_on_failure(leader, r).await
     }
 
     pub async fn time_to_live(
@@ -106,21 +109,14 @@ impl Forwarder {
             id,
             keys,
         };
-        match c.lease_time_to_live(req).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                Ok(TimeToLive {
-                    ttl: r.ttl,
-                    granted_ttl: r.granted_ttl,
-                    keys: r.keys,
-                })
+        let r = c.lease_time_to_live(req).await.map(|r| {
+            let r = r.into_inner();
+            TimeToLive {
+                ttl: r.ttl,
+                granted_ttl: r.granted_ttl,
+                keys: r.keys,
             }
-            Err(e) => {
-                if e.code() == tonic::Code::Unavailable || e.code() == tonic::Code::Unknown {
-                    self.forget(leader).await;
-                }
-                Err(e)
-            }
-        }
+        });
+        self.forget_on_failure(leader, r).await
     }
 }

@@ -4,7 +4,6 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use skiff_proto::skiffpb::SnapshotChunk;
 use skiff_raft::{Encode, Message, NodeId};
 use tokio::sync::mpsc;
@@ -135,13 +134,4 @@ pub(super) async fn snapshot_sender(
         };
         sink(PeerEvent::SnapshotStatus { to: peer, ok });
     }
-}
-
-/// Reassembled payload of chunks (for tests of the chunking itself).
-pub fn reassemble(chunks: &[SnapshotChunk]) -> Bytes {
-    let mut out = Vec::new();
-    for c in chunks {
-        out.extend_from_slice(&c.data);
-    }
-    Bytes::from(out)
 }
