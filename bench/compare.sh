@@ -26,7 +26,20 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-invocation="bench/compare.sh $*"
+# How a path appears in the committed report: relative to the repository when inside it,
+# as is under /usr and /bin (where packages install, the same on every machine), and
+# otherwise only its file name, so the report never names one machine's directories.
+shown() {
+  case "$1" in
+    "$repo") echo . ;;
+    "$repo"/*) echo "${1#"$repo"/}" ;;
+    /usr/* | /bin/*) echo "$1" ;;
+    /*) echo "<elsewhere>/${1##*/}" ;;
+    *) echo "$1" ;;
+  esac
+}
+invocation="bench/compare.sh"
+for a in "$@"; do invocation+=" $(shown "$a")"; done
 skiff_bin="" etcd_bin="" bench_bin="" big=0 quick=0 aa=0 members=3
 out="$repo/bench/RESULTS.md"
 work="$repo/bench/tmp"
@@ -224,10 +237,10 @@ rustc_version=$(rustc --version 2>/dev/null || echo "rustc unknown")
 
 run_side etcd "$etcd_bin"
 if [ -n "$skiff_bin" ]; then
-  skiff_version="$("$skiff_bin" --version 2>&1 | sed -n 1p || true) ($skiff_bin)"
+  skiff_version="$("$skiff_bin" --version 2>&1 | sed -n 1p || true) ($(shown "$skiff_bin"))"
   run_side skiff "$skiff_bin"
 else
-  skiff_version="none (no skiff binary given or found at $target_dir/release/skiff)"
+  skiff_version="none (no skiff binary given or found at $(shown "$target_dir/release/skiff"))"
 fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -323,7 +336,7 @@ load generator runs on the same cores as the members and takes a share of them: 
 
 ## Versions
 
-- etcd: $etcd_version ($etcd_bin)
+- etcd: $etcd_version ($(shown "$etcd_bin"))
 - $second_label: $skiff_version
 - load generator: $bench_version, built with $rustc_version
 
@@ -358,7 +371,7 @@ Members' CPU: utime + stime of the member processes (from /proc) over each run,
 per 1000 successful requests; it excludes the load generator, which shares the same cores.
 RSS: VmRSS of the member processes summed, sampled every 0.5 s during the workloads
 (peak) and once 2 s after loading the keys.
-fdatasync: \`skiff-bench fdatasync --dir $work --count 300\`.
+fdatasync: \`skiff-bench fdatasync --dir $(shown "$work") --count 300\`.
 
 Load generator runs (each with \`-w json\`, the same for both sides):
 

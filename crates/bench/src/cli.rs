@@ -411,7 +411,7 @@ mod tests {
         .expect("watch");
         parse(&["lease-keepalive"]).expect("lease");
         parse(&["mixed", "--read-ratio", "0.9", "--key-space-size", "10"]).expect("mixed");
-        parse(&["fdatasync", "--dir", "/tmp", "--count", "3"]).expect("fdatasync");
+        parse(&["fdatasync", "--dir", "bench/tmp", "--count", "3"]).expect("fdatasync");
     }
 
     #[test]
