@@ -207,16 +207,7 @@ impl Cluster {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .kill_on_drop(true);
-        // If the harness itself is killed (SIGKILL runs no destructor), the kernel kills
-        // the member too. The signal fires when the spawning thread exits: members are
-        // spawned from the runtime's long-lived threads, which live as long as the run.
-        // SAFETY: the closure runs in the forked child before exec and only makes the
-        // async-signal-safe prctl system call.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
-        }
+        kill_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|source| ClusterError::Spawn {
             bin: bin.clone(),
             source,
@@ -295,6 +286,22 @@ impl Cluster {
             }
             m.paused = false;
         }
+    }
+}
+
+/// If the harness itself is killed (SIGKILL runs no destructor), the kernel kills the
+/// child too. The signal fires when the spawning thread exits: members are spawned from
+/// the runtime's long-lived threads, which live as long as the run.
+///
+/// The crate's one `unsafe`: std has no safe way to run code between fork and exec.
+#[allow(unsafe_code)]
+fn kill_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec; it allocates nothing,
+    // takes no lock and only makes the async-signal-safe prctl system call.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
     }
 }
 

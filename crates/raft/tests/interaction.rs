@@ -16,6 +16,8 @@
 //! - `report-unreachable N PEER`, `report-snapshot N PEER ok|fail`
 //! - `status N`, `raft-log N`, `raft-state`, `sm N`
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 mod common;
 
 use std::collections::BTreeSet;

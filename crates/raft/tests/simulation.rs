@@ -19,6 +19,8 @@
 //!
 //! `SKIFF_SIM_SEEDS=N` runs N seeds (default 1000); `SKIFF_SIM_SEED=S` replays one.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -6,6 +6,8 @@
 //! revision and HashKV of a store that applied everything without crashing.
 //! Also: etcd #17780 (revision going back after a crash during compaction).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 mod common;
 
 use std::process::Command;

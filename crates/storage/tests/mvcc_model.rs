@@ -3,6 +3,8 @@
 //! ranges at old revisions, compactions and restarts. A second store applies the same
 //! entries in batches and is never restarted; both must always agree on HashKV.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 mod common;
 
 use std::collections::BTreeMap;

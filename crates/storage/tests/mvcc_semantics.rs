@@ -3,6 +3,8 @@
 //! from etcd 3.4.23 for the same history. Expected values were checked against etcd 3.4
 //! with etcdctl where etcdctl can express the request.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 mod common;
 
 use common::{range_all, Applier};

@@ -1,5 +1,7 @@
 //! WAL behaviour on disk: replay, torn tails, corruption, segments, release.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

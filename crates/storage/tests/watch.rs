@@ -3,6 +3,8 @@
 //! cancels, filters, prev_kv, progress, and regressions for etcd #18089 / #19179 (delete
 //! at the compaction revision) and #20221 (future start revision returned old events).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 mod common;
 
 use std::sync::{Arc, Mutex};

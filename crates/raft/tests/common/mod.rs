@@ -5,6 +5,7 @@
 //! Used by the scripted interaction tests and the randomized simulator.
 
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
