@@ -27,11 +27,11 @@ use skiff_raft::{Entry, EntryType};
 use skiff_storage::mvcc::{self as st, Applied, ApplyEntry, AuxOp, AuxTable, KvStore, LeaseCheck};
 
 use crate::convert::{self, Ids};
-use crate::errors::EtcdError;
 use crate::inputs::{ApplyInput, NodeInput};
 use crate::lessor::Lessor;
 use crate::metrics::Metrics;
 use crate::wait::{AppliedIndex, Wait};
+use skiff_api::EtcdError;
 
 /// What a waiting request gets back.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use skiff_proto::etcdserverpb as pb;
 use skiff_proto::mvccpb;
 use skiff_storage::mvcc as st;
 
-use crate::errors::EtcdError;
+use skiff_api::EtcdError;
 
 fn bytes(v: Vec<u8>) -> Bytes {
     Bytes::from(v)
@@ -231,19 +231,8 @@ pub fn compaction_from_pb(r: pb::CompactionRequest) -> st::CompactionRequest {
     }
 }
 
-/// A store error as the client sees it.
+/// A store error as the client sees it: a request error is already etcd's; a
+/// storage failure means the member is stopping (clients retry elsewhere).
 pub fn store_error(e: &st::Error) -> EtcdError {
-    match e {
-        st::Error::Compacted => EtcdError::Compacted,
-        st::Error::FutureRev => EtcdError::FutureRev,
-        st::Error::EmptyKey => EtcdError::EmptyKey,
-        st::Error::KeyNotFound => EtcdError::KeyNotFound,
-        st::Error::ValueProvided => EtcdError::ValueProvided,
-        st::Error::LeaseProvided => EtcdError::LeaseProvided,
-        st::Error::TooManyOps => EtcdError::TooManyOps,
-        st::Error::DuplicateKey => EtcdError::DuplicateKey,
-        st::Error::LeaseNotFound => EtcdError::LeaseNotFound,
-        // A storage failure: the member is stopping; clients retry elsewhere.
-        _ => EtcdError::Stopped,
-    }
+    e.request_error().unwrap_or(EtcdError::Stopped)
 }

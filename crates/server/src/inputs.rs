@@ -9,7 +9,7 @@ use bytes::Bytes;
 use skiff_raft::{Entry, Message};
 use tokio::sync::oneshot;
 
-use crate::errors::EtcdError;
+use skiff_api::EtcdError;
 
 /// What other tasks ask of the node.
 pub enum NodeInput {

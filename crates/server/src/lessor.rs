@@ -11,7 +11,7 @@
 //!
 //! Guarantees: a lease lives at least its granted TTL after its last keep-alive on
 //! the current leader; TTLs below the minimum are raised to it; TTLs above
-//! [`MAX_LEASE_TTL`](crate::validate::MAX_LEASE_TTL) are refused; keys are tracked in
+//! [`MAX_LEASE_TTL`](skiff_api::validate::MAX_LEASE_TTL) are refused; keys are tracked in
 //! both directions so revoking a lease yields exactly its keys, sorted. Time is passed
 //! in by the caller, so tests are deterministic.
 
@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::errors::EtcdError;
-use crate::validate::MAX_LEASE_TTL;
+use skiff_api::validate::MAX_LEASE_TTL;
+use skiff_api::EtcdError;
 
 /// A lease ID; 0 means "no lease".
 pub type LeaseId = i64;

@@ -2,8 +2,7 @@
 //! the etcd v3 gRPC services and the HTTP endpoints on the client port.
 //!
 //! Module map: [`config`] flags and their checks; [`ids`] member, cluster and request
-//! IDs; [`errors`] etcd's client-visible errors; [`validate`] etcd's request checks;
-//! [`bootstrap`] the Raft state from the data directory; [`node`] the Raft node loop
+//! IDs; [`bootstrap`] the Raft state from the data directory; [`node`] the Raft node loop
 //! (WAL group commit, batched ReadIndex, snapshots); [`apply`] committed entries into
 //! the MVCC store and the lessor; [`server`] propose-and-wait and reads; [`api`] the
 //! gRPC services; [`lessor`] leases; [`alarms`] raised alarms; [`member`] start-up
@@ -11,7 +10,9 @@
 //! Prometheus metrics; [`peer`] the transport between members; [`serve`] one listener
 //! carrying both gRPC and HTTP; [`version`] the versions reported; [`convert`] wire
 //! types to and from the store's; [`inputs`] the messages between the member's
-//! threads; [`wait`] request waiters and the applied-index wait.
+//! threads; [`wait`] request waiters and the applied-index wait. etcd's
+//! client-visible errors and request checks are `skiff_api`'s (`EtcdError`,
+//! `validate`), shared with the storage.
 
 pub mod alarms;
 pub mod api;
@@ -19,7 +20,6 @@ pub mod apply;
 pub mod bootstrap;
 pub mod config;
 pub mod convert;
-pub mod errors;
 pub mod http;
 pub mod ids;
 pub mod inputs;
@@ -30,6 +30,5 @@ pub mod node;
 pub mod peer;
 pub mod serve;
 pub mod server;
-pub mod validate;
 pub mod version;
 pub mod wait;

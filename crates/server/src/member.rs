@@ -40,7 +40,6 @@ use crate::api::{
 use crate::apply::Applier;
 use crate::bootstrap::{self, Layout};
 use crate::config::Config;
-use crate::errors::EtcdError;
 use crate::http::{self, HealthCheck, Unhealthy};
 use crate::ids::RequestIdGen;
 use crate::inputs::{NodeInput, RaftStatus};
@@ -51,6 +50,7 @@ use crate::peer::{PeerConfig, PeerTransport};
 use crate::serve;
 use crate::server::EtcdServer;
 use crate::wait::{AppliedIndex, Wait};
+use skiff_api::EtcdError;
 
 /// How long a stopping member waits for open client streams before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

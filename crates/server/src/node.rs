@@ -33,9 +33,9 @@ use skiff_storage::snap::Snapshotter;
 use skiff_storage::wal::{SnapshotMarker, Wal};
 use tokio::sync::oneshot;
 
-use crate::errors::EtcdError;
 pub use crate::inputs::{ApplyInput, NoPeers, NodeInput, RaftStatus, Transport};
 use crate::metrics::Metrics;
+use skiff_api::EtcdError;
 
 /// Everything the loop owns.
 pub struct Node<T: Transport> {

@@ -25,13 +25,13 @@ use tokio::sync::oneshot;
 use crate::apply::{ApplyOutput, ApplyResult};
 use crate::config::Config;
 use crate::convert::{self, Ids};
-use crate::errors::EtcdError;
 use crate::ids::RequestIdGen;
 use crate::inputs::{NodeInput, RaftStatus};
 use crate::lessor::Lessor;
 use crate::metrics::Metrics;
-use crate::validate;
 use crate::wait::{AppliedIndex, Wait};
+use skiff_api::validate;
+use skiff_api::EtcdError;
 
 /// etcd refuses proposals when the apply loop is this many entries behind the commit.
 const MAX_GAP_BETWEEN_APPLY_AND_COMMIT: u64 = 5000;

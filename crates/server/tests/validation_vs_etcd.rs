@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use skiff_api::EtcdError;
 use skiff_proto::etcdserverpb::{
     compare, kv_client::KvClient, kv_server::KvServer, request_op::Request, CompactionRequest,
     CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
 };
 use skiff_server::api::KvBackend;
-use skiff_server::errors::EtcdError;
 use tonic::transport::Channel;
 
 /// Counts what reaches it and answers with empty responses.

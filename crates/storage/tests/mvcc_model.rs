@@ -10,6 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{Applier, Rng};
+use skiff_api::EtcdError;
 use skiff_storage::mvcc::*;
 
 type Map = BTreeMap<Vec<u8>, KeyValue>;
@@ -275,7 +276,7 @@ fn check_state(store: &KvStore, model: &Model, rng: &mut Rng, seed: u64) {
     let res = common::range_all(store, r);
     if r < model.compact {
         assert!(
-            matches!(res, Err(Error::Compacted)),
+            matches!(res, Err(Error::Request(EtcdError::Compacted))),
             "seed {seed}: rev {r} compacted"
         );
     } else {
@@ -284,7 +285,7 @@ fn check_state(store: &KvStore, model: &Model, rng: &mut Rng, seed: u64) {
     }
     assert!(matches!(
         common::range_all(store, model.rev() + 1),
-        Err(Error::FutureRev)
+        Err(Error::Request(EtcdError::FutureRev))
     ));
 }
 
@@ -413,12 +414,12 @@ fn run(seed: u64, steps: usize) {
             WriteRequest::Compaction(c) => {
                 if c.revision <= model.compact {
                     assert!(
-                        matches!(resp, Err(Error::Compacted)),
+                        matches!(resp, Err(Error::Request(EtcdError::Compacted))),
                         "seed {seed} step {step}"
                     );
                 } else if c.revision > model.rev() {
                     assert!(
-                        matches!(resp, Err(Error::FutureRev)),
+                        matches!(resp, Err(Error::Request(EtcdError::FutureRev))),
                         "seed {seed} step {step}"
                     );
                 } else {

@@ -8,6 +8,7 @@
 mod common;
 
 use common::{range_all, Applier};
+use skiff_api::EtcdError;
 use skiff_storage::mvcc::*;
 
 fn open() -> (tempfile::TempDir, KvStore, Applier) {
@@ -76,7 +77,7 @@ fn range_single_key_range_end_and_from_key() {
     // Empty key is refused with etcd's message.
     let e = s.range(&rr("", "")).unwrap_err();
     assert_eq!(e.to_string(), "etcdserver: key is not provided");
-    assert_eq!(e.grpc_code(), GrpcCode::InvalidArgument);
+    assert_eq!(e.request_error(), Some(EtcdError::EmptyKey));
 }
 
 #[test]
@@ -154,7 +155,7 @@ fn range_at_revision_and_errors() {
         e.to_string(),
         "etcdserver: mvcc: required revision is a future revision"
     );
-    assert_eq!(e.grpc_code(), GrpcCode::OutOfRange);
+    assert_eq!(e.request_error(), Some(EtcdError::FutureRev));
     ap.compact(&s, 4).unwrap();
     let e = s
         .range(&RangeRequest {
@@ -370,7 +371,7 @@ fn unknown_lease_is_refused() {
     };
     let e = response.unwrap_err();
     assert_eq!(e.to_string(), "etcdserver: requested lease not found");
-    assert_eq!(e.grpc_code(), GrpcCode::NotFound);
+    assert_eq!(e.request_error(), Some(EtcdError::LeaseNotFound));
 }
 
 #[test]
@@ -582,7 +583,7 @@ fn txn_errors_apply_nothing() {
         },
     )
     .unwrap_err();
-    assert!(matches!(e, Error::Compacted));
+    assert!(matches!(e, Error::Request(EtcdError::Compacted)));
     let e = txn_resp(
         &mut ap,
         &s,
@@ -598,7 +599,7 @@ fn txn_errors_apply_nothing() {
         },
     )
     .unwrap_err();
-    assert!(matches!(e, Error::FutureRev));
+    assert!(matches!(e, Error::Request(EtcdError::FutureRev)));
     assert_eq!(s.current_revision(), 9);
     assert_eq!(s.range(&rr("q", "")).unwrap().count, 0);
 }
@@ -607,10 +608,19 @@ fn txn_errors_apply_nothing() {
 fn compaction_rules_and_physical_deletion() {
     let (_d, s, mut ap) = fixture();
     let rows_before = s.backend_rows().unwrap();
-    assert!(matches!(ap.compact(&s, 10), Err(Error::FutureRev)));
+    assert!(matches!(
+        ap.compact(&s, 10),
+        Err(Error::Request(EtcdError::FutureRev))
+    ));
     ap.compact(&s, 6).unwrap();
-    assert!(matches!(ap.compact(&s, 6), Err(Error::Compacted)));
-    assert!(matches!(ap.compact(&s, 3), Err(Error::Compacted)));
+    assert!(matches!(
+        ap.compact(&s, 6),
+        Err(Error::Request(EtcdError::Compacted))
+    ));
+    assert!(matches!(
+        ap.compact(&s, 3),
+        Err(Error::Request(EtcdError::Compacted))
+    ));
     assert_eq!(s.compact_revision(), 6);
     assert!(s.wait_compacted(6, std::time::Duration::from_secs(10)));
     // Only b@3 (superseded by b@6) was deletable.
@@ -628,7 +638,7 @@ fn compaction_rules_and_physical_deletion() {
     assert!(s.wait_compacted(del_rev + 1, std::time::Duration::from_secs(10)));
     assert!(matches!(
         s.events_since(del_rev, del_rev, 100),
-        Err(Error::Compacted)
+        Err(Error::Request(EtcdError::Compacted))
     ));
     // a@2 and its tombstone are both gone now.
     assert_eq!(s.backend_rows().unwrap(), rows_before - 1 - 1 + 1);
@@ -662,8 +672,14 @@ fn hash_kv_matches_etcd() {
     ap.compact(&s, 8).unwrap();
     assert!(s.wait_compacted(8, std::time::Duration::from_secs(10)));
     assert_eq!(s.hash_kv(0).unwrap().hash, 3671818571);
-    assert!(matches!(s.hash_kv(3), Err(Error::Compacted)));
-    assert!(matches!(s.hash_kv(9), Err(Error::FutureRev)));
+    assert!(matches!(
+        s.hash_kv(3),
+        Err(Error::Request(EtcdError::Compacted))
+    ));
+    assert!(matches!(
+        s.hash_kv(9),
+        Err(Error::Request(EtcdError::FutureRev))
+    ));
 }
 
 #[test]

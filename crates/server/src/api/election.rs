@@ -32,8 +32,8 @@ use tonic::{Request, Response, Status};
 use super::lock::{oldest_or_predecessor, prefix_end, wait_predecessors};
 use crate::apply::ApplyOutput;
 use crate::convert;
-use crate::errors::EtcdError;
 use crate::server::EtcdServer;
+use skiff_api::EtcdError;
 
 pub struct ElectionService {
     server: Arc<EtcdServer>,

@@ -14,8 +14,8 @@ use skiff_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use crate::apply::ApplyOutput;
-use crate::errors::EtcdError;
-use crate::validate;
+use skiff_api::validate;
+use skiff_api::EtcdError;
 use skiff_proto::skiffpb::internal_request::Request as Req;
 
 /// What the KV service needs from the member, for requests that passed validation.

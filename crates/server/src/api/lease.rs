@@ -19,9 +19,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::apply::ApplyOutput;
-use crate::errors::EtcdError;
 use crate::server::EtcdServer;
-use crate::validate;
+use skiff_api::validate;
+use skiff_api::EtcdError;
 
 pub struct LeaseService {
     server: Arc<EtcdServer>,

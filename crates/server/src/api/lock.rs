@@ -27,8 +27,8 @@ use skiff_storage::watch::{self as sw, WatchFilter};
 use tonic::{Request, Response, Status};
 
 use crate::apply::ApplyOutput;
-use crate::errors::EtcdError;
 use crate::server::EtcdServer;
+use skiff_api::EtcdError;
 
 pub struct LockService {
     server: Arc<EtcdServer>,

@@ -20,9 +20,9 @@ use tonic::{Request, Response, Status};
 
 use crate::apply::ApplyOutput;
 use crate::convert;
-use crate::errors::EtcdError;
 use crate::server::EtcdServer;
 use crate::version::ETCD_SERVER_VERSION;
+use skiff_api::EtcdError;
 use skiff_proto::skiffpb::internal_request::Request as Req;
 
 pub struct MaintenanceService {

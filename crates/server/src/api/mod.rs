@@ -1,5 +1,5 @@
 //! The etcd v3 gRPC services. Each service checks a request exactly as etcd does
-//! (`crate::validate`), then serves it from the member (`crate::server`): writes
+//! (`skiff_api::validate`), then serves it from the member (`crate::server`): writes
 //! through Raft, reads after a ReadIndex or locally. The KV service is generic over a
 //! backend trait so the wire rules are tested without a cluster.
 

@@ -8,19 +8,20 @@
 //! in-memory key index (rebuilt from those rows at start) maps each key to its revisions.
 //!
 //! - [`types`]: plain mirrors of etcd's KV messages (convert 1:1 to protobuf).
-//! - [`check`]: etcd's request validation (empty key, duplicate keys in a txn, ...).
+//! - [`validate`]: the store's request types as `skiff_api::validate`'s views, so
+//!   etcd's request checks (empty key, duplicate keys in a txn, ...) run on them.
 //! - [`KvStore`]: apply (put, delete range, txn, compaction, with the raft index),
 //!   range, compaction, hash and HashKV.
-//! - [`Error`]: request errors with etcd's messages and gRPC codes.
+//! - [`Error`]: request errors (a `skiff_api::EtcdError`) or storage failures.
 
-pub mod check;
 pub mod codec;
 mod error;
 mod key_index;
 mod store;
 pub mod types;
+pub mod validate;
 
 pub use codec::Revision;
-pub use error::{Error, GrpcCode, Result};
+pub use error::{Error, Result};
 pub use store::{AnyLease, Applied, ApplyEntry, AuxOp, AuxTable, KvStore, LeaseCheck, StoreConfig};
 pub use types::*;

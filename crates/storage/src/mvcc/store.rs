@@ -28,9 +28,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use redb::{ReadableTable, ReadableTableMetadata};
+use skiff_api::{validate, EtcdError};
 use tracing::{debug, info, warn};
 
-use super::check;
 use super::codec::{self, Revision};
 use super::error::{Error, Result};
 use super::key_index::{IdxRev, Index};
@@ -184,11 +184,11 @@ fn read_row<T: ReadableTable<&'static [u8], &'static [u8]>>(
 /// checks: future first, then compacted).
 fn read_revision(req_rev: i64, cur: i64, compact: i64) -> Result<i64> {
     if req_rev > cur {
-        return Err(Error::FutureRev);
+        return Err(EtcdError::FutureRev.into());
     }
     let rev = if req_rev <= 0 { cur } else { req_rev };
     if rev < compact {
-        return Err(Error::Compacted);
+        return Err(EtcdError::Compacted.into());
     }
     Ok(rev)
 }
@@ -464,7 +464,7 @@ impl KvStore {
 
     /// `Range` (etcd `RangeRequest`) on the committed state.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
-        check::check_range(req)?;
+        validate::check_range(req)?;
         let (st, tx, cur) = self.view()?;
         let rev = read_revision(req.revision, cur, st.compact_rev)?;
         let (revs, count) = collect_range(&st.index, req, rev);
@@ -679,10 +679,10 @@ impl KvStore {
         let (st, tx, cur) = self.view()?;
         let compact = st.compact_rev;
         if rev > 0 && rev < compact {
-            return Err(Error::Compacted);
+            return Err(EtcdError::Compacted.into());
         }
         if rev > cur {
-            return Err(Error::FutureRev);
+            return Err(EtcdError::FutureRev.into());
         }
         let rev = if rev <= 0 { cur } else { rev };
         let mut keep = HashSet::new();
@@ -757,7 +757,7 @@ impl KvStore {
     pub fn events_since(&self, from: i64, to: i64, max_rows: usize) -> Result<(Vec<Event>, i64)> {
         let (st, tx, _cur) = self.view()?;
         if from < st.compact_rev {
-            return Err(Error::Compacted);
+            return Err(EtcdError::Compacted.into());
         }
         drop(st);
         let t = tx
@@ -842,20 +842,20 @@ impl WriteCtx<'_, '_> {
     fn exec(&mut self, req: &WriteRequest) -> Result<WriteResponse> {
         match req {
             WriteRequest::Put(p) => {
-                check::check_put(p)?;
+                validate::check_put(p)?;
                 self.check_put_state(p)?;
                 let mut r = self.put(p)?;
                 r.header.revision = self.read_rev();
                 Ok(WriteResponse::Put(r))
             }
             WriteRequest::DeleteRange(d) => {
-                check::check_delete(d)?;
+                validate::check_delete(d)?;
                 let mut r = self.delete(d)?;
                 r.header.revision = self.read_rev();
                 Ok(WriteResponse::DeleteRange(r))
             }
             WriteRequest::Txn(t) => {
-                check::check_txn(t, usize::MAX)?;
+                validate::check_txn(t, usize::MAX)?;
                 let mut path = Vec::new();
                 self.compare_path(t, &mut path)?;
                 let mut pos = 0;
@@ -867,10 +867,10 @@ impl WriteCtx<'_, '_> {
             }
             WriteRequest::Compaction(c) => {
                 if c.revision <= self.st.compact_rev {
-                    return Err(Error::Compacted);
+                    return Err(EtcdError::Compacted.into());
                 }
                 if c.revision > self.st.current_rev {
-                    return Err(Error::FutureRev);
+                    return Err(EtcdError::FutureRev.into());
                 }
                 self.st.compact_rev = c.revision;
                 self.st.index.compact(c.revision);
@@ -895,10 +895,10 @@ impl WriteCtx<'_, '_> {
         if (p.ignore_value || p.ignore_lease)
             && self.st.index.get(&p.key).and_then(|ki| ki.head()).is_none()
         {
-            return Err(Error::KeyNotFound);
+            return Err(EtcdError::KeyNotFound.into());
         }
         if p.lease != 0 && !self.leases.lease_exists(p.lease) {
-            return Err(Error::LeaseNotFound);
+            return Err(EtcdError::LeaseNotFound.into());
         }
         Ok(())
     }
@@ -927,7 +927,7 @@ impl WriteCtx<'_, '_> {
                 },
                 if p.ignore_lease { pk.lease } else { p.lease },
             ),
-            None if p.ignore_value || p.ignore_lease => return Err(Error::KeyNotFound),
+            None if p.ignore_value || p.ignore_lease => return Err(EtcdError::KeyNotFound.into()),
             None => (p.value.clone(), p.lease),
         };
         let kv = KeyValue {
@@ -1044,10 +1044,10 @@ impl WriteCtx<'_, '_> {
                 RequestOp::Range(r) => {
                     if r.revision > 0 {
                         if r.revision > self.begin_rev {
-                            return Err(Error::FutureRev);
+                            return Err(EtcdError::FutureRev.into());
                         }
                         if r.revision < self.st.compact_rev {
-                            return Err(Error::Compacted);
+                            return Err(EtcdError::Compacted.into());
                         }
                     }
                 }

@@ -3,8 +3,9 @@
 //! `RequestOp`/`ResponseOp`, `ResponseHeader`, `CompactionRequest`).
 //!
 //! Field names, meanings and enum discriminants are the protobuf ones, so the server converts
-//! 1:1 to and from the generated types without any semantic mapping. This crate does not
-//! depend on the proto crate on purpose: storage stays usable (and testable) on its own.
+//! 1:1 to and from the generated types without any semantic mapping. Storage keeps its
+//! own plain types on purpose (owned `Vec<u8>` keys, typed enums): it never handles the
+//! generated ones, and stays usable (and testable) on its own.
 
 /// `mvccpb.KeyValue`: one version of a key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

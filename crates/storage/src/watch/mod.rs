@@ -27,6 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use skiff_api::EtcdError;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -419,7 +420,7 @@ impl Hub {
         }
         let (mut events, last) = match self.kv.events_since(from, to, self.cfg.sync_batch) {
             Ok(x) => x,
-            Err(Error::Compacted) => {
+            Err(Error::Request(EtcdError::Compacted)) => {
                 self.cancel_compacted();
                 return Ok(true);
             }
