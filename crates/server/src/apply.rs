@@ -102,6 +102,7 @@ impl Applier {
                 }
                 ApplyInput::Stopped => break,
             };
+            skiff_failpoints::fail_point!("apply-entries");
             self.apply_entries(&entries, term)?;
             let applied = self.applied.get();
             if applied.saturating_sub(last_snapshot) >= self.snapshot_count {

@@ -13,7 +13,8 @@ use skiff_server::config::{normalize_args, unrecognized_env_vars, Config, Flags}
 use skiff_server::member::Member;
 use tracing_subscriber::EnvFilter;
 
-fn main() -> ExitCode {
+/// Also the entry point of the `skiff-failpoints` binary (src/bin), hence `pub`.
+pub fn main() -> ExitCode {
     let args = normalize_args(std::env::args());
     let flags = match Flags::try_parse_from(args) {
         Ok(flags) => flags,
@@ -27,6 +28,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = skiff_failpoints::init() {
+        eprintln!("skiff: {e}");
+        return ExitCode::from(1);
+    }
     let config = match Config::from_flags(flags) {
         Ok(config) => config,
         Err(e) => {
@@ -45,6 +50,11 @@ fn main() -> ExitCode {
         .init();
     for var in unrecognized_env_vars() {
         tracing::warn!(%var, "unrecognized environment variable");
+    }
+    if skiff_failpoints::ENABLED {
+        if let Ok(spec) = std::env::var(skiff_failpoints::ENV_VAR) {
+            tracing::warn!(%spec, "failpoints armed");
+        }
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -265,6 +265,10 @@ impl Backend {
         // what `last_index` says now is exactly what this commit makes durable (reading it
         // after the commit could count a later, non-durable one).
         let covers = self.last_index.load(Ordering::SeqCst).max(index);
+        skiff_failpoints::fail_point!("backend-commit", |msg| Err(BackendError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(msg),
+        }));
         tx.commit()?;
         if index > 0 {
             self.last_index.fetch_max(index, Ordering::SeqCst);

@@ -1,0 +1,223 @@
+//! Failpoints: named places in Skiff's code where a test can make the process panic,
+//! return an error or pause, chosen at run time through the `SKIFF_FAILPOINTS`
+//! environment variable.
+//!
+//! # Mechanism
+//!
+//! A call site names a point with [`fail_point!`]:
+//!
+//! ```ignore
+//! skiff_failpoints::fail_point!("apply-entries");
+//! skiff_failpoints::fail_point!("backend-commit", |msg| Err(MyError::Injected(msg)));
+//! ```
+//!
+//! Unless this crate's feature `enabled` is on, both forms expand to nothing: release
+//! and test builds carry no trace of them (and the crate has no dependencies). The
+//! feature is switched on only through `skiff-storage/failpoints` and
+//! `skiff-server/failpoints`; the server's feature builds a separate binary,
+//! `skiff-failpoints` (`cargo build -p skiff-server --features failpoints --bin
+//! skiff-failpoints`), so the normal `skiff` binary never has them.
+//!
+//! With the feature on, the first hit of any point (or [`init`], which the server calls
+//! at start-up so a bad spec exits with status 1 instead of panicking later) parses
+//! `SKIFF_FAILPOINTS` once into a process-wide table. Each hit then looks its name up:
+//! an unarmed point does nothing. Without the feature, [`init`] fails if
+//! `SKIFF_FAILPOINTS` is set to anything, so a test that starts the wrong binary learns
+//! it at once instead of injecting nothing.
+//!
+//! # `SKIFF_FAILPOINTS`
+//!
+//! ```text
+//! spec   := entry (';' entry)*          whitespace around parts is ignored
+//! entry  := point '=' [N '*'] action    N >= 1: only the first N hits fire, then off
+//! action := 'off'                       do nothing
+//!         | 'panic' | 'panic(' msg ')'  panic!, with msg or "failpoint <point> fired"
+//!         | 'error' | 'error(' msg ')'  the point returns an error built from msg
+//!         | 'pause(' ms ')'             sleep ms milliseconds, then carry on
+//! ```
+//!
+//! For example `SKIFF_FAILPOINTS='apply-entries=panic;backend-commit=2*pause(2000)'`.
+//! A point may be named once; naming a point that does not exist is an error (a typo
+//! would otherwise inject nothing, silently). `error` needs a call site written with a
+//! handler (the second macro form); at a point without one it panics, saying so.
+//!
+//! # Points
+//!
+//! This list is the one place the points are documented (a test checks it against
+//! [`POINTS`], which is what a spec is checked against):
+//!
+//! - `apply-entries`: the server's apply thread, at the start of each batch of committed
+//!   entries, before any of them is applied. `panic` panics the apply thread with the
+//!   batch unapplied (a restart replays it from the WAL); `pause` stalls applies while
+//!   raft goes on committing. No handler: `error` panics.
+//! - `backend-commit`: inside the storage backend's commit, just before the redb
+//!   transaction commits, with the backend's durability lock and whatever locks the
+//!   caller (the MVCC store) holds at that moment. `pause` holds a real commit open;
+//!   `error` fails the commit with an I/O error (the transaction is dropped, nothing is
+//!   written), which stops the member as a disk failure would; `panic` dies mid-commit.
+
+mod spec;
+
+pub use spec::{Action, Registry};
+
+/// The environment variable holding the spec.
+pub const ENV_VAR: &str = "SKIFF_FAILPOINTS";
+
+/// Whether this build has failpoints compiled in (the `enabled` feature).
+pub const ENABLED: bool = cfg!(feature = "enabled");
+
+/// Every point that exists; documented in the crate docs' "Points" list.
+pub const POINTS: &[&str] = &["apply-entries", "backend-commit"];
+
+/// Reads and checks `SKIFF_FAILPOINTS`: the error says what is wrong with it. With the
+/// feature on, the parsed spec is what every point uses from then on (it is parsed once
+/// per process); without it, any non-empty value is an error.
+pub fn init() -> Result<(), String> {
+    #[cfg(feature = "enabled")]
+    {
+        armed::registry().map(|_| ())
+    }
+    #[cfg(not(feature = "enabled"))]
+    {
+        match std::env::var_os(ENV_VAR) {
+            Some(v) if !v.is_empty() => Err(format!(
+                "{ENV_VAR} is set but this binary was built without failpoints (build \
+                 the skiff-failpoints binary: cargo build -p skiff-server --features \
+                 failpoints --bin skiff-failpoints)"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Parses a spec and checks its point names against [`POINTS`].
+#[cfg(any(test, feature = "enabled"))]
+fn parse_checked(spec: &str) -> Result<Registry, String> {
+    let r = Registry::parse(spec).map_err(|e| format!("{ENV_VAR}: {e}"))?;
+    r.check_names(POINTS)
+        .map_err(|e| format!("{ENV_VAR}: {e}"))?;
+    Ok(r)
+}
+
+#[cfg(feature = "enabled")]
+mod armed {
+    //! The process-wide table, parsed from the environment once.
+
+    use std::sync::OnceLock;
+
+    use super::{parse_checked, Registry, ENV_VAR};
+
+    static REGISTRY: OnceLock<Result<Registry, String>> = OnceLock::new();
+
+    pub(crate) fn registry() -> Result<&'static Registry, String> {
+        REGISTRY
+            .get_or_init(|| match std::env::var(ENV_VAR) {
+                Ok(spec) => parse_checked(&spec),
+                Err(std::env::VarError::NotPresent) => Ok(Registry::default()),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    Err(format!("{ENV_VAR} is not valid UTF-8"))
+                }
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// Used by [`fail_point!`]: hits `name` in the process-wide table.
+#[cfg(feature = "enabled")]
+#[doc(hidden)]
+#[track_caller]
+pub fn __hit(name: &str) -> Option<String> {
+    match armed::registry() {
+        Ok(r) => r.hit(name),
+        // A test tool: a bad spec must not be mistaken for "nothing armed".
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Used by [`fail_point!`]: gives the handler closure its argument type.
+#[cfg(feature = "enabled")]
+#[doc(hidden)]
+pub fn __on_error<R>(handler: impl FnOnce(String) -> R, msg: String) -> R {
+    handler(msg)
+}
+
+/// Marks a failpoint (see the crate docs).
+///
+/// `fail_point!("name")` pauses or panics as armed; `fail_point!("name", |msg| expr)`
+/// also supports `error`: the enclosing function returns `expr` (built from the
+/// message). Expands to nothing unless the `enabled` feature is on.
+#[cfg(feature = "enabled")]
+#[macro_export]
+macro_rules! fail_point {
+    ($name:expr) => {
+        if let ::std::option::Option::Some(msg) = $crate::__hit($name) {
+            ::std::panic!(
+                "failpoint {}: `error` is armed but this point has no error handler ({})",
+                $name,
+                msg
+            );
+        }
+    };
+    ($name:expr, $on_error:expr) => {
+        if let ::std::option::Option::Some(msg) = $crate::__hit($name) {
+            return $crate::__on_error($on_error, msg);
+        }
+    };
+}
+
+/// Marks a failpoint (see the crate docs). This build has the `enabled` feature off,
+/// so it expands to nothing.
+#[cfg(not(feature = "enabled"))]
+#[macro_export]
+macro_rules! fail_point {
+    ($name:expr) => {};
+    ($name:expr, $on_error:expr) => {};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_points_are_the_points() {
+        let doc = include_str!("lib.rs");
+        let section = doc
+            .split("//! # Points")
+            .nth(1)
+            .expect("the crate docs have a Points section");
+        let documented: Vec<&str> = section
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with("//!"))
+            .filter_map(|l| l.strip_prefix("//! - `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        assert_eq!(documented, POINTS);
+    }
+
+    #[test]
+    fn specs_naming_unknown_points_are_refused() {
+        let err = parse_checked("apply-entries=off;backend-commmit=panic").unwrap_err();
+        assert!(err.starts_with("SKIFF_FAILPOINTS: "), "{err}");
+        assert!(err.contains("backend-commmit"), "{err}");
+        assert!(parse_checked("apply-entries=panic;backend-commit=pause(5)").is_ok());
+        let err = parse_checked("backend-commit=pause").unwrap_err();
+        assert!(err.contains("`backend-commit=pause`"), "{err}");
+    }
+
+    /// Without the feature the macros must not evaluate anything, not even their
+    /// arguments.
+    #[cfg(not(feature = "enabled"))]
+    #[test]
+    fn disabled_points_expand_to_nothing() {
+        fn point() -> Result<u32, String> {
+            fail_point!(unreachable!("the name is never evaluated"));
+            fail_point!("backend-commit", |_msg: String| -> Result<u32, String> {
+                unreachable!("the handler is never built")
+            });
+            Ok(7)
+        }
+        assert_eq!(point(), Ok(7));
+    }
+}
