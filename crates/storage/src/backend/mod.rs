@@ -24,6 +24,22 @@
 //! point-in-time view; copying a live redb file is not safe) followed by a CRC32C of the
 //! whole stream; [`Backend::restore`] checks every length against a bound before
 //! allocating and the checksum before the restored file replaces anything.
+//!
+//! # Format versions
+//!
+//! `meta` holds `format_version` (u64 BE): the layout of the tables in this file, as
+//! [`FORMAT_VERSION`] numbers them. [`Backend::open`] reads it before touching anything
+//! else and refuses a file of a newer version with [`BackendError::UnsupportedVersion`]
+//! (naming the file and both versions), so a downgraded Skiff never misreads it; it
+//! otherwise writes its own version, in the same transaction as any migration (none
+//! exist yet). A dump carries the source's `meta` rows, so loading one checks its
+//! `format_version` the same way ([`BackendError::UnsupportedDumpVersion`]).
+//!
+//! - **Version 1**: the tables above; `key` rows as `mvcc::codec` describes. Files
+//!   written before versions existed have no `format_version` and are version 1 (open
+//!   adds it). Skiffs from before versions existed ignore the key: they cannot refuse a
+//!   newer file, which is why a newer version that changes the layout should also
+//!   change something they do check.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -94,7 +110,16 @@ pub(crate) mod meta {
     pub const REVISION: &[u8] = b"revision";
     pub const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
     pub const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
+    /// The file's format version (see the module docs); absent means version 1.
+    pub const FORMAT_VERSION: &[u8] = b"format_version";
 }
+
+/// The backend format version this Skiff writes and the newest it reads (see "Format
+/// versions" in the module docs).
+pub const FORMAT_VERSION: u64 = 1;
+
+/// The version files written before versions existed are in.
+const UNVERSIONED: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -107,6 +132,23 @@ pub enum BackendError {
     },
     #[error("backend: corrupt data: {0}")]
     Corrupt(String),
+    /// The file was written by a newer Skiff in a format this one cannot read.
+    #[error(
+        "backend: {} has format version {found}, this Skiff reads up to {supported}; \
+         upgrade Skiff",
+        path.display()
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    /// A snapshot dump comes from a backend of a newer format than this Skiff reads.
+    #[error(
+        "backend: snapshot dump has format version {found}, this Skiff reads up to \
+         {supported}; upgrade Skiff"
+    )]
+    UnsupportedDumpVersion { found: u64, supported: u64 },
 }
 
 macro_rules! redb_from {
@@ -194,6 +236,17 @@ pub(crate) fn read_u64<T: ReadableTable<&'static [u8], &'static [u8]>>(
     }
 }
 
+/// The `format_version` in `meta`: `None` if absent (a file from before versions).
+fn read_version<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T) -> BResult<Option<u64>> {
+    if t.get(meta::FORMAT_VERSION)?.is_none() {
+        return Ok(None);
+    }
+    match read_u64(t, meta::FORMAT_VERSION)? {
+        0 => Err(BackendError::Corrupt("meta format_version is 0".into())),
+        v => Ok(Some(v)),
+    }
+}
+
 pub(crate) fn write_u64(
     t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
     key: &[u8],
@@ -204,7 +257,9 @@ pub(crate) fn write_u64(
 }
 
 impl Backend {
-    /// Opens (or creates) the database file at `path`, creating every table.
+    /// Opens (or creates) the database file at `path`, creating every table. A file of a
+    /// newer format version is refused, unchanged; otherwise the current version is
+    /// recorded (see the module docs).
     pub fn open(path: impl AsRef<Path>, cfg: BackendConfig) -> BResult<Backend> {
         let path = path.as_ref().to_path_buf();
         let db = redb::Builder::new()
@@ -219,9 +274,27 @@ impl Backend {
             last_index: AtomicU64::new(0),
         };
         let mut tx = be.db.begin_write()?;
+        let found = {
+            let m = tx.open_table(Table::Meta.def())?;
+            read_version(&m)?.unwrap_or(UNVERSIONED)
+        };
+        if found > FORMAT_VERSION {
+            tx.abort()?;
+            return Err(BackendError::UnsupportedVersion {
+                path: be.path,
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        // Migrations from older versions would run here, in this transaction.
         for t in Table::ALL {
             tx.open_table(t.def())?;
         }
+        write_u64(
+            &mut tx.open_table(Table::Meta.def())?,
+            meta::FORMAT_VERSION,
+            FORMAT_VERSION,
+        )?;
         tx.set_durability(Durability::Immediate);
         tx.commit()?;
         let (ci, _) = be.consistent_index()?;
@@ -232,6 +305,13 @@ impl Backend {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The format version recorded in the file (see the module docs).
+    pub fn format_version(&self) -> BResult<u64> {
+        let tx = self.begin_read()?;
+        let t = tx.open_table(Table::Meta.def())?;
+        Ok(read_version(&t)?.unwrap_or(UNVERSIONED))
     }
 
     /// Starts a write transaction whose durability is decided at commit.
@@ -473,6 +553,7 @@ fn load_dump<R: Read>(tx: &redb::WriteTransaction, r: R, path: &Path) -> BResult
     }
     let mut records = 0u64;
     let (mut ci, mut term) = (0, 0);
+    let mut version = None;
     {
         let mut tables = Vec::new();
         for t in Table::ALL {
@@ -512,6 +593,12 @@ fn load_dump<R: Read>(tx: &redb::WriteTransaction, r: R, path: &Path) -> BResult
             if table == Table::Meta && k == meta::TERM && v.len() == 8 {
                 term = u64::from_be_bytes(v[..].try_into().expect("8 bytes"));
             }
+            if table == Table::Meta && k == meta::FORMAT_VERSION {
+                let b: [u8; 8] = v[..].try_into().map_err(|_| {
+                    BackendError::Corrupt("snapshot dump: format_version is not 8 bytes".into())
+                })?;
+                version = Some(u64::from_be_bytes(b));
+            }
             let t = &mut tables
                 .iter_mut()
                 .find(|(t, _)| *t == table)
@@ -530,6 +617,23 @@ fn load_dump<R: Read>(tx: &redb::WriteTransaction, r: R, path: &Path) -> BResult
             checksum,
             u32::from_le_bytes(trailer)
         )));
+    }
+    // Checked once the checksum vouches for the bytes: a flipped bit is corruption,
+    // not a newer format.
+    match version {
+        Some(found) if found > FORMAT_VERSION => {
+            return Err(BackendError::UnsupportedDumpVersion {
+                found,
+                supported: FORMAT_VERSION,
+            })
+        }
+        Some(_) => {}
+        // A dump of a file from before versions: say which version its rows are in.
+        None => write_u64(
+            &mut tx.open_table(Table::Meta.def())?,
+            meta::FORMAT_VERSION,
+            UNVERSIONED,
+        )?,
     }
     Ok(DumpSummary {
         bytes: input.bytes + 4,
@@ -630,5 +734,81 @@ mod tests {
         assert!(Backend::restore(&target, huge.as_slice()).is_err());
         let b2 = Backend::open(&target, BackendConfig::default()).unwrap();
         assert_eq!(b2.get(Table::Lease, b"l1").unwrap(), Some(b"v1".to_vec()));
+    }
+
+    /// Sets (or, with `None`, removes) the format version an open backend records.
+    fn set_version(be: &Backend, version: Option<u64>) {
+        let tx = be.begin_write().unwrap();
+        {
+            let mut m = tx.open_table(Table::Meta.def()).unwrap();
+            match version {
+                Some(v) => write_u64(&mut m, meta::FORMAT_VERSION, v).unwrap(),
+                None => {
+                    m.remove(meta::FORMAT_VERSION).unwrap();
+                }
+            }
+        }
+        be.commit(tx, 0, true).unwrap();
+    }
+
+    #[test]
+    fn dumps_carry_the_format_version_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = Backend::open(dir.path().join("a.db"), BackendConfig::default()).unwrap();
+        assert_eq!(be.format_version().unwrap(), FORMAT_VERSION);
+        let target = dir.path().join("b.db");
+        let other = Backend::open(dir.path().join("c.db"), BackendConfig::default()).unwrap();
+        {
+            let tx = other.begin_write().unwrap();
+            tx.open_table(Table::Lease.def())
+                .unwrap()
+                .insert(b"keep".as_slice(), b"me".as_slice())
+                .unwrap();
+            other.commit(tx, 0, true).unwrap();
+        }
+
+        // A dump from a file of before versions restores as version 1.
+        set_version(&be, None);
+        assert_eq!(be.format_version().unwrap(), 1);
+        let mut legacy = Vec::new();
+        be.dump(&mut legacy).unwrap();
+        Backend::restore(&target, legacy.as_slice()).unwrap();
+        let db = Database::open(&target).unwrap();
+        let tx = db.begin_read().unwrap();
+        let m = tx.open_table(Table::Meta.def()).unwrap();
+        assert_eq!(read_version(&m).unwrap(), Some(1));
+        drop((m, tx, db));
+
+        // A dump of a newer backend is refused, and nothing is replaced.
+        set_version(&be, Some(FORMAT_VERSION + 1));
+        let mut newer = Vec::new();
+        be.dump(&mut newer).unwrap();
+        for err in [
+            Backend::restore(&target, newer.as_slice()).unwrap_err(),
+            other.replace_from_dump(newer.as_slice()).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    err,
+                    BackendError::UnsupportedDumpVersion { found, supported: FORMAT_VERSION }
+                        if found == FORMAT_VERSION + 1
+                ),
+                "{err}"
+            );
+            assert!(err.to_string().contains("upgrade Skiff"), "{err}");
+        }
+        assert_eq!(
+            other.get(Table::Lease, b"keep").unwrap(),
+            Some(b"me".to_vec())
+        );
+        assert_eq!(other.format_version().unwrap(), FORMAT_VERSION);
+        assert!(!target.with_extension("restoring").exists());
+        assert_eq!(
+            Backend::open(&target, BackendConfig::default())
+                .unwrap()
+                .format_version()
+                .unwrap(),
+            FORMAT_VERSION
+        );
     }
 }

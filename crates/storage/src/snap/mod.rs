@@ -24,10 +24,12 @@
 //! # File format
 //!
 //! ```text
-//! "SKIFSNP1"  magic (8 bytes)
+//! "SKIFSNAP"  magic (8 bytes)
+//! u32 LE      format version (FORMAT_VERSION)
+//! u32 LE      CRC32C of the 12 bytes above
 //! u32 LE      metadata length
 //! ...         SnapshotMetadata in the raft codec
-//! u32 LE      CRC32C of everything above
+//! u32 LE      CRC32C of everything above (from the magic on)
 //! ...         payload
 //! u64 LE      payload length
 //! u32 LE      CRC32C of the payload
@@ -35,9 +37,26 @@
 //! ```
 //!
 //! The footer comes last so the payload can be streamed without knowing its length in
-//! advance. A file is valid only if both checksums match, the footer's own checksum
-//! matches and the sizes add up to the file's length exactly. Lengths are checked
-//! against the file size before anything is allocated.
+//! advance. A file is valid only if every checksum matches and the sizes add up to the
+//! file's length exactly. Lengths are checked against the file size before anything is
+//! allocated.
+//!
+//! # Format versions
+//!
+//! The first 16 bytes (magic, version, their own CRC) stay the same in every version,
+//! so any Skiff reads the version before anything else: a version above
+//! [`FORMAT_VERSION`] is refused with [`SnapError::UnsupportedVersion`] (naming the file
+//! and both versions; the file is left alone, not marked broken), so a downgraded Skiff
+//! never misreads a newer snapshot. Their own CRC tells a flipped bit in the version
+//! (corruption: the file is marked broken) from a real newer version.
+//!
+//! - **Version 1**: the layout above. Files written before versions existed start with
+//!   the magic `"SKIFSNP1"` followed directly by the metadata length (no version, no
+//!   CRC of it; the header CRC covers magic, length and metadata); they are read as
+//!   version 1. Skiffs from before versions existed would take a versioned file for a
+//!   corrupt one (bad magic, renamed `.broken`), but the server reads the WAL's
+//!   snapshot markers first, and those Skiffs refuse a versioned WAL segment, so they
+//!   stop before looking at snapshot files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -47,7 +66,16 @@ use skiff_raft::{Decode, Encode, Snapshot, SnapshotMetadata};
 
 use crate::wal::SnapshotMarker;
 
-const MAGIC: &[u8; 8] = b"SKIFSNP1";
+/// The snapshot file format version this Skiff writes and the newest it reads (see
+/// "Format versions" in the module docs).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Magic of a versioned file: a version and its CRC follow.
+const MAGIC: &[u8; 8] = b"SKIFSNAP";
+/// Magic of a file from before versions (version 1): the metadata length follows.
+const UNVERSIONED_MAGIC: &[u8; 8] = b"SKIFSNP1";
+/// Magic, version and the version's CRC.
+const PREAMBLE_LEN: u64 = 16;
 const FOOTER_LEN: u64 = 16;
 const CHUNK: usize = 64 << 10;
 
@@ -62,6 +90,16 @@ pub enum SnapError {
     },
     #[error("snap: corrupt snapshot file {}: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    /// The file was written by a newer Skiff in a format this one cannot read.
+    #[error(
+        "snap: {} has format version {found}, this Skiff reads up to {supported}; upgrade Skiff",
+        path.display()
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapError + '_ {
@@ -185,8 +223,11 @@ impl Snapshotter {
             .map_err(io_err(&tmp))?;
         let mut w = BufWriter::new(file);
         let meta = metadata.encode();
-        let mut header = Vec::with_capacity(16 + meta.len());
+        let mut header = Vec::with_capacity(PREAMBLE_LEN as usize + 8 + meta.len());
         header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let preamble_crc = crc32c::crc32c(&header);
+        header.extend_from_slice(&preamble_crc.to_le_bytes());
         header.extend_from_slice(&(meta.len() as u32).to_le_bytes());
         header.extend_from_slice(&meta);
         let header_crc = crc32c::crc32c(&header);
@@ -246,19 +287,50 @@ impl Snapshotter {
         let file = File::open(path).map_err(io_err(path))?;
         let file_len = file.metadata().map_err(io_err(path))?.len();
         let mut r = BufReader::new(file);
-        let min = MAGIC.len() as u64 + 8 + FOOTER_LEN;
-        if file_len < min {
-            return Err(corrupt(
-                path,
-                format!("file of {file_len} bytes is too short"),
-            ));
+        let too_short = || corrupt(path, format!("file of {file_len} bytes is too short"));
+        if file_len < MAGIC.len() as u64 {
+            return Err(too_short());
         }
-        let mut head = [0u8; 12];
+        // What the header CRC covers, from the magic on.
+        let mut head = vec![0u8; MAGIC.len()];
         r.read_exact(&mut head).map_err(io_err(path))?;
-        if &head[..8] != MAGIC {
+        let prefix_len = if head == MAGIC {
+            if file_len < PREAMBLE_LEN {
+                return Err(too_short());
+            }
+            let mut rest = [0u8; 8];
+            r.read_exact(&mut rest).map_err(io_err(path))?;
+            let version = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let stored = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+            if crc32c::crc32c_append(crc32c::crc32c(&head), &rest[..4]) != stored {
+                return Err(corrupt(path, "format version CRC mismatch"));
+            }
+            if version == 0 {
+                return Err(corrupt(path, "format version 0"));
+            }
+            if version > FORMAT_VERSION {
+                return Err(SnapError::UnsupportedVersion {
+                    path: path.to_path_buf(),
+                    found: version,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            head.extend_from_slice(&rest);
+            PREAMBLE_LEN
+        } else if head == UNVERSIONED_MAGIC {
+            MAGIC.len() as u64
+        } else {
             return Err(corrupt(path, "bad magic"));
+        };
+        // Version 1 from here on: metadata length, metadata, header CRC, payload, footer.
+        let min = prefix_len + 8 + FOOTER_LEN;
+        if file_len < min {
+            return Err(too_short());
         }
-        let meta_len = u64::from(u32::from_le_bytes([head[8], head[9], head[10], head[11]]));
+        let mut len4 = [0u8; 4];
+        r.read_exact(&mut len4).map_err(io_err(path))?;
+        head.extend_from_slice(&len4);
+        let meta_len = u64::from(u32::from_le_bytes(len4));
         // Bound the allocation by what the file can hold.
         if meta_len > file_len - min {
             return Err(corrupt(
@@ -277,7 +349,7 @@ impl Snapshotter {
         }
         let metadata =
             SnapshotMetadata::decode(&meta).map_err(|e| corrupt(path, format!("metadata: {e}")))?;
-        let payload_offset = 12 + meta_len + 4;
+        let payload_offset = prefix_len + 4 + meta_len + 4;
         let payload_len = file_len - payload_offset - FOOTER_LEN;
 
         let mut crc = 0u32;
@@ -457,12 +529,64 @@ mod tests {
     fn forged_metadata_length_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let probe = dir.path().join("x.snap");
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
-        bytes.extend_from_slice(&[0; 40]);
-        fs::write(&probe, &bytes).unwrap();
-        let err = Snapshotter::verify(&probe).unwrap_err();
-        assert!(err.to_string().contains("exceeds the file"), "{err}");
+        let mut versioned = MAGIC.to_vec();
+        versioned.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let crc = crc32c::crc32c(&versioned);
+        versioned.extend_from_slice(&crc.to_le_bytes());
+        for start in [UNVERSIONED_MAGIC.to_vec(), versioned] {
+            let mut bytes = start;
+            bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+            bytes.extend_from_slice(&[0; 40]);
+            fs::write(&probe, &bytes).unwrap();
+            let err = Snapshotter::verify(&probe).unwrap_err();
+            assert!(err.to_string().contains("exceeds the file"), "{err}");
+        }
+    }
+
+    /// A file in the layout of before versions, built here byte by byte.
+    fn unversioned_file(metadata: &SnapshotMetadata, payload: &[u8]) -> Vec<u8> {
+        let meta = metadata.encode();
+        let mut b = UNVERSIONED_MAGIC.to_vec();
+        b.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        b.extend_from_slice(&meta);
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.extend_from_slice(payload);
+        let mut footer = (payload.len() as u64).to_le_bytes().to_vec();
+        footer.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        let footer_crc = crc32c::crc32c(&footer);
+        footer.extend_from_slice(&footer_crc.to_le_bytes());
+        b.extend_from_slice(&footer);
+        b
+    }
+
+    #[test]
+    fn unversioned_files_are_version_1_and_checked_as_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Snapshotter::new(dir.path()).unwrap();
+        let data = payload(2 * CHUNK + 3, 9);
+        let bytes = unversioned_file(&meta(12, 4), &data);
+        let path = dir.path().join(file_name(4, 12));
+        fs::write(&path, &bytes).unwrap();
+        let got = s.load_newest().unwrap().unwrap();
+        assert_eq!(got.metadata, meta(12, 4));
+        assert_eq!(got.read_payload().unwrap(), data);
+        // Every truncation and a flipped metadata bit are still caught.
+        let probe = dir.path().join("probe");
+        for cut in 0..bytes.len() - data.len() {
+            fs::write(&probe, &bytes[..cut]).unwrap();
+            assert!(
+                matches!(Snapshotter::verify(&probe), Err(SnapError::Corrupt { .. })),
+                "cut at {cut}"
+            );
+        }
+        let mut bad = bytes.clone();
+        bad[14] ^= 0x01;
+        fs::write(&probe, &bad).unwrap();
+        assert!(matches!(
+            Snapshotter::verify(&probe),
+            Err(SnapError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -104,6 +104,26 @@
 //! Note the deliberate strictness: a sector that reached the disk *after* a lost
 //! earlier one in an unsynced write also stops the member, because from the bytes alone
 //! it cannot be told apart from lost acknowledged data.
+//!
+//! # Format versions
+//!
+//! Every segment starts with a `Crc` record followed by a `Version` record holding the
+//! format version it was written in ([`FORMAT_VERSION`]). Segments are versioned one by
+//! one because each is read on its own (replay starts at the segment of the snapshot
+//! marker). Whatever a later version changes, it keeps these two records first and
+//! framed as [`record`] describes, so any Skiff can read the version before anything
+//! else: one that finds a version above its own refuses the segment with
+//! [`WalError::UnsupportedVersion`] (naming the file and both versions) instead of
+//! misreading it after a downgrade.
+//!
+//! - **Version 1**: the records of [`record`] (types 1 to 6). Segments written before
+//!   versions existed have no `Version` record and are read as version 1; `open` keeps
+//!   appending to such a last segment (same format) and every segment cut from then on
+//!   carries the version. Skiffs from before versions existed refuse a versioned
+//!   segment as corrupt (unknown record type 6) rather than misreading it.
+//!
+//! A future version must not append to a last segment of an older version: `open` would
+//! cut a new segment first, so each segment holds records of one version only.
 
 pub mod record;
 pub mod segment;
@@ -117,6 +137,10 @@ use skiff_raft::{Decode, Encode, Entry, HardState};
 
 use record::{Bad, Item, RecordType, Scanner, HEADER_LEN, MAX_RECORD_LEN};
 use segment::{io_err, SegmentName};
+
+/// The WAL format version this Skiff writes into every new segment and the newest it
+/// reads (see "Format versions" in the module docs).
+pub const FORMAT_VERSION: u32 = 1;
 
 /// etcd's segment size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -200,6 +224,16 @@ pub enum WalError {
         offset: u64,
         reason: String,
     },
+    /// The segment was written by a newer Skiff in a format this one cannot read.
+    #[error(
+        "wal: {} has format version {found}, this Skiff reads up to {supported}; upgrade Skiff",
+        path.display()
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("wal: bad segment files: {0}")]
     BadSegments(String),
     #[error("wal: {} already exists and is not empty", .0.display())]
@@ -272,8 +306,39 @@ fn corrupt(path: &Path, offset: usize, reason: impl Into<String>) -> WalError {
     }
 }
 
-/// Walks one segment's bytes, checking its header link against `prev_chain` and
-/// classifying its end, calling `f` for every record after the `Crc` header.
+/// Frames the records every segment starts with: the `Crc` link to the previous
+/// segment's end and this Skiff's format version.
+fn encode_segment_start(buf: &mut Vec<u8>, chain: &mut u32, link: u32) {
+    record::encode(buf, chain, RecordType::Crc, &link.to_le_bytes());
+    record::encode(
+        buf,
+        chain,
+        RecordType::Version,
+        &FORMAT_VERSION.to_le_bytes(),
+    );
+}
+
+/// Checks the payload of a segment's `Version` record: a version this Skiff reads.
+fn check_version(path: &Path, offset: usize, payload: &[u8]) -> Result<(), WalError> {
+    let version = <[u8; 4]>::try_from(payload)
+        .map(u32::from_le_bytes)
+        .map_err(|_| corrupt(path, offset, "version record of the wrong size"))?;
+    if version == 0 {
+        return Err(corrupt(path, offset, "format version 0"));
+    }
+    if version > FORMAT_VERSION {
+        return Err(WalError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Walks one segment's bytes, checking its header link against `prev_chain` and its
+/// format version, and classifying its end, calling `f` for every record after the
+/// `Crc` and `Version` records.
 fn scan_segment(
     path: &Path,
     data: &[u8],
@@ -283,6 +348,9 @@ fn scan_segment(
 ) -> Result<ScanEnd, WalError> {
     let mut scanner = Scanner::new(data, 0);
     let mut first = true;
+    // Only the record right after the `Crc` one may be the version (segments from
+    // before format versions have none: version 1).
+    let mut version_allowed = false;
     loop {
         match scanner.next_item() {
             Item::Record {
@@ -315,7 +383,21 @@ fn scan_segment(
                         }
                     }
                     first = false;
+                    version_allowed = true;
+                } else if rtype == RecordType::Version {
+                    if !version_allowed {
+                        return Err(corrupt(
+                            path,
+                            offset,
+                            "version record in the middle of a segment",
+                        ));
+                    }
+                    // Checked before anything after it is interpreted: a newer format
+                    // may frame the rest differently.
+                    check_version(path, offset, payload)?;
+                    version_allowed = false;
                 } else {
+                    version_allowed = false;
                     f(offset, rtype, payload)?;
                 }
             }
@@ -420,12 +502,7 @@ impl Wal {
 
         let mut header = Vec::new();
         let mut chain = 0;
-        record::encode(
-            &mut header,
-            &mut chain,
-            RecordType::Crc,
-            &0u32.to_le_bytes(),
-        );
+        encode_segment_start(&mut header, &mut chain, 0);
         record::encode(&mut header, &mut chain, RecordType::Metadata, metadata);
         record::encode(
             &mut header,
@@ -556,7 +633,9 @@ impl Wal {
                         }
                         newest_marker = newest_marker.max(m.index);
                     }
-                    RecordType::Crc => unreachable!("scan_segment handles CRC records"),
+                    RecordType::Crc | RecordType::Version => {
+                        unreachable!("scan_segment handles CRC and version records")
+                    }
                 }
                 Ok(())
             })?;
@@ -838,12 +917,7 @@ impl Wal {
         let index = self.last_index + 1;
         let mut header = Vec::new();
         let mut chain = self.chain;
-        record::encode(
-            &mut header,
-            &mut chain,
-            RecordType::Crc,
-            &self.chain.to_le_bytes(),
-        );
+        encode_segment_start(&mut header, &mut chain, self.chain);
         record::encode(
             &mut header,
             &mut chain,

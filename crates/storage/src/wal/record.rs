@@ -41,6 +41,10 @@ pub enum RecordType {
     Entry = 4,
     /// A snapshot marker: index u64 LE, term u64 LE.
     Snapshot = 5,
+    /// Second record of every segment written since format versions exist: the
+    /// segment's format version (u32 LE, see [`super::FORMAT_VERSION`]). Older
+    /// segments have none and are version 1.
+    Version = 6,
 }
 
 impl RecordType {
@@ -51,6 +55,7 @@ impl RecordType {
             3 => RecordType::HardState,
             4 => RecordType::Entry,
             5 => RecordType::Snapshot,
+            6 => RecordType::Version,
             _ => return None,
         })
     }
@@ -242,8 +247,12 @@ pub fn find_chained_record(data: &[u8], from: usize, until: usize, seed: u32) ->
             return false;
         }
         let tbyte = rest[8];
-        // A CRC record never appears mid-segment; unknown types cannot be valid.
-        if !matches!(RecordType::from_u8(tbyte), Some(t) if t != RecordType::Crc) {
+        // CRC and version records never appear mid-segment; unknown types cannot be
+        // valid.
+        if !matches!(
+            RecordType::from_u8(tbyte),
+            Some(t) if t != RecordType::Crc && t != RecordType::Version
+        ) {
             return false;
         }
         let len_bytes = [rest[0], rest[1], rest[2], rest[3]];
