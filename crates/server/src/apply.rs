@@ -1,13 +1,22 @@
 //! The apply thread: committed entries, in log order, into the MVCC store and the
-//! lessor; each result to the request waiting for it.
+//! state the thread owns (the lease table, the member table, the alarms); each result
+//! to the request waiting for it.
+//!
+//! Ownership: the thread is the only writer of that state and holds no lock that a
+//! request path takes. What others need to see is handed over, never shared: the
+//! member list and the alarms are published as immutable snapshots after each change
+//! (`tokio::sync::watch`); the lease clock ([`crate::lease::clock`]) is told about
+//! grants and revokes; a question about lease keys arrives as an input and is answered
+//! in log order.
 //!
 //! Runs of plain KV writes are applied in one backend transaction
 //! (`KvStore::apply_batch`); a lease grant or revoke ends a run, because what it does
-//! depends on the lessor, which the run's puts change (key attachments) and which
-//! later puts consult (lease existence). Entries the backend already holds (at or
-//! below its consistent index, replayed from the WAL after a restart) are skipped by
-//! the store; their waiters, if any, get nothing and time out, which cannot happen
-//! for a live request since the index only passes entries once.
+//! depends on the lease table, which the run's puts change (key attachments) and which
+//! later puts consult (lease existence). Member attributes and conf changes ride in the
+//! run with the backend rows they change (the same transaction as their index).
+//! Entries the backend already holds (at or below its consistent index, replayed from
+//! the WAL after a restart) are skipped; their waiters, if any, get nothing and time
+//! out, which cannot happen for a live request since the index only passes entries once.
 //!
 //! Guarantees: every member applies the same entries to the same state and gets the
 //! same results (no clock is read here; lease deadlines are the leader's business);
@@ -16,58 +25,35 @@
 //! visible to readers.
 
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message as _;
 use skiff_proto::etcdserverpb as pb;
 use skiff_proto::skiffpb::{internal_request::Request as Req, InternalRequest, SnapshotPayload};
-use skiff_raft::{Entry, EntryType};
-use skiff_storage::mvcc::{self as st, Applied, ApplyEntry, AuxOp, AuxTable, KvStore, LeaseCheck};
+use skiff_raft::{ConfChangeV2, Decode, Entry, EntryType};
+use skiff_storage::mvcc::{self as st, Applied, ApplyEntry, AuxOp, AuxTable, KvStore};
+use tokio::sync::watch;
 
+use crate::alarms::Alarms;
 use crate::convert::{self, Ids};
-use crate::inputs::{ApplyInput, NodeInput};
-use crate::lessor::Lessor;
+use crate::inputs::{ApplyInput, ApplyOutput, ApplyResult, NodeInput};
+use crate::lease::{lease_key, ClockHandle, LeaseTable};
+use crate::membership::MemberTable;
 use crate::metrics::Metrics;
 use crate::wait::{AppliedIndex, Wait};
-use skiff_api::EtcdError;
-
-/// What a waiting request gets back.
-#[derive(Debug, Clone)]
-pub enum ApplyOutput {
-    Put(pb::PutResponse),
-    DeleteRange(pb::DeleteRangeResponse),
-    Txn(pb::TxnResponse),
-    Compaction(pb::CompactionResponse),
-    LeaseGrant(pb::LeaseGrantResponse),
-    LeaseRevoke(pb::LeaseRevokeResponse),
-    Alarm(pb::AlarmResponse),
-    Noop,
-}
-
-pub type ApplyResult = Result<ApplyOutput, EtcdError>;
-
-/// Lease existence as the store asks it, answered by the lessor.
-struct LessorCheck<'a>(&'a Lessor);
-
-impl LeaseCheck for LessorCheck<'_> {
-    fn lease_exists(&self, id: i64) -> bool {
-        self.0.lookup(id).is_some()
-    }
-}
-
-/// The key a lease is stored under in the backend's lease table.
-pub fn lease_key(id: i64) -> Vec<u8> {
-    id.to_be_bytes().to_vec()
-}
 
 /// Everything the apply thread works on.
 pub struct Applier {
     pub store: Arc<KvStore>,
     /// Applies go through the watch hub so watchers see every revision.
     pub watchable: Arc<skiff_storage::watch::WatchableStore>,
-    pub lessor: Arc<Mutex<Lessor>>,
+    pub leases: LeaseTable,
+    pub lease_clock: ClockHandle,
+    pub members: MemberTable,
+    pub alarms: Alarms,
+    /// Where the alarms are published after each change.
+    pub alarms_view: watch::Sender<Arc<Alarms>>,
     pub wait: Arc<Wait<ApplyResult>>,
     pub applied: Arc<AppliedIndex>,
     pub metrics: Metrics,
@@ -75,9 +61,7 @@ pub struct Applier {
     pub member_id: u64,
     pub snapshot_count: u64,
     pub node: Sender<NodeInput>,
-    pub alarms: Arc<Mutex<crate::alarms::Alarms>>,
-    /// Membership to put in snapshot payloads.
-    pub members: Arc<std::sync::RwLock<Vec<skiff_proto::skiffpb::MemberRecord>>>,
+    pub min_lease_ttl: i64,
 }
 
 /// A decoded entry waiting in the current run.
@@ -86,11 +70,33 @@ struct Pending {
     term: u64,
     id: u64,
     request: st::WriteRequest,
+    aux: Vec<AuxOp>,
+}
+
+impl Pending {
+    fn noop(e: &Entry, id: u64, aux: Vec<AuxOp>) -> Pending {
+        Pending {
+            index: e.index,
+            term: e.term,
+            id,
+            request: st::WriteRequest::Noop,
+            aux,
+        }
+    }
+}
+
+/// Why the apply thread stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] st::Error),
+    #[error("snapshot at index {index}: {reason}")]
+    Snapshot { index: u64, reason: String },
 }
 
 impl Applier {
     /// Runs until the node stops or the store fails.
-    pub fn run(self, inputs: Receiver<ApplyInput>) -> Result<(), st::Error> {
+    pub fn run(mut self, inputs: Receiver<ApplyInput>) -> Result<(), ApplyError> {
         let mut last_snapshot = self.store.consistent_index();
         while let Ok(input) = inputs.recv() {
             let (entries, term) = match input {
@@ -98,6 +104,10 @@ impl Applier {
                 ApplyInput::Snapshot(snap) => {
                     self.install_snapshot(&snap)?;
                     last_snapshot = last_snapshot.max(snap.metadata.index);
+                    continue;
+                }
+                ApplyInput::LeaseKeys { id, reply } => {
+                    let _ = reply.send(self.leases.keys(id));
                     continue;
                 }
                 ApplyInput::Stopped => break,
@@ -109,10 +119,9 @@ impl Applier {
                 // The snapshot lets the WAL be released, so the backend must hold
                 // everything up to it durably first.
                 self.store.sync()?;
-                let payload = SnapshotPayload {
-                    members: self.members.read().map(|m| m.clone()).unwrap_or_default(),
-                    backend: Bytes::new(),
-                };
+                // Membership, leases and alarms live in the backend; the payload
+                // carries a backend dump only when it is sent to a follower.
+                let payload = SnapshotPayload::default();
                 let _ = self.node.send(NodeInput::Snapshot {
                     index: applied,
                     payload: Bytes::from(payload.encode_to_vec()),
@@ -125,52 +134,46 @@ impl Applier {
     }
 
     /// Loads a snapshot received from the leader: its backend dump replaces the store
-    /// (watchers catch up from it), then leases, alarms and membership are reloaded
-    /// from it. A snapshot the backend already covers changes nothing but membership.
-    fn install_snapshot(&self, snap: &skiff_raft::Snapshot) -> Result<(), st::Error> {
-        let corrupt =
-            |why: String| st::Error::Backend(skiff_storage::backend::BackendError::Corrupt(why));
+    /// (watchers catch up from it), then the lease table, the alarms and the member
+    /// table are reloaded from the new backend.
+    fn install_snapshot(&mut self, snap: &skiff_raft::Snapshot) -> Result<(), ApplyError> {
         let index = snap.metadata.index;
+        let bad = |reason: String| ApplyError::Snapshot { index, reason };
         let payload = SnapshotPayload::decode(snap.data.as_ref())
-            .map_err(|e| corrupt(format!("snapshot at {index}: undecodable payload: {e}")))?;
-        if self.store.consistent_index() < index {
-            if payload.backend.is_empty() {
-                return Err(corrupt(format!(
-                    "snapshot at {index} carries no backend data, and the backend is only at {}",
-                    self.store.consistent_index()
-                )));
-            }
-            let summary = self.watchable.restore_from_dump(payload.backend.as_ref())?;
-            {
-                let mut lessor = self.lessor.lock().unwrap_or_else(|p| p.into_inner());
-                for id in lessor.ids() {
-                    let _ = lessor.revoke(id);
-                }
-                crate::member::restore_lessor(&self.store, &mut lessor)
-                    .map_err(|e| corrupt(format!("snapshot at {index}: leases: {e}")))?;
-            }
-            let rows = self
-                .store
-                .backend()
-                .scan(skiff_storage::backend::Table::Alarm)?;
-            let alarms = crate::alarms::Alarms::from_keys(rows.iter().map(|(k, _)| k.as_slice()))
-                .map_err(|e| corrupt(format!("snapshot at {index}: alarms: {e}")))?;
-            *self.alarms.lock().unwrap_or_else(|p| p.into_inner()) = alarms;
-            self.applied.advance(summary.consistent_index);
-            tracing::info!(
-                index,
-                term = snap.metadata.term,
-                consistent_index = summary.consistent_index,
-                revision = self.store.current_revision(),
-                bytes = summary.bytes,
-                "snapshot installed"
-            );
+            .map_err(|e| bad(format!("undecodable payload: {e}")))?;
+        if self.store.consistent_index() >= index {
+            return Ok(());
         }
-        if !payload.members.is_empty() {
-            if let Ok(mut m) = self.members.write() {
-                *m = payload.members;
-            }
+        if payload.backend.is_empty() {
+            return Err(bad(format!(
+                "carries no backend data, and the backend is only at {}",
+                self.store.consistent_index()
+            )));
         }
+        let summary = self.watchable.restore_from_dump(payload.backend.as_ref())?;
+        self.leases = LeaseTable::restore(&self.store, self.min_lease_ttl)
+            .map_err(|e| bad(format!("leases: {e}")))?;
+        self.lease_clock.reset(self.leases.granted());
+        let rows = self
+            .store
+            .backend()
+            .scan(skiff_storage::backend::Table::Alarm)
+            .map_err(st::Error::from)?;
+        self.alarms = Alarms::from_keys(rows.iter().map(|(k, _)| k.as_slice()))
+            .map_err(|e| bad(format!("alarms: {e}")))?;
+        self.alarms_view.send_replace(Arc::new(self.alarms.clone()));
+        self.members
+            .reload(&self.store)
+            .map_err(|e| bad(format!("members: {e}")))?;
+        self.applied.advance(summary.consistent_index);
+        tracing::info!(
+            index,
+            term = snap.metadata.term,
+            consistent_index = summary.consistent_index,
+            revision = self.store.current_revision(),
+            bytes = summary.bytes,
+            "snapshot installed"
+        );
         Ok(())
     }
 
@@ -182,9 +185,28 @@ impl Applier {
         }
     }
 
-    fn apply_entries(&self, entries: &[Entry], term: u64) -> Result<(), st::Error> {
+    /// Whether `e` was applied before a restart (the backend already holds it).
+    fn replayed(&self, e: &Entry) -> bool {
+        e.index <= self.store.consistent_index()
+    }
+
+    fn apply_entries(&mut self, entries: &[Entry], term: u64) -> Result<(), st::Error> {
         let mut run: Vec<Pending> = Vec::new();
         for e in entries {
+            if e.entry_type == EntryType::ConfChange {
+                // Raft applied the change when it committed (node loop); the member
+                // table records it with the entry's index.
+                let aux = match ConfChangeV2::decode(&e.data) {
+                    Ok(cc) if !self.replayed(e) => self.members.apply_conf_change(&cc),
+                    Ok(_) => Vec::new(),
+                    Err(err) => {
+                        tracing::error!(index = e.index, error = %err, "undecodable conf change");
+                        Vec::new()
+                    }
+                };
+                run.push(Pending::noop(e, 0, aux));
+                continue;
+            }
             let decoded = if e.entry_type == EntryType::Normal && !e.data.is_empty() {
                 match InternalRequest::decode(e.data.as_ref()) {
                     Ok(r) => Some(r),
@@ -202,14 +224,9 @@ impl Applier {
                     id,
                     request: Some(r),
                 }) => (id, r),
-                // Leader no-ops, conf changes, unreadable entries: only the index moves.
+                // Leader no-ops, unreadable entries: only the index moves.
                 _ => {
-                    run.push(Pending {
-                        index: e.index,
-                        term: e.term,
-                        id: 0,
-                        request: st::WriteRequest::Noop,
-                    });
+                    run.push(Pending::noop(e, 0, Vec::new()));
                     continue;
                 }
             };
@@ -231,13 +248,13 @@ impl Applier {
                 }
                 Req::MemberAttributes(a) => {
                     // A member publishing how clients reach it (etcd's publish).
-                    if let Ok(mut ms) = self.members.write() {
-                        if let Some(m) = ms.iter_mut().find(|m| m.id == a.member_id) {
-                            m.name = a.name.clone();
-                            m.client_urls = a.client_urls.clone();
-                        }
-                    }
-                    Some(st::WriteRequest::Noop)
+                    let aux = if self.replayed(e) {
+                        Vec::new()
+                    } else {
+                        self.members.apply_attributes(&a)
+                    };
+                    run.push(Pending::noop(e, id, aux));
+                    None
                 }
                 Req::Noop(_) | Req::LeaseCheckpoint(_) => Some(st::WriteRequest::Noop),
                 Req::Alarm(a) => {
@@ -262,6 +279,7 @@ impl Applier {
                     term: e.term,
                     id,
                     request,
+                    aux: Vec::new(),
                 });
             }
         }
@@ -269,7 +287,7 @@ impl Applier {
     }
 
     /// Applies the current run of KV writes in one backend transaction.
-    fn flush(&self, run: &mut Vec<Pending>, term: u64) -> Result<(), st::Error> {
+    fn flush(&mut self, run: &mut Vec<Pending>, term: u64) -> Result<(), st::Error> {
         if run.is_empty() {
             return Ok(());
         }
@@ -279,13 +297,11 @@ impl Applier {
                 index: p.index,
                 term: p.term,
                 request: &p.request,
-                aux: &[],
+                aux: &p.aux,
             })
             .collect();
-        let results = {
-            let lessor = self.lessor.lock().unwrap_or_else(|p| p.into_inner());
-            self.watchable.apply_batch(&batch, &LessorCheck(&lessor))?
-        };
+        let results = self.watchable.apply_batch(&batch, &self.leases)?;
+        drop(batch);
         let ids = self.ids(term);
         let last = run.last().map(|p| p.index).unwrap_or(0);
         for (p, applied) in run.drain(..).zip(results) {
@@ -295,7 +311,7 @@ impl Applier {
             else {
                 continue;
             };
-            self.track_leases(&events);
+            self.leases.track(&events);
             let result = match response {
                 Ok(resp) => Ok(match resp {
                     st::WriteResponse::Put(r) => ApplyOutput::Put(convert::put_to_pb(r, &ids)),
@@ -320,32 +336,15 @@ impl Applier {
         Ok(())
     }
 
-    /// Keeps the lessor's key attachments in step with the store.
-    fn track_leases(&self, events: &[st::Event]) {
-        if events.is_empty() {
-            return;
-        }
-        let mut lessor = self.lessor.lock().unwrap_or_else(|p| p.into_inner());
-        for ev in events {
-            let key = Bytes::copy_from_slice(&ev.kv.key);
-            match ev.kind {
-                st::EventType::Put if ev.kv.lease != 0 => {
-                    // The store checked the lease exists before the put.
-                    let _ = lessor.attach(ev.kv.lease, key);
-                }
-                _ => lessor.detach(&key),
-            }
-        }
-    }
-
     fn advance(&self, index: u64) {
         self.applied.advance(index);
         self.metrics.proposals_applied.set(index as i64);
     }
 
-    /// Applies a single entry with its own transaction and answers its waiter.
+    /// Applies a single entry with its own transaction and answers its waiter; the
+    /// revision it produced, or `None` if the backend already held it.
     fn apply_one(
-        &self,
+        &mut self,
         e: &Entry,
         id: u64,
         request: st::WriteRequest,
@@ -358,15 +357,11 @@ impl Applier {
             request: &request,
             aux,
         };
-        let applied = {
-            let lessor = self.lessor.lock().unwrap_or_else(|p| p.into_inner());
-            self.watchable.apply(entry, &LessorCheck(&lessor))?
-        };
-        let revision = match applied {
+        let revision = match self.watchable.apply(entry, &self.leases)? {
             Applied::Done {
                 events, revision, ..
             } => {
-                self.track_leases(&events);
+                self.leases.track(&events);
                 Some(revision)
             }
             Applied::Skipped => None,
@@ -379,36 +374,35 @@ impl Applier {
     }
 
     fn apply_grant(
-        &self,
+        &mut self,
         e: &Entry,
         id: u64,
         g: pb::LeaseGrantRequest,
         term: u64,
     ) -> Result<(), st::Error> {
-        if e.index <= self.store.consistent_index() {
-            // Replayed: the lease is in the backend and was restored from there.
+        if self.replayed(e) {
+            // The lease is in the backend and was restored from there.
             self.advance(e.index);
             return Ok(());
         }
-        let granted = {
-            let mut lessor = self.lessor.lock().unwrap_or_else(|p| p.into_inner());
-            lessor.grant(g.id, g.ttl, Instant::now()).map(|l| l.ttl)
-        };
-        let ids = self.ids(term);
-        match granted {
+        match self.leases.grant(g.id, g.ttl) {
             Ok(ttl) => {
                 let aux = [AuxOp {
                     table: AuxTable::Lease,
                     key: lease_key(g.id),
                     value: Some(ttl.to_be_bytes().to_vec()),
                 }];
-                let revision = self.store.current_revision();
                 let resp = pb::LeaseGrantResponse {
-                    header: ids.header(st::ResponseHeader::at(revision)),
+                    header: self
+                        .ids(term)
+                        .header(st::ResponseHeader::at(self.store.current_revision())),
                     id: g.id,
                     ttl,
                     error: String::new(),
                 };
+                // The clock hears of the lease before the client does, so a keep-alive
+                // sent right after the grant finds it.
+                self.lease_clock.granted(g.id, ttl);
                 self.apply_one(
                     e,
                     id,
@@ -425,56 +419,44 @@ impl Applier {
     }
 
     fn apply_alarm(
-        &self,
+        &mut self,
         e: &Entry,
         id: u64,
         a: pb::AlarmRequest,
         term: u64,
     ) -> Result<(), st::Error> {
         use pb::alarm_request::AlarmAction;
-        if e.index <= self.store.consistent_index() {
-            // Replayed: the alarm table in the backend already has its effect.
+        if self.replayed(e) {
+            // The alarm table in the backend already has its effect.
             self.advance(e.index);
             return Ok(());
         }
         let mut aux = Vec::new();
-        let alarms = {
-            let mut set = self.alarms.lock().unwrap_or_else(|p| p.into_inner());
-            match AlarmAction::try_from(a.action) {
-                Ok(AlarmAction::Activate) => {
-                    if set.activate(a.member_id, a.alarm) {
-                        aux.push(AuxOp {
-                            table: AuxTable::Alarm,
-                            key: crate::alarms::Alarms::key(a.member_id, a.alarm),
-                            value: Some(Vec::new()),
-                        });
-                        tracing::warn!(member = %format!("{:x}", a.member_id), alarm = a.alarm, "alarm raised");
-                        vec![pb::AlarmMember {
-                            member_id: a.member_id,
-                            alarm: a.alarm,
-                        }]
-                    } else {
-                        Vec::new()
-                    }
-                }
-                Ok(AlarmAction::Deactivate) => {
-                    if set.deactivate(a.member_id, a.alarm) {
-                        aux.push(AuxOp {
-                            table: AuxTable::Alarm,
-                            key: crate::alarms::Alarms::key(a.member_id, a.alarm),
-                            value: None,
-                        });
-                        vec![pb::AlarmMember {
-                            member_id: a.member_id,
-                            alarm: a.alarm,
-                        }]
-                    } else {
-                        Vec::new()
-                    }
-                }
-                _ => set.get(a.alarm),
-            }
+        let changed = |raised: bool| AuxOp {
+            table: AuxTable::Alarm,
+            key: Alarms::key(a.member_id, a.alarm),
+            value: raised.then(Vec::new),
         };
+        let member = pb::AlarmMember {
+            member_id: a.member_id,
+            alarm: a.alarm,
+        };
+        let alarms = match AlarmAction::try_from(a.action) {
+            Ok(AlarmAction::Activate) if self.alarms.activate(a.member_id, a.alarm) => {
+                aux.push(changed(true));
+                tracing::warn!(member = %format!("{:x}", a.member_id), alarm = a.alarm, "alarm raised");
+                vec![member]
+            }
+            Ok(AlarmAction::Deactivate) if self.alarms.deactivate(a.member_id, a.alarm) => {
+                aux.push(changed(false));
+                vec![member]
+            }
+            Ok(AlarmAction::Activate | AlarmAction::Deactivate) => Vec::new(),
+            _ => self.alarms.get(a.alarm),
+        };
+        if !aux.is_empty() {
+            self.alarms_view.send_replace(Arc::new(self.alarms.clone()));
+        }
         let resp = pb::AlarmResponse {
             header: self
                 .ids(term)
@@ -491,22 +473,19 @@ impl Applier {
         Ok(())
     }
 
-    fn apply_revoke(&self, e: &Entry, id: u64, lease: i64, term: u64) -> Result<(), st::Error> {
-        if e.index <= self.store.consistent_index() {
+    fn apply_revoke(&mut self, e: &Entry, id: u64, lease: i64, term: u64) -> Result<(), st::Error> {
+        if self.replayed(e) {
             self.advance(e.index);
             return Ok(());
         }
-        let keys = {
-            let mut lessor = self.lessor.lock().unwrap_or_else(|p| p.into_inner());
-            lessor.revoke(lease)
-        };
-        let keys = match keys {
+        let keys = match self.leases.revoke(lease) {
             Ok(keys) => keys,
             Err(err) => {
                 self.apply_one(e, id, st::WriteRequest::Noop, &[], Err(err))?;
                 return Ok(());
             }
         };
+        self.lease_clock.revoked(lease);
         // All of the lease's keys go in one revision, as etcd deletes them.
         let request = if keys.is_empty() {
             st::WriteRequest::Noop
@@ -531,7 +510,6 @@ impl Applier {
             key: lease_key(lease),
             value: None,
         }];
-        let ids = self.ids(term);
         // The header's revision is the store's after the deletes: known only once
         // applied, so the waiter is answered here rather than through apply_one.
         let entry = ApplyEntry {
@@ -540,21 +518,16 @@ impl Applier {
             request: &request,
             aux: &aux,
         };
-        let applied = {
-            let lessor = self.lessor.lock().unwrap_or_else(|p| p.into_inner());
-            self.watchable.apply(entry, &LessorCheck(&lessor))?
-        };
         if let Applied::Done {
             revision, events, ..
-        } = applied
+        } = self.watchable.apply(entry, &self.leases)?
         {
-            self.track_leases(&events);
+            self.leases.track(&events);
             if id != 0 {
+                let header = self.ids(term).header(st::ResponseHeader::at(revision));
                 self.wait.trigger(
                     id,
-                    Ok(ApplyOutput::LeaseRevoke(pb::LeaseRevokeResponse {
-                        header: ids.header(st::ResponseHeader::at(revision)),
-                    })),
+                    Ok(ApplyOutput::LeaseRevoke(pb::LeaseRevokeResponse { header })),
                 );
             }
         }

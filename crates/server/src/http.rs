@@ -5,8 +5,6 @@
 //! They share the client listener with gRPC (see `serve`): HTTP/1.1 requests land
 //! here, HTTP/2 gRPC requests go to the services.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -15,43 +13,31 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::facade::MaintenanceApi;
 use crate::metrics::Metrics;
 use crate::version::{ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION, SKIFF_VERSION};
 
-/// Why a member is not healthy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unhealthy {
-    /// An alarm (e.g. NOSPACE) is raised.
-    Alarm(String),
-    /// The member knows no leader.
-    NoLeader,
-    /// A no-op proposal did not commit in time.
-    CommitFailed(String),
-}
-
-/// What `/health` asks the member.
-pub trait HealthCheck: Send + Sync + 'static {
-    /// Healthy when no alarm is raised, a leader is known and (unless
-    /// `serializable`) a no-op commits through Raft within a second.
-    fn check(
-        &self,
-        serializable: bool,
-    ) -> Pin<Box<dyn Future<Output = Result<(), Unhealthy>> + Send + '_>>;
-}
-
-#[derive(Clone)]
-struct HttpState {
+struct HttpState<F> {
     metrics: Metrics,
-    health: Arc<dyn HealthCheck>,
+    facade: Arc<F>,
 }
 
-/// The router for the HTTP endpoints.
-pub fn router(metrics: Metrics, health: Arc<dyn HealthCheck>) -> Router {
+impl<F> Clone for HttpState<F> {
+    fn clone(&self) -> Self {
+        HttpState {
+            metrics: self.metrics.clone(),
+            facade: self.facade.clone(),
+        }
+    }
+}
+
+/// The router for the HTTP endpoints; `/health` asks the facade.
+pub fn router<F: MaintenanceApi>(metrics: Metrics, facade: Arc<F>) -> Router {
     Router::new()
-        .route("/health", get(health_handler))
+        .route("/health", get(health_handler::<F>))
         .route("/version", get(version_handler))
-        .route("/metrics", get(metrics_handler))
-        .with_state(HttpState { metrics, health })
+        .route("/metrics", get(metrics_handler::<F>))
+        .with_state(HttpState { metrics, facade })
 }
 
 #[derive(serde::Deserialize)]
@@ -60,12 +46,12 @@ struct HealthParams {
     serializable: Option<String>,
 }
 
-async fn health_handler(
-    State(state): State<HttpState>,
+async fn health_handler<F: MaintenanceApi>(
+    State(state): State<HttpState<F>>,
     Query(params): Query<HealthParams>,
 ) -> Response {
     let serializable = params.serializable.as_deref() == Some("true");
-    let result = state.health.check(serializable).await;
+    let result = state.facade.health(serializable).await;
     let (status, body) = match &result {
         Ok(()) => {
             state.metrics.health_success.inc();
@@ -92,7 +78,7 @@ async fn version_handler() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn metrics_handler(State(state): State<HttpState>) -> Response {
+async fn metrics_handler<F: MaintenanceApi>(State(state): State<HttpState<F>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,

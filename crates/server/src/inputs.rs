@@ -1,7 +1,10 @@
 //! The messages between the member's threads: what the Raft node loop is asked to do
-//! ([`NodeInput`]), what the apply thread receives ([`ApplyInput`]), the Raft facts
-//! the rest of the member reads without asking ([`RaftStatus`]), and how Raft messages
-//! leave the member ([`Transport`]).
+//! ([`NodeInput`]), what the apply thread receives ([`ApplyInput`]) and answers
+//! ([`ApplyOutput`]), the Raft facts the rest of the member reads without asking
+//! ([`RaftStatus`]), and how Raft messages leave the member ([`Transport`]).
+//!
+//! This module depends on nothing else of the member's, so the node loop, the apply
+//! thread and the request side can all speak it without depending on each other.
 
 use std::sync::atomic::AtomicU64;
 
@@ -10,6 +13,23 @@ use skiff_raft::{Entry, Message};
 use tokio::sync::oneshot;
 
 use skiff_api::EtcdError;
+use skiff_proto::etcdserverpb as pb;
+
+/// What a waiting request gets back from the apply thread.
+#[derive(Debug, Clone)]
+pub enum ApplyOutput {
+    Put(pb::PutResponse),
+    DeleteRange(pb::DeleteRangeResponse),
+    Txn(pb::TxnResponse),
+    Compaction(pb::CompactionResponse),
+    LeaseGrant(pb::LeaseGrantResponse),
+    LeaseRevoke(pb::LeaseRevokeResponse),
+    Alarm(pb::AlarmResponse),
+    Noop,
+}
+
+/// The result of applying one proposed request.
+pub type ApplyResult = Result<ApplyOutput, EtcdError>;
 
 /// What other tasks ask of the node.
 pub enum NodeInput {
@@ -36,6 +56,12 @@ pub enum ApplyInput {
     /// A snapshot from the leader, durable in the snapshot files and the WAL: load it
     /// into the backend before the entries that follow it.
     Snapshot(skiff_raft::Snapshot),
+    /// A question about state the apply thread owns: the keys attached to a lease
+    /// (asked by lease time-to-live with `keys`), answered in log order.
+    LeaseKeys {
+        id: i64,
+        reply: oneshot::Sender<Vec<Bytes>>,
+    },
     /// The node stopped; nothing more will come.
     Stopped,
 }
@@ -51,6 +77,10 @@ pub struct RaftStatus {
 /// Sends Raft messages to peers. A single member has none to send to.
 pub trait Transport: Send + 'static {
     fn send(&mut self, msgs: Vec<Message>);
+    /// A member joined (or its peer URLs are known now).
+    fn add_peer(&mut self, id: u64, urls: Vec<String>);
+    /// A member left.
+    fn remove_peer(&mut self, id: u64);
 }
 
 /// The transport of a cluster of one: any message is a bug in the membership.
@@ -62,4 +92,10 @@ impl Transport for NoPeers {
             tracing::warn!(to = m.to, kind = ?m.msg_type, "dropping a message to an unknown peer");
         }
     }
+
+    fn add_peer(&mut self, id: u64, _urls: Vec<String>) {
+        tracing::warn!(peer = %format!("{id:x}"), "a cluster of one cannot add peers");
+    }
+
+    fn remove_peer(&mut self, _id: u64) {}
 }

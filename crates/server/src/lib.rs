@@ -1,18 +1,22 @@
 //! One Skiff member: configuration (etcd's flags), identity (etcd's ID derivation),
-//! the etcd v3 gRPC services and the HTTP endpoints on the client port.
+//! the Raft node loop and the apply thread, and the front ends (the etcd v3 gRPC
+//! services and the HTTP endpoints on the client port) over one request facade.
 //!
-//! Module map: [`config`] flags and their checks; [`ids`] member, cluster and request
-//! IDs; [`bootstrap`] the Raft state from the data directory; [`node`] the Raft node loop
-//! (WAL group commit, batched ReadIndex, snapshots); [`apply`] committed entries into
-//! the MVCC store and the lessor; [`server`] propose-and-wait and reads; [`api`] the
-//! gRPC services; [`lessor`] leases; [`alarms`] raised alarms; [`member`] start-up
-//! and shutdown; [`http`] `/health`, `/version`, `/metrics`; [`metrics`] etcd-named
-//! Prometheus metrics; [`peer`] the transport between members; [`serve`] one listener
-//! carrying both gRPC and HTTP; [`version`] the versions reported; [`convert`] wire
-//! types to and from the store's; [`inputs`] the messages between the member's
-//! threads; [`wait`] request waiters and the applied-index wait. etcd's
-//! client-visible errors and request checks are `skiff_api`'s (`EtcdError`,
-//! `validate`), shared with the storage.
+//! Module map (`ARCHITECTURE.md` at the repository root has the whole picture):
+//! - wiring: [`member`] builds, connects, starts and stops the parts; [`tasks`] the
+//!   background loops; [`bootstrap`] the Raft state from the data directory.
+//! - front ends: [`api`] the gRPC services, [`http`] `/health` `/version` `/metrics`,
+//!   [`serve`] one listener carrying both; all written against [`facade`] (the traits,
+//!   and layers such as quota that wrap them).
+//! - the request side: [`server`] implements the facade (validate, propose and wait,
+//!   read after the ReadIndex barrier); [`wait`] request waiters and the applied
+//!   index; [`ids`] member, cluster and request IDs.
+//! - the state machine: [`node`] the Raft node loop (WAL group commit, batched
+//!   ReadIndex, snapshots) and its effects; [`apply`] committed entries into the MVCC
+//!   store and the state the apply thread owns: [`lease`] (table and clock),
+//!   [`membership`], [`alarms`]; [`inputs`] the messages between these threads.
+//! - [`peer`] the transport between members; [`config`] flags; [`metrics`] etcd-named
+//!   Prometheus metrics; [`convert`] wire types to and from the store's; [`version`].
 
 pub mod alarms;
 pub mod api;
@@ -20,15 +24,18 @@ pub mod apply;
 pub mod bootstrap;
 pub mod config;
 pub mod convert;
+pub mod facade;
 pub mod http;
 pub mod ids;
 pub mod inputs;
-pub mod lessor;
+pub mod lease;
 pub mod member;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod serve;
 pub mod server;
+pub mod tasks;
 pub mod version;
 pub mod wait;

@@ -6,6 +6,7 @@
 //! 1 for unknown or contradictory flags and for any start-up failure.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::Parser;
@@ -67,7 +68,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+    // A failed member exits at once: whatever is still running (a stuck request, a
+    // thread blocked on the disk) must not keep the process, and with it a voting
+    // member, alive.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "skiff stopped");
@@ -84,9 +90,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             member.stop().await
         }
         reason = member.failed() => {
-            // Stop what can be stopped; the failure is what gets reported.
-            let _ = member.stop().await;
-            anyhow::bail!("member stopped: {reason}")
+            // Nothing acknowledged can be lost (the WAL is synced before any answer),
+            // so there is nothing to wait for: report and exit.
+            anyhow::bail!("member failed: {reason}")
         }
     }
 }

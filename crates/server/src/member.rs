@@ -1,111 +1,57 @@
-//! A running member: start-up, the threads and tasks it runs, and shutdown.
+//! A running member: the wiring of its parts, and shutdown. Domain logic lives in
+//! the parts (`lease`, `membership`, `apply`, `node`, `server`, `tasks`); this file
+//! only builds them, connects them and starts them.
 //!
-//! Start-up order: the data directory (created with mode 0700 when missing); the
-//! Raft state from the WAL and snapshots, or a new one ([`crate::bootstrap`]); the
-//! MVCC store; the lessor rebuilt from the backend (leases and their keys); the Raft
-//! node thread ([`crate::node`]) and the apply thread ([`crate::apply`]); the lease
-//! expiry task; then every client URL is bound (a port in use fails the start) and
-//! serves gRPC and HTTP.
+//! Start-up order: the data directory (created with mode 0700 when missing; a path
+//! that is a file is refused); the Raft state from the WAL and snapshots, or a new one
+//! ([`crate::bootstrap`]); the MVCC store; the lease table, the alarms and the member
+//! table from the backend; the lease clock; the Raft node thread ([`crate::node`]) and
+//! the apply thread ([`crate::apply`]); the background tasks; then every client URL is
+//! bound (a port in use fails the start) and serves gRPC and HTTP through the request
+//! facade, wrapped in its layers ([`crate::facade`]).
 //!
-//! [`Member::stop`] stops accepting, lets in-flight requests finish, stops the node
-//! (which stops the apply thread) and waits for both. If the node stops on its own (a
-//! WAL failure), [`Member::failed`] completes so the process can exit non-zero.
+//! Fail-stop: the node and apply threads are critical. If either returns an error or
+//! panics, [`Member::failed`] completes with the reason and the process exits non-zero
+//! (`main.rs`): a member that can no longer persist or apply must not keep voting.
+//! [`Member::stop`] stops accepting, lets in-flight requests finish (streams get a
+//! short grace), stops the node (which stops the apply thread) and waits for both.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{mpsc, Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use prost::Message as _;
-use skiff_proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
-};
-use skiff_proto::skiffpb::internal_request::Request as Req;
-use skiff_proto::v3electionpb::election_server::ElectionServer;
-use skiff_proto::v3lockpb::lock_server::LockServer;
 use skiff_storage::backend::Table;
-use skiff_storage::mvcc::{self as st, KvStore, StoreConfig};
+use skiff_storage::mvcc::{KvStore, StoreConfig};
 use skiff_storage::watch::{WatchConfig, WatchableStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::service::Routes;
 
-use crate::api::{
-    ClusterService, ElectionService, KvService, LeaseService, LockService, MaintenanceService,
-    WatchService,
-};
+use crate::alarms::Alarms;
 use crate::apply::Applier;
 use crate::bootstrap::{self, Layout};
 use crate::config::Config;
-use crate::http::{self, HealthCheck, Unhealthy};
+use crate::facade::{Quota, Validate};
 use crate::ids::RequestIdGen;
 use crate::inputs::{NodeInput, RaftStatus};
-use crate::lessor::Lessor;
+use crate::lease::{LeaseClock, LeaseTable};
+use crate::membership::MemberTable;
 use crate::metrics::Metrics;
-use crate::node::Node;
+use crate::node::{DiskIo, Node};
 use crate::peer::{PeerConfig, PeerTransport};
-use crate::serve;
-use crate::server::EtcdServer;
+use crate::server::{EtcdServer, LeaderLeases};
 use crate::wait::{AppliedIndex, Wait};
-use skiff_api::EtcdError;
+use crate::{api, http, serve, tasks};
 
 /// How long a stopping member waits for open client streams before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Entries kept in memory behind a snapshot for slow followers (etcd's default).
 const CATCH_UP_ENTRIES: u64 = 5000;
-
-impl HealthCheck for EtcdServer {
-    fn check(
-        &self,
-        serializable: bool,
-    ) -> Pin<Box<dyn Future<Output = Result<(), Unhealthy>> + Send + '_>> {
-        Box::pin(async move {
-            let alarms = self
-                .alarms
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .describe();
-            if let Some(first) = alarms.into_iter().next() {
-                return Err(Unhealthy::Alarm(first));
-            }
-            if self.leader() == 0 {
-                return Err(Unhealthy::NoLeader);
-            }
-            if serializable {
-                return Ok(());
-            }
-            // Like etcd: a request must make it through Raft within a second.
-            let noop = Req::Noop(skiff_proto::skiffpb::Noop {});
-            match tokio::time::timeout(Duration::from_secs(1), self.propose(noop)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(Unhealthy::CommitFailed(e.to_string())),
-                Err(_) => Err(Unhealthy::CommitFailed("timed out".to_string())),
-            }
-        })
-    }
-}
-
-/// Answers lease requests forwarded by followers from this member's lessor.
-struct LessorHandler(Arc<Mutex<Lessor>>);
-
-impl crate::peer::LeaseHandler for LessorHandler {
-    fn renew(&self, id: i64) -> Result<i64, tonic::Status> {
-        let mut lessor = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(lessor.keep_alive(id, Instant::now())?)
-    }
-
-    fn time_to_live(&self, id: i64, keys: bool) -> Result<(i64, i64, Vec<Bytes>), tonic::Status> {
-        let lessor = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if !lessor.is_primary() {
-            return Err(EtcdError::NotLeader.into());
-        }
-        Ok(lessor.time_to_live(id, keys, Instant::now()))
-    }
-}
 
 /// A started member.
 pub struct Member {
@@ -119,13 +65,19 @@ pub struct Member {
     failed: watch::Receiver<Option<String>>,
 }
 
-fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+/// Creates the data directory (private to the member's user, as etcd's is).
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "data dir {} exists and is not a directory; pass a directory to --data-dir",
+            dir.display()
+        );
+    }
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
-        // Like etcd: the data directory is private to the member's user.
         builder.mode(0o700);
     }
     builder
@@ -133,36 +85,75 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", dir.display()))
 }
 
-/// Rebuilds the lessor from the backend: every lease, then every key's attachment.
-pub(crate) fn restore_lessor(store: &KvStore, lessor: &mut Lessor) -> anyhow::Result<()> {
-    let now = Instant::now();
-    for (key, value) in store.backend().scan(Table::Lease)? {
-        let (Ok(id), Ok(ttl)) = (
-            <[u8; 8]>::try_from(&key[..]),
-            <[u8; 8]>::try_from(&value[..]),
-        ) else {
-            anyhow::bail!("corrupt lease record in the backend (key {key:?})");
-        };
-        let (id, ttl) = (i64::from_be_bytes(id), i64::from_be_bytes(ttl));
-        lessor
-            .grant(id, ttl, now)
-            .map_err(|e| anyhow::anyhow!("restoring lease {id:x}: {e}"))?;
+/// Where a critical thread reports that it ended on its own; the first report wins.
+#[derive(Clone)]
+struct FailureReport(Arc<watch::Sender<Option<String>>>);
+
+impl FailureReport {
+    fn report(&self, reason: String) {
+        tracing::error!(%reason, "member failing");
+        self.0.send_if_modified(|slot| {
+            if slot.is_none() {
+                *slot = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
     }
-    if lessor.ids().is_empty() {
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// Runs `work` on a named thread whose error return or panic fails the member.
+fn spawn_critical<E: std::fmt::Display>(
+    name: &'static str,
+    failure: FailureReport,
+    work: impl FnOnce() -> Result<(), E> + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(
+            move || match std::panic::catch_unwind(AssertUnwindSafe(work)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure.report(format!("{name} thread stopped: {e}")),
+                Err(panic) => failure.report(format!(
+                    "{name} thread panicked: {}",
+                    panic_message(panic.as_ref())
+                )),
+            },
+        )
+}
+
+/// Loads a snapshot received from the leader that is newer than the backend (a crash
+/// between saving it and loading it).
+fn catch_up_backend(
+    store: &KvStore,
+    snapshot: Option<&skiff_raft::Snapshot>,
+) -> anyhow::Result<()> {
+    let Some(snap) = snapshot else {
+        return Ok(());
+    };
+    if store.consistent_index() >= snap.metadata.index {
         return Ok(());
     }
-    let all = st::RangeRequest {
-        key: vec![0],
-        range_end: vec![0],
-        ..Default::default()
-    };
-    for kv in store.range(&all)?.kvs {
-        if kv.lease != 0 && lessor.attach(kv.lease, Bytes::from(kv.key)).is_err() {
-            tracing::warn!(
-                lease = kv.lease,
-                "a key names a lease that no longer exists"
-            );
-        }
+    let p = skiff_proto::skiffpb::SnapshotPayload::decode(snap.data.as_ref())
+        .context("undecodable snapshot payload")?;
+    if !p.backend.is_empty() {
+        let summary = store
+            .restore_from_dump(p.backend.as_ref())
+            .context("restoring the backend from the snapshot")?;
+        tracing::info!(
+            index = snap.metadata.index,
+            consistent_index = summary.consistent_index,
+            "backend restored from the snapshot"
+        );
     }
     Ok(())
 }
@@ -192,39 +183,22 @@ impl Member {
             "starting member"
         );
 
+        // The state machine's state, from the backend.
         let store = Arc::new(
             KvStore::open(&layout.db_path, StoreConfig::default())
                 .with_context(|| format!("opening the backend {}", layout.db_path.display()))?,
         );
-        // A snapshot received from the leader may be newer than the backend (a crash
-        // between saving it and loading it): load its backend dump first.
-        if let Some(snap) = &rec.snapshot {
-            if store.consistent_index() < snap.metadata.index {
-                let p = skiff_proto::skiffpb::SnapshotPayload::decode(snap.data.as_ref())
-                    .context("undecodable snapshot payload")?;
-                if !p.backend.is_empty() {
-                    let summary = store
-                        .restore_from_dump(p.backend.as_ref())
-                        .context("restoring the backend from the snapshot")?;
-                    tracing::info!(
-                        index = snap.metadata.index,
-                        consistent_index = summary.consistent_index,
-                        "backend restored from the snapshot"
-                    );
-                }
-            }
-        }
+        catch_up_backend(&store, rec.snapshot.as_ref())?;
         let watchable = Arc::new(WatchableStore::new(store.clone(), WatchConfig::default()));
-        let mut lessor = Lessor::new(config.min_lease_ttl_secs());
-        restore_lessor(&store, &mut lessor)?;
-        let lessor = Arc::new(Mutex::new(lessor));
+        let leases = LeaseTable::restore(&store, config.min_lease_ttl_secs())?;
         let alarm_rows = store.backend().scan(Table::Alarm)?;
-        let alarms = crate::alarms::Alarms::from_keys(alarm_rows.iter().map(|(k, _)| k.as_slice()))
+        let alarms = Alarms::from_keys(alarm_rows.iter().map(|(k, _)| k.as_slice()))
             .map_err(|e| anyhow::anyhow!("backend alarm table: {e}"))?;
-        let alarms = Arc::new(Mutex::new(alarms));
+        let (alarms_view, alarms_rx) = watch::channel(Arc::new(alarms.clone()));
+        let (member_table, members) = MemberTable::open(&store, &rec.meta.members)?;
 
+        // Raft.
         let applied = bootstrap::reconcile_applied(&rec.storage, store.consistent_index());
-        let voters: Vec<u64> = rec.meta.members.iter().map(|m| m.id).collect();
         let raft_config = skiff_raft::Config {
             id: member_id,
             election_tick: config.election_ticks() as usize,
@@ -240,23 +214,34 @@ impl Member {
         };
         raft_config.validate()?;
         let mut raw = skiff_raft::RawNode::new(&raft_config, rec.storage.clone())?;
-        if voters == [member_id] {
+        if raw.raft.prs.conf_state().voters == [member_id] {
             // Alone in the cluster: no reason to wait an election timeout.
             raw.campaign()?;
         }
 
+        let request_timeout = EtcdServer::request_timeout_for(&config);
         let (node_tx, node_rx) = mpsc::channel();
         let (apply_tx, apply_rx) = mpsc::channel();
+        let (expired_tx, expired_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (lease_clock, clock) =
+            LeaseClock::new(config.election_timeout, request_timeout, expired_tx);
+        clock.reset(leases.granted());
+        tokio::spawn(lease_clock.run());
+
         // Peers: the transport to every other member (its listeners start below).
         let mut transport = PeerTransport::new(
             PeerConfig::new(member_id, cluster_id),
             crate::peer::node_sink(node_tx.clone()),
             tokio::runtime::Handle::current(),
         );
-        for m in rec.meta.members.iter().filter(|m| m.id != member_id) {
+        for m in members.borrow().iter().filter(|m| m.id != member_id) {
             transport.add_peer(m.id, m.peer_urls.clone());
         }
-        transport.set_lease_handler(Arc::new(LessorHandler(lessor.clone())));
+        transport.set_lease_handler(Arc::new(LeaderLeases {
+            clock: clock.clone(),
+            apply: apply_tx.clone(),
+            timeout: request_timeout,
+        }));
         // A snapshot sent to a follower carries a consistent dump of our backend.
         let dump_from = store.clone();
         transport.set_snapshot_source(Arc::new(move |data: Bytes| {
@@ -271,32 +256,32 @@ impl Member {
             Ok(Bytes::from(p.encode_to_vec()))
         }));
         let status = Arc::new(RaftStatus::default());
-        let members = Arc::new(RwLock::new(rec.meta.members.clone()));
         let server = Arc::new(EtcdServer {
-            request_timeout: EtcdServer::request_timeout_for(&config),
+            request_timeout,
             config: config.clone(),
             member_id,
             cluster_id,
             store: store.clone(),
             watchable: watchable.clone(),
-            lessor: lessor.clone(),
             wait: Arc::new(Wait::default()),
             applied: Arc::new(AppliedIndex::new(applied)),
             raft: status.clone(),
-            node: Mutex::new(node_tx.clone()),
+            node: node_tx.clone(),
+            apply: apply_tx.clone(),
+            lease_clock: clock.clone(),
             ids: RequestIdGen::new(member_id),
             metrics: metrics.clone(),
-            members: members.clone(),
-            alarms: alarms.clone(),
+            members,
+            alarms: alarms_rx,
             forwarder: Arc::new(transport.forwarder()),
         });
 
         let (failed_tx, failed) = watch::channel(None);
-        let failed_tx = Arc::new(failed_tx);
+        let failure = FailureReport(Arc::new(failed_tx));
         let (shutdown, _) = watch::channel(false);
 
         // The peer listeners (bound even for a single member, as etcd does).
-        let mut peer_listeners = Vec::new();
+        let mut listeners = Vec::new();
         for url in &config.listen_peer_urls {
             let listener = serve::bind(url)
                 .await
@@ -304,7 +289,7 @@ impl Member {
             tracing::info!(%url, addr = %listener.local_addr()?, "serving peer traffic");
             let svc = transport.service().into_server();
             let mut stop = shutdown.subscribe();
-            peer_listeners.push(tokio::spawn(
+            listeners.push(tokio::spawn(
                 tonic::transport::Server::builder()
                     .add_service(svc)
                     .serve_with_incoming_shutdown(
@@ -315,35 +300,37 @@ impl Member {
                     ),
             ));
         }
-        let node = Node {
-            raw,
-            storage: rec.storage,
+
+        // The two critical threads.
+        let io = DiskIo {
             wal: rec.wal,
             snapshotter: rec.snapshotter,
             transport,
-            inputs: node_rx,
             apply: apply_tx,
-            status,
+            lease_clock: clock.clone(),
             metrics: metrics.clone(),
-            tick: config.heartbeat_interval,
-            catch_up_entries: CATCH_UP_ENTRIES,
-            lessor: lessor.clone(),
-            lease_extend: config.election_timeout,
+            leading: false,
         };
-        let node_failed = failed_tx.clone();
-        let node_thread =
-            std::thread::Builder::new()
-                .name("raft-node".into())
-                .spawn(move || {
-                    if let Err(e) = node.run() {
-                        tracing::error!(error = %e, "raft node stopped");
-                        node_failed.send_replace(Some(format!("raft node: {e}")));
-                    }
-                })?;
+        let node = Node::new(
+            raw,
+            rec.storage,
+            io,
+            status,
+            metrics.clone(),
+            CATCH_UP_ENTRIES,
+        );
+        let tick = config.heartbeat_interval;
+        let node_thread = spawn_critical("raft-node", failure.clone(), move || {
+            node.run(node_rx, tick)
+        })?;
         let applier = Applier {
             store: store.clone(),
             watchable,
-            lessor: lessor.clone(),
+            leases,
+            lease_clock: clock,
+            members: member_table,
+            alarms,
+            alarms_view,
             wait: server.wait.clone(),
             applied: server.applied.clone(),
             metrics: metrics.clone(),
@@ -351,35 +338,37 @@ impl Member {
             member_id,
             snapshot_count: config.snapshot_count,
             node: node_tx,
-            members,
-            alarms,
+            min_lease_ttl: config.min_lease_ttl_secs(),
         };
-        let apply_failed = failed_tx.clone();
-        let apply_thread = std::thread::Builder::new()
-            .name("apply".into())
-            .spawn(move || {
-                if let Err(e) = applier.run(apply_rx) {
-                    tracing::error!(error = %e, "apply stopped");
-                    apply_failed.send_replace(Some(format!("apply: {e}")));
-                }
-            })?;
+        let apply_thread = spawn_critical("apply", failure, move || applier.run(apply_rx))?;
 
-        tokio::spawn(publish_attributes(server.clone(), shutdown.subscribe()));
-        tokio::spawn(housekeeping(server.clone(), shutdown.subscribe()));
+        tokio::spawn(tasks::publish_attributes(
+            server.clone(),
+            shutdown.subscribe(),
+        ));
+        tokio::spawn(tasks::revoke_expired(
+            server.clone(),
+            expired_rx,
+            shutdown.subscribe(),
+        ));
+        tokio::spawn(tasks::housekeeping(server.clone(), shutdown.subscribe()));
 
-        let mut listeners = peer_listeners;
+        // The request pipeline every front end goes through.
+        let facade = Arc::new(Validate::new(
+            Arc::new(Quota::new(server.clone(), server.clone())),
+            config.max_txn_ops,
+        ));
         let mut client_addrs = Vec::new();
         for url in &config.listen_client_urls {
             let listener = serve::bind(url).await?;
             let addr = listener.local_addr()?;
             client_addrs.push(addr);
             tracing::info!(%url, %addr, "serving client traffic (gRPC and HTTP)");
-            let http = http::router(metrics.clone(), server.clone() as Arc<dyn HealthCheck>);
             let mut stop = shutdown.subscribe();
             listeners.push(tokio::spawn(serve::serve_client(
                 listener,
-                grpc_routes(&server),
-                http,
+                api::routes(facade.clone(), config.max_request_bytes),
+                http::router(metrics.clone(), facade.clone()),
                 async move {
                     // A dropped sender also means stop.
                     let _ = stop.wait_for(|s| *s).await;
@@ -397,7 +386,8 @@ impl Member {
         })
     }
 
-    /// Completes if the member stops on its own (storage failure), with the reason.
+    /// Completes if the member fails on its own (storage failure, a critical thread
+    /// gone), with the reason.
     pub async fn failed(&mut self) -> String {
         match self.failed.wait_for(|f| f.is_some()).await {
             Ok(reason) => reason.clone().unwrap_or_default(),
@@ -407,6 +397,7 @@ impl Member {
 
     /// Stops accepting, finishes in-flight requests, stops the node and waits.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
         self.shutdown.send_replace(true);
         // In-flight unary requests finish; long-lived streams (watches, keep-alives)
         // never would, so they get a grace period and are then cut.
@@ -433,12 +424,8 @@ impl Member {
             }
             drain.await?;
         }
-        let _ = self
-            .server
-            .node
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(NodeInput::Stop);
+        tracing::debug!(elapsed = ?started.elapsed(), "listeners stopped");
+        let _ = self.server.node.send(NodeInput::Stop);
         let threads = [self.node_thread.take(), self.apply_thread.take()];
         tokio::task::spawn_blocking(move || {
             for t in threads.into_iter().flatten() {
@@ -446,134 +433,10 @@ impl Member {
             }
         })
         .await?;
+        tracing::debug!(elapsed = ?started.elapsed(), "node and apply threads stopped");
         // The store's background compactor stops when the last reference goes.
         self.server.store.sync().context("final backend sync")?;
+        tracing::debug!(elapsed = ?started.elapsed(), "member stopped");
         Ok(())
-    }
-}
-
-/// The gRPC services served on every client URL.
-fn grpc_routes(server: &Arc<EtcdServer>) -> Routes {
-    let max = serve::max_recv_bytes(server.config.max_request_bytes);
-    Routes::new(
-        KvServer::new(KvService::new(server.clone(), server.config.max_txn_ops))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
-        WatchServer::new(WatchService::new(server.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
-        LeaseServer::new(LeaseService::new(server.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
-        LockServer::new(LockService::new(server.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
-        ElectionServer::new(ElectionService::new(server.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
-        ClusterServer::new(ClusterService::new(server.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
-        MaintenanceServer::new(MaintenanceService::new(server.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(usize::MAX),
-    )
-}
-
-/// Publishes this member's name and client URLs through Raft once there is a leader,
-/// so every member can list them (etcd's publish); retried until it commits.
-async fn publish_attributes(server: Arc<EtcdServer>, mut stop: watch::Receiver<bool>) {
-    let attrs = skiff_proto::skiffpb::MemberAttributes {
-        member_id: server.member_id,
-        name: server.config.name.clone(),
-        client_urls: server
-            .config
-            .advertise_client_urls
-            .iter()
-            .map(|u| u.to_string())
-            .collect(),
-    };
-    loop {
-        if server.leader() != 0 {
-            let req = Req::MemberAttributes(attrs.clone());
-            match tokio::time::timeout(server.request_timeout, server.propose(req)).await {
-                Ok(Ok(_)) => {
-                    tracing::info!(name = %attrs.name, "published member attributes");
-                    return;
-                }
-                Ok(Err(e)) => tracing::debug!(error = %e, "publishing member attributes"),
-                Err(_) => tracing::debug!("publishing member attributes timed out"),
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-/// Periodic work: revoking expired leases (the leader decides, Raft applies) and the
-/// backend size gauge.
-async fn housekeeping(server: Arc<EtcdServer>, mut stop: watch::Receiver<bool>) {
-    let mut revoking: std::collections::HashMap<i64, Instant> = Default::default();
-    // etcd's default progress-notify interval for watchers that asked for it.
-    const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
-    let mut last_progress = Instant::now();
-    let mut interval = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let now = Instant::now();
-        let expired = server
-            .lessor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .expired(now);
-        // A revoke already on its way is not proposed again for a while.
-        revoking.retain(|_, at| now.duration_since(*at) < server.request_timeout);
-        for id in expired {
-            if revoking.insert(id, now).is_some() {
-                continue;
-            }
-            let s = server.clone();
-            tokio::spawn(async move {
-                let req = Req::LeaseRevoke(skiff_proto::etcdserverpb::LeaseRevokeRequest { id });
-                match s.propose(req).await {
-                    Ok(_) | Err(EtcdError::LeaseNotFound) => {}
-                    Err(e) => {
-                        tracing::warn!(lease = %format!("{id:x}"), error = %e, "revoking an expired lease failed")
-                    }
-                }
-            });
-        }
-        if now.duration_since(last_progress) >= PROGRESS_NOTIFY_INTERVAL {
-            server.watchable.progress_notify();
-            last_progress = now;
-        }
-        server
-            .metrics
-            .keys_total
-            .set(server.store.index_len() as i64);
-        if let Ok(meta) = std::fs::metadata(server.store.backend().path()) {
-            server.metrics.db_total_size_bytes.set(meta.len() as i64);
-            server
-                .metrics
-                .db_total_size_in_use_bytes
-                .set(meta.len() as i64);
-        }
     }
 }

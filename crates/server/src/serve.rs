@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::io;
 
+use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
@@ -57,6 +58,25 @@ async fn as_grpc_go_size_error(mut resp: axum::response::Response) -> axum::resp
     resp
 }
 
+/// Anything not routed: a gRPC call to a service or method Skiff does not serve (the
+/// Auth service, for now) gets `Unimplemented` naming it, instead of tonic's empty
+/// message; anything else a plain 404.
+async fn not_served(req: axum::extract::Request) -> axum::response::Response {
+    let grpc = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        let status = tonic::Status::unimplemented(format!(
+            "skiff: {} is not implemented yet",
+            req.uri().path()
+        ));
+        return status.into_http::<axum::body::Body>();
+    }
+    (axum::http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+}
+
 /// Binds `url`'s `host:port` (a name such as `localhost` resolves to its first
 /// address that can be bound, as Go's listener does).
 pub async fn bind(url: &Url) -> io::Result<TcpListener> {
@@ -75,6 +95,7 @@ pub async fn serve_client(
     let router = grpc
         .into_axum_router()
         .merge(http)
+        .fallback(not_served)
         .layer(axum::middleware::map_response(as_grpc_go_size_error));
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;

@@ -1,6 +1,7 @@
 //! Wire-level request validation, compared with a real etcd 3.4: the same malformed
-//! requests go to `etcd` and to Skiff's KV service, and the gRPC code and message must
-//! be identical. Valid requests must pass validation and reach the backend.
+//! requests go to `etcd` and to Skiff's KV service over the validation layer of the
+//! request pipeline, and the gRPC code and message must be identical. Valid requests
+//! must pass validation and reach the facade behind it.
 //! Ports 23420-23429 belong to this file. When no `etcd` binary is installed the etcd
 //! half is skipped with a note (CI installs it); the expected messages are then
 //! checked against the REFERENCE table only.
@@ -17,7 +18,7 @@ use skiff_proto::etcdserverpb::{
     CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
 };
-use skiff_server::api::KvBackend;
+use skiff_server::facade::{KvApi, Validate};
 use tonic::transport::Channel;
 
 /// Counts what reaches it and answers with empty responses.
@@ -27,7 +28,7 @@ struct Counting {
 }
 
 #[tonic::async_trait]
-impl KvBackend for Counting {
+impl KvApi for Counting {
     async fn range(&self, _: RangeRequest) -> Result<RangeResponse, EtcdError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Ok(RangeResponse::default())
@@ -234,7 +235,8 @@ async fn malformed_requests_get_etcds_errors() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:23420")
         .await
         .expect("bind 23420");
-    let svc = KvServer::new(skiff_server::api::KvService::new(backend.clone(), 128))
+    let validated = Arc::new(Validate::new(backend.clone(), 128));
+    let svc = KvServer::new(skiff_server::api::KvService::new(validated))
         .max_decoding_message_size(skiff_server::serve::max_recv_bytes(1_572_864));
     let routes = tonic::service::Routes::new(svc);
     tokio::spawn(skiff_server::serve::serve_client(

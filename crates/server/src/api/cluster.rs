@@ -1,102 +1,71 @@
-//! The Cluster service (`etcdserverpb.Cluster`): the member list, sorted by ID as
-//! etcd lists it. Changing membership (add, remove, update, promote) belongs to the
-//! multi-member work and is answered `Unimplemented` until then, so a client learns
-//! the truth instead of a silent no-op.
+//! The Cluster service (`etcdserverpb.Cluster`), each call handed to the facade.
 
 use std::sync::Arc;
 
 use skiff_proto::etcdserverpb::{
-    cluster_server::Cluster, Member, MemberAddRequest, MemberAddResponse, MemberListRequest,
+    cluster_server::Cluster, MemberAddRequest, MemberAddResponse, MemberListRequest,
     MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
     MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
 use tonic::{Request, Response, Status};
 
-use crate::server::EtcdServer;
+use crate::facade::ClusterApi;
 
-pub struct ClusterService {
-    server: Arc<EtcdServer>,
+/// The gRPC Cluster service over a facade.
+pub struct ClusterService<F> {
+    facade: Arc<F>,
 }
 
-impl ClusterService {
-    pub fn new(server: Arc<EtcdServer>) -> ClusterService {
-        ClusterService { server }
+impl<F: ClusterApi> ClusterService<F> {
+    pub fn new(facade: Arc<F>) -> ClusterService<F> {
+        ClusterService { facade }
     }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "skiff: {what} is not supported yet (single-member release)"
-    ))
-}
-
 #[tonic::async_trait]
-impl Cluster for ClusterService {
+impl<F: ClusterApi> Cluster for ClusterService<F> {
     async fn member_add(
         &self,
-        _: Request<MemberAddRequest>,
+        req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet("member add"))
+        Ok(Response::new(
+            self.facade.member_add(req.into_inner()).await?,
+        ))
     }
 
     async fn member_remove(
         &self,
-        _: Request<MemberRemoveRequest>,
+        req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet("member remove"))
+        Ok(Response::new(
+            self.facade.member_remove(req.into_inner()).await?,
+        ))
     }
 
     async fn member_update(
         &self,
-        _: Request<MemberUpdateRequest>,
+        req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet("member update"))
+        Ok(Response::new(
+            self.facade.member_update(req.into_inner()).await?,
+        ))
     }
 
     async fn member_list(
         &self,
-        _: Request<MemberListRequest>,
+        req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let s = &self.server;
-        let mut members: Vec<Member> = s
-            .members
-            .read()
-            .map(|m| m.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| {
-                // This member's name and client URLs are known locally; a peer's are
-                // published by the peer once it serves.
-                let own = m.id == s.member_id;
-                Member {
-                    id: m.id,
-                    name: if own { s.config.name.clone() } else { m.name },
-                    peer_ur_ls: m.peer_urls,
-                    client_ur_ls: if own {
-                        s.config
-                            .advertise_client_urls
-                            .iter()
-                            .map(|u| u.to_string())
-                            .collect()
-                    } else {
-                        m.client_urls
-                    },
-                    is_learner: m.is_learner,
-                }
-            })
-            .collect();
-        members.sort_by_key(|m| m.id);
-        // Membership calls do not touch the key-value store: no revision, as etcd.
-        let header = s
-            .header()
-            .map(|h| skiff_proto::etcdserverpb::ResponseHeader { revision: 0, ..h });
-        Ok(Response::new(MemberListResponse { header, members }))
+        Ok(Response::new(
+            self.facade.member_list(req.into_inner()).await?,
+        ))
     }
 
     async fn member_promote(
         &self,
-        _: Request<MemberPromoteRequest>,
+        req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet("member promote"))
+        Ok(Response::new(
+            self.facade.member_promote(req.into_inner()).await?,
+        ))
     }
 }

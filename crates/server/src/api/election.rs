@@ -13,35 +13,36 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use skiff_api::EtcdError;
 use skiff_proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     request_op::Request as Op,
     response_op::Response as OpResp,
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, TxnResponse,
 };
-use skiff_proto::mvccpb::KeyValue;
-use skiff_proto::skiffpb::internal_request::Request as Req;
+use skiff_proto::etcdserverpb::{
+    watch_create_request::FilterType, ResponseHeader, WatchCreateRequest,
+};
+use skiff_proto::mvccpb::{event::EventType, KeyValue};
 use skiff_proto::v3electionpb::{
     election_server::Election, CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest,
     LeaderResponse, ProclaimRequest, ProclaimResponse, ResignRequest, ResignResponse,
 };
-use skiff_storage::watch::{self as sw, WatchFilter};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::lock::{oldest_or_predecessor, prefix_end, wait_predecessors};
-use crate::apply::ApplyOutput;
-use crate::convert;
-use crate::server::EtcdServer;
-use skiff_api::EtcdError;
+use crate::facade::{KvApi, WatchApi, WatchSession};
 
-pub struct ElectionService {
-    server: Arc<EtcdServer>,
+/// The Election service over the KV and watch facade, as etcd builds it on its
+/// client.
+pub struct ElectionService<F> {
+    facade: Arc<F>,
 }
 
-impl ElectionService {
-    pub fn new(server: Arc<EtcdServer>) -> ElectionService {
-        ElectionService { server }
+impl<F: KvApi + WatchApi> ElectionService<F> {
+    pub fn new(facade: Arc<F>) -> ElectionService<F> {
+        ElectionService { facade }
     }
 }
 
@@ -84,61 +85,55 @@ fn put_op(key: &Bytes, value: Bytes, lease: i64) -> RequestOp {
     }
 }
 
-async fn txn(server: &EtcdServer, t: TxnRequest) -> Result<TxnResponse, EtcdError> {
-    let r = server.propose(Req::Txn(t)).await;
-    EtcdServer::expect(r, |o| match o {
-        ApplyOutput::Txn(t) => Some(t),
-        _ => None,
-    })
+async fn txn<F: KvApi>(facade: &F, t: TxnRequest) -> Result<TxnResponse, EtcdError> {
+    facade.txn(t).await
 }
 
 /// The current leader's key-value and the header it was read at.
-async fn current_leader(
-    server: &EtcdServer,
+async fn current_leader<F: KvApi>(
+    facade: &F,
     prefix: &[u8],
-) -> Result<(Option<KeyValue>, i64), EtcdError> {
-    let r = server.range(oldest_or_predecessor(prefix, None)).await?;
-    let rev = r.header.as_ref().map(|h| h.revision).unwrap_or(0);
-    Ok((r.kvs.into_iter().next(), rev))
+) -> Result<(Option<KeyValue>, Option<ResponseHeader>), EtcdError> {
+    let r = facade.range(oldest_or_predecessor(prefix, None)).await?;
+    Ok((r.kvs.into_iter().next(), r.header))
 }
 
 /// Opens a watcher on `key` (or the prefix `key..end`) from `from`.
-fn watch(
-    server: &EtcdServer,
+fn watch<F: WatchApi>(
+    facade: &F,
     key: &[u8],
     range_end: Vec<u8>,
     from: i64,
-    filters: Vec<WatchFilter>,
-) -> Result<
-    (
-        sw::WatchStream,
-        tokio::sync::mpsc::Receiver<sw::WatchResponse>,
-    ),
-    EtcdError,
-> {
-    let (stream, rx) = server.watchable.new_stream();
-    stream
-        .watch(&sw::WatchRequest {
-            key: key.to_vec(),
-            range_end,
-            start_revision: from,
-            filters,
-            ..Default::default()
-        })
-        .map_err(|_| EtcdError::Stopped)?;
-    Ok((stream, rx))
+    filters: Vec<FilterType>,
+) -> Result<Box<dyn WatchSession>, EtcdError> {
+    let mut session = facade.watch()?;
+    let created = session.create(WatchCreateRequest {
+        key: Bytes::copy_from_slice(key),
+        range_end: Bytes::from(range_end),
+        start_revision: from,
+        filters: filters.into_iter().map(|f| f as i32).collect(),
+        ..Default::default()
+    });
+    if created.canceled {
+        return Err(EtcdError::Stopped);
+    }
+    Ok(session)
+}
+
+fn revision_of(h: &Option<ResponseHeader>) -> i64 {
+    h.as_ref().map(|h| h.revision).unwrap_or(0)
 }
 
 type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Election for ElectionService {
+impl<F: KvApi + WatchApi> Election for ElectionService<F> {
     async fn campaign(
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
         let req = req.into_inner();
-        let s = &self.server;
+        let s = self.facade.as_ref();
         let prefix = prefix_of(&req.name);
         let mut key = prefix.clone();
         key.extend_from_slice(format!("{:x}", req.lease).as_bytes());
@@ -182,9 +177,9 @@ impl Election for ElectionService {
                 }
             }
         }
-        wait_predecessors(s, &prefix, rev).await?;
+        let header = wait_predecessors(s, &prefix, rev).await?;
         Ok(Response::new(CampaignResponse {
-            header: s.header(),
+            header,
             leader: Some(LeaderKey {
                 name: req.name,
                 key,
@@ -201,7 +196,7 @@ impl Election for ElectionService {
         let req = req.into_inner();
         let leader = req.leader.ok_or_else(missing_leader)?;
         let resp = txn(
-            &self.server,
+            self.facade.as_ref(),
             TxnRequest {
                 compare: vec![if_created_at(&leader.key, leader.rev)],
                 success: vec![put_op(&leader.key, req.value, leader.lease)],
@@ -222,10 +217,10 @@ impl Election for ElectionService {
         req: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
         let prefix = prefix_of(&req.into_inner().name);
-        let (kv, _) = current_leader(&self.server, &prefix).await?;
+        let (kv, header) = current_leader(self.facade.as_ref(), &prefix).await?;
         let kv = kv.ok_or_else(no_leader)?;
         Ok(Response::new(LeaderResponse {
-            header: self.server.header(),
+            header,
             kv: Some(kv),
         }))
     }
@@ -237,10 +232,10 @@ impl Election for ElectionService {
         req: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
         let prefix = prefix_of(&req.into_inner().name);
-        let server = self.server.clone();
+        let facade = self.facade.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<LeaderResponse, Status>>(16);
         tokio::spawn(async move {
-            if let Err(e) = observe_loop(&server, &prefix, &tx).await {
+            if let Err(e) = observe_loop(facade.as_ref(), &prefix, &tx).await {
                 let _ = tx.send(Err(e.into())).await;
             }
         });
@@ -255,7 +250,7 @@ impl Election for ElectionService {
     ) -> Result<Response<ResignResponse>, Status> {
         let leader = req.into_inner().leader.ok_or_else(missing_leader)?;
         let resp = txn(
-            &self.server,
+            self.facade.as_ref(),
             TxnRequest {
                 compare: vec![if_created_at(&leader.key, leader.rev)],
                 success: vec![RequestOp {
@@ -275,45 +270,41 @@ impl Election for ElectionService {
 }
 
 /// Sends the leader's value whenever it changes, until the client goes away.
-async fn observe_loop(
-    server: &EtcdServer,
+async fn observe_loop<F: KvApi + WatchApi>(
+    facade: &F,
     prefix: &[u8],
     tx: &tokio::sync::mpsc::Sender<Result<LeaderResponse, Status>>,
 ) -> Result<(), EtcdError> {
-    let header_at = |rev: i64| {
-        server
-            .header()
-            .map(|h| skiff_proto::etcdserverpb::ResponseHeader { revision: rev, ..h })
-    };
     loop {
-        let (kv, read_at) = current_leader(server, prefix).await?;
+        let (kv, read_header) = current_leader(facade, prefix).await?;
         // No leader yet: wait for the first candidate's put.
-        let (kv, at) = match kv {
-            Some(kv) => (kv, read_at),
+        let (kv, header) = match kv {
+            Some(kv) => (kv, read_header),
             None => {
-                let (_stream, mut rx) = watch(
-                    server,
+                let mut session = watch(
+                    facade,
                     prefix,
                     prefix_end(prefix).to_vec(),
-                    read_at + 1,
-                    vec![WatchFilter::NoDelete],
+                    revision_of(&read_header) + 1,
+                    vec![FilterType::Nodelete],
                 )?;
                 let mut found = None;
                 while found.is_none() {
-                    let Some(r) = rx.recv().await else {
+                    let Some(r) = session.next().await else {
                         return Err(EtcdError::Stopped);
                     };
-                    if let Some(ev) = r.events.into_iter().next() {
-                        found = Some((convert::kv_to_pb(ev.kv), r.revision));
+                    if let Some(kv) = r.events.into_iter().next().and_then(|ev| ev.kv) {
+                        found = Some((kv, r.header));
                     }
                 }
                 found.ok_or(EtcdError::Stopped)?
             }
         };
         let key = kv.key.clone();
+        let at = revision_of(&header);
         if tx
             .send(Ok(LeaderResponse {
-                header: header_at(at),
+                header,
                 kv: Some(kv),
             }))
             .await
@@ -322,19 +313,19 @@ async fn observe_loop(
             return Ok(());
         }
         // Follow this leader's key until it is deleted.
-        let (_stream, mut rx) = watch(server, &key, Vec::new(), at + 1, Vec::new())?;
+        let mut session = watch(facade, &key, Vec::new(), at + 1, Vec::new())?;
         'leader: loop {
-            let Some(r) = rx.recv().await else {
+            let Some(r) = session.next().await else {
                 return Err(EtcdError::Stopped);
             };
             for ev in r.events {
-                if ev.kind == skiff_storage::mvcc::EventType::Delete {
+                if ev.r#type == EventType::Delete as i32 {
                     break 'leader;
                 }
                 if tx
                     .send(Ok(LeaderResponse {
-                        header: header_at(r.revision),
-                        kv: Some(convert::kv_to_pb(ev.kv)),
+                        header: r.header,
+                        kv: ev.kv,
                     }))
                     .await
                     .is_err()

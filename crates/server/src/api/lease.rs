@@ -1,94 +1,50 @@
-//! The Lease service (`etcdserverpb.Lease`): grant and revoke go through Raft;
-//! keep-alive, time-to-live and the lease list are answered by the leader's lessor.
-//!
-//! etcd's answers are kept: a keep-alive for an unknown or expired lease answers
-//! TTL 0 (not an error); time-to-live for an unknown lease answers TTL -1; a grant
-//! with ID 0 gets an ID from the cluster-unique request ID generator (positive).
+//! The Lease service (`etcdserverpb.Lease`): each call handed to the facade; the
+//! keep-alive stream answers each request in order and ends at the first error.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use skiff_proto::etcdserverpb::{
     lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
     LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use skiff_proto::skiffpb::internal_request::Request as Req;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::apply::ApplyOutput;
-use crate::server::EtcdServer;
-use skiff_api::validate;
-use skiff_api::EtcdError;
+use crate::facade::LeaseApi;
 
-pub struct LeaseService {
-    server: Arc<EtcdServer>,
+/// The gRPC Lease service over a facade.
+pub struct LeaseService<F> {
+    facade: Arc<F>,
 }
 
-impl LeaseService {
-    pub fn new(server: Arc<EtcdServer>) -> LeaseService {
-        LeaseService { server }
+impl<F: LeaseApi> LeaseService<F> {
+    pub fn new(facade: Arc<F>) -> LeaseService<F> {
+        LeaseService { facade }
     }
-}
-
-fn lock(s: &EtcdServer) -> std::sync::MutexGuard<'_, crate::lessor::Lessor> {
-    s.lessor.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Renews lease `id`; etcd's keep-alive answer (TTL 0 when the lease is gone). A
-/// follower forwards the renewal to the leader, whose lessor tracks expiry.
-async fn keep_alive(server: &EtcdServer, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
-    let local = lock(server).keep_alive(id, Instant::now());
-    let ttl = match local {
-        Ok(ttl) => ttl,
-        Err(EtcdError::NotLeader) => {
-            let (leader, urls) = server.remote_leader()?;
-            server.forwarder.renew(leader, &urls, id).await?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Ok(LeaseKeepAliveResponse {
-        header: server.header(),
-        id,
-        ttl,
-    })
 }
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Lease for LeaseService {
+impl<F: LeaseApi> Lease for LeaseService<F> {
     async fn lease_grant(
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let mut req = req.into_inner();
-        validate::check_lease_ttl(req.ttl)?;
-        while req.id == 0 {
-            // Positive and unique in the cluster.
-            req.id = (self.server.ids.next_id() & (i64::MAX as u64)) as i64;
-        }
-        let r = self.server.propose(Req::LeaseGrant(req)).await;
-        Ok(Response::new(EtcdServer::expect(r, |o| match o {
-            ApplyOutput::LeaseGrant(g) => Some(g),
-            _ => None,
-        })?))
+        Ok(Response::new(
+            self.facade.lease_grant(req.into_inner()).await?,
+        ))
     }
 
     async fn lease_revoke(
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let r = self
-            .server
-            .propose(Req::LeaseRevoke(req.into_inner()))
-            .await;
-        Ok(Response::new(EtcdServer::expect(r, |o| match o {
-            ApplyOutput::LeaseRevoke(g) => Some(g),
-            _ => None,
-        })?))
+        Ok(Response::new(
+            self.facade.lease_revoke(req.into_inner()).await?,
+        ))
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -98,11 +54,13 @@ impl Lease for LeaseService {
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut incoming = req.into_inner();
-        let server = self.server.clone();
-        let out = async_stream(move |tx| async move {
+        let facade = self.facade.clone();
+        // Backpressure: the task waits while the client is slow to read.
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
             while let Some(msg) = incoming.next().await {
                 let reply = match msg {
-                    Ok(r) => keep_alive(&server, r.id).await,
+                    Ok(r) => facade.lease_keep_alive(r).await.map_err(Status::from),
                     Err(status) => Err(status),
                 };
                 let stop = reply.is_err();
@@ -111,67 +69,26 @@ impl Lease for LeaseService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn lease_time_to_live(
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let req = req.into_inner();
-        if !lock(&self.server).is_primary() {
-            // Only the leader's lessor knows how long a lease has left.
-            if let Ok((leader, urls)) = self.server.remote_leader() {
-                let r = self
-                    .server
-                    .forwarder
-                    .time_to_live(leader, &urls, req.id, req.keys)
-                    .await?;
-                return Ok(Response::new(LeaseTimeToLiveResponse {
-                    header: self.server.header(),
-                    id: req.id,
-                    ttl: r.ttl,
-                    granted_ttl: r.granted_ttl,
-                    keys: r.keys,
-                }));
-            }
-        }
-        let (ttl, granted_ttl, keys) =
-            lock(&self.server).time_to_live(req.id, req.keys, Instant::now());
-        Ok(Response::new(LeaseTimeToLiveResponse {
-            header: self.server.header(),
-            id: req.id,
-            ttl,
-            granted_ttl,
-            keys,
-        }))
+        Ok(Response::new(
+            self.facade.lease_time_to_live(req.into_inner()).await?,
+        ))
     }
 
     async fn lease_leases(
         &self,
-        _req: Request<LeaseLeasesRequest>,
+        req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let leases = lock(&self.server)
-            .ids()
-            .into_iter()
-            .map(|id| LeaseStatus { id })
-            .collect();
-        Ok(Response::new(LeaseLeasesResponse {
-            header: self.server.header(),
-            leases,
-        }))
+        Ok(Response::new(
+            self.facade.lease_leases(req.into_inner()).await?,
+        ))
     }
-}
-
-/// A response stream fed by a task through a small channel (backpressure: the task
-/// waits while the client is slow).
-fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T> + Send
-where
-    T: Send + 'static,
-    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(f(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use skiff_api::EtcdError;
 use skiff_proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
@@ -19,24 +20,22 @@ use skiff_proto::etcdserverpb::{
     response_op::Response as OpResp,
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
 };
-use skiff_proto::skiffpb::internal_request::Request as Req;
+use skiff_proto::etcdserverpb::{watch_create_request::FilterType, WatchCreateRequest};
 use skiff_proto::v3lockpb::{
     lock_server::Lock, LockRequest, LockResponse, UnlockRequest, UnlockResponse,
 };
-use skiff_storage::watch::{self as sw, WatchFilter};
 use tonic::{Request, Response, Status};
 
-use crate::apply::ApplyOutput;
-use crate::server::EtcdServer;
-use skiff_api::EtcdError;
+use crate::facade::{KvApi, WatchApi};
 
-pub struct LockService {
-    server: Arc<EtcdServer>,
+/// The Lock service over the KV and watch facade, as etcd builds it on its client.
+pub struct LockService<F> {
+    facade: Arc<F>,
 }
 
-impl LockService {
-    pub fn new(server: Arc<EtcdServer>) -> LockService {
-        LockService { server }
+impl<F: KvApi + WatchApi> LockService<F> {
+    pub fn new(facade: Arc<F>) -> LockService<F> {
+        LockService { facade }
     }
 }
 
@@ -83,7 +82,7 @@ fn first_create_revision(resp: Option<&OpResp>) -> Option<i64> {
     }
 }
 
-impl LockService {
+impl<F: KvApi + WatchApi> LockService<F> {
     /// Creates (or finds) the caller's key; returns its create revision, whether it
     /// already holds the lock, and the header.
     async fn enqueue(
@@ -118,11 +117,7 @@ impl LockService {
             ],
             failure: vec![get_own, get_owner],
         };
-        let r = self.server.propose(Req::Txn(txn)).await;
-        let resp = EtcdServer::expect(r, |o| match o {
-            ApplyOutput::Txn(t) => Some(t),
-            _ => None,
-        })?;
+        let resp = self.facade.txn(txn).await?;
         let revision = resp.header.as_ref().map(|h| h.revision).unwrap_or(0);
         let ops: Vec<Option<OpResp>> = resp.responses.into_iter().map(|r| r.response).collect();
         let mine = if resp.succeeded {
@@ -137,31 +132,34 @@ impl LockService {
     }
 }
 
-/// Waits until no key under `prefix` was created before `mine`.
-pub(crate) async fn wait_predecessors(
-    server: &EtcdServer,
+/// Waits until no key under `prefix` was created before `mine`; returns the header
+/// of the read that found none (etcd's lock and campaign answer with it).
+pub(crate) async fn wait_predecessors<F: KvApi + WatchApi>(
+    facade: &F,
     prefix: &[u8],
     mine: i64,
-) -> Result<(), EtcdError> {
+) -> Result<Option<ResponseHeader>, EtcdError> {
     loop {
-        let pred = server
+        let pred = facade
             .range(oldest_or_predecessor(prefix, Some(mine)))
             .await?;
         let Some(kv) = pred.kvs.first() else {
-            return Ok(());
+            return Ok(pred.header);
         };
         let read_at = pred.header.as_ref().map(|h| h.revision).unwrap_or(0);
         // Watch just that key for its delete, from right after the read.
-        let (stream, mut events) = server.watchable.new_stream();
-        let req = sw::WatchRequest {
-            key: kv.key.to_vec(),
+        let mut session = facade.watch()?;
+        let created = session.create(WatchCreateRequest {
+            key: kv.key.clone(),
             start_revision: read_at + 1,
-            filters: vec![WatchFilter::NoPut],
+            filters: vec![FilterType::Noput as i32],
             ..Default::default()
-        };
-        stream.watch(&req).map_err(|_| EtcdError::Stopped)?;
+        });
+        if created.canceled {
+            return Err(EtcdError::Stopped);
+        }
         loop {
-            let Some(resp) = events.recv().await else {
+            let Some(resp) = session.next().await else {
                 return Err(EtcdError::Stopped);
             };
             if resp.canceled || !resp.events.is_empty() {
@@ -172,7 +170,7 @@ pub(crate) async fn wait_predecessors(
 }
 
 #[tonic::async_trait]
-impl Lock for LockService {
+impl<F: KvApi + WatchApi> Lock for LockService<F> {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let req = req.into_inner();
         let mut prefix = req.name.to_vec();
@@ -180,11 +178,10 @@ impl Lock for LockService {
         let mut key = prefix.clone();
         key.extend_from_slice(format!("{:x}", req.lease).as_bytes());
         let key = Bytes::from(key);
-        let (mine, held, header) = self.enqueue(&prefix, &key, req.lease).await?;
+        let (mine, held, mut header) = self.enqueue(&prefix, &key, req.lease).await?;
         if !held {
-            wait_predecessors(&self.server, &prefix, mine).await?;
+            header = wait_predecessors(self.facade.as_ref(), &prefix, mine).await?;
         }
-        let header = if held { header } else { self.server.header() };
         Ok(Response::new(LockResponse { header, key }))
     }
 
@@ -196,11 +193,7 @@ impl Lock for LockService {
             key: req.into_inner().key,
             ..Default::default()
         };
-        let r = self.server.propose(Req::DeleteRange(del)).await;
-        let resp = EtcdServer::expect(r, |o| match o {
-            ApplyOutput::DeleteRange(d) => Some(d),
-            _ => None,
-        })?;
+        let resp = self.facade.delete_range(del).await?;
         Ok(Response::new(UnlockResponse {
             header: resp.header,
         }))

@@ -1,7 +1,8 @@
-//! The etcd v3 gRPC services. Each service checks a request exactly as etcd does
-//! (`skiff_api::validate`), then serves it from the member (`crate::server`): writes
-//! through Raft, reads after a ReadIndex or locally. The KV service is generic over a
-//! backend trait so the wire rules are tested without a cluster.
+//! The etcd v3 gRPC services: thin adapters from the wire to the request facade
+//! ([`crate::facade`]). Every service is generic over the facade and nothing else, so
+//! whatever wraps the facade (quota, auth, a counting layer in the tests) sees every
+//! call; the checks etcd makes and the work itself happen behind the facade. Lock and
+//! Election are built on the KV and watch facade, as etcd builds them on its client.
 
 pub mod cluster;
 pub mod election;
@@ -11,10 +12,55 @@ pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
+use std::sync::Arc;
+
+use skiff_proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use skiff_proto::v3electionpb::election_server::ElectionServer;
+use skiff_proto::v3lockpb::lock_server::LockServer;
+use tonic::service::Routes;
+
 pub use cluster::ClusterService;
 pub use election::ElectionService;
-pub use kv::{KvBackend, KvService};
+pub use kv::KvService;
 pub use lease::LeaseService;
 pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
+
+use crate::facade::Facade;
+use crate::serve;
+
+/// Every gRPC service of the client port, over `facade`, with etcd's message size
+/// limits (requests up to `--max-request-bytes` plus gRPC overhead; responses
+/// unlimited).
+pub fn routes<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Routes {
+    let max = serve::max_recv_bytes(max_request_bytes);
+    macro_rules! limited {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(usize::MAX)
+        };
+    }
+    Routes::new(limited!(KvServer::new(KvService::new(facade.clone()))))
+        .add_service(limited!(WatchServer::new(WatchService::new(
+            facade.clone(),
+            max_request_bytes as usize
+        ))))
+        .add_service(limited!(LeaseServer::new(LeaseService::new(
+            facade.clone()
+        ))))
+        .add_service(limited!(LockServer::new(LockService::new(facade.clone()))))
+        .add_service(limited!(ElectionServer::new(ElectionService::new(
+            facade.clone()
+        ))))
+        .add_service(limited!(ClusterServer::new(ClusterService::new(
+            facade.clone()
+        ))))
+        .add_service(limited!(MaintenanceServer::new(MaintenanceService::new(
+            facade
+        ))))
+}

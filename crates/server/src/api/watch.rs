@@ -17,50 +17,33 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use skiff_proto::etcdserverpb::{
-    watch_request::RequestUnion, watch_server::Watch, WatchCreateRequest, WatchRequest,
-    WatchResponse,
+    watch_request::RequestUnion, watch_server::Watch, WatchRequest, WatchResponse,
 };
-use skiff_storage::watch::{self as sw, WatchFilter};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::convert;
-use crate::server::EtcdServer;
+use crate::facade::{WatchApi, WatchSession};
 
-pub struct WatchService {
-    server: Arc<EtcdServer>,
+/// The gRPC Watch service over a facade.
+pub struct WatchService<F> {
+    facade: Arc<F>,
+    /// `--max-request-bytes`: the size above which fragmenting watchers' responses
+    /// are split.
+    fragment_bytes: usize,
 }
 
-impl WatchService {
-    pub fn new(server: Arc<EtcdServer>) -> WatchService {
-        WatchService { server }
+impl<F: WatchApi> WatchService<F> {
+    pub fn new(facade: Arc<F>, fragment_bytes: usize) -> WatchService<F> {
+        WatchService {
+            facade,
+            fragment_bytes,
+        }
     }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
-
-fn create_from_pb(c: WatchCreateRequest) -> sw::WatchRequest {
-    sw::WatchRequest {
-        key: c.key.to_vec(),
-        range_end: c.range_end.to_vec(),
-        start_revision: c.start_revision,
-        progress_notify: c.progress_notify,
-        filters: c
-            .filters
-            .iter()
-            .filter_map(|f| match f {
-                0 => Some(WatchFilter::NoPut),
-                1 => Some(WatchFilter::NoDelete),
-                _ => None,
-            })
-            .collect(),
-        prev_kv: c.prev_kv,
-        watch_id: c.watch_id,
-        fragment: c.fragment,
-    }
-}
 
 /// Splits `resp` into responses of at most about `limit` bytes (never splitting an
 /// event; at least one event each), the last one without the `fragment` flag.
@@ -95,55 +78,33 @@ fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
 
 /// One client request: the response to send for it, if any.
 fn handle_request(
-    server: &EtcdServer,
-    stream: &sw::WatchStream,
+    session: &mut dyn WatchSession,
     fragmenting: &mut HashSet<i64>,
     msg: WatchRequest,
 ) -> Option<WatchResponse> {
     match msg.request_union? {
         RequestUnion::CreateRequest(c) => {
             let wants_fragments = c.fragment;
-            let (watch_id, canceled, cancel_reason) = match stream.watch(&create_from_pb(c)) {
-                Ok(id) => {
-                    if wants_fragments {
-                        fragmenting.insert(id);
-                    }
-                    (id, false, String::new())
-                }
-                Err(e) => (-1, true, e.to_string()),
-            };
-            Some(WatchResponse {
-                header: server.header(),
-                watch_id,
-                created: true,
-                canceled,
-                cancel_reason,
-                ..Default::default()
-            })
+            let resp = session.create(c);
+            if wants_fragments && !resp.canceled {
+                fragmenting.insert(resp.watch_id);
+            }
+            Some(resp)
         }
         RequestUnion::CancelRequest(c) => {
-            if !stream.cancel(c.watch_id) {
-                return None;
-            }
+            let resp = session.cancel(c.watch_id)?;
             fragmenting.remove(&c.watch_id);
-            Some(WatchResponse {
-                header: server.header(),
-                watch_id: c.watch_id,
-                canceled: true,
-                ..Default::default()
-            })
+            Some(resp)
         }
         RequestUnion::ProgressRequest(_) => {
-            // The hub answers (watch_id -1) once every watcher on the stream has
-            // caught up, so the revision is a true bookmark.
-            stream.request_progress();
+            session.request_progress();
             None
         }
     }
 }
 
 #[tonic::async_trait]
-impl Watch for WatchService {
+impl<F: WatchApi> Watch for WatchService<F> {
     type WatchStream = WatchStream;
 
     async fn watch(
@@ -151,40 +112,25 @@ impl Watch for WatchService {
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let mut incoming = req.into_inner();
-        let server = self.server.clone();
-        let (stream, mut events) = server.watchable.new_stream();
+        let mut session = self.facade.watch()?;
         let (tx, rx) = mpsc::channel::<Result<WatchResponse, Status>>(64);
-        let limit = server.config.max_request_bytes as usize;
+        let limit = self.fragment_bytes;
 
-        // One task both serves the client's requests and forwards the hub's events, so
-        // a watcher's `created` response is always sent before any of its events (the
-        // hub can deliver catch-up events as soon as the watcher exists).
+        // One task both serves the client's requests and forwards the session's
+        // events, so a watcher's `created` response is always sent before any of its
+        // events (the hub can deliver catch-up events as soon as the watcher exists).
         tokio::spawn(async move {
             let mut fragmenting: HashSet<i64> = HashSet::new();
             loop {
                 let out: Vec<WatchResponse> = tokio::select! {
                     msg = incoming.next() => {
                         let Some(Ok(msg)) = msg else { break };
-                        handle_request(&server, &stream, &mut fragmenting, msg)
+                        handle_request(session.as_mut(), &mut fragmenting, msg)
                             .into_iter()
                             .collect()
                     }
-                    r = events.recv() => {
-                        let Some(r) = r else { break };
-                        let header = Some(skiff_proto::etcdserverpb::ResponseHeader {
-                            revision: r.revision,
-                            ..server.header().unwrap_or_default()
-                        });
-                        let resp = WatchResponse {
-                            header,
-                            watch_id: r.watch_id,
-                            created: false,
-                            canceled: r.canceled,
-                            compact_revision: r.compact_revision,
-                            cancel_reason: String::new(),
-                            fragment: false,
-                            events: r.events.into_iter().map(convert::event_to_pb).collect(),
-                        };
+                    r = session.next() => {
+                        let Some(resp) = r else { break };
                         if fragmenting.contains(&resp.watch_id) {
                             fragments(resp, limit)
                         } else {
@@ -198,8 +144,8 @@ impl Watch for WatchService {
                     }
                 }
             }
-            // Client gone: dropping the stream removes its watchers.
-            drop(stream);
+            // Client gone: dropping the session removes its watchers.
+            drop(session);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

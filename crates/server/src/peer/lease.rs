@@ -18,12 +18,13 @@ use tonic::Status;
 use super::{connect_one, PeerConfig};
 
 /// The leader's answers to forwarded lease requests.
+#[tonic::async_trait]
 pub trait LeaseHandler: Send + Sync {
     /// Renews lease `id`: its TTL in seconds, 0 if it does not exist, or an error
     /// (e.g. `etcdserver: not leader` when leadership moved meanwhile).
-    fn renew(&self, id: i64) -> Result<i64, Status>;
+    async fn renew(&self, id: i64) -> Result<i64, Status>;
     /// (remaining seconds or -1, granted TTL, attached keys when asked).
-    fn time_to_live(&self, id: i64, keys: bool) -> Result<(i64, i64, Vec<Bytes>), Status>;
+    async fn time_to_live(&self, id: i64, keys: bool) -> Result<(i64, i64, Vec<Bytes>), Status>;
 }
 
 /// The remaining TTL of a forwarded time-to-live query.

@@ -269,6 +269,14 @@ impl crate::inputs::Transport for PeerTransport {
     fn send(&mut self, msgs: Vec<Message>) {
         PeerTransport::send(self, msgs)
     }
+
+    fn add_peer(&mut self, id: u64, urls: Vec<String>) {
+        PeerTransport::add_peer(self, id, urls)
+    }
+
+    fn remove_peer(&mut self, id: u64) {
+        PeerTransport::remove_peer(self, id)
+    }
 }
 
 /// Routes transport events into the Raft node loop's inputs.

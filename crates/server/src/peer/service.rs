@@ -128,7 +128,7 @@ impl Peer for PeerService {
     ) -> Result<Response<LeaseRenewResponse>, Status> {
         let req = req.into_inner();
         self.check_sender(req.cluster_id, req.from, self.cfg.local_id)?;
-        let ttl = self.lease_handler()?.renew(req.id)?;
+        let ttl = self.lease_handler()?.renew(req.id).await?;
         Ok(Response::new(LeaseRenewResponse { ttl }))
     }
 
@@ -138,7 +138,7 @@ impl Peer for PeerService {
     ) -> Result<Response<LeaseTtlResponse>, Status> {
         let req = req.into_inner();
         self.check_sender(req.cluster_id, req.from, self.cfg.local_id)?;
-        let (ttl, granted_ttl, keys) = self.lease_handler()?.time_to_live(req.id, req.keys)?;
+        let (ttl, granted_ttl, keys) = self.lease_handler()?.time_to_live(req.id, req.keys).await?;
         Ok(Response::new(LeaseTtlResponse {
             ttl,
             granted_ttl,

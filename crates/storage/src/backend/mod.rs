@@ -378,6 +378,27 @@ impl Backend {
             })
     }
 
+    /// Writes `rows` into `table` in one durable transaction (`None` deletes a key),
+    /// outside any apply: for records that no log entry made, such as the initial
+    /// membership written when a member is bootstrapped.
+    pub fn write_rows(&self, table: Table, rows: &[(Vec<u8>, Option<Vec<u8>>)]) -> BResult<()> {
+        let tx = self.begin_write()?;
+        {
+            let mut t = tx.open_table(table.def())?;
+            for (key, value) in rows {
+                match value {
+                    Some(v) => {
+                        t.insert(key.as_slice(), v.as_slice())?;
+                    }
+                    None => {
+                        t.remove(key.as_slice())?;
+                    }
+                }
+            }
+        }
+        self.commit(tx, 0, true)
+    }
+
     /// Makes every commit so far durable (one fsync). Call before a snapshot and before
     /// releasing WAL segments.
     pub fn sync(&self) -> BResult<()> {

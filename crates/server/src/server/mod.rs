@@ -1,5 +1,8 @@
-//! The member as the gRPC services see it: propose a write and wait for its result,
-//! read linearizably or serializably, and the facts Status and MemberList report.
+//! The member as front ends see it: [`EtcdServer`] implements the request facade
+//! ([`crate::facade`]), one file per API (`kv`, `watch`, `lease`, `cluster`,
+//! `maintenance`). This file holds the two things they all build on: proposing a
+//! request through Raft and waiting for its apply result, and the linearizable read
+//! barrier.
 //!
 //! Guarantees: a write is answered only with the result its own log entry produced
 //! when applied (matched by a cluster-unique request ID), so an answer always means
@@ -9,53 +12,68 @@
 //! the apply loop to reach it, then reads the store; a serializable read reads the
 //! store at once. Requests larger than `--max-request-bytes` are refused before they
 //! are proposed; when the apply loop lags far behind the commit index new proposals are
-//! refused with `etcdserver: too many requests`, as etcd does.
+//! refused with `etcdserver: too many requests`, as etcd does. Nothing here takes a
+//! lock the apply thread holds.
+
+mod cluster;
+mod kv;
+mod lease;
+mod maintenance;
+mod watch;
+
+pub use lease::LeaderLeases;
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
+use skiff_api::{validate, EtcdError};
 use skiff_proto::etcdserverpb as pb;
 use skiff_proto::skiffpb::{internal_request::Request as Req, InternalRequest, MemberRecord};
 use skiff_storage::mvcc::KvStore;
+use skiff_storage::watch::WatchableStore;
 use tokio::sync::oneshot;
 
-use crate::apply::{ApplyOutput, ApplyResult};
+use crate::alarms::Alarms;
 use crate::config::Config;
-use crate::convert::{self, Ids};
+use crate::convert::Ids;
+use crate::facade::quota::SpaceProbe;
 use crate::ids::RequestIdGen;
-use crate::inputs::{NodeInput, RaftStatus};
-use crate::lessor::Lessor;
+use crate::inputs::{ApplyInput, ApplyOutput, ApplyResult, NodeInput, RaftStatus};
+use crate::lease::ClockHandle;
+use crate::membership::MembersView;
 use crate::metrics::Metrics;
+use crate::peer::Forwarder;
 use crate::wait::{AppliedIndex, Wait};
-use skiff_api::validate;
-use skiff_api::EtcdError;
 
 /// etcd refuses proposals when the apply loop is this many entries behind the commit.
 const MAX_GAP_BETWEEN_APPLY_AND_COMMIT: u64 = 5000;
 
-/// Shared state of a running member.
+/// What the request side of a member holds: handles to the node loop, the apply
+/// thread and the lease clock, and read-only views of what they own.
 pub struct EtcdServer {
     pub config: Config,
     pub member_id: u64,
     pub cluster_id: u64,
     pub store: Arc<KvStore>,
-    /// The same store with watchers: every apply goes through it.
-    pub watchable: Arc<skiff_storage::watch::WatchableStore>,
-    pub lessor: Arc<Mutex<Lessor>>,
+    /// The same store with watchers.
+    pub watchable: Arc<WatchableStore>,
     pub wait: Arc<Wait<ApplyResult>>,
     pub applied: Arc<AppliedIndex>,
     pub raft: Arc<RaftStatus>,
-    pub node: Mutex<Sender<NodeInput>>,
+    pub node: Sender<NodeInput>,
+    /// Questions for the apply thread (lease keys), answered in log order.
+    pub apply: Sender<ApplyInput>,
+    pub lease_clock: ClockHandle,
     pub ids: RequestIdGen,
     pub metrics: Metrics,
-    pub members: Arc<RwLock<Vec<MemberRecord>>>,
-    pub alarms: Arc<Mutex<crate::alarms::Alarms>>,
+    pub members: MembersView,
+    pub alarms: tokio::sync::watch::Receiver<Arc<Alarms>>,
     pub request_timeout: Duration,
     /// Sends lease requests only the leader can answer to the leader.
-    pub forwarder: Arc<crate::peer::Forwarder>,
+    pub forwarder: Arc<Forwarder>,
 }
 
 impl EtcdServer {
@@ -72,6 +90,11 @@ impl EtcdServer {
         self.raft.leader.load(Ordering::Acquire)
     }
 
+    /// The current member list, sorted by ID.
+    pub fn members_now(&self) -> Arc<Vec<MemberRecord>> {
+        self.members.borrow().clone()
+    }
+
     /// The leader and its peer URLs, when another member leads.
     pub fn remote_leader(&self) -> Result<(u64, Vec<String>), EtcdError> {
         let leader = self.leader();
@@ -79,14 +102,10 @@ impl EtcdServer {
             return Err(EtcdError::NoLeader);
         }
         let urls = self
-            .members
-            .read()
-            .map(|ms| {
-                ms.iter()
-                    .find(|m| m.id == leader)
-                    .map(|m| m.peer_urls.clone())
-                    .unwrap_or_default()
-            })
+            .members_now()
+            .iter()
+            .find(|m| m.id == leader)
+            .map(|m| m.peer_urls.clone())
             .unwrap_or_default();
         if urls.is_empty() {
             return Err(EtcdError::NoLeader);
@@ -113,63 +132,11 @@ impl EtcdServer {
     }
 
     fn send(&self, input: NodeInput) -> Result<(), EtcdError> {
-        self.node
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(input)
-            .map_err(|_| EtcdError::Stopped)
-    }
-
-    /// Whether `request` may grow the database: refused while NOSPACE is raised.
-    fn check_quota(&self, request: &Req) -> Result<(), EtcdError> {
-        let grows =
-            match request {
-                Req::Put(_) | Req::LeaseGrant(_) => true,
-                Req::Txn(t) => t.success.iter().chain(&t.failure).any(|op| {
-                    !matches!(op.request, Some(pb::request_op::Request::RequestRange(_)))
-                }),
-                _ => false,
-            };
-        if !grows {
-            return Ok(());
-        }
-        let raised = self
-            .alarms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_raised(pb::AlarmType::Nospace);
-        if raised {
-            return Err(EtcdError::NoSpace);
-        }
-        let Some(quota) = self.config.quota_backend_bytes else {
-            return Ok(());
-        };
-        let size = std::fs::metadata(self.store.backend().path())
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if size > quota {
-            // Raise the alarm through Raft (every member refuses writes from then on)
-            // without holding this request up.
-            let alarm = Req::Alarm(pb::AlarmRequest {
-                action: pb::alarm_request::AlarmAction::Activate as i32,
-                member_id: self.member_id,
-                alarm: pb::AlarmType::Nospace as i32,
-            });
-            let id = self.ids.next_id();
-            let data = InternalRequest {
-                id,
-                request: Some(alarm),
-            }
-            .encode_to_vec();
-            let _ = self.send(NodeInput::Propose(data.into()));
-            return Err(EtcdError::NoSpace);
-        }
-        Ok(())
+        self.node.send(input).map_err(|_| EtcdError::Stopped)
     }
 
     /// Proposes `request` through Raft and waits for its apply result.
     pub async fn propose(&self, request: Req) -> ApplyResult {
-        self.check_quota(&request)?;
         let commit = self.raft.commit.load(Ordering::Acquire);
         if commit > self.applied.get() + MAX_GAP_BETWEEN_APPLY_AND_COMMIT {
             return Err(EtcdError::TooManyRequests);
@@ -203,6 +170,18 @@ impl EtcdServer {
         result
     }
 
+    /// Proposes `request` and unwraps the apply result of the expected kind.
+    pub(crate) async fn propose_for<T>(
+        &self,
+        request: Req,
+        pick: impl FnOnce(ApplyOutput) -> Option<T>,
+    ) -> Result<T, EtcdError> {
+        let result = self.propose(request).await?;
+        // Any other kind would be a routing bug: report it as a stopped server
+        // rather than panicking in a request.
+        pick(result).ok_or(EtcdError::Stopped)
+    }
+
     /// Waits until this member has applied everything committed before the call:
     /// after it, a read of the local store is linearizable.
     pub async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
@@ -221,29 +200,35 @@ impl EtcdServer {
             .map_err(|_| EtcdError::Timeout)
     }
 
-    /// A Range request, linearizable unless `serializable`.
-    pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, EtcdError> {
-        if !req.serializable {
-            self.linearizable_barrier().await?;
+    /// Proposes an activation of NOSPACE for this member, without waiting.
+    fn propose_nospace(&self) {
+        let alarm = Req::Alarm(pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Activate as i32,
+            member_id: self.member_id,
+            alarm: pb::AlarmType::Nospace as i32,
+        });
+        let data = InternalRequest {
+            id: self.ids.next_id(),
+            request: Some(alarm),
         }
-        let ids = self.header_ids();
-        let store = self.store.clone();
-        let r = convert::range_from_pb(req);
-        // Reading may touch the disk; keep it off the async workers.
-        let resp = tokio::task::spawn_blocking(move || store.range(&r))
-            .await
-            .map_err(|_| EtcdError::Stopped)?;
-        resp.map(|r| convert::range_to_pb(r, &ids))
-            .map_err(|e| convert::store_error(&e))
+        .encode_to_vec();
+        let _ = self.send(NodeInput::Propose(data.into()));
+    }
+}
+
+impl SpaceProbe for EtcdServer {
+    fn nospace_raised(&self) -> bool {
+        self.alarms.borrow().is_raised(pb::AlarmType::Nospace)
     }
 
-    /// Unwraps an apply result of the expected kind.
-    pub fn expect<T>(
-        result: ApplyResult,
-        pick: impl FnOnce(ApplyOutput) -> Option<T>,
-    ) -> Result<T, EtcdError> {
-        // Any other kind would be a routing bug: report it as a stopped server
-        // rather than panicking in a request.
-        pick(result?).ok_or(EtcdError::Stopped)
+    fn over_quota(&self) -> bool {
+        let Some(quota) = self.config.quota_backend_bytes else {
+            return false;
+        };
+        self.store.backend().size_bytes().unwrap_or(0) > quota
+    }
+
+    fn raise_nospace(&self) {
+        self.propose_nospace();
     }
 }

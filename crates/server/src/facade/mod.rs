@@ -1,0 +1,147 @@
+//! The request facade: what the member offers to every front end, in etcd's wire
+//! types. The gRPC services (`crate::api`), the HTTP endpoints (`crate::http`) and,
+//! later, the JSON gateway and a gRPC proxy are all written against these traits and
+//! never reach into the member; the member ([`crate::server::EtcdServer`]) implements
+//! them once.
+//!
+//! One pipeline, wrapped: cross-cutting concerns are layers that implement the same
+//! traits around an inner facade, in the order a request meets them (etcd's
+//! `uber_applier` / `apply_auth` / `quota` do the same in its server package):
+//!
+//! ```text
+//! front end ─▶ Validate ─▶ [auth] ─▶ Quota ─▶ EtcdServer (propose/read ─▶ apply)
+//! ```
+//!
+//! [`validate::Validate`] refuses malformed requests with etcd's errors before
+//! anything else sees them; [`quota::Quota`] refuses writes that could grow the
+//! database while NOSPACE is raised. Auth (issue 13) joins as another layer. A test wraps the whole facade in a
+//! counting layer to prove no service bypasses it (`tests/pipeline.rs`).
+//!
+//! Guarantees of the assembled pipeline (`member.rs` builds it): requests are
+//! checked with [`skiff_api::validate`] before they are proposed or served (so every
+//! front end gets etcd's errors); errors are [`EtcdError`]s, which carry etcd's gRPC code and
+//! exact message; an RPC the member does not implement answers
+//! `Unimplemented` naming it (the `EtcdError::Unsupported*` rows), never a silent
+//! success.
+
+#[macro_use]
+mod pass;
+pub mod quota;
+pub mod validate;
+
+use std::pin::Pin;
+
+use skiff_api::EtcdError;
+use skiff_proto::etcdserverpb as pb;
+use tokio_stream::Stream;
+
+pub use quota::Quota;
+pub use validate::Validate;
+
+/// What a facade call returns.
+pub type ApiResult<T> = Result<T, EtcdError>;
+
+/// A stream of snapshot chunks.
+pub type SnapshotStream = Pin<Box<dyn Stream<Item = ApiResult<pb::SnapshotResponse>> + Send>>;
+
+/// `etcdserverpb.KV`.
+#[tonic::async_trait]
+pub trait KvApi: Send + Sync + 'static {
+    async fn range(&self, req: pb::RangeRequest) -> ApiResult<pb::RangeResponse>;
+    async fn put(&self, req: pb::PutRequest) -> ApiResult<pb::PutResponse>;
+    async fn delete_range(&self, req: pb::DeleteRangeRequest)
+        -> ApiResult<pb::DeleteRangeResponse>;
+    async fn txn(&self, req: pb::TxnRequest) -> ApiResult<pb::TxnResponse>;
+    async fn compact(&self, req: pb::CompactionRequest) -> ApiResult<pb::CompactionResponse>;
+}
+
+/// One watch stream of a client: many watchers, one ordered flow of responses.
+#[tonic::async_trait]
+pub trait WatchSession: Send + 'static {
+    /// Creates a watcher; the answer is the `created` response (`canceled` with the
+    /// reason when refused, e.g. a duplicate watch ID), sent before any event of it.
+    fn create(&mut self, req: pb::WatchCreateRequest) -> pb::WatchResponse;
+    /// Cancels a watcher: its `canceled` response, or `None` if it does not exist.
+    fn cancel(&mut self, watch_id: i64) -> Option<pb::WatchResponse>;
+    /// Asks for a progress notification (answered through [`WatchSession::next`]
+    /// once every watcher of the session has caught up, with `watch_id` -1).
+    fn request_progress(&mut self);
+    /// The next events (or cancellation, or progress) response; `None` when the
+    /// member stops.
+    async fn next(&mut self) -> Option<pb::WatchResponse>;
+}
+
+/// `etcdserverpb.Watch`.
+pub trait WatchApi: Send + Sync + 'static {
+    fn watch(&self) -> ApiResult<Box<dyn WatchSession>>;
+}
+
+/// `etcdserverpb.Lease`.
+#[tonic::async_trait]
+pub trait LeaseApi: Send + Sync + 'static {
+    async fn lease_grant(&self, req: pb::LeaseGrantRequest) -> ApiResult<pb::LeaseGrantResponse>;
+    async fn lease_revoke(&self, req: pb::LeaseRevokeRequest)
+        -> ApiResult<pb::LeaseRevokeResponse>;
+    /// One keep-alive of a stream: TTL 0 when the lease does not exist (etcd).
+    async fn lease_keep_alive(
+        &self,
+        req: pb::LeaseKeepAliveRequest,
+    ) -> ApiResult<pb::LeaseKeepAliveResponse>;
+    async fn lease_time_to_live(
+        &self,
+        req: pb::LeaseTimeToLiveRequest,
+    ) -> ApiResult<pb::LeaseTimeToLiveResponse>;
+    async fn lease_leases(&self, req: pb::LeaseLeasesRequest)
+        -> ApiResult<pb::LeaseLeasesResponse>;
+}
+
+/// `etcdserverpb.Cluster`.
+#[tonic::async_trait]
+pub trait ClusterApi: Send + Sync + 'static {
+    async fn member_add(&self, req: pb::MemberAddRequest) -> ApiResult<pb::MemberAddResponse>;
+    async fn member_remove(
+        &self,
+        req: pb::MemberRemoveRequest,
+    ) -> ApiResult<pb::MemberRemoveResponse>;
+    async fn member_update(
+        &self,
+        req: pb::MemberUpdateRequest,
+    ) -> ApiResult<pb::MemberUpdateResponse>;
+    async fn member_list(&self, req: pb::MemberListRequest) -> ApiResult<pb::MemberListResponse>;
+    async fn member_promote(
+        &self,
+        req: pb::MemberPromoteRequest,
+    ) -> ApiResult<pb::MemberPromoteResponse>;
+}
+
+/// `etcdserverpb.Maintenance`, plus the `/health` check the HTTP endpoint asks.
+#[tonic::async_trait]
+pub trait MaintenanceApi: Send + Sync + 'static {
+    async fn alarm(&self, req: pb::AlarmRequest) -> ApiResult<pb::AlarmResponse>;
+    async fn status(&self, req: pb::StatusRequest) -> ApiResult<pb::StatusResponse>;
+    async fn defragment(&self, req: pb::DefragmentRequest) -> ApiResult<pb::DefragmentResponse>;
+    async fn hash(&self, req: pb::HashRequest) -> ApiResult<pb::HashResponse>;
+    async fn hash_kv(&self, req: pb::HashKvRequest) -> ApiResult<pb::HashKvResponse>;
+    async fn snapshot(&self, req: pb::SnapshotRequest) -> ApiResult<SnapshotStream>;
+    async fn move_leader(&self, req: pb::MoveLeaderRequest) -> ApiResult<pb::MoveLeaderResponse>;
+    async fn downgrade(&self, req: pb::DowngradeRequest) -> ApiResult<pb::DowngradeResponse>;
+    /// etcd's `/health`: healthy when no alarm is raised, a leader is known and
+    /// (unless `serializable`) a no-op commits through Raft within a second.
+    async fn health(&self, serializable: bool) -> Result<(), Unhealthy>;
+}
+
+/// Why a member is not healthy (`/health` answers 503 with `{"health":"false"}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unhealthy {
+    /// An alarm (e.g. NOSPACE) is raised.
+    Alarm(String),
+    /// The member knows no leader.
+    NoLeader,
+    /// A no-op proposal did not commit in time.
+    CommitFailed(String),
+}
+
+/// Everything a front end may ask: the whole etcd v3 API.
+pub trait Facade: KvApi + WatchApi + LeaseApi + ClusterApi + MaintenanceApi {}
+
+impl<T: KvApi + WatchApi + LeaseApi + ClusterApi + MaintenanceApi> Facade for T {}

@@ -1,0 +1,307 @@
+//! The Raft node loop: one OS thread owns the [`RawNode`], its in-memory log and,
+//! through its [`NodeIo`], the WAL.
+//!
+//! The loop is split the openraft way: [`Node::turn`] decides (inputs in, Raft
+//! stepped, every `Ready` handled in a fixed order) and its [`NodeIo`] performs the
+//! effects, so a turn can be tested on a recorder (`node/tests.rs`). Each turn takes
+//! every input that is waiting (proposals, read requests, peer messages, a tick),
+//! feeds them to Raft, then handles each `Ready`:
+//! 1. leadership changes are announced (the lease clock follows them);
+//! 2. messages that may leave before persisting go to the transport;
+//! 3. a received snapshot is saved (file, then WAL marker) and handed to the apply
+//!    thread before any entry that follows it;
+//! 4. the Ready's entries and hard state are framed into the WAL and made durable
+//!    with **one** `fdatasync` (group commit: every proposal drained this turn shares
+//!    it), then appended to the in-memory Raft log;
+//! 5. the remaining messages (votes, append acknowledgements) are sent;
+//! 6. read states are matched with the reads waiting for them;
+//! 7. committed conf changes are applied to Raft **here** (Raft needs them at once to
+//!    count quorums; the transport is told), and every committed entry goes, in
+//!    order, to the apply thread, which records membership in the backend.
+//!
+//! Guarantees: nothing is acknowledged before it is durable (the apply thread only
+//! sees entries after the sync that covered them); a failed WAL write or sync stops
+//! the node (a failed fsync may have lost pages, retrying could lie), and so does an
+//! apply thread that is gone: the member then exits instead of voting on without
+//! applying; when the loop stops every waiting read is answered "server stopped".
+
+mod io;
+mod reads;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use skiff_api::EtcdError;
+use skiff_raft::{
+    ConfChangeV2, Decode, Entry, EntryType, MemStorage, RaftError, RawNode, Ready, SnapshotStatus,
+    StateRole,
+};
+
+pub use crate::inputs::{ApplyInput, NoPeers, NodeInput, RaftStatus, Transport};
+use crate::metrics::Metrics;
+pub use io::{DiskIo, NodeIo};
+use reads::PendingReads;
+
+/// Why the loop stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Wal(#[from] skiff_storage::wal::WalError),
+    #[error(transparent)]
+    Snap(#[from] skiff_storage::snap::SnapError),
+    #[error(transparent)]
+    Raft(#[from] RaftError),
+    #[error("raft storage: {0}")]
+    Storage(#[from] skiff_raft::StorageError),
+    #[error("the apply thread is gone: committed entries can no longer be applied")]
+    ApplyGone,
+}
+
+/// Most inputs taken in one turn, so ticks are never starved by a flood.
+const MAX_INPUTS_PER_TURN: usize = 10_000;
+
+/// Proposals kept while there is no leader (a member without one for long keeps
+/// only recent work; callers time out on their own).
+const MAX_STALLED: usize = 10_000;
+
+/// Everything the loop owns.
+pub struct Node<Io: NodeIo> {
+    pub raw: RawNode<MemStorage>,
+    pub storage: MemStorage,
+    pub io: Io,
+    pub status: Arc<RaftStatus>,
+    pub metrics: Metrics,
+    /// Entries kept in memory behind a snapshot, for slow followers (etcd: 5000).
+    pub catch_up_entries: u64,
+    reads: PendingReads,
+    stalled: Vec<Bytes>,
+}
+
+impl<Io: NodeIo> Node<Io> {
+    pub fn new(
+        raw: RawNode<MemStorage>,
+        storage: MemStorage,
+        io: Io,
+        status: Arc<RaftStatus>,
+        metrics: Metrics,
+        catch_up_entries: u64,
+    ) -> Node<Io> {
+        let reads = PendingReads::new(raw.raft.id);
+        Node {
+            raw,
+            storage,
+            io,
+            status,
+            metrics,
+            catch_up_entries,
+            reads,
+            stalled: Vec::new(),
+        }
+    }
+
+    /// Runs until [`NodeInput::Stop`], every sender is gone, or a failure; ticks
+    /// Raft every `tick`.
+    pub fn run(mut self, inputs: Receiver<NodeInput>, tick: Duration) -> Result<(), NodeError> {
+        let mut next_tick = Instant::now() + tick;
+        let result = loop {
+            // Wait for the first input or the next tick, then drain the rest.
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let mut batch = Vec::new();
+            match inputs.recv_timeout(timeout) {
+                Ok(input) => batch.push(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            }
+            if !batch.is_empty() {
+                batch.extend(inputs.try_iter().take(MAX_INPUTS_PER_TURN));
+            }
+            let ticked = Instant::now() >= next_tick;
+            if ticked {
+                next_tick += tick;
+                if next_tick < Instant::now() {
+                    // The loop fell behind (a slow fsync): do not burst ticks.
+                    next_tick = Instant::now() + tick;
+                }
+            }
+            match self.turn(batch, ticked) {
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.reads.fail_all(EtcdError::Stopped);
+        let _ = self.io.apply(ApplyInput::Stopped);
+        result
+    }
+
+    /// One turn: `inputs` and (if `tick`) one tick into Raft, then every Ready out.
+    /// Returns whether a stop was asked.
+    pub fn turn(&mut self, inputs: Vec<NodeInput>, tick: bool) -> Result<bool, NodeError> {
+        let mut stop = false;
+        let mut read_batch = Vec::new();
+        let mut proposals: Vec<Entry> = Vec::new();
+        for input in inputs {
+            match input {
+                NodeInput::Propose(data) => proposals.push(Entry::normal(data)),
+                NodeInput::ReadIndex(reply) => read_batch.push(reply),
+                NodeInput::Step(m) => {
+                    if let Err(e) = self.raw.step(*m) {
+                        tracing::debug!(error = %e, "dropped a peer message");
+                    }
+                }
+                NodeInput::Unreachable(id) => self.raw.report_unreachable(id),
+                NodeInput::SnapshotStatus { to, ok } => self.raw.report_snapshot(
+                    to,
+                    if ok {
+                        SnapshotStatus::Finish
+                    } else {
+                        SnapshotStatus::Failure
+                    },
+                ),
+                NodeInput::Snapshot { index, payload } => {
+                    if let Err(e) = self.snapshot(index, payload) {
+                        tracing::error!(error = %e, index, "snapshot failed");
+                    }
+                }
+                NodeInput::Stop => stop = true,
+            }
+        }
+        if stop {
+            return Ok(true);
+        }
+        if tick {
+            self.raw.tick();
+        }
+        if !proposals.is_empty() || !self.stalled.is_empty() {
+            self.propose(proposals);
+        }
+        self.reads.issue(&mut self.raw, read_batch);
+        self.reads.retry_stale(&mut self.raw);
+        while self.raw.has_ready() {
+            let rd = self.raw.ready();
+            self.handle_ready(rd)?;
+        }
+        Ok(false)
+    }
+
+    /// Proposes `new` (after any stalled ones). With no leader the proposals wait for
+    /// one (their callers time out on their own); refused otherwise, they are dropped
+    /// and their callers time out, as etcd's do.
+    fn propose(&mut self, new: Vec<Entry>) {
+        let mut batch: Vec<Entry> = self.stalled.drain(..).map(Entry::normal).collect();
+        batch.extend(new);
+        if self.status.leader.load(Ordering::Relaxed) == 0 {
+            let skip = batch.len().saturating_sub(MAX_STALLED);
+            self.stalled
+                .extend(batch.into_iter().skip(skip).map(|e| e.data));
+            return;
+        }
+        tracing::trace!(n = batch.len(), "proposing");
+        if let Err(e) = self.raw.propose_batch(batch) {
+            tracing::warn!(error = %e, "proposals dropped");
+            self.metrics.proposals_failed.inc();
+        }
+    }
+
+    fn handle_ready(&mut self, mut rd: Ready) -> Result<(), NodeError> {
+        tracing::trace!(
+            entries = rd.entries.len(),
+            committed = rd.committed_entries.len(),
+            hard_state = ?rd.hard_state,
+            reads = rd.read_states.len(),
+            "ready"
+        );
+        if let Some(ss) = &rd.soft_state {
+            let old = self.status.leader.swap(ss.leader_id, Ordering::AcqRel);
+            if old != ss.leader_id {
+                if ss.leader_id != 0 {
+                    self.metrics.leader_changes_seen.inc();
+                }
+                tracing::info!(leader = %format!("{:x}", ss.leader_id), "leader changed");
+                self.reads.reissue_all(&mut self.raw);
+            }
+            self.io
+                .leadership(ss.leader_id, ss.raft_state == StateRole::Leader);
+        }
+        self.io.send(std::mem::take(&mut rd.messages));
+
+        if let Some(snap) = &rd.snapshot {
+            self.io.save_snapshot(snap)?;
+            self.storage.wl().apply_snapshot(snap.clone())?;
+            // The apply thread loads it before any entry that follows it.
+            self.io.apply(ApplyInput::Snapshot(snap.clone()))?;
+        }
+        if rd.hard_state.is_some() || !rd.entries.is_empty() {
+            self.io.persist(rd.hard_state, &rd.entries, rd.must_sync)?;
+        }
+        if let Some(hs) = rd.hard_state {
+            self.storage.wl().set_hard_state(hs);
+            self.status.term.store(hs.term, Ordering::Release);
+            self.status.commit.store(hs.commit, Ordering::Release);
+        }
+        if !rd.entries.is_empty() {
+            self.storage.wl().append(&rd.entries)?;
+        }
+        self.io.send(std::mem::take(&mut rd.persisted_messages));
+
+        for rs in std::mem::take(&mut rd.read_states) {
+            self.reads.resolve(&rs.request_ctx, rs.index);
+        }
+
+        // `advance` needs the Ready's committed entries (it marks them applied), so the
+        // apply thread gets a copy (payloads are shared, not copied).
+        let committed = rd.committed_entries.clone();
+        if !committed.is_empty() {
+            for e in committed
+                .iter()
+                .filter(|e| e.entry_type == EntryType::ConfChange)
+            {
+                match ConfChangeV2::decode(&e.data) {
+                    Ok(cc) => {
+                        self.raw.apply_conf_change(&cc)?;
+                        self.io.conf_changed(&cc);
+                    }
+                    Err(err) => {
+                        tracing::error!(index = e.index, error = %err, "undecodable conf change")
+                    }
+                }
+            }
+            if let Some(last) = committed.last() {
+                self.metrics.proposals_committed.set(last.index as i64);
+            }
+            let term = self.status.term.load(Ordering::Acquire);
+            self.io.apply(ApplyInput::Entries {
+                entries: committed,
+                term,
+            })?;
+        }
+        self.raw.advance(rd);
+        Ok(())
+    }
+
+    /// Snapshots at `index`: the snapshot file, then its WAL marker, then the log
+    /// behind it is released (the backend is durable up to `index`, said the caller).
+    fn snapshot(&mut self, index: u64, payload: Bytes) -> Result<(), NodeError> {
+        let snap = {
+            let cs = self.raw.raft.prs.conf_state();
+            self.storage
+                .wl()
+                .create_snapshot(index, Some(cs), payload)?
+        };
+        self.io.save_snapshot(&snap)?;
+        let compact_to = index.saturating_sub(self.catch_up_entries);
+        if compact_to > 0 {
+            if let Err(e) = self.storage.wl().compact(compact_to) {
+                tracing::debug!(error = %e, "raft log compaction skipped");
+            }
+        }
+        self.io.release(index)?;
+        tracing::info!(index, term = snap.metadata.term, "saved snapshot");
+        Ok(())
+    }
+}
