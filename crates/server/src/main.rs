@@ -72,7 +72,9 @@ pub fn main() -> ExitCode {
     // A failed member exits at once: whatever is still running (a stuck request, a
     // thread blocked on the disk) must not keep the process, and with it a voting
     // member, alive.
+    tracing::debug!("runtime stopping");
     runtime.shutdown_timeout(Duration::from_millis(500));
+    tracing::debug!("runtime stopped");
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -59,7 +59,9 @@ pub struct Member {
     /// The addresses actually bound, one per `--listen-client-urls` entry.
     pub client_addrs: Vec<std::net::SocketAddr>,
     shutdown: watch::Sender<bool>,
-    listeners: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    client_listeners: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    /// Peer listeners carry other members' long-lived streams: cut, not drained.
+    peer_listeners: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     node_thread: Option<std::thread::JoinHandle<()>>,
     apply_thread: Option<std::thread::JoinHandle<()>>,
     failed: watch::Receiver<Option<String>>,
@@ -281,23 +283,19 @@ impl Member {
         let (shutdown, _) = watch::channel(false);
 
         // The peer listeners (bound even for a single member, as etcd does).
-        let mut listeners = Vec::new();
+        let mut peer_listeners = Vec::new();
         for url in &config.listen_peer_urls {
             let listener = serve::bind(url)
                 .await
                 .with_context(|| format!("cannot listen for peers on {url}"))?;
             tracing::info!(%url, addr = %listener.local_addr()?, "serving peer traffic");
             let svc = transport.service().into_server();
-            let mut stop = shutdown.subscribe();
-            listeners.push(tokio::spawn(
+            peer_listeners.push(tokio::spawn(
                 tonic::transport::Server::builder()
                     .add_service(svc)
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(listener),
-                        async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        },
-                    ),
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                        listener,
+                    )),
             ));
         }
 
@@ -359,13 +357,14 @@ impl Member {
             config.max_txn_ops,
         ));
         let mut client_addrs = Vec::new();
+        let mut client_listeners = Vec::new();
         for url in &config.listen_client_urls {
             let listener = serve::bind(url).await?;
             let addr = listener.local_addr()?;
             client_addrs.push(addr);
             tracing::info!(%url, %addr, "serving client traffic (gRPC and HTTP)");
             let mut stop = shutdown.subscribe();
-            listeners.push(tokio::spawn(serve::serve_client(
+            client_listeners.push(tokio::spawn(serve::serve_client(
                 listener,
                 api::routes(facade.clone(), config.max_request_bytes),
                 http::router(metrics.clone(), facade.clone()),
@@ -379,7 +378,8 @@ impl Member {
             server,
             client_addrs,
             shutdown,
-            listeners,
+            client_listeners,
+            peer_listeners,
             node_thread: Some(node_thread),
             apply_thread: Some(apply_thread),
             failed,
@@ -399,9 +399,10 @@ impl Member {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
         self.shutdown.send_replace(true);
-        // In-flight unary requests finish; long-lived streams (watches, keep-alives)
-        // never would, so they get a grace period and are then cut.
-        let listeners = std::mem::take(&mut self.listeners);
+        // In-flight unary requests finish (their entries still need the peers, so the
+        // peer listeners stay up meanwhile); long-lived client streams (watches,
+        // keep-alives) never would, so they get a grace period and are then cut.
+        let listeners = std::mem::take(&mut self.client_listeners);
         let aborts: Vec<_> = listeners.iter().map(|t| t.abort_handle()).collect();
         let drain = async {
             for task in listeners {
@@ -423,6 +424,9 @@ impl Member {
                 a.abort();
             }
             drain.await?;
+        }
+        for peer in std::mem::take(&mut self.peer_listeners) {
+            peer.abort();
         }
         tracing::debug!(elapsed = ?started.elapsed(), "listeners stopped");
         let _ = self.server.node.send(NodeInput::Stop);
