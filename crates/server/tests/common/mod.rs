@@ -205,3 +205,192 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let body = out.split_once("\r\n\r\n")?.1.to_string();
     Some((status, body))
 }
+
+/// One member of a multi-member cluster of any server binary taking etcd's flags, on
+/// loopback, restartable on the same data directory. Stopped gracefully by SIGTERM to its
+/// PID ([`Member::terminate`]); killed (SIGKILL, by PID) when dropped. Its stdout and
+/// stderr are appended to `log_path` across restarts.
+pub struct Member {
+    pub bin: PathBuf,
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    /// Every flag the member is started with.
+    pub args: Vec<String>,
+    /// Environment variables set for the member (on top of the test's, minus `ETCD_*`).
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+/// Lays out members `m0..m{n-1}` of one cluster of `bin` (nothing is started): member i
+/// on client port `base_port + 2i` and peer port `base_port + 2i + 1`, data and log under
+/// `dir`, with etcd's flags for a new cluster (default cluster token) plus `extra`.
+pub fn cluster_members(
+    bin: &std::path::Path,
+    n: usize,
+    base_port: u16,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Vec<Member> {
+    let peer = |i: usize| format!("http://127.0.0.1:{}", base_port + 2 * i as u16 + 1);
+    let initial: Vec<String> = (0..n).map(|i| format!("m{i}={}", peer(i))).collect();
+    (0..n)
+        .map(|i| {
+            let name = format!("m{i}");
+            let client_port = base_port + 2 * i as u16;
+            let client = format!("http://127.0.0.1:{client_port}");
+            let data_dir = dir.join(format!("{name}.data"));
+            let mut args: Vec<String> = [
+                "--name",
+                &name,
+                "--initial-advertise-peer-urls",
+                &peer(i),
+                "--listen-peer-urls",
+                &peer(i),
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--initial-cluster",
+                &initial.join(","),
+                "--initial-cluster-state",
+                "new",
+                "--data-dir",
+                data_dir.to_str().expect("utf-8 data dir"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra.iter().map(|s| s.to_string()));
+            Member {
+                bin: bin.to_path_buf(),
+                log_path: dir.join(format!("{name}.log")),
+                name,
+                client_port,
+                peer_port: client_port + 1,
+                data_dir,
+                args,
+                env: Vec::new(),
+                child: None,
+            }
+        })
+        .collect()
+}
+
+impl Member {
+    /// `127.0.0.1:port`, the endpoint form without a scheme.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts the process (again); does not wait for it to serve.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open member log");
+        let log2 = log.try_clone().expect("clone log handle");
+        let mut cmd = Command::new(&self.bin);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ETCD_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        self.child = Some(cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {}: {e}", self.bin.display());
+        }));
+    }
+
+    /// Waits until `/health` answers 200; panics with the log tail if the process exits
+    /// or `within` passes first.
+    pub fn wait_serving(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some((200, _)) = http_get(self.client_port, "/health") {
+                return;
+            }
+            if let Some(status) = self.try_exit() {
+                panic!(
+                    "{} exited ({status}) before serving; log tail:\n{}",
+                    self.name,
+                    self.log_tail(20)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not become healthy within {within:?}; log tail:\n{}",
+                self.name,
+                self.log_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The exit status if the process has exited (reaped; the member is then stopped).
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    /// SIGTERM to the PID, then waits for the exit; panics (with the log tail) if the
+    /// process is still running after `within`.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.pid().expect("terminate a running member").to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} (pid {pid}) still running {within:?} after SIGTERM; log tail:\n{}",
+                self.name,
+                self.log_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last `n` lines of the member's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
