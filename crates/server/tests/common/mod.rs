@@ -325,9 +325,15 @@ impl Member {
     /// Waits until `/health` answers 200; panics with the log tail if the process exits
     /// or `within` passes first.
     pub fn wait_serving(&mut self, within: Duration) {
+        self.wait_healthy("/health", within);
+    }
+
+    /// [`Member::wait_serving`] asking `path` (e.g. `/health?serializable=true`, which
+    /// commits nothing).
+    pub fn wait_healthy(&mut self, path: &str, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            if let Some((200, _)) = http_get(self.client_port, "/health") {
+            if let Some((200, _)) = http_get(self.client_port, path) {
                 return;
             }
             if let Some(status) = self.try_exit() {
