@@ -76,7 +76,7 @@ pub enum BootstrapError {
     },
     #[error("WAL metadata in {} is unreadable: {reason}", path.display())]
     BadMetadata { path: PathBuf, reason: String },
-    #[error("--initial-cluster-state=existing needs an existing member: joining a running cluster comes with the multi-member work; start with --initial-cluster-state=new")]
+    #[error("--initial-cluster-state=existing (joining a running cluster) is not implemented yet and this data dir holds no member; start with --initial-cluster-state=new")]
     JoinUnsupported,
     #[error("snapshot payload at index {index} is unreadable: {reason}")]
     BadSnapshot { index: u64, reason: String },

@@ -293,9 +293,7 @@ impl Member {
             peer_listeners.push(tokio::spawn(
                 tonic::transport::Server::builder()
                     .add_service(svc)
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
-                        listener,
-                    )),
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
             ));
         }
 

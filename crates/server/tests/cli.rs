@@ -161,3 +161,30 @@ fn serves_version_metrics_health_and_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_data_dir_that_is_a_file_is_refused_with_a_message_saying_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write file");
+    let err = run_fail(&[
+        "--data-dir",
+        file.to_str().expect("utf-8 path"),
+        "--listen-client-urls",
+        "http://127.0.0.1:23420",
+        "--advertise-client-urls",
+        "http://127.0.0.1:23420",
+        "--listen-peer-urls",
+        "http://127.0.0.1:23421",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:23421",
+        "--initial-cluster",
+        "default=http://127.0.0.1:23421",
+    ]);
+    assert!(
+        err.contains("exists and is not a directory"),
+        "stderr: {err}"
+    );
+    // Nothing was written over the file.
+    assert_eq!(std::fs::read(&file).expect("read file"), b"x");
+}

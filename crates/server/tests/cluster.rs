@@ -384,9 +384,33 @@ async fn a_member_with_a_corrupted_wal_refuses_to_start_and_the_others_serve() {
         .map(|i| cluster.members[i].client_url())
         .collect();
     let mut c = client(&others).await;
-    c.put("after-corruption", "ok", None)
-        .await
-        .expect("put on the healthy majority");
+    // The killed member may have led: allow an election (or two, under load) before
+    // the majority must take the write.
+    let began = Instant::now();
+    loop {
+        match c.put("after-corruption", "ok", None).await {
+            Ok(_) => break,
+            Err(e) if began.elapsed() < Duration::from_secs(20) => {
+                eprintln!("put on the healthy majority not yet taken: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                for m in &cluster.members {
+                    let log = std::fs::read_to_string(&m.log_path).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                    eprintln!("=== {}:", m.log_path.display());
+                    for l in tail.into_iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+                panic!("put on the healthy majority: {e}");
+            }
+        }
+    }
+    println!(
+        "the healthy majority took a write {:?} after the check",
+        began.elapsed()
+    );
     let r = c.get("after-corruption", None).await.expect("get");
     assert_eq!(r.kvs()[0].value(), b"ok");
     let line = log

@@ -2,6 +2,8 @@
 //! the identity handshake, non-blocking sends, reconnection, removal, and chunked
 //! snapshots with their checksum.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
