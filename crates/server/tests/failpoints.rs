@@ -12,7 +12,9 @@
 //! --bin skiff-failpoints`, a no-op when it is up to date) into `failpoints/` under the
 //! workspace's target directory, a target directory of its own, so the build never
 //! waits for the lock of the `cargo test` that runs it. A first build compiles every
-//! dependency once more and takes minutes.
+//! dependency once more and takes minutes. `.ci/run` builds it beforehand in the
+//! workspace's own target directory (the dependencies are already compiled there) and
+//! names it in `SKIFF_FAILPOINTS_BIN`, which the test then uses as it is.
 //!
 //! Ports 27400-27411 belong to this file.
 
@@ -41,6 +43,11 @@ fn failpoints_bin() -> PathBuf {
 }
 
 fn build_failpoints_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SKIFF_FAILPOINTS_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(bin.exists(), "SKIFF_FAILPOINTS_BIN={} does not exist", bin.display());
+        return bin;
+    }
     // The skiff binary is <target>/<profile>/skiff (or <target>/<triple>/<profile>/skiff).
     let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
     let profile_dir = skiff
