@@ -17,6 +17,7 @@ use tokio_stream::StreamExt;
 use tonic::service::Routes;
 
 use crate::config::Url;
+use crate::h2c_authority::AuthorityFix;
 
 /// etcd's allowance for gRPC framing on top of `--max-request-bytes`.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -101,7 +102,8 @@ pub async fn serve_client(
         let conn = conn?;
         // Small gRPC messages must not wait for Nagle's algorithm.
         conn.set_nodelay(true)?;
-        Ok::<_, io::Error>(conn)
+        // Endpoints written as http://host:port arrive with that URL as :authority.
+        Ok::<_, io::Error>(AuthorityFix::new(conn))
     });
     tonic::transport::Server::builder()
         .accept_http1(true)

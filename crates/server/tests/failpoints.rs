@@ -45,7 +45,11 @@ fn failpoints_bin() -> PathBuf {
 fn build_failpoints_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("SKIFF_FAILPOINTS_BIN") {
         let bin = PathBuf::from(bin);
-        assert!(bin.exists(), "SKIFF_FAILPOINTS_BIN={} does not exist", bin.display());
+        assert!(
+            bin.exists(),
+            "SKIFF_FAILPOINTS_BIN={} does not exist",
+            bin.display()
+        );
         return bin;
     }
     // The skiff binary is <target>/<profile>/skiff (or <target>/<triple>/<profile>/skiff).
