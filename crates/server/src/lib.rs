@@ -6,9 +6,9 @@
 //! - wiring: [`member`] builds, connects, starts and stops the parts; [`tasks`] the
 //!   background loops; [`bootstrap`] the Raft state from the data directory.
 //! - front ends: [`api`] the gRPC services, [`http`] `/health` `/version` `/metrics`,
-//!   [`serve`] one listener carrying both ([`h2c_authority`] accepts endpoints written
-//!   as URLs); all written against [`facade`] (the traits,
-//!   and layers such as quota that wrap them).
+//!   [`gateway`] etcd's JSON gateway (`/v3/...`), [`serve`] one listener carrying them
+//!   ([`h2c_authority`] accepts endpoints written as URLs); all written against
+//!   [`facade`] (the traits, and layers such as quota that wrap them).
 //! - the request side: [`server`] implements the facade (validate, propose and wait,
 //!   read after the ReadIndex barrier); [`wait`] request waiters and the applied
 //!   index; [`ids`] member, cluster and request IDs.
@@ -26,6 +26,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod convert;
 pub mod facade;
+pub mod gateway;
 pub mod h2c_authority;
 pub mod http;
 pub mod ids;

@@ -45,7 +45,7 @@ use crate::node::{DiskIo, Node};
 use crate::peer::{PeerConfig, PeerTransport};
 use crate::server::{EtcdServer, LeaderLeases};
 use crate::wait::{AppliedIndex, Wait};
-use crate::{api, http, serve, tasks};
+use crate::{api, gateway, http, serve, tasks};
 
 /// How long a stopping member waits for open client streams before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -365,7 +365,8 @@ impl Member {
             client_listeners.push(tokio::spawn(serve::serve_client(
                 listener,
                 api::routes(facade.clone(), config.max_request_bytes),
-                http::router(metrics.clone(), facade.clone()),
+                http::router(metrics.clone(), facade.clone())
+                    .merge(gateway::router(facade.clone(), config.max_request_bytes)),
                 async move {
                     // A dropped sender also means stop.
                     let _ = stop.wait_for(|s| *s).await;

@@ -1,0 +1,182 @@
+//! The JSON gateway on the client port, as etcd 3.4 serves it with grpc-gateway:
+//! `POST /v3/<service>/<call>` (and the same under `/v3beta/`) with a JSON request
+//! body, answered with the JSON of the gRPC response. Clients such as etcd3gw,
+//! Patroni's etcd3 DCS and curl scripts speak it instead of gRPC.
+//!
+//! It is one more front end on the request facade (generic over [`Facade`], like
+//! `api` and `http`): every call goes through the same pipeline as gRPC.
+//!
+//! Guarantees (etcd 3.4's gateway, checked against it by `tests/gateway.rs`):
+//! - the paths of etcd's `rpc.proto` HTTP bindings: KV, Watch, Lease (with the
+//!   `/v3/kv/lease/...` aliases), Cluster, Maintenance; `/v3/maintenance/hash` is Hash
+//!   (etcd binds HashKV to the same path, where Hash wins); Auth paths answer
+//!   Unimplemented until auth exists;
+//! - JSON as jsonpb reads and writes etcd's messages ([`decode`], [`encode`]);
+//! - errors as `{"error","message","code"}` with grpc-gateway's HTTP status
+//!   ([`reply`]); an unknown `/v3/` path is a 404 `Not Found`, another method than POST
+//!   on a known path a 405;
+//! - `/v3/watch` and `/v3/lease/keepalive` read a stream of JSON requests from the body
+//!   and answer a stream of `{"result":...}` lines ([`watch`], [`lease`]).
+//!
+//! Not yet: the `Authorization` token (no auth), splitting large watch responses
+//! for `fragment`, websocket upgrades.
+
+/// Declares `name => facade_method` unary handlers: decode the body, call the
+/// facade, answer its JSON or its error.
+macro_rules! unary_handlers {
+    ($($name:ident => $method:ident,)*) => {
+        $(
+            pub(super) async fn $name<F: crate::facade::Facade>(
+                axum::extract::State(gw): axum::extract::State<super::Gw<F>>,
+                body: axum::body::Body,
+            ) -> axum::response::Response {
+                match super::stream::read_one(body, gw.max_body).await {
+                    Ok(req) => super::reply::unary(gw.facade.$method(req).await),
+                    Err(e) => super::reply::error(tonic::Code::InvalidArgument, &e.0),
+                }
+            }
+        )*
+    };
+}
+
+mod base64;
+mod cluster;
+mod decode;
+mod encode;
+mod kv;
+mod lease;
+mod maintenance;
+mod reply;
+mod stream;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{any, post, MethodRouter};
+use axum::Router;
+
+use crate::facade::Facade;
+use crate::serve;
+
+/// What every gateway handler holds.
+pub struct Gw<F> {
+    facade: Arc<F>,
+    /// The largest request body read (a JSON body is base64 and text around a request
+    /// of at most `--max-request-bytes`).
+    max_body: usize,
+}
+
+impl<F> Clone for Gw<F> {
+    fn clone(&self) -> Self {
+        Gw {
+            facade: self.facade.clone(),
+            max_body: self.max_body,
+        }
+    }
+}
+
+/// The Auth calls etcd's gateway binds, with their gRPC method names.
+const AUTH: &[(&str, &str)] = &[
+    ("/auth/enable", "AuthEnable"),
+    ("/auth/disable", "AuthDisable"),
+    ("/auth/authenticate", "Authenticate"),
+    ("/auth/user/add", "UserAdd"),
+    ("/auth/user/get", "UserGet"),
+    ("/auth/user/list", "UserList"),
+    ("/auth/user/delete", "UserDelete"),
+    ("/auth/user/changepw", "UserChangePassword"),
+    ("/auth/user/grant", "UserGrantRole"),
+    ("/auth/user/revoke", "UserRevokeRole"),
+    ("/auth/role/add", "RoleAdd"),
+    ("/auth/role/get", "RoleGet"),
+    ("/auth/role/list", "RoleList"),
+    ("/auth/role/delete", "RoleDelete"),
+    ("/auth/role/grant", "RoleGrantPermission"),
+    ("/auth/role/revoke", "RoleRevokePermission"),
+];
+
+/// An object with any fields: what an Auth request is read as until auth exists.
+#[derive(Default)]
+struct AnyRequest;
+
+impl decode::Decode for AnyRequest {
+    fn decode(_: &mut decode::Fields<'_>) -> Result<Self, decode::DecodeError> {
+        Ok(AnyRequest)
+    }
+}
+
+async fn auth_unimplemented(method: &'static str, max_body: usize, body: Body) -> Response {
+    if let Err(e) = stream::read_one::<AnyRequest>(body, max_body).await {
+        return reply::error(tonic::Code::InvalidArgument, &e.0);
+    }
+    reply::error(
+        tonic::Code::Unimplemented,
+        &format!("skiff: /etcdserverpb.Auth/{method} is not implemented yet"),
+    )
+}
+
+/// The gateway's routes, over `facade`, for requests of at most `max_request_bytes`.
+pub fn router<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Router {
+    let max_body = 2 * serve::max_recv_bytes(max_request_bytes);
+    let calls: Vec<(&str, MethodRouter<Gw<F>>)> = vec![
+        ("/kv/range", post(kv::range::<F>)),
+        ("/kv/put", post(kv::put::<F>)),
+        ("/kv/deleterange", post(kv::delete_range::<F>)),
+        ("/kv/txn", post(kv::txn::<F>)),
+        ("/kv/compaction", post(kv::compact::<F>)),
+        ("/watch", post(watch::watch::<F>)),
+        ("/lease/grant", post(lease::grant::<F>)),
+        ("/lease/revoke", post(lease::revoke::<F>)),
+        ("/kv/lease/revoke", post(lease::revoke::<F>)),
+        ("/lease/keepalive", post(lease::keep_alive::<F>)),
+        ("/lease/timetolive", post(lease::time_to_live::<F>)),
+        ("/kv/lease/timetolive", post(lease::time_to_live::<F>)),
+        ("/lease/leases", post(lease::leases::<F>)),
+        ("/kv/lease/leases", post(lease::leases::<F>)),
+        ("/cluster/member/add", post(cluster::member_add::<F>)),
+        ("/cluster/member/remove", post(cluster::member_remove::<F>)),
+        ("/cluster/member/update", post(cluster::member_update::<F>)),
+        ("/cluster/member/list", post(cluster::member_list::<F>)),
+        (
+            "/cluster/member/promote",
+            post(cluster::member_promote::<F>),
+        ),
+        ("/maintenance/alarm", post(maintenance::alarm::<F>)),
+        ("/maintenance/status", post(maintenance::status::<F>)),
+        (
+            "/maintenance/defragment",
+            post(maintenance::defragment::<F>),
+        ),
+        ("/maintenance/hash", post(maintenance::hash::<F>)),
+        ("/maintenance/snapshot", post(maintenance::snapshot::<F>)),
+        (
+            "/maintenance/transfer-leadership",
+            post(maintenance::move_leader::<F>),
+        ),
+    ];
+    let mut router: Router<Gw<F>> = Router::new();
+    for prefix in ["/v3", "/v3beta"] {
+        for (path, handler) in &calls {
+            router = router.route(
+                &format!("{prefix}{path}"),
+                handler.clone().fallback(reply::method_not_allowed),
+            );
+        }
+        for (path, method) in AUTH {
+            let handler = post(move |State(gw): State<Gw<F>>, body: Body| {
+                auth_unimplemented(method, gw.max_body, body)
+            });
+            router = router.route(
+                &format!("{prefix}{path}"),
+                handler.fallback(reply::method_not_allowed),
+            );
+        }
+        router = router.route(&format!("{prefix}/{{*rest}}"), any(reply::not_found));
+        router = router.route(&format!("{prefix}/"), any(reply::not_found));
+        router = router.route(prefix, any(reply::add_slash));
+    }
+    router.with_state(Gw { facade, max_body })
+}

@@ -1,0 +1,102 @@
+//! Request bodies as grpc-gateway reads them: one JSON value for a unary call, a
+//! sequence of JSON values (optionally separated by whitespace) for a client stream
+//! (`/v3/watch`, `/v3/lease/keepalive`), read as the client sends them, so a client
+//! can keep the request open and add cancel requests later.
+//!
+//! Guarantees: values are returned in order, each as soon as its last byte arrives;
+//! the end of the body after whitespace is a clean end; a value cut off by the end
+//! of the body is `unexpected EOF`; malformed JSON is reported in Go's words; a body
+//! (unary) or a pending value (stream) larger than the limit is refused.
+
+use axum::body::{Body, BodyDataStream};
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use tokio_stream::StreamExt;
+
+use super::decode::{self, syntax_error, Decode, DecodeError};
+
+fn too_large(limit: usize) -> DecodeError {
+    DecodeError(format!("request body larger than {limit} bytes"))
+}
+
+/// Reads a unary call's request: the first JSON value of the body (anything after it
+/// is ignored, as Go's decoder does); an empty body is the default request.
+pub async fn read_one<T: Decode>(body: Body, limit: usize) -> Result<T, DecodeError> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large(limit))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut values = serde_json::Deserializer::from_str(&text).into_iter::<&RawValue>();
+    match values.next() {
+        None => Ok(T::default()),
+        Some(Err(e)) => Err(syntax_error(&text, &e)),
+        Some(Ok(raw)) => decode::message(raw.get()),
+    }
+}
+
+/// The JSON values of a streaming request body, as they arrive.
+pub struct JsonValues {
+    body: BodyDataStream,
+    buf: Vec<u8>,
+    ended: bool,
+    limit: usize,
+}
+
+impl JsonValues {
+    pub fn new(body: Body, limit: usize) -> JsonValues {
+        JsonValues {
+            body: body.into_data_stream(),
+            buf: Vec::new(),
+            ended: false,
+            limit,
+        }
+    }
+
+    /// The next value's text; `None` at the end of the body. Cancel-safe: bytes read
+    /// stay buffered for the next call.
+    pub async fn next(&mut self) -> Result<Option<String>, DecodeError> {
+        loop {
+            let start = self
+                .buf
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(self.buf.len());
+            self.buf.drain(..start);
+            if !self.buf.is_empty() {
+                let mut values =
+                    serde_json::Deserializer::from_slice(&self.buf).into_iter::<IgnoredAny>();
+                match values.next() {
+                    Some(Ok(_)) => {
+                        let end = values.byte_offset();
+                        let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                        self.buf.drain(..end);
+                        return Ok(Some(text));
+                    }
+                    Some(Err(e)) if e.is_eof() && !self.ended => {}
+                    Some(Err(e)) => {
+                        return Err(syntax_error(&String::from_utf8_lossy(&self.buf), &e))
+                    }
+                    None => {}
+                }
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            if self.buf.len() > self.limit {
+                return Err(too_large(self.limit));
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(_)) | None => self.ended = true,
+            }
+        }
+    }
+
+    /// The next value, decoded as `T`.
+    pub async fn next_message<T: Decode>(&mut self) -> Result<Option<T>, DecodeError> {
+        match self.next().await? {
+            None => Ok(None),
+            Some(text) => decode::message(&text).map(Some),
+        }
+    }
+}
