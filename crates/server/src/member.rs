@@ -176,6 +176,10 @@ impl Member {
             );
         }
         let metrics = Metrics::new(member_id);
+        // etcd reports a disabled (negative) quota as the negative flag value.
+        metrics
+            .quota_backend_bytes
+            .set(config.quota_backend_bytes.map_or(-1, |q| q as i64));
         tracing::info!(
             name = %config.name,
             member_id = %format!("{member_id:x}"),
@@ -191,6 +195,9 @@ impl Member {
                 .with_context(|| format!("opening the backend {}", layout.db_path.display()))?,
         );
         catch_up_backend(&store, rec.snapshot.as_ref())?;
+        store
+            .backend()
+            .observe_commits(metrics.backend_commit_observer());
         let watchable = Arc::new(WatchableStore::new(store.clone(), WatchConfig::default()));
         let leases = LeaseTable::restore(&store, config.min_lease_ttl_secs())?;
         let alarm_rows = store.backend().scan(Table::Alarm)?;
@@ -232,7 +239,10 @@ impl Member {
 
         // Peers: the transport to every other member (its listeners start below).
         let mut transport = PeerTransport::new(
-            PeerConfig::new(member_id, cluster_id),
+            PeerConfig {
+                metrics: metrics.peer.clone(),
+                ..PeerConfig::new(member_id, cluster_id)
+            },
             crate::peer::node_sink(node_tx.clone()),
             tokio::runtime::Handle::current(),
         );
@@ -364,7 +374,7 @@ impl Member {
             let mut stop = shutdown.subscribe();
             client_listeners.push(tokio::spawn(serve::serve_client(
                 listener,
-                api::routes(facade.clone(), config.max_request_bytes),
+                metrics.instrument_grpc(api::routes(facade.clone(), config.max_request_bytes)),
                 http::router(metrics.clone(), facade.clone())
                     .merge(gateway::router(facade.clone(), config.max_request_bytes)),
                 async move {

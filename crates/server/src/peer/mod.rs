@@ -18,6 +18,10 @@
 //! Inbound, [`PeerService`] accepts streams only from current members of the same
 //! cluster, checks every frame and message is addressed to this member, and hands
 //! decoded messages to the [`EventSink`].
+//!
+//! Measured on the way (etcd's `etcd_network_peer_*`, see `crate::metrics::peer`):
+//! bytes of the Raft messages sent and received per peer, messages that could not be
+//! sent, and the round-trip time of a `Hello` at connect and every [`PROBE_INTERVAL`].
 
 pub mod lease;
 mod service;
@@ -34,6 +38,8 @@ use skiff_raft::{Encode, Message, MessageType, NodeId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::metrics::{PeerLink, PeerMetrics};
 
 pub use lease::{Forwarder, LeaseHandler};
 pub use service::PeerService;
@@ -81,7 +87,12 @@ pub struct PeerConfig {
     pub snapshot_rate: u64,
     /// Largest snapshot payload a receiver accepts.
     pub max_snapshot_bytes: u64,
+    /// Where the transport's measurements go (unregistered series by default).
+    pub metrics: PeerMetrics,
 }
+
+/// How often an open stream's peer is probed for the round-trip time.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl PeerConfig {
     pub fn new(local_id: NodeId, cluster_id: u64) -> PeerConfig {
@@ -95,6 +106,7 @@ impl PeerConfig {
             snapshot_chunk_bytes: 1024 * 1024,
             snapshot_rate: 256 * 1024 * 1024,
             max_snapshot_bytes: 16 * 1024 * 1024 * 1024,
+            metrics: PeerMetrics::default(),
         }
     }
 }
@@ -255,6 +267,7 @@ impl PeerTransport {
                     mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
                 };
                 tracing::debug!(to, kind = ?dropped.msg_type, "peer queue full: message dropped");
+                self.cfg.metrics.sending_to(to).sent_failures.inc();
                 (self.sink)(if is_snap {
                     PeerEvent::SnapshotStatus { to, ok: false }
                 } else {
@@ -350,6 +363,7 @@ async fn connect_one(
         .await
         .map_err(|e| PeerError::Connect(url.to_string(), e))?;
     let mut client = PeerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let started = std::time::Instant::now();
     let hello = client
         .hello(HelloRequest {
             cluster_id: cfg.cluster_id,
@@ -368,6 +382,10 @@ async fn connect_one(
             our_cluster: cfg.cluster_id,
         });
     }
+    cfg.metrics
+        .sending_to(peer)
+        .rtt
+        .observe(started.elapsed().as_secs_f64());
     Ok(client)
 }
 
@@ -409,13 +427,14 @@ async fn stream_writer(
 ) {
     let mut backoff = Backoff::new(cfg.local_id ^ peer.rotate_left(17));
     let mut reported = false;
+    let link = cfg.metrics.sending_to(peer);
     loop {
         match connect(&cfg, peer, &urls).await {
             Ok(client) => {
                 tracing::info!(peer = format!("{peer:x}"), "peer stream established");
                 backoff.reset();
                 reported = false;
-                match pump(&cfg, peer, client, &mut queue).await {
+                match pump(&cfg, peer, client, &mut queue, &link).await {
                     Pump::QueueClosed => return,
                     Pump::StreamBroken(why) => {
                         tracing::warn!(peer = format!("{peer:x}"), %why, "peer stream broken");
@@ -434,10 +453,12 @@ async fn stream_writer(
             sink(PeerEvent::Unreachable(peer));
             reported = true;
         }
+        // The failed stream or connection attempt.
+        link.sent_failures.inc();
         // What queued while we could not send is stale; Raft resends what matters.
         loop {
             match queue.try_recv() {
-                Ok(_) => {}
+                Ok(_) => link.sent_failures.inc(),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
             }
@@ -457,7 +478,11 @@ async fn pump(
     peer: NodeId,
     mut client: PeerClient<Channel>,
     queue: &mut mpsc::Receiver<Message>,
+    link: &PeerLink,
 ) -> Pump {
+    let prober = client.clone();
+    let mut probe =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROBE_INTERVAL, PROBE_INTERVAL);
     let (frames, frames_rx) = mpsc::channel::<RaftFrame>(8);
     let mut call = tokio::spawn(async move {
         client
@@ -467,6 +492,15 @@ async fn pump(
     loop {
         let first = tokio::select! {
             m = queue.recv() => m,
+            _ = probe.tick() => {
+                let hello = HelloRequest {
+                    cluster_id: cfg.cluster_id,
+                    from: cfg.local_id,
+                    version: crate::version::SKIFF_VERSION.to_string(),
+                };
+                tokio::spawn(probe_rtt(hello, prober.clone(), link.rtt.clone()));
+                continue;
+            }
             res = &mut call => {
                 return Pump::StreamBroken(match res {
                     Ok(Ok(resp)) => format!("closed by peer: {}", resp.into_inner().reason),
@@ -497,12 +531,28 @@ async fn pump(
             to: peer,
             messages: batch,
         };
-        if frames.send(frame).await.is_err() {
+        if let Err(unsent) = frames.send(frame).await {
+            link.sent_failures.inc_by(unsent.0.messages.len() as u64);
             let why = match call.await {
                 Ok(Err(status)) => status.to_string(),
                 _ => "stream ended".to_string(),
             };
             return Pump::StreamBroken(why);
         }
+        link.sent_bytes.inc_by(bytes as u64);
+    }
+}
+
+/// One round trip to the peer on the stream's connection (a `Hello`), timed into `rtt`;
+/// a probe that fails or takes longer than [`PROBE_INTERVAL`] records nothing (the
+/// stream's own failure handling deals with a dead peer).
+async fn probe_rtt(
+    hello: HelloRequest,
+    mut client: PeerClient<Channel>,
+    rtt: prometheus::Histogram,
+) {
+    let started = std::time::Instant::now();
+    if let Ok(Ok(_)) = tokio::time::timeout(PROBE_INTERVAL, client.hello(hello)).await {
+        rtt.observe(started.elapsed().as_secs_f64());
     }
 }

@@ -17,6 +17,7 @@ use skiff_raft::{Decode, Message, MessageType, NodeId};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{read_lock, EventSink, LeaseSlot, PeerConfig, PeerEvent};
+use crate::metrics::PeerSource;
 
 pub struct PeerService {
     cfg: Arc<PeerConfig>,
@@ -107,13 +108,26 @@ impl Peer for PeerService {
         req: Request<Streaming<RaftFrame>>,
     ) -> Result<Response<StreamClosed>, Status> {
         let mut frames = req.into_inner();
+        // The sender's series, resolved when its first frame arrives.
+        let mut source: Option<(NodeId, PeerSource)> = None;
         while let Some(frame) = frames.message().await? {
             self.check_sender(frame.cluster_id, frame.from, frame.to)?;
+            let from = frame.from;
+            let counters = match &source {
+                Some((id, c)) if *id == from => c,
+                _ => {
+                    &source
+                        .insert((from, self.cfg.metrics.receiving_from(from)))
+                        .1
+                }
+            };
+            let size: usize = frame.messages.iter().map(|b| b.len()).sum();
+            counters.received_bytes.inc_by(size as u64);
             for bytes in frame.messages {
-                let m = Message::decode_bytes(bytes).map_err(|e| {
-                    Status::invalid_argument(format!("undecodable raft message: {e}"))
-                })?;
-                self.check_message(&m, frame.from)?;
+                let m = Message::decode_bytes(bytes)
+                    .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+                    .and_then(|m| self.check_message(&m, from).map(|()| m));
+                let m = m.inspect_err(|_| counters.received_failures.inc())?;
                 (self.sink)(PeerEvent::Message(m));
             }
         }

@@ -25,6 +25,12 @@
 //! whole stream; [`Backend::restore`] checks every length against a bound before
 //! allocating and the checksum before the restored file replaces anything.
 //!
+//! # Commit observer
+//! [`Backend::observe_commits`] installs a function told the duration of every commit of
+//! an apply or sync transaction (redb's commit, including its fsync when durable): what
+//! etcd reports as `etcd_disk_backend_commit_duration_seconds`. It runs on the
+//! committing thread, so it must be quick (a histogram update).
+//!
 //! # Format versions
 //!
 //! `meta` holds `format_version` (u64 BE): the layout of the tables in this file, as
@@ -44,7 +50,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
@@ -203,7 +209,12 @@ pub struct Backend {
     durable_index: AtomicU64,
     /// Consistent index of the last commit (durable or not).
     last_index: AtomicU64,
+    /// Told the duration of every [`Backend::commit`] (see the module docs).
+    commit_observer: OnceLock<CommitObserver>,
 }
+
+/// Receives the duration of each backend commit; see [`Backend::observe_commits`].
+pub type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 /// Largest key or value accepted by [`Backend::restore`]; bounds allocation on bad input.
 const MAX_DUMP_FIELD: u32 = 256 << 20;
@@ -272,6 +283,7 @@ impl Backend {
             last_durable: Mutex::new(Instant::now()),
             durable_index: AtomicU64::new(0),
             last_index: AtomicU64::new(0),
+            commit_observer: OnceLock::new(),
         };
         let mut tx = be.db.begin_write()?;
         let found = {
@@ -314,6 +326,12 @@ impl Backend {
         Ok(read_version(&t)?.unwrap_or(UNVERSIONED))
     }
 
+    /// Installs the function told the duration of every later commit (the first call
+    /// wins; see the module docs).
+    pub fn observe_commits(&self, observer: CommitObserver) {
+        let _ = self.commit_observer.set(observer);
+    }
+
     /// Starts a write transaction whose durability is decided at commit.
     pub(crate) fn begin_write(&self) -> BResult<redb::WriteTransaction> {
         Ok(self.db.begin_write()?)
@@ -349,7 +367,11 @@ impl Backend {
             path: self.path.clone(),
             source: std::io::Error::other(msg),
         }));
+        let started = Instant::now();
         tx.commit()?;
+        if let Some(observe) = self.commit_observer.get() {
+            observe(started.elapsed());
+        }
         if index > 0 {
             self.last_index.fetch_max(index, Ordering::SeqCst);
         }
@@ -755,6 +777,29 @@ mod tests {
         assert!(Backend::restore(&target, huge.as_slice()).is_err());
         let b2 = Backend::open(&target, BackendConfig::default()).unwrap();
         assert_eq!(b2.get(Table::Lease, b"l1").unwrap(), Some(b"v1".to_vec()));
+    }
+
+    #[test]
+    fn the_commit_observer_sees_every_commit_and_its_fsync() {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let be = Backend::open(dir.path().join("a.db"), BackendConfig::default()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::<Duration>::new()));
+        let sink = seen.clone();
+        be.observe_commits(Box::new(move |d| sink.lock().unwrap().push(d)));
+        for i in 1..=3u64 {
+            let tx = be.begin_write().unwrap();
+            tx.open_table(Table::Lease.def())
+                .unwrap()
+                .insert(i.to_be_bytes().as_slice(), b"v".as_slice())
+                .unwrap();
+            be.commit(tx, 0, false).unwrap();
+        }
+        be.sync().unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 4, "three applies and one sync: {seen:?}");
+        // The durable commit fsyncs, so it is not free.
+        assert!(seen[3] > Duration::ZERO);
     }
 
     /// Sets (or, with `None`, removes) the format version an open backend records.

@@ -4,11 +4,36 @@
 //! One [`Metrics`] per member, with its own registry (tests can run several members
 //! in one process). Updating a metric is lock-free; only [`Metrics::render`] walks
 //! the registry.
+//!
+//! Every series is measured where its event happens; this module only names them:
+//! - Raft and requests (`etcd_server_*`): the node loop (leader, leader changes,
+//!   committed index, proposals dropped), `EtcdServer::propose` (pending, timed out),
+//!   the apply thread (applied index), `/health` (health checks).
+//! - Disk (`etcd_disk_*`): the WAL fsync in the node loop's I/O; the backend commit
+//!   through the storage crate's commit observer ([`Metrics::backend_commit_observer`],
+//!   installed on the member's backend: redb's commit, fsync included when durable).
+//! - Store (`etcd_mvcc_*`, `etcd_debugging_mvcc_*`): sampled by the member's
+//!   housekeeping task (file size, keys).
+//! - Client gRPC (`grpc_server_*`, `etcd_network_client_grpc_*`): [`grpc`], a
+//!   middleware around the client gRPC routes.
+//! - Peers (`etcd_network_peer_*`): [`peer`], measured by the peer transport.
+//! - The process (`process_*`): [`process`], read from `/proc` at each scrape (Linux).
+
+pub mod grpc;
+pub mod peer;
+#[cfg(target_os = "linux")]
+pub mod process;
+
+use std::sync::Arc;
 
 use prometheus::{
     exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntGauge, Opts,
     Registry, TextEncoder,
 };
+use tonic::service::Routes;
+
+pub use grpc::GrpcMetrics;
+pub use peer::{PeerLink, PeerMetrics, PeerSource};
 
 /// etcd's version label values, reported as the version Skiff is compatible with.
 pub use crate::version::{ETCD_CLUSTER_VERSION_MAJOR_MINOR, ETCD_SERVER_VERSION};
@@ -28,9 +53,32 @@ pub struct Metrics {
     pub health_success: IntCounter,
     pub health_failures: IntCounter,
     pub wal_fsync_seconds: Histogram,
-    pub db_total_size_bytes: IntGauge,
+    pub backend_commit_seconds: Histogram,
+    pub db_total_size_bytes: DbSizeGauge,
     pub db_total_size_in_use_bytes: IntGauge,
     pub keys_total: IntGauge,
+    pub quota_backend_bytes: IntGauge,
+    pub grpc: Arc<GrpcMetrics>,
+    pub peer: PeerMetrics,
+}
+
+/// The database size, exported under etcd 3.4's two names: `etcd_mvcc_db_total_size_in_bytes`
+/// (its dashboard) and `etcd_debugging_mvcc_db_total_size_in_bytes` (its mixin).
+#[derive(Clone)]
+pub struct DbSizeGauge {
+    current: IntGauge,
+    debugging: IntGauge,
+}
+
+impl DbSizeGauge {
+    pub fn set(&self, bytes: i64) {
+        self.current.set(bytes);
+        self.debugging.set(bytes);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.current.get()
+    }
 }
 
 /// Any registration failure here is a programming error (duplicate or malformed
@@ -111,15 +159,31 @@ impl Metrics {
                 "etcd_disk_wal_fsync_duration_seconds",
                 "The latency distributions of fsync called by WAL.",
             ),
-            db_total_size_bytes: gauge(
-                "etcd_mvcc_db_total_size_in_bytes",
-                "Total size of the underlying database physically allocated in bytes.",
+            backend_commit_seconds: disk_histogram(
+                "etcd_disk_backend_commit_duration_seconds",
+                "The latency distributions of commit called by backend.",
             ),
+            db_total_size_bytes: DbSizeGauge {
+                current: gauge(
+                    "etcd_mvcc_db_total_size_in_bytes",
+                    "Total size of the underlying database physically allocated in bytes.",
+                ),
+                debugging: gauge(
+                    "etcd_debugging_mvcc_db_total_size_in_bytes",
+                    "Total size of the underlying database physically allocated in bytes.",
+                ),
+            },
             db_total_size_in_use_bytes: gauge(
                 "etcd_mvcc_db_total_size_in_use_in_bytes",
                 "Total size of the underlying database logically in use in bytes.",
             ),
             keys_total: gauge("etcd_debugging_mvcc_keys_total", "Total number of keys."),
+            quota_backend_bytes: gauge(
+                "etcd_server_quota_backend_bytes",
+                "Current backend storage quota size in bytes.",
+            ),
+            grpc: Arc::new(GrpcMetrics::new(&r)),
+            peer: PeerMetrics::new(&r),
             registry: r.clone(),
         };
         labelled_one(
@@ -140,16 +204,35 @@ impl Metrics {
             "cluster_version",
             ETCD_CLUSTER_VERSION_MAJOR_MINOR,
         );
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(process::ProcessCollector::for_self()))
+            .expect("the process series' names are unique and well-formed");
         m
+    }
+
+    /// What the member installs on its backend ([`skiff_storage::backend::Backend::observe_commits`])
+    /// to measure `etcd_disk_backend_commit_duration_seconds`.
+    pub fn backend_commit_observer(&self) -> skiff_storage::backend::CommitObserver {
+        let h = self.backend_commit_seconds.clone();
+        Box::new(move |took| h.observe(took.as_secs_f64()))
+    }
+
+    /// The client gRPC `routes` with `grpc_server_*` measured (see [`grpc`]).
+    pub fn instrument_grpc(&self, routes: Routes) -> Routes {
+        self.grpc.instrument(routes)
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        // Encoding into a Vec cannot fail for the text format.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8_lossy(&out).into_owned()
+        encode(&self.registry)
     }
+}
+
+fn encode(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    // Encoding into a Vec cannot fail for the text format.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
