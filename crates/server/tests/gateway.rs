@@ -1,7 +1,9 @@
 //! The JSON gateway, compared with etcd 3.4's: the same scripted curl session (put,
 //! ranges with options, txns with compares, deletes with prev_kv, a compaction, a
 //! watch with a streamed event and one catching up, lease grant / keep-alive /
-//! time-to-live / revoke, member list, status, error cases, unknown paths) against a
+//! time-to-live / revoke, member list, status, error cases including malformed JSON
+//! and oversized requests, unknown paths; and watch and keep-alive requests sent on a
+//! request body that stays open, over a raw HTTP/1.1 connection) against a
 //! fresh single `etcd` 3.4 and a fresh single `skiff`. Every answer (HTTP status,
 //! content type, body) goes into a transcript; the transcripts, with member and
 //! cluster IDs, raft terms and indices, sizes, versions, hashes, server-chosen lease
@@ -13,8 +15,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::{have, Kind, Proc};
 use regex::Regex;
@@ -48,6 +52,23 @@ enum Step {
     /// A watch: the body, how many lines to read, and a put (key, value) to make after
     /// the first line (the `created` response) arrived.
     Watch(String, usize, Option<(&'static str, &'static str)>),
+    /// A put of a value of this many bytes (the body from a file).
+    BigPut(usize),
+    /// A request body streamed (chunked) while the answer streams: the path and what
+    /// to do, in order.
+    Streamed(&'static str, Vec<Act>),
+}
+
+/// One action of a [`Step::Streamed`] exchange.
+enum Act {
+    /// Send a JSON request on the open body.
+    Send(&'static str),
+    /// Read one line of the answer (the first read gives the HTTP status).
+    Read,
+    /// Make a put (key, value) on the side.
+    Put(&'static str, &'static str),
+    /// End the request body and read the answer to its end.
+    Close,
 }
 
 fn post(path: &'static str, body: impl Into<String>) -> Step {
@@ -166,6 +187,9 @@ fn script() -> Vec<Step> {
         post("/v3/kv/range", format!(r#"{{"key":"{k}","#)),
         post("/v3/kv/range", format!(r#"{{"key":"{k}",}}"#)),
         post("/v3/kv/put", format!(r#"{{"key":"{k}","lease":"999"}}"#)),
+        // Over --max-request-bytes; over gRPC's receive limit.
+        Step::BigPut(1_800_000),
+        Step::BigPut(3_000_000),
         // Watch: a live event, then a catch-up from history.
         Step::Watch(
             format!(r#"{{"create_request":{{"key":"{w}","prev_kv":true}}}}"#),
@@ -186,6 +210,19 @@ fn script() -> Vec<Step> {
         ),
         Step::Watch(r#"{"progress_request":{}}"#.into(), 1, None),
         post("/v3/watch", "garbage"),
+        // Requests sent on an open body: create, an event, cancel.
+        Step::Streamed(
+            "/v3/watch",
+            vec![
+                Act::Send(r#"{"create_request":{"key":"cQ=="}}"#),
+                Act::Read,
+                Act::Read,
+                Act::Put("q", "1"),
+                Act::Read,
+                Act::Send(r#"{"cancel_request":{"watch_id":"0"}}"#),
+                Act::Read,
+            ],
+        ),
         // Leases
         post("/v3/lease/grant", r#"{"TTL":"100","ID":"1234"}"#),
         post("/v3/lease/grant", r#"{"TTL":100,"ID":1234}"#),
@@ -199,6 +236,17 @@ fn script() -> Vec<Step> {
             ),
         ),
         post("/v3/lease/keepalive", r#"{"ID":"1234"} {"ID":1234}"#),
+        Step::Streamed(
+            "/v3/lease/keepalive",
+            vec![
+                Act::Send(r#"{"ID":"1234"}"#),
+                Act::Read,
+                Act::Read,
+                Act::Send(r#"{"ID":1234}"#),
+                Act::Read,
+                Act::Close,
+            ],
+        ),
         post("/v3/lease/keepalive", r#"{"ID":99}"#),
         post("/v3/lease/keepalive", ""),
         post("/v3/lease/timetolive", r#"{"ID":"1234","keys":true}"#),
@@ -281,7 +329,161 @@ fn curl_watch(base: &str, body: &str, lines: usize, put: Option<(&str, &str)>) -
     out
 }
 
-fn run_session(base: &str) -> String {
+/// A put of `len` bytes of value, the JSON body written to a file under `dir`.
+fn curl_big_put(base: &str, dir: &std::path::Path, len: usize) -> String {
+    let path = dir.join(format!("big-{len}.json"));
+    let body = format!(
+        r#"{{"key":"{}","value":"{}"}}"#,
+        b64("big"),
+        b64(&"x".repeat(len))
+    );
+    std::fs::write(&path, body).expect("write big body");
+    let arg = format!("@{}", path.display());
+    curl_call(base, "POST", "/v3/kv/put", &arg)
+}
+
+/// One HTTP/1.1 exchange with a chunked request body that stays open while the
+/// chunked answer is read line by line (what `curl -T -` does, without depending on
+/// how a curl build reads its standard input).
+struct Exchange {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// The status line and headers have been read.
+    started: bool,
+    /// Bytes of the answer's body not yet returned as lines.
+    pending: Vec<u8>,
+    /// The answer's last chunk has been read.
+    ended: bool,
+}
+
+impl Exchange {
+    fn open(port: u16, path: &str) -> Exchange {
+        let writer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        writer
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let reader = BufReader::new(writer.try_clone().expect("clone stream"));
+        let mut x = Exchange {
+            writer,
+            reader,
+            started: false,
+            pending: Vec::new(),
+            ended: false,
+        };
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+        );
+        x.writer.write_all(head.as_bytes()).expect("send head");
+        x
+    }
+
+    fn send(&mut self, json: &str) {
+        let data = format!("{json}\n");
+        let chunk = format!("{:x}\r\n{data}\r\n", data.len());
+        self.writer.write_all(chunk.as_bytes()).expect("send chunk");
+    }
+
+    fn close_body(&mut self) {
+        self.writer
+            .write_all(b"0\r\n\r\n")
+            .expect("send last chunk");
+    }
+
+    /// The next line of the answer (with the status line first: `[HTTP 200]`), or
+    /// `None` at its end (or after 10 s without one).
+    fn line(&mut self) -> Option<String> {
+        let mut text = String::new();
+        if !self.started {
+            self.started = true;
+            loop {
+                text.clear();
+                self.reader.read_line(&mut text).ok()?;
+                let status = text.split(' ').nth(1).unwrap_or("?").to_string();
+                loop {
+                    let mut h = String::new();
+                    if self.reader.read_line(&mut h).ok()? == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                // The interim answer to `Expect: 100-continue` (which curl sends too;
+                // etcd answers a chunked body only after it).
+                if status != "100" {
+                    return Some(format!("[HTTP {status}]\n"));
+                }
+            }
+        }
+        loop {
+            if let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+            if self.ended {
+                if self.pending.is_empty() {
+                    return None;
+                }
+                let rest = std::mem::take(&mut self.pending);
+                return Some(format!("{}\n", String::from_utf8_lossy(&rest)));
+            }
+            text.clear();
+            if self.reader.read_line(&mut text).ok()? == 0 {
+                self.ended = true;
+                continue;
+            }
+            let size = usize::from_str_radix(text.trim(), 16).ok()?;
+            if size == 0 {
+                self.ended = true;
+                continue;
+            }
+            let mut data = vec![0; size + 2];
+            self.reader.read_exact(&mut data).ok()?;
+            self.pending.extend_from_slice(&data[..size]);
+        }
+    }
+}
+
+/// An exchange on a streamed request body.
+fn streamed(port: u16, base: &str, path: &str, acts: &[Act]) -> String {
+    let mut x = Exchange::open(port, path);
+    let mut out = String::new();
+    let read = |x: &mut Exchange, out: &mut String| match x.line() {
+        Some(line) => {
+            out.push_str(&line);
+            true
+        }
+        None => {
+            out.push_str("[end]\n");
+            false
+        }
+    };
+    for act in acts {
+        match act {
+            Act::Send(json) => {
+                out.push_str(&format!("> {json}\n"));
+                x.send(json);
+            }
+            Act::Read => {
+                read(&mut x, &mut out);
+            }
+            Act::Put(k, v) => {
+                let body = format!(r#"{{"key":"{}","value":"{}"}}"#, b64(k), b64(v));
+                let put = curl_call(base, "POST", "/v3/kv/put", &body);
+                out.push_str(&format!(
+                    "(put {k}={v}: {})\n",
+                    put.lines().last().unwrap_or("")
+                ));
+            }
+            Act::Close => {
+                out.push_str("> (end of body)\n");
+                x.close_body();
+                while read(&mut x, &mut out) {}
+            }
+        }
+    }
+    out
+}
+
+fn run_session(port: u16, dir: &std::path::Path) -> String {
+    let base = &format!("http://127.0.0.1:{port}");
     let mut out = String::new();
     for step in script() {
         match step {
@@ -292,6 +494,14 @@ fn run_session(base: &str) -> String {
             Step::Watch(body, lines, put) => {
                 out.push_str(&format!("$ WATCH /v3/watch {body} ({lines} lines)\n"));
                 out.push_str(&curl_watch(base, &body, lines, put));
+            }
+            Step::BigPut(len) => {
+                out.push_str(&format!("$ POST /v3/kv/put (a value of {len} bytes)\n"));
+                out.push_str(&curl_big_put(base, dir, len));
+            }
+            Step::Streamed(path, acts) => {
+                out.push_str(&format!("$ STREAM {path}\n"));
+                out.push_str(&streamed(port, base, path, &acts));
             }
         }
         out.push('\n');
@@ -341,19 +551,25 @@ fn gateway_session_matches_etcd() {
         eprintln!("note: etcd or curl not installed; gateway comparison skipped");
         return;
     }
-    let etcd = std::thread::spawn(|| {
+    let dir = std::env::temp_dir().join(format!("skiff-gateway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("transcript dir");
+    let (etcd_dir, skiff_dir) = (dir.join("etcd-bodies"), dir.join("skiff-bodies"));
+    std::fs::create_dir_all(&etcd_dir).expect("body dir");
+    std::fs::create_dir_all(&skiff_dir).expect("body dir");
+    let etcd = std::thread::spawn(move || {
         let p = Proc::start(Kind::Etcd, "gw", 27600, 27601, None);
-        run_session(&p.url())
+        run_session(p.client_port, &etcd_dir)
     });
-    let skiff = std::thread::spawn(|| {
+    let skiff = std::thread::spawn(move || {
         let p = Proc::start(Kind::Skiff, "gw", 27602, 27603, None);
-        run_session(&p.url())
+        run_session(p.client_port, &skiff_dir)
     });
     let etcd_out = mask(&etcd.join().expect("etcd session"));
     let skiff_out = mask(&skiff.join().expect("skiff session"));
+    // The big request bodies are not worth keeping.
+    let _ = std::fs::remove_dir_all(dir.join("etcd-bodies"));
+    let _ = std::fs::remove_dir_all(dir.join("skiff-bodies"));
 
-    let dir = std::env::temp_dir().join(format!("skiff-gateway-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("transcript dir");
     let (etcd_path, skiff_path) = (dir.join("etcd.txt"), dir.join("skiff.txt"));
     std::fs::write(&etcd_path, &etcd_out).expect("write etcd transcript");
     std::fs::write(&skiff_path, &skiff_out).expect("write skiff transcript");

@@ -8,12 +8,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use tokio_stream::StreamExt;
-use tonic::Code;
 
 use super::decode::{Decode, DecodeError, EnumDef, Fields};
 use super::encode::{Encode, Obj};
 use super::reply;
-use super::stream::read_one;
 use super::Gw;
 use crate::facade::Facade;
 
@@ -39,9 +37,9 @@ unary_handlers! {
 /// `/v3/maintenance/snapshot`: one `{"result":{...}}` line per chunk; an error before
 /// the first chunk is the HTTP status of its code with grpc-gateway's error chunk.
 pub(super) async fn snapshot<F: Facade>(State(gw): State<Gw<F>>, body: Body) -> Response {
-    let req: pb::SnapshotRequest = match read_one(body, gw.max_body).await {
+    let req: pb::SnapshotRequest = match super::request(&gw, body).await {
         Ok(req) => req,
-        Err(e) => return reply::error(Code::InvalidArgument, &e.0),
+        Err(refused) => return refused,
     };
     let mut chunks = match gw.facade.snapshot(req).await {
         Ok(chunks) => chunks,

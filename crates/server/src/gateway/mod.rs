@@ -13,7 +13,9 @@
 //!   Unimplemented until auth exists;
 //! - JSON as jsonpb reads and writes etcd's messages ([`decode`], [`encode`]);
 //! - errors as `{"error","message","code"}` with grpc-gateway's HTTP status
-//!   ([`reply`]); an unknown `/v3/` path is a 404 `Not Found`, another method than POST
+//!   ([`reply`]); a request larger than gRPC would receive (`--max-request-bytes` plus
+//!   512 KiB, encoded) is refused with grpc-go's ResourceExhausted text, as etcd's
+//!   gateway relays it; an unknown `/v3/` path is a 404 `Not Found`, another method than POST
 //!   on a known path a 405;
 //! - `/v3/watch` and `/v3/lease/keepalive` read a stream of JSON requests from the body
 //!   and answer a stream of `{"result":...}` lines ([`watch`], [`lease`]).
@@ -30,9 +32,9 @@ macro_rules! unary_handlers {
                 axum::extract::State(gw): axum::extract::State<super::Gw<F>>,
                 body: axum::body::Body,
             ) -> axum::response::Response {
-                match super::stream::read_one(body, gw.max_body).await {
+                match super::request(&gw, body).await {
                     Ok(req) => super::reply::unary(gw.facade.$method(req).await),
-                    Err(e) => super::reply::error(tonic::Code::InvalidArgument, &e.0),
+                    Err(refused) => refused,
                 }
             }
         )*
@@ -64,8 +66,10 @@ use crate::serve;
 /// What every gateway handler holds.
 pub struct Gw<F> {
     facade: Arc<F>,
-    /// The largest request body read (a JSON body is base64 and text around a request
-    /// of at most `--max-request-bytes`).
+    /// The largest request message, encoded, that gRPC would receive
+    /// (`--max-request-bytes` plus etcd's gRPC overhead).
+    max_message: usize,
+    /// The largest request body read (JSON is base64 and text around a message).
     max_body: usize,
 }
 
@@ -73,9 +77,32 @@ impl<F> Clone for Gw<F> {
     fn clone(&self) -> Self {
         Gw {
             facade: self.facade.clone(),
+            max_message: self.max_message,
             max_body: self.max_body,
         }
     }
+}
+
+/// Reads a unary call's request and refuses one that etcd's gRPC server would not
+/// receive (etcd's gateway hands requests to it), with grpc-go's error.
+async fn request<F, T: decode::Decode + prost::Message>(
+    gw: &Gw<F>,
+    body: Body,
+) -> Result<T, Response> {
+    let req: T = stream::read_one(body, gw.max_body)
+        .await
+        .map_err(|r| reply::error(r.code, &r.message))?;
+    let len = req.encoded_len();
+    if len > gw.max_message {
+        return Err(reply::error(
+            tonic::Code::ResourceExhausted,
+            &format!(
+                "grpc: received message larger than max ({len} vs. {})",
+                gw.max_message
+            ),
+        ));
+    }
+    Ok(req)
 }
 
 /// The Auth calls etcd's gateway binds, with their gRPC method names.
@@ -109,8 +136,8 @@ impl decode::Decode for AnyRequest {
 }
 
 async fn auth_unimplemented(method: &'static str, max_body: usize, body: Body) -> Response {
-    if let Err(e) = stream::read_one::<AnyRequest>(body, max_body).await {
-        return reply::error(tonic::Code::InvalidArgument, &e.0);
+    if let Err(r) = stream::read_one::<AnyRequest>(body, max_body).await {
+        return reply::error(r.code, &r.message);
     }
     reply::error(
         tonic::Code::Unimplemented,
@@ -120,7 +147,8 @@ async fn auth_unimplemented(method: &'static str, max_body: usize, body: Body) -
 
 /// The gateway's routes, over `facade`, for requests of at most `max_request_bytes`.
 pub fn router<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Router {
-    let max_body = 2 * serve::max_recv_bytes(max_request_bytes);
+    let max_message = serve::max_recv_bytes(max_request_bytes);
+    let max_body = 4 * max_message;
     let calls: Vec<(&str, MethodRouter<Gw<F>>)> = vec![
         ("/kv/range", post(kv::range::<F>)),
         ("/kv/put", post(kv::put::<F>)),
@@ -178,5 +206,9 @@ pub fn router<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Router {
         router = router.route(&format!("{prefix}/"), any(reply::not_found));
         router = router.route(prefix, any(reply::add_slash));
     }
-    router.with_state(Gw { facade, max_body })
+    router.with_state(Gw {
+        facade,
+        max_message,
+        max_body,
+    })
 }

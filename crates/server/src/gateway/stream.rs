@@ -6,31 +6,51 @@
 //! Guarantees: values are returned in order, each as soon as its last byte arrives;
 //! the end of the body after whitespace is a clean end; a value cut off by the end
 //! of the body is `unexpected EOF`; malformed JSON is reported in Go's words; a body
-//! (unary) or a pending value (stream) larger than the limit is refused.
+//! (unary) or a pending value (stream) larger than the limit is refused (the limit is
+//! well above what a request etcd would accept can take as JSON).
 
 use axum::body::{Body, BodyDataStream};
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use tokio_stream::StreamExt;
+use tonic::Code;
 
 use super::decode::{self, syntax_error, Decode, DecodeError};
 
 fn too_large(limit: usize) -> DecodeError {
-    DecodeError(format!("request body larger than {limit} bytes"))
+    DecodeError(format!("skiff: request body larger than {limit} bytes"))
+}
+
+/// Why a unary request is refused before it is served.
+pub struct Refused {
+    pub code: Code,
+    pub message: String,
+}
+
+impl From<DecodeError> for Refused {
+    fn from(e: DecodeError) -> Refused {
+        Refused {
+            code: Code::InvalidArgument,
+            message: e.0,
+        }
+    }
 }
 
 /// Reads a unary call's request: the first JSON value of the body (anything after it
 /// is ignored, as Go's decoder does); an empty body is the default request.
-pub async fn read_one<T: Decode>(body: Body, limit: usize) -> Result<T, DecodeError> {
+pub async fn read_one<T: Decode>(body: Body, limit: usize) -> Result<T, Refused> {
     let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| too_large(limit))?;
+        .map_err(|_| Refused {
+            code: Code::ResourceExhausted,
+            message: too_large(limit).0,
+        })?;
     let text = String::from_utf8_lossy(&bytes);
     let mut values = serde_json::Deserializer::from_str(&text).into_iter::<&RawValue>();
     match values.next() {
         None => Ok(T::default()),
-        Some(Err(e)) => Err(syntax_error(&text, &e)),
-        Some(Ok(raw)) => decode::message(raw.get()),
+        Some(Err(e)) => Err(syntax_error(&text, &e).into()),
+        Some(Ok(raw)) => Ok(decode::message(raw.get())?),
     }
 }
 
