@@ -120,3 +120,72 @@ impl JsonValues {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body delivered in the given pieces.
+    fn body(pieces: &[&'static str]) -> Body {
+        let chunks: Vec<Result<&'static str, std::io::Error>> =
+            pieces.iter().map(|p| Ok(*p)).collect();
+        Body::from_stream(tokio_stream::iter(chunks))
+    }
+
+    async fn all(pieces: &[&'static str]) -> (Vec<String>, Option<String>) {
+        let mut values = JsonValues::new(body(pieces), 1 << 20);
+        let mut out = Vec::new();
+        loop {
+            match values.next().await {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e.0)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn values_split_across_chunks_come_whole_and_in_order() {
+        let (vals, err) = all(&["{\"ID\"", ":1}{\"ID\":", "2}  \n", " {\"a\":[1,", "2]}\n"]).await;
+        assert_eq!(vals, vec![r#"{"ID":1}"#, r#"{"ID":2}"#, r#"{"a":[1,2]}"#]);
+        assert_eq!(err, None);
+    }
+
+    #[tokio::test]
+    async fn a_cut_off_value_is_unexpected_eof_and_garbage_is_gos_error() {
+        let (vals, err) = all(&["{\"ID\":1} {\"ID\""]).await;
+        assert_eq!(vals, vec![r#"{"ID":1}"#]);
+        assert_eq!(err.as_deref(), Some("unexpected EOF"));
+        let (vals, err) = all(&["{\"ID\":1}", "xx"]).await;
+        assert_eq!(vals, vec![r#"{"ID":1}"#]);
+        assert_eq!(
+            err.as_deref(),
+            Some("invalid character 'x' looking for beginning of value")
+        );
+        let (vals, err) = all(&["", "  \n"]).await;
+        assert!(vals.is_empty() && err.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_unary_body_is_its_first_value() {
+        #[derive(Default)]
+        struct Id(i64);
+        impl Decode for Id {
+            fn decode(f: &mut decode::Fields<'_>) -> Result<Id, DecodeError> {
+                Ok(Id(f.i64("ID")?))
+            }
+        }
+        let id: Id = read_one(body(&["{\"ID\":\"7\"} trailing"]), 100)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(id.0, 7);
+        let empty: Id = read_one(body(&[""]), 100).await.ok().unwrap();
+        assert_eq!(empty.0, 0);
+        let refused = read_one::<Id>(body(&["{\"ID\":1}", "                    "]), 10)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(refused.code, Code::ResourceExhausted);
+    }
+}
