@@ -256,7 +256,16 @@ impl Applier {
                     run.push(Pending::noop(e, id, aux));
                     None
                 }
-                Req::Noop(_) | Req::LeaseCheckpoint(_) => Some(st::WriteRequest::Noop),
+                Req::LeaseCheckpoint(cp) => {
+                    // The deadlines a new leader resumes from (lease clock).
+                    if !self.replayed(e) {
+                        for c in cp.checkpoints.iter().filter(|c| self.leases.exists(c.id)) {
+                            self.lease_clock.checkpointed(c.id, c.remaining_ttl);
+                        }
+                    }
+                    Some(st::WriteRequest::Noop)
+                }
+                Req::Noop(_) => Some(st::WriteRequest::Noop),
                 Req::Alarm(a) => {
                     self.flush(&mut run, term)?;
                     self.apply_alarm(e, id, a, term)?;

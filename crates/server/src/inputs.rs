@@ -35,6 +35,10 @@ pub type ApplyResult = Result<ApplyOutput, EtcdError>;
 pub enum NodeInput {
     /// Propose one encoded `InternalRequest`.
     Propose(Bytes),
+    /// Propose one encoded `InternalRequest` on this member as leader, and say when it
+    /// is committed (durable on a quorum), without waiting for it to be applied. Refused
+    /// with `not leader` on a follower.
+    ProposeCommitted(Bytes, oneshot::Sender<Result<(), EtcdError>>),
     /// A linearizable read point: the reply is the index to wait for.
     ReadIndex(oneshot::Sender<Result<u64, EtcdError>>),
     /// A message from a peer.

@@ -50,6 +50,9 @@ use crate::{api, gateway, http, serve, tasks};
 /// How long a stopping member waits for open client streams before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Lease checkpoints (see `lease`): on, unlike etcd 3.4's default.
+const LEASE_CHECKPOINTS: bool = true;
+
 /// Entries kept in memory behind a snapshot for slow followers (etcd's default).
 const CATCH_UP_ENTRIES: u64 = 5000;
 
@@ -234,6 +237,12 @@ impl Member {
         let (expired_tx, expired_rx) = tokio::sync::mpsc::unbounded_channel();
         let (lease_clock, clock) =
             LeaseClock::new(config.election_timeout, request_timeout, expired_tx);
+        let (renewals_tx, renewals_rx) = tokio::sync::mpsc::unbounded_channel();
+        let lease_clock = if LEASE_CHECKPOINTS {
+            lease_clock.with_checkpoints(renewals_tx)
+        } else {
+            lease_clock
+        };
         clock.reset(leases.granted());
         tokio::spawn(lease_clock.run());
 
@@ -355,6 +364,11 @@ impl Member {
         tokio::spawn(tasks::revoke_expired(
             server.clone(),
             expired_rx,
+            shutdown.subscribe(),
+        ));
+        tokio::spawn(tasks::checkpoint_renewals(
+            server.clone(),
+            renewals_rx,
             shutdown.subscribe(),
         ));
         tokio::spawn(tasks::housekeeping(server.clone(), shutdown.subscribe()));

@@ -33,6 +33,11 @@ pub struct Deadlines {
     revoking: HashMap<LeaseId, Instant>,
     /// How long before an unapplied revoke is handed out again.
     retry: Duration,
+    /// With checkpoints, a follower's view of each lease's deadline (its local time
+    /// when the grant or the last checkpoint applied, plus the TTL it carried), which
+    /// a new leader resumes from instead of giving every lease its full TTL again.
+    known: HashMap<LeaseId, Instant>,
+    checkpointing: bool,
 }
 
 impl Deadlines {
@@ -43,6 +48,22 @@ impl Deadlines {
             extend,
             revoking: HashMap::new(),
             retry,
+            known: HashMap::new(),
+            checkpointing: false,
+        }
+    }
+
+    /// Resume leases from checkpoints after a leader change (see [`LeaseClock`]).
+    pub fn with_checkpoints(mut self) -> Deadlines {
+        self.checkpointing = true;
+        self
+    }
+
+    /// A checkpoint applied: lease `id` has `remaining` seconds from `now`. Only a
+    /// follower needs it; the leader's own deadlines are authoritative.
+    pub fn checkpointed(&mut self, id: LeaseId, remaining: i64, now: Instant) {
+        if self.checkpointing && !self.primary && self.leases.contains_key(&id) {
+            self.known.insert(id, now + secs(remaining));
         }
     }
 
@@ -54,34 +75,51 @@ impl Deadlines {
     pub fn granted(&mut self, id: LeaseId, ttl: i64, now: Instant) {
         let expiry = self.primary.then(|| now + secs(ttl));
         self.leases.insert(id, (ttl, expiry));
+        if self.checkpointing && !self.primary {
+            self.known.insert(id, now + secs(ttl));
+        }
     }
 
     /// A revoke was applied.
     pub fn revoked(&mut self, id: LeaseId) {
         self.leases.remove(&id);
         self.revoking.remove(&id);
+        self.known.remove(&id);
     }
 
     /// The lease set was replaced (start-up, snapshot installed).
     pub fn reset(&mut self, leases: Vec<(LeaseId, i64)>, now: Instant) {
         self.leases.clear();
         self.revoking.clear();
+        self.known.clear();
         for (id, ttl) in leases {
             let expiry = self.primary.then(|| now + secs(ttl) + self.extend);
             self.leases.insert(id, (ttl, expiry));
         }
     }
 
-    /// Leadership changed: a new primary restarts every deadline at
-    /// `now + ttl + extend`; a follower forgets them.
+    /// Leadership changed. A new primary resumes each lease at its known deadline
+    /// (checkpoints) plus `extend`, or restarts it at `now + ttl + extend` when no
+    /// deadline is known; a former primary keeps its deadlines as known ones.
     pub fn set_primary(&mut self, primary: bool, now: Instant) {
         if primary == self.primary {
             return;
         }
         self.primary = primary;
         self.revoking.clear();
-        for (ttl, expiry) in self.leases.values_mut() {
-            *expiry = primary.then(|| now + secs(*ttl) + self.extend);
+        for (id, (ttl, expiry)) in self.leases.iter_mut() {
+            if primary {
+                let resumed = self.known.get(id).map(|d| *d + self.extend);
+                *expiry = Some(resumed.unwrap_or(now + secs(*ttl) + self.extend));
+            } else {
+                if let (true, Some(at)) = (self.checkpointing, *expiry) {
+                    self.known.insert(*id, at);
+                }
+                *expiry = None;
+            }
+        }
+        if primary {
+            self.known.clear();
         }
     }
 
@@ -153,6 +191,7 @@ enum Input {
     Revoked(LeaseId),
     Reset(Vec<(LeaseId, i64)>),
     Primary(bool),
+    Checkpointed(LeaseId, i64),
     Renew(LeaseId, oneshot::Sender<Result<i64, EtcdError>>),
     TimeToLive(
         LeaseId,
@@ -188,6 +227,11 @@ impl ClockHandle {
         let _ = self.tx.send(Input::Primary(primary));
     }
 
+    /// A lease checkpoint applied: `id` has `remaining` seconds left.
+    pub fn checkpointed(&self, id: LeaseId, remaining: i64) {
+        let _ = self.tx.send(Input::Checkpointed(id, remaining));
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, EtcdError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).map_err(|_| EtcdError::Stopped)?;
@@ -210,11 +254,20 @@ impl ClockHandle {
     }
 }
 
+/// A renewal the leader made, to be checkpointed through Raft before it is answered.
+pub struct Renewal {
+    pub id: LeaseId,
+    pub ttl: i64,
+    pub reply: oneshot::Sender<Result<i64, EtcdError>>,
+}
+
 /// The clock task.
 pub struct LeaseClock {
     deadlines: Deadlines,
     inputs: mpsc::UnboundedReceiver<Input>,
     expired: mpsc::UnboundedSender<LeaseId>,
+    /// With checkpoints: where renewals go to be made durable before their answer.
+    renewals: Option<mpsc::UnboundedSender<Renewal>>,
     check_every: Duration,
 }
 
@@ -231,9 +284,23 @@ impl LeaseClock {
             deadlines: Deadlines::new(extend, retry),
             inputs,
             expired,
+            renewals: None,
             check_every: Duration::from_millis(100),
         };
         (clock, ClockHandle { tx })
+    }
+
+    /// Lease checkpoints: every renewal is sent to `renewals`, which answers it once a
+    /// checkpoint carrying it is committed, and a new leader resumes every lease from
+    /// the deadline the checkpoints (and grants) told it, instead of its full TTL.
+    pub fn with_checkpoints(mut self, renewals: mpsc::UnboundedSender<Renewal>) -> LeaseClock {
+        self.deadlines = std::mem::replace(
+            &mut self.deadlines,
+            Deadlines::new(Duration::ZERO, Duration::ZERO),
+        )
+        .with_checkpoints();
+        self.renewals = Some(renewals);
+        self
     }
 
     /// Runs until every handle is dropped or the expiry receiver is gone.
@@ -264,9 +331,17 @@ impl LeaseClock {
             Input::Revoked(id) => d.revoked(id),
             Input::Reset(leases) => d.reset(leases, now),
             Input::Primary(p) => d.set_primary(p, now),
-            Input::Renew(id, reply) => {
-                let _ = reply.send(d.renew(id, now));
-            }
+            Input::Checkpointed(id, remaining) => d.checkpointed(id, remaining, now),
+            Input::Renew(id, reply) => match (d.renew(id, now), &self.renewals) {
+                (Ok(ttl), Some(renewals)) if ttl > 0 => {
+                    if let Err(e) = renewals.send(Renewal { id, ttl, reply }) {
+                        let _ = e.0.reply.send(Err(EtcdError::Stopped));
+                    }
+                }
+                (result, _) => {
+                    let _ = reply.send(result);
+                }
+            },
             Input::TimeToLive(id, reply) => {
                 let _ = reply.send(d.time_to_live(id, now));
             }
@@ -335,6 +410,56 @@ mod tests {
         d.reset(vec![(3, 5)], t0 + s(60));
         assert_eq!(d.ids(), vec![3]);
         assert_eq!(d.time_to_live(3, t0 + s(60)).unwrap(), Some((7, 5)));
+    }
+
+    #[test]
+    fn with_checkpoints_a_new_leader_resumes_known_deadlines() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::new(s(1), s(5)).with_checkpoints();
+        // A follower learns the deadline from the grant, then from a checkpoint.
+        d.granted(1, 20, t0);
+        d.granted(2, 20, t0);
+        d.checkpointed(2, 20, t0 + s(5));
+        // Lease 3 is restored from the backend with no deadline known: full TTL.
+        d.reset(vec![(1, 20), (2, 20), (3, 20)], t0);
+        d.granted(1, 20, t0);
+        d.checkpointed(2, 20, t0 + s(5));
+        d.set_primary(true, t0 + s(10));
+        assert_eq!(d.time_to_live(1, t0 + s(10)).unwrap(), Some((11, 20)));
+        assert_eq!(d.time_to_live(2, t0 + s(10)).unwrap(), Some((16, 20)));
+        assert_eq!(d.time_to_live(3, t0 + s(10)).unwrap(), Some((21, 20)));
+        // Stepping down keeps this member's deadlines as known ones for the next time.
+        d.renew(1, t0 + s(12)).unwrap();
+        d.set_primary(false, t0 + s(12));
+        d.set_primary(true, t0 + s(13));
+        assert_eq!(d.time_to_live(1, t0 + s(13)).unwrap(), Some((20, 20)));
+        // Without checkpoints every lease restarts at its full TTL.
+        let mut plain = Deadlines::new(s(1), s(5));
+        plain.granted(1, 20, t0);
+        plain.checkpointed(1, 3, t0);
+        plain.set_primary(true, t0 + s(10));
+        assert_eq!(plain.time_to_live(1, t0 + s(10)).unwrap(), Some((21, 20)));
+    }
+
+    #[tokio::test]
+    async fn with_checkpoints_renewals_wait_for_the_checkpointer() {
+        let (tx, _expired) = mpsc::unbounded_channel();
+        let (cp_tx, mut cp_rx) = mpsc::unbounded_channel();
+        let (clock, handle) = LeaseClock::new(Duration::ZERO, s(60), tx);
+        tokio::spawn(clock.with_checkpoints(cp_tx).run());
+        handle.set_primary(true);
+        handle.granted(9, 30);
+        let renew = tokio::spawn({
+            let h = handle.clone();
+            async move { h.renew(9).await }
+        });
+        let r: Renewal = cp_rx.recv().await.unwrap();
+        assert_eq!((r.id, r.ttl), (9, 30));
+        assert!(!renew.is_finished());
+        r.reply.send(Ok(r.ttl)).unwrap();
+        assert_eq!(renew.await.unwrap().unwrap(), 30);
+        // An unknown lease is answered at once (TTL 0), with nothing to checkpoint.
+        assert_eq!(handle.renew(10).await.unwrap(), 0);
     }
 
     #[tokio::test]

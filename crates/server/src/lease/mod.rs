@@ -14,15 +14,21 @@
 //!   passes the clock hands the lease to the member, which proposes its revoke through
 //!   Raft, so every member deletes the keys at the same revision.
 //!
-//! A new leader restarts every deadline at now + TTL + one election timeout, so a
-//! lease is never cut short by a leader change (etcd #9395 is the opposite failure, a
-//! full TTL given back on every election; checkpoints that keep the remaining TTL
-//! are issue 15).
+//! Lease checkpoints (on by default; etcd 3.4 has them off): the leader answers a
+//! keep-alive only once a `LeaseCheckpoint` entry carrying the renewal is committed
+//! (renewals arriving together share one entry), and every member notes, in its own
+//! clock, the deadline each grant and checkpoint implies. A new leader resumes each
+//! lease at that deadline plus one election timeout, instead of giving it its full TTL
+//! again (etcd #9395: a lock holder that died kept its lock for TTL more seconds per
+//! election). Bound: a lease ends no earlier than TTL after its last acknowledged
+//! keep-alive, and no later than that plus one election timeout per leader change
+//! (plus the replication delay of the checkpoint). Without checkpoints a new leader
+//! restarts every deadline at now + TTL + one election timeout, as etcd 3.4 does.
 
 pub mod clock;
 pub mod table;
 
-pub use clock::{ClockHandle, LeaseClock};
+pub use clock::{ClockHandle, LeaseClock, Renewal};
 pub use table::LeaseTable;
 
 /// A lease ID; 0 means "no lease".

@@ -80,7 +80,12 @@ pub struct Node<Io: NodeIo> {
     pub catch_up_entries: u64,
     reads: PendingReads,
     stalled: Vec<Bytes>,
+    /// Proposals waiting to be committed: (index, term, who to tell).
+    commit_waiters: Vec<(u64, u64, CommitWaiter)>,
 }
+
+/// Where a commit-acknowledged proposal learns its fate.
+type CommitWaiter = tokio::sync::oneshot::Sender<Result<(), EtcdError>>;
 
 impl<Io: NodeIo> Node<Io> {
     pub fn new(
@@ -101,6 +106,7 @@ impl<Io: NodeIo> Node<Io> {
             catch_up_entries,
             reads,
             stalled: Vec::new(),
+            commit_waiters: Vec::new(),
         }
     }
 
@@ -145,9 +151,11 @@ impl<Io: NodeIo> Node<Io> {
         let mut stop = false;
         let mut read_batch = Vec::new();
         let mut proposals: Vec<Entry> = Vec::new();
+        let mut acked: Vec<(Bytes, CommitWaiter)> = Vec::new();
         for input in inputs {
             match input {
                 NodeInput::Propose(data) => proposals.push(Entry::normal(data)),
+                NodeInput::ProposeCommitted(data, reply) => acked.push((data, reply)),
                 NodeInput::ReadIndex(reply) => read_batch.push(reply),
                 NodeInput::Step(m) => {
                     if let Err(e) = self.raw.step(*m) {
@@ -180,6 +188,9 @@ impl<Io: NodeIo> Node<Io> {
         if !proposals.is_empty() || !self.stalled.is_empty() {
             self.propose(proposals);
         }
+        for (data, reply) in acked {
+            self.propose_acked(data, reply);
+        }
         self.reads.issue(&mut self.raw, read_batch);
         self.reads.retry_stale(&mut self.raw);
         while self.raw.has_ready() {
@@ -206,6 +217,52 @@ impl<Io: NodeIo> Node<Io> {
             tracing::warn!(error = %e, "proposals dropped");
             self.metrics.proposals_failed.inc();
         }
+    }
+
+    /// Proposes `data` as leader and remembers where it landed, to say when it commits.
+    fn propose_acked(&mut self, data: Bytes, reply: CommitWaiter) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(EtcdError::NotLeader));
+            return;
+        }
+        match self.raw.propose_batch(vec![Entry::normal(data)]) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                let term = self.raw.raft.term;
+                self.commit_waiters.push((index, term, reply));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "commit-acknowledged proposal refused");
+                let _ = reply.send(Err(EtcdError::NotLeader));
+            }
+        }
+    }
+
+    /// Answers the commit waiters whose entry is committed (or was replaced).
+    fn resolve_commit_waiters(&mut self) {
+        if self.commit_waiters.is_empty() {
+            return;
+        }
+        let committed = self.raw.raft.raft_log.committed;
+        let log = &self.raw.raft.raft_log;
+        let mut still = Vec::new();
+        for (index, term, reply) in self.commit_waiters.drain(..) {
+            if index > committed {
+                if reply.is_closed() {
+                    continue;
+                }
+                still.push((index, term, reply));
+                continue;
+            }
+            // Committed at that index: ours only if the entry there is of our term.
+            let ours = log.term(index).map(|t| t == term).unwrap_or(false);
+            let _ = reply.send(if ours {
+                Ok(())
+            } else {
+                Err(EtcdError::LeaderChanged)
+            });
+        }
+        self.commit_waiters = still;
     }
 
     fn handle_ready(&mut self, mut rd: Ready) -> Result<(), NodeError> {
@@ -281,6 +338,7 @@ impl<Io: NodeIo> Node<Io> {
             })?;
         }
         self.raw.advance(rd);
+        self.resolve_commit_waiters();
         Ok(())
     }
 

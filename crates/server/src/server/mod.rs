@@ -170,6 +170,24 @@ impl EtcdServer {
         result
     }
 
+    /// Proposes `request` on this member as leader and returns once it is committed
+    /// (durable on a quorum), without waiting for it to be applied.
+    pub async fn propose_committed(&self, request: Req) -> Result<(), EtcdError> {
+        let data = InternalRequest {
+            id: self.ids.next_id(),
+            request: Some(request),
+        }
+        .encode_to_vec();
+        validate::check_request_size(data.len(), self.config.max_request_bytes)?;
+        let (tx, rx) = oneshot::channel();
+        self.send(NodeInput::ProposeCommitted(data.into(), tx))?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => Err(EtcdError::Timeout),
+        }
+    }
+
     /// Proposes `request` and unwraps the apply result of the expected kind.
     pub(crate) async fn propose_for<T>(
         &self,
