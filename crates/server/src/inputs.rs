@@ -76,6 +76,9 @@ pub struct RaftStatus {
     pub term: AtomicU64,
     pub leader: AtomicU64,
     pub commit: AtomicU64,
+    /// The leader as it changes (0: none), for streams that must end when this
+    /// member loses its leader (etcd's `hasleader` requests).
+    pub leader_changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Sends Raft messages to peers. A single member has none to send to.

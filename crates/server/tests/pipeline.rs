@@ -67,6 +67,9 @@ impl WatchApi for Counting {
         self.saw("watch");
         self.inner.watch()
     }
+    fn leader_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.leader_changes()
+    }
 }
 
 #[tonic::async_trait]

@@ -12,14 +12,14 @@ use skiff_proto::etcdserverpb::{
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::facade::LeaseApi;
+use crate::facade::{LeaseApi, WatchApi};
 
 /// The gRPC Lease service over a facade.
 pub struct LeaseService<F> {
     facade: Arc<F>,
 }
 
-impl<F: LeaseApi> LeaseService<F> {
+impl<F: LeaseApi + WatchApi> LeaseService<F> {
     pub fn new(facade: Arc<F>) -> LeaseService<F> {
         LeaseService { facade }
     }
@@ -28,7 +28,7 @@ impl<F: LeaseApi> LeaseService<F> {
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl<F: LeaseApi> Lease for LeaseService<F> {
+impl<F: LeaseApi + WatchApi> Lease for LeaseService<F> {
     async fn lease_grant(
         &self,
         req: Request<LeaseGrantRequest>,
@@ -53,12 +53,23 @@ impl<F: LeaseApi> Lease for LeaseService<F> {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let require_leader = super::leader::requires_leader(req.metadata());
+        let mut leader = self.facade.leader_changes();
         let mut incoming = req.into_inner();
         let facade = self.facade.clone();
         // Backpressure: the task waits while the client is slow to read.
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
-            while let Some(msg) = incoming.next().await {
+            loop {
+                let msg = tokio::select! {
+                    msg = incoming.next() => msg,
+                    _ = super::leader::leader_lost(&mut leader), if require_leader => {
+                        // etcd ends hasleader streams when its member loses the leader.
+                        let _ = tx.send(Err(super::leader::no_leader())).await;
+                        break;
+                    }
+                };
+                let Some(msg) = msg else { break };
                 let reply = match msg {
                     Ok(r) => facade.lease_keep_alive(r).await.map_err(Status::from),
                     Err(status) => Err(status),

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod election;
 pub mod kv;
+pub mod leader;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
@@ -20,6 +21,7 @@ use skiff_proto::etcdserverpb::{
 };
 use skiff_proto::v3electionpb::election_server::ElectionServer;
 use skiff_proto::v3lockpb::lock_server::LockServer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 
 pub use cluster::ClusterService;
@@ -38,11 +40,15 @@ use crate::serve;
 /// unlimited).
 pub fn routes<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Routes {
     let max = serve::max_recv_bytes(max_request_bytes);
+    let leader = leader::RequireLeader(facade.leader_changes());
     macro_rules! limited {
         ($server:expr) => {
-            $server
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(usize::MAX)
+            InterceptedService::new(
+                $server
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(usize::MAX),
+                leader.clone(),
+            )
         };
     }
     Routes::new(limited!(KvServer::new(KvService::new(facade.clone()))))

@@ -111,6 +111,8 @@ impl<F: WatchApi> Watch for WatchService<F> {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let require_leader = super::leader::requires_leader(req.metadata());
+        let mut leader = self.facade.leader_changes();
         let mut incoming = req.into_inner();
         let mut session = self.facade.watch()?;
         let (tx, rx) = mpsc::channel::<Result<WatchResponse, Status>>(64);
@@ -128,6 +130,11 @@ impl<F: WatchApi> Watch for WatchService<F> {
                         handle_request(session.as_mut(), &mut fragmenting, msg)
                             .into_iter()
                             .collect()
+                    }
+                    _ = super::leader::leader_lost(&mut leader), if require_leader => {
+                        // etcd ends a hasleader watch when its member loses the leader.
+                        let _ = tx.send(Err(super::leader::no_leader())).await;
+                        break;
                     }
                     r = session.next() => {
                         let Some(resp) = r else { break };

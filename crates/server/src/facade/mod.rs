@@ -74,6 +74,9 @@ pub trait WatchSession: Send + 'static {
 /// `etcdserverpb.Watch`.
 pub trait WatchApi: Send + Sync + 'static {
     fn watch(&self) -> ApiResult<Box<dyn WatchSession>>;
+    /// Who leads, as it changes (0: no leader): requests that carry etcd's
+    /// `hasleader` metadata are refused, and their streams ended, without one.
+    fn leader_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// `etcdserverpb.Lease`.

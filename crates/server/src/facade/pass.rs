@@ -10,6 +10,9 @@ macro_rules! pass_through {
             fn watch(&self) -> $crate::facade::ApiResult<Box<dyn $crate::facade::WatchSession>> {
                 self.inner.watch()
             }
+            fn leader_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+                self.inner.leader_changes()
+            }
         }
     };
     (@one $layer:ident Cluster) => {

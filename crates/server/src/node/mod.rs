@@ -275,6 +275,7 @@ impl<Io: NodeIo> Node<Io> {
         );
         if let Some(ss) = &rd.soft_state {
             let old = self.status.leader.swap(ss.leader_id, Ordering::AcqRel);
+            self.status.leader_changes.send_replace(ss.leader_id);
             if old != ss.leader_id {
                 if ss.leader_id != 0 {
                     self.metrics.leader_changes_seen.inc();

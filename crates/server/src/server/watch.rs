@@ -111,6 +111,10 @@ impl WatchSession for Session {
 }
 
 impl WatchApi for EtcdServer {
+    fn leader_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.raft.leader_changes.subscribe()
+    }
+
     fn watch(&self) -> ApiResult<Box<dyn WatchSession>> {
         let (stream, events) = self.watchable.new_stream();
         Ok(Box::new(Session {

@@ -1,0 +1,44 @@
+//! etcd's `hasleader` contract (clientv3's `WithRequireLeader`, which kube-apiserver
+//! uses): a request carrying the gRPC metadata `hasleader: true` is refused with
+//! `etcdserver: no leader` when this member knows no leader, and a watch or keep-alive
+//! stream opened with it is ended with that error as soon as the member loses its
+//! leader, so the client moves to a member that has one instead of waiting on a
+//! partitioned member forever.
+
+use skiff_api::EtcdError;
+use tokio::sync::watch;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Status};
+
+/// The metadata key etcd's clients send.
+pub const HAS_LEADER: &str = "hasleader";
+
+/// Whether the request asked for a leader.
+pub fn requires_leader(md: &MetadataMap) -> bool {
+    md.get(HAS_LEADER).and_then(|v| v.to_str().ok()) == Some("true")
+}
+
+/// What such a request gets without a leader.
+pub fn no_leader() -> Status {
+    EtcdError::NoLeader.to_status()
+}
+
+/// Completes once the member has no leader (never if the member is stopping).
+pub async fn leader_lost(leader: &mut watch::Receiver<u64>) {
+    if leader.wait_for(|l| *l == 0).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Refuses `hasleader` requests while there is no leader (every service).
+#[derive(Clone)]
+pub struct RequireLeader(pub watch::Receiver<u64>);
+
+impl tonic::service::Interceptor for RequireLeader {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        if requires_leader(req.metadata()) && *self.0.borrow() == 0 {
+            return Err(no_leader());
+        }
+        Ok(req)
+    }
+}
