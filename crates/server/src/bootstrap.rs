@@ -1,7 +1,8 @@
 //! Opening a member's Raft state from its data directory, or creating it.
 //!
-//! Layout (as etcd's): `<data-dir>/member/wal` (the WAL), `<data-dir>/member/snap`
-//! (Raft snapshot files and the backend `db`).
+//! Layout (as etcd's): `<data-dir>/member/wal` (the WAL, or the `--wal-dir`
+//! directory itself when given), `<data-dir>/member/snap` (Raft snapshot files and the
+//! backend `db`).
 //!
 //! - First start (no WAL): the WAL is created with [`WalMetadata`] (member ID,
 //!   cluster ID, initial members), so identity is fixed at bootstrap; the Raft log
@@ -45,6 +46,15 @@ impl Layout {
             db_path: member_dir.join("snap").join("db"),
             member_dir,
         }
+    }
+
+    /// The layout with the WAL in `wal_dir` when given (`--wal-dir`, as etcd: the
+    /// segments go directly into that directory).
+    pub fn with_wal_dir(mut self, wal_dir: Option<&Path>) -> Layout {
+        if let Some(dir) = wal_dir {
+            self.wal_dir = dir.to_path_buf();
+        }
+        self
     }
 }
 

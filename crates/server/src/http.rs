@@ -40,6 +40,14 @@ pub fn router<F: MaintenanceApi>(metrics: Metrics, facade: Arc<F>) -> Router {
         .with_state(HttpState { metrics, facade })
 }
 
+/// What etcd serves on a `--listen-metrics-urls` listener: `/metrics` and `/health`.
+pub fn metrics_router<F: MaintenanceApi>(metrics: Metrics, facade: Arc<F>) -> Router {
+    Router::new()
+        .route("/health", get(health_handler::<F>))
+        .route("/metrics", get(metrics_handler::<F>))
+        .with_state(HttpState { metrics, facade })
+}
+
 #[derive(serde::Deserialize)]
 struct HealthParams {
     #[serde(default)]

@@ -2,6 +2,10 @@
 //! variables; with no flags it is a single member named `default` on
 //! localhost:2379/2380 with its data in `default.skiff`, as etcd is.
 //!
+//! `--config-file` (or `ETCD_CONFIG_FILE`) replaces the flags and environment, as in
+//! etcd. Logging follows `--logger` (capnslog: text lines; zap: JSON lines),
+//! `--log-outputs` (stderr, stdout, files) and `--log-level`; `RUST_LOG` refines it.
+//!
 //! Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM) or `--help`/`--version`;
 //! 1 for unknown or contradictory flags and for any start-up failure.
 
@@ -10,8 +14,12 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use skiff_server::config::{normalize_args, unrecognized_env_vars, Config, Flags};
+use skiff_server::config::values::flag_error_message;
+use skiff_server::config::{
+    file, normalize_args, unrecognized_env_vars, Config, Flags, LogOutput, Logger,
+};
 use skiff_server::member::Member;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
 use tracing_subscriber::EnvFilter;
 
 /// Also the entry point of the `skiff-failpoints` binary (src/bin), hence `pub`.
@@ -25,7 +33,7 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let _ = e.print();
+            eprintln!("{}", flag_error_message(&e).trim_end());
             return ExitCode::from(1);
         }
     };
@@ -33,6 +41,16 @@ pub fn main() -> ExitCode {
         eprintln!("skiff: {e}");
         return ExitCode::from(1);
     }
+    let (flags, file_warnings, config_file) = match flags.config_file.clone() {
+        None => (flags, Vec::new(), None),
+        Some(path) => match file::load(&path) {
+            Ok(loaded) => (loaded.flags, loaded.warnings, Some(path)),
+            Err(e) => {
+                eprintln!("skiff: error verifying flags, {e}. See 'skiff --help'.");
+                return ExitCode::from(1);
+            }
+        },
+    };
     let config = match Config::from_flags(flags) {
         Ok(config) => config,
         Err(e) => {
@@ -40,17 +58,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-
-    // RUST_LOG, when set, refines --log-level (e.g. per-module levels).
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(config.log_level.as_filter()));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    for var in unrecognized_env_vars() {
-        tracing::warn!(%var, "unrecognized environment variable");
+    if let Err(e) = init_logging(&config) {
+        eprintln!("skiff: error verifying flags, {e}. See 'skiff --help'.");
+        return ExitCode::from(1);
+    }
+    if let Some(path) = &config_file {
+        tracing::info!(path = %path.display(), "loaded the config file; command line flags and environment variables are ignored");
+    } else {
+        for var in unrecognized_env_vars() {
+            tracing::warn!(%var, "unrecognized environment variable");
+        }
+    }
+    for warning in file_warnings.iter().chain(&config.warnings) {
+        tracing::warn!("{warning}");
     }
     if skiff_failpoints::ENABLED {
         if let Ok(spec) = std::env::var(skiff_failpoints::ENV_VAR) {
@@ -82,6 +102,54 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Sets up `tracing` as `--logger`, `--log-outputs` and `--log-level` say (`RUST_LOG`,
+/// when set, refines the level, e.g. per module). A log file that cannot be opened
+/// is an error, with etcd's wording.
+fn init_logging(config: &Config) -> Result<(), String> {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.log_level.as_filter()));
+    let mut writer: Option<BoxMakeWriter> = None;
+    let mut ansi = false;
+    for output in &config.log_outputs {
+        let next = match output {
+            LogOutput::Default | LogOutput::Stderr => {
+                ansi = config.log_outputs.len() == 1
+                    && std::io::IsTerminal::is_terminal(&std::io::stderr());
+                BoxMakeWriter::new(std::io::stderr)
+            }
+            LogOutput::Stdout => BoxMakeWriter::new(std::io::stdout),
+            LogOutput::File(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        format!(
+                            "open sink {:?}: open {}: {e}",
+                            path.display().to_string(),
+                            path.display()
+                        )
+                    })?;
+                BoxMakeWriter::new(std::sync::Arc::new(file))
+            }
+        };
+        writer = Some(match writer {
+            None => next,
+            Some(prev) => BoxMakeWriter::new(prev.and(next)),
+        });
+    }
+    let writer = writer.unwrap_or_else(|| BoxMakeWriter::new(std::io::stderr));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi);
+    let result = match config.logger {
+        Logger::Capnslog => builder.try_init(),
+        Logger::Zap => builder.json().try_init(),
+    };
+    result.map_err(|e| format!("cannot set up logging: {e}"))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -167,7 +167,7 @@ impl Member {
     /// Starts the member described by `config`.
     pub async fn start(config: Config) -> anyhow::Result<Member> {
         prepare_data_dir(&config.data_dir)?;
-        let layout = Layout::new(&config.data_dir);
+        let layout = Layout::new(&config.data_dir).with_wal_dir(config.wal_dir.as_deref());
         let rec = bootstrap::open(&config, &layout)?;
         let member_id = rec.meta.member_id;
         let cluster_id = rec.meta.cluster_id;
@@ -325,6 +325,8 @@ impl Member {
             lease_clock: clock.clone(),
             metrics: metrics.clone(),
             leading: false,
+            max_snapshots: config.max_snapshots,
+            max_wals: config.max_wals,
         };
         let node = Node::new(
             raw,
@@ -372,6 +374,13 @@ impl Member {
             shutdown.subscribe(),
         ));
         tokio::spawn(tasks::housekeeping(server.clone(), shutdown.subscribe()));
+        if let Some(mode) = config.auto_compaction {
+            tokio::spawn(tasks::auto_compact(
+                server.clone(),
+                mode,
+                shutdown.subscribe(),
+            ));
+        }
 
         // The request pipeline every front end goes through.
         let facade = Arc::new(Validate::new(
@@ -380,17 +389,38 @@ impl Member {
         ));
         let mut client_addrs = Vec::new();
         let mut client_listeners = Vec::new();
+        let serve_config = Arc::new(config.clone());
+        for url in &config.listen_metrics_urls {
+            let listener = serve::bind(url)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {url}"))?;
+            tracing::info!(%url, addr = %listener.local_addr()?, "serving /metrics and /health");
+            let mut stop = shutdown.subscribe();
+            let router = http::metrics_router(metrics.clone(), facade.clone());
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = serve::serve_http(listener, router, stopped).await {
+                    tracing::warn!(error = %e, "metrics listener stopped");
+                }
+            });
+        }
         for url in &config.listen_client_urls {
             let listener = serve::bind(url).await?;
             let addr = listener.local_addr()?;
             client_addrs.push(addr);
             tracing::info!(%url, %addr, "serving client traffic (gRPC and HTTP)");
             let mut stop = shutdown.subscribe();
-            client_listeners.push(tokio::spawn(serve::serve_client(
+            let mut http = http::router(metrics.clone(), facade.clone());
+            if config.enable_grpc_gateway {
+                http = http.merge(gateway::router(facade.clone(), config.max_request_bytes));
+            }
+            client_listeners.push(tokio::spawn(serve::serve_client_with(
                 listener,
                 metrics.instrument_grpc(api::routes(facade.clone(), config.max_request_bytes)),
-                http::router(metrics.clone(), facade.clone())
-                    .merge(gateway::router(facade.clone(), config.max_request_bytes)),
+                http,
+                Some(serve_config.clone()),
                 async move {
                     // A dropped sender also means stop.
                     let _ = stop.wait_for(|s| *s).await;

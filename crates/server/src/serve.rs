@@ -6,9 +6,16 @@
 //! and message grpc-go (so etcd) sends: `ResourceExhausted`, "grpc: received message
 //! larger than max (N vs. M)"; responses are not size-limited (etcd allows 2 GiB). The listener stops accepting when the
 //! shutdown future completes and in-flight requests finish first.
+//!
+//! [`serve_client_with`] applies the client-port flags: HTTP/2 keepalive pings and
+//! the per-connection stream limit (`--grpc-keepalive-*`, `--max-concurrent-streams`),
+//! and, on plain HTTP requests only (never gRPC), etcd's access controller: a `Host`
+//! not in `--host-whitelist` gets 421 with etcd's DNS-rebinding text, allowed origins
+//! (`--cors`) get etcd's CORS headers, and `OPTIONS` is answered 200 at once.
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 
 use axum::response::IntoResponse;
 use tokio::net::TcpListener;
@@ -16,7 +23,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::service::Routes;
 
-use crate::config::Url;
+use crate::config::{Config, Url};
 use crate::h2c_authority::AuthorityFix;
 
 /// etcd's allowance for gRPC framing on top of `--max-request-bytes`.
@@ -78,6 +85,18 @@ async fn not_served(req: axum::extract::Request) -> axum::response::Response {
     (axum::http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()
 }
 
+/// Serves `http` alone (HTTP/1.1) on `listener` until `shutdown` completes: the
+/// `--listen-metrics-urls` listeners.
+pub async fn serve_http(
+    listener: TcpListener,
+    http: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, http)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Binds `url`'s `host:port` (a name such as `localhost` resolves to its first
 /// address that can be bound, as Go's listener does).
 pub async fn bind(url: &Url) -> io::Result<TcpListener> {
@@ -86,18 +105,123 @@ pub async fn bind(url: &Url) -> io::Result<TcpListener> {
         .map_err(|e| io::Error::new(e.kind(), format!("listen on {url}: {e}")))
 }
 
-/// Serves `grpc` and `http` on `listener` until `shutdown` completes.
+/// Serves `grpc` and `http` on `listener` until `shutdown` completes, with etcd's
+/// default client-port settings.
 pub async fn serve_client(
     listener: TcpListener,
     grpc: Routes,
     http: axum::Router,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let router = grpc
+    serve_client_with(listener, grpc, http, None, shutdown).await
+}
+
+fn is_grpc(req: &axum::extract::Request) -> bool {
+    req.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// The `Host` of a request without its port (Go's `net.SplitHostPort`, else as is).
+fn request_host(req: &axum::extract::Request) -> String {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default();
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((h, _)) = rest.split_once("]:") {
+            return h.to_string();
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
+            h.to_string()
+        }
+        _ => host.to_string(),
+    }
+}
+
+/// etcd's `accessController` for plain HTTP requests (see the module doc).
+async fn access_control(
+    axum::extract::State(config): axum::extract::State<Arc<Config>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, HeaderValue, Method, StatusCode};
+    if is_grpc(&req) {
+        return next.run(req).await;
+    }
+    let host = request_host(&req);
+    if !config.host_allowed(&host) {
+        tracing::warn!(%host, "rejecting HTTP request to prevent DNS rebinding attacks");
+        let body = format!(
+            "\netcd received your request, but the Host header was unrecognized.\n\n\
+             To fix this, choose one of the following options:\n\
+             - Enable TLS, then any HTTPS request will be allowed.\n\
+             - Add the hostname you want to use to the whitelist in settings.\n  \
+             - e.g. etcd --host-whitelist {host:?}\n\n\
+             This requirement has been added to help prevent \"DNS Rebinding\" attacks (CVE-2018-5702).\n\n"
+        );
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            body,
+        )
+            .into_response();
+    }
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let allow = config.cors_origin(origin.as_deref()).map(str::to_string);
+    let mut resp = if req.method() == Method::OPTIONS {
+        StatusCode::OK.into_response()
+    } else {
+        next.run(req).await
+    };
+    if let Some(value) = allow.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        let headers = resp.headers_mut();
+        headers.append(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+        );
+        headers.append(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        headers.append(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("accept, content-type, authorization"),
+        );
+    }
+    resp
+}
+
+/// [`serve_client`] with the member's client-port flags (`None`: etcd's defaults).
+pub async fn serve_client_with(
+    listener: TcpListener,
+    grpc: Routes,
+    http: axum::Router,
+    config: Option<Arc<Config>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let mut router = grpc
         .into_axum_router()
         .merge(http)
         .fallback(not_served)
         .layer(axum::middleware::map_response(as_grpc_go_size_error));
+    let mut builder = tonic::transport::Server::builder().accept_http1(true);
+    if let Some(config) = config {
+        builder = builder
+            .http2_keepalive_interval(config.grpc_keepalive_interval)
+            .http2_keepalive_timeout(config.grpc_keepalive_timeout)
+            .max_concurrent_streams(config.max_concurrent_streams);
+        router = router.layer(axum::middleware::from_fn_with_state(config, access_control));
+    }
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;
         // Small gRPC messages must not wait for Nagle's algorithm.
@@ -105,8 +229,7 @@ pub async fn serve_client(
         // Endpoints written as http://host:port arrive with that URL as :authority.
         Ok::<_, io::Error>(AuthorityFix::new(conn))
     });
-    tonic::transport::Server::builder()
-        .accept_http1(true)
+    builder
         .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -2,7 +2,8 @@
 //! publishing this member's name and client URLs through Raft, revoking leases whose
 //! deadline passed (the lease clock names them, Raft applies the revoke), lease
 //! checkpoints (renewals made durable before they are answered), progress
-//! notifications for watchers that asked for them, and the size gauges.
+//! notifications for watchers that asked for them, the size gauges, and automatic
+//! compaction (`--auto-compaction-*`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,11 +13,10 @@ use skiff_proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest};
 use skiff_proto::skiffpb::internal_request::Request as Req;
 use tokio::sync::{mpsc, watch};
 
+use crate::config::AutoCompaction;
+use crate::facade::KvApi;
 use crate::lease::{LeaseId, Renewal};
 use crate::server::EtcdServer;
-
-/// etcd's default progress-notify interval for watchers that asked for it.
-const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Publishes this member's name and client URLs through Raft once there is a leader,
 /// so every member can list them (etcd's publish); retried until it commits.
@@ -124,17 +124,22 @@ pub async fn checkpoint_renewals(
     }
 }
 
-/// Progress notifications and the size gauges.
+/// Progress notifications (every `--experimental-watch-progress-notify-interval`,
+/// checked at least twice an interval) and the size gauges.
 pub async fn housekeeping(server: Arc<EtcdServer>, mut stop: watch::Receiver<bool>) {
+    let progress_every = server.config.watch_progress_notify_interval;
     let mut last_progress = Instant::now();
-    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    let tick = Duration::from_millis(500)
+        .min(progress_every / 4)
+        .max(Duration::from_millis(10));
+    let mut interval = tokio::time::interval(tick);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let now = Instant::now();
-        if now.duration_since(last_progress) >= PROGRESS_NOTIFY_INTERVAL {
+        if !progress_every.is_zero() && now.duration_since(last_progress) >= progress_every {
             server.watchable.progress_notify();
             last_progress = now;
         }
@@ -145,6 +150,87 @@ pub async fn housekeeping(server: Arc<EtcdServer>, mut stop: watch::Receiver<boo
         if let Ok(size) = server.store.backend().size_bytes() {
             server.metrics.db_total_size_bytes.set(size as i64);
             server.metrics.db_total_size_in_use_bytes.set(size as i64);
+        }
+    }
+}
+
+/// etcd 3.4's automatic compaction (`--auto-compaction-mode` and `-retention`), run
+/// by the leader only (the compaction goes through Raft, so every member compacts):
+///
+/// - periodic, retention `R`: the revision is sampled every `min(R, 1h) / 10`; the
+///   first compaction comes `R` after start, then one every `min(R, 1h)`, each at
+///   the revision sampled `R` earlier (everything older than `R` goes);
+/// - revision, retention `N`: every 5 minutes, compact at `current - N`.
+pub async fn auto_compact(
+    server: Arc<EtcdServer>,
+    mode: AutoCompaction,
+    mut stop: watch::Receiver<bool>,
+) {
+    match mode {
+        AutoCompaction::Periodic(retention) => {
+            let every = retention.min(Duration::from_secs(3600));
+            let sample_every = (every / 10).max(Duration::from_millis(10));
+            let keep = (retention.as_nanos() / sample_every.as_nanos()) as usize + 1;
+            let mut revs = std::collections::VecDeque::new();
+            let mut last = Instant::now();
+            let mut wait = retention;
+            loop {
+                revs.push_back(server.store.current_revision());
+                if revs.len() > keep {
+                    revs.pop_front();
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(sample_every) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if last.elapsed() < wait || server.leader() != server.member_id {
+                    continue;
+                }
+                let Some(&rev) = revs.front() else { continue };
+                if compact(&server, rev).await {
+                    last = Instant::now();
+                    wait = every;
+                }
+            }
+        }
+        AutoCompaction::Revision(keep) => {
+            let mut previous = 0;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let rev = server.store.current_revision() - keep;
+                if rev <= 0 || rev == previous || server.leader() != server.member_id {
+                    continue;
+                }
+                if compact(&server, rev).await {
+                    previous = rev;
+                }
+            }
+        }
+    }
+}
+
+/// One automatic compaction at `rev`; whether it is done (an already compacted
+/// revision counts as done).
+async fn compact(server: &EtcdServer, rev: i64) -> bool {
+    if rev <= server.store.compact_revision() {
+        return true;
+    }
+    let req = skiff_proto::etcdserverpb::CompactionRequest {
+        revision: rev,
+        physical: false,
+    };
+    match KvApi::compact(server, req).await {
+        Ok(_) => {
+            tracing::info!(revision = rev, "finished auto-compaction");
+            true
+        }
+        Err(EtcdError::Compacted) => true,
+        Err(e) => {
+            tracing::warn!(revision = rev, error = %e, "auto-compaction failed");
+            false
         }
     }
 }

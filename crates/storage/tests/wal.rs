@@ -697,6 +697,43 @@ fn release_to_removes_only_segments_a_snapshot_covers() {
 }
 
 #[test]
+fn release_keeping_leaves_the_newest_segments() {
+    // etcd's --max-wals: released segments go only while more than `keep` remain.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let opts = small(2048);
+    let mut wal = Wal::create(&dir, b"meta", opts).unwrap();
+    for i in 1..=500u64 {
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: i,
+        };
+        wal.save(&hs, &[ent(i, 1, 20)]).unwrap();
+        if i % 10 == 0 {
+            // Segments are cut at a sync.
+            wal.sync().unwrap();
+        }
+    }
+    let before = segments(&dir);
+    assert!(before.len() > 6, "{}", before.len());
+    wal.save_snapshot(SnapshotMarker {
+        index: 490,
+        term: 1,
+    })
+    .unwrap();
+    wal.release_keeping(490, 4).unwrap();
+    let after = segments(&dir);
+    assert_eq!(after.len(), 4);
+    assert_eq!(after[..], before[before.len() - 4..]);
+    // Fewer than `keep` left to release: nothing more goes.
+    wal.release_keeping(490, 4).unwrap();
+    assert_eq!(segments(&dir).len(), 4);
+    wal.release_keeping(490, 1).unwrap();
+    assert!(segments(&dir).len() < 4);
+}
+
+#[test]
 fn torn_first_record_of_a_freshly_cut_segment() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");

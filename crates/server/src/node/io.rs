@@ -52,6 +52,10 @@ pub struct DiskIo<T: Transport> {
     pub lease_clock: ClockHandle,
     pub metrics: Metrics,
     pub leading: bool,
+    /// Snapshot files kept (`--max-snapshots`; 0: all).
+    pub max_snapshots: u32,
+    /// WAL segment files kept (`--max-wals`; 0: all).
+    pub max_wals: u32,
 }
 
 impl<T: Transport> NodeIo for DiskIo<T> {
@@ -120,8 +124,14 @@ impl<T: Transport> NodeIo for DiskIo<T> {
     }
 
     fn release(&mut self, index: u64) -> Result<(), NodeError> {
-        self.wal.release_to(index)?;
-        let _ = self.snapshotter.purge(5);
+        if self.max_wals > 0 {
+            self.wal.release_keeping(index, self.max_wals as usize)?;
+        }
+        if self.max_snapshots > 0 {
+            if let Err(e) = self.snapshotter.purge(self.max_snapshots as usize) {
+                tracing::warn!(error = %e, "purging old snapshot files");
+            }
+        }
         Ok(())
     }
 }

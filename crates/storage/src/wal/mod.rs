@@ -859,15 +859,23 @@ impl Wal {
     /// newest marker in the WAL is refused. The segment being appended to is never
     /// removed.
     pub fn release_to(&mut self, index: u64) -> Result<(), WalError> {
+        self.release_keeping(index, 0)
+    }
+
+    /// [`Wal::release_to`], but keeps at least `keep` segment files (the newest;
+    /// etcd's `--max-wals`: released files beyond that count are deleted). `keep == 0`
+    /// keeps none beyond what replay needs.
+    pub fn release_keeping(&mut self, index: u64, keep: usize) -> Result<(), WalError> {
         if index > self.snapshot_index {
             return Err(WalError::ReleaseBeyondSnapshot {
                 index,
                 snapshot: self.snapshot_index,
             });
         }
-        let Some(keep) = self.segments.iter().rposition(|s| s.index <= index) else {
+        let Some(releasable) = self.segments.iter().rposition(|s| s.index <= index) else {
             return Ok(());
         };
+        let keep = releasable.min(self.segments.len().saturating_sub(keep));
         if keep == 0 {
             return Ok(());
         }
