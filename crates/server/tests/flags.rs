@@ -318,11 +318,28 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, 
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
-fn temp(name: &str) -> PathBuf {
+/// A fresh directory for one test, removed when dropped (after the processes using
+/// it, which the test declares later and so drops first), even when the test fails.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp(name: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("skiff-flags-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 #[test]
@@ -379,7 +396,6 @@ fn config_file_in_etcds_sample_format() {
         ]);
         wait_healthy(27702, "etcd with its sample config file");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -420,7 +436,6 @@ fn metrics_urls_serve_metrics_and_health_as_etcd() {
             v,
         )
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -487,7 +502,6 @@ fn host_whitelist_and_cors_answer_as_etcd() {
     if have_etcd {
         assert_eq!(ours, probe(27712));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 
     fn http_ok(port: u16) -> Option<()> {
         TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -523,7 +537,6 @@ fn wal_dir_holds_the_wal_across_restarts() {
     wait_healthy(27714, "restarted skiff");
     let got = rt.block_on(async { connect().await.get("k", None).await.unwrap() });
     assert_eq!(got.kvs()[0].value(), b"v");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One member (the port range is small) for three flags: the progress interval,
@@ -598,7 +611,6 @@ fn progress_interval_logging_and_auto_compaction_take_effect() {
     );
     assert!(skiff.log().contains(file.lines().next().unwrap()));
     drop(skiff);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Reads HTTP/2 frames from `s` until one of `kind` arrives: (flags, payload).
@@ -653,5 +665,4 @@ fn http2_stream_limit_and_keepalive_pings() {
         closed < Duration::from_secs(8),
         "still open after {closed:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

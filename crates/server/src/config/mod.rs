@@ -44,7 +44,7 @@ const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
 /// without changing what clients see.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("invalid value {value:?} for flag --{flag}: {reason}")]
+    #[error("invalid value {value:?} for flag -{flag}: {reason}")]
     InvalidValue {
         flag: &'static str,
         value: String,
