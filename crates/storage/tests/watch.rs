@@ -289,6 +289,21 @@ fn compacted_start_revision_cancels_with_compact_revision() {
     assert!(!s.cancel(id));
 }
 
+#[test]
+fn watch_ids_are_not_reused_after_a_cancel() {
+    let f = Fixture::new(WatchConfig::default());
+    let (s, _rx) = f.ws.new_stream();
+    let first = s.watch(&watch_req("a", "", 0)).unwrap();
+    assert!(s.cancel(first));
+    let second = s.watch(&watch_req("a", "", 0)).unwrap();
+    assert_eq!((first, second), (0, 1));
+    // A client-chosen ID is skipped by the counter too.
+    let mut chosen = watch_req("a", "", 0);
+    chosen.watch_id = 2;
+    assert_eq!(s.watch(&chosen).unwrap(), 2);
+    assert_eq!(s.watch(&watch_req("a", "", 0)).unwrap(), 3);
+}
+
 /// etcd #18089 / #19179: a watch starting at the compaction revision must see a delete
 /// made at that revision, even after physical compaction ran.
 #[test]

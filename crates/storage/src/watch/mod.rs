@@ -673,10 +673,15 @@ impl WatchStream {
             }
             req.watch_id
         } else {
+            // As etcd: the counter moves past every ID it hands out, so an ID is not
+            // reused after a cancel (a client routing late events by ID would send
+            // them to the wrong watcher).
             while s.ids.contains(&s.next_id) {
                 s.next_id += 1;
             }
-            s.next_id
+            let id = s.next_id;
+            s.next_id += 1;
+            id
         };
         s.ids.insert(id);
         let tx = s.tx.clone();
