@@ -50,9 +50,6 @@ use crate::{api, gateway, http, serve, tasks};
 /// How long a stopping member waits for open client streams before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Lease checkpoints (see `lease`): on, unlike etcd 3.4's default.
-const LEASE_CHECKPOINTS: bool = true;
-
 /// Entries kept in memory behind a snapshot for slow followers (etcd's default).
 const CATCH_UP_ENTRIES: u64 = 5000;
 
@@ -238,7 +235,9 @@ impl Member {
         let (lease_clock, clock) =
             LeaseClock::new(config.election_timeout, request_timeout, expired_tx);
         let (renewals_tx, renewals_rx) = tokio::sync::mpsc::unbounded_channel();
-        let lease_clock = if LEASE_CHECKPOINTS {
+        // Lease checkpoints (see `lease`): on by default, unlike etcd 3.4;
+        // `--experimental-enable-lease-checkpoint=false` gives etcd 3.4's behaviour.
+        let lease_clock = if config.lease_checkpoint {
             lease_clock.with_checkpoints(renewals_tx)
         } else {
             lease_clock

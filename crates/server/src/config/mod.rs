@@ -183,7 +183,7 @@ pub struct Config {
     /// Lease checkpoints (`--experimental-enable-lease-checkpoint`; Skiff's default: on).
     pub lease_checkpoint: bool,
     /// Checkpointed TTLs survive restarts (`--experimental-enable-lease-checkpoint-persist`;
-    /// Skiff's default: on).
+    /// accepted, not used yet: checkpoints live in memory).
     pub lease_checkpoint_persist: bool,
     /// `--cors` origins (empty or containing `*`: any origin).
     pub cors: Vec<String>,
