@@ -7,7 +7,8 @@
 //!   again, so the key lives until t >= 15 s.
 //! - Skiff (checkpoints on): the new leader resumes the lease where it was, so the key
 //!   is gone by TTL + one election timeout + a little: t <= 12 s; and never before the
-//!   TTL ran out (t >= 10 s).
+//!   TTL ran out (t >= 10 s). With `--experimental-enable-lease-checkpoint=false`, Skiff
+//!   restarts the TTL as etcd 3.4 does (t >= 15 s).
 //!
 //! Ports 27900-27911 belong to this file.
 
@@ -50,9 +51,9 @@ async fn leader(members: &[Member]) -> usize {
 
 /// Runs the scenario against `bin`; returns when (after the keep-alive) the key was
 /// seen gone.
-async fn key_gone_after(bin: &Path, base_port: u16) -> Duration {
+async fn key_gone_after(bin: &Path, base_port: u16, extra: &[&str]) -> Duration {
     let dir = tempfile::tempdir().unwrap();
-    let mut members = cluster_members(bin, 3, base_port, dir.path(), &[]);
+    let mut members = cluster_members(bin, 3, base_port, dir.path(), extra);
     for m in members.iter_mut() {
         m.spawn();
     }
@@ -103,18 +104,30 @@ async fn key_gone_after(bin: &Path, base_port: u16) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_resumes_leases_instead_of_restarting_them() {
-    let skiff = key_gone_after(Path::new(env!("CARGO_BIN_EXE_skiff")), 27900).await;
+    let bin = Path::new(env!("CARGO_BIN_EXE_skiff"));
+    let skiff = key_gone_after(bin, 27900, &[]).await;
     let ttl = Duration::from_secs(TTL as u64);
     assert!(skiff >= ttl, "Skiff revoked the lease early: {skiff:?}");
     assert!(
         skiff <= ttl + Duration::from_secs(2),
         "Skiff gave the lease more than one election timeout (+1 s) extra: {skiff:?}"
     );
+    // With checkpoints turned off, Skiff behaves as etcd 3.4 does by default.
+    let plain = key_gone_after(
+        bin,
+        27900,
+        &["--experimental-enable-lease-checkpoint=false"],
+    )
+    .await;
+    assert!(
+        plain >= KILL_AT + ttl,
+        "without checkpoints the new leader restarts the TTL: {plain:?}"
+    );
     if !have("etcd") {
         eprintln!("note: etcd not installed; the etcd 3.4 half is skipped");
         return;
     }
-    let etcd = key_gone_after(Path::new("etcd"), 27906).await;
+    let etcd = key_gone_after(Path::new("etcd"), 27906, &[]).await;
     // etcd 3.4 restarts the lease's full TTL at the new leader (#9395).
     assert!(
         etcd >= KILL_AT + ttl,
