@@ -346,7 +346,11 @@ fn a_paused_backend_commit_does_not_hold_up_keep_alives_or_serializable_reads() 
     let fp = failpoints_bin();
     let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut m = cluster_members(&fp, 1, 27410, dir.path(), TIMING);
+    // A single member campaigns at once, so a long election timeout costs nothing here
+    // and raises the request timeout (5 s + 2 election timeouts) to 15 s: writes queue
+    // behind several paused commits and must not time out while the test sets up.
+    let slow_requests = ["--heartbeat-interval", "100", "--election-timeout", "5000"];
+    let mut m = cluster_members(&fp, 1, 27410, dir.path(), &slow_requests);
     // Every backend commit pauses 2 s, including the periodic durable commits, so the
     // backend is inside a paused commit most of the time and every write waits for one
     // or more of them.
