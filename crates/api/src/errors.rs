@@ -86,6 +86,7 @@ etcd_errors! {
     Corrupt => "etcdserver: corrupt cluster",
     NotSupportedForLearner => "etcdserver: rpc not supported for learner",
     BadLeaderTransferee => "etcdserver: bad leader transferee",
+    TimeoutLeaderTransfer => "etcdserver: request timed out, leader transfer took too long",
     // Skiff's own: calls of etcd's API that Skiff does not implement yet. They answer
     // `Unimplemented` naming the call, never a silent success or an empty message.
     UnsupportedMemberAdd => "skiff: member add is not implemented yet",
@@ -94,7 +95,6 @@ etcd_errors! {
     UnsupportedMemberPromote => "skiff: member promote is not implemented yet",
     UnsupportedSnapshot => "skiff: snapshot is not implemented yet",
     UnsupportedDefragment => "skiff: defragment is not implemented yet",
-    UnsupportedMoveLeader => "skiff: move leader is not implemented yet",
     UnsupportedDowngrade => "skiff: downgrade is not implemented yet",
 }
 
@@ -137,7 +137,8 @@ impl EtcdError {
             | TimeoutDueToLeaderFail
             | TimeoutDueToConnectionLost
             | Unhealthy
-            | NotSupportedForLearner => Code::Unavailable,
+            | NotSupportedForLearner
+            | TimeoutLeaderTransfer => Code::Unavailable,
             Corrupt => Code::DataLoss,
             UnsupportedMemberAdd
             | UnsupportedMemberRemove
@@ -145,7 +146,6 @@ impl EtcdError {
             | UnsupportedMemberPromote
             | UnsupportedSnapshot
             | UnsupportedDefragment
-            | UnsupportedMoveLeader
             | UnsupportedDowngrade => Code::Unimplemented,
         }
     }

@@ -41,6 +41,8 @@ pub enum NodeInput {
     ProposeCommitted(Bytes, oneshot::Sender<Result<(), EtcdError>>),
     /// A linearizable read point: the reply is the index to wait for.
     ReadIndex(oneshot::Sender<Result<u64, EtcdError>>),
+    /// Hand leadership to this member (leader only; Raft's leader transfer).
+    TransferLeader(u64),
     /// A message from a peer.
     Step(Box<Message>),
     /// The transport could not reach a peer (or dropped messages to it).

@@ -162,6 +162,7 @@ impl<Io: NodeIo> Node<Io> {
                         tracing::debug!(error = %e, "dropped a peer message");
                     }
                 }
+                NodeInput::TransferLeader(to) => self.raw.transfer_leader(to),
                 NodeInput::Unreachable(id) => self.raw.report_unreachable(id),
                 NodeInput::SnapshotStatus { to, ok } => self.raw.report_snapshot(
                     to,

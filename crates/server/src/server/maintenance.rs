@@ -1,9 +1,10 @@
 //! The Maintenance API of the member: status, hashes, alarms, and the `/health`
 //! check. `Status.version` is the etcd API version Skiff implements (clients check
 //! it); `dbSize` is the backend file's size; `raftIndex` the commit index and
-//! `raftAppliedIndex` the applied one; `errors` lists raised alarms. Defragment,
-//! snapshot, move-leader and downgrade are not built yet and answer `Unimplemented`
-//! naming the call, rather than pretending to succeed.
+//! `raftAppliedIndex` the applied one; `errors` lists raised alarms. MoveLeader hands
+//! leadership over with Raft's leader transfer, as etcd does. Defragment, snapshot and
+//! downgrade are not built yet and answer `Unimplemented` naming the call, rather than
+//! pretending to succeed.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use skiff_proto::skiffpb::internal_request::Request as Req;
 use super::EtcdServer;
 use crate::convert;
 use crate::facade::{ApiResult, MaintenanceApi, SnapshotStream, Unhealthy};
-use crate::inputs::ApplyOutput;
+use crate::inputs::{ApplyOutput, NodeInput};
 use crate::version::ETCD_SERVER_VERSION;
 
 /// Runs blocking store work off the async workers.
@@ -98,8 +99,38 @@ impl MaintenanceApi for EtcdServer {
         Err(EtcdError::UnsupportedSnapshot)
     }
 
-    async fn move_leader(&self, _: pb::MoveLeaderRequest) -> ApiResult<pb::MoveLeaderResponse> {
-        Err(EtcdError::UnsupportedMoveLeader)
+    /// etcd's MoveLeader: only the leader accepts it; the target must be a voting
+    /// member; answered once the target leads, or `leader transfer took too long`.
+    async fn move_leader(&self, req: pb::MoveLeaderRequest) -> ApiResult<pb::MoveLeaderResponse> {
+        if self.leader() != self.member_id {
+            return Err(EtcdError::NotLeader);
+        }
+        let target = req.target_id;
+        let voter = self
+            .members_now()
+            .iter()
+            .any(|m| m.id == target && !m.is_learner);
+        if !voter {
+            return Err(EtcdError::BadLeaderTransferee);
+        }
+        if target != self.member_id {
+            let mut leader = self.raft.leader_changes.subscribe();
+            self.node
+                .send(NodeInput::TransferLeader(target))
+                .map_err(|_| EtcdError::Stopped)?;
+            let moved = tokio::time::timeout(self.request_timeout, async {
+                leader.wait_for(|l| *l == target).await.is_ok()
+            })
+            .await;
+            match moved {
+                Ok(true) => {}
+                Ok(false) => return Err(EtcdError::Stopped),
+                Err(_) => return Err(EtcdError::TimeoutLeaderTransfer),
+            }
+        }
+        Ok(pb::MoveLeaderResponse {
+            header: self.header(),
+        })
     }
 
     async fn downgrade(&self, _: pb::DowngradeRequest) -> ApiResult<pb::DowngradeResponse> {
