@@ -59,11 +59,24 @@ impl Deadlines {
         self
     }
 
-    /// A checkpoint applied: lease `id` has `remaining` seconds from `now`. Only a
-    /// follower needs it; the leader's own deadlines are authoritative.
+    /// A checkpoint applied: lease `id` has `remaining` seconds from `now`. A follower
+    /// notes the deadline; a leader only ever extends its own with it (a checkpoint the
+    /// previous leader committed, and acknowledged, may be applied here only after this
+    /// member took over), so a deadline never moves earlier.
     pub fn checkpointed(&mut self, id: LeaseId, remaining: i64, now: Instant) {
-        if self.checkpointing && !self.primary && self.leases.contains_key(&id) {
-            self.known.insert(id, now + secs(remaining));
+        if !self.checkpointing {
+            return;
+        }
+        let deadline = now + secs(remaining);
+        match self.leases.get_mut(&id) {
+            None => {}
+            Some((_, Some(expiry))) if self.primary && deadline > *expiry => {
+                *expiry = deadline;
+            }
+            Some(_) if !self.primary => {
+                self.known.insert(id, deadline);
+            }
+            Some(_) => {}
         }
     }
 
@@ -433,6 +446,12 @@ mod tests {
         d.set_primary(false, t0 + s(12));
         d.set_primary(true, t0 + s(13));
         assert_eq!(d.time_to_live(1, t0 + s(13)).unwrap(), Some((20, 20)));
+        // A checkpoint the previous leader committed, applied after this member took
+        // over, extends the deadline (never shortens it).
+        d.checkpointed(1, 20, t0 + s(14));
+        assert_eq!(d.time_to_live(1, t0 + s(14)).unwrap(), Some((20, 20)));
+        d.checkpointed(1, 1, t0 + s(14));
+        assert_eq!(d.time_to_live(1, t0 + s(14)).unwrap(), Some((20, 20)));
         // Without checkpoints every lease restarts at its full TTL.
         let mut plain = Deadlines::new(s(1), s(5));
         plain.granted(1, 20, t0);
