@@ -76,35 +76,18 @@ pub enum ApplyInput {
 #[derive(Debug, Default)]
 pub struct RaftStatus {
     pub term: AtomicU64,
-    pub leader: AtomicU64,
     pub commit: AtomicU64,
-    /// The leader as it changes (0: none), for streams that must end when this
-    /// member loses its leader (etcd's `hasleader` requests).
-    pub leader_changes: tokio::sync::watch::Sender<u64>,
+    /// The leader (0: none), published on every change: read at once with `borrow`,
+    /// or followed by streams that must end when this member loses its leader
+    /// (etcd's `hasleader` requests).
+    pub leader: tokio::sync::watch::Sender<u64>,
 }
 
-/// Sends Raft messages to peers. A single member has none to send to.
+/// Sends Raft messages to peers, and follows membership changes.
 pub trait Transport: Send + 'static {
     fn send(&mut self, msgs: Vec<Message>);
     /// A member joined (or its peer URLs are known now).
     fn add_peer(&mut self, id: u64, urls: Vec<String>);
     /// A member left.
     fn remove_peer(&mut self, id: u64);
-}
-
-/// The transport of a cluster of one: any message is a bug in the membership.
-pub struct NoPeers;
-
-impl Transport for NoPeers {
-    fn send(&mut self, msgs: Vec<Message>) {
-        for m in msgs {
-            tracing::warn!(to = m.to, kind = ?m.msg_type, "dropping a message to an unknown peer");
-        }
-    }
-
-    fn add_peer(&mut self, id: u64, _urls: Vec<String>) {
-        tracing::warn!(peer = %format!("{id:x}"), "a cluster of one cannot add peers");
-    }
-
-    fn remove_peer(&mut self, _id: u64) {}
 }

@@ -323,7 +323,6 @@ impl Member {
             apply: apply_tx,
             lease_clock: clock.clone(),
             metrics: metrics.clone(),
-            leading: false,
             max_snapshots: config.max_snapshots,
             max_wals: config.max_wals,
         };

@@ -80,10 +80,6 @@ impl Deadlines {
         }
     }
 
-    pub fn is_primary(&self) -> bool {
-        self.primary
-    }
-
     /// A grant was applied: on the primary its deadline starts now.
     pub fn granted(&mut self, id: LeaseId, ttl: i64, now: Instant) {
         let expiry = self.primary.then(|| now + secs(ttl));

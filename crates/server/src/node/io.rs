@@ -51,7 +51,6 @@ pub struct DiskIo<T: Transport> {
     pub apply: Sender<ApplyInput>,
     pub lease_clock: ClockHandle,
     pub metrics: Metrics,
-    pub leading: bool,
     /// Snapshot files kept (`--max-snapshots`; 0: all).
     pub max_snapshots: u32,
     /// WAL segment files kept (`--max-wals`; 0: all).
@@ -62,10 +61,8 @@ impl<T: Transport> NodeIo for DiskIo<T> {
     fn leadership(&mut self, leader: u64, leading: bool) {
         self.metrics.has_leader.set(i64::from(leader != 0));
         self.metrics.is_leader.set(i64::from(leading));
-        if leading != self.leading {
-            self.leading = leading;
-            self.lease_clock.set_primary(leading);
-        }
+        // The clock ignores a role it already has.
+        self.lease_clock.set_primary(leading);
     }
 
     fn send(&mut self, msgs: Vec<Message>) {

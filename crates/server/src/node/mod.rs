@@ -42,7 +42,7 @@ use skiff_raft::{
     StateRole,
 };
 
-pub use crate::inputs::{ApplyInput, NoPeers, NodeInput, RaftStatus, Transport};
+pub use crate::inputs::{ApplyInput, NodeInput, RaftStatus, Transport};
 use crate::metrics::Metrics;
 pub use io::{DiskIo, NodeIo};
 use reads::PendingReads;
@@ -207,7 +207,7 @@ impl<Io: NodeIo> Node<Io> {
     fn propose(&mut self, new: Vec<Entry>) {
         let mut batch: Vec<Entry> = self.stalled.drain(..).map(Entry::normal).collect();
         batch.extend(new);
-        if self.status.leader.load(Ordering::Relaxed) == 0 {
+        if self.raw.raft.leader_id == 0 {
             let skip = batch.len().saturating_sub(MAX_STALLED);
             self.stalled
                 .extend(batch.into_iter().skip(skip).map(|e| e.data));
@@ -275,8 +275,7 @@ impl<Io: NodeIo> Node<Io> {
             "ready"
         );
         if let Some(ss) = &rd.soft_state {
-            let old = self.status.leader.swap(ss.leader_id, Ordering::AcqRel);
-            self.status.leader_changes.send_replace(ss.leader_id);
+            let old = self.status.leader.send_replace(ss.leader_id);
             if old != ss.leader_id {
                 if ss.leader_id != 0 {
                     self.metrics.leader_changes_seen.inc();

@@ -114,7 +114,7 @@ impl MaintenanceApi for EtcdServer {
             return Err(EtcdError::BadLeaderTransferee);
         }
         if target != self.member_id {
-            let mut leader = self.raft.leader_changes.subscribe();
+            let mut leader = self.raft.leader.subscribe();
             self.node
                 .send(NodeInput::TransferLeader(target))
                 .map_err(|_| EtcdError::Stopped)?;

@@ -87,7 +87,7 @@ impl EtcdServer {
     }
 
     pub fn leader(&self) -> u64 {
-        self.raft.leader.load(Ordering::Acquire)
+        *self.raft.leader.borrow()
     }
 
     /// The current member list, sorted by ID.

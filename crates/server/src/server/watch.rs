@@ -112,7 +112,7 @@ impl WatchSession for Session {
 
 impl WatchApi for EtcdServer {
     fn leader_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.raft.leader_changes.subscribe()
+        self.raft.leader.subscribe()
     }
 
     fn watch(&self) -> ApiResult<Box<dyn WatchSession>> {
