@@ -2,12 +2,45 @@
 //! cleared through Raft so every member agrees; persisted in the backend's alarm table
 //! with the apply that changed them, so they survive restarts.
 //!
-//! A raised NOSPACE alarm makes the member refuse writes that could grow the database
-//! (`etcdserver: mvcc: database space exceeded`) until an operator disarms it, as etcd.
+//! A raised NOSPACE alarm makes every member refuse, when it applies them, the requests
+//! that could grow the database (those whose [`space_cost`] is not zero: puts, txns with
+//! a put, lease grants) with `etcdserver: mvcc: database space exceeded`, until an
+//! operator disarms it, as etcd's capped applier does.
 
 use std::collections::BTreeSet;
 
 use skiff_proto::etcdserverpb::{AlarmMember, AlarmType};
+
+/// etcd 3.4's estimate of what a request adds to the backend (`etcdserver/quota.go`):
+/// zero for a request that cannot grow it.
+pub mod space_cost {
+    use skiff_proto::etcdserverpb as pb;
+
+    /// Estimated cost of storing a key's metadata.
+    pub const KV_OVERHEAD: u64 = 256;
+    /// Estimated cost of storing a lease (what a grant costs).
+    pub const LEASE_OVERHEAD: u64 = 64;
+
+    pub fn put(p: &pb::PutRequest) -> u64 {
+        KV_OVERHEAD + p.key.len() as u64 + p.value.len() as u64
+    }
+
+    /// The larger of the two branches' puts. Unlike etcd 3.4 (which counts only a
+    /// branch's own puts), the puts of nested txns count too, so a nested put cannot
+    /// slip past a raised NOSPACE.
+    pub fn txn(t: &pb::TxnRequest) -> u64 {
+        let branch = |ops: &[pb::RequestOp]| -> u64 {
+            ops.iter()
+                .map(|op| match &op.request {
+                    Some(pb::request_op::Request::RequestPut(p)) => put(p),
+                    Some(pb::request_op::Request::RequestTxn(t)) => txn(t),
+                    _ => 0,
+                })
+                .sum()
+        };
+        branch(&t.success).max(branch(&t.failure))
+    }
+}
 
 /// The set of raised alarms.
 #[derive(Debug, Default, Clone)]
@@ -83,6 +116,46 @@ impl Alarms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn space_costs_are_etcds() {
+        use skiff_proto::etcdserverpb as pb;
+        let put = |k: &str, v: usize| pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: k.as_bytes().to_vec().into(),
+                value: vec![0; v].into(),
+                ..Default::default()
+            })),
+        };
+        let range = pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestRange(Default::default())),
+        };
+        let delete = pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestDeleteRange(
+                Default::default(),
+            )),
+        };
+        let read_and_delete = pb::TxnRequest {
+            success: vec![range.clone()],
+            failure: vec![delete],
+            ..Default::default()
+        };
+        assert_eq!(space_cost::txn(&read_and_delete), 0);
+        let t = pb::TxnRequest {
+            success: vec![put("a", 10), range],
+            failure: vec![put("b", 1), put("c", 1)],
+            ..Default::default()
+        };
+        // max(256+1+10, 2*(256+1+1))
+        assert_eq!(space_cost::txn(&t), 516);
+        let nested = pb::TxnRequest {
+            success: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestTxn(t)),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(space_cost::txn(&nested), 516);
+    }
 
     #[test]
     fn activate_deactivate_get_and_keys_round_trip() {

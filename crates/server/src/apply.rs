@@ -29,13 +29,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message as _;
+use skiff_api::EtcdError;
 use skiff_proto::etcdserverpb as pb;
 use skiff_proto::skiffpb::{internal_request::Request as Req, InternalRequest, SnapshotPayload};
 use skiff_raft::{ConfChangeV2, Decode, Entry, EntryType};
 use skiff_storage::mvcc::{self as st, Applied, ApplyEntry, AuxOp, AuxTable, KvStore};
 use tokio::sync::watch;
 
-use crate::alarms::Alarms;
+use crate::alarms::{space_cost, Alarms};
 use crate::convert::{self, Ids};
 use crate::inputs::{ApplyInput, ApplyOutput, ApplyResult, NodeInput};
 use crate::lease::{lease_key, ClockHandle, LeaseTable};
@@ -186,6 +187,18 @@ impl Applier {
     }
 
     /// Whether `e` was applied before a restart (the backend already holds it).
+    /// Whether `request` must be refused because NOSPACE is raised: it may grow the
+    /// database (its space cost is not zero).
+    fn capped(&self, request: &Req) -> bool {
+        let cost = match request {
+            Req::Put(p) => space_cost::put(p),
+            Req::Txn(t) => space_cost::txn(t),
+            Req::LeaseGrant(_) => space_cost::LEASE_OVERHEAD,
+            _ => 0,
+        };
+        cost > 0 && self.alarms.is_raised(pb::AlarmType::Nospace)
+    }
+
     fn replayed(&self, e: &Entry) -> bool {
         e.index <= self.store.consistent_index()
     }
@@ -230,6 +243,13 @@ impl Applier {
                     continue;
                 }
             };
+            if self.capped(&request) {
+                // etcd's capped applier: NOSPACE is raised, so nothing that may grow the
+                // database applies (the same on every member: alarms are in the log).
+                self.flush(&mut run, term)?;
+                self.apply_one(e, id, st::WriteRequest::Noop, &[], Err(EtcdError::NoSpace))?;
+                continue;
+            }
             let kv = match request {
                 Req::Put(r) => Some(st::WriteRequest::Put(convert::put_from_pb(r))),
                 Req::DeleteRange(r) => {

@@ -218,35 +218,37 @@ impl EtcdServer {
             .map_err(|_| EtcdError::Timeout)
     }
 
-    /// Proposes an activation of NOSPACE for this member, without waiting.
-    fn propose_nospace(&self) {
+    /// Raises NOSPACE for this member and waits until it is applied here (etcd's
+    /// `quotaAlarmer` answers only once its alarm request returned); a failure is only
+    /// logged: the next costly request tries again.
+    async fn raise_nospace_and_wait(&self) {
         let alarm = Req::Alarm(pb::AlarmRequest {
             action: pb::alarm_request::AlarmAction::Activate as i32,
             member_id: self.member_id,
             alarm: pb::AlarmType::Nospace as i32,
         });
-        let data = InternalRequest {
-            id: self.ids.next_id(),
-            request: Some(alarm),
+        if let Err(e) = self.propose(alarm).await {
+            tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
         }
-        .encode_to_vec();
-        let _ = self.send(NodeInput::Propose(data.into()));
     }
 }
 
+#[tonic::async_trait]
 impl SpaceProbe for EtcdServer {
-    fn nospace_raised(&self) -> bool {
-        self.alarms.borrow().is_raised(pb::AlarmType::Nospace)
-    }
-
-    fn over_quota(&self) -> bool {
+    /// etcd's `backendQuota.Available`: the file's size plus the cost stays under.
+    fn fits(&self, cost: u64) -> bool {
         let Some(quota) = self.config.quota_backend_bytes else {
-            return false;
+            return true;
         };
-        self.store.backend().size_bytes().unwrap_or(0) > quota
+        self.store
+            .backend()
+            .size_bytes()
+            .unwrap_or(0)
+            .saturating_add(cost)
+            < quota
     }
 
-    fn raise_nospace(&self) {
-        self.propose_nospace();
+    async fn raise_nospace(&self) {
+        self.raise_nospace_and_wait().await;
     }
 }
