@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "v3electionpb/v3election.proto",
         "skiffpb/peer.proto",
         "skiffpb/internal.proto",
+        "leasepb/lease.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

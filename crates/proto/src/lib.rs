@@ -2,7 +2,7 @@
 //! internal messages.
 //!
 //! Guarantees: every package, service, message, field name and field number in
-//! `etcdserverpb`, `mvccpb`, `authpb`, `v3lockpb` and `v3electionpb` matches etcd
+//! `etcdserverpb`, `mvccpb`, `authpb`, `v3lockpb`, `v3electionpb` and `leasepb` matches etcd
 //! 3.4+ (a superset: fields added up to 3.6 are present), so gRPC paths such as
 //! `/etcdserverpb.KV/Range` and the bytes on the wire are what etcd clients expect.
 //! `bytes` fields are [`bytes::Bytes`], so payloads are shared rather than copied.
@@ -33,6 +33,11 @@ pub mod v3lockpb {
 /// The election service (etcd `v3electionpb`).
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
+}
+
+/// etcd's stored lease record (etcd `leasepb`), for reading and writing etcd's `db`.
+pub mod leasepb {
+    tonic::include_proto!("leasepb");
 }
 
 /// Skiff's peer protocol and the requests proposed through Raft.

@@ -25,6 +25,7 @@ pub mod apply;
 pub mod bootstrap;
 pub mod config;
 pub mod convert;
+pub mod etcd_db;
 pub mod facade;
 pub mod gateway;
 pub mod h2c_authority;

@@ -4,6 +4,7 @@
 //! WAL records carry.
 
 pub mod backend;
+pub mod bbolt;
 pub mod mvcc;
 pub mod snap;
 pub mod wal;

@@ -2,8 +2,9 @@
 //! check. `Status.version` is the etcd API version Skiff implements (clients check
 //! it); `dbSize` is the backend file's size; `raftIndex` the commit index and
 //! `raftAppliedIndex` the applied one; `errors` lists raised alarms. MoveLeader hands
-//! leadership over with Raft's leader transfer, as etcd does. Defragment, snapshot and
-//! downgrade are not built yet and answer `Unimplemented` naming the call, rather than
+//! leadership over with Raft's leader transfer, as etcd does. Snapshot streams the
+//! backend in etcd's file format (`server::snapshot`). Defragment and downgrade are not
+//! built yet and answer `Unimplemented` naming the call, rather than
 //! pretending to succeed.
 
 use std::sync::atomic::Ordering;
@@ -95,8 +96,9 @@ impl MaintenanceApi for EtcdServer {
         })
     }
 
+    /// The backend as an etcd `db` file, then its SHA-256 (see `server::snapshot`).
     async fn snapshot(&self, _: pb::SnapshotRequest) -> ApiResult<SnapshotStream> {
-        Err(EtcdError::UnsupportedSnapshot)
+        super::snapshot::stream(self.store.clone()).await
     }
 
     /// etcd's MoveLeader: only the leader accepts it; the target must be a voting

@@ -19,6 +19,7 @@ mod cluster;
 mod kv;
 mod lease;
 mod maintenance;
+mod snapshot;
 mod watch;
 
 pub use lease::LeaderLeases;
