@@ -2,7 +2,8 @@
 //!
 //! Layout (as etcd's): `<data-dir>/member/wal` (the WAL, or the `--wal-dir`
 //! directory itself when given), `<data-dir>/member/snap` (Raft snapshot files and the
-//! backend `db`).
+//! backend `db`). In a data dir holding an etcd member, Skiff's files are under
+//! `<data-dir>/skiff/` instead (see `etcd_import`).
 //!
 //! - First start (no WAL): the WAL is created with [`WalMetadata`] (member ID,
 //!   cluster ID, initial members), so identity is fixed at bootstrap; the Raft log

@@ -53,11 +53,35 @@ struct EtcdMember {
 /// The translation between Skiff's server tables and etcd's buckets.
 #[derive(Default)]
 pub struct EtcdAux {
+    skip_members: bool,
     skipped_auth: AtomicU64,
+    leases: AtomicU64,
+    alarms: AtomicU64,
 }
 
 impl EtcdAux {
-    /// Rows of etcd's `auth`, `authUsers` and `authRoles` buckets an import left out.
+    /// For importing a data dir that `etcdctl snapshot restore` laid out: its `members`
+    /// rows are the source cluster's, not the restored one's (which the flags give), so
+    /// they are left out.
+    pub fn for_import() -> EtcdAux {
+        EtcdAux {
+            skip_members: true,
+            ..Default::default()
+        }
+    }
+
+    /// Leases read from etcd rows so far.
+    pub fn imported_leases(&self) -> u64 {
+        self.leases.load(Ordering::Relaxed)
+    }
+
+    /// Alarms read from etcd rows so far.
+    pub fn imported_alarms(&self) -> u64 {
+        self.alarms.load(Ordering::Relaxed)
+    }
+
+    /// Users, roles, and an `enabled` flag set, that an import left out of etcd's
+    /// `authUsers`, `authRoles` and `auth` buckets.
     pub fn skipped_auth_rows(&self) -> u64 {
         self.skipped_auth.load(Ordering::Relaxed)
     }
@@ -121,12 +145,14 @@ impl AuxCodec for EtcdAux {
                 if lease_key(l.id) != key {
                     return Err(format!("the record is of lease {:x}", l.id));
                 }
+                self.leases.fetch_add(1, Ordering::Relaxed);
                 Ok(vec![(
                     Table::Lease,
                     key.to_vec(),
                     l.ttl.to_be_bytes().to_vec(),
                 )])
             }
+            "members" if self.skip_members => Ok(Vec::new()),
             "members" => {
                 let m: EtcdMember = serde_json::from_slice(value).map_err(|e| e.to_string())?;
                 if member_key(m.id) != key {
@@ -143,6 +169,7 @@ impl AuxCodec for EtcdAux {
             }
             "alarm" => {
                 let am = AlarmMember::decode(key).map_err(|e| e.to_string())?;
+                self.alarms.fetch_add(1, Ordering::Relaxed);
                 Ok(vec![(
                     Table::Alarm,
                     Alarms::key(am.member_id, am.alarm),
@@ -150,7 +177,11 @@ impl AuxCodec for EtcdAux {
                 )])
             }
             "auth" | "authUsers" | "authRoles" => {
-                self.skipped_auth.fetch_add(1, Ordering::Relaxed);
+                // `auth` always holds `authRevision`; what matters is users, roles, and
+                // auth being enabled.
+                if bucket != "auth" || (key == b"enabled" && value == [1]) {
+                    self.skipped_auth.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Vec::new())
             }
             other => Err(format!("{other} is not a bucket this import reads")),

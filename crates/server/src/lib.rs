@@ -26,6 +26,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod convert;
 pub mod etcd_db;
+pub mod etcd_import;
 pub mod facade;
 pub mod gateway;
 pub mod h2c_authority;

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::alarms::Alarms;
 use crate::apply::Applier;
-use crate::bootstrap::{self, Layout};
+use crate::bootstrap;
 use crate::config::Config;
 use crate::facade::{Quota, Validate};
 use crate::ids::RequestIdGen;
@@ -164,7 +164,7 @@ impl Member {
     /// Starts the member described by `config`.
     pub async fn start(config: Config) -> anyhow::Result<Member> {
         prepare_data_dir(&config.data_dir)?;
-        let layout = Layout::new(&config.data_dir).with_wal_dir(config.wal_dir.as_deref());
+        let layout = crate::etcd_import::layout(&config)?;
         let rec = bootstrap::open(&config, &layout)?;
         let member_id = rec.meta.member_id;
         let cluster_id = rec.meta.cluster_id;

@@ -254,3 +254,161 @@ fn damaged_files_are_refused_with_file_and_offset_never_a_panic() {
         "only {errors} of 400 damaged files were refused"
     );
 }
+
+mod etcd_layout {
+    //! A Skiff backend exported in etcd's layout and imported back holds the same rows.
+
+    use super::Rng;
+    use skiff_storage::backend::{Backend, BackendConfig, Table};
+    use skiff_storage::bbolt::etcd::{self, AuxCodec, EtcdRows, SkiffRows};
+    use skiff_storage::bbolt::reader::{BoltReader, Row};
+
+    /// Server tables to etcd buckets of the same name, unchanged.
+    struct Identity;
+
+    impl AuxCodec for Identity {
+        fn etcd_rows(&self, table: Table, key: &[u8], value: &[u8]) -> Result<EtcdRows, String> {
+            let bucket = match table {
+                Table::Lease => "lease",
+                Table::Members => "members",
+                Table::Alarm => "alarm",
+                _ => return Ok(Vec::new()),
+            };
+            Ok(vec![(bucket, key.to_vec(), value.to_vec())])
+        }
+        fn skiff_rows(&self, bucket: &str, key: &[u8], value: &[u8]) -> Result<SkiffRows, String> {
+            let table = match bucket {
+                "lease" => Table::Lease,
+                "members" => Table::Members,
+                "alarm" => Table::Alarm,
+                _ => return Ok(Vec::new()),
+            };
+            Ok(vec![(table, key.to_vec(), value.to_vec())])
+        }
+    }
+
+    fn rev_key(main: i64, sub: i64, tomb: bool) -> Vec<u8> {
+        let mut k = main.to_be_bytes().to_vec();
+        k.push(b'_');
+        k.extend_from_slice(&sub.to_be_bytes());
+        if tomb {
+            k.push(b't');
+        }
+        k
+    }
+
+    #[test]
+    fn random_backends_round_trip_through_etcds_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        for seed in 1..=6u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
+            let src = Backend::open(
+                dir.path().join(format!("src{seed}")),
+                BackendConfig::default(),
+            )
+            .unwrap();
+            let mut keys = Vec::new();
+            let mut main = 1 + rng.below(100) as i64;
+            for _ in 0..rng.below(20_000) {
+                main += 1 + rng.below(3) as i64;
+                for sub in 0..1 + rng.below(3) as i64 {
+                    let vlen = if rng.below(200) == 0 {
+                        9000
+                    } else {
+                        rng.below(200) as usize
+                    };
+                    keys.push((
+                        rev_key(main, sub, rng.below(10) == 0),
+                        Some(rng.bytes(vlen)),
+                    ));
+                }
+            }
+            src.write_rows(Table::Key, &keys).unwrap();
+            for t in [Table::Lease, Table::Members, Table::Alarm] {
+                let rows: Vec<_> = (0..rng.below(50))
+                    .map(|_| {
+                        let (klen, vlen) = (1 + rng.below(16) as usize, rng.below(64) as usize);
+                        (rng.bytes(klen), Some(rng.bytes(vlen)))
+                    })
+                    .collect();
+                src.write_rows(t, &rows).unwrap();
+            }
+            let compact = if main > 10 { main - 5 } else { 0 } as u64;
+            let meta = [
+                (
+                    b"consistent_index".to_vec(),
+                    Some(1234u64.to_be_bytes().to_vec()),
+                ),
+                (
+                    b"scheduledCompactRev".to_vec(),
+                    Some(compact.to_be_bytes().to_vec()),
+                ),
+                (
+                    b"finishedCompactRev".to_vec(),
+                    Some(compact.to_be_bytes().to_vec()),
+                ),
+            ];
+            src.write_rows(Table::Meta, &meta).unwrap();
+
+            let file = dir.path().join(format!("etcd{seed}.db"));
+            let out = etcd::export(&src, &file, &Identity).unwrap();
+            assert_eq!(out.key_rows, keys.len() as u64);
+            assert_eq!(out.consistent_index, 1234);
+            assert_eq!(out.bytes, std::fs::metadata(&file).unwrap().len());
+            // etcd's buckets, and its compaction marks as revision keys.
+            let r = BoltReader::open(&file).unwrap();
+            let names: Vec<String> = r
+                .buckets()
+                .unwrap()
+                .into_iter()
+                .map(|b| String::from_utf8(b).unwrap())
+                .collect();
+            assert_eq!(names, etcd::BUCKETS);
+            let mut meta_rows = Vec::new();
+            r.for_each(b"meta", &mut |row| {
+                if let Row::Value { key, value } = row {
+                    meta_rows.push((key.to_vec(), value.to_vec()));
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert!(
+                meta_rows.contains(&(b"consistent_index".to_vec(), 1234u64.to_be_bytes().to_vec()))
+            );
+            if compact > 0 {
+                assert!(meta_rows.contains(&(
+                    b"finishedCompactRev".to_vec(),
+                    rev_key(compact as i64, 0, false)
+                )));
+            }
+            if let Some(bin) = super::etcdctl() {
+                if seed <= 2 {
+                    super::etcdctl_accepts(&bin, &file);
+                }
+            }
+
+            let dst = Backend::open(
+                dir.path().join(format!("dst{seed}")),
+                BackendConfig::default(),
+            )
+            .unwrap();
+            assert!(!etcd::imported_from_etcd(&dst).unwrap());
+            let back = etcd::import(&file, &dst, &Identity, 7).unwrap();
+            assert_eq!(back.key_rows, keys.len() as u64);
+            assert_eq!(back.scheduled_compact, compact as i64);
+            assert!(etcd::imported_from_etcd(&dst).unwrap());
+            for t in [Table::Key, Table::Lease, Table::Members, Table::Alarm] {
+                assert_eq!(
+                    dst.scan(t).unwrap(),
+                    src.scan(t).unwrap(),
+                    "seed {seed} {t:?}"
+                );
+            }
+            assert_eq!(dst.consistent_index().unwrap().0, 7);
+            // A second import into a backend that holds keys is refused.
+            if !keys.is_empty() {
+                assert!(etcd::import(&file, &dst, &Identity, 7).is_err());
+            }
+        }
+    }
+}
