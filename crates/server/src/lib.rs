@@ -42,5 +42,6 @@ pub mod peer;
 pub mod serve;
 pub mod server;
 pub mod tasks;
+pub mod tls;
 pub mod version;
 pub mod wait;

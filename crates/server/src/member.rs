@@ -45,7 +45,7 @@ use crate::node::{DiskIo, Node};
 use crate::peer::{PeerConfig, PeerTransport};
 use crate::server::{EtcdServer, LeaderLeases};
 use crate::wait::{AppliedIndex, Wait};
-use crate::{api, gateway, http, serve, tasks};
+use crate::{api, gateway, http, serve, tasks, tls};
 
 /// How long a stopping member waits for open client streams before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -245,10 +245,37 @@ impl Member {
         clock.reset(leases.granted());
         tokio::spawn(lease_clock.run());
 
+        // TLS material (given, or generated under <data-dir>/fixtures as etcd does).
+        let hosts = |urls: &[crate::config::Url]| -> Vec<String> {
+            urls.iter().map(|u| u.host().to_string()).collect()
+        };
+        let client_tls = if config.listen_client_urls.iter().any(|u| u.is_tls()) {
+            tls::Material::resolve(
+                &config.client_tls,
+                &config.data_dir.join("fixtures").join("client"),
+                &hosts(&config.listen_client_urls),
+            )?
+            .map(|m| m.server_config(tls::Port::Client))
+            .transpose()?
+        } else {
+            None
+        };
+        let peer_tls = tls::Material::resolve(
+            &config.peer_tls,
+            &config.data_dir.join("fixtures").join("peer"),
+            &hosts(&config.listen_peer_urls),
+        )?;
+        let peer_dial_tls = peer_tls.as_ref().map(|m| m.client_config()).transpose()?;
+        let peer_serve_tls = peer_tls
+            .as_ref()
+            .map(|m| m.server_config(tls::Port::Peer))
+            .transpose()?;
+
         // Peers: the transport to every other member (its listeners start below).
         let mut transport = PeerTransport::new(
             PeerConfig {
                 metrics: metrics.peer.clone(),
+                tls: peer_dial_tls,
                 ..PeerConfig::new(member_id, cluster_id)
             },
             crate::peer::node_sink(node_tx.clone()),
@@ -308,11 +335,19 @@ impl Member {
                 .with_context(|| format!("cannot listen for peers on {url}"))?;
             tracing::info!(%url, addr = %listener.local_addr()?, "serving peer traffic");
             let svc = transport.service().into_server();
-            peer_listeners.push(tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(svc)
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            ));
+            let server = tonic::transport::Server::builder().add_service(svc);
+            peer_listeners.push(if url.is_tls() {
+                let tls = peer_serve_tls
+                    .clone()
+                    .context("an https peer URL needs peer TLS material")?;
+                tokio::spawn(server.serve_with_incoming(tls::listen::accept(listener, tls, "peer")))
+            } else {
+                tokio::spawn(
+                    server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                        listener,
+                    )),
+                )
+            });
         }
 
         // The two critical threads.
@@ -419,6 +454,7 @@ impl Member {
                 metrics.instrument_grpc(api::routes(facade.clone(), config.max_request_bytes)),
                 http,
                 Some(serve_config.clone()),
+                url.is_tls().then(|| client_tls.clone()).flatten(),
                 async move {
                     // A dropped sender also means stop.
                     let _ = stop.wait_for(|s| *s).await;

@@ -12,6 +12,10 @@
 //! and, on plain HTTP requests only (never gRPC), etcd's access controller: a `Host`
 //! not in `--host-whitelist` gets 421 with etcd's DNS-rebinding text, allowed origins
 //! (`--cors`) get etcd's CORS headers, and `OPTIONS` is answered 200 at once.
+//!
+//! An `https` client URL is served with TLS (`crate::tls`): the same router behind a
+//! rustls handshake (ALPN `h2` and `http/1.1`), so gRPC and HTTPS share the port as
+//! in etcd; as in etcd, requests over TLS skip the `--host-whitelist` check.
 
 use std::future::Future;
 use std::io;
@@ -113,7 +117,7 @@ pub async fn serve_client(
     http: axum::Router,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_client_with(listener, grpc, http, None, shutdown).await
+    serve_client_with(listener, grpc, http, None, None, shutdown).await
 }
 
 fn is_grpc(req: &axum::extract::Request) -> bool {
@@ -146,7 +150,7 @@ fn request_host(req: &axum::extract::Request) -> String {
 
 /// etcd's `accessController` for plain HTTP requests (see the module doc).
 async fn access_control(
-    axum::extract::State(config): axum::extract::State<Arc<Config>>,
+    axum::extract::State((config, tls)): axum::extract::State<(Arc<Config>, bool)>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -155,7 +159,7 @@ async fn access_control(
         return next.run(req).await;
     }
     let host = request_host(&req);
-    if !config.host_allowed(&host) {
+    if !tls && !config.host_allowed(&host) {
         tracing::warn!(%host, "rejecting HTTP request to prevent DNS rebinding attacks");
         let body = format!(
             "\netcd received your request, but the Host header was unrecognized.\n\n\
@@ -201,12 +205,14 @@ async fn access_control(
     resp
 }
 
-/// [`serve_client`] with the member's client-port flags (`None`: etcd's defaults).
+/// [`serve_client`] with the member's client-port flags (`None`: etcd's defaults)
+/// and, for an `https` URL, its TLS configuration.
 pub async fn serve_client_with(
     listener: TcpListener,
     grpc: Routes,
     http: axum::Router,
     config: Option<Arc<Config>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let mut router = grpc
@@ -220,17 +226,32 @@ pub async fn serve_client_with(
             .http2_keepalive_interval(config.grpc_keepalive_interval)
             .http2_keepalive_timeout(config.grpc_keepalive_timeout)
             .max_concurrent_streams(config.max_concurrent_streams);
-        router = router.layer(axum::middleware::from_fn_with_state(config, access_control));
+        router = router.layer(axum::middleware::from_fn_with_state(
+            (config, tls.is_some()),
+            access_control,
+        ));
     }
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        // Small gRPC messages must not wait for Nagle's algorithm.
-        conn.set_nodelay(true)?;
-        // Endpoints written as http://host:port arrive with that URL as :authority.
-        Ok::<_, io::Error>(AuthorityFix::new(conn))
-    });
-    builder
-        .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+    let router = builder.add_routes(Routes::from(router));
+    match tls {
+        Some(tls) => {
+            // Endpoints written as https://host:port arrive with that URL as :authority.
+            let incoming = crate::tls::listen::accept(listener, tls, "client")
+                .map(|conn| conn.map(AuthorityFix::new));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            let incoming = TcpListenerStream::new(listener).map(|conn| {
+                let conn = conn?;
+                // Small gRPC messages must not wait for Nagle's algorithm.
+                conn.set_nodelay(true)?;
+                // Endpoints written as http://host:port arrive with that URL as :authority.
+                Ok::<_, io::Error>(AuthorityFix::new(conn))
+            });
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    }
 }

@@ -3,12 +3,13 @@
 //! and the checks etcd makes on them (turned into a validated [`Config`]).
 //!
 //! Parts: [`flags`] (every etcd 3.4.23 flag), [`values`] (Go's value syntax and
-//! etcd's error texts), [`url`] (URL flags), [`file`] (`--config-file`).
+//! etcd's error texts), [`url`] (URL flags), [`file`] (`--config-file`), [`tls`] (the
+//! client and peer TLS settings).
 //!
 //! Guarantees: every flag etcd 3.4.23 accepts is accepted; [`Config::from_flags`]
 //! refuses what etcd refuses (each refusal a [`ConfigError`] naming the flag and the
-//! value), refuses what Skiff cannot do without changing what clients see (`https`
-//! URLs: "TLS is not supported yet"; `--discovery`, `--force-new-cluster`), and turns
+//! value), refuses what Skiff cannot do without changing what clients see (`unix`
+//! URLs; `--discovery`, `--force-new-cluster`), and turns
 //! every flag whose feature Skiff lacks but whose absence clients cannot notice into
 //! one warning line ([`Config::warnings`]). A flag beats its environment variable,
 //! as in etcd; with `--config-file` both are ignored, as in etcd. Go-style
@@ -16,6 +17,7 @@
 
 pub mod file;
 pub mod flags;
+pub mod tls;
 pub mod url;
 pub mod values;
 
@@ -26,6 +28,7 @@ use std::time::Duration;
 use clap::CommandFactory;
 
 pub use flags::{ClusterState, DiscoveryFallback, Flags, LogLevel, ProxyMode, IGNORED_FLAGS};
+pub use tls::TlsInfo;
 pub use url::Url;
 
 use crate::ids;
@@ -94,6 +97,12 @@ pub enum ConfigError {
     DiscoveryUnsupported(&'static str),
     #[error("--force-new-cluster is not supported yet by Skiff")]
     ForceNewClusterUnsupported,
+    #[error("TLS key/cert (--cert-file, --key-file) must be provided for client url {0} with HTTPS scheme")]
+    ClientTlsMissing(String),
+    #[error("cannot listen on TLS for {0}: KeyFile and CertFile are not presented")]
+    PeerTlsMissing(String),
+    #[error("unexpected TLS cipher suite {0:?}")]
+    UnknownCipherSuite(String),
     #[error("cannot read config file {path}: {reason}")]
     ConfigFile { path: String, reason: String },
 }
@@ -198,6 +207,10 @@ pub struct Config {
     pub auth_token_ttl: Duration,
     pub warning_apply_duration: Duration,
     pub compaction_batch_limit: i64,
+    /// The client port's TLS (used by its `https` listen URLs).
+    pub client_tls: TlsInfo,
+    /// The peer port's TLS (used by `https` peer URLs, listening and dialing).
+    pub peer_tls: TlsInfo,
     /// One line per flag that was accepted but whose feature Skiff lacks (logged at
     /// start-up, once logging is set up).
     pub warnings: Vec<String>,
@@ -353,52 +366,6 @@ fn unsupported(flags: &Flags, warnings: &mut Vec<String>) -> Result<(), ConfigEr
             &format!("invalid value {}; using the default 10", flags.bcrypt_cost),
         );
     }
-    let client_tls = [
-        ("cert-file", !flags.cert_file.is_empty()),
-        ("key-file", !flags.key_file.is_empty()),
-        ("client-cert-auth", flags.client_cert_auth),
-        ("client-crl-file", !flags.client_crl_file.is_empty()),
-        (
-            "client-cert-allowed-hostname",
-            !flags.client_cert_allowed_hostname.is_empty(),
-        ),
-        ("trusted-ca-file", !flags.trusted_ca_file.is_empty()),
-        ("auto-tls", flags.auto_tls),
-        ("cipher-suites", !flags.cipher_suites.is_empty()),
-    ];
-    for (flag, set) in client_tls {
-        if set {
-            warn(flag, "ignored: the client URLs are http (as etcd ignores TLS settings for http URLs; Skiff refuses https URLs: TLS is not supported yet)");
-        }
-    }
-    let peer_tls = [
-        ("peer-cert-file", !flags.peer_cert_file.is_empty()),
-        ("peer-key-file", !flags.peer_key_file.is_empty()),
-        ("peer-client-cert-auth", flags.peer_client_cert_auth),
-        (
-            "peer-trusted-ca-file",
-            !flags.peer_trusted_ca_file.is_empty(),
-        ),
-        (
-            "peer-cert-allowed-cn",
-            !flags.peer_cert_allowed_cn.is_empty(),
-        ),
-        (
-            "peer-cert-allowed-hostname",
-            !flags.peer_cert_allowed_hostname.is_empty(),
-        ),
-        ("peer-auto-tls", flags.peer_auto_tls),
-        ("peer-crl-file", !flags.peer_crl_file.is_empty()),
-        (
-            "experimental-peer-skip-client-san-verification",
-            flags.experimental_peer_skip_client_san_verification,
-        ),
-    ];
-    for (flag, set) in peer_tls {
-        if set {
-            warn(flag, "ignored: the peer URLs are http (as etcd ignores TLS settings for http URLs; Skiff refuses https URLs: TLS is not supported yet)");
-        }
-    }
     for flag in flags.ignored_given() {
         warnings.push(format!(
             "flag \"-{flag}\" is no longer supported - ignoring."
@@ -444,6 +411,11 @@ impl Config {
                 .unwrap_or(DEFAULT_PEER_URL),
         )?;
         initial_advertise_peer_urls.sort();
+        let cipher_suites = tls::parse_cipher_suites(&flags.cipher_suites)?;
+        let client_tls = tls::client_tls(&flags, &cipher_suites);
+        let peer_tls = tls::peer_tls(&flags, &cipher_suites);
+        tls::check_client_urls(&client_tls, &listen_client_urls, &mut warnings)?;
+        tls::check_peer_urls(&peer_tls, &listen_peer_urls, &mut warnings)?;
         let listen_metrics_urls = if flags.listen_metrics_urls.trim().is_empty() {
             Vec::new()
         } else {
@@ -582,6 +554,8 @@ impl Config {
             auth_token_ttl: Duration::from_secs(u64::from(flags.auth_token_ttl)),
             warning_apply_duration: flags.experimental_warning_apply_duration,
             compaction_batch_limit: flags.experimental_compaction_batch_limit,
+            client_tls,
+            peer_tls,
             warnings,
         })
     }
@@ -978,7 +952,18 @@ mod tests {
             "--advertise-client-urls=https://127.0.0.1:1"
         ])
         .unwrap_err()
-        .contains("TLS is not supported yet"));
+        .contains("must be provided for client url https://127.0.0.1:1 with HTTPS scheme"));
+        let c = parse(&[
+            "--listen-client-urls=https://127.0.0.1:1",
+            "--advertise-client-urls=https://127.0.0.1:1",
+            "--cert-file=/c.pem",
+            "--key-file=/k.pem",
+            "--client-cert-auth",
+        ])
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(c.client_tls.client_cert_auth);
+        assert!(c.listen_client_urls[0].is_tls());
         assert!(parse(&["--discovery=http://d.example:80/x"])
             .unwrap_err()
             .contains("not supported yet"));

@@ -1,9 +1,9 @@
 //! URLs in etcd's `scheme://host:port` form, and the URL-list flags built on them.
 //!
-//! Guarantees: a [`Url`] is an `http` URL with a host and a port and no path, kept as
-//! written (etcd hashes the string form of peer URLs into member IDs, so it must not
-//! be normalized). `https` and `unixs` URLs are refused with "TLS is not supported
-//! yet" rather than served as plaintext; `unix` sockets are refused too.
+//! Guarantees: a [`Url`] is an `http` or `https` URL with a host and a port and no
+//! path, kept as written (etcd hashes the string form of peer URLs into member IDs, so
+//! it must not be normalized); `https` URLs are served and dialed with TLS, never as
+//! plaintext. `unix` and `unixs` sockets are refused.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,13 +48,7 @@ impl Url {
     pub fn parse(text: &str) -> Result<Url, String> {
         let (scheme, hostport) = check_syntax(text)?;
         match scheme.as_str() {
-            "http" => {}
-            "https" | "unixs" => {
-                return Err(format!(
-                    "TLS is not supported yet; serve {} over http or put a TLS proxy in front",
-                    text.trim()
-                ))
-            }
+            "http" | "https" => {}
             _ => {
                 return Err(format!(
                     "unix sockets are not supported yet: {}",
@@ -66,6 +60,18 @@ impl Url {
             text: format!("{scheme}://{hostport}"),
             scheme_len: scheme.len(),
         })
+    }
+
+    /// Whether the URL is served (or dialed) with TLS: `https`.
+    pub fn is_tls(&self) -> bool {
+        self.scheme_len == 5
+    }
+
+    /// The host without the port (an IPv6 address without its brackets).
+    pub fn host(&self) -> &str {
+        let hp = self.host_port();
+        let host = hp.rsplit_once(':').map_or(hp, |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
     }
 
     /// `host:port`, as written (a name such as `localhost` is resolved when binding).
@@ -160,9 +166,11 @@ mod tests {
         );
         assert_eq!(Url::parse("http://h:1/").unwrap().host_port(), "h:1");
         assert!(Url::parse("http://h:99999").is_err());
-        assert!(Url::parse("https://h:1")
-            .unwrap_err()
-            .contains("TLS is not supported yet"));
+        let tls = Url::parse("HTTPS://[::1]:2379").unwrap();
+        assert!(tls.is_tls());
+        assert_eq!(tls.host(), "::1");
+        assert!(!Url::parse("http://h:1").unwrap().is_tls());
+        assert!(Url::parse("unixs://h:1").is_err());
         assert!(Url::parse("unix://h:1").unwrap_err().contains("unix"));
     }
 

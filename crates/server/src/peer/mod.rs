@@ -8,7 +8,9 @@
 //! lost message to Raft). A broken stream is reopened with exponential backoff.
 //! Before streaming, a `Hello` handshake checks that the listener is the member we
 //! meant (its member ID) in the cluster we belong to (the cluster ID), so a stray or
-//! foreign process on a reused port is refused instead of fed our log.
+//! foreign process on a reused port is refused instead of fed our log. `https` peer
+//! URLs are dialed with TLS ([`tls_dialer`]: the peer's certificate verified as
+//! `crate::tls` says, ours presented as the client certificate).
 //!
 //! Snapshots (MsgSnap) go on a separate connection as a chunked stream with a CRC32C
 //! over the payload ([`snapshot`]), throttled to a byte rate, so a large snapshot
@@ -26,6 +28,7 @@
 pub mod lease;
 mod service;
 pub mod snapshot;
+mod tls_dialer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -89,6 +92,8 @@ pub struct PeerConfig {
     pub max_snapshot_bytes: u64,
     /// Where the transport's measurements go (unregistered series by default).
     pub metrics: PeerMetrics,
+    /// How `https` peer URLs are dialed (`None`: no peer TLS; such URLs are refused).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How often an open stream's peer is probed for the round-trip time.
@@ -107,6 +112,7 @@ impl PeerConfig {
             snapshot_rate: 256 * 1024 * 1024,
             max_snapshot_bytes: 16 * 1024 * 1024 * 1024,
             metrics: PeerMetrics::default(),
+            tls: None,
         }
     }
 }
@@ -352,16 +358,23 @@ async fn connect_one(
     peer: NodeId,
     url: &str,
 ) -> Result<PeerClient<Channel>, PeerError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| PeerError::Url(url.to_string(), e.to_string()))?
-        .connect_timeout(cfg.dial_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| PeerError::Connect(url.to_string(), e))?;
+    let channel = match url.strip_prefix("https://") {
+        Some(host_port) => {
+            let Some(tls) = cfg.tls.clone() else {
+                return Err(PeerError::Url(
+                    url.to_string(),
+                    "an https peer URL needs peer TLS (--peer-cert-file/--peer-key-file or --peer-auto-tls)"
+                        .to_string(),
+                ));
+            };
+            // tonic dials plain http://; the connector below does the TLS.
+            endpoint(cfg, &format!("http://{host_port}"))?
+                .connect_with_connector(tls_dialer::TlsDialer::new(tls, host_port)?)
+                .await
+        }
+        None => endpoint(cfg, url)?.connect().await,
+    }
+    .map_err(|e| PeerError::Connect(url.to_string(), e))?;
     let mut client = PeerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let started = std::time::Instant::now();
     let hello = client
@@ -387,6 +400,15 @@ async fn connect_one(
         .rtt
         .observe(started.elapsed().as_secs_f64());
     Ok(client)
+}
+
+fn endpoint(cfg: &PeerConfig, url: &str) -> Result<Endpoint, PeerError> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| PeerError::Url(url.to_string(), e.to_string()))?
+        .connect_timeout(cfg.dial_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5)))
 }
 
 /// Exponential backoff between reconnects, 50 ms doubling up to 1 s, with jitter so
