@@ -108,6 +108,7 @@ pub mod codec;
 pub mod confchange;
 pub mod config;
 pub mod log_unstable;
+pub mod peer_check;
 pub mod quorum;
 pub mod raft;
 pub mod raft_log;

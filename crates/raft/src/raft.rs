@@ -64,6 +64,13 @@ pub enum RaftError {
     ConfChange(#[from] ConfChangeError),
     #[error("invalid state: {0}")]
     InvalidState(String),
+    /// A peer message no correct member sends (see `peer_check`); nothing changed.
+    #[error("raft: refused {msg_type:?} from {from:x}: {reason}")]
+    InvalidMessage {
+        from: NodeId,
+        msg_type: MessageType,
+        reason: String,
+    },
 }
 
 /// Known bugs that tests can plant to prove the checks catch them.

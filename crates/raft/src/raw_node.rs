@@ -155,14 +155,22 @@ impl<S: Storage> RawNode<S> {
         self.raft.apply_conf_change(cc)
     }
 
-    /// Steps a message received from a peer. Local kinds are refused, and responses
-    /// from peers we do not know are dropped.
+    /// Steps a message received from a peer. Local kinds are refused, responses
+    /// from peers we do not know are dropped, and messages no correct member sends
+    /// are refused unstepped (`RaftError::InvalidMessage`, see `peer_check`).
     pub fn step(&mut self, m: Message) -> Result<(), RaftError> {
         if m.msg_type.is_local() {
             return Err(RaftError::StepLocalMsg);
         }
         if m.msg_type.is_response() && !self.raft.prs.progress.contains_key(&m.from) {
             return Err(RaftError::StepPeerNotFound);
+        }
+        if let Err(reason) = self.raft.check_peer_message(&m) {
+            return Err(RaftError::InvalidMessage {
+                from: m.from,
+                msg_type: m.msg_type,
+                reason,
+            });
         }
         self.raft.step(m)
     }

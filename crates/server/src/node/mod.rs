@@ -158,8 +158,14 @@ impl<Io: NodeIo> Node<Io> {
                 NodeInput::ProposeCommitted(data, reply) => acked.push((data, reply)),
                 NodeInput::ReadIndex(reply) => read_batch.push(reply),
                 NodeInput::Step(m) => {
-                    if let Err(e) = self.raw.step(*m) {
-                        tracing::debug!(error = %e, "dropped a peer message");
+                    match self.raw.step(*m) {
+                        Ok(()) => {}
+                        // A message no correct member sends: refused unstepped (the
+                        // member keeps running); worth an operator's attention.
+                        Err(e @ skiff_raft::RaftError::InvalidMessage { .. }) => {
+                            tracing::warn!(error = %e, "refused a peer message");
+                        }
+                        Err(e) => tracing::debug!(error = %e, "dropped a peer message"),
                     }
                 }
                 NodeInput::TransferLeader(to) => self.raw.transfer_leader(to),
