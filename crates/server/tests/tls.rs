@@ -63,9 +63,21 @@ impl Pki {
     /// Writes `<file>.pem` and `<file>.key`: a certificate with common name `cn`,
     /// valid for 127.0.0.1 and localhost, for server and client auth.
     fn issue(&self, file: &str, cn: &str) -> (String, String) {
+        self.issue_with(file, cn, &["127.0.0.1", "localhost"], None)
+    }
+
+    /// [`Pki::issue`] with other subject alternative names and a given serial number.
+    fn issue_with(
+        &self,
+        file: &str,
+        cn: &str,
+        sans: &[&str],
+        serial: Option<u64>,
+    ) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.serial_number = serial.map(rcgen::SerialNumber::from);
         params.distinguished_name.push(DnType::CommonName, cn);
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -83,6 +95,33 @@ impl Pki {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
+    }
+}
+
+impl Pki {
+    /// Writes `<file>` (PEM): this CA's revocation list naming `serials`.
+    fn crl(&self, file: &str, serials: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: now - time::Duration::minutes(5),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).unwrap();
+        let path = self.path(file);
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
     }
 }
 
@@ -642,4 +681,152 @@ fn three_members_with_peer_and_client_mtls() {
     for (i, c) in children.0.iter_mut().enumerate() {
         assert!(c.try_wait().unwrap().is_none(), "m{i} is still running");
     }
+}
+
+/// `--client-crl-file` and `--client-cert-allowed-hostname` against etcd 3.4: a
+/// revoked client certificate is refused, and so is one not valid for the allowed
+/// host name; a certificate valid for it is served.
+#[test]
+fn crl_and_allowed_hostname_match_etcd() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test");
+    let ca = pki.ca("test");
+    let (named, named_key) = pki.issue_with(
+        "named",
+        "client",
+        &["client.example", "127.0.0.1"],
+        Some(1001),
+    );
+    let (revoked, revoked_key) =
+        pki.issue_with("revoked", "client", &["client.example"], Some(1002));
+    let (unnamed, unnamed_key) =
+        pki.issue_with("unnamed", "client", &["other.example"], Some(1003));
+    let crl = pki.crl("test.crl", &[1002]);
+    let steps = &[
+        "$CTL --cert=$NAMED --key=$NAMED_KEY put k v",
+        "$CTL --cert=$NAMED --key=$NAMED_KEY get k",
+        "$CTL --cert=$REVOKED --key=$REVOKED_KEY get k",
+        "$CTL --cert=$UNNAMED --key=$UNNAMED_KEY get k",
+        "curl -s --max-time 5 --cacert $CA --cert $REVOKED --key $REVOKED_KEY $URL/health > /dev/null 2>&1 || echo refused",
+    ];
+    let mut out = Vec::new();
+    for (bin, port) in [("etcd", 23556), (env!("CARGO_BIN_EXE_skiff"), 23558)] {
+        let (srv, srv_key) = pki.issue(&format!("server-{port}"), "server");
+        let mut server = Server::start(
+            bin,
+            port,
+            dir.path(),
+            &[
+                format!("--cert-file={srv}"),
+                format!("--key-file={srv_key}"),
+                format!("--trusted-ca-file={ca}"),
+                "--client-cert-auth".to_string(),
+                format!("--client-crl-file={crl}"),
+                "--client-cert-allowed-hostname=client.example".to_string(),
+            ],
+        );
+        server.wait_healthy(
+            port,
+            &["--cacert", &ca, "--cert", &named, "--key", &named_key],
+        );
+        let url = format!("https://127.0.0.1:{port}");
+        let vars = [
+            (
+                "CTL",
+                format!(
+                    "etcdctl --endpoints={url} --dial-timeout=1s --command-timeout=3s --cacert={ca}"
+                ),
+            ),
+            ("NAMED", named.clone()),
+            ("NAMED_KEY", named_key.clone()),
+            ("REVOKED", revoked.clone()),
+            ("REVOKED_KEY", revoked_key.clone()),
+            ("UNNAMED", unnamed.clone()),
+            ("UNNAMED_KEY", unnamed_key.clone()),
+            ("CA", ca.clone()),
+            ("URL", url),
+        ];
+        out.push(run(steps, &vars));
+    }
+    assert_same("tls-crl-hostname", &out[0], &out[1]);
+    let s = mask(&out[1]);
+    assert!(s.contains("get k\nk\nv\n[exit 0]"), "{s}");
+    assert_eq!(
+        s.matches("Error: context deadline exceeded").count(),
+        2,
+        "{s}"
+    );
+    assert!(s.contains("\nrefused\n"), "{s}");
+}
+
+/// The Common Name of a verified client certificate reaches request handlers (etcd's
+/// CN-as-user for auth): a route behind `serve_client_with` over mTLS answers with it;
+/// over TLS without client-certificate auth there is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_common_name_reaches_handlers() {
+    if !have("curl") {
+        return;
+    }
+    use skiff_server::config::TlsInfo;
+    use skiff_server::tls::{client_common_name, Material, Port};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test");
+    let ca = pki.ca("test");
+    let (srv, srv_key) = pki.issue("server", "server");
+    let (cli, cli_key) = pki.issue("alice", "alice");
+    let mut results = Vec::new();
+    for client_cert_auth in [true, false] {
+        let info = TlsInfo {
+            cert_file: Some(srv.clone().into()),
+            key_file: Some(srv_key.clone().into()),
+            trusted_ca_file: Some(ca.clone().into()),
+            client_cert_auth,
+            ..TlsInfo::default()
+        };
+        let material = Material::resolve(&info, dir.path(), &[]).unwrap().unwrap();
+        let tls = material.server_config(Port::Client).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let http = axum::Router::new().route(
+            "/whoami",
+            axum::routing::get(|req: axum::extract::Request| async move {
+                client_common_name(req.extensions()).unwrap_or_else(|| "-".to_string())
+            }),
+        );
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(skiff_server::serve::serve_client_with(
+            listener,
+            tonic::service::Routes::default(),
+            http,
+            None,
+            Some(tls),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "5",
+                "--cacert",
+                &ca,
+                "--cert",
+                &cli,
+                "--key",
+                &cli_key,
+            ])
+            .arg(format!("https://127.0.0.1:{port}/whoami"))
+            .output()
+            .await
+            .unwrap();
+        results.push(String::from_utf8_lossy(&out.stdout).to_string());
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    }
+    assert_eq!(results, ["alice", "-"]);
 }

@@ -35,6 +35,21 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use crate::config::TlsInfo;
 
 pub use reload::CertFiles;
+pub use verify::common_name;
+
+/// The Common Name of the client certificate a request came with, if it came over
+/// TLS with a verified client certificate (`--client-cert-auth`); `None` otherwise.
+/// etcd uses it as the user name of gRPC requests when auth is on. Works on the
+/// extensions of any request served by `crate::serve` (gRPC and HTTP alike); a
+/// tonic handler can pass `request.extensions()`'s `http::Extensions` via
+/// `tonic::Request::into_parts`, or call `tonic::Request::peer_certs` and
+/// [`common_name`].
+pub fn client_common_name(extensions: &axum::http::Extensions) -> Option<String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    common_name(certs.first()?.as_ref())
+}
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +140,12 @@ impl Material {
             let mut verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider);
             if let Some(crl) = &self.info.crl_file {
-                verifier = verifier.with_crls(crls(crl)?);
+                // As etcd: refuse a client whose certificate's serial is listed;
+                // a certificate no CRL speaks about is not refused.
+                verifier = verifier
+                    .with_crls(crls(crl)?)
+                    .only_check_end_entity_revocation()
+                    .allow_unknown_revocation_status();
             }
             let inner = verifier
                 .build()
