@@ -89,10 +89,6 @@ etcd_errors! {
     TimeoutLeaderTransfer => "etcdserver: request timed out, leader transfer took too long",
     // Skiff's own: calls of etcd's API that Skiff does not implement yet. They answer
     // `Unimplemented` naming the call, never a silent success or an empty message.
-    UnsupportedMemberAdd => "skiff: member add is not implemented yet",
-    UnsupportedMemberRemove => "skiff: member remove is not implemented yet",
-    UnsupportedMemberUpdate => "skiff: member update is not implemented yet",
-    UnsupportedMemberPromote => "skiff: member promote is not implemented yet",
     UnsupportedSnapshot => "skiff: snapshot is not implemented yet",
     UnsupportedDefragment => "skiff: defragment is not implemented yet",
     UnsupportedDowngrade => "skiff: downgrade is not implemented yet",
@@ -140,13 +136,9 @@ impl EtcdError {
             | NotSupportedForLearner
             | TimeoutLeaderTransfer => Code::Unavailable,
             Corrupt => Code::DataLoss,
-            UnsupportedMemberAdd
-            | UnsupportedMemberRemove
-            | UnsupportedMemberUpdate
-            | UnsupportedMemberPromote
-            | UnsupportedSnapshot
-            | UnsupportedDefragment
-            | UnsupportedDowngrade => Code::Unimplemented,
+            UnsupportedSnapshot | UnsupportedDefragment | UnsupportedDowngrade => {
+                Code::Unimplemented
+            }
         }
     }
 
@@ -246,7 +238,7 @@ mod tests {
             assert_eq!(e.to_string(), e.message());
             assert_eq!(EtcdError::from_status(&e.to_status()), Some(e));
         }
-        assert_eq!(EtcdError::ALL.len(), 58);
+        assert_eq!(EtcdError::ALL.len(), 54);
         assert_eq!(
             EtcdError::from_status(&Status::unavailable("etcdserver: no leader")),
             Some(EtcdError::NoLeader)

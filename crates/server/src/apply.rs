@@ -40,7 +40,7 @@ use crate::alarms::{space_cost, Alarms};
 use crate::convert::{self, Ids};
 use crate::inputs::{ApplyInput, ApplyOutput, ApplyResult, NodeInput};
 use crate::lease::{lease_key, ClockHandle, LeaseTable};
-use crate::membership::MemberTable;
+use crate::membership::{ChangeKind, MemberChange, MemberTable};
 use crate::metrics::Metrics;
 use crate::wait::{AppliedIndex, Wait};
 
@@ -63,6 +63,8 @@ pub struct Applier {
     pub snapshot_count: u64,
     pub node: Sender<NodeInput>,
     pub min_lease_ttl: i64,
+    /// Called once this member's own removal is applied and durable.
+    pub on_removed: Box<dyn Fn() + Send>,
 }
 
 /// A decoded entry waiting in the current run.
@@ -207,17 +209,11 @@ impl Applier {
         let mut run: Vec<Pending> = Vec::new();
         for e in entries {
             if e.entry_type == EntryType::ConfChange {
-                // Raft applied the change when it committed (node loop); the member
-                // table records it with the entry's index.
-                let aux = match ConfChangeV2::decode(&e.data) {
-                    Ok(cc) if !self.replayed(e) => self.members.apply_conf_change(&cc),
-                    Ok(_) => Vec::new(),
-                    Err(err) => {
-                        tracing::error!(index = e.index, error = %err, "undecodable conf change");
-                        Vec::new()
-                    }
-                };
-                run.push(Pending::noop(e, 0, aux));
+                // Raft applied the change when it committed (node loop), if the same
+                // check passed there; the member table records it with the entry's
+                // index and the proposer gets the member list or the refusal.
+                self.flush(&mut run, term)?;
+                self.apply_conf_change(e)?;
                 continue;
             }
             let decoded = if e.entry_type == EntryType::Normal && !e.data.is_empty() {
@@ -265,6 +261,11 @@ impl Applier {
                 },
                 Req::Compaction(r) => {
                     Some(st::WriteRequest::Compaction(convert::compaction_from_pb(r)))
+                }
+                Req::MemberUpdate(u) => {
+                    self.flush(&mut run, term)?;
+                    self.apply_member_update(e, id, u)?;
+                    None
                 }
                 Req::MemberAttributes(a) => {
                     // A member publishing how clients reach it (etcd's publish).
@@ -400,6 +401,62 @@ impl Applier {
         }
         self.advance(e.index);
         Ok(revision)
+    }
+
+    /// A committed conf change into the member table; the proposer's answer. This
+    /// member's own removal is reported once it is durable.
+    fn apply_conf_change(&mut self, e: &Entry) -> Result<(), st::Error> {
+        let cc = match ConfChangeV2::decode(&e.data) {
+            Ok(cc) => cc,
+            Err(err) => {
+                tracing::error!(index = e.index, error = %err, "undecodable conf change");
+                self.apply_one(e, 0, st::WriteRequest::Noop, &[], Ok(ApplyOutput::Noop))?;
+                return Ok(());
+            }
+        };
+        if self.replayed(e) {
+            self.advance(e.index);
+            return Ok(());
+        }
+        let change = MemberChange::decode(&cc);
+        let (aux, outcome) = self.members.apply_conf_change(&cc);
+        let result = outcome.map(|()| ApplyOutput::Members(self.members.list()));
+        let id = change.as_ref().map_or(0, |c| c.context.request_id);
+        let applied = self.apply_one(e, id, st::WriteRequest::Noop, &aux, result.clone())?;
+        let removed_self = result.is_ok()
+            && change
+                .as_ref()
+                .is_some_and(|c| c.kind == ChangeKind::Remove && c.id == self.member_id);
+        if removed_self && applied.is_some() {
+            tracing::warn!(index = e.index, "this member was removed from the cluster");
+            (self.on_removed)();
+        }
+        Ok(())
+    }
+
+    /// A member's new peer URLs into the member table; the transport follows them.
+    fn apply_member_update(
+        &mut self,
+        e: &Entry,
+        id: u64,
+        u: skiff_proto::skiffpb::MemberUpdate,
+    ) -> Result<(), st::Error> {
+        if self.replayed(e) {
+            self.advance(e.index);
+            return Ok(());
+        }
+        let (aux, result) = match self.members.apply_update(&u) {
+            Ok(aux) => (aux, Ok(ApplyOutput::Members(self.members.list()))),
+            Err(err) => (Vec::new(), Err(err)),
+        };
+        if result.is_ok() && u.member_id != self.member_id {
+            let _ = self.node.send(NodeInput::PeerUrls {
+                id: u.member_id,
+                urls: u.peer_urls.clone(),
+            });
+        }
+        self.apply_one(e, id, st::WriteRequest::Noop, &aux, result)?;
+        Ok(())
     }
 
     fn apply_grant(

@@ -8,6 +8,11 @@
 //! - First start (no WAL): the WAL is created with [`WalMetadata`] (member ID,
 //!   cluster ID, initial members), so identity is fixed at bootstrap; the Raft log
 //!   starts with the initial members as voters.
+//! - First start joining a running cluster (`--initial-cluster-state=existing`): the
+//!   caller learned from a peer ([`Joining`]) the ID `member add` gave this member,
+//!   the cluster ID, and the members the cluster was bootstrapped with; the Raft log
+//!   starts from those, as the bootstrapped members' did, so the leader's entries (or
+//!   its snapshot, once its log is compacted) bring the member up to date.
 //! - Restart: identity comes from the WAL metadata, not the flags (a restarted member
 //!   keeps its identity); the newest snapshot that the WAL has a committed marker for
 //!   is loaded, the WAL is replayed from that marker, and the in-memory Raft log is
@@ -71,6 +76,15 @@ pub struct Recovered {
     pub snapshot: Option<Snapshot>,
 }
 
+/// What a member joining a running cluster learned from its peers.
+#[derive(Debug, Clone)]
+pub struct Joining {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    /// The members the cluster was bootstrapped with (its Raft configuration at 0).
+    pub bootstrap: Vec<MemberRecord>,
+}
+
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -87,37 +101,40 @@ pub enum BootstrapError {
     },
     #[error("WAL metadata in {} is unreadable: {reason}", path.display())]
     BadMetadata { path: PathBuf, reason: String },
-    #[error("--initial-cluster-state=existing (joining a running cluster) is not implemented yet and this data dir holds no member; start with --initial-cluster-state=new")]
-    JoinUnsupported,
+    #[error("--initial-cluster-state=existing with an empty data dir needs the cluster from a peer first")]
+    JoinWithoutPeers,
     #[error("snapshot payload at index {index} is unreadable: {reason}")]
     BadSnapshot { index: u64, reason: String },
 }
 
-/// Opens (or creates) the Raft state in `layout` for `config`.
-pub fn open(config: &Config, layout: &Layout) -> Result<Recovered, BootstrapError> {
+/// Opens (or creates) the Raft state in `layout` for `config`; `joining` is what a
+/// member joining a running cluster learned from its peers (used only when the data
+/// dir holds no WAL yet).
+pub fn open(
+    config: &Config,
+    layout: &Layout,
+    joining: Option<&Joining>,
+) -> Result<Recovered, BootstrapError> {
     std::fs::create_dir_all(&layout.member_dir).map_err(|source| BootstrapError::Io {
         path: layout.member_dir.clone(),
         source,
     })?;
     let snapshotter = Snapshotter::new(&layout.snap_dir)?;
     if !Wal::exists(&layout.wal_dir) {
-        if config.initial_cluster_state == ClusterState::Existing {
-            return Err(BootstrapError::JoinUnsupported);
-        }
-        let members: Vec<MemberRecord> = config
-            .initial_members()
-            .into_iter()
-            .map(|m| MemberRecord {
-                id: m.id,
-                name: m.name,
-                peer_urls: m.peer_urls.iter().map(|u| u.to_string()).collect(),
-                client_urls: Vec::new(),
-                is_learner: false,
-            })
-            .collect();
+        let (member_id, cluster_id, members) = match joining {
+            Some(j) => (j.member_id, j.cluster_id, j.bootstrap.clone()),
+            None if config.initial_cluster_state == ClusterState::Existing => {
+                return Err(BootstrapError::JoinWithoutPeers)
+            }
+            None => (
+                config.member_id(),
+                config.cluster_id(),
+                initial_members(config),
+            ),
+        };
         let meta = WalMetadata {
-            member_id: config.member_id(),
-            cluster_id: config.cluster_id(),
+            member_id,
+            cluster_id,
             members,
         };
         let wal = Wal::create(
@@ -192,6 +209,21 @@ pub fn open(config: &Config, layout: &Layout) -> Result<Recovered, BootstrapErro
         fresh: false,
         snapshot,
     })
+}
+
+/// The members `--initial-cluster` names.
+fn initial_members(config: &Config) -> Vec<MemberRecord> {
+    config
+        .initial_members()
+        .into_iter()
+        .map(|m| MemberRecord {
+            id: m.id,
+            name: m.name,
+            peer_urls: m.peer_urls.iter().map(|u| u.to_string()).collect(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        })
+        .collect()
 }
 
 /// Raises the stored commit index to `applied` when the log holds it (see the module

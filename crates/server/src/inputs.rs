@@ -25,6 +25,8 @@ pub enum ApplyOutput {
     LeaseGrant(pb::LeaseGrantResponse),
     LeaseRevoke(pb::LeaseRevokeResponse),
     Alarm(pb::AlarmResponse),
+    /// A membership change took effect: the members after it.
+    Members(Vec<skiff_proto::skiffpb::MemberRecord>),
     Noop,
 }
 
@@ -41,6 +43,14 @@ pub enum NodeInput {
     ProposeCommitted(Bytes, oneshot::Sender<Result<(), EtcdError>>),
     /// A linearizable read point: the reply is the index to wait for.
     ReadIndex(oneshot::Sender<Result<u64, EtcdError>>),
+    /// Propose a membership conf change (see `membership`); its context names the
+    /// request waiting for the result. Dropped without a leader (the caller times out).
+    ProposeConfChange(skiff_raft::ConfChangeV2),
+    /// The leader's view of replication: each member's matched index, `None` on a
+    /// member that does not lead.
+    Progress(oneshot::Sender<Option<std::collections::BTreeMap<u64, u64>>>),
+    /// A member's peer URLs changed (member update): the transport follows.
+    PeerUrls { id: u64, urls: Vec<String> },
     /// Hand leadership to this member (leader only; Raft's leader transfer).
     TransferLeader(u64),
     /// A message from a peer.

@@ -33,8 +33,8 @@ use tokio::task::JoinHandle;
 
 use crate::alarms::Alarms;
 use crate::apply::Applier;
-use crate::bootstrap;
-use crate::config::Config;
+use crate::bootstrap::{self, Layout};
+use crate::config::{ClusterState, Config};
 use crate::facade::{Quota, Validate};
 use crate::ids::RequestIdGen;
 use crate::inputs::{NodeInput, RaftStatus};
@@ -43,7 +43,7 @@ use crate::membership::MemberTable;
 use crate::metrics::Metrics;
 use crate::node::{DiskIo, Node};
 use crate::peer::{PeerConfig, PeerTransport};
-use crate::server::{EtcdServer, LeaderLeases};
+use crate::server::{EtcdServer, LeaderLeases, PeerMembership};
 use crate::wait::{AppliedIndex, Wait};
 use crate::{api, gateway, http, serve, tasks, tls};
 
@@ -133,6 +133,102 @@ fn spawn_critical<E: std::fmt::Display>(
         )
 }
 
+/// What a member started with `--initial-cluster-state=existing` and an empty data
+/// dir learns from the peers `--initial-cluster` names (etcd asks their `/members`):
+/// the cluster, and its own ID, the member whose peer URLs are its advertised ones.
+async fn join(config: &Config) -> anyhow::Result<Joined> {
+    let own: Vec<String> = config
+        .initial_advertise_peer_urls
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    let mut own_sorted = own.clone();
+    own_sorted.sort();
+    let peers: Vec<String> = config
+        .initial_cluster
+        .values()
+        .flatten()
+        .map(|u| u.to_string())
+        .filter(|u| !own.contains(u))
+        .collect();
+    if peers.is_empty() {
+        anyhow::bail!("--initial-cluster-state=existing: --initial-cluster names no other member to learn the cluster from");
+    }
+    let mut last: String;
+    // The peers may be starting too: keep asking for a while, as etcd does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let resp = loop {
+        match crate::peer::fetch_members(&peers, Duration::from_secs(2)).await {
+            Ok(r) if r.cluster_id != 0 => break r,
+            Ok(_) => last = "the peer does not serve the cluster yet".to_string(),
+            Err(e) => last = e.to_string(),
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("cannot fetch the cluster from the peers {peers:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let me = resp.members.iter().find(|m| {
+        let mut urls = m.peer_urls.clone();
+        urls.sort();
+        urls == own_sorted
+    });
+    let Some(me) = me else {
+        anyhow::bail!(
+            "no member of cluster {:x} has the peer URLs {own:?}: add this member first (etcdctl member add --peer-urls={})",
+            resp.cluster_id,
+            own.join(",")
+        );
+    };
+    tracing::info!(
+        member_id = %format!("{:x}", me.id),
+        cluster_id = %format!("{:x}", resp.cluster_id),
+        members = resp.members.len(),
+        "joining a running cluster"
+    );
+    Ok(Joined {
+        boot: bootstrap::Joining {
+            member_id: me.id,
+            cluster_id: resp.cluster_id,
+            bootstrap: resp.bootstrap,
+        },
+        current: resp.members,
+    })
+}
+
+/// What [`join`] learned.
+struct Joined {
+    boot: bootstrap::Joining,
+    current: Vec<skiff_proto::skiffpb::MemberRecord>,
+}
+
+/// What a removed member says, as etcd does (and then exits non-zero).
+pub const REMOVED: &str = "the member has been permanently removed from the cluster";
+
+/// The file that marks a data dir whose member was removed: it never starts again.
+fn removed_marker(layout: &Layout) -> std::path::PathBuf {
+    layout.member_dir.join("removed")
+}
+
+/// What the apply thread calls once this member's removal is durable: the data dir
+/// is marked, and the member stops a moment later (as etcd, so the answer to the
+/// removal still reaches its client).
+fn removal_report(layout: &Layout, failure: FailureReport) -> Box<dyn Fn() + Send> {
+    let marker = removed_marker(layout);
+    Box::new(move || {
+        if let Err(e) = std::fs::write(&marker, REMOVED) {
+            tracing::error!(file = %marker.display(), error = %e, "cannot mark the data dir as removed");
+        }
+        let failure = failure.clone();
+        let _ = std::thread::Builder::new()
+            .name("removed".into())
+            .spawn(move || {
+                std::thread::sleep(Duration::from_secs(1));
+                failure.report(REMOVED.to_string());
+            });
+    })
+}
+
 /// Loads a snapshot received from the leader that is newer than the backend (a crash
 /// between saving it and loading it).
 fn catch_up_backend(
@@ -165,7 +261,17 @@ impl Member {
     pub async fn start(config: Config) -> anyhow::Result<Member> {
         prepare_data_dir(&config.data_dir)?;
         let layout = crate::etcd_import::layout(&config)?;
-        let rec = bootstrap::open(&config, &layout)?;
+        if removed_marker(&layout).exists() {
+            anyhow::bail!("{REMOVED}; the data-dir used by this member must be removed");
+        }
+        let joining = if config.initial_cluster_state == ClusterState::Existing
+            && !skiff_storage::wal::Wal::exists(&layout.wal_dir)
+        {
+            Some(join(&config).await?)
+        } else {
+            None
+        };
+        let rec = bootstrap::open(&config, &layout, joining.as_ref().map(|j| &j.boot))?;
         let member_id = rec.meta.member_id;
         let cluster_id = rec.meta.cluster_id;
         if !rec.fresh && member_id != config.member_id() {
@@ -223,6 +329,7 @@ impl Member {
         };
         raft_config.validate()?;
         let mut raw = skiff_raft::RawNode::new(&raft_config, rec.storage.clone())?;
+        crate::node::replay_conf_changes(&mut raw, &rec.storage, applied)?;
         if raw.raft.prs.conf_state().voters == [member_id] {
             // Alone in the cluster: no reason to wait an election timeout.
             raw.campaign()?;
@@ -284,6 +391,13 @@ impl Member {
         for m in members.borrow().iter().filter(|m| m.id != member_id) {
             transport.add_peer(m.id, m.peer_urls.clone());
         }
+        // A joining member talks to the members of today, not only to those its
+        // member table (as of the start of the log) knows.
+        for m in joining.iter().flat_map(|j| &j.current) {
+            if m.id != member_id {
+                transport.add_peer(m.id, m.peer_urls.clone());
+            }
+        }
         transport.set_lease_handler(Arc::new(LeaderLeases {
             clock: clock.clone(),
             apply: apply_tx.clone(),
@@ -321,7 +435,11 @@ impl Member {
             members,
             alarms: alarms_rx,
             forwarder: Arc::new(transport.forwarder()),
+            peers: transport.activity(),
+            membership_lock: tokio::sync::Mutex::new(()),
+            bootstrap_members: rec.meta.members.clone(),
         });
+        transport.set_membership_handler(Arc::new(PeerMembership(Arc::downgrade(&server))));
 
         let (failed_tx, failed) = watch::channel(None);
         let failure = FailureReport(Arc::new(failed_tx));
@@ -389,6 +507,7 @@ impl Member {
             snapshot_count: config.snapshot_count,
             node: node_tx,
             min_lease_ttl: config.min_lease_ttl_secs(),
+            on_removed: removal_report(&layout, failure.clone()),
         };
         let apply_thread = spawn_critical("apply", failure, move || applier.run(apply_rx))?;
 

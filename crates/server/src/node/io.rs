@@ -8,7 +8,7 @@ use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use prost::Message as _;
-use skiff_proto::skiffpb::MemberRecord;
+use skiff_proto::skiffpb::ConfChangeContext;
 use skiff_raft::{ConfChangeType, ConfChangeV2, Entry, HardState, Message, Snapshot};
 use skiff_storage::snap::Snapshotter;
 use skiff_storage::wal::{SnapshotMarker, Wal};
@@ -39,6 +39,8 @@ pub trait NodeIo {
     fn apply(&mut self, input: ApplyInput) -> Result<(), NodeError>;
     /// A conf change Raft just applied: the transport's peers follow it.
     fn conf_changed(&mut self, cc: &ConfChangeV2);
+    /// A member's peer URLs changed (member update).
+    fn peer_urls(&mut self, id: u64, urls: Vec<String>);
     /// The WAL behind a durable snapshot at `index` may go.
     fn release(&mut self, index: u64) -> Result<(), NodeError>;
 }
@@ -102,8 +104,17 @@ impl<T: Transport> NodeIo for DiskIo<T> {
         self.apply.send(input).map_err(|_| NodeError::ApplyGone)
     }
 
+    fn peer_urls(&mut self, id: u64, urls: Vec<String>) {
+        self.transport.add_peer(id, urls);
+    }
+
     fn conf_changed(&mut self, cc: &ConfChangeV2) {
-        let added = MemberRecord::decode(cc.context.as_ref()).ok();
+        let context = ConfChangeContext::decode(cc.context.as_ref()).ok();
+        if context.as_ref().is_some_and(|c| c.is_promote) {
+            // A promoted learner is a peer already, at the URLs it has.
+            return;
+        }
+        let added = context.and_then(|c| c.member);
         for change in &cc.changes {
             match change.change_type {
                 ConfChangeType::RemoveNode => self.transport.remove_peer(change.node_id),

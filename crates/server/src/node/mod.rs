@@ -43,6 +43,7 @@ use skiff_raft::{
 };
 
 pub use crate::inputs::{ApplyInput, NodeInput, RaftStatus, Transport};
+use crate::membership::{check_change, MemberChange};
 use crate::metrics::Metrics;
 pub use io::{DiskIo, NodeIo};
 use reads::PendingReads;
@@ -68,6 +69,52 @@ const MAX_INPUTS_PER_TURN: usize = 10_000;
 /// Proposals kept while there is no leader (a member without one for long keeps
 /// only recent work; callers time out on their own).
 const MAX_STALLED: usize = 10_000;
+
+/// Applies `cc` to Raft if its membership check passes; whether it did.
+fn apply_checked_conf_change(
+    raw: &mut RawNode<MemStorage>,
+    cc: &ConfChangeV2,
+) -> Result<bool, RaftError> {
+    if let Some(change) = MemberChange::decode(cc) {
+        let prs = &raw.raft.prs;
+        let learners = prs.progress.values().filter(|p| p.is_learner).count();
+        let lookup = |id| prs.progress.get(&id).map(|p| p.is_learner);
+        if let Err(e) = check_change(&change, lookup, learners) {
+            tracing::info!(member = %format!("{:x}", change.id), error = %e, "conf change refused");
+            return Ok(false);
+        }
+    }
+    raw.apply_conf_change(cc)?;
+    Ok(true)
+}
+
+/// At start-up: Raft's configuration comes from the snapshot, and the entries up to
+/// `applied` are not handed out again, so the conf changes among them (between the
+/// snapshot and what the backend holds) are applied here, in log order.
+pub fn replay_conf_changes(
+    raw: &mut RawNode<MemStorage>,
+    storage: &MemStorage,
+    applied: u64,
+) -> Result<(), NodeError> {
+    use skiff_raft::Storage as _;
+    let first = storage.first_index()?;
+    if applied < first {
+        return Ok(());
+    }
+    let entries = storage.entries(first, applied + 1, u64::MAX)?;
+    for e in entries
+        .iter()
+        .filter(|e| e.entry_type == EntryType::ConfChange)
+    {
+        match ConfChangeV2::decode(&e.data) {
+            Ok(cc) => {
+                apply_checked_conf_change(raw, &cc)?;
+            }
+            Err(err) => tracing::error!(index = e.index, error = %err, "undecodable conf change"),
+        }
+    }
+    Ok(())
+}
 
 /// Everything the loop owns.
 pub struct Node<Io: NodeIo> {
@@ -168,6 +215,11 @@ impl<Io: NodeIo> Node<Io> {
                         Err(e) => tracing::debug!(error = %e, "dropped a peer message"),
                     }
                 }
+                NodeInput::ProposeConfChange(cc) => self.propose_conf_change(&cc),
+                NodeInput::Progress(reply) => {
+                    let _ = reply.send(self.progress());
+                }
+                NodeInput::PeerUrls { id, urls } => self.io.peer_urls(id, urls),
                 NodeInput::TransferLeader(to) => self.raw.transfer_leader(to),
                 NodeInput::Unreachable(id) => self.raw.report_unreachable(id),
                 NodeInput::SnapshotStatus { to, ok } => self.raw.report_snapshot(
@@ -224,6 +276,44 @@ impl<Io: NodeIo> Node<Io> {
             tracing::warn!(error = %e, "proposals dropped");
             self.metrics.proposals_failed.inc();
         }
+    }
+
+    /// Proposes a membership conf change; without a leader it is dropped (the caller
+    /// times out, as etcd's does).
+    fn propose_conf_change(&mut self, cc: &ConfChangeV2) {
+        if self.raw.raft.leader_id == 0 {
+            tracing::info!("conf change dropped: no leader");
+            return;
+        }
+        if let Err(e) = self.raw.propose_conf_change(cc) {
+            tracing::warn!(error = %e, "conf change dropped");
+            self.metrics.proposals_failed.inc();
+        }
+    }
+
+    /// Each member's matched index, as the leader tracks it (`None` unless leading).
+    fn progress(&self) -> Option<std::collections::BTreeMap<u64, u64>> {
+        if self.raw.raft.state != StateRole::Leader {
+            return None;
+        }
+        Some(
+            self.raw
+                .raft
+                .prs
+                .progress
+                .iter()
+                .map(|(id, p)| (*id, p.matched))
+                .collect(),
+        )
+    }
+
+    /// Applies a committed conf change to Raft unless its membership check refuses it
+    /// (the apply thread makes the same check on the member table and answers it).
+    fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<(), NodeError> {
+        if apply_checked_conf_change(&mut self.raw, cc)? {
+            self.io.conf_changed(cc);
+        }
+        Ok(())
     }
 
     /// Proposes `data` as leader and remembers where it landed, to say when it commits.
@@ -326,10 +416,7 @@ impl<Io: NodeIo> Node<Io> {
                 .filter(|e| e.entry_type == EntryType::ConfChange)
             {
                 match ConfChangeV2::decode(&e.data) {
-                    Ok(cc) => {
-                        self.raw.apply_conf_change(&cc)?;
-                        self.io.conf_changed(&cc);
-                    }
+                    Ok(cc) => self.apply_conf_change(&cc)?,
                     Err(err) => {
                         tracing::error!(index = e.index, error = %err, "undecodable conf change")
                     }

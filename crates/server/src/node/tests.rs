@@ -81,6 +81,9 @@ impl NodeIo for Recorder {
     fn conf_changed(&mut self, cc: &ConfChangeV2) {
         self.log.push(format!("conf change {:?}", cc.changes));
     }
+    fn peer_urls(&mut self, id: u64, urls: Vec<String>) {
+        self.log.push(format!("peer urls {id} {urls:?}"));
+    }
     fn release(&mut self, index: u64) -> Result<(), NodeError> {
         self.log.push(format!("release {index}"));
         Ok(())

@@ -36,7 +36,7 @@ pub struct TimeToLive {
 
 /// Forwards lease requests to the leader.
 pub struct Forwarder {
-    cfg: Arc<PeerConfig>,
+    pub(super) cfg: Arc<PeerConfig>,
     clients: tokio::sync::Mutex<HashMap<NodeId, PeerClient<Channel>>>,
 }
 
@@ -48,7 +48,11 @@ impl Forwarder {
         }
     }
 
-    async fn client(&self, leader: NodeId, urls: &[String]) -> Result<PeerClient<Channel>, Status> {
+    pub(super) async fn client(
+        &self,
+        leader: NodeId,
+        urls: &[String],
+    ) -> Result<PeerClient<Channel>, Status> {
         if let Some(c) = self.clients.lock().await.get(&leader) {
             return Ok(c.clone());
         }
@@ -72,7 +76,7 @@ impl Forwarder {
 
     /// Forgets the client of `leader` after a connection failure, so the next call
     /// reconnects; passes the outcome through.
-    async fn forget_on_failure<T>(
+    pub(super) async fn forget_on_failure<T>(
         &self,
         leader: NodeId,
         r: Result<T, Status>,

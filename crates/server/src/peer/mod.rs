@@ -26,6 +26,7 @@
 //! sent, and the round-trip time of a `Hello` at connect and every [`PROBE_INTERVAL`].
 
 pub mod lease;
+pub mod members;
 mod service;
 pub mod snapshot;
 mod tls_dialer;
@@ -45,6 +46,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::metrics::{PeerLink, PeerMetrics};
 
 pub use lease::{Forwarder, LeaseHandler};
+pub use members::{fetch_members, MembershipHandler, MembershipSlot, PeerActivity};
 pub use service::PeerService;
 
 /// Turns the Raft snapshot's own data into the payload sent to a follower (the member
@@ -151,7 +153,9 @@ struct PeerHandle {
 pub struct PeerTransport {
     cfg: Arc<PeerConfig>,
     lease: LeaseSlot,
+    membership: MembershipSlot,
     source: SourceSlot,
+    activity: PeerActivity,
     peers: HashMap<NodeId, PeerHandle>,
     members: Arc<RwLock<HashSet<NodeId>>>,
     sink: EventSink,
@@ -164,7 +168,9 @@ impl PeerTransport {
         PeerTransport {
             cfg: Arc::new(cfg),
             lease: LeaseSlot::default(),
+            membership: MembershipSlot::default(),
             source: SourceSlot::default(),
+            activity: PeerActivity::default(),
             peers: HashMap::new(),
             members,
             sink,
@@ -179,7 +185,18 @@ impl PeerTransport {
             self.members.clone(),
             self.sink.clone(),
             self.lease.clone(),
+            self.membership.clone(),
         )
+    }
+
+    /// Installs the handler that answers membership questions from peers.
+    pub fn set_membership_handler(&self, handler: Arc<dyn MembershipHandler>) {
+        let _ = self.membership.set(handler);
+    }
+
+    /// Since when each peer's stream has been up.
+    pub fn activity(&self) -> PeerActivity {
+        self.activity.clone()
     }
 
     /// Installs the handler that answers lease requests forwarded by followers.
@@ -217,6 +234,7 @@ impl PeerTransport {
             urls.clone(),
             qrx,
             self.sink.clone(),
+            self.activity.clone(),
         ));
         let snapper = self.rt.spawn(snapshot::snapshot_sender(
             self.cfg.clone(),
@@ -240,6 +258,7 @@ impl PeerTransport {
     /// Stops talking to `id` and refuses its streams from now on.
     pub fn remove_peer(&mut self, id: NodeId) {
         write_lock(&self.members).remove(&id);
+        self.activity.down(id);
         if let Some(p) = self.peers.remove(&id) {
             for t in p.tasks {
                 t.abort();
@@ -446,6 +465,7 @@ async fn stream_writer(
     urls: Arc<RwLock<Vec<String>>>,
     mut queue: mpsc::Receiver<Message>,
     sink: EventSink,
+    activity: PeerActivity,
 ) {
     let mut backoff = Backoff::new(cfg.local_id ^ peer.rotate_left(17));
     let mut reported = false;
@@ -456,7 +476,10 @@ async fn stream_writer(
                 tracing::info!(peer = format!("{peer:x}"), "peer stream established");
                 backoff.reset();
                 reported = false;
-                match pump(&cfg, peer, client, &mut queue, &link).await {
+                activity.up(peer);
+                let pumped = pump(&cfg, peer, client, &mut queue, &link).await;
+                activity.down(peer);
+                match pumped {
                     Pump::QueueClosed => return,
                     Pump::StreamBroken(why) => {
                         tracing::warn!(peer = format!("{peer:x}"), %why, "peer stream broken");

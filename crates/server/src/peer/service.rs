@@ -11,12 +11,15 @@ use bytes::BytesMut;
 use skiff_proto::skiffpb::peer_server::Peer;
 use skiff_proto::skiffpb::{
     HelloRequest, HelloResponse, LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest,
-    LeaseTtlResponse, RaftFrame, SnapshotAck, SnapshotChunk, StreamClosed,
+    LeaseTtlResponse, MemberPromoteRequest, MemberPromoteResponse, MembersRequest, MembersResponse,
+    RaftFrame, SnapshotAck, SnapshotChunk, StreamClosed,
 };
 use skiff_raft::{Decode, Message, MessageType, NodeId};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{read_lock, EventSink, LeaseSlot, PeerConfig, PeerEvent};
+use super::{
+    read_lock, EventSink, LeaseSlot, MembershipHandler, MembershipSlot, PeerConfig, PeerEvent,
+};
 use crate::metrics::PeerSource;
 
 pub struct PeerService {
@@ -24,6 +27,7 @@ pub struct PeerService {
     members: Arc<RwLock<HashSet<NodeId>>>,
     sink: EventSink,
     lease: LeaseSlot,
+    membership: MembershipSlot,
 }
 
 impl PeerService {
@@ -32,13 +36,21 @@ impl PeerService {
         members: Arc<RwLock<HashSet<NodeId>>>,
         sink: EventSink,
         lease: LeaseSlot,
+        membership: MembershipSlot,
     ) -> PeerService {
         PeerService {
             cfg,
             members,
             sink,
             lease,
+            membership,
         }
+    }
+
+    fn membership_handler(&self) -> Result<&Arc<dyn MembershipHandler>, Status> {
+        self.membership
+            .get()
+            .ok_or_else(|| Status::unavailable("etcdserver: not capable"))
     }
 
     fn lease_handler(&self) -> Result<&Arc<dyn super::LeaseHandler>, Status> {
@@ -158,6 +170,33 @@ impl Peer for PeerService {
             granted_ttl,
             keys,
         }))
+    }
+
+    async fn members(
+        &self,
+        _: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(self.membership_handler()?.members()))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let req = req.into_inner();
+        self.check_sender(req.cluster_id, req.from, self.cfg.local_id)?;
+        Ok(Response::new(
+            match self.membership_handler()?.promote(req.member_id).await {
+                Ok(members) => MemberPromoteResponse {
+                    error: String::new(),
+                    members,
+                },
+                Err(e) => MemberPromoteResponse {
+                    error: e.message().to_string(),
+                    members: Vec::new(),
+                },
+            },
+        ))
     }
 
     async fn snapshot(

@@ -22,6 +22,7 @@ mod maintenance;
 mod snapshot;
 mod watch;
 
+pub use cluster::PeerMembership;
 pub use lease::LeaderLeases;
 
 use std::sync::atomic::Ordering;
@@ -46,7 +47,7 @@ use crate::inputs::{ApplyInput, ApplyOutput, ApplyResult, NodeInput, RaftStatus}
 use crate::lease::ClockHandle;
 use crate::membership::MembersView;
 use crate::metrics::Metrics;
-use crate::peer::Forwarder;
+use crate::peer::{Forwarder, PeerActivity};
 use crate::wait::{AppliedIndex, Wait};
 
 /// etcd refuses proposals when the apply loop is this many entries behind the commit.
@@ -75,6 +76,12 @@ pub struct EtcdServer {
     pub request_timeout: Duration,
     /// Sends lease requests only the leader can answer to the leader.
     pub forwarder: Arc<Forwarder>,
+    /// Since when each peer's stream has been up (membership checks).
+    pub peers: PeerActivity,
+    /// One membership change at a time on this member.
+    pub membership_lock: tokio::sync::Mutex<()>,
+    /// The members the cluster was bootstrapped with (told to joining members).
+    pub bootstrap_members: Vec<MemberRecord>,
 }
 
 impl EtcdServer {

@@ -1,0 +1,103 @@
+//! Membership over the peer protocol: what a new member asks its peers to learn the
+//! cluster it joins (`Members`, etcd's `GET /members` on the peer URLs), a follower's
+//! `member promote` forwarded to the leader (only the leader knows whether a learner
+//! is in sync, as in etcd), and how long each peer's stream has been up (etcd's
+//! `ActiveSince`, which its reconfiguration checks read).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use skiff_api::EtcdError;
+use skiff_proto::skiffpb::peer_client::PeerClient;
+use skiff_proto::skiffpb::{MemberPromoteRequest, MemberRecord, MembersRequest, MembersResponse};
+use skiff_raft::NodeId;
+use tonic::transport::Endpoint;
+
+use super::{read_lock, write_lock, Forwarder, PeerError};
+
+/// What the member answers to membership questions from peers.
+#[tonic::async_trait]
+pub trait MembershipHandler: Send + Sync {
+    /// The cluster as this member knows it.
+    fn members(&self) -> MembersResponse;
+    /// Promotes learner `id` (asked of the leader by a follower).
+    async fn promote(&self, id: u64) -> Result<Vec<MemberRecord>, EtcdError>;
+}
+
+/// Where the member installs its [`MembershipHandler`].
+pub type MembershipSlot = Arc<std::sync::OnceLock<Arc<dyn MembershipHandler>>>;
+
+/// Since when each peer's outbound stream has been up (absent: down).
+#[derive(Clone, Default)]
+pub struct PeerActivity(Arc<RwLock<HashMap<NodeId, Instant>>>);
+
+impl PeerActivity {
+    pub(super) fn up(&self, id: NodeId) {
+        write_lock(&self.0).entry(id).or_insert_with(Instant::now);
+    }
+
+    pub(super) fn down(&self, id: NodeId) {
+        write_lock(&self.0).remove(&id);
+    }
+
+    /// Since when the stream to `id` is up, if it is.
+    pub fn active_since(&self, id: NodeId) -> Option<Instant> {
+        read_lock(&self.0).get(&id).copied()
+    }
+}
+
+impl Forwarder {
+    /// Asks the leader to promote learner `id`; etcd's error when it refuses.
+    pub async fn promote(
+        &self,
+        leader: NodeId,
+        urls: &[String],
+        id: u64,
+    ) -> Result<Vec<MemberRecord>, EtcdError> {
+        let mut c = self
+            .client(leader, urls)
+            .await
+            .map_err(|_| EtcdError::TimeoutDueToConnectionLost)?;
+        let req = MemberPromoteRequest {
+            cluster_id: self.cfg.cluster_id,
+            from: self.cfg.local_id,
+            member_id: id,
+        };
+        let r = c.member_promote(req).await;
+        let r = self.forget_on_failure(leader, r).await.map_err(|s| {
+            EtcdError::from_status(&s).unwrap_or(EtcdError::TimeoutDueToConnectionLost)
+        })?;
+        let r = r.into_inner();
+        if r.error.is_empty() {
+            return Ok(r.members);
+        }
+        Err(EtcdError::from_message(&r.error).unwrap_or(EtcdError::Timeout))
+    }
+}
+
+/// Asks the peers at `urls` (any of them) for the cluster, for a member joining it.
+pub async fn fetch_members(
+    urls: &[String],
+    timeout: Duration,
+) -> Result<MembersResponse, PeerError> {
+    let mut last = PeerError::NoUrls;
+    for url in urls {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| PeerError::Url(url.to_string(), e.to_string()))?
+            .connect_timeout(timeout)
+            .timeout(timeout);
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                last = PeerError::Connect(url.to_string(), e);
+                continue;
+            }
+        };
+        match PeerClient::new(channel).members(MembersRequest {}).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) => last = PeerError::Refused(s),
+        }
+    }
+    Err(last)
+}
