@@ -33,6 +33,9 @@ use crate::membership::{ChangeKind, MemberChange, MAX_LEARNERS};
 /// `HealthInterval`).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long a proposed conf change may take to commit before it is proposed again.
+const CONF_CHANGE_RETRY: Duration = Duration::from_secs(1);
+
 /// A learner is in sync once its log has this share of the leader's (etcd's).
 const READY_PERCENT: f64 = 0.9;
 
@@ -179,27 +182,39 @@ impl EtcdServer {
     }
 
     /// Proposes a membership conf change and waits for its result: the members after
-    /// it, or etcd's refusal.
+    /// it, or etcd's refusal. Raft drops a conf change while there is no leader or
+    /// another one is pending (a new leader has one until it applied its log), so the
+    /// proposal is repeated until it commits: a second copy that commits too is refused
+    /// by the commit-time check and changes nothing.
     async fn change_membership(
         &self,
         change: MemberChange,
     ) -> Result<Vec<MemberRecord>, EtcdError> {
         let id = change.context.request_id;
-        let rx = self.wait.register(id);
-        let result = match self
-            .node
-            .send(NodeInput::ProposeConfChange(change.encode()))
-        {
-            Err(_) => Err(EtcdError::Stopped),
-            Ok(()) => match tokio::time::timeout(self.request_timeout, rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(EtcdError::Stopped),
-                Err(_) => Err(if self.leader() == 0 {
-                    EtcdError::TimeoutDueToLeaderFail
-                } else {
-                    EtcdError::Timeout
-                }),
-            },
+        let cc = change.encode();
+        let mut rx = self.wait.register(id);
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let result = loop {
+            if self
+                .node
+                .send(NodeInput::ProposeConfChange(cc.clone()))
+                .is_err()
+            {
+                break Err(EtcdError::Stopped);
+            }
+            let retry = (tokio::time::Instant::now() + CONF_CHANGE_RETRY).min(deadline);
+            match tokio::time::timeout_at(retry, &mut rx).await {
+                Ok(Ok(result)) => break result,
+                Ok(Err(_)) => break Err(EtcdError::Stopped),
+                Err(_) if tokio::time::Instant::now() < deadline => continue,
+                Err(_) => {
+                    break Err(if self.leader() == 0 {
+                        EtcdError::TimeoutDueToLeaderFail
+                    } else {
+                        EtcdError::Timeout
+                    })
+                }
+            }
         };
         self.wait.cancel(id);
         match result? {
