@@ -133,6 +133,11 @@ fn spawn_critical<E: std::fmt::Display>(
         )
 }
 
+/// The hosts of `urls` (the names generated TLS certificates are for).
+fn hosts(urls: &[crate::config::Url]) -> Vec<String> {
+    urls.iter().map(|u| u.host().to_string()).collect()
+}
+
 /// What a member started with `--initial-cluster-state=existing` and an empty data
 /// dir learns from the peers `--initial-cluster` names (etcd asks their `/members`):
 /// the cluster, and its own ID, the member whose peer URLs are its advertised ones.
@@ -154,11 +159,21 @@ async fn join(config: &Config) -> anyhow::Result<Joined> {
     if peers.is_empty() {
         anyhow::bail!("--initial-cluster-state=existing: --initial-cluster names no other member to learn the cluster from");
     }
+    let peer_tls = tls::Material::resolve(
+        &config.peer_tls,
+        &config.data_dir.join("fixtures").join("peer"),
+        &hosts(&config.listen_peer_urls),
+    )?;
+    let dial = PeerConfig {
+        tls: peer_tls.as_ref().map(|m| m.client_config()).transpose()?,
+        dial_timeout: Duration::from_secs(2),
+        ..PeerConfig::new(0, 0)
+    };
     let mut last: String;
     // The peers may be starting too: keep asking for a while, as etcd does.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let resp = loop {
-        match crate::peer::fetch_members(&peers, Duration::from_secs(2)).await {
+        match crate::peer::fetch_members(&dial, &peers).await {
             Ok(r) if r.cluster_id != 0 => break r,
             Ok(_) => last = "the peer does not serve the cluster yet".to_string(),
             Err(e) => last = e.to_string(),
@@ -353,9 +368,6 @@ impl Member {
         tokio::spawn(lease_clock.run());
 
         // TLS material (given, or generated under <data-dir>/fixtures as etcd does).
-        let hosts = |urls: &[crate::config::Url]| -> Vec<String> {
-            urls.iter().map(|u| u.host().to_string()).collect()
-        };
         let client_tls = if config.listen_client_urls.iter().any(|u| u.is_tls()) {
             tls::Material::resolve(
                 &config.client_tls,

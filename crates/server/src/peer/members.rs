@@ -6,15 +6,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use skiff_api::EtcdError;
 use skiff_proto::skiffpb::peer_client::PeerClient;
 use skiff_proto::skiffpb::{MemberPromoteRequest, MemberRecord, MembersRequest, MembersResponse};
 use skiff_raft::NodeId;
-use tonic::transport::Endpoint;
 
-use super::{read_lock, write_lock, Forwarder, PeerError};
+use super::{dial, read_lock, write_lock, Forwarder, PeerConfig, PeerError};
 
 /// What the member answers to membership questions from peers.
 #[tonic::async_trait]
@@ -76,27 +75,26 @@ impl Forwarder {
     }
 }
 
-/// Asks the peers at `urls` (any of them) for the cluster, for a member joining it.
+/// Asks the peers at `urls` (any of them) for the cluster, for a member joining it;
+/// `cfg` says how to dial (its IDs are not used: nothing is checked yet).
 pub async fn fetch_members(
+    cfg: &PeerConfig,
     urls: &[String],
-    timeout: Duration,
 ) -> Result<MembersResponse, PeerError> {
     let mut last = PeerError::NoUrls;
     for url in urls {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| PeerError::Url(url.to_string(), e.to_string()))?
-            .connect_timeout(timeout)
-            .timeout(timeout);
-        let channel = match endpoint.connect().await {
+        let channel = match dial(cfg, url).await {
             Ok(c) => c,
             Err(e) => {
-                last = PeerError::Connect(url.to_string(), e);
+                last = e;
                 continue;
             }
         };
-        match PeerClient::new(channel).members(MembersRequest {}).await {
-            Ok(r) => return Ok(r.into_inner()),
-            Err(s) => last = PeerError::Refused(s),
+        let mut client = PeerClient::new(channel);
+        match tokio::time::timeout(cfg.dial_timeout * 2, client.members(MembersRequest {})).await {
+            Ok(Ok(r)) => return Ok(r.into_inner()),
+            Ok(Err(s)) => last = PeerError::Refused(s),
+            Err(_) => last = PeerError::Refused(tonic::Status::deadline_exceeded("no answer")),
         }
     }
     Err(last)

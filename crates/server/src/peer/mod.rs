@@ -372,12 +372,9 @@ async fn connect(
     Err(last.expect("at least one URL was tried"))
 }
 
-async fn connect_one(
-    cfg: &PeerConfig,
-    peer: NodeId,
-    url: &str,
-) -> Result<PeerClient<Channel>, PeerError> {
-    let channel = match url.strip_prefix("https://") {
+/// A connection to `url` (TLS for `https`), without any identity check.
+async fn dial(cfg: &PeerConfig, url: &str) -> Result<Channel, PeerError> {
+    match url.strip_prefix("https://") {
         Some(host_port) => {
             let Some(tls) = cfg.tls.clone() else {
                 return Err(PeerError::Url(
@@ -393,7 +390,15 @@ async fn connect_one(
         }
         None => endpoint(cfg, url)?.connect().await,
     }
-    .map_err(|e| PeerError::Connect(url.to_string(), e))?;
+    .map_err(|e| PeerError::Connect(url.to_string(), e))
+}
+
+async fn connect_one(
+    cfg: &PeerConfig,
+    peer: NodeId,
+    url: &str,
+) -> Result<PeerClient<Channel>, PeerError> {
+    let channel = dial(cfg, url).await?;
     let mut client = PeerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let started = std::time::Instant::now();
     let hello = client
