@@ -90,7 +90,6 @@ etcd_errors! {
     // Skiff's own: calls of etcd's API that Skiff does not implement yet. They answer
     // `Unimplemented` naming the call, never a silent success or an empty message.
     UnsupportedSnapshot => "skiff: snapshot is not implemented yet",
-    UnsupportedDefragment => "skiff: defragment is not implemented yet",
     UnsupportedDowngrade => "skiff: downgrade is not implemented yet",
 }
 
@@ -136,9 +135,7 @@ impl EtcdError {
             | NotSupportedForLearner
             | TimeoutLeaderTransfer => Code::Unavailable,
             Corrupt => Code::DataLoss,
-            UnsupportedSnapshot | UnsupportedDefragment | UnsupportedDowngrade => {
-                Code::Unimplemented
-            }
+            UnsupportedSnapshot | UnsupportedDowngrade => Code::Unimplemented,
         }
     }
 

@@ -3,7 +3,9 @@
 //! with a small `--quota-backend-bytes`, and comparing the masked transcripts: the
 //! refused put, the alarm, what still works while it is raised (reads, read-only and
 //! delete-only txns, deletes), what does not (puts, txns with a put, lease grants), a
-//! disarm that does not help while the file is still over the quota.
+//! disarm that does not help while the file is still over the quota, and the recovery
+//! etcd documents: delete, compact, defragment (the file shrinks under the quota),
+//! disarm, and writes work again.
 //!
 //! A second test raises NOSPACE by hand (an Alarm ACTIVATE request, which etcdctl cannot
 //! send) on servers far under their quota: then the apply step alone refuses, in log
@@ -42,6 +44,17 @@ const NOSPACE_SCRIPT: &[&str] = &[
     "$E put after-disarm x",
     "$E alarm list",
     "$E endpoint health",
+    // Recovery as etcd's docs say: free space, compact, defragment, disarm.
+    "$E del k --prefix",
+    "$E compact $($E get nothing -w json | grep -o '\"revision\":[0-9]*' | head -1 | cut -d: -f2)",
+    "$E defrag",
+    "$E put still-armed x",
+    "$E alarm disarm",
+    "$E alarm list",
+    "$E put after-recovery x",
+    "$E lease grant 100",
+    "$E get after-recovery",
+    "$E endpoint status",
 ];
 
 fn run_script(script: &[&str], endpoint: &str, value: &std::path::Path) -> String {
@@ -146,6 +159,8 @@ fn nospace_matches_etcd() {
         out.contains("alarm:NOSPACE") && out.contains("database space exceeded"),
         "{out}"
     );
+    assert!(out.contains("Finished defragmenting etcd member"), "{out}");
+    assert!(out.ends_with("[exit 0]\n"), "{out}");
 }
 
 /// What each request answered, as text (`ok` or the error message).
@@ -241,4 +256,85 @@ async fn a_raised_nospace_refuses_at_apply_as_etcd() {
     // And etcd's answers are what the alarm should do (so the comparison is not vacuous).
     assert!(want[0].contains("database space exceeded"), "{want:?}");
     assert!(want.last().is_some_and(|l| l.ends_with("ok")), "{want:?}");
+}
+
+/// Skiff only: a defragment of a member holding mostly deleted, compacted history gives
+/// the space back (`dbSize` in Status), while a client keeps writing; every write made
+/// meanwhile succeeds and is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defragment_returns_space_while_writes_continue() {
+    use etcd_client::{CompactionOptions, GetOptions, Txn, TxnOp};
+    let p = Proc::start(Kind::Skiff, "df", 29514, 29515, None);
+    let mut c = etcd_client::Client::connect([p.url()], None)
+        .await
+        .expect("connect");
+    let value = "v".repeat(2000);
+    let n = 10_000;
+    // In txns of 100 ops, to keep the test short.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let ops = chunk
+            .iter()
+            .map(|i| TxnOp::put(format!("k{i:05}"), value.clone(), None));
+        c.txn(Txn::new().and_then(ops.collect::<Vec<_>>()))
+            .await
+            .expect("fill");
+    }
+    let doomed: Vec<_> = (0..n).filter(|i| i % 10 != 0).collect();
+    for chunk in doomed.chunks(100) {
+        let ops = chunk
+            .iter()
+            .map(|i| TxnOp::delete(format!("k{i:05}"), None));
+        c.txn(Txn::new().and_then(ops.collect::<Vec<_>>()))
+            .await
+            .expect("delete");
+    }
+    let rev = c
+        .get("k", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    c.compact(rev, Some(CompactionOptions::new().with_physical()))
+        .await
+        .expect("compact");
+    let before = c.status().await.expect("status").db_size();
+
+    let writer = {
+        let mut c = c.clone();
+        tokio::spawn(async move {
+            let mut written = 0u32;
+            let mut longest = std::time::Duration::ZERO;
+            let stop = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while std::time::Instant::now() < stop {
+                let t = std::time::Instant::now();
+                c.put(format!("w{written:05}"), "x", None)
+                    .await
+                    .expect("a put during the defragment");
+                longest = longest.max(t.elapsed());
+                written += 1;
+            }
+            (written, longest)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.defragment().await.expect("defragment");
+    let after = c.status().await.expect("status").db_size();
+    let (written, longest) = writer.await.expect("writer");
+    let later = c.status().await.expect("status").db_size();
+    eprintln!(
+        "dbSize {before} -> {after} ({later} once the writer stopped); \
+         {written} puts meanwhile, longest {longest:?}"
+    );
+    assert!(after * 3 < before, "space returned: {before} -> {after}");
+    let w = c
+        .get("w", Some(GetOptions::new().with_prefix().with_count_only()))
+        .await
+        .expect("count");
+    assert_eq!(w.count(), i64::from(written));
+    let k = c
+        .get("k", Some(GetOptions::new().with_prefix().with_count_only()))
+        .await
+        .expect("count");
+    assert_eq!(k.count(), i64::from(n / 10));
 }

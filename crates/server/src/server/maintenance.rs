@@ -3,8 +3,9 @@
 //! it); `dbSize` is the backend file's size; `raftIndex` the commit index and
 //! `raftAppliedIndex` the applied one; `errors` lists raised alarms. MoveLeader hands
 //! leadership over with Raft's leader transfer, as etcd does. Snapshot streams the
-//! backend in etcd's file format (`server::snapshot`). Defragment and downgrade are not
-//! built yet and answer `Unimplemented` naming the call, rather than
+//! backend in etcd's file format (`server::snapshot`). Defragment rebuilds the backend
+//! file online (`skiff_storage::backend` defrag). Downgrade is not built yet and
+//! answers `Unimplemented` naming the call, rather than
 //! pretending to succeed.
 
 use std::sync::atomic::Ordering;
@@ -71,8 +72,20 @@ impl MaintenanceApi for EtcdServer {
         })
     }
 
+    /// Rebuilds this member's backend file while writes continue (they wait only for
+    /// the swap, milliseconds); local to the member, as etcd's.
     async fn defragment(&self, _: pb::DefragmentRequest) -> ApiResult<pb::DefragmentResponse> {
-        Err(EtcdError::UnsupportedDefragment)
+        let store = self.store.clone();
+        blocking(move || {
+            store.defragment().map_err(|e| {
+                tracing::warn!(error = %e, "defragment failed");
+                convert::store_error(&e)
+            })
+        })
+        .await?;
+        Ok(pb::DefragmentResponse {
+            header: self.header(),
+        })
     }
 
     async fn hash(&self, _: pb::HashRequest) -> ApiResult<pb::HashResponse> {

@@ -25,6 +25,11 @@
 //! whole stream; [`Backend::restore`] checks every length against a bound before
 //! allocating and the checksum before the restored file replaces anything.
 //!
+//! # Defragmentation
+//! [`Backend::defragment`] rebuilds the file compactly while writes go on and swaps it in
+//! under a pause of milliseconds (see the `defrag` module); the database handle is the
+//! only thing it replaces, and every transaction begins on the current one.
+//!
 //! # Commit observer
 //! [`Backend::observe_commits`] installs a function told the duration of every commit of
 //! an apply or sync transaction (redb's commit, including its fsync when durable): what
@@ -50,10 +55,13 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
+
+mod defrag;
+pub use defrag::DefragReport;
 
 /// A backend table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -201,7 +209,8 @@ impl Default for BackendConfig {
 
 /// The redb database plus its durability bookkeeping.
 pub struct Backend {
-    db: Database,
+    /// The open database; replaced (never otherwise changed) by [`Backend::defragment`].
+    db: RwLock<Arc<Database>>,
     path: PathBuf,
     cfg: BackendConfig,
     last_durable: Mutex<Instant>,
@@ -211,6 +220,8 @@ pub struct Backend {
     last_index: AtomicU64,
     /// Told the duration of every [`Backend::commit`] (see the module docs).
     commit_observer: OnceLock<CommitObserver>,
+    /// Held by the one [`Backend::defragment`] running.
+    defragmenting: Mutex<()>,
 }
 
 /// Receives the duration of each backend commit; see [`Backend::observe_commits`].
@@ -273,19 +284,22 @@ impl Backend {
     /// recorded (see the module docs).
     pub fn open(path: impl AsRef<Path>, cfg: BackendConfig) -> BResult<Backend> {
         let path = path.as_ref().to_path_buf();
+        // A defragmentation cut short leaves its unfinished copy; the file is still whole.
+        defrag::remove_leftover(&path);
         let db = redb::Builder::new()
             .set_cache_size(cfg.cache_size)
             .create(&path)?;
         let be = Backend {
-            db,
+            db: RwLock::new(Arc::new(db)),
             path,
             cfg,
             last_durable: Mutex::new(Instant::now()),
             durable_index: AtomicU64::new(0),
             last_index: AtomicU64::new(0),
             commit_observer: OnceLock::new(),
+            defragmenting: Mutex::new(()),
         };
-        let mut tx = be.db.begin_write()?;
+        let mut tx = be.begin_write()?;
         let found = {
             let m = tx.open_table(Table::Meta.def())?;
             read_version(&m)?.unwrap_or(UNVERSIONED)
@@ -332,13 +346,29 @@ impl Backend {
         let _ = self.commit_observer.set(observer);
     }
 
+    /// The database open now.
+    fn current(&self) -> Arc<Database> {
+        self.db.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Starts a write transaction whose durability is decided at commit.
+    ///
+    /// A writer that waited for redb's writer slot while [`Backend::defragment`] replaced
+    /// the file got the slot of the old one: it gives it back and starts again on the new
+    /// one, so no write ever lands in a replaced file.
     pub(crate) fn begin_write(&self) -> BResult<redb::WriteTransaction> {
-        Ok(self.db.begin_write()?)
+        loop {
+            let db = self.current();
+            let tx = db.begin_write()?;
+            if Arc::ptr_eq(&db, &self.current()) {
+                return Ok(tx);
+            }
+            tx.abort()?;
+        }
     }
 
     pub(crate) fn begin_read(&self) -> BResult<redb::ReadTransaction> {
-        Ok(self.db.begin_read()?)
+        Ok(self.current().begin_read()?)
     }
 
     /// Commits `tx`, fsyncing if `force` or if `durable_interval` has passed since the last

@@ -141,6 +141,10 @@ struct Inner {
     committed_rev: AtomicI64,
     applied_index: AtomicU64,
     apply_lock: Mutex<()>,
+    /// Held by a defragmentation for its whole run, and by whatever removes `key` rows
+    /// (a physical-compaction batch, a snapshot install) while it does: the backend's
+    /// defragmentation relies on `key` rows only being added meanwhile.
+    space_gate: Mutex<()>,
     poisoned: AtomicBool,
     /// Highest compaction revision whose physical deletion is done.
     finished_compact: Mutex<i64>,
@@ -333,6 +337,11 @@ impl KvStore {
     /// durable backend transaction, so a bad dump changes nothing.
     pub fn restore_from_dump<R: std::io::Read>(&self, r: R) -> Result<crate::backend::DumpSummary> {
         self.check_poison()?;
+        let _gate = self
+            .inner
+            .space_gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let _apply = self
             .inner
             .apply_lock
@@ -389,6 +398,7 @@ impl KvStore {
             backend,
             applied_index: AtomicU64::new(ci),
             apply_lock: Mutex::new(()),
+            space_gate: Mutex::new(()),
             poisoned: AtomicBool::new(false),
             finished_compact: Mutex::new(finished),
             finished_cv: Condvar::new(),
@@ -417,6 +427,19 @@ impl KvStore {
 
     pub fn backend(&self) -> &Backend {
         &self.inner.backend
+    }
+
+    /// Rebuilds the backend file compactly while applies and reads go on; writers wait
+    /// only for the swap (see `backend::defrag`). Physical compaction and snapshot
+    /// installs wait for it to end.
+    pub fn defragment(&self) -> Result<crate::backend::DefragReport> {
+        self.check_poison()?;
+        let _gate = self
+            .inner
+            .space_gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(self.inner.backend.defragment()?)
     }
 
     /// The revision readers see (the newest committed write).
@@ -1196,6 +1219,8 @@ fn physical_compact(inner: &Inner, target: i64) -> Result<bool> {
         if inner.shutdown.load(Ordering::SeqCst) {
             return Ok(false);
         }
+        // No defragmentation copies the file while this batch removes rows.
+        let gate = inner.space_gate.lock().unwrap_or_else(|p| p.into_inner());
         // Decide under the index lock with a snapshot; delete in a separate write
         // transaction (never hold the index lock while waiting for the writer slot: the
         // apply loop holds the writer slot while it waits for the index lock).
@@ -1248,6 +1273,7 @@ fn physical_compact(inner: &Inner, target: i64) -> Result<bool> {
             inner.backend.commit(tx, 0, false)?;
             deleted += doomed.len() as u64;
         }
+        drop(gate);
         match next_cursor {
             Some(c) => {
                 cursor = c;

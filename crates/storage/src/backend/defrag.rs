@@ -1,0 +1,257 @@
+//! Online defragmentation: the backend file is rebuilt into a new, compact file while
+//! writes go on, and the new file replaces the old one under a pause that lasts as long
+//! as the last few writes take to copy (milliseconds), not as long as the database.
+//!
+//! redb never gives freed pages back to the file system except at its end, and its own
+//! `compact()` needs the database to itself (no reader, no writer) for as long as it
+//! takes: etcd's stop-the-world defragmentation. Here instead:
+//!
+//! 1. **Bulk copy.** A read transaction of the old file is a consistent view; every
+//!    table is copied from it into `<file>.defrag` while applies keep committing to the
+//!    old file.
+//! 2. **Catch-up rounds.** A newer read view is taken and what changed since the last
+//!    round is copied: the `key` rows after the last one copied, and the whole of every
+//!    other table (they are small: meta, leases, members, alarms, auth). Rounds repeat
+//!    while they still find many rows. Each round ends with a durable commit, so the
+//!    fsync at the swap covers only the last round.
+//! 3. **Swap.** The old file's writer slot is taken (in-flight writes finish first; new
+//!    ones wait), the last rows are copied, the new file is committed durably, renamed
+//!    over the old one (then the directory is synced), and becomes the database writers
+//!    and readers use. Writers that waited for the old file's slot get it, see the file
+//!    was replaced and start again on the new one ([`Backend::begin_write`]), so no write
+//!    is ever lost in the old file. Readers that opened the old file keep their view.
+//!
+//! **Contract**: rows of the `key` table are only ever added above every existing key
+//! (MVCC revisions grow) and removed only by physical compaction or a snapshot install;
+//! the caller keeps both from running meanwhile (the store's space gate). The swap
+//! checks the two `key` tables have the same number of rows and gives up otherwise.
+//!
+//! **Crash safety**: until the rename, the old file is whole and `<file>.defrag` is
+//! removed at the next open; after it, the new file holds everything the old one did
+//! (durably), so the durable consistent index covers every commit made so far.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
+use tracing::info;
+
+use super::{BResult, Backend, BackendError, Table};
+
+/// A catch-up round that copied fewer rows than this is the last one before the swap.
+const SMALL_ROUND: u64 = 2_000;
+/// At most this many catch-up rounds; the swap copies whatever is left.
+const MAX_ROUNDS: u32 = 8;
+
+/// What a defragmentation did.
+#[derive(Clone, Debug)]
+pub struct DefragReport {
+    /// File size before, and at the swap (writes made after it grow the new file).
+    pub size_before: u64,
+    pub size_after: u64,
+    /// Rows copied, in all rounds.
+    pub rows: u64,
+    /// Catch-up rounds before the swap.
+    pub rounds: u32,
+    /// How long writers were held off (the swap).
+    pub pause: Duration,
+    pub total: Duration,
+}
+
+/// Where the copy of `path` is built.
+pub(super) fn copy_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".defrag");
+    PathBuf::from(name)
+}
+
+/// Removes an unfinished copy left by a defragmentation that did not complete.
+pub(super) fn remove_leftover(path: &Path) {
+    let copy = copy_path(path);
+    if copy.exists() {
+        tracing::warn!(file = %copy.display(), "removing an unfinished defragmentation copy");
+        let _ = std::fs::remove_file(&copy);
+    }
+}
+
+/// Copies rows from read views of the old file into the new one.
+struct Copier<'a> {
+    new: &'a Database,
+    /// The last `key` row copied (rows are copied in key order).
+    last_key: Option<Vec<u8>>,
+    rows: u64,
+}
+
+impl Copier<'_> {
+    /// Copies what `src` has that the copy lacks (see the module docs) in one write
+    /// transaction of the new file, committed durably; returns the rows copied.
+    fn round(&mut self, src: &redb::ReadTransaction) -> BResult<u64> {
+        let mut tx = self.new.begin_write()?;
+        let mut copied = 0u64;
+        {
+            let from = src.open_table(Table::Key.def())?;
+            let mut to = tx.open_table(Table::Key.def())?;
+            let lower = match &self.last_key {
+                Some(k) => Bound::Excluded(k.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let mut last = None;
+            for row in from.range::<&[u8]>((lower, Bound::Unbounded))? {
+                let (k, v) = row?;
+                to.insert(k.value(), v.value())?;
+                last = Some(k.value().to_vec());
+                copied += 1;
+            }
+            if last.is_some() {
+                self.last_key = last;
+            }
+        }
+        for table in Table::ALL.into_iter().filter(|t| *t != Table::Key) {
+            tx.delete_table(table.def())?;
+            let from = src.open_table(table.def())?;
+            let mut to = tx.open_table(table.def())?;
+            for row in from.iter()? {
+                let (k, v) = row?;
+                to.insert(k.value(), v.value())?;
+                copied += 1;
+            }
+        }
+        tx.set_durability(Durability::Immediate);
+        tx.set_quick_repair(true);
+        tx.commit()?;
+        self.rows += copied;
+        Ok(copied)
+    }
+}
+
+/// Syncs the directory holding `path`, so a rename in it is durable.
+fn sync_dir(path: &Path) -> BResult<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| BackendError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+impl Backend {
+    /// Rebuilds the database file compactly while writes continue (see the module docs
+    /// for how, and for the contract the caller keeps). One at a time.
+    pub fn defragment(&self) -> BResult<DefragReport> {
+        let _one = self.defragmenting.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        let size_before = self.size_bytes()?;
+        let copy = copy_path(&self.path);
+        let _ = std::fs::remove_file(&copy);
+        let new = redb::Builder::new()
+            .set_cache_size(self.cfg.cache_size)
+            .create(&copy)?;
+        match self.copy_and_swap(new, &copy) {
+            Ok((rows, rounds, pause, size_after)) => {
+                let report = DefragReport {
+                    size_before,
+                    size_after,
+                    rows,
+                    rounds,
+                    pause,
+                    total: started.elapsed(),
+                };
+                info!(
+                    size_before = report.size_before,
+                    size_after = report.size_after,
+                    rows = report.rows,
+                    rounds = report.rounds,
+                    pause_ms = report.pause.as_secs_f64() * 1e3,
+                    took_ms = report.total.as_secs_f64() * 1e3,
+                    "backend defragmented"
+                );
+                Ok(report)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&copy);
+                Err(e)
+            }
+        }
+    }
+
+    /// The rounds and the swap; returns (rows copied, catch-up rounds, pause, size of
+    /// the new file at the swap).
+    fn copy_and_swap(&self, new: Database, copy: &Path) -> BResult<(u64, u32, Duration, u64)> {
+        let mut copier = Copier {
+            new: &new,
+            last_key: None,
+            rows: 0,
+        };
+        copier.round(&self.begin_read()?)?;
+        let mut rounds = 0;
+        while rounds < MAX_ROUNDS {
+            rounds += 1;
+            if copier.round(&self.begin_read()?)? < SMALL_ROUND {
+                break;
+            }
+        }
+
+        // The swap: nothing commits to the old file from here on.
+        let old = self.current();
+        let hold = old.begin_write()?;
+        let pause_started = Instant::now();
+        let src = old.begin_read()?;
+        copier.round(&src)?;
+        let (old_rows, new_rows) = (
+            src.open_table(Table::Key.def())?.len()?,
+            new.begin_read()?.open_table(Table::Key.def())?.len()?,
+        );
+        drop(src);
+        if old_rows != new_rows {
+            hold.abort()?;
+            return Err(BackendError::Corrupt(format!(
+                "defragment: the copy has {new_rows} key rows, the file {old_rows} \
+                 (rows were removed while copying); the file is unchanged"
+            )));
+        }
+        let rows = copier.rows;
+        std::fs::rename(copy, &self.path).map_err(|source| BackendError::Io {
+            path: copy.to_path_buf(),
+            source,
+        })?;
+        sync_dir(&self.path)?;
+        let size = self.size_bytes()?;
+        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        {
+            // Everything committed so far is in the new file, durably.
+            let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
+            *last = Instant::now();
+            self.durable_index.fetch_max(
+                self.last_index.load(std::sync::atomic::Ordering::SeqCst),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        }
+        hold.abort()?;
+        let pause = pause_started.elapsed();
+
+        // Close the old file here rather than in a writer that raced the swap (closing
+        // writes redb's allocator state, to the now unlinked file).
+        let mut old = old;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(db) => {
+                    drop(db);
+                    break;
+                }
+                Err(still_shared) if Instant::now() < deadline => {
+                    old = still_shared;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => break,
+            }
+        }
+        Ok((rows, rounds, pause, size))
+    }
+}
