@@ -235,7 +235,7 @@ mod tests {
             assert_eq!(e.to_string(), e.message());
             assert_eq!(EtcdError::from_status(&e.to_status()), Some(e));
         }
-        assert_eq!(EtcdError::ALL.len(), 54);
+        assert_eq!(EtcdError::ALL.len(), 53);
         assert_eq!(
             EtcdError::from_status(&Status::unavailable("etcdserver: no leader")),
             Some(EtcdError::NoLeader)
