@@ -11,6 +11,10 @@
 //! send) on servers far under their quota: then the apply step alone refuses, in log
 //! order, what may grow the database; the answers must be etcd's.
 //!
+//! Also here: a defragment under writes (Skiff only), and periodic auto-compaction
+//! compared with etcd's (the same writes at the same moments, the same compaction
+//! revisions).
+//!
 //! The quotas differ (etcd's empty file is 20 kB, Skiff's redb file a few MB); each is
 //! a few hundred kB to a few MB above the empty file, and the script fills it with
 //! 50 kB values until refused. Ports 29500-29519 belong to this file. Needs `etcd` and
@@ -337,4 +341,111 @@ async fn defragment_returns_space_while_writes_continue() {
         .await
         .expect("count");
     assert_eq!(k.count(), i64::from(n / 10));
+}
+
+/// The compaction revision a server has now (0 if none): a watch from revision 1 is
+/// cancelled with it once history was compacted.
+async fn compact_revision(c: &mut etcd_client::Client) -> i64 {
+    let mut stream = c
+        .watch(
+            "nothing",
+            Some(etcd_client::WatchOptions::new().with_start_revision(1)),
+        )
+        .await
+        .expect("watch");
+    // The created response comes first; a compacted start revision then cancels the
+    // watch at once, naming the compaction revision.
+    loop {
+        let next = tokio::time::timeout(std::time::Duration::from_millis(300), stream.message());
+        let Ok(r) = next.await else {
+            return 0;
+        };
+        let r = r.expect("watch stream").expect("watch response");
+        if r.compact_revision() > 0 || r.canceled() {
+            return r.compact_revision();
+        }
+    }
+}
+
+/// `--auto-compaction-mode periodic` as etcd 3.4 runs it: the same writes, at the same
+/// moments, to etcd and Skiff started together; the compaction revisions each reaches
+/// follow the same timeline (every retention, at the revision of one retention
+/// earlier), up to the phase of their clocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_auto_compaction_follows_etcds_timeline() {
+    if !have("etcd") {
+        eprintln!("note: etcd not installed; comparison skipped");
+        return;
+    }
+    let flags = [
+        "--auto-compaction-mode",
+        "periodic",
+        "--auto-compaction-retention",
+        "3s",
+    ];
+    let etcd =
+        std::thread::spawn(move || Proc::start_with(Kind::Etcd, "ac", 29516, 29517, None, &flags));
+    let skiff =
+        std::thread::spawn(move || Proc::start_with(Kind::Skiff, "ac", 29518, 29519, None, &flags));
+    let (etcd, skiff) = (etcd.join().expect("etcd"), skiff.join().expect("skiff"));
+    let mut ce = etcd_client::Client::connect([etcd.url()], None)
+        .await
+        .expect("etcd");
+    let mut cs = etcd_client::Client::connect([skiff.url()], None)
+        .await
+        .expect("skiff");
+
+    // 10 writes a second to both, for 10.5 s; meanwhile the compaction revisions are
+    // sampled.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (mut ce, mut cs, stop) = (ce.clone(), cs.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut seen_e, mut seen_s) = (vec![0i64], vec![0i64]);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (e, s) = tokio::join!(compact_revision(&mut ce), compact_revision(&mut cs));
+                if e != *seen_e.last().expect("non-empty") {
+                    seen_e.push(e);
+                }
+                if s != *seen_s.last().expect("non-empty") {
+                    seen_s.push(s);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            (seen_e, seen_s)
+        })
+    };
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let mut i = 0u32;
+    while start.elapsed() < std::time::Duration::from_millis(10_500) {
+        tick.tick().await;
+        let (a, b) = tokio::join!(
+            ce.put(format!("k{}", i % 10), "v", None),
+            cs.put(format!("k{}", i % 10), "v", None)
+        );
+        a.expect("etcd put");
+        b.expect("skiff put");
+        i += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (seen_e, seen_s) = sampler.await.expect("sampler");
+    eprintln!("compaction revisions: etcd {seen_e:?}, skiff {seen_s:?} ({i} writes)");
+    drop((etcd, skiff));
+    // Retention 3 s: compactions near 3, 6 and 9 s after start, each keeping ~3 s of
+    // writes (~30 revisions).
+    assert!(
+        seen_e.len() >= 3,
+        "etcd compacted at least twice: {seen_e:?}"
+    );
+    assert!(
+        seen_s.len().abs_diff(seen_e.len()) <= 1,
+        "as many compactions: etcd {seen_e:?}, skiff {seen_s:?}"
+    );
+    for (e, s) in seen_e.iter().zip(&seen_s).skip(1) {
+        assert!(
+            (e - s).abs() <= 10,
+            "compaction revisions within 1 s of writes: etcd {seen_e:?}, skiff {seen_s:?}"
+        );
+    }
 }
