@@ -5,6 +5,8 @@
 //! on loopback, or inside the network namespaces of a [`Net`] when partitions are wanted.
 //!
 //! With peer proxies, each member's advertised peer URL is its proxy's (loopback only).
+//! With TLS ([`ClusterSpec::tls`]), every URL is `https` and the members run with
+//! client and peer mTLS (etcd's flags, see [`crate::tls`]).
 //!
 //! Guarantees: every process this module starts is killed when the [`Cluster`] is dropped
 //! (SIGCONT then SIGKILL, synchronously, on every exit path including panics), and each
@@ -25,6 +27,7 @@ use tokio::process::{Child, Command};
 
 use crate::net::Net;
 use crate::proxy::{Proxy, ProxyError};
+use crate::tls::TlsFiles;
 
 #[derive(Debug, Error)]
 pub enum ClusterError {
@@ -52,6 +55,8 @@ pub struct ClusterSpec {
     /// Put a harness-owned TCP proxy in front of every member's peer port (port
     /// base + 2*members + i), advertised as its peer URL, for delay and drop faults.
     pub peer_proxies: bool,
+    /// Client and peer mTLS with these files (`None`: plaintext `http`).
+    pub tls: Option<TlsFiles>,
 }
 
 /// One member process and what it takes to restart it.
@@ -64,21 +69,23 @@ pub struct Member {
     pub proxy_port: Option<u16>,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// `http`, or `https` with TLS.
+    scheme: &'static str,
     child: Option<Child>,
     paused: bool,
 }
 
 impl Member {
     pub fn client_url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.client_port)
+        format!("{}://{}:{}", self.scheme, self.ip, self.client_port)
     }
     fn peer_url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.peer_port)
+        format!("{}://{}:{}", self.scheme, self.ip, self.peer_port)
     }
     /// The peer URL the others dial: the proxy's when there is one.
     fn advertised_peer_url(&self) -> String {
         match self.proxy_port {
-            Some(p) => format!("http://{}:{p}", self.ip),
+            Some(p) => format!("{}://{}:{p}", self.scheme, self.ip),
             None => self.peer_url(),
         }
     }
@@ -121,6 +128,7 @@ impl Cluster {
                     proxy_port: spec
                         .peer_proxies
                         .then_some(spec.base_port + 2 * spec.members as u16 + i as u16),
+                    scheme: if spec.tls.is_some() { "https" } else { "http" },
                     child: None,
                     paused: false,
                 }
@@ -202,6 +210,7 @@ impl Cluster {
             .arg(format!("--initial-cluster={initial}"))
             .arg("--initial-cluster-state=new")
             .arg(format!("--initial-cluster-token={}", self.spec.token))
+            .args(self.spec.tls.iter().flat_map(TlsFiles::server_args))
             .args(&self.spec.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))

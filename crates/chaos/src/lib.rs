@@ -6,10 +6,12 @@
 //!   serializable reads, watch guarantees with a replay of the store, convergence;
 //! - [`cluster`]: server processes run from a temporary directory, killed on drop;
 //! - [`net`]: network namespaces for partitions;
-//! - [`proxy`]: TCP proxies on peer links, for delays and drops.
+//! - [`proxy`]: TCP proxies on peer links, for delays and drops;
+//! - [`tls`]: a CA and a member certificate for runs with client and peer mTLS.
 
 pub mod check;
 pub mod cluster;
 pub mod history;
 pub mod net;
 pub mod proxy;
+pub mod tls;

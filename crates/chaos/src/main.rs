@@ -98,6 +98,10 @@ struct Args {
     /// UNSAFE, to prove the checker: delete a killed member's WAL before restarting it.
     #[arg(long)]
     unsafe_wipe_wal: bool,
+    /// Run the cluster with client and peer mTLS (`https` URLs, etcd's TLS flags, a CA
+    /// and member certificate made for the run).
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
         unsafe_wipe_wal: args.unsafe_wipe_wal,
         recover_timeout: args.recover_timeout,
         tolerate_known_etcd_bugs: args.tolerate_known_etcd_bugs,
+        tls: args.tls,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -40,6 +40,7 @@ fn spec(base_port: u16, extra: &[&str]) -> ClusterSpec {
         token: format!("cluster-test-{base_port}"),
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
         peer_proxies: false,
+        tls: None,
     }
 }
 

@@ -337,6 +337,7 @@ async fn three_member_transcript(bin: std::path::PathBuf, big: &std::path::Path)
         token: "transcript-3".into(),
         extra_args: Vec::new(),
         peer_proxies: false,
+        tls: None,
     };
     let mut cluster = Cluster::new(spec, dir.path(), None);
     cluster.start_all().expect("start cluster");

@@ -22,7 +22,7 @@ use skiff_chaos::net::Net;
 
 use super::faults::{run_faults, Fault, FaultSpec};
 use super::workload::{
-    connect, run_client, run_watcher, Drain, Mix, Recorder, WorkloadSpec, PREFIX,
+    connect, run_client, run_watcher, use_client_tls, Drain, Mix, Recorder, WorkloadSpec, PREFIX,
 };
 
 /// Everything that defines a run.
@@ -47,6 +47,8 @@ pub struct RunSpec {
     pub recover_timeout: Duration,
     /// See `check::Options::tolerate_known_etcd_bugs`.
     pub tolerate_known_etcd_bugs: bool,
+    /// Client and peer mTLS (`https` URLs, certificates made for the run).
+    pub tls: bool,
 }
 
 /// What a run produced.
@@ -176,6 +178,17 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
     } else {
         None
     };
+    let tls = if spec.tls {
+        let mut hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        if let Some(net) = &net {
+            hosts.extend((0..spec.members).map(|i| net.member_ip(i)));
+        }
+        let files = skiff_chaos::tls::generate(tmp.path(), &hosts)?;
+        use_client_tls(files.client_options()?);
+        Some(files)
+    } else {
+        None
+    };
     let cluster_spec = ClusterSpec {
         bin: spec.server_bin.clone(),
         members: spec.members,
@@ -183,6 +196,7 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         token: format!("skiff-chaos-{}", spec.seed),
         extra_args: spec.server_args.clone(),
         peer_proxies: proxies,
+        tls,
     };
     let mut cluster = Cluster::new(cluster_spec, tmp.path(), net);
     cluster.start_proxies().await?;

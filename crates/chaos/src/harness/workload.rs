@@ -116,10 +116,24 @@ pub struct WorkloadSpec {
     pub deadline: Instant,
 }
 
+/// The client TLS of `https` endpoints (set once, by a run with `--tls`).
+static CLIENT_TLS: std::sync::OnceLock<etcd_client::TlsOptions> = std::sync::OnceLock::new();
+
+/// Makes [`connect`] use `tls` for `https` endpoints (the first call wins).
+pub fn use_client_tls(tls: etcd_client::TlsOptions) {
+    let _ = CLIENT_TLS.set(tls);
+}
+
 pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Client> {
-    let opts = ConnectOptions::new()
+    let mut opts = ConnectOptions::new()
         .with_connect_timeout(timeout)
         .with_timeout(timeout);
+    if endpoint.starts_with("https://") {
+        let tls = CLIENT_TLS
+            .get()
+            .ok_or_else(|| anyhow::anyhow!("{endpoint}: https endpoint without client TLS"))?;
+        opts = opts.with_tls(tls.clone());
+    }
     let c = tokio::time::timeout(timeout, Client::connect([endpoint], Some(opts))).await??;
     Ok(c)
 }
