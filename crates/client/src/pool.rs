@@ -1,0 +1,283 @@
+//! The member pool: one lazily connected gRPC channel per endpoint, a health mark per
+//! member, round-robin over the healthy ones, and the one place that decides whether a
+//! failed call may be tried again.
+//!
+//! Guarantees:
+//! - **Reads and other idempotent calls** ([`Safety::Idempotent`]) are retried on
+//!   another member after any `Unavailable` answer (a dead or partitioned member, "no
+//!   leader", "request timed out", ...), with exponential backoff once every member
+//!   has failed, until the call's deadline.
+//! - **Writes** ([`Safety::NotIdempotent`]) are retried only when the request provably
+//!   never left this process: the TCP connection to the member could not be
+//!   established (refused, unreachable, connect timeout). Those failures come from this
+//!   module's own connector and carry [`NOT_SENT`] in their message, so they cannot be
+//!   confused with a failure after sending. Any other failure of a write (a reset
+//!   connection, a server-side timeout, a deadline) is returned to the caller: the write
+//!   may have been applied, and retrying it blindly could apply it twice.
+//! - A member that failed is skipped for a short while (`ClientOptions::backoff_max`)
+//!   unless every member is marked down.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::ClientOptions;
+
+/// The marker in the message of a call that failed before anything was sent.
+pub const NOT_SENT: &str = "skiff-client: not sent";
+
+/// Whether a call may be repeated after a failure whose outcome is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Safety {
+    /// Repeating it cannot change the store (reads, status, member list, ...).
+    Idempotent,
+    /// It changes state (put, delete, txn, grant, revoke, compact, ...): only retried
+    /// when it provably did not reach a server.
+    NotIdempotent,
+}
+
+/// Whether `status` says the request never left this process (see the module docs).
+pub fn not_sent(status: &Status) -> bool {
+    status.code() == Code::Unavailable && status.message().contains(NOT_SENT)
+}
+
+/// One member: its endpoint, its channel and when it may be tried again.
+pub(crate) struct Member {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) channel: Channel,
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// All members of the client.
+pub(crate) struct Pool {
+    pub(crate) members: Vec<Member>,
+    next: AtomicUsize,
+    pub(crate) opts: ClientOptions,
+}
+
+impl Pool {
+    /// Builds channels for `endpoints` (nothing is dialled until the first call).
+    pub(crate) fn new(endpoints: Vec<Endpoint>, opts: ClientOptions) -> Result<Pool, Error> {
+        if endpoints.is_empty() {
+            return Err(Error::NoEndpoints);
+        }
+        let mut members = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let ch = tonic::transport::Endpoint::from_shared(endpoint.uri())
+                .map_err(|e| Error::InvalidEndpoint {
+                    endpoint: endpoint.original.clone(),
+                    reason: e.to_string(),
+                })?
+                .http2_keep_alive_interval(opts.keep_alive_time)
+                .keep_alive_timeout(opts.keep_alive_timeout)
+                .keep_alive_while_idle(true)
+                .connect_with_connector_lazy(Connector {
+                    timeout: opts.connect_timeout,
+                });
+            members.push(Member {
+                endpoint,
+                channel: ch,
+                down_until: Mutex::new(None),
+            });
+        }
+        Ok(Pool {
+            members,
+            next: AtomicUsize::new(0),
+            opts,
+        })
+    }
+
+    /// The next member to use: round-robin over members not marked down, never
+    /// `avoid` when another is up; if all are down, the one that comes back first.
+    pub(crate) fn pick(&self, avoid: Option<usize>) -> usize {
+        let n = self.members.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut fallback: Option<(usize, Option<Instant>)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let until = *self.members[i]
+                .down_until
+                .lock()
+                .expect("health mutex is never poisoned: no code panics holding it");
+            let up = until.is_none_or(|t| t <= now);
+            if up && (Some(i) != avoid || n == 1) {
+                return i;
+            }
+            let better = match fallback {
+                None => true,
+                Some((f, t)) => Some(f) == avoid || (Some(i) != avoid && until < t),
+            };
+            if better {
+                fallback = Some((i, until));
+            }
+        }
+        fallback.map(|(i, _)| i).unwrap_or(0)
+    }
+
+    /// Whether every member is currently marked down.
+    pub(crate) fn all_down(&self) -> bool {
+        let now = Instant::now();
+        self.members.iter().all(|m| {
+            m.down_until
+                .lock()
+                .expect("health mutex is never poisoned")
+                .is_some_and(|t| t > now)
+        })
+    }
+
+    /// Marks member `i` as failed: skipped for `backoff_max`.
+    pub(crate) fn mark_down(&self, i: usize) {
+        let until = Instant::now() + self.opts.backoff_max;
+        *self.members[i]
+            .down_until
+            .lock()
+            .expect("health mutex is never poisoned") = Some(until);
+        tracing::debug!(endpoint = %self.members[i].endpoint, "member marked down");
+    }
+
+    /// Marks member `i` as working.
+    pub(crate) fn mark_up(&self, i: usize) {
+        *self.members[i]
+            .down_until
+            .lock()
+            .expect("health mutex is never poisoned") = None;
+    }
+
+    /// The backoff before attempt `attempt` (1-based) when every member has failed.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .opts
+            .backoff_initial
+            .saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
+        exp.min(self.opts.backoff_max)
+    }
+
+    /// Runs one unary call with the retry rules of the module docs. `call` gets the
+    /// channel of the member to use; `deadline` bounds the whole call.
+    pub(crate) async fn unary<T, F, Fut>(
+        &self,
+        safety: Safety,
+        deadline: Option<Instant>,
+        mut call: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut attempt: u32 = 0;
+        let mut last: Option<usize> = None;
+        loop {
+            if attempt > 0 && self.all_down() {
+                let pause = self.backoff(attempt);
+                if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                    return Err(Error::Timeout(
+                        self.opts.request_timeout.unwrap_or_default(),
+                    ));
+                }
+                tokio::time::sleep(pause).await;
+            }
+            let i = self.pick(last);
+            let fut = call(self.members[i].channel.clone());
+            let result = match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), fut).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        return Err(Error::Timeout(
+                            self.opts.request_timeout.unwrap_or_default(),
+                        ))
+                    }
+                },
+                None => fut.await,
+            };
+            let status = match result {
+                Ok(resp) => {
+                    self.mark_up(i);
+                    return Ok(resp.into_inner());
+                }
+                Err(status) => status,
+            };
+            let retry = match status.code() {
+                Code::Unavailable => {
+                    self.mark_down(i);
+                    safety == Safety::Idempotent || not_sent(&status)
+                }
+                _ => false,
+            };
+            attempt += 1;
+            if !retry || attempt >= self.opts.max_attempts {
+                return Err(Error::from_status(status));
+            }
+            tracing::debug!(
+                endpoint = %self.members[i].endpoint,
+                code = ?status.code(),
+                message = status.message(),
+                attempt,
+                "retrying on another member"
+            );
+            last = Some(i);
+        }
+    }
+}
+
+/// Dials members over plain TCP; its failures carry [`NOT_SENT`] (nothing of the request
+/// can have been sent before the connection exists).
+#[derive(Clone)]
+struct Connector {
+    timeout: Duration,
+}
+
+/// A connection that could not be established.
+#[derive(Debug, thiserror::Error)]
+#[error("{NOT_SENT}: connect to {target} failed: {reason}")]
+struct ConnectFailed {
+    target: String,
+    reason: String,
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = TokioIo<TcpStream>;
+    type Error = ConnectFailed;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let limit = self.timeout;
+        Box::pin(async move {
+            let target = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+            let fail = |reason: String| ConnectFailed {
+                target: target.clone(),
+                reason,
+            };
+            let host = uri
+                .host()
+                .ok_or_else(|| fail("no host".into()))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            match tokio::time::timeout(limit, TcpStream::connect((host.as_str(), port))).await {
+                Ok(Ok(stream)) => {
+                    // Latency matters more than packet count for small RPCs.
+                    let _ = stream.set_nodelay(true);
+                    Ok(TokioIo::new(stream))
+                }
+                Ok(Err(e)) => Err(fail(e.to_string())),
+                Err(_) => Err(fail(format!("timed out after {limit:?}"))),
+            }
+        })
+    }
+}

@@ -1,0 +1,58 @@
+//! `skiffctl` without a server: argument errors, exit codes and the error line are
+//! etcdctl's. (The comparisons against etcdctl with a server are in
+//! `crates/server/tests/skiffctl_transcript.rs`, which runs the binary this package's
+//! integration tests make cargo build.)
+
+use std::process::Command;
+
+fn skiffctl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_skiffctl"))
+        .args(args)
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .env_remove("ETCDCTL_WRITE_OUT")
+        .output()
+        .expect("run skiffctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn argument_errors_use_etcdctls_codes_and_messages() {
+    let (code, _, err) = skiffctl(&["get"]);
+    assert_eq!(code, 128);
+    assert_eq!(
+        err,
+        "Error: get command needs one argument as key and an optional argument as range_end\n"
+    );
+    let (code, _, err) = skiffctl(&["-w", "yaml", "get", "k"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (4, "Error: unsupported output format\n")
+    );
+    let (code, _, err) = skiffctl(&["lease", "revoke", "xyz"]);
+    assert_eq!(code, 128);
+    assert_eq!(
+        err,
+        "Error: bad lease ID arg (strconv.ParseInt: parsing \"xyz\": invalid syntax), expecting ID in Hex\n"
+    );
+}
+
+#[test]
+fn version_and_unreachable_endpoint() {
+    let (code, out, _) = skiffctl(&["version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("skiffctl version: "), "{out}");
+    assert!(out.ends_with("API version: 3.4\n"), "{out}");
+    // Nothing listens on port 1: the call fails, naming the cause, exit code 1.
+    let (code, _, err) = skiffctl(&[
+        "--endpoints=127.0.0.1:1",
+        "--command-timeout=2s",
+        "get",
+        "k",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("Error: "), "{err}");
+}
