@@ -19,6 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "skiffpb/peer.proto",
         "skiffpb/internal.proto",
         "leasepb/lease.proto",
+        "raftpb/raft.proto",
+        "walpb/record.proto",
+        "snappb/snap.proto",
+        "etcdserverpb/etcdserver.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

@@ -2,8 +2,8 @@
 //! internal messages.
 //!
 //! Guarantees: every package, service, message, field name and field number in
-//! `etcdserverpb`, `mvccpb`, `authpb`, `v3lockpb`, `v3electionpb` and `leasepb` matches etcd
-//! 3.4+ (a superset: fields added up to 3.6 are present), so gRPC paths such as
+//! `etcdserverpb`, `mvccpb`, `authpb`, `v3lockpb`, `v3electionpb`, and in etcd's file
+//! formats (`leasepb`, `raftpb`, `walpb`, `snappb`) matches etcd 3.4+ (a superset: fields added up to 3.6 are present), so gRPC paths such as
 //! `/etcdserverpb.KV/Range` and the bytes on the wire are what etcd clients expect.
 //! `bytes` fields are [`bytes::Bytes`], so payloads are shared rather than copied.
 //! The code is generated at build time with a vendored `protoc`.
@@ -38,6 +38,21 @@ pub mod v3electionpb {
 /// etcd's stored lease record (etcd `leasepb`), for reading and writing etcd's `db`.
 pub mod leasepb {
     tonic::include_proto!("leasepb");
+}
+
+/// etcd's Raft messages as its WAL and snapshot files store them (etcd `raftpb`).
+pub mod raftpb {
+    tonic::include_proto!("raftpb");
+}
+
+/// etcd's WAL record and snapshot marker (etcd `walpb`).
+pub mod walpb {
+    tonic::include_proto!("walpb");
+}
+
+/// etcd's `.snap` file framing (etcd `snappb`).
+pub mod snappb {
+    tonic::include_proto!("snappb");
 }
 
 /// Skiff's peer protocol and the requests proposed through Raft.

@@ -11,10 +11,14 @@
 //! describe, as etcd does on a restored data dir (the member IDs are etcd's for the
 //! same flags). A start that finds Skiff's WAL uses Skiff's data and imports nothing.
 //!
-//! Not imported yet: etcd's WAL entries beyond the db's consistent index (a restored
-//! data dir has none; a stopped member's own data dir may), the stale `members` rows a
-//! restored `db` carries (the members come from the flags, as for etcd), and auth
-//! (Skiff has no auth yet; the log says how many rows were left out).
+//! etcd's WAL is read first (every record and the CRC chain checked): the import is
+//! refused, with the reason, when it cannot be exact: committed requests in the WAL
+//! past the db's consistent index (a restored data dir has none; a cleanly stopped
+//! single member normally has none either), or a member of a multi-member etcd cluster
+//! that is not a restored backup (members' dbs can differ; use snapshot save +
+//! restore). Not imported: the stale `members` rows a restored `db` carries (the
+//! members come from the flags, as for etcd), and auth (Skiff has no auth yet; the log
+//! says how many rows were left out).
 
 use std::io::Read;
 use std::path::Path;
@@ -63,8 +67,117 @@ pub fn layout(config: &Config) -> anyhow::Result<Layout> {
         );
         return Ok(layout);
     }
+    check_wal(&own, &config.data_dir)?;
     import(&own.db_path, &layout)?;
     Ok(layout)
+}
+
+/// What etcd's WAL says, as far as the import needs it.
+#[derive(Debug, Default)]
+pub struct EtcdWalSummary {
+    /// The last hard state's commit index.
+    pub commit: u64,
+    /// Entries in the WAL, and how many of them are conf changes at term 1 (what
+    /// `etcdctl snapshot restore` writes, and nothing else).
+    pub entries: u64,
+    pub restore_entries: u64,
+    /// Committed entries past the db's consistent index that carry a request.
+    pub pending: u64,
+    pub member_id: u64,
+    pub cluster_id: u64,
+}
+
+/// Reads etcd's WAL in `wal_dir` (every record checked), counting what lies past the db's
+/// consistent index `ci`.
+pub fn read_etcd_wal(wal_dir: &Path, ci: u64) -> anyhow::Result<EtcdWalSummary> {
+    use prost::Message as _;
+    use skiff_proto::etcdserverpb::Metadata;
+    use skiff_proto::raftpb::{Entry, EntryType, HardState};
+    use skiff_storage::etcd_wal::{self, kind};
+
+    let mut sum = EtcdWalSummary::default();
+    // Entries by index: a later entry at an index replaces the earlier one and
+    // everything after it (a new leader's log), so the kinds are kept per index.
+    let mut kinds: std::collections::BTreeMap<u64, (bool, bool)> = Default::default();
+    let end = etcd_wal::read_dir(wal_dir, &mut |rec| {
+        match rec.kind {
+            kind::ENTRY => {
+                let e = Entry::decode(rec.data.as_slice()).map_err(|e| e.to_string())?;
+                let _ = kinds.split_off(&e.index);
+                let restore = e.term == 1 && e.r#type == EntryType::EntryConfChange as i32;
+                let request = e.r#type == EntryType::EntryNormal as i32 && !e.data.is_empty();
+                kinds.insert(e.index, (restore, request));
+            }
+            kind::STATE => {
+                let hs = HardState::decode(rec.data.as_slice()).map_err(|e| e.to_string())?;
+                if hs.commit > 0 {
+                    sum.commit = hs.commit;
+                }
+            }
+            kind::METADATA => {
+                let m = Metadata::decode(rec.data.as_slice()).map_err(|e| e.to_string())?;
+                sum.member_id = m.node_id;
+                sum.cluster_id = m.cluster_id;
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if let Some((file, offset)) = end.torn_at {
+        tracing::info!(file = %file.display(), offset, "etcd's WAL ends with a torn record (ignored, as etcd does)");
+    }
+    sum.entries = kinds.len() as u64;
+    sum.restore_entries = kinds.values().filter(|k| k.0).count() as u64;
+    if sum.commit > ci {
+        sum.pending = kinds
+            .range(ci + 1..=sum.commit)
+            .filter(|(_, k)| k.1)
+            .count() as u64;
+    }
+    Ok(sum)
+}
+
+/// Refuses what the import cannot bring over exactly: committed requests in etcd's WAL
+/// that its db does not hold yet, and a member of a multi-member etcd cluster that is not
+/// a restored backup (the members' dbs may differ; a new Skiff cluster built from them
+/// would not agree).
+fn check_wal(etcd: &Layout, data_dir: &Path) -> anyhow::Result<()> {
+    let info = etcd::inspect(&etcd.db_path)
+        .with_context(|| format!("reading etcd's {}", etcd.db_path.display()))?;
+    let wal = read_etcd_wal(&etcd.wal_dir, info.consistent_index)
+        .with_context(|| format!("reading etcd's WAL in {}", etcd.wal_dir.display()))?;
+    let restored = wal.entries > 0 && wal.entries == wal.restore_entries;
+    tracing::info!(
+        etcd_member_id = %format!("{:x}", wal.member_id),
+        etcd_cluster_id = %format!("{:x}", wal.cluster_id),
+        db_consistent_index = info.consistent_index,
+        wal_commit = wal.commit,
+        wal_entries = wal.entries,
+        restored_backup = restored,
+        "found an etcd 3.4 member in the data dir"
+    );
+    if wal.pending > 0 {
+        bail!(
+            "{}: etcd's WAL holds {} committed requests past its db's consistent index {} \
+             (up to {}); Skiff cannot import those yet. Start etcd once and stop it cleanly, \
+             or migrate with `etcdctl snapshot save` and `etcdctl snapshot restore`",
+            data_dir.display(),
+            wal.pending,
+            info.consistent_index,
+            wal.commit
+        );
+    }
+    if !restored && info.members.len() > 1 {
+        bail!(
+            "{}: a member of a {}-member etcd cluster (not a restored backup); its db may \
+             differ from the other members', so Skiff does not start a cluster from it. \
+             Migrate with `etcdctl snapshot save` from one member and `etcdctl snapshot \
+             restore` into every member's data dir",
+            data_dir.display(),
+            info.members.len()
+        );
+    }
+    Ok(())
 }
 
 /// Builds Skiff's backend at `layout.db_path` from etcd's `db`.

@@ -12,6 +12,10 @@
 //!   into three); `skiff` members started on them import etcd's data and serve the same
 //!   keys, revision, compaction revision, HashKV and lease, and etcd's files are left
 //!   byte for byte as they were.
+//! - A stopped etcd member's own data dir: `skiff` started with the same flags imports
+//!   it (its WAL read and checked first) and serves the same data; etcd started on it
+//!   again afterwards still works (rollback). A member of a stopped 3-member etcd
+//!   cluster is refused with the reason (the members' dbs may differ).
 //!
 //! Ports 28300-28339 belong to this file. Needs `etcd` and `etcdctl` 3.4 (installed by
 //! .ci/run); without them (and not under CI) the tests say so and check nothing.
@@ -358,4 +362,87 @@ fn an_etcd_backup_starts_one_and_three_skiff_members_with_the_same_data_and_hash
     }
     etcd_backup_starts_skiff(1, 28330);
     etcd_backup_starts_skiff(3, 28330);
+}
+
+/// Waits for `m` to exit on its own; its log.
+fn wait_exit(m: &mut Member, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    while m.try_exit().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} kept running; log tail:\n{}",
+            m.name,
+            m.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    m.log_tail(50)
+}
+
+#[test]
+fn a_stopped_etcd_members_data_dir_starts_skiff_and_etcd_again() {
+    if !have("etcd") || !have("etcdctl") {
+        eprintln!("note: etcd/etcdctl not installed; snapshot test skipped");
+        return;
+    }
+    let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
+    let dir = tempfile::tempdir().unwrap();
+
+    // One member: imported.
+    let mut etcd = cluster_members(Path::new("etcd"), 1, 28310, dir.path(), TIMING)
+        .pop()
+        .unwrap();
+    etcd.spawn();
+    etcd.wait_serving(START_WITHIN);
+    let ep = etcd.endpoint();
+    let lease = fill(&ep);
+    let rev = revision(&ep);
+    let keys = all_keys(&ep, 0);
+    let (hash, compact) = hash_kv(&ep, rev);
+    etcd.terminate(Duration::from_secs(10));
+    let before = files(&etcd.data_dir.join("member"));
+
+    let mut m = cluster_members(skiff, 1, 28310, dir.path(), TIMING)
+        .pop()
+        .unwrap();
+    m.spawn();
+    m.wait_serving(START_WITHIN);
+    assert_eq!(revision(&ep), rev);
+    assert_eq!(all_keys(&ep, 0), keys);
+    let (h, c) = hash_kv(&ep, rev);
+    eprintln!("stopped etcd member: etcd HashKV {hash} (compact {compact}), skiff {h} (compact {c}) at {rev}");
+    assert_eq!((h, c), (hash, compact));
+    assert!(ctl(&ep, &["lease", "list"]).contains(&lease));
+    ctl(&ep, &["put", "only-in-skiff", "x"]);
+    m.terminate(Duration::from_secs(10));
+    assert_eq!(
+        files(&etcd.data_dir.join("member")),
+        before,
+        "etcd's files were changed"
+    );
+
+    // Rollback: etcd on its untouched files.
+    etcd.spawn();
+    etcd.wait_serving(START_WITHIN);
+    assert_eq!(revision(&ep), rev);
+    assert_eq!(hash_kv(&ep, rev), (hash, compact));
+    etcd.terminate(Duration::from_secs(10));
+
+    // A member of a stopped 3-member cluster: refused, with the way to migrate.
+    let dir3 = tempfile::tempdir().unwrap();
+    let mut cluster = cluster_members(Path::new("etcd"), 3, 28310, dir3.path(), TIMING);
+    start_all(&mut cluster);
+    ctl(&cluster[0].endpoint(), &["put", "k", "v"]);
+    for m in cluster.iter_mut() {
+        m.terminate(Duration::from_secs(10));
+    }
+    let mut m0 = cluster_members(skiff, 3, 28310, dir3.path(), TIMING).remove(0);
+    m0.spawn();
+    let log = wait_exit(&mut m0, START_WITHIN);
+    assert!(
+        log.contains("a member of a 3-member etcd cluster (not a restored backup)")
+            && log.contains("etcdctl snapshot save"),
+        "{log}"
+    );
+    assert!(!cluster[0].data_dir.join("skiff").exists());
 }

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod bbolt;
+pub mod etcd_wal;
 pub mod mvcc;
 pub mod snap;
 pub mod wal;

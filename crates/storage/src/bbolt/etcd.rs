@@ -214,6 +214,39 @@ pub fn export(
     Ok(summary)
 }
 
+/// What [`inspect`] tells about an etcd `db` file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdDbInfo {
+    pub consistent_index: u64,
+    /// Keys of the `members` bucket (member IDs in hex).
+    pub members: Vec<Vec<u8>>,
+}
+
+/// Reads an etcd `db` file's consistent index and member keys (it is only read).
+pub fn inspect(path: &Path) -> Result<EtcdDbInfo, EtcdDbError> {
+    let r = BoltReader::open(path)?;
+    let mut info = EtcdDbInfo::default();
+    if r.has_bucket(b"meta")? {
+        r.for_each(b"meta", &mut |row| {
+            if let Row::Value { key, value } = row {
+                if key == b"consistent_index" && value.len() == 8 {
+                    info.consistent_index = u64::from_be_bytes(value.try_into().expect("8 bytes"));
+                }
+            }
+            Ok(())
+        })?;
+    }
+    if r.has_bucket(b"members")? {
+        r.for_each(b"members", &mut |row| {
+            if let Row::Value { key, .. } = row {
+                info.members.push(key.to_vec());
+            }
+            Ok(())
+        })?;
+    }
+    Ok(info)
+}
+
 /// Whether `backend` was filled by [`import`] (and the import completed).
 pub fn imported_from_etcd(backend: &Backend) -> Result<bool, EtcdDbError> {
     Ok(backend.get(Table::Meta, IMPORTED_MARK)?.is_some())
