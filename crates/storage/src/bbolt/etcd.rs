@@ -15,6 +15,8 @@
 //! - [`import`] fills an empty backend from such a file, in batches of rows, with the
 //!   `meta` marks last, so an import cut short leaves a backend that still reads as
 //!   not imported ([`imported_from_etcd`] is false).
+//! - [`verify_snapshot`] checks a snapshot file (db + sha256) as `etcdctl snapshot
+//!   restore` does, and reads every page: the library side of a restore.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -212,6 +214,95 @@ pub fn export(
     }
     summary.bytes = w.finish(buckets)?.bytes;
     Ok(summary)
+}
+
+/// What [`verify_snapshot`] found in a snapshot file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotCheck {
+    /// Bytes of the bbolt file (the snapshot without its sha256 trailer).
+    pub db_bytes: u64,
+    /// Whether the file ends with a sha256 (then it matched).
+    pub has_hash: bool,
+    /// Rows of the `key` bucket and the main revision of the last one.
+    pub key_rows: u64,
+    pub revision: i64,
+}
+
+/// Checks a snapshot file as `etcdctl snapshot restore` does before using it: a file
+/// whose size is 32 more than a multiple of 512 ends with the sha256 of the rest, which
+/// must match (`skip_hash_check` accepts a file without one, never a wrong one); then
+/// every page of every bucket is read and checked. The file is only read.
+pub fn verify_snapshot(path: &Path, skip_hash_check: bool) -> Result<SnapshotCheck, EtcdDbError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+
+    let io = |source| {
+        EtcdDbError::Bolt(BoltError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let has_hash = len % 512 == 32;
+    let mut check = SnapshotCheck {
+        db_bytes: if has_hash { len - 32 } else { len },
+        has_hash,
+        ..Default::default()
+    };
+    if has_hash {
+        let mut sha = Sha256::new();
+        let mut left = check.db_bytes;
+        let mut buf = vec![0u8; 1 << 16];
+        while left > 0 {
+            let n = buf.len().min(left as usize);
+            file.read_exact(&mut buf[..n]).map_err(io)?;
+            sha.update(&buf[..n]);
+            left -= n as u64;
+        }
+        let mut trailer = [0u8; 32];
+        file.read_exact(&mut trailer).map_err(io)?;
+        let digest = sha.finalize();
+        if digest.as_slice() != trailer {
+            return Err(EtcdDbError::Other(format!(
+                "{}: sha256 mismatch: the trailer says {}, the data hashes to {}",
+                path.display(),
+                hex(&trailer),
+                hex(digest.as_slice())
+            )));
+        }
+    } else if !skip_hash_check {
+        return Err(EtcdDbError::Other(format!(
+            "{}: snapshot missing hash ({len} bytes is not a bbolt file plus a sha256)",
+            path.display()
+        )));
+    }
+    let r = BoltReader::open(path)?;
+    if r.size() > check.db_bytes {
+        return Err(EtcdDbError::Other(format!(
+            "{}: the db says it has {} bytes, the snapshot holds {}",
+            path.display(),
+            r.size(),
+            check.db_bytes
+        )));
+    }
+    for name in r.buckets()? {
+        let is_key = name == b"key";
+        r.for_each(&name, &mut |row| {
+            if let (true, Row::Value { key, .. }) = (is_key, row) {
+                check.key_rows += 1;
+                if let Some((rev, _)) = parse_rev_key(key) {
+                    check.revision = rev.main;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(check)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// What [`inspect`] tells about an etcd `db` file.
