@@ -125,6 +125,17 @@ const SCRIPT: &[&str] = &[
     "$E endpoint status -w json",
     "$E lease list -w json",
     "$E version | sed 's/^[a-z]*ctl version: .*/CTL version: X/'",
+    "$E defrag",
+    "$E defrag --cluster",
+    "rm -f $SNAP; $E snapshot save $SNAP 2>/dev/null; echo \"[save exit $?]\"; test -s $SNAP && echo saved-nonempty; rm -f $SNAP",
+    "$E snapshot save",
+    "$C --endpoints=$EP,$EP snapshot save $SNAP 2>&1 | grep -v '\"level\"'",
+    // Membership: a learner (not counted for quorum), promoted too early, updated, removed.
+    "$E member add newm --learner --peer-urls=http://127.0.0.1:29719",
+    "ID=$($E member list | grep unstarted | cut -d, -f1); $E member promote $ID; $E member update $ID --peer-urls=http://127.0.0.1:29718 && $E member remove $ID",
+    "$E member list",
+    "$E member remove zz",
+    "$E member add",
     "ETCDCTL_ENDPOINTS=$EP $C get zoo -w json",
     "ETCDCTL_WRITE_OUT=fields $E get zoo",
     "$C --endpoints=$EP --command-timeout=5s --dial-timeout=2s -w simple get zoo --rev=0",
@@ -149,6 +160,10 @@ fn run_script(ctl: &str, endpoint: &str, big: &Path) -> String {
             .env("C", ctl)
             .env("EP", endpoint)
             .env("BIG", big)
+            .env(
+                "SNAP",
+                std::env::temp_dir().join(format!("skiffctl-snap-{}.db", std::process::id())),
+            )
             .env("ETCDCTL_API", "3")
             .env_remove("ETCDCTL_ENDPOINTS")
             .env_remove("ETCDCTL_WRITE_OUT")
@@ -184,6 +199,11 @@ fn mask(transcript: &str) -> String {
         (r#""version":"[^"]*""#, "\"version\":X"),
         (r#""Version" : "[^"]*""#, "\"Version\" : X"),
         (r"remaining\(\d+s\)", "remaining(Ns)"),
+        // A new member's ID is random.
+        (
+            r"Member +[0-9a-f]+ (added to|removed from|updated in|promoted in) cluster",
+            "Member NEWID $1 cluster",
+        ),
         // Lease IDs: etcd derives them from the time.
         (r"lease [0-9a-f]{16}\b", "lease LEASE"),
         (r"(?m)^[0-9a-f]{16}$", "LEASE"),
@@ -212,6 +232,18 @@ fn mask(transcript: &str) -> String {
         .lines()
         .map(|l| match l.strip_prefix("LEASE-LINE ") {
             Some(rest) => format!("{}\n", id.replace_all(rest, "\"$1\":N")),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    // `member add` lists the members in ID order, and the new member's ID is random.
+    let s: String = s
+        .lines()
+        .map(|l| match l.strip_prefix("ETCD_INITIAL_CLUSTER=\"") {
+            Some(rest) => {
+                let mut parts: Vec<&str> = rest.trim_end_matches('"').split(',').collect();
+                parts.sort_unstable();
+                format!("ETCD_INITIAL_CLUSTER=\"{}\" (sorted)\n", parts.join(","))
+            }
             None => format!("{l}\n"),
         })
         .collect();

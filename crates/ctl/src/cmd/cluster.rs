@@ -199,7 +199,7 @@ pub struct HashKvArgs {
 }
 
 /// The endpoints to ask: `--endpoints`, or with `--cluster` every member's client URLs.
-async fn endpoints(cli: &Cli, cluster: bool) -> anyhow::Result<Vec<String>> {
+pub async fn cluster_endpoints(cli: &Cli, cluster: bool) -> anyhow::Result<Vec<String>> {
     if !cluster {
         return Ok(cli.endpoint_list());
     }
@@ -218,7 +218,7 @@ async fn endpoints(cli: &Cli, cluster: bool) -> anyhow::Result<Vec<String>> {
 
 /// Runs an endpoint verb.
 pub async fn endpoint(cli: &Cli, a: &EndpointArgs) -> anyhow::Result<()> {
-    let eps = endpoints(cli, a.cluster).await?;
+    let eps = cluster_endpoints(cli, a.cluster).await?;
     let mut printer = cli.printer()?;
     match &a.cmd {
         EndpointCmd::Health => {

@@ -4,6 +4,7 @@
 mod cluster;
 mod kv;
 mod lease;
+mod maint;
 mod txn;
 mod watch;
 
@@ -38,6 +39,11 @@ pub enum Cmd {
     /// Alarm related commands
     #[command(subcommand)]
     Alarm(cluster::AlarmCmd),
+    /// Defragments the storage of the etcd members with given endpoints
+    Defrag(maint::DefragArgs),
+    /// Manages etcd node snapshots
+    #[command(subcommand)]
+    Snapshot(maint::SnapshotCmd),
     /// Transfers leadership to another etcd cluster member.
     MoveLeader(cluster::MoveLeaderArgs),
     /// Prints the version of skiffctl
@@ -57,6 +63,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Member(c) => cluster::member(&cli, c).await,
         Cmd::Endpoint(a) => cluster::endpoint(&cli, a).await,
         Cmd::Alarm(c) => cluster::alarm(&cli, c).await,
+        Cmd::Defrag(a) => maint::defrag(&cli, a).await,
+        Cmd::Snapshot(c) => maint::snapshot(&cli, c).await,
         Cmd::MoveLeader(a) => cluster::move_leader(&cli, a).await,
         Cmd::Version => {
             println!("skiffctl version: {}", env!("CARGO_PKG_VERSION"));
