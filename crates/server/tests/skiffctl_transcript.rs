@@ -315,11 +315,12 @@ fn compare_single(kind: Kind, client: u16, peer: u16, label: &str) {
     let with_skiffctl = run_script(ctl.to_str().expect("utf-8 path"), &server.endpoint(), &big);
     drop(server);
     let _ = std::fs::remove_file(&big);
-    check(&with_etcdctl, &with_skiffctl, label);
+    check(&with_etcdctl, &with_skiffctl, label, str::to_string);
 }
 
-fn check(with_etcdctl: &str, with_skiffctl: &str, label: &str) {
-    let (a, b) = (mask(with_etcdctl), mask(with_skiffctl));
+/// Compares the transcripts after [`mask`] and then `extra`.
+fn check(with_etcdctl: &str, with_skiffctl: &str, label: &str, extra: fn(&str) -> String) {
+    let (a, b) = (extra(&mask(with_etcdctl)), extra(&mask(with_skiffctl)));
     let dir = std::env::temp_dir();
     std::fs::write(
         dir.join(format!("skiffctl-transcript-{label}-etcdctl.txt")),
@@ -366,4 +367,94 @@ fn skiffctl_matches_etcdctl_against_etcd() {
         return;
     }
     compare_single(Kind::Etcd, 29702, 29703, "etcd");
+}
+
+/// What differs between two fresh 3-member clusters: which member leads, and terms.
+fn mask_three(s: &str) -> String {
+    let rules: &[(&str, &str)] = &[
+        (r#""(raft_term|raftTerm|leader)":\d+"#, "\"$1\":N"),
+        (r#""RaftTerm" : \d+"#, "\"RaftTerm\" : N"),
+        (r#""Leader" : \d+"#, "\"Leader\" : N"),
+        (
+            r"(?m)^(.*VERSION, DBSIZE, )(true|false), (true|false), \d+, ",
+            "${1}LEADER?, $3, TERM, ",
+        ),
+        (
+            r"(?m)^(\|.*\| VERSION \| DBSIZE \|) +(true|false) \| +(true|false) \| +\d+ \|",
+            "$1 LEADER? | $3 | TERM |",
+        ),
+    ];
+    let mut s = s.to_string();
+    for (re, with) in rules {
+        s = Regex::new(re)
+            .expect("valid regex")
+            .replace_all(&s, *with)
+            .into_owned();
+    }
+    s
+}
+
+/// A follower of a running cluster (index into `endpoints`), asked through skiff-client.
+async fn a_follower(endpoints: &[String]) -> usize {
+    use skiff_client::{Client, ClientOptions};
+    let client = Client::connect(endpoints, ClientOptions::default()).expect("client");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        for i in 0..endpoints.len() {
+            if let Ok(s) = client.pinned(i).expect("in range").status().await {
+                let me = s.header.map(|h| h.member_id).unwrap_or(0);
+                if s.leader != 0 && s.leader != me {
+                    return i;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no follower with a leader"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the script with `ctl` through a follower of a fresh 3-member Skiff cluster.
+async fn three_member_run(ctl: &str, big: &Path) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_skiff"));
+    // Same ports (and default token) for both runs: the same member IDs.
+    let mut members = common::cluster_members(&bin, 3, 29704, dir.path(), &[]);
+    for m in members.iter_mut() {
+        m.spawn();
+    }
+    for m in members.iter_mut() {
+        m.wait_serving(std::time::Duration::from_secs(30));
+    }
+    let endpoints: Vec<String> = members.iter().map(|m| m.endpoint()).collect();
+    let f = a_follower(&endpoints).await;
+    let endpoint = endpoints[f].clone();
+    let ctl = ctl.to_string();
+    let big = big.to_path_buf();
+    let out = tokio::task::spawn_blocking(move || run_script(&ctl, &endpoint, &big))
+        .await
+        .expect("script");
+    drop(members);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiffctl_matches_etcdctl_against_three_skiff_members() {
+    if !have("etcdctl") {
+        eprintln!("note: etcdctl not installed; comparison skipped");
+        return;
+    }
+    let big = std::env::temp_dir().join(format!("skiffctl-2mb-3m-{}", std::process::id()));
+    std::fs::write(&big, vec![b'x'; 2_000_000]).expect("write big value");
+    let ctl = skiffctl();
+    let with_etcdctl = three_member_run("etcdctl", &big).await;
+    let with_skiffctl = three_member_run(ctl.to_str().expect("utf-8 path"), &big).await;
+    let _ = std::fs::remove_file(&big);
+    check(&with_etcdctl, &with_skiffctl, "skiff-3m", mask_three);
+    assert!(
+        with_etcdctl.matches(", started, m").count() >= 3,
+        "member list shows three members:\n{with_etcdctl}"
+    );
 }
