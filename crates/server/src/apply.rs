@@ -189,16 +189,29 @@ impl Applier {
     }
 
     /// Whether `e` was applied before a restart (the backend already holds it).
-    /// Whether `request` must be refused because NOSPACE is raised: it may grow the
-    /// database (its space cost is not zero).
-    fn capped(&self, request: &Req) -> bool {
+    /// The error `request` is refused with because of a raised alarm: CORRUPT refuses
+    /// every KV write, compaction, lease grant and revoke; NOSPACE what may grow the
+    /// database (a non-zero space cost).
+    fn refused(&self, request: &Req) -> Option<EtcdError> {
+        let data = matches!(
+            request,
+            Req::Put(_)
+                | Req::DeleteRange(_)
+                | Req::Txn(_)
+                | Req::Compaction(_)
+                | Req::LeaseGrant(_)
+                | Req::LeaseRevoke(_)
+        );
+        if data && self.alarms.is_raised(pb::AlarmType::Corrupt) {
+            return Some(EtcdError::Corrupt);
+        }
         let cost = match request {
             Req::Put(p) => space_cost::put(p),
             Req::Txn(t) => space_cost::txn(t),
             Req::LeaseGrant(_) => space_cost::LEASE_OVERHEAD,
             _ => 0,
         };
-        cost > 0 && self.alarms.is_raised(pb::AlarmType::Nospace)
+        (cost > 0 && self.alarms.is_raised(pb::AlarmType::Nospace)).then_some(EtcdError::NoSpace)
     }
 
     fn replayed(&self, e: &Entry) -> bool {
@@ -239,11 +252,12 @@ impl Applier {
                     continue;
                 }
             };
-            if self.capped(&request) {
-                // etcd's capped applier: NOSPACE is raised, so nothing that may grow the
-                // database applies (the same on every member: alarms are in the log).
+            if let Some(refused) = self.refused(&request) {
+                // etcd's corrupt and capped appliers: with CORRUPT raised no request
+                // changes the data; with NOSPACE nothing that may grow the database
+                // applies (the same on every member: alarms are in the log).
                 self.flush(&mut run, term)?;
-                self.apply_one(e, id, st::WriteRequest::Noop, &[], Err(EtcdError::NoSpace))?;
+                self.apply_one(e, id, st::WriteRequest::Noop, &[], Err(refused))?;
                 continue;
             }
             let kv = match request {

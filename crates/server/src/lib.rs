@@ -4,7 +4,8 @@
 //!
 //! Module map (`ARCHITECTURE.md` at the repository root has the whole picture):
 //! - wiring: [`member`] builds, connects, starts and stops the parts; [`tasks`] the
-//!   background loops; [`bootstrap`] the Raft state from the data directory.
+//!   background loops; [`bootstrap`] the Raft state from the data directory;
+//!   [`corrupt`] the HashKV comparisons with peers (initial and periodic).
 //! - front ends: [`api`] the gRPC services, [`http`] `/health` `/version` `/metrics`,
 //!   [`gateway`] etcd's JSON gateway (`/v3/...`), [`serve`] one listener carrying them
 //!   ([`h2c_authority`] accepts endpoints written as URLs); all written against
@@ -25,6 +26,7 @@ pub mod apply;
 pub mod bootstrap;
 pub mod config;
 pub mod convert;
+pub mod corrupt;
 pub mod etcd_db;
 pub mod etcd_import;
 pub mod facade;

@@ -499,6 +499,10 @@ impl Member {
             metrics.clone(),
             CATCH_UP_ENTRIES,
         );
+        if config.initial_corrupt_check {
+            // Before Raft runs and before any client is served (etcd's order).
+            crate::corrupt::initial_check(&store, &server.members_now(), member_id).await?;
+        }
         let tick = config.heartbeat_interval;
         let node_thread = spawn_critical("raft-node", failure.clone(), move || {
             node.run(node_rx, tick)
@@ -538,6 +542,13 @@ impl Member {
             shutdown.subscribe(),
         ));
         tokio::spawn(tasks::housekeeping(server.clone(), shutdown.subscribe()));
+        if let Some(every) = config.corrupt_check_time {
+            tokio::spawn(crate::corrupt::periodic_check(
+                server.clone(),
+                every,
+                shutdown.subscribe(),
+            ));
+        }
         if let Some(mode) = config.auto_compaction {
             tokio::spawn(tasks::auto_compact(
                 server.clone(),

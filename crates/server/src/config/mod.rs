@@ -200,6 +200,11 @@ pub struct Config {
     pub host_whitelist: Vec<String>,
     /// `None`: no automatic compaction (a retention of 0).
     pub auto_compaction: Option<AutoCompaction>,
+    /// `--experimental-initial-corrupt-check`: compare HashKV with the peers before
+    /// serving; a mismatch stops the start.
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time` (`None`: no periodic check).
+    pub corrupt_check_time: Option<Duration>,
     /// `--metrics=extensive`.
     pub metrics_extensive: bool,
     pub auth_token: String,
@@ -352,13 +357,6 @@ fn unsupported(flags: &Flags, warnings: &mut Vec<String>) -> Result<(), ConfigEr
     }
     if flags.unsafe_no_fsync {
         warn("unsafe-no-fsync", "ignored: Skiff always syncs its WAL");
-    }
-    if flags.experimental_initial_corrupt_check || !flags.experimental_corrupt_check_time.is_zero()
-    {
-        warn(
-            "experimental-initial-corrupt-check/--experimental-corrupt-check-time",
-            "ignored: the corruption check is not built",
-        );
     }
     if !(4..=31).contains(&flags.bcrypt_cost) {
         warn(
@@ -544,6 +542,8 @@ impl Config {
             cors: parse_cors(&flags.cors)?,
             host_whitelist: unique_list(&flags.host_whitelist),
             auto_compaction,
+            initial_corrupt_check: flags.experimental_initial_corrupt_check,
+            corrupt_check_time: nonzero(flags.experimental_corrupt_check_time),
             metrics_extensive: flags.metrics == "extensive",
             auth_token: flags.auth_token,
             bcrypt_cost: if (4..=31).contains(&flags.bcrypt_cost) {

@@ -12,12 +12,14 @@
 //!   etcd's request checks (empty key, duplicate keys in a txn, ...) run on them.
 //! - [`KvStore`]: apply (put, delete range, txn, compaction, with the raft index),
 //!   range, compaction, hash and HashKV.
+//! - [`testing`]: test-only tools that alter a stopped member's file (corruption tests).
 //! - [`Error`]: request errors (a `skiff_api::EtcdError`) or storage failures.
 
 pub mod codec;
 mod error;
 mod key_index;
 mod store;
+pub mod testing;
 pub mod types;
 pub mod validate;
 
