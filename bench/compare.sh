@@ -136,10 +136,10 @@ rss_kb() { # sum of VmRSS over the running members
   done
   echo "$sum"
 }
-start_sampler() { # file: keeps the peak of the members' summed RSS
-  local f=$1
+start_sampler() { # file [interval_s]: keeps the peak of the members' summed RSS
+  local f=$1 every=${2:-0.5}
   echo 0 >"$f"
-  ( peak=0; while :; do s=$(rss_kb); if [ "$s" -gt "$peak" ]; then peak=$s; echo "$peak" >"$f"; fi; sleep 0.5; done ) &
+  ( peak=0; while :; do s=$(rss_kb); if [ "$s" -gt "$peak" ]; then peak=$s; echo "$peak" >"$f"; fi; sleep "$every"; done ) &
   sampler_pid=$!
 }
 stop_sampler() { kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; sampler_pid=""; }
@@ -209,6 +209,23 @@ run_side() { # side bin
   run_bench "$side" load "$g" "$s"
   sleep 2
   rss_kb >"$work/$side.rss_loaded"
+  echo "== $side: snapshot save with $keys keys" >&2
+  # etcdctl snapshot save from the first member; the members' RSS is sampled every
+  # 0.1 s while it streams, and the row shows the peak's growth over the RSS before.
+  local rss0 ts0 ts1
+  rss0=$(rss_kb)
+  start_sampler "$work/$side.rss_snap" 0.1
+  ts0=$(date +%s.%N)
+  if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:${client_ports[0]}" --command-timeout=600s \
+      snapshot save "$work/$side.snapshot.db" >"$work/$side.snapshot.log" 2>&1; then
+    ts1=$(date +%s.%N); awk -v a="$ts0" -v b="$ts1" 'BEGIN{printf "%.3f", b-a}' >"$work/$side.snapshot_s"
+  else
+    echo fail >"$work/$side.snapshot_s"
+  fi
+  stop_sampler
+  awk -v p="$(cat "$work/$side.rss_snap")" -v b="$rss0" 'BEGIN{d=p-b; if (d<0) d=0; print d}' >"$work/$side.rss_snap_growth"
+  stat -c %s "$work/$side.snapshot.db" >"$work/$side.snapshot_bytes" 2>/dev/null || echo 0 >"$work/$side.snapshot_bytes"
+  rm -f "$work/$side.snapshot.db"
   echo "== $side: crash (SIGKILL all members) and restart with $keys keys" >&2
   # All members killed at the same instant: a clean stop would let the last members
   # campaign without quorum while shutting down, inflating their terms and adding an
@@ -297,6 +314,9 @@ side_value() { # side file digits-transform
 row "peak RSS during the workloads, $members member(s) summed (MiB)" lower "$(side_value etcd rss_peak 0.0009765625 1)" "$(side_value skiff rss_peak 0.0009765625 1)"
 row "load $keys keys (1000 clients, 100 conns): requests/s" higher "$(metric etcd load "$q_rps")" "$(metric skiff load "$q_rps")"
 row "RSS after loading $keys keys, $members member(s) summed (MiB)" lower "$(side_value etcd rss_loaded 0.0009765625 1)" "$(side_value skiff rss_loaded 0.0009765625 1)"
+row "snapshot save with $keys keys (etcdctl, from one member): time (s)" lower "$(side_value etcd snapshot_s 1 2)" "$(side_value skiff snapshot_s 1 2)"
+row "snapshot save with $keys keys: members' peak RSS growth while streaming (MiB)" lower "$(side_value etcd rss_snap_growth 0.0009765625 1)" "$(side_value skiff rss_snap_growth 0.0009765625 1)"
+row "snapshot save with $keys keys: file size (MiB)" lower "$(side_value etcd snapshot_bytes 0.00000095367431640625 1)" "$(side_value skiff snapshot_bytes 0.00000095367431640625 1)"
 row "restart after a crash with $keys keys: start to serving (s)" lower "$(side_value etcd restart_s 1 2)" "$(side_value skiff restart_s 1 2)"
 
 errors_note=""
@@ -362,6 +382,9 @@ Each member: \`BIN --name mN --data-dir DIR --listen-client-urls http://127.0.0.
 same command on the existing data dirs).
 
 Range key: \`etcdctl --endpoints $eps put benchkey <256 B value>\`.
+Snapshot: after loading the keys, \`etcdctl snapshot save\` from the first member; its RSS
+growth is the peak of the members' summed VmRSS (sampled every 0.1 s while it streams)
+minus the sum just before.
 Restart: after loading the keys, all members are killed at once (SIGKILL) and
 started again with the same command. Serving = first moment a linearizable range through
 all members succeeds (probe: \`skiff-bench --conns $members --total $members --request-timeout
