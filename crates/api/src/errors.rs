@@ -74,6 +74,7 @@ etcd_errors! {
     AuthNotEnabled => "etcdserver: authentication is not enabled",
     InvalidAuthToken => "etcdserver: invalid auth token",
     InvalidAuthMgmt => "etcdserver: invalid auth management",
+    AuthOldRevision => "etcdserver: revision of auth store is old",
     NoLeader => "etcdserver: no leader",
     NotLeader => "etcdserver: not leader",
     LeaderChanged => "etcdserver: leader changed",
@@ -100,7 +101,7 @@ impl EtcdError {
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
             | InvalidSortOption | MemberBadUrls | RequestTooLarge | UserEmpty | RoleEmpty
-            | AuthFailed | InvalidAuthMgmt => Code::InvalidArgument,
+            | AuthFailed | InvalidAuthMgmt | AuthOldRevision => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
@@ -235,7 +236,7 @@ mod tests {
             assert_eq!(e.to_string(), e.message());
             assert_eq!(EtcdError::from_status(&e.to_status()), Some(e));
         }
-        assert_eq!(EtcdError::ALL.len(), 53);
+        assert_eq!(EtcdError::ALL.len(), 54);
         assert_eq!(
             EtcdError::from_status(&Status::unavailable("etcdserver: no leader")),
             Some(EtcdError::NoLeader)

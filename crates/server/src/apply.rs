@@ -37,6 +37,7 @@ use skiff_storage::mvcc::{self as st, Applied, ApplyEntry, AuxOp, AuxTable, KvSt
 use tokio::sync::watch;
 
 use crate::alarms::{space_cost, Alarms};
+use crate::auth::{AuthChange, AuthStore, SimpleTokens};
 use crate::convert::{self, Ids};
 use crate::inputs::{ApplyInput, ApplyOutput, ApplyResult, NodeInput};
 use crate::lease::{lease_key, ClockHandle, LeaseTable};
@@ -65,6 +66,32 @@ pub struct Applier {
     pub min_lease_ttl: i64,
     /// Called once this member's own removal is applied and durable.
     pub on_removed: Box<dyn Fn() + Send>,
+    /// The auth store (users, roles, enabled, revision).
+    pub auth: AuthStore,
+    /// Where the auth store is published after each change (before the change's index
+    /// is reported applied, so a linearizable read sees it).
+    pub auth_view: watch::Sender<Arc<AuthStore>>,
+    /// The member's simple tokens: assigned by `Authenticate` entries, dropped by
+    /// password changes, user deletions and auth disable.
+    pub tokens: Arc<SimpleTokens>,
+}
+
+/// The auth store change a request is, or the request back.
+fn auth_change(request: Req) -> Result<AuthChange, Req> {
+    Ok(match request {
+        Req::AuthEnable(_) => AuthChange::Enable,
+        Req::AuthDisable(_) => AuthChange::Disable,
+        Req::UserAdd(r) => AuthChange::UserAdd(r),
+        Req::UserDelete(r) => AuthChange::UserDelete(r),
+        Req::UserChangePassword(r) => AuthChange::UserChangePassword(r),
+        Req::UserGrantRole(r) => AuthChange::UserGrantRole(r),
+        Req::UserRevokeRole(r) => AuthChange::UserRevokeRole(r),
+        Req::RoleAdd(r) => AuthChange::RoleAdd(r),
+        Req::RoleDelete(r) => AuthChange::RoleDelete(r),
+        Req::RoleGrantPermission(r) => AuthChange::RoleGrantPermission(r),
+        Req::RoleRevokePermission(r) => AuthChange::RoleRevokePermission(r),
+        other => return Err(other),
+    })
 }
 
 /// A decoded entry waiting in the current run.
@@ -168,6 +195,13 @@ impl Applier {
         self.members
             .reload(&self.store)
             .map_err(|e| bad(format!("members: {e}")))?;
+        let rows = self
+            .store
+            .backend()
+            .scan(skiff_storage::backend::Table::Auth)
+            .map_err(st::Error::from)?;
+        self.auth = AuthStore::from_rows(&rows).map_err(|e| bad(format!("auth: {e}")))?;
+        self.auth_view.send_replace(Arc::new(self.auth.clone()));
         self.applied.advance(summary.consistent_index);
         tracing::info!(
             index,
@@ -241,16 +275,39 @@ impl Applier {
             } else {
                 None
             };
-            let (id, request) = match decoded {
+            let (id, request, auth_revision) = match decoded {
                 Some(InternalRequest {
                     id,
                     request: Some(r),
-                }) => (id, r),
+                    auth_revision,
+                    ..
+                }) => (id, r, auth_revision),
                 // Leader no-ops, unreadable entries: only the index moves.
                 _ => {
                     run.push(Pending::noop(e, 0, Vec::new()));
                     continue;
                 }
+            };
+            // Checked against an auth store that has changed since: refused (etcd's
+            // ErrAuthOldRevision), so no permission revoked meanwhile is bypassed.
+            if auth_revision != 0 && self.auth.enabled && auth_revision < self.auth.revision {
+                self.flush(&mut run, term)?;
+                self.apply_one(
+                    e,
+                    id,
+                    st::WriteRequest::Noop,
+                    &[],
+                    Err(EtcdError::AuthOldRevision),
+                )?;
+                continue;
+            }
+            let request = match auth_change(request) {
+                Ok(change) => {
+                    self.flush(&mut run, term)?;
+                    self.apply_auth(e, id, &change, term)?;
+                    continue;
+                }
+                Err(request) => request,
             };
             if let Some(refused) = self.refused(&request) {
                 // etcd's corrupt and capped appliers: with CORRUPT raised no request
@@ -314,6 +371,17 @@ impl Applier {
                 Req::LeaseRevoke(r) => {
                     self.flush(&mut run, term)?;
                     self.apply_revoke(e, id, r.id, term)?;
+                    None
+                }
+                Req::Authenticate(a) => {
+                    self.flush(&mut run, term)?;
+                    self.apply_authenticate(e, id, a, term)?;
+                    None
+                }
+                // Auth changes were taken above.
+                other => {
+                    tracing::error!(index = e.index, request = ?other, "unroutable entry");
+                    run.push(Pending::noop(e, id, Vec::new()));
                     None
                 }
             };
@@ -515,6 +583,80 @@ impl Applier {
                 self.apply_one(e, id, st::WriteRequest::Noop, &[], Err(err))?;
             }
         }
+        Ok(())
+    }
+
+    /// Applies an auth store change: its rows in the entry's transaction, the new store
+    /// published and tokens invalidated before the waiter hears of it.
+    fn apply_auth(
+        &mut self,
+        e: &Entry,
+        id: u64,
+        change: &AuthChange,
+        term: u64,
+    ) -> Result<(), st::Error> {
+        if self.replayed(e) {
+            // The backend holds its effect; the store was loaded from there.
+            self.advance(e.index);
+            return Ok(());
+        }
+        match self.auth.apply(change) {
+            Ok((rows, invalidate)) => {
+                if !rows.is_empty() {
+                    self.auth_view.send_replace(Arc::new(self.auth.clone()));
+                }
+                if invalidate.all {
+                    self.tokens.clear();
+                } else if let Some(user) = &invalidate.user {
+                    self.tokens.invalidate_user(user);
+                }
+                let header = self
+                    .ids(term)
+                    .header(st::ResponseHeader::at(self.store.current_revision()));
+                self.apply_one(
+                    e,
+                    id,
+                    st::WriteRequest::Noop,
+                    &rows,
+                    Ok(ApplyOutput::Auth(header)),
+                )?;
+            }
+            Err(err) => {
+                self.apply_one(e, id, st::WriteRequest::Noop, &[], Err(err))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Assigns the token of a password check the proposer made (etcd's simple token:
+    /// the random part and the entry's index), on every member alike.
+    fn apply_authenticate(
+        &mut self,
+        e: &Entry,
+        id: u64,
+        a: skiff_proto::skiffpb::InternalAuthenticate,
+        term: u64,
+    ) -> Result<(), st::Error> {
+        if self.replayed(e) {
+            // Tokens do not survive a restart (etcd's do not either).
+            self.advance(e.index);
+            return Ok(());
+        }
+        let result = if !self.auth.enabled {
+            Err(EtcdError::AuthNotEnabled)
+        } else if !self.auth.users.contains_key(&a.name) {
+            Err(EtcdError::AuthFailed)
+        } else {
+            let token = format!("{}.{}", a.simple_token, e.index);
+            self.tokens.assign(token.clone(), a.name);
+            Ok(ApplyOutput::Authenticate(pb::AuthenticateResponse {
+                header: self
+                    .ids(term)
+                    .header(st::ResponseHeader::at(self.store.current_revision())),
+                token,
+            }))
+        };
+        self.apply_one(e, id, st::WriteRequest::Noop, &[], result)?;
         Ok(())
     }
 

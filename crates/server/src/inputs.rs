@@ -27,6 +27,9 @@ pub enum ApplyOutput {
     Alarm(pb::AlarmResponse),
     /// A membership change took effect: the members after it.
     Members(Vec<skiff_proto::skiffpb::MemberRecord>),
+    /// An auth store change applied (its responses carry only a header).
+    Auth(Option<pb::ResponseHeader>),
+    Authenticate(pb::AuthenticateResponse),
     Noop,
 }
 

@@ -16,13 +16,15 @@
 //! - the state machine: [`node`] the Raft node loop (WAL group commit, batched
 //!   ReadIndex, snapshots) and its effects; [`apply`] committed entries into the MVCC
 //!   store and the state the apply thread owns: [`lease`] (table and clock),
-//!   [`membership`], [`alarms`]; [`inputs`] the messages between these threads.
+//!   [`membership`], [`alarms`], [`auth`] (users, roles, permissions, tokens);
+//!   [`inputs`] the messages between these threads.
 //! - [`peer`] the transport between members; [`config`] flags; [`metrics`] etcd-named
 //!   Prometheus metrics; [`convert`] wire types to and from the store's; [`version`].
 
 pub mod alarms;
 pub mod api;
 pub mod apply;
+pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod convert;

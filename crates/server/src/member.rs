@@ -4,9 +4,10 @@
 //!
 //! Start-up order: the data directory (created with mode 0700 when missing; a path
 //! that is a file is refused); the Raft state from the WAL and snapshots, or a new one
-//! ([`crate::bootstrap`]); the MVCC store; the lease table, the alarms and the member
-//! table from the backend; the lease clock; the Raft node thread ([`crate::node`]) and
-//! the apply thread ([`crate::apply`]); the background tasks; then every client URL is
+//! ([`crate::bootstrap`]); the MVCC store; the lease table, the alarms, the member
+//! table and the auth store from the backend; the lease clock; the Raft node thread
+//! ([`crate::node`]) and the apply thread ([`crate::apply`]); the background tasks;
+//! then every client URL is
 //! bound (a port in use fails the start) and serves gRPC and HTTP through the request
 //! facade, wrapped in its layers ([`crate::facade`]).
 //!
@@ -33,9 +34,10 @@ use tokio::task::JoinHandle;
 
 use crate::alarms::Alarms;
 use crate::apply::Applier;
+use crate::auth::{AuthShared, AuthStore, SimpleTokens};
 use crate::bootstrap::{self, Layout};
 use crate::config::{ClusterState, Config};
-use crate::facade::{Quota, Validate};
+use crate::facade::{Auth, Quota, Validate};
 use crate::ids::RequestIdGen;
 use crate::inputs::{NodeInput, RaftStatus};
 use crate::lease::{LeaseClock, LeaseTable};
@@ -326,6 +328,17 @@ impl Member {
             .map_err(|e| anyhow::anyhow!("backend alarm table: {e}"))?;
         let (alarms_view, alarms_rx) = watch::channel(Arc::new(alarms.clone()));
         let (member_table, members) = MemberTable::open(&store, &rec.meta.members)?;
+        if config.auth_token.starts_with("jwt") {
+            tracing::warn!("--auth-token jwt is not built yet; issuing simple tokens");
+        }
+        let auth_rows = store.backend().scan(Table::Auth)?;
+        let auth_store = AuthStore::from_rows(&auth_rows)?;
+        let (auth_view, auth_rx) = watch::channel(Arc::new(auth_store.clone()));
+        let auth = AuthShared {
+            view: auth_rx,
+            tokens: Arc::new(SimpleTokens::new(config.auth_token_ttl)),
+            bcrypt_cost: config.bcrypt_cost,
+        };
 
         // Raft.
         let applied = bootstrap::reconcile_applied(&rec.storage, store.consistent_index());
@@ -450,6 +463,7 @@ impl Member {
             peers: transport.activity(),
             membership_lock: tokio::sync::Mutex::new(()),
             bootstrap_members: rec.meta.members.clone(),
+            auth: auth.clone(),
         });
         transport.set_membership_handler(Arc::new(PeerMembership(Arc::downgrade(&server))));
 
@@ -524,6 +538,9 @@ impl Member {
             node: node_tx,
             min_lease_ttl: config.min_lease_ttl_secs(),
             on_removed: removal_report(&layout, failure.clone()),
+            auth: auth_store,
+            auth_view,
+            tokens: auth.tokens.clone(),
         };
         let apply_thread = spawn_critical("apply", failure, move || applier.run(apply_rx))?;
 
@@ -558,8 +575,13 @@ impl Member {
         }
 
         // The request pipeline every front end goes through.
+        let header_source = server.clone();
         let facade = Arc::new(Validate::new(
-            Arc::new(Quota::new(server.clone(), server.clone())),
+            Arc::new(Auth::new(
+                Arc::new(Quota::new(server.clone(), server.clone())),
+                auth,
+                Arc::new(move || header_source.header()),
+            )),
             config.max_txn_ops,
         ));
         let mut client_addrs = Vec::new();

@@ -70,9 +70,9 @@ async fn as_grpc_go_size_error(mut resp: axum::response::Response) -> axum::resp
     resp
 }
 
-/// Anything not routed: a gRPC call to a service or method Skiff does not serve (the
-/// Auth service, for now) gets `Unimplemented` naming it, instead of tonic's empty
-/// message; anything else a plain 404.
+/// Anything not routed: a gRPC call to a service or method Skiff does not serve gets
+/// `Unimplemented` naming it, instead of tonic's empty message; anything else a plain
+/// 404.
 async fn not_served(req: axum::extract::Request) -> axum::response::Response {
     let grpc = req
         .headers()

@@ -1,7 +1,8 @@
 //! The same etcdctl 3.4 script against a fresh single `etcd` 3.4 and a fresh single
 //! `skiff`: the transcripts (stdout, stderr and exit code of every command), with IDs,
 //! terms, raft indices, db sizes, hashes, versions, ports and timings masked, must be
-//! identical. Ports 23430-23439 belong to this file. Needs `etcd` and `etcdctl`
+//! identical; the same for a script of users, roles, permissions and operations with
+//! auth enabled (issue 13). Ports 23430-23439 and 23490-23493 belong to this file. Needs `etcd` and `etcdctl`
 //! (Debian's etcd-server / etcd-client, installed by .ci/run); without them the test
 //! says so and checks nothing.
 
@@ -119,9 +120,103 @@ const MEMBERS_3: &[&str] = &[
     "$E member list",
 ];
 
+/// The auth script: users, roles and permissions managed with etcdctl, auth enabled,
+/// then operations as users with and without the permissions they need, and as
+/// nobody. `$R` is etcdctl as root.
+const AUTH_SCRIPT: &[&str] = &[
+    "$E auth enable",
+    "$E user add root:rootpw",
+    "$E user add root:again",
+    "$E user add :nameless",
+    "$E role add ''",
+    "$E auth enable",
+    "$E auth enable",
+    "$E put before-auth v",
+    "$E user add alice:apw",
+    "$R user add alice:apw",
+    "$R user add bob:bpw",
+    "$R role add reader",
+    "$R role add writer",
+    "$R role add writer",
+    "$R role grant-permission reader read k",
+    "$R role grant-permission reader read p --prefix",
+    "$R role grant-permission writer readwrite p --prefix",
+    "$R role grant-permission writer write w --from-key",
+    "$R role grant-permission writer write a c",
+    "$R role grant-permission nobody read x",
+    "$R role get reader",
+    "$R role get writer",
+    "$R role get nobody",
+    "$R role list",
+    "$R user grant-role alice reader",
+    "$R user grant-role alice reader",
+    "$R user grant-role bob writer",
+    "$R user grant-role bob ghost",
+    "$R user grant-role ghost writer",
+    "$R user get alice",
+    "$R user get bob --detail",
+    "$R user get ghost",
+    "$R user list",
+    "$R put k kv",
+    "$R put p1 pv",
+    "$E get k",
+    "$E put k v",
+    "$E --user alice:wrong get k",
+    "$E --user ghost:x get k",
+    "$E --user alice:apw get k",
+    "$E --user alice:apw get p --prefix",
+    "$E --user alice:apw get '' --prefix",
+    "$E --user alice:apw get k --from-key",
+    "$E --user alice:apw put k v",
+    "$E --user bob:bpw put p2 v2",
+    "$E --user bob:bpw put p2 v3 --prev-kv",
+    "$E --user bob:bpw put x v",
+    "$E --user bob:bpw put wz v",
+    "$E --user bob:bpw put b v",
+    "$E --user bob:bpw get wz",
+    "$E --user bob:bpw del p2",
+    "$E --user bob:bpw del p --prefix",
+    "$E --user bob:bpw del a c",
+    "$E --user alice:apw del k",
+    "printf 'value(\"p1\") = \"pv\"\n\nput p3 v\n\nput p4 v\n\n' | $E --user bob:bpw txn",
+    "printf 'value(\"k\") = \"kv\"\n\nput p3 v\n\n\n' | $E --user bob:bpw txn",
+    "printf '\nput p5 v\nput zz v\n\n\n' | $E --user bob:bpw txn",
+    "printf 'value(\"p1\") = \"pv\"\n\nget p1\n\nget k\n\n' | $E --user alice:apw txn",
+    "$R role revoke-permission reader p --prefix",
+    "$R role revoke-permission reader p --prefix",
+    "$R role revoke-permission reader zz",
+    "$E --user alice:apw get p1",
+    "echo newpw | $R user passwd alice --interactive=false",
+    "$E --user alice:apw get k",
+    "$E --user alice:newpw get k",
+    "$R user revoke-role alice reader",
+    "$R user revoke-role alice reader",
+    "$E --user alice:newpw get k",
+    "$R user delete root",
+    "$R role delete root",
+    "$R user revoke-role root root",
+    "$R user delete ghost",
+    "$R role delete ghost",
+    "$E auth disable",
+    "$E --user alice:newpw auth disable",
+    "$R auth disable",
+    "$E get k",
+    "$E --user alice:newpw get k",
+    "$E role delete writer",
+    "$E user get bob",
+    "$E user delete bob",
+    "$E user list",
+    "$E role list",
+];
+
 fn run_script(endpoint: &str, big: &std::path::Path, members: &[&str]) -> String {
+    let steps: Vec<&str> = SCRIPT.iter().chain(members).copied().collect();
+    run_steps(&steps, endpoint, big)
+}
+
+fn run_steps(script: &[&str], endpoint: &str, big: &std::path::Path) -> String {
     let mut out = String::new();
-    for step in SCRIPT.iter().chain(members) {
+    for step in script {
         let result = Command::new("sh")
             .arg("-c")
             .arg(step)
@@ -137,6 +232,10 @@ fn run_script(endpoint: &str, big: &std::path::Path, members: &[&str]) -> String
                 ),
             )
             .env("BIG", big)
+            .env(
+                "R",
+                format!("etcdctl --endpoints={endpoint} --command-timeout=5s --user root:rootpw"),
+            )
             .env("ETCDCTL_API", "3")
             .output()
             .expect("run sh");
@@ -289,6 +388,43 @@ fn etcdctl_transcript_matches_etcd() {
             "membership steps did not show {expected:?}:\n{a}"
         );
     }
+}
+
+/// Issue 13: the auth script against a fresh etcd 3.4 and a fresh Skiff.
+#[test]
+fn etcdctl_auth_transcript_matches_etcd() {
+    if !have("etcd") || !have("etcdctl") {
+        eprintln!("note: etcd/etcdctl not installed; transcript comparison skipped");
+        return;
+    }
+    let none = std::path::Path::new("/dev/null");
+    let etcd = Proc::start(Kind::Etcd, "a", 23490, 23491, None);
+    let etcd_out = run_steps(AUTH_SCRIPT, &etcd.endpoint(), none);
+    drop(etcd);
+    let skiff = Proc::start(Kind::Skiff, "a", 23492, 23493, None);
+    let skiff_out = run_steps(AUTH_SCRIPT, &skiff.endpoint(), none);
+    drop(skiff);
+    let (a, b) = (mask(&etcd_out), mask(&skiff_out));
+    let out_dir = std::env::temp_dir();
+    std::fs::write(out_dir.join("skiff-auth-transcript-etcd.txt"), &a).ok();
+    std::fs::write(out_dir.join("skiff-auth-transcript-skiff.txt"), &b).ok();
+    let diff: Vec<String> = a
+        .lines()
+        .zip(b.lines())
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+        .map(|(i, (x, y))| format!("line {}:\n  etcd:  {x}\n  skiff: {y}", i + 1))
+        .collect();
+    assert!(
+        diff.is_empty() && a.lines().count() == b.lines().count(),
+        "masked auth transcripts differ (full texts in {}):\n{}",
+        out_dir.display(),
+        diff.join("\n")
+    );
+    // Meaningful only if auth really was on and permissions really decided.
+    assert!(a.contains("Authentication Enabled"), "{a}");
+    assert!(a.contains("etcdserver: permission denied"), "{a}");
+    assert!(a.contains("etcdserver: user name is empty"), "{a}");
 }
 
 /// The index of a member of a running 3-member cluster that is not the leader.

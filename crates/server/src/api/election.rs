@@ -234,11 +234,11 @@ impl<F: KvApi + WatchApi> Election for ElectionService<F> {
         let prefix = prefix_of(&req.into_inner().name);
         let facade = self.facade.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<LeaderResponse, Status>>(16);
-        tokio::spawn(async move {
+        tokio::spawn(crate::facade::caller::inherit(async move {
             if let Err(e) = observe_loop(facade.as_ref(), &prefix, &tx).await {
                 let _ = tx.send(Err(e.into())).await;
             }
-        });
+        }));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -59,7 +59,8 @@ impl<F: LeaseApi + WatchApi> Lease for LeaseService<F> {
         let facade = self.facade.clone();
         // Backpressure: the task waits while the client is slow to read.
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
+        // The stream's keep-alives are the caller's (the auth layer checks each).
+        tokio::spawn(crate::facade::caller::inherit(async move {
             loop {
                 let msg = tokio::select! {
                     msg = incoming.next() => msg,
@@ -79,7 +80,7 @@ impl<F: LeaseApi + WatchApi> Lease for LeaseService<F> {
                     break;
                 }
             }
-        });
+        }));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -4,6 +4,7 @@
 //! call; the checks etcd makes and the work itself happen behind the facade. Lock and
 //! Election are built on the KV and watch facade, as etcd builds them on its client.
 
+pub mod auth;
 pub mod cluster;
 pub mod election;
 pub mod kv;
@@ -16,14 +17,15 @@ pub mod watch;
 use std::sync::Arc;
 
 use skiff_proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use skiff_proto::v3electionpb::election_server::ElectionServer;
 use skiff_proto::v3lockpb::lock_server::LockServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use election::ElectionService;
 pub use kv::KvService;
@@ -32,8 +34,25 @@ pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
 
+use crate::facade::caller::{self, Caller};
 use crate::facade::Facade;
 use crate::serve;
+
+/// etcd's gRPC metadata key for an auth token.
+pub const TOKEN: &str = "token";
+
+/// Runs every call as its caller (the `token` metadata), for the facade's auth layer.
+async fn as_caller(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let token = req
+        .headers()
+        .get(TOKEN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    caller::with_caller(Caller { token }, next.run(req)).await
+}
 
 /// Every gRPC service of the client port, over `facade`, with etcd's message size
 /// limits (requests up to `--max-request-bytes` plus gRPC overhead; responses
@@ -51,7 +70,7 @@ pub fn routes<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Routes {
             )
         };
     }
-    Routes::new(limited!(KvServer::new(KvService::new(facade.clone()))))
+    let routes = Routes::new(limited!(KvServer::new(KvService::new(facade.clone()))))
         .add_service(limited!(WatchServer::new(WatchService::new(
             facade.clone(),
             max_request_bytes as usize
@@ -67,6 +86,12 @@ pub fn routes<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Routes {
             facade.clone()
         ))))
         .add_service(limited!(MaintenanceServer::new(MaintenanceService::new(
-            facade
+            facade.clone()
         ))))
+        .add_service(limited!(AuthServer::new(AuthService::new(facade))));
+    Routes::from(
+        routes
+            .into_axum_router()
+            .layer(axum::middleware::from_fn(as_caller)),
+    )
 }

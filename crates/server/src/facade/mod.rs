@@ -9,13 +9,15 @@
 //! `uber_applier` / `apply_auth` / `quota` do the same in its server package):
 //!
 //! ```text
-//! front end ─▶ Validate ─▶ [auth] ─▶ Quota ─▶ EtcdServer (propose/read ─▶ apply)
+//! front end ─▶ Validate ─▶ Auth ─▶ Quota ─▶ EtcdServer (propose/read ─▶ apply)
 //! ```
 //!
 //! [`validate::Validate`] refuses malformed requests with etcd's errors before
-//! anything else sees them; [`quota::Quota`] refuses writes that could grow the
-//! database while NOSPACE is raised. Auth (issue 13) joins as another layer. A test wraps the whole facade in a
-//! counting layer to prove no service bypasses it (`tests/pipeline.rs`).
+//! anything else sees them; [`auth::Auth`] authenticates the caller ([`caller`]) and
+//! checks its permissions for every request while auth is enabled; [`quota::Quota`]
+//! refuses writes that could grow the database while NOSPACE is raised. A test wraps
+//! the whole facade in a counting layer to prove no service bypasses it
+//! (`tests/pipeline.rs`).
 //!
 //! Guarantees of the assembled pipeline (`member.rs` builds it): requests are
 //! checked with [`skiff_api::validate`] before they are proposed or served (so every
@@ -26,6 +28,8 @@
 
 #[macro_use]
 mod pass;
+pub mod auth;
+pub mod caller;
 pub mod quota;
 pub mod validate;
 
@@ -35,6 +39,7 @@ use skiff_api::EtcdError;
 use skiff_proto::etcdserverpb as pb;
 use tokio_stream::Stream;
 
+pub use auth::Auth;
 pub use quota::Quota;
 pub use validate::Validate;
 
@@ -144,7 +149,53 @@ pub enum Unhealthy {
     CommitFailed(String),
 }
 
-/// Everything a front end may ask: the whole etcd v3 API.
-pub trait Facade: KvApi + WatchApi + LeaseApi + ClusterApi + MaintenanceApi {}
+/// `etcdserverpb.Auth` (etcd 3.4's calls; `AuthStatus` is 3.5's and not served).
+#[tonic::async_trait]
+pub trait AuthApi: Send + Sync + 'static {
+    async fn auth_enable(&self, req: pb::AuthEnableRequest) -> ApiResult<pb::AuthEnableResponse>;
+    async fn auth_disable(&self, req: pb::AuthDisableRequest)
+        -> ApiResult<pb::AuthDisableResponse>;
+    async fn authenticate(
+        &self,
+        req: pb::AuthenticateRequest,
+    ) -> ApiResult<pb::AuthenticateResponse>;
+    async fn user_add(&self, req: pb::AuthUserAddRequest) -> ApiResult<pb::AuthUserAddResponse>;
+    async fn user_get(&self, req: pb::AuthUserGetRequest) -> ApiResult<pb::AuthUserGetResponse>;
+    async fn user_list(&self, req: pb::AuthUserListRequest) -> ApiResult<pb::AuthUserListResponse>;
+    async fn user_delete(
+        &self,
+        req: pb::AuthUserDeleteRequest,
+    ) -> ApiResult<pb::AuthUserDeleteResponse>;
+    async fn user_change_password(
+        &self,
+        req: pb::AuthUserChangePasswordRequest,
+    ) -> ApiResult<pb::AuthUserChangePasswordResponse>;
+    async fn user_grant_role(
+        &self,
+        req: pb::AuthUserGrantRoleRequest,
+    ) -> ApiResult<pb::AuthUserGrantRoleResponse>;
+    async fn user_revoke_role(
+        &self,
+        req: pb::AuthUserRevokeRoleRequest,
+    ) -> ApiResult<pb::AuthUserRevokeRoleResponse>;
+    async fn role_add(&self, req: pb::AuthRoleAddRequest) -> ApiResult<pb::AuthRoleAddResponse>;
+    async fn role_get(&self, req: pb::AuthRoleGetRequest) -> ApiResult<pb::AuthRoleGetResponse>;
+    async fn role_list(&self, req: pb::AuthRoleListRequest) -> ApiResult<pb::AuthRoleListResponse>;
+    async fn role_delete(
+        &self,
+        req: pb::AuthRoleDeleteRequest,
+    ) -> ApiResult<pb::AuthRoleDeleteResponse>;
+    async fn role_grant_permission(
+        &self,
+        req: pb::AuthRoleGrantPermissionRequest,
+    ) -> ApiResult<pb::AuthRoleGrantPermissionResponse>;
+    async fn role_revoke_permission(
+        &self,
+        req: pb::AuthRoleRevokePermissionRequest,
+    ) -> ApiResult<pb::AuthRoleRevokePermissionResponse>;
+}
 
-impl<T: KvApi + WatchApi + LeaseApi + ClusterApi + MaintenanceApi> Facade for T {}
+/// Everything a front end may ask: the whole etcd v3 API.
+pub trait Facade: KvApi + WatchApi + LeaseApi + ClusterApi + MaintenanceApi + AuthApi {}
+
+impl<T: KvApi + WatchApi + LeaseApi + ClusterApi + MaintenanceApi + AuthApi> Facade for T {}

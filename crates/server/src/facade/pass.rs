@@ -45,6 +45,26 @@ macro_rules! pass_through {
             }
         });
     };
+    (@one $layer:ident Auth) => {
+        pass_through!(@async $layer AuthApi {
+            auth_enable(AuthEnableRequest) -> AuthEnableResponse,
+            auth_disable(AuthDisableRequest) -> AuthDisableResponse,
+            authenticate(AuthenticateRequest) -> AuthenticateResponse,
+            user_add(AuthUserAddRequest) -> AuthUserAddResponse,
+            user_get(AuthUserGetRequest) -> AuthUserGetResponse,
+            user_list(AuthUserListRequest) -> AuthUserListResponse,
+            user_delete(AuthUserDeleteRequest) -> AuthUserDeleteResponse,
+            user_change_password(AuthUserChangePasswordRequest) -> AuthUserChangePasswordResponse,
+            user_grant_role(AuthUserGrantRoleRequest) -> AuthUserGrantRoleResponse,
+            user_revoke_role(AuthUserRevokeRoleRequest) -> AuthUserRevokeRoleResponse,
+            role_add(AuthRoleAddRequest) -> AuthRoleAddResponse,
+            role_get(AuthRoleGetRequest) -> AuthRoleGetResponse,
+            role_list(AuthRoleListRequest) -> AuthRoleListResponse,
+            role_delete(AuthRoleDeleteRequest) -> AuthRoleDeleteResponse,
+            role_grant_permission(AuthRoleGrantPermissionRequest) -> AuthRoleGrantPermissionResponse,
+            role_revoke_permission(AuthRoleRevokePermissionRequest) -> AuthRoleRevokePermissionResponse,
+        } {});
+    };
     (@async $layer:ident $trait:ident { $($m:ident($req:ident) -> $resp:ident,)* } { $($extra:tt)* }) => {
         #[tonic::async_trait]
         impl<F: $crate::facade::$trait> $crate::facade::$trait for $layer<F> {

@@ -81,7 +81,7 @@ impl<F: KvApi> KvApi for Quota<F> {
     }
 }
 
-pass_through!(Quota: Watch, Cluster, Maintenance);
+pass_through!(Quota: Watch, Cluster, Maintenance, Auth);
 
 #[tonic::async_trait]
 impl<F: LeaseApi> LeaseApi for Quota<F> {

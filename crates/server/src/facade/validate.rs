@@ -87,4 +87,4 @@ impl<F: LeaseApi> LeaseApi for Validate<F> {
     }
 }
 
-pass_through!(Validate: Watch, Cluster, Maintenance);
+pass_through!(Validate: Watch, Cluster, Maintenance, Auth);

@@ -15,6 +15,7 @@
 //! refused with `etcdserver: too many requests`, as etcd does. Nothing here takes a
 //! lock the apply thread holds.
 
+mod auth;
 mod cluster;
 mod kv;
 mod lease;
@@ -82,6 +83,8 @@ pub struct EtcdServer {
     pub membership_lock: tokio::sync::Mutex<()>,
     /// The members the cluster was bootstrapped with (told to joining members).
     pub bootstrap_members: Vec<MemberRecord>,
+    /// The auth store as the apply thread publishes it, and the member's tokens.
+    pub auth: crate::auth::AuthShared,
 }
 
 impl EtcdServer {
@@ -153,6 +156,9 @@ impl EtcdServer {
         let data = InternalRequest {
             id,
             request: Some(request),
+            // What the auth layer checked this request against (0: internal work).
+            auth_revision: crate::facade::caller::checked_revision(),
+            ..Default::default()
         }
         .encode_to_vec();
         validate::check_request_size(data.len(), self.config.max_request_bytes)?;
@@ -184,6 +190,7 @@ impl EtcdServer {
         let data = InternalRequest {
             id: self.ids.next_id(),
             request: Some(request),
+            ..Default::default()
         }
         .encode_to_vec();
         validate::check_request_size(data.len(), self.config.max_request_bytes)?;

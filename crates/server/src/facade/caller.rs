@@ -1,0 +1,74 @@
+//! Who is asking: the credentials a front end received with a request (etcd's `token`
+//! gRPC metadata, the gateway's `Authorization` header), carried to the facade's auth
+//! layer as a task-local value, so the facade traits keep etcd's plain request types
+//! and no service handles credentials itself.
+//!
+//! Two scopes: [`with_caller`], set by each front end around the whole handling of a
+//! call (see `api::routes`), and [`with_checked_revision`], set by the auth layer
+//! around the inner call: the auth store revision the request's permissions were
+//! checked against, which [`checked_revision`] hands to the proposal so the apply can
+//! refuse it if the store changed in between (`etcdserver: revision of auth store is
+//! old`). Work a handler spawns onto another task takes the caller along with
+//! [`inherit`].
+
+use std::future::Future;
+
+/// The credentials of one call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// An auth token (etcd's `token` metadata), if the client sent one.
+    pub token: Option<String>,
+}
+
+tokio::task_local! {
+    static CALLER: Caller;
+    static CHECKED_REVISION: u64;
+}
+
+/// The caller of the current call (no credentials outside any call).
+pub fn current() -> Caller {
+    CALLER.try_with(Caller::clone).unwrap_or_default()
+}
+
+/// Runs `fut` as a call from `caller`.
+pub async fn with_caller<F: Future>(caller: Caller, fut: F) -> F::Output {
+    CALLER.scope(caller, fut).await
+}
+
+/// `fut` with the current caller, for a task spawned on the caller's behalf.
+pub fn inherit<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    CALLER.scope(current(), fut)
+}
+
+/// The auth store revision the current request was checked against (0: none).
+pub fn checked_revision() -> u64 {
+    CHECKED_REVISION.try_with(|r| *r).unwrap_or(0)
+}
+
+/// Runs `fut` as a request checked at auth store revision `revision`.
+pub async fn with_checked_revision<F: Future>(revision: u64, fut: F) -> F::Output {
+    CHECKED_REVISION.scope(revision, fut).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn scopes_nest_and_spawned_tasks_inherit() {
+        assert_eq!(current(), Caller::default());
+        let c = Caller {
+            token: Some("t.1".into()),
+        };
+        with_caller(c.clone(), async {
+            assert_eq!(current(), c);
+            let seen = tokio::spawn(inherit(async { current() })).await.unwrap();
+            assert_eq!(seen, c);
+            let plain = tokio::spawn(async { current() }).await.unwrap();
+            assert_eq!(plain, Caller::default());
+            with_checked_revision(7, async { assert_eq!(checked_revision(), 7) }).await;
+            assert_eq!(checked_revision(), 0);
+        })
+        .await;
+    }
+}
