@@ -282,3 +282,39 @@ fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsEr
     }
     Ok(pem)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cipher_suites_limit_tls12_only() {
+        let all = provider(&[]).unwrap();
+        let one = provider(&["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305".to_string()]).unwrap();
+        let tls12 = |p: &CryptoProvider| {
+            p.cipher_suites
+                .iter()
+                .filter(|s| s.version() == &rustls::version::TLS12)
+                .count()
+        };
+        let tls13 = |p: &CryptoProvider| {
+            p.cipher_suites
+                .iter()
+                .filter(|s| s.version() == &rustls::version::TLS13)
+                .count()
+        };
+        assert!(tls12(&all) > 1);
+        assert_eq!(tls12(&one), 1, "only the named TLS 1.2 suite is left");
+        assert_eq!(
+            tls13(&one),
+            tls13(&all),
+            "TLS 1.3 suites are not configurable"
+        );
+        // A Go suite rustls does not implement (CBC) is refused, not ignored.
+        let err = provider(&["TLS_RSA_WITH_AES_128_CBC_SHA".to_string()]).unwrap_err();
+        assert!(
+            err.to_string().contains("TLS_RSA_WITH_AES_128_CBC_SHA"),
+            "{err}"
+        );
+    }
+}
