@@ -18,7 +18,8 @@
 //! - **any authenticated user**: lease grant, keep-alive, leases, status, member list.
 //! - **root** (a user with the root role): compaction, defragment, hash, hash-kv,
 //!   snapshot, alarms, move-leader, downgrade, member add/remove/update/promote, and
-//!   the whole Auth API but `Authenticate`.
+//!   the whole Auth API but `Authenticate` (and, as etcd allows, a user getting
+//!   itself or a role it holds).
 //!
 //! Requests are checked against a snapshot of the auth store; the snapshot's revision
 //! rides with the inner call ([`super::caller::with_checked_revision`]) into the
@@ -245,13 +246,18 @@ impl WatchSession for AuthSession {
     fn create(&mut self, req: pb::WatchCreateRequest) -> pb::WatchResponse {
         let allowed = authenticate(&self.shared, &self.caller)
             .and_then(|c| c.need(Need::Read, &req.key, &req.range_end));
-        if allowed.is_err() {
+        if let Err(e) = allowed {
+            let cancel_reason = match e {
+                EtcdError::PermissionDenied => WATCH_DENIED.to_string(),
+                // No user or a bad token: grpc-go's rendering of that error.
+                other => format!("rpc error: code = {:?} desc = {}", other.code(), other),
+            };
             return pb::WatchResponse {
                 header: (self.header)(),
                 watch_id: req.watch_id,
                 created: true,
                 canceled: true,
-                cancel_reason: WATCH_DENIED.to_string(),
+                cancel_reason,
                 ..Default::default()
             };
         }
@@ -398,6 +404,35 @@ macro_rules! root_only {
             ) -> ApiResult<pb::AuthenticateResponse> {
                 self.inner.authenticate(req).await
             }
+            /// Root's, or the caller's own user (etcd's exception).
+            async fn user_get(
+                &self,
+                req: pb::AuthUserGetRequest,
+            ) -> ApiResult<pb::AuthUserGetResponse> {
+                let name = req.name.clone();
+                self.checked(
+                    |c| c.root().or_else(|e| if c.user.as_deref() == Some(name.as_str()) { Ok(()) } else { Err(e) }),
+                    self.inner.user_get(req),
+                )
+                .await
+            }
+            /// Root's, or a role the caller holds (etcd's exception).
+            async fn role_get(
+                &self,
+                req: pb::AuthRoleGetRequest,
+            ) -> ApiResult<pb::AuthRoleGetResponse> {
+                let role = req.role.clone();
+                self.checked(
+                    |c| {
+                        c.root().or_else(|e| {
+                            let holds = c.user.as_ref().and_then(|u| c.store.users.get(u)).is_some_and(|u| u.roles.contains(&role));
+                            if holds { Ok(()) } else { Err(e) }
+                        })
+                    },
+                    self.inner.role_get(req),
+                )
+                .await
+            }
             $(
                 async fn $m(&self, req: pb::$req) -> ApiResult<pb::$resp> {
                     self.checked(Checked::root, self.inner.$m(req)).await
@@ -411,14 +446,12 @@ root_only! {
     auth_enable(AuthEnableRequest) -> AuthEnableResponse,
     auth_disable(AuthDisableRequest) -> AuthDisableResponse,
     user_add(AuthUserAddRequest) -> AuthUserAddResponse,
-    user_get(AuthUserGetRequest) -> AuthUserGetResponse,
     user_list(AuthUserListRequest) -> AuthUserListResponse,
     user_delete(AuthUserDeleteRequest) -> AuthUserDeleteResponse,
     user_change_password(AuthUserChangePasswordRequest) -> AuthUserChangePasswordResponse,
     user_grant_role(AuthUserGrantRoleRequest) -> AuthUserGrantRoleResponse,
     user_revoke_role(AuthUserRevokeRoleRequest) -> AuthUserRevokeRoleResponse,
     role_add(AuthRoleAddRequest) -> AuthRoleAddResponse,
-    role_get(AuthRoleGetRequest) -> AuthRoleGetResponse,
     role_list(AuthRoleListRequest) -> AuthRoleListResponse,
     role_delete(AuthRoleDeleteRequest) -> AuthRoleDeleteResponse,
     role_grant_permission(AuthRoleGrantPermissionRequest) -> AuthRoleGrantPermissionResponse,
