@@ -22,7 +22,7 @@
 //! [`skiff_proto`] (re-exported as [`proto`]), so every field of the API is reachable;
 //! short helpers ([`Client::get`], [`Client::put`], [`Client::delete`]) cover the
 //! common cases. Errors are typed ([`Error::Etcd`] carries `skiff-api`'s
-//! [`EtcdError`](skiff_api::EtcdError) for every error etcd defines).
+//! [`EtcdError`] for every error etcd defines).
 //!
 //! ## Endpoints and balancing
 //! Endpoints are written `host:port` or `http://host:port`. Each gets one lazily
@@ -59,6 +59,8 @@
 //! that does not implement one answers `Unimplemented` naming the call
 //! ([`Error::is_unimplemented`]). Authentication and
 //! TLS are not in this version; `https://` endpoints are refused at parse time.
+
+#![warn(missing_docs)]
 
 pub mod endpoint;
 pub mod error;

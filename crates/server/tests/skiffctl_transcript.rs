@@ -139,6 +139,12 @@ const SCRIPT: &[&str] = &[
     "ETCDCTL_ENDPOINTS=$EP $C get zoo -w json",
     "ETCDCTL_WRITE_OUT=fields $E get zoo",
     "$C --endpoints=$EP --command-timeout=5s --dial-timeout=2s -w simple get zoo --rev=0",
+    // Locks last: each leaves its session lease behind for its TTL, as etcdctl does.
+    "$E lock mylock -- sh -c 'echo key=${ETCD_LOCK_KEY%/*} rev=$ETCD_LOCK_REV'",
+    "$E lock mylock false",
+    "$E lock",
+    "timeout 2 $E lock held | sed 's|/[0-9a-f]*$|/LEASE|'",
+    "$E get mylock --prefix --keys-only; $E get held --prefix --keys-only",
 ];
 
 /// Runs the script with `ctl` (a command line up to the global flags) against
@@ -394,23 +400,31 @@ fn mask_three(s: &str) -> String {
     s
 }
 
-/// A follower of a running cluster (index into `endpoints`), asked through skiff-client.
-async fn a_follower(endpoints: &[String]) -> usize {
+/// Makes member 0 of a running cluster a follower (moving leadership to member 1 if
+/// it leads), so every run goes through the same member: its ID and port appear in the
+/// output.
+async fn member0_follower(endpoints: &[String]) {
     use skiff_client::{Client, ClientOptions};
     let client = Client::connect(endpoints, ClientOptions::default()).expect("client");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        for i in 0..endpoints.len() {
-            if let Ok(s) = client.pinned(i).expect("in range").status().await {
-                let me = s.header.map(|h| h.member_id).unwrap_or(0);
-                if s.leader != 0 && s.leader != me {
-                    return i;
+        let m0 = client.pinned(0).expect("in range");
+        if let Ok(s) = m0.status().await {
+            let me = s.header.map(|h| h.member_id).unwrap_or(0);
+            if s.leader != 0 && s.leader != me {
+                return;
+            }
+            if s.leader == me {
+                let m1 = client.pinned(1).expect("in range");
+                if let Ok(s1) = m1.status().await {
+                    let target = s1.header.map(|h| h.member_id).unwrap_or(0);
+                    let _ = m0.move_leader(target).await;
                 }
             }
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no follower with a leader"
+            "member 0 stays leader"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -429,8 +443,8 @@ async fn three_member_run(ctl: &str, big: &Path) -> String {
         m.wait_serving(std::time::Duration::from_secs(30));
     }
     let endpoints: Vec<String> = members.iter().map(|m| m.endpoint()).collect();
-    let f = a_follower(&endpoints).await;
-    let endpoint = endpoints[f].clone();
+    member0_follower(&endpoints).await;
+    let endpoint = endpoints[0].clone();
     let ctl = ctl.to_string();
     let big = big.to_path_buf();
     let out = tokio::task::spawn_blocking(move || run_script(&ctl, &endpoint, &big))

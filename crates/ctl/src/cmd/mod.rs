@@ -4,6 +4,7 @@
 mod cluster;
 mod kv;
 mod lease;
+mod lock;
 mod maint;
 mod txn;
 mod watch;
@@ -44,6 +45,8 @@ pub enum Cmd {
     /// Manages etcd node snapshots
     #[command(subcommand)]
     Snapshot(maint::SnapshotCmd),
+    /// Acquires a named lock
+    Lock(lock::LockArgs),
     /// Transfers leadership to another etcd cluster member.
     MoveLeader(cluster::MoveLeaderArgs),
     /// Prints the version of skiffctl
@@ -65,6 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Alarm(c) => cluster::alarm(&cli, c).await,
         Cmd::Defrag(a) => maint::defrag(&cli, a).await,
         Cmd::Snapshot(c) => maint::snapshot(&cli, c).await,
+        Cmd::Lock(a) => lock::lock(&cli, a).await,
         Cmd::MoveLeader(a) => cluster::move_leader(&cli, a).await,
         Cmd::Version => {
             println!("skiffctl version: {}", env!("CARGO_PKG_VERSION"));
