@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# bench/defrag.sh: what a defragment costs the writers, etcd 3.4 vs Skiff (outside CI).
+#
+# For each server in turn (one member on loopback, same flags): load --keys keys of 256 B
+# with skiff-bench, overwrite them all once and compact, so that half of the file is free
+# pages; then run a steady put load (--clients clients, --rate puts/s in all, --seconds
+# long) and, --at seconds into it, `etcdctl defrag`. Prints (and writes to --out) a table:
+# how long the defragment took, the file size before and after, put p99 and the slowest
+# put (the longest write stall) during the run with the defragment, and the same load
+# without a defragment for reference. No figure is invented: a side that fails says so.
+#
+# Usage: bench/defrag.sh [--skiff-bin PATH] [--etcd-bin PATH] [--bench-bin PATH]
+#                        [--keys N] [--clients N] [--rate N] [--seconds N] [--at N]
+#                        [--out FILE] [--work-dir DIR]
+# Defaults: target/release/skiff and target/release/skiff-bench, etcd on PATH, 1,000,000
+# keys, 100 clients, 2000 puts/s, 15 s, defragment at 3 s, out bench/DEFRAG.md,
+# work dir bench/tmp-defrag (removed at start). Needs jq, etcd, etcdctl.
+# Ports: client 21201, peer 21211 (loopback only).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+skiff_bin="$repo/target/release/skiff"
+bench_bin="$repo/target/release/skiff-bench"
+etcd_bin=$(command -v etcd || true)
+keys=1000000 clients=100 rate=2000 seconds=15 at=3
+out="$repo/bench/DEFRAG.md"
+work="$repo/bench/tmp-defrag"
+invocation="bench/defrag.sh $*"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --skiff-bin) skiff_bin=$2; shift 2 ;;
+    --etcd-bin) etcd_bin=$2; shift 2 ;;
+    --bench-bin) bench_bin=$2; shift 2 ;;
+    --keys) keys=$2; shift 2 ;;
+    --clients) clients=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --at) at=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --work-dir) work=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "defrag.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+die() { echo "defrag.sh: $*" >&2; exit 1; }
+for t in jq etcdctl; do command -v $t >/dev/null || die "$t is needed"; done
+[ -x "$bench_bin" ] || die "no skiff-bench at $bench_bin (cargo build --release -p skiff-bench)"
+rm -rf "$work" && mkdir -p "$work"
+ep=127.0.0.1:21201
+pid=""
+stop() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi
+}
+trap stop EXIT
+trap 'stop; exit 130' INT TERM
+
+start() { # side binary
+  local side=$1 bin=$2
+  "$bin" --name d1 --data-dir "$work/$side.data" \
+    --listen-client-urls "http://$ep" --advertise-client-urls "http://$ep" \
+    --listen-peer-urls http://127.0.0.1:21211 --initial-advertise-peer-urls http://127.0.0.1:21211 \
+    --initial-cluster d1=http://127.0.0.1:21211 --quota-backend-bytes 8589934592 \
+    >"$work/$side.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    etcdctl --endpoints=$ep endpoint health >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "$side did not start (log: $work/$side.log)"
+}
+
+db_size() { etcdctl --endpoints=$ep endpoint status -w json | jq '.[0].Status.dbSize'; }
+ms() { jq -r "$1 * 1000 | . * 10 | round / 10" "$2"; }
+
+# One side: sets the row values in global variables prefixed with the side.
+run_side() {
+  local side=$1 bin=$2
+  start "$side" "$bin"
+  local b="$bench_bin --endpoints $ep --conns 10 --clients $clients -w json"
+  # Load, overwrite, compact: half of the rows (and their pages) become free.
+  $b put --total "$keys" --key-space-size "$keys" --sequential-keys --key-size 16 --val-size 256 >/dev/null
+  $b put --total "$keys" --key-space-size "$keys" --sequential-keys --key-size 16 --val-size 256 >/dev/null
+  local rev
+  rev=$(etcdctl --endpoints=$ep endpoint status -w json | jq '.[0].Status.header.revision')
+  etcdctl --endpoints=$ep compact "$rev" --physical >/dev/null
+  # Reference: the same load, no defragment.
+  $b --total $((rate * seconds)) --rate "$rate" put --key-space-size "$keys" --key-size 16 --val-size 256 \
+    >"$work/$side.ref.json"
+  local before after t0 t1
+  before=$(db_size)
+  $b --total $((rate * seconds)) --rate "$rate" put --key-space-size "$keys" --key-size 16 --val-size 256 \
+    >"$work/$side.defrag.json" &
+  local load=$!
+  sleep "$at"
+  t0=$(date +%s.%N)
+  etcdctl --endpoints=$ep --command-timeout=600s defrag >"$work/$side.defrag.out" 2>&1 || true
+  t1=$(date +%s.%N)
+  wait $load || true
+  after=$(db_size)
+  stop
+  eval "${side}_took=$(echo "$t1 - $t0" | bc -l | xargs printf '%.2f')"
+  eval "${side}_before=$((before / 1048576))"
+  eval "${side}_after=$((after / 1048576))"
+  eval "${side}_p99=$(jq -r '.percentiles[] | select(.percent == 99) | .latency_s * 1000 | . * 10 | round / 10' "$work/$side.defrag.json")"
+  eval "${side}_slow=$(ms .slowest_s "$work/$side.defrag.json")"
+  eval "${side}_ref_p99=$(jq -r '.percentiles[] | select(.percent == 99) | .latency_s * 1000 | . * 10 | round / 10' "$work/$side.ref.json")"
+  eval "${side}_ref_slow=$(ms .slowest_s "$work/$side.ref.json")"
+  eval "${side}_msg=\"$(head -1 "$work/$side.defrag.out")\""
+}
+
+run_side etcd "$etcd_bin"
+run_side skiff "$skiff_bin"
+
+{
+  echo "# Defragment under load: etcd 3.4 vs Skiff"
+  echo
+  echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores; one member each on loopback; $keys keys of"
+  echo "256 B loaded, overwritten once and compacted; then $clients clients putting $rate/s for"
+  echo "${seconds} s, \`etcdctl defrag\` at ${at} s. Command: \`$invocation\`."
+  echo
+  echo "| | etcd | Skiff |"
+  echo "|---|---|---|"
+  echo "| defragment took (s) | $etcd_took | $skiff_took |"
+  echo "| db size before / after (MiB) | $etcd_before / $etcd_after | $skiff_before / $skiff_after |"
+  echo "| put p99 during defragment (ms) | $etcd_p99 | $skiff_p99 |"
+  echo "| longest write stall during defragment (ms) | $etcd_slow | $skiff_slow |"
+  echo "| put p99, same load without defragment (ms) | $etcd_ref_p99 | $skiff_ref_p99 |"
+  echo "| slowest put, same load without defragment (ms) | $etcd_ref_slow | $skiff_ref_slow |"
+  echo
+  echo "etcdctl said: etcd \`$etcd_msg\`; Skiff \`$skiff_msg\`."
+} | tee "$out"
