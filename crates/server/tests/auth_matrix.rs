@@ -6,7 +6,7 @@
 //! otherwise the auth error), and Skiff's must equal etcd's except in the cells of
 //! [`deviation`], where etcd 3.4.23 lets the call through and Skiff denies it, each
 //! naming the CVE (or the issue's rule) it closes. The matrix is printed.
-//! Ports 23480-23483 belong to this file.
+//! Ports 23480-23485 belong to this file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -723,4 +723,46 @@ async fn permission_matrix_matches_etcd() {
     for kind in ["ok", "DENIED", "NO-USER"] {
         assert!(all.iter().any(|o| *o == kind), "no {kind} cell:\n{table}");
     }
+}
+
+/// POSTs `body` to the JSON gateway at `path`, with `token` as `Authorization`.
+fn gateway_post(port: u16, path: &str, body: &str, token: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The JSON gateway authenticates with the `Authorization` header (a token from
+/// `Authenticate`), as etcd's gateway does. Ports 23484-23485.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_takes_the_token_from_authorization() {
+    let skiff = Proc::start_with(
+        Kind::Skiff,
+        "g",
+        23484,
+        23485,
+        None,
+        &["--bcrypt-cost", "4"],
+    );
+    let mut c = Clients::connect(&skiff.url()).await;
+    let tokens = set_up(&mut c).await;
+    let body = r#"{"key":"aw=="}"#; // "k"
+    let none = gateway_post(23484, "/v3/kv/range", body, None);
+    assert!(none.contains("user name is empty"), "{none}");
+    let read = gateway_post(23484, "/v3/kv/range", body, tokens["read"].as_deref());
+    assert!(read.starts_with("HTTP/1.1 200"), "{read}");
+    let write = gateway_post(23484, "/v3/kv/range", body, tokens["write"].as_deref());
+    assert!(write.contains("permission denied"), "{write}");
+    drop(skiff);
 }

@@ -34,25 +34,9 @@ pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
 
-use crate::facade::caller::{self, Caller};
+use crate::facade::caller;
 use crate::facade::Facade;
 use crate::serve;
-
-/// etcd's gRPC metadata key for an auth token.
-pub const TOKEN: &str = "token";
-
-/// Runs every call as its caller (the `token` metadata), for the facade's auth layer.
-async fn as_caller(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let token = req
-        .headers()
-        .get(TOKEN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    caller::with_caller(Caller { token }, next.run(req)).await
-}
 
 /// Every gRPC service of the client port, over `facade`, with etcd's message size
 /// limits (requests up to `--max-request-bytes` plus gRPC overhead; responses
@@ -92,6 +76,6 @@ pub fn routes<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Routes {
     Routes::from(
         routes
             .into_axum_router()
-            .layer(axum::middleware::from_fn(as_caller)),
+            .layer(axum::middleware::from_fn(caller::from_headers)),
     )
 }

@@ -4,7 +4,7 @@
 //! and no service handles credentials itself.
 //!
 //! Two scopes: [`with_caller`], set by each front end around the whole handling of a
-//! call (see `api::routes`), and [`with_checked_revision`], set by the auth layer
+//! call ([`from_headers`], on the gRPC routes and the JSON gateway), and [`with_checked_revision`], set by the auth layer
 //! around the inner call: the auth store revision the request's permissions were
 //! checked against, which [`checked_revision`] hands to the proposal so the apply can
 //! refuse it if the store changed in between (`etcdserver: revision of auth store is
@@ -23,6 +23,25 @@ pub struct Caller {
 tokio::task_local! {
     static CALLER: Caller;
     static CHECKED_REVISION: u64;
+}
+
+/// etcd's gRPC metadata keys for an auth token: `token` (clients), `authorization`
+/// (the JSON gateway's `Authorization` header, which etcd also accepts on gRPC).
+pub const TOKEN_HEADERS: [&str; 2] = ["token", "authorization"];
+
+/// Middleware for a front end's router: runs each request as the caller its headers
+/// name (gRPC metadata are HTTP/2 headers).
+pub async fn from_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let token = TOKEN_HEADERS.iter().find_map(|h| {
+        req.headers()
+            .get(*h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    with_caller(Caller { token }, next.run(req)).await
 }
 
 /// The caller of the current call (no credentials outside any call).

@@ -206,6 +206,10 @@ pub fn router<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Router {
         router = router.route(&format!("{prefix}/"), any(reply::not_found));
         router = router.route(prefix, any(reply::add_slash));
     }
+    // A token in the `Authorization` header (etcd's gateway forwards it as metadata).
+    let router = router.layer(axum::middleware::from_fn(
+        crate::facade::caller::from_headers,
+    ));
     router.with_state(Gw {
         facade,
         max_message,
