@@ -211,6 +211,68 @@ pub fn open(
     })
 }
 
+/// `--force-new-cluster` (etcd's disaster recovery): the members in the Raft
+/// configuration as of the end of this member's log (all of it, committed or not, as
+/// etcd reads it) other than this one are removed by conf changes appended to the log and
+/// committed here at once, with everything before them. The node then applies them
+/// like any committed change (Raft's configuration, the member table, the transport),
+/// and the member is a one-member cluster with all its data.
+pub fn force_new_cluster(rec: &mut Recovered) -> Result<(), BootstrapError> {
+    let me = rec.meta.member_id;
+    use skiff_raft::{ConfChangeType, ConfChangeV2, Decode, Encode, EntryType, Storage as _};
+    let state = rec.storage.initial_state()?;
+    let mut ids: std::collections::BTreeSet<u64> = state
+        .conf_state
+        .voters
+        .iter()
+        .chain(&state.conf_state.learners)
+        .copied()
+        .collect();
+    let first = rec.storage.first_index()?;
+    let last = rec.storage.last_index()?;
+    if last >= first {
+        for e in rec.storage.entries(first, last + 1, u64::MAX)? {
+            if e.entry_type != EntryType::ConfChange {
+                continue;
+            }
+            let Ok(cc) = ConfChangeV2::decode(&e.data) else {
+                continue;
+            };
+            for c in &cc.changes {
+                match c.change_type {
+                    ConfChangeType::RemoveNode => ids.remove(&c.node_id),
+                    _ => ids.insert(c.node_id),
+                };
+            }
+        }
+    }
+    let mut hs = state.hard_state;
+    let others: Vec<u64> = ids.into_iter().filter(|id| *id != me).collect();
+    let entries: Vec<skiff_raft::Entry> = others
+        .iter()
+        .enumerate()
+        .map(|(i, id)| skiff_raft::Entry {
+            term: hs.term,
+            index: last + 1 + i as u64,
+            entry_type: EntryType::ConfChange,
+            data: ConfChangeV2::simple(ConfChangeType::RemoveNode, *id).encode(),
+        })
+        .collect();
+    hs.commit = last + entries.len() as u64;
+    rec.wal.save(&hs, &entries)?;
+    rec.wal.sync()?;
+    if !entries.is_empty() {
+        rec.storage.wl().append(&entries)?;
+    }
+    rec.storage.wl().set_hard_state(hs);
+    tracing::warn!(
+        removed = ?others.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>(),
+        commit = hs.commit,
+        "--force-new-cluster: the other members are removed; this member is a cluster of one"
+    );
+    Ok(())
+}
+
 /// The members `--initial-cluster` names.
 fn initial_members(config: &Config) -> Vec<MemberRecord> {
     config

@@ -64,6 +64,8 @@ pub enum NodeInput {
     SnapshotStatus { to: u64, ok: bool },
     /// The apply thread made the backend durable up to `index`: snapshot there.
     Snapshot { index: u64, payload: Bytes },
+    /// A peer says this member was removed from the cluster: stop with that error.
+    Removed,
     /// Stop the loop.
     Stop,
 }

@@ -14,7 +14,9 @@
 //! Fail-stop: the node and apply threads are critical. If either returns an error or
 //! panics, [`Member::failed`] completes with the reason and the process exits non-zero
 //! (`main.rs`): a member that can no longer persist or apply must not keep voting.
-//! [`Member::stop`] stops accepting, lets in-flight requests finish (streams get a
+//! [`Member::stop`] first hands leadership to a caught-up voter if this member leads
+//! (so writes do not wait an election timeout), then stops accepting, lets in-flight
+//! requests finish (streams get a
 //! short grace), stops the node (which stops the apply thread) and waits for both.
 
 use std::any::Any;
@@ -67,6 +69,8 @@ pub struct Member {
     node_thread: Option<std::thread::JoinHandle<()>>,
     apply_thread: Option<std::thread::JoinHandle<()>>,
     failed: watch::Receiver<Option<String>>,
+    /// Marks the data dir of a removed member.
+    removed_marker: std::path::PathBuf,
 }
 
 /// Creates the data directory (private to the member's user, as etcd's is).
@@ -220,7 +224,7 @@ struct Joined {
 }
 
 /// What a removed member says, as etcd does (and then exits non-zero).
-pub const REMOVED: &str = "the member has been permanently removed from the cluster";
+pub use crate::peer::REMOVED;
 
 /// The file that marks a data dir whose member was removed: it never starts again.
 fn removed_marker(layout: &Layout) -> std::path::PathBuf {
@@ -288,7 +292,10 @@ impl Member {
         } else {
             None
         };
-        let rec = bootstrap::open(&config, &layout, joining.as_ref().map(|j| &j.boot))?;
+        let mut rec = bootstrap::open(&config, &layout, joining.as_ref().map(|j| &j.boot))?;
+        if config.force_new_cluster && !rec.fresh {
+            bootstrap::force_new_cluster(&mut rec)?;
+        }
         let member_id = rec.meta.member_id;
         let cluster_id = rec.meta.cluster_id;
         if !rec.fresh && member_id != config.member_id() {
@@ -634,21 +641,32 @@ impl Member {
             node_thread: Some(node_thread),
             apply_thread: Some(apply_thread),
             failed,
+            removed_marker: removed_marker(&layout),
         })
     }
 
     /// Completes if the member fails on its own (storage failure, a critical thread
     /// gone), with the reason.
     pub async fn failed(&mut self) -> String {
-        match self.failed.wait_for(|f| f.is_some()).await {
+        let reason = match self.failed.wait_for(|f| f.is_some()).await {
             Ok(reason) => reason.clone().unwrap_or_default(),
             Err(_) => "member threads are gone".to_string(),
+        };
+        if reason.contains(REMOVED) {
+            // Learned from a peer (this member missed its own removal): never again.
+            if let Err(e) = std::fs::write(&self.removed_marker, REMOVED) {
+                tracing::error!(error = %e, "cannot mark the data dir as removed");
+            }
         }
+        reason
     }
 
     /// Stops accepting, finishes in-flight requests, stops the node and waits.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
+        // A leader first hands over to a caught-up voter, so the others' writes do
+        // not wait an election timeout for a new leader (etcd 3.4 does not).
+        self.server.hand_off_leadership().await;
         self.shutdown.send_replace(true);
         // In-flight unary requests finish (their entries still need the peers, so the
         // peer listeners stay up meanwhile); long-lived client streams (watches,

@@ -95,8 +95,6 @@ pub enum ConfigError {
     BadAuthToken(String),
     #[error("--{0} is not supported yet by Skiff; bootstrap with --initial-cluster instead")]
     DiscoveryUnsupported(&'static str),
-    #[error("--force-new-cluster is not supported yet by Skiff")]
-    ForceNewClusterUnsupported,
     #[error("TLS key/cert (--cert-file, --key-file) must be provided for client url {0} with HTTPS scheme")]
     ClientTlsMissing(String),
     #[error("cannot listen on TLS for {0}: KeyFile and CertFile are not presented")]
@@ -185,6 +183,8 @@ pub struct Config {
     pub log_outputs: Vec<LogOutput>,
     pub pre_vote: bool,
     pub strict_reconfig_check: bool,
+    /// `--force-new-cluster`: restart as a one-member cluster with this data.
+    pub force_new_cluster: bool,
     /// `--enable-grpc-gateway`: serve the JSON gateway on the client port.
     pub enable_grpc_gateway: bool,
     /// `--experimental-watch-progress-notify-interval`.
@@ -295,9 +295,6 @@ fn unsupported(flags: &Flags, warnings: &mut Vec<String>) -> Result<(), ConfigEr
     }
     if !flags.discovery_srv.is_empty() {
         return Err(ConfigError::DiscoveryUnsupported("discovery-srv"));
-    }
-    if flags.force_new_cluster {
-        return Err(ConfigError::ForceNewClusterUnsupported);
     }
     let mut warn = |flag: &str, why: &str| warnings.push(format!("--{flag}: {why}"));
     if !flags.discovery_proxy.is_empty() || !flags.discovery_srv_name.is_empty() {
@@ -535,6 +532,7 @@ impl Config {
             log_outputs,
             pre_vote: flags.pre_vote,
             strict_reconfig_check: flags.strict_reconfig_check,
+            force_new_cluster: flags.force_new_cluster,
             enable_grpc_gateway: flags.enable_grpc_gateway,
             watch_progress_notify_interval: flags.experimental_watch_progress_notify_interval,
             lease_checkpoint: flags.experimental_enable_lease_checkpoint,
@@ -967,9 +965,7 @@ mod tests {
         assert!(parse(&["--discovery=http://d.example:80/x"])
             .unwrap_err()
             .contains("not supported yet"));
-        assert!(parse(&["--force-new-cluster"])
-            .unwrap_err()
-            .contains("not supported yet"));
+        assert!(parse(&["--force-new-cluster"]).unwrap().force_new_cluster);
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub enum NodeError {
     Storage(#[from] skiff_raft::StorageError),
     #[error("the apply thread is gone: committed entries can no longer be applied")]
     ApplyGone,
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 /// Most inputs taken in one turn, so ticks are never starved by a flood.
@@ -235,6 +237,7 @@ impl<Io: NodeIo> Node<Io> {
                         tracing::error!(error = %e, index, "snapshot failed");
                     }
                 }
+                NodeInput::Removed => return Err(NodeError::Removed),
                 NodeInput::Stop => stop = true,
             }
         }
@@ -259,13 +262,15 @@ impl<Io: NodeIo> Node<Io> {
         Ok(false)
     }
 
-    /// Proposes `new` (after any stalled ones). With no leader the proposals wait for
-    /// one (their callers time out on their own); refused otherwise, they are dropped
-    /// and their callers time out, as etcd's do.
+    /// Proposes `new` (after any stalled ones). With no leader, or during a leader
+    /// transfer, the proposals wait (their callers time out on their own); refused
+    /// otherwise, they are dropped and their callers time out, as etcd's do.
     fn propose(&mut self, new: Vec<Entry>) {
         let mut batch: Vec<Entry> = self.stalled.drain(..).map(Entry::normal).collect();
         batch.extend(new);
-        if self.raw.raft.leader_id == 0 {
+        // Without a leader, or while leadership moves (Raft refuses proposals then),
+        // proposals wait: once the transfer ends they go to the new leader.
+        if self.raw.raft.leader_id == 0 || self.raw.raft.lead_transferee.is_some() {
             let skip = batch.len().saturating_sub(MAX_STALLED);
             self.stalled
                 .extend(batch.into_iter().skip(skip).map(|e| e.data));

@@ -70,7 +70,13 @@ pub enum PeerEvent {
     Unreachable(NodeId),
     /// A snapshot send to `to` finished (`ok`) or failed.
     SnapshotStatus { to: NodeId, ok: bool },
+    /// A peer refused us as a member it removed: this member must stop.
+    Removed,
 }
+
+/// What a member says to a peer it removed (etcd's words), and what that peer then
+/// stops with.
+pub const REMOVED: &str = "the member has been permanently removed from the cluster";
 
 /// Where transport events go (typically: into the node loop's input queue).
 pub type EventSink = Arc<dyn Fn(PeerEvent) + Send + Sync>;
@@ -158,6 +164,8 @@ pub struct PeerTransport {
     activity: PeerActivity,
     peers: HashMap<NodeId, PeerHandle>,
     members: Arc<RwLock<HashSet<NodeId>>>,
+    /// Members removed while this member ran: told so when they call.
+    removed: Arc<RwLock<HashSet<NodeId>>>,
     sink: EventSink,
     rt: tokio::runtime::Handle,
 }
@@ -173,6 +181,7 @@ impl PeerTransport {
             activity: PeerActivity::default(),
             peers: HashMap::new(),
             members,
+            removed: Arc::default(),
             sink,
             rt,
         }
@@ -183,6 +192,7 @@ impl PeerTransport {
         PeerService::new(
             self.cfg.clone(),
             self.members.clone(),
+            self.removed.clone(),
             self.sink.clone(),
             self.lease.clone(),
             self.membership.clone(),
@@ -258,6 +268,9 @@ impl PeerTransport {
     /// Stops talking to `id` and refuses its streams from now on.
     pub fn remove_peer(&mut self, id: NodeId) {
         write_lock(&self.members).remove(&id);
+        if id != self.cfg.local_id {
+            write_lock(&self.removed).insert(id);
+        }
         self.activity.down(id);
         if let Some(p) = self.peers.remove(&id) {
             for t in p.tasks {
@@ -326,6 +339,7 @@ pub fn node_sink(node: std::sync::mpsc::Sender<crate::inputs::NodeInput>) -> Eve
             PeerEvent::Message(m) => NodeInput::Step(Box::new(m)),
             PeerEvent::Unreachable(id) => NodeInput::Unreachable(id),
             PeerEvent::SnapshotStatus { to, ok } => NodeInput::SnapshotStatus { to, ok },
+            PeerEvent::Removed => NodeInput::Removed,
         };
         // A gone node loop means the member is stopping: nothing left to tell.
         let _ = node.lock().unwrap_or_else(|p| p.into_inner()).send(input);
@@ -490,6 +504,11 @@ async fn stream_writer(
                         tracing::warn!(peer = format!("{peer:x}"), %why, "peer stream broken");
                     }
                 }
+            }
+            Err(PeerError::Refused(s)) if s.message() == REMOVED => {
+                tracing::error!(peer = format!("{peer:x}"), "{REMOVED}");
+                sink(PeerEvent::Removed);
+                return;
             }
             Err(e) => {
                 if !reported {

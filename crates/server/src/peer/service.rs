@@ -25,6 +25,7 @@ use crate::metrics::PeerSource;
 pub struct PeerService {
     cfg: Arc<PeerConfig>,
     members: Arc<RwLock<HashSet<NodeId>>>,
+    removed: Arc<RwLock<HashSet<NodeId>>>,
     sink: EventSink,
     lease: LeaseSlot,
     membership: MembershipSlot,
@@ -34,6 +35,7 @@ impl PeerService {
     pub(super) fn new(
         cfg: Arc<PeerConfig>,
         members: Arc<RwLock<HashSet<NodeId>>>,
+        removed: Arc<RwLock<HashSet<NodeId>>>,
         sink: EventSink,
         lease: LeaseSlot,
         membership: MembershipSlot,
@@ -41,6 +43,7 @@ impl PeerService {
         PeerService {
             cfg,
             members,
+            removed,
             sink,
             lease,
             membership,
@@ -77,6 +80,9 @@ impl PeerService {
                 "member ID mismatch: this is member {:x}, not {to:x}",
                 self.cfg.local_id
             )));
+        }
+        if !read_lock(&self.members).contains(&from) && read_lock(&self.removed).contains(&from) {
+            return Err(Status::failed_precondition(super::REMOVED));
         }
         if !read_lock(&self.members).contains(&from) {
             return Err(Status::permission_denied(format!(

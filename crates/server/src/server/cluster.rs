@@ -224,6 +224,46 @@ impl EtcdServer {
         }
     }
 
+    /// If this member leads, hands leadership to the voter whose log is the most up to
+    /// date and waits (at most two election timeouts) until it leads; whether it moved.
+    /// Used before stopping (SIGTERM) and before removing this member, so writes move
+    /// to the new leader at once instead of waiting for an election timeout.
+    pub async fn hand_off_leadership(&self) -> bool {
+        if self.leader() != self.member_id {
+            return false;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.node.send(NodeInput::Progress(tx)).is_err() {
+            return false;
+        }
+        let Ok(Some(progress)) = rx.await else {
+            return false;
+        };
+        let heir = self
+            .members_now()
+            .iter()
+            .filter(|m| !m.is_learner && m.id != self.member_id)
+            .filter_map(|m| progress.get(&m.id).map(|matched| (*matched, m.id)))
+            .max();
+        let Some((_, heir)) = heir else {
+            return false;
+        };
+        let mut leader = self.raft.leader.subscribe();
+        if self.node.send(NodeInput::TransferLeader(heir)).is_err() {
+            return false;
+        }
+        let moved = tokio::time::timeout(2 * self.config.election_timeout, async {
+            leader
+                .wait_for(|l| *l != self.member_id && *l != 0)
+                .await
+                .is_ok()
+        })
+        .await;
+        let moved = matches!(moved, Ok(true));
+        tracing::info!(heir = %format!("{heir:x}"), moved, "handed leadership over");
+        moved
+    }
+
     /// Promotes learner `id`; on a follower, asks the leader to.
     pub async fn promote_member(&self, id: u64) -> Result<Vec<MemberRecord>, EtcdError> {
         let _one_at_a_time = self.membership_lock.lock().await;
@@ -312,6 +352,12 @@ impl ClusterApi for EtcdServer {
         let _one_at_a_time = self.membership_lock.lock().await;
         let members = self.members_now();
         self.may_remove(&members, req.id)?;
+        if req.id == self.member_id {
+            // Better than etcd 3.4 (whose leader applies its own removal and leaves the
+            // others to an election timeout): the leader first hands over to a
+            // caught-up voter, which then commits the removal.
+            self.hand_off_leadership().await;
+        }
         let after = self
             .change_membership(MemberChange {
                 id: req.id,
