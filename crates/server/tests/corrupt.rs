@@ -78,6 +78,22 @@ async fn an_altered_member_is_refused_at_start_and_raises_corrupt() {
         assert!(Instant::now() < deadline, "m2 did not catch up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The check asks peers at the client URLs they published through the log: m2 must
+    // have applied every member's publish before it stops (a put can commit before the
+    // publishes do, right after the first election).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = c2.member_list().await.expect("member list");
+        if list.members().iter().all(|m| !m.client_urls().is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "m2 never learned every member's client URLs: {:?}",
+            list.members()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(c2);
     ms[2].terminate(Duration::from_secs(10));
     let altered = skiff_storage::mvcc::testing::alter_newest_value(&db_path(&ms[2]), b"a", b"evil")
