@@ -5,8 +5,9 @@
 //! Guarantees:
 //! - **Reads and other idempotent calls** ([`Safety::Idempotent`]) are retried on
 //!   another member after any `Unavailable` answer (a dead or partitioned member, "no
-//!   leader", "request timed out", ...), with exponential backoff once every member
-//!   has failed, until the call's deadline.
+//!   leader", "request timed out", ...) and after the connection broke with the call in
+//!   flight ([`transport_failed`]), with exponential backoff once every member has
+//!   failed, until the call's deadline.
 //! - **Writes** ([`Safety::NotIdempotent`]) are retried only when the request provably
 //!   never left this process: the TCP connection to the member could not be
 //!   established (refused, unreachable, connect timeout). Those failures come from this
@@ -49,6 +50,16 @@ pub enum Safety {
 /// Whether `status` says the request never left this process (see the module docs).
 pub fn not_sent(status: &Status) -> bool {
     status.code() == Code::Unavailable && status.message().contains(NOT_SENT)
+}
+
+/// Whether `status` was raised here by the transport (the connection broke with the
+/// call in flight: tonic answers `Unknown` "transport error") rather than answered by a
+/// server. A status decoded from the wire never carries a source error; this one carries
+/// the transport's. The member is then as good as unavailable; the request may have
+/// reached it, so only an idempotent call is tried again.
+pub fn transport_failed(status: &Status) -> bool {
+    status.code() == Code::Unknown
+        && std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>())
 }
 
 /// One member: its endpoint, its channel and when it may be tried again.
@@ -207,12 +218,11 @@ impl Pool {
                 }
                 Err(status) => status,
             };
-            let retry = match status.code() {
-                Code::Unavailable => {
-                    self.mark_down(i);
-                    safety == Safety::Idempotent || not_sent(&status)
-                }
-                _ => false,
+            let retry = if status.code() == Code::Unavailable || transport_failed(&status) {
+                self.mark_down(i);
+                safety == Safety::Idempotent || not_sent(&status)
+            } else {
+                false
             };
             attempt += 1;
             if !retry || attempt >= self.opts.max_attempts {
