@@ -31,7 +31,8 @@
 //!
 //! ## Retries: what is safe
 //! - **Reads** (range, status, member list, time-to-live, ...) are retried on another
-//!   member after an `Unavailable` answer, with exponential backoff once all members
+//!   member after an `Unavailable` answer or a connection that broke with the call in
+//!   flight (`pool::transport_failed`), with exponential backoff once all members
 //!   failed, until the call's deadline ([`ClientOptions::request_timeout`]).
 //! - **Writes** (put, delete, txn, compact, lease grant/revoke, member changes, ...)
 //!   are retried **only when the request provably never reached a server**: the TCP
