@@ -134,7 +134,18 @@ async fn replace_member(bin: &Path, base: u16) -> String {
         .find(|m| m.name() == "m2")
         .expect("m2 listed")
         .id();
-    admin.member_remove(dead).await.expect("member remove");
+    if let Err(e) = admin.member_remove(dead).await {
+        // etcd 3.4 sometimes answers this removal of a dead member under load only with
+        // the client's timeout (2 of 3 `.ci/run`s on a clean clone): reported as its
+        // result, not asserted. Skiff proposes a conf change again until it commits, and
+        // must succeed.
+        assert!(bin == Path::new("etcd"), "member remove: {e:?}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        return format!("member remove of the killed member failed: {e}");
+    }
 
     // A fresh member on new ports, added as a learner, joins the running cluster.
     let (client_port, peer_port) = (base + 6, base + 7);
@@ -264,8 +275,13 @@ async fn replace_member(bin: &Path, base: u16) -> String {
     )
 }
 
+/// The write-stall test measures milliseconds on a 2-core machine: it runs alone, the
+/// other tests of this file (each with its own clusters) run together.
+static TIMING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replace_a_member_under_load() {
+    let _shared = TIMING.read().await;
     let skiff = replace_member(Path::new(env!("CARGO_BIN_EXE_skiff")), 28520).await;
     println!("skiff: {skiff}");
     if have("etcd") {
@@ -385,6 +401,7 @@ async fn removed_member(bin: &Path, base: u16, nonzero: bool) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_removed_member_stops_and_never_restarts() {
+    let _shared = TIMING.read().await;
     let skiff = removed_member(Path::new(env!("CARGO_BIN_EXE_skiff")), 28540, true).await;
     println!("skiff: {skiff}");
     if have("etcd") {
@@ -437,6 +454,7 @@ async fn write_stall<F: std::future::Future<Output = ()>>(
 /// than an election timeout (3 s here, so the difference cannot be noise).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_stop_and_removal_hand_over_without_an_election_timeout() {
+    let _alone = TIMING.write().await;
     let bin = Path::new(env!("CARGO_BIN_EXE_skiff"));
     let dir = tempfile::tempdir().expect("tempdir");
     let extra = ["--heartbeat-interval", "100", "--election-timeout", "3000"];
@@ -666,6 +684,7 @@ async fn force_new_cluster(bin: &Path, base: u16, strict: bool) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn force_new_cluster_keeps_the_data_and_takes_new_members() {
+    let _shared = TIMING.read().await;
     let skiff = force_new_cluster(Path::new(env!("CARGO_BIN_EXE_skiff")), 28570, true).await;
     println!("skiff: {skiff}");
     if have("etcd") {
