@@ -381,6 +381,9 @@ fn mask_three(s: &str) -> String {
         (r#""(raft_term|raftTerm|leader)":\d+"#, "\"$1\":N"),
         (r#""RaftTerm" : \d+"#, "\"RaftTerm\" : N"),
         (r#""Leader" : \d+"#, "\"Leader\" : N"),
+        // `get -w protobuf | od`: the header's revision (field 3, tag 18) is followed by
+        // the raft term (field 4, tag 20).
+        (r"18 ([0-9a-f]{2}) 20 [0-9a-f]{2}", "18 $1 20 TT"),
         (
             r"(?m)^(.*VERSION, DBSIZE, )(true|false), (true|false), \d+, ",
             "${1}LEADER?, $3, TERM, ",
