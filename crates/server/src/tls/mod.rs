@@ -123,6 +123,14 @@ impl Material {
         }
     }
 
+    /// What the other side's verified certificate must carry.
+    fn identity(&self) -> verify::Identity {
+        verify::Identity {
+            allowed_cn: self.info.allowed_cn.clone(),
+            allowed_hostname: self.info.allowed_hostname.clone(),
+        }
+    }
+
     /// The listening side's configuration (ALPN h2 and http/1.1).
     pub fn server_config(&self, port: Port) -> Result<Arc<ServerConfig>, TlsError> {
         let provider = provider(&self.info.cipher_suites)?;
@@ -150,11 +158,10 @@ impl Material {
             let inner = verifier
                 .build()
                 .map_err(|e| TlsError::Verifier(e.to_string()))?;
-            builder.with_client_cert_verifier(Arc::new(verify::CheckedClients::new(
+            builder.with_client_cert_verifier(Arc::new(verify::Checked {
                 inner,
-                self.info.allowed_cn.clone(),
-                self.info.allowed_hostname.clone(),
-            )))
+                identity: self.identity(),
+            }))
         } else {
             builder.with_no_client_auth()
         };
@@ -193,11 +200,10 @@ impl Material {
             .map_err(|e| TlsError::Verifier(e.to_string()))?;
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verify::CheckedServers::new(
+                .with_custom_certificate_verifier(Arc::new(verify::Checked {
                     inner,
-                    self.info.allowed_cn.clone(),
-                    self.info.allowed_hostname.clone(),
-                )))
+                    identity: self.identity(),
+                }))
         };
         let mut config = builder.with_client_cert_resolver(Arc::new(self.cert.clone()));
         config.alpn_protocols = vec![b"h2".to_vec()];

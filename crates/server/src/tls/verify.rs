@@ -57,48 +57,68 @@ pub fn valid_for_host(der: &[u8], host: &str) -> bool {
     })
 }
 
-/// etcd's `AllowedCN` / `AllowedHostname` checks on a verified leaf certificate.
-fn check_identity(
-    leaf: &CertificateDer<'_>,
-    allowed_cn: Option<&str>,
-    allowed_hostname: Option<&str>,
-) -> Result<(), Error> {
-    if let Some(cn) = allowed_cn {
-        if common_name(leaf).as_deref() != Some(cn) {
-            return Err(Error::General("CommonName authentication failed".into()));
-        }
-    }
-    if let Some(host) = allowed_hostname {
-        if !valid_for_host(leaf, host) {
-            return Err(Error::General("HostName authentication failed".into()));
-        }
-    }
-    Ok(())
+/// etcd's `AllowedCN` / `AllowedHostname`: what a verified certificate of the other
+/// side must carry (`None`: no such check).
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub allowed_cn: Option<String>,
+    pub allowed_hostname: Option<String>,
 }
 
-/// The client verifier of a listener: webpki, then the identity checks.
+impl Identity {
+    /// The checks on a verified leaf certificate, with etcd's reasons.
+    fn check(&self, leaf: &CertificateDer<'_>) -> Result<(), Error> {
+        if let Some(cn) = &self.allowed_cn {
+            if common_name(leaf).as_deref() != Some(cn.as_str()) {
+                return Err(Error::General("CommonName authentication failed".into()));
+            }
+        }
+        if let Some(host) = &self.allowed_hostname {
+            if !valid_for_host(leaf, host) {
+                return Err(Error::General("HostName authentication failed".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A webpki verifier (`V`: a client or a server certificate verifier), then the
+/// [`Identity`] checks.
 #[derive(Debug)]
-pub struct CheckedClients {
-    inner: Arc<dyn ClientCertVerifier>,
-    allowed_cn: Option<String>,
-    allowed_hostname: Option<String>,
+pub struct Checked<V: ?Sized> {
+    pub inner: Arc<V>,
+    pub identity: Identity,
 }
 
-impl CheckedClients {
-    pub fn new(
-        inner: Arc<dyn ClientCertVerifier>,
-        allowed_cn: Option<String>,
-        allowed_hostname: Option<String>,
-    ) -> CheckedClients {
-        CheckedClients {
-            inner,
-            allowed_cn,
-            allowed_hostname,
+/// The handshake signature checks and schemes, as the inner verifier answers them.
+macro_rules! delegate_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
         }
-    }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    };
 }
 
-impl ClientCertVerifier for CheckedClients {
+/// The client verifier of a listener.
+impl<V: ClientCertVerifier + ?Sized> ClientCertVerifier for Checked<V> {
     fn offer_client_auth(&self) -> bool {
         self.inner.offer_client_auth()
     }
@@ -120,61 +140,15 @@ impl ClientCertVerifier for CheckedClients {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        check_identity(
-            end_entity,
-            self.allowed_cn.as_deref(),
-            self.allowed_hostname.as_deref(),
-        )?;
+        self.identity.check(end_entity)?;
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    delegate_signatures!();
 }
 
-/// The server verifier of the peer dialer: webpki (chain and the URL's host), then
-/// the identity checks.
-#[derive(Debug)]
-pub struct CheckedServers {
-    inner: Arc<dyn ServerCertVerifier>,
-    allowed_cn: Option<String>,
-    allowed_hostname: Option<String>,
-}
-
-impl CheckedServers {
-    pub fn new(
-        inner: Arc<dyn ServerCertVerifier>,
-        allowed_cn: Option<String>,
-        allowed_hostname: Option<String>,
-    ) -> CheckedServers {
-        CheckedServers {
-            inner,
-            allowed_cn,
-            allowed_hostname,
-        }
-    }
-}
-
-impl ServerCertVerifier for CheckedServers {
+/// The server verifier of the peer dialer (webpki checks the chain and the URL's host).
+impl<V: ServerCertVerifier + ?Sized> ServerCertVerifier for Checked<V> {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -190,35 +164,11 @@ impl ServerCertVerifier for CheckedServers {
             ocsp_response,
             now,
         )?;
-        check_identity(
-            end_entity,
-            self.allowed_cn.as_deref(),
-            self.allowed_hostname.as_deref(),
-        )?;
+        self.identity.check(end_entity)?;
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    delegate_signatures!();
 }
 
 /// etcd's dialer for auto-TLS peers (`InsecureSkipVerify`): any certificate is
@@ -297,13 +247,19 @@ mod tests {
         assert!(!valid_for_host(&der, "a.b.peers.example"));
         assert!(valid_for_host(&der, "M1.example."));
         let der = CertificateDer::from(der);
-        assert!(check_identity(&der, Some("m1"), Some("m1.example")).is_ok());
-        let err = check_identity(&der, Some("m2"), None).unwrap_err();
+        let identity = |cn: Option<&str>, host: Option<&str>| Identity {
+            allowed_cn: cn.map(str::to_string),
+            allowed_hostname: host.map(str::to_string),
+        };
+        assert!(identity(Some("m1"), Some("m1.example")).check(&der).is_ok());
+        let err = identity(Some("m2"), None).check(&der).unwrap_err();
         assert!(
             matches!(&err, Error::General(m) if m == "CommonName authentication failed"),
             "{err}"
         );
-        let err = check_identity(&der, None, Some("other.example")).unwrap_err();
+        let err = identity(None, Some("other.example"))
+            .check(&der)
+            .unwrap_err();
         assert!(
             matches!(&err, Error::General(m) if m == "HostName authentication failed"),
             "{err}"
