@@ -55,9 +55,6 @@ pub struct TlsInfo {
     pub allowed_hostname: Option<String>,
     /// `--cipher-suites` (Go names, TLS 1.2 only; empty: the defaults).
     pub cipher_suites: Vec<String>,
-    /// The peer port only: skip the check that a peer's client certificate names the
-    /// address it connects from (`--experimental-peer-skip-client-san-verification`).
-    pub skip_client_san_verification: bool,
 }
 
 impl TlsInfo {
@@ -104,7 +101,6 @@ pub fn client_tls(flags: &Flags, cipher_suites: &[String]) -> TlsInfo {
         allowed_cn: None,
         allowed_hostname: text(&flags.client_cert_allowed_hostname),
         cipher_suites: cipher_suites.to_vec(),
-        skip_client_san_verification: false,
     }
 }
 
@@ -120,7 +116,6 @@ pub fn peer_tls(flags: &Flags, cipher_suites: &[String]) -> TlsInfo {
         allowed_cn: text(&flags.peer_cert_allowed_cn),
         allowed_hostname: text(&flags.peer_cert_allowed_hostname),
         cipher_suites: cipher_suites.to_vec(),
-        skip_client_san_verification: flags.experimental_peer_skip_client_san_verification,
     }
 }
 

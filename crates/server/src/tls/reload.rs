@@ -85,11 +85,6 @@ impl CertFiles {
         }
         loaded.key.clone()
     }
-
-    /// The certificate file.
-    pub fn cert_path(&self) -> &PathBuf {
-        &self.cert
-    }
 }
 
 impl ResolvesServerCert for CertFiles {
