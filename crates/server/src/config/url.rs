@@ -43,6 +43,12 @@ pub fn check_syntax(text: &str) -> Result<(String, String), String> {
     Ok((scheme, hostport.to_string()))
 }
 
+/// The host of a `host:port` (an IPv6 address without its brackets).
+pub fn host_of(host_port: &str) -> &str {
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 impl Url {
     /// Parses one URL with etcd's rules; `Err` carries etcd's reason text.
     pub fn parse(text: &str) -> Result<Url, String> {
@@ -69,9 +75,7 @@ impl Url {
 
     /// The host without the port (an IPv6 address without its brackets).
     pub fn host(&self) -> &str {
-        let hp = self.host_port();
-        let host = hp.rsplit_once(':').map_or(hp, |(h, _)| h);
-        host.trim_start_matches('[').trim_end_matches(']')
+        host_of(self.host_port())
     }
 
     /// `host:port`, as written (a name such as `localhost` is resolved when binding).

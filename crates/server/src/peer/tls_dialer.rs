@@ -28,11 +28,7 @@ pub struct TlsDialer {
 
 impl TlsDialer {
     pub fn new(config: Arc<rustls::ClientConfig>, host_port: &str) -> Result<TlsDialer, PeerError> {
-        let host = host_port
-            .rsplit_once(':')
-            .map_or(host_port, |(h, _)| h)
-            .trim_start_matches('[')
-            .trim_end_matches(']');
+        let host = crate::config::url::host_of(host_port);
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| PeerError::Url(format!("https://{host_port}"), e.to_string()))?;
         Ok(TlsDialer {
