@@ -81,15 +81,15 @@ impl PeerService {
                 self.cfg.local_id
             )));
         }
-        if !read_lock(&self.members).contains(&from) && read_lock(&self.removed).contains(&from) {
+        if read_lock(&self.members).contains(&from) {
+            return Ok(());
+        }
+        if read_lock(&self.removed).contains(&from) {
             return Err(Status::failed_precondition(super::REMOVED));
         }
-        if !read_lock(&self.members).contains(&from) {
-            return Err(Status::permission_denied(format!(
-                "member {from:x} is not a member of this cluster (removed?)"
-            )));
-        }
-        Ok(())
+        Err(Status::permission_denied(format!(
+            "member {from:x} is not a member of this cluster (removed?)"
+        )))
     }
 
     fn check_message(&self, m: &Message, from: NodeId) -> Result<(), Status> {
