@@ -450,33 +450,19 @@ fn certificate_is_reloaded_from_disk() {
     );
 }
 
-/// Starts `bin` with `args`, output appended to `log`.
-fn spawn(bin: &str, args: &[String], log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    let mut cmd = Command::new(bin);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ETCD_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {bin}: {e}"))
-}
-
-/// Kills the children (by their PIDs) when dropped.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// Runs `cmd` with `sh -c` (etcdctl speaking v3): its stdout and stderr.
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Opens a TLS connection to the peer port at `port` presenting `identity` (or no
@@ -554,51 +540,31 @@ fn three_members_with_peer_and_client_mtls() {
     let ca = pki.ca("test");
     let (cli, cli_key) = pki.issue("client", "client");
     let base = 23550u16;
-    let peer_url = |i: u16| format!("https://127.0.0.1:{}", base + 2 * i + 1);
-    let initial: Vec<String> = (0..3).map(|i| format!("m{i}={}", peer_url(i))).collect();
-    let mut children = Children(Vec::new());
-    for i in 0..3u16 {
-        let (cert, key) = pki.issue(&format!("m{i}"), "peer");
-        let client = format!("https://127.0.0.1:{}", base + 2 * i);
-        let args: Vec<String> = [
-            "--name",
-            &format!("m{i}"),
-            "--data-dir",
-            dir.path().join(format!("m{i}.data")).to_str().unwrap(),
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer_url(i),
-            "--initial-advertise-peer-urls",
-            &peer_url(i),
-            "--initial-cluster",
-            &initial.join(","),
-            "--cert-file",
-            &cert,
-            "--key-file",
-            &key,
+    let mut members = common::cluster_members_https(
+        Path::new(env!("CARGO_BIN_EXE_skiff")),
+        3,
+        base,
+        dir.path(),
+        &[
             "--trusted-ca-file",
             &ca,
             "--client-cert-auth",
-            "--peer-cert-file",
-            &cert,
-            "--peer-key-file",
-            &key,
             "--peer-trusted-ca-file",
             &ca,
             "--peer-client-cert-auth",
             "--peer-cert-allowed-cn",
             "peer",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let log = dir.path().join(format!("m{i}.log"));
-        children
-            .0
-            .push(spawn(env!("CARGO_BIN_EXE_skiff"), &args, &log));
+        ],
+    );
+    for m in &mut members {
+        let (cert, key) = pki.issue(&m.name, "peer");
+        m.args.extend([
+            format!("--cert-file={cert}"),
+            format!("--key-file={key}"),
+            format!("--peer-cert-file={cert}"),
+            format!("--peer-key-file={key}"),
+        ]);
+        m.spawn();
     }
     let ctl = |i: u16| {
         format!(
@@ -606,27 +572,15 @@ fn three_members_with_peer_and_client_mtls() {
             base + 2 * i
         )
     };
-    let sh = |cmd: String| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(&cmd)
-            .env("ETCDCTL_API", "3")
-            .output()
-            .unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
     let logs = || {
-        (0..3)
-            .map(|i| std::fs::read_to_string(dir.path().join(format!("m{i}.log"))).unwrap())
+        members
+            .iter()
+            .map(|m| std::fs::read_to_string(&m.log_path).unwrap())
             .collect::<Vec<_>>()
             .join("\n")
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !sh(format!("{} endpoint health --cluster", ctl(0))).contains("is healthy") {
+    while !sh(&format!("{} endpoint health --cluster", ctl(0))).contains("is healthy") {
         assert!(
             Instant::now() < deadline,
             "cluster not healthy; logs:\n{}",
@@ -635,15 +589,15 @@ fn three_members_with_peer_and_client_mtls() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(
-        sh(format!("{} put k v1", ctl(0))),
+        sh(&format!("{} put k v1", ctl(0))),
         "OK\n",
         "logs:\n{}",
         logs()
     );
     for i in 0..3 {
-        assert_eq!(sh(format!("{} get k --print-value-only", ctl(i))), "v1\n");
+        assert_eq!(sh(&format!("{} get k --print-value-only", ctl(i))), "v1\n");
     }
-    let list = sh(format!("{} member list", ctl(1)));
+    let list = sh(&format!("{} member list", ctl(1)));
     assert_eq!(list.matches(", started, m").count(), 3, "{list}");
     assert_eq!(list.matches("https://127.0.0.1:").count(), 6, "{list}");
 
@@ -674,12 +628,12 @@ fn three_members_with_peer_and_client_mtls() {
     );
 
     // Still serving, every member.
-    assert_eq!(sh(format!("{} put k v2", ctl(2))), "OK\n");
+    assert_eq!(sh(&format!("{} put k v2", ctl(2))), "OK\n");
     for i in 0..3 {
-        assert_eq!(sh(format!("{} get k --print-value-only", ctl(i))), "v2\n");
+        assert_eq!(sh(&format!("{} get k --print-value-only", ctl(i))), "v2\n");
     }
-    for (i, c) in children.0.iter_mut().enumerate() {
-        assert!(c.try_wait().unwrap().is_none(), "m{i} is still running");
+    for m in &mut members {
+        assert!(m.try_exit().is_none(), "{} is still running", m.name);
     }
 }
 
@@ -840,51 +794,16 @@ fn three_members_with_peer_auto_tls() {
     }
     let dir = tempfile::tempdir().unwrap();
     let base = 23580u16;
-    let peer_url = |i: u16| format!("https://127.0.0.1:{}", base + 2 * i + 1);
-    let initial: Vec<String> = (0..3).map(|i| format!("m{i}={}", peer_url(i))).collect();
-    let mut children = Children(Vec::new());
-    for i in 0..3u16 {
-        let client = format!("https://127.0.0.1:{}", base + 2 * i);
-        let data = dir.path().join(format!("m{i}.data"));
-        let args: Vec<String> = [
-            "--name",
-            &format!("m{i}"),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer_url(i),
-            "--initial-advertise-peer-urls",
-            &peer_url(i),
-            "--initial-cluster",
-            &initial.join(","),
-            "--auto-tls",
-            "--peer-auto-tls",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let log = dir.path().join(format!("m{i}.log"));
-        children
-            .0
-            .push(spawn(env!("CARGO_BIN_EXE_skiff"), &args, &log));
+    let mut members = common::cluster_members_https(
+        Path::new(env!("CARGO_BIN_EXE_skiff")),
+        3,
+        base,
+        dir.path(),
+        &["--auto-tls", "--peer-auto-tls"],
+    );
+    for m in &mut members {
+        m.spawn();
     }
-    let sh = |cmd: String| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(&cmd)
-            .env("ETCDCTL_API", "3")
-            .output()
-            .unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
     let ctl = |i: u16| {
         format!(
             "etcdctl --endpoints=https://127.0.0.1:{} --insecure-transport=false --insecure-skip-tls-verify --command-timeout=5s",
@@ -892,9 +811,10 @@ fn three_members_with_peer_auto_tls() {
         )
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while sh(format!("{} put k v", ctl(0))) != "OK\n" {
-        let logs: Vec<String> = (0..3)
-            .map(|i| std::fs::read_to_string(dir.path().join(format!("m{i}.log"))).unwrap())
+    while sh(&format!("{} put k v", ctl(0))) != "OK\n" {
+        let logs: Vec<String> = members
+            .iter()
+            .map(|m| std::fs::read_to_string(&m.log_path).unwrap())
             .collect();
         assert!(
             Instant::now() < deadline,
@@ -904,8 +824,10 @@ fn three_members_with_peer_auto_tls() {
         std::thread::sleep(Duration::from_millis(200));
     }
     for i in 0..3 {
-        assert_eq!(sh(format!("{} get k --print-value-only", ctl(i))), "v\n");
-        let fixtures = dir.path().join(format!("m{i}.data/fixtures/peer/cert.pem"));
+        assert_eq!(sh(&format!("{} get k --print-value-only", ctl(i))), "v\n");
+        let fixtures = members[usize::from(i)]
+            .data_dir
+            .join("fixtures/peer/cert.pem");
         assert!(fixtures.exists(), "{}", fixtures.display());
     }
 }

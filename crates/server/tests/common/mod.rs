@@ -221,6 +221,8 @@ pub struct Member {
     pub args: Vec<String>,
     /// Environment variables set for the member (on top of the test's, minus `ETCD_*`).
     pub env: Vec<(String, String)>,
+    /// `http`, or `https` for [`cluster_members_https`].
+    scheme: &'static str,
     child: Option<Child>,
 }
 
@@ -234,13 +236,37 @@ pub fn cluster_members(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> Vec<Member> {
-    let peer = |i: usize| format!("http://127.0.0.1:{}", base_port + 2 * i as u16 + 1);
+    layout("http", bin, n, base_port, dir, extra)
+}
+
+/// [`cluster_members`] with `https` client and peer URLs (the TLS flags go in `extra`
+/// or each member's `args`; [`Member::wait_serving`] asks plain HTTP, so wait with a
+/// TLS client instead).
+pub fn cluster_members_https(
+    bin: &std::path::Path,
+    n: usize,
+    base_port: u16,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Vec<Member> {
+    layout("https", bin, n, base_port, dir, extra)
+}
+
+fn layout(
+    scheme: &'static str,
+    bin: &std::path::Path,
+    n: usize,
+    base_port: u16,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Vec<Member> {
+    let peer = |i: usize| format!("{scheme}://127.0.0.1:{}", base_port + 2 * i as u16 + 1);
     let initial: Vec<String> = (0..n).map(|i| format!("m{i}={}", peer(i))).collect();
     (0..n)
         .map(|i| {
             let name = format!("m{i}");
             let client_port = base_port + 2 * i as u16;
-            let client = format!("http://127.0.0.1:{client_port}");
+            let client = format!("{scheme}://127.0.0.1:{client_port}");
             let data_dir = dir.join(format!("{name}.data"));
             let mut args: Vec<String> = [
                 "--name",
@@ -273,6 +299,7 @@ pub fn cluster_members(
                 data_dir,
                 args,
                 env: Vec::new(),
+                scheme,
                 child: None,
             }
         })
@@ -286,7 +313,7 @@ impl Member {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
     pub fn pid(&self) -> Option<u32> {
