@@ -9,64 +9,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use skiff_storage::etcd_wal::{self, kind, EtcdWalError};
 
-struct Counting;
-
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static TRACKED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note(size: usize) {
-    if TRACKED.with(|t| t.get()) {
-        LARGEST.fetch_max(size, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to the System allocator, whose contract is
-// the one GlobalAlloc requires; `note` only reads a const-initialised thread-local and
-// updates an atomic, so it neither allocates nor unwinds.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: the caller's guarantees for `layout` are passed on as they are.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from System with `layout` (every allocation here does).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: as for dealloc, and the caller's guarantees for `new_size` pass on.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "common/fuzz.rs"]
+mod fuzz;
+use fuzz::Rng;
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -181,11 +130,11 @@ fn damage_is_refused_with_file_and_offset_and_bounded_allocation() {
             _ => bytes[..8].copy_from_slice(&(10u64 << 30).to_le_bytes()),
         }
         std::fs::write(victim, &bytes).unwrap();
-        LARGEST.store(0, Ordering::Relaxed);
-        TRACKED.with(|t| t.set(true));
+        fuzz::reset();
+        fuzz::track(true);
         let result = read(dir.path());
-        TRACKED.with(|t| t.set(false));
-        let largest = LARGEST.load(Ordering::Relaxed);
+        fuzz::track(false);
+        let largest = fuzz::largest();
         assert!(
             largest <= bytes.len().max(written.len() * 64) + 64 * 1024,
             "case {case}: an allocation of {largest} bytes for a {}-byte segment",

@@ -5,75 +5,16 @@
 //! Deterministic (xorshift with fixed seeds) so a failure reproduces. Its own test
 //! binary, because it installs a counting global allocator.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::fs;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use skiff_raft::{Encode, Entry, EntryType, HardState};
 use skiff_storage::wal::record::{self, Item, RecordType, Scanner};
 use skiff_storage::wal::{SnapshotMarker, Wal, WalError, WalOptions};
 
-/// Records the largest single allocation made by the test's own thread since the last
-/// reset (the harness's threads allocate too, and must not count).
-struct Counting;
-
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static TRACKED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note(size: usize) {
-    if TRACKED.with(|t| t.get()) {
-        LARGEST.fetch_max(size, Ordering::Relaxed);
-    }
-}
-
-// The crate's one `unsafe`: a global allocator can only be written as an unsafe impl.
-// SAFETY: every call is forwarded unchanged to the System allocator, whose contract is
-// the one GlobalAlloc requires; `note` only reads a const-initialised thread-local and
-// updates an atomic, so it neither allocates nor unwinds.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: the caller's guarantees for `layout` are passed on as they are.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from System with `layout` (every allocation here does).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: as for dealloc, and the caller's guarantees for `new_size` pass on.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// Up to `max - 1` random bytes.
-    fn bytes(&mut self, max: u64) -> Vec<u8> {
-        let n = self.below(max);
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+#[path = "common/fuzz.rs"]
+mod fuzz;
+use fuzz::Rng;
 
 /// A valid segment: header, then entries, hard states and markers.
 fn valid_segment(rng: &mut Rng) -> Vec<u8> {
@@ -170,7 +111,7 @@ fn scan_all(data: &[u8]) -> usize {
 #[test]
 fn scanner_and_open_never_panic_nor_over_allocate() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    TRACKED.with(|t| t.set(true));
+    fuzz::track(true);
 
     // The scanner alone: pure garbage and mutated valid segments, no allocation at all.
     for round in 0..20_000 {
@@ -182,14 +123,10 @@ fn scanner_and_open_never_panic_nor_over_allocate() {
         if round % 2 == 1 {
             mutate(&mut rng, &mut input);
         }
-        LARGEST.store(0, Ordering::Relaxed);
+        fuzz::reset();
         let n = scan_all(&input);
         let _ = record::find_chained_record(&input, 0, input.len(), 7);
-        assert_eq!(
-            LARGEST.load(Ordering::Relaxed),
-            0,
-            "round {round}: scanner allocated"
-        );
+        assert_eq!(fuzz::largest(), 0, "round {round}: scanner allocated");
         assert!(n <= input.len() / record::HEADER_LEN);
     }
 
@@ -212,13 +149,13 @@ fn scanner_and_open_never_panic_nor_over_allocate() {
         input.resize(input.len() + rng.below(64) as usize, 0);
         fs::write(&seg, &input).unwrap();
         let file_len = input.len();
-        LARGEST.store(0, Ordering::Relaxed);
+        fuzz::reset();
         let result = Wal::open(
             &dir,
             SnapshotMarker::default(),
             WalOptions { segment_size: 4096 },
         );
-        let largest = LARGEST.load(Ordering::Relaxed);
+        let largest = fuzz::largest();
         // The counter is live: reading the segment allocates its size.
         assert!(largest >= file_len, "round {round}: counter saw {largest}");
         // Reading the file, the entries vector and paths: bounded by the input, never
