@@ -10,7 +10,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{have, Kind, Proc};
+use common::{assert_same_transcript, have, Kind, Proc};
 use regex::Regex;
 
 /// The script: each step is a shell snippet; `$E` is etcdctl aimed at the server,
@@ -351,25 +351,7 @@ fn etcdctl_transcript_matches_etcd() {
     let _ = std::fs::remove_file(&big);
 
     let (a, b) = (mask(&etcd_out), mask(&skiff_out));
-    let out_dir = std::env::temp_dir();
-    std::fs::write(out_dir.join("skiff-transcript-etcd.txt"), &a).ok();
-    std::fs::write(out_dir.join("skiff-transcript-skiff.txt"), &b).ok();
-    if a != b {
-        let mut report = String::new();
-        for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
-            if x != y {
-                report.push_str(&format!("line {}:\n  etcd:  {x}\n  skiff: {y}\n", i + 1));
-            }
-        }
-        let (la, lb) = (a.lines().count(), b.lines().count());
-        if la != lb {
-            report.push_str(&format!("line counts differ: etcd {la}, skiff {lb}\n"));
-        }
-        panic!(
-            "masked transcripts differ (full texts in {}):\n{report}",
-            out_dir.display()
-        );
-    }
+    assert_same_transcript("skiff-transcript", &a, &b);
     // The comparison is only meaningful if the script really ran.
     assert!(a.contains("bar-again"), "script did not run:\n{a}");
     for expected in [

@@ -24,7 +24,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{have, Kind, Proc};
+use common::{assert_same_transcript, have, Kind, Proc};
 use regex::Regex;
 
 /// The script: `$E` is etcdctl aimed at the server, `$V` a file of 50,000 bytes.
@@ -123,25 +123,7 @@ fn compare(script: &[&str], etcd_flags: &[&str], skiff_flags: &[&str], ports: u1
     let _ = std::fs::remove_file(&value);
 
     let (a, b) = (mask(&etcd_out), mask(&skiff_out));
-    let out_dir = std::env::temp_dir();
-    std::fs::write(out_dir.join("skiff-space-etcd.txt"), &a).ok();
-    std::fs::write(out_dir.join("skiff-space-skiff.txt"), &b).ok();
-    if a != b {
-        let mut report = String::new();
-        for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
-            if x != y {
-                report.push_str(&format!("line {}:\n  etcd:  {x}\n  skiff: {y}\n", i + 1));
-            }
-        }
-        let (la, lb) = (a.lines().count(), b.lines().count());
-        if la != lb {
-            report.push_str(&format!("line counts differ: etcd {la}, skiff {lb}\n"));
-        }
-        panic!(
-            "masked transcripts differ (full texts in {}):\n{report}",
-            out_dir.display()
-        );
-    }
+    assert_same_transcript("skiff-space", &a, &b);
     b
 }
 

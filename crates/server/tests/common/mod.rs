@@ -189,6 +189,31 @@ impl Drop for Proc {
     }
 }
 
+/// Asserts that two masked transcripts, etcd's and Skiff's, are identical. Both are
+/// first written to the temp dir as `<stem>-etcd.txt` and `<stem>-skiff.txt`; a
+/// difference panics listing every differing line.
+pub fn assert_same_transcript(stem: &str, etcd: &str, skiff: &str) {
+    let out_dir = std::env::temp_dir();
+    std::fs::write(out_dir.join(format!("{stem}-etcd.txt")), etcd).ok();
+    std::fs::write(out_dir.join(format!("{stem}-skiff.txt")), skiff).ok();
+    if etcd != skiff {
+        let mut report = String::new();
+        for (i, (x, y)) in etcd.lines().zip(skiff.lines()).enumerate() {
+            if x != y {
+                report.push_str(&format!("line {}:\n  etcd:  {x}\n  skiff: {y}\n", i + 1));
+            }
+        }
+        let (la, lb) = (etcd.lines().count(), skiff.lines().count());
+        if la != lb {
+            report.push_str(&format!("line counts differ: etcd {la}, skiff {lb}\n"));
+        }
+        panic!(
+            "masked transcripts differ (full texts in {}):\n{report}",
+            out_dir.display()
+        );
+    }
+}
+
 /// A plain HTTP/1.1 GET: (status, body).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
