@@ -100,6 +100,90 @@ pub enum BoltError {
 
 pub type BoltResult<T> = std::result::Result<T, BoltError>;
 
+/// The 16-byte header every page starts with; the one encoding both the reader and the
+/// writer use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PageHeader {
+    pub id: u64,
+    pub flags: u16,
+    pub count: u16,
+    pub overflow: u32,
+}
+
+impl PageHeader {
+    /// Decodes the header at the start of `b`, which holds at least [`PAGE_HEADER`] bytes.
+    pub fn decode(b: &[u8]) -> PageHeader {
+        PageHeader {
+            id: le_u64(b, 0),
+            flags: le_u16(b, 8),
+            count: le_u16(b, 10),
+            overflow: le_u32(b, 12),
+        }
+    }
+
+    /// Encodes the header into the start of `b`, which holds at least [`PAGE_HEADER`] bytes.
+    pub fn encode(&self, b: &mut [u8]) {
+        b[0..8].copy_from_slice(&self.id.to_le_bytes());
+        b[8..10].copy_from_slice(&self.flags.to_le_bytes());
+        b[10..12].copy_from_slice(&self.count.to_le_bytes());
+        b[12..16].copy_from_slice(&self.overflow.to_le_bytes());
+    }
+}
+
+/// A leaf page element; `pos` counts from the element to its key, the value follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LeafElem {
+    pub flags: u32,
+    pub pos: u32,
+    pub ksize: u32,
+    pub vsize: u32,
+}
+
+impl LeafElem {
+    /// Decodes the element at `b[at..at + ELEM_SIZE]`.
+    pub fn decode(b: &[u8], at: usize) -> LeafElem {
+        LeafElem {
+            flags: le_u32(b, at),
+            pos: le_u32(b, at + 4),
+            ksize: le_u32(b, at + 8),
+            vsize: le_u32(b, at + 12),
+        }
+    }
+
+    pub fn encode(&self, b: &mut [u8], at: usize) {
+        b[at..at + 4].copy_from_slice(&self.flags.to_le_bytes());
+        b[at + 4..at + 8].copy_from_slice(&self.pos.to_le_bytes());
+        b[at + 8..at + 12].copy_from_slice(&self.ksize.to_le_bytes());
+        b[at + 12..at + 16].copy_from_slice(&self.vsize.to_le_bytes());
+    }
+}
+
+/// A branch page element; `pos` counts from the element to its key, the first key of
+/// the child page `pgid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BranchElem {
+    pub pos: u32,
+    pub ksize: u32,
+    pub pgid: u64,
+}
+
+impl BranchElem {
+    /// Decodes the element at `b[at..at + ELEM_SIZE]`.
+    pub fn decode(b: &[u8], at: usize) -> BranchElem {
+        BranchElem {
+            pos: le_u32(b, at),
+            ksize: le_u32(b, at + 4),
+            pgid: le_u64(b, at + 8),
+        }
+    }
+
+    pub fn encode(&self, b: &mut [u8], at: usize) {
+        b[at..at + 4].copy_from_slice(&self.pos.to_le_bytes());
+        b[at + 4..at + 8].copy_from_slice(&self.ksize.to_le_bytes());
+        b[at + 8..at + 16].copy_from_slice(&self.pgid.to_le_bytes());
+    }
+}
+
 pub(crate) fn le_u16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }

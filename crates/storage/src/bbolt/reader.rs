@@ -11,8 +11,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    fnv64a, le_u16, le_u32, le_u64, meta_off, BoltError, BoltResult, BUCKET_HEADER,
-    BUCKET_LEAF_FLAG, ELEM_SIZE, FLAG_BRANCH, FLAG_LEAF, FLAG_META, MAGIC, PAGE_HEADER, VERSION,
+    fnv64a, le_u32, le_u64, meta_off, BoltError, BoltResult, BranchElem, LeafElem, PageHeader,
+    BUCKET_HEADER, BUCKET_LEAF_FLAG, ELEM_SIZE, FLAG_BRANCH, FLAG_LEAF, FLAG_META, MAGIC,
+    PAGE_HEADER, VERSION,
 };
 
 /// Deepest B+tree (and bucket nesting) accepted; bbolt trees of any real size are far
@@ -120,8 +121,9 @@ impl BoltReader {
         if b.len() < meta_off::CHECKSUM + 8 {
             return Err(format!("file of {file_len} bytes is too short"));
         }
-        if le_u16(b, 8) & FLAG_META == 0 {
-            return Err(format!("not a meta page (flags {:#x})", le_u16(b, 8)));
+        let flags = PageHeader::decode(b).flags;
+        if flags & FLAG_META == 0 {
+            return Err(format!("not a meta page (flags {flags:#x})"));
         }
         if le_u32(b, meta_off::MAGIC) != MAGIC {
             return Err("bad magic".into());
@@ -201,13 +203,11 @@ impl BoltReader {
         let at = id * self.page_size;
         let mut head = vec![0u8; self.page_size as usize];
         self.read_at(&mut head, at)?;
-        if le_u64(&head, 0) != id {
-            return Err(self.corrupt(
-                at,
-                format!("page {id} says it is page {}", le_u64(&head, 0)),
-            ));
+        let header = PageHeader::decode(&head);
+        if header.id != id {
+            return Err(self.corrupt(at, format!("page {id} says it is page {}", header.id)));
         }
-        let overflow = u64::from(le_u32(&head, 12));
+        let overflow = u64::from(header.overflow);
         if id + overflow >= self.pgid {
             return Err(self.corrupt(
                 at + 12,
@@ -335,8 +335,8 @@ impl BoltReader {
         if page.len() < PAGE_HEADER {
             return Err(self.corrupt(base, "inline page shorter than its header".into()));
         }
-        let flags = le_u16(&page, 8);
-        let count = usize::from(le_u16(&page, 10));
+        let PageHeader { flags, count, .. } = PageHeader::decode(&page);
+        let count = usize::from(count);
         if PAGE_HEADER + count * ELEM_SIZE > page.len() {
             return Err(self.corrupt(
                 base + 10,
@@ -363,15 +363,13 @@ impl BoltReader {
         if flags == FLAG_LEAF {
             for i in 0..count {
                 let at = PAGE_HEADER + i * ELEM_SIZE;
-                let eflags = le_u32(&page, at);
-                let pos = le_u32(&page, at + 4);
-                let ksize = u64::from(le_u32(&page, at + 8));
-                let vsize = u64::from(le_u32(&page, at + 12));
-                let (ks, ke) = span(at, pos, ksize + vsize)?;
+                let e = LeafElem::decode(&page, at);
+                let (ksize, vsize) = (u64::from(e.ksize), u64::from(e.vsize));
+                let (ks, ke) = span(at, e.pos, ksize + vsize)?;
                 let key = &page[ks..ks + ksize as usize];
                 self.check_order(last, key, base + at as u64)?;
                 f(
-                    eflags,
+                    e.flags,
                     key,
                     &page[ks + ksize as usize..ke],
                     base + ks as u64 + ksize,
@@ -383,11 +381,9 @@ impl BoltReader {
             }
             for i in 0..count {
                 let at = PAGE_HEADER + i * ELEM_SIZE;
-                let pos = le_u32(&page, at);
-                let ksize = u64::from(le_u32(&page, at + 4));
-                let child = le_u64(&page, at + 8);
-                span(at, pos, ksize)?;
-                self.walk_raw(&Root::Page(child), depth + 1, stack, last, f)?;
+                let e = BranchElem::decode(&page, at);
+                span(at, e.pos, u64::from(e.ksize))?;
+                self.walk_raw(&Root::Page(e.pgid), depth + 1, stack, last, f)?;
             }
         } else {
             return Err(self.corrupt(

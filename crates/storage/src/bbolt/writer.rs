@@ -16,9 +16,9 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{
-    fnv64a, meta_off, BoltError, BoltResult, BUCKET_HEADER, BUCKET_LEAF_FLAG, ELEM_SIZE,
-    FLAG_BRANCH, FLAG_FREELIST, FLAG_LEAF, FLAG_META, MAGIC, MAX_KEY_SIZE, PAGE_HEADER, PAGE_SIZE,
-    VERSION,
+    fnv64a, meta_off, BoltError, BoltResult, BranchElem, LeafElem, PageHeader, BUCKET_HEADER,
+    BUCKET_LEAF_FLAG, ELEM_SIZE, FLAG_BRANCH, FLAG_FREELIST, FLAG_LEAF, FLAG_META, MAGIC,
+    MAX_KEY_SIZE, PAGE_HEADER, PAGE_SIZE, VERSION,
 };
 
 /// The value a finished bucket takes in its parent: a bucket header, plus the bucket's
@@ -82,15 +82,18 @@ impl BoltWriter {
     /// Writes one page (with overflow pages if it needs them) holding `elems`; returns
     /// its id.
     fn write_page(&mut self, kind: Kind, elems: &[Elem]) -> BoltResult<u64> {
-        let bytes = encode_page(kind, elems, 0)?;
-        let pages = bytes.len().div_ceil(PAGE_SIZE).max(1);
+        let mut buf = encode_page(kind, elems)?;
+        let pages = buf.len().div_ceil(PAGE_SIZE).max(1);
         let id = self.next;
-        let mut buf = bytes;
         buf.resize(pages * PAGE_SIZE, 0);
-        buf[0..8].copy_from_slice(&id.to_le_bytes());
         let overflow = u32::try_from(pages - 1)
             .map_err(|_| self.invalid("a page larger than bbolt can describe".into()))?;
-        buf[12..16].copy_from_slice(&overflow.to_le_bytes());
+        let header = PageHeader {
+            id,
+            overflow,
+            ..PageHeader::decode(&buf)
+        };
+        header.encode(&mut buf);
         self.write_raw(&buf)?;
         self.next += pages as u64;
         Ok(id)
@@ -107,8 +110,13 @@ impl BoltWriter {
         let root_pgid = root.finish_pages(&mut self)?;
         let freelist = self.next;
         let mut page = vec![0u8; PAGE_SIZE];
-        page[0..8].copy_from_slice(&freelist.to_le_bytes());
-        page[8..10].copy_from_slice(&FLAG_FREELIST.to_le_bytes());
+        PageHeader {
+            id: freelist,
+            flags: FLAG_FREELIST,
+            count: 0,
+            overflow: 0,
+        }
+        .encode(&mut page);
         self.write_raw(&page)?;
         self.next += 1;
         let pgid = self.next;
@@ -138,8 +146,13 @@ impl BoltWriter {
 /// One meta page.
 pub(crate) fn meta_page(id: u64, root: u64, freelist: u64, pgid: u64, txid: u64) -> Vec<u8> {
     let mut p = vec![0u8; PAGE_SIZE];
-    p[0..8].copy_from_slice(&id.to_le_bytes());
-    p[8..10].copy_from_slice(&FLAG_META.to_le_bytes());
+    PageHeader {
+        id,
+        flags: FLAG_META,
+        count: 0,
+        overflow: 0,
+    }
+    .encode(&mut p);
     p[meta_off::MAGIC..meta_off::MAGIC + 4].copy_from_slice(&MAGIC.to_le_bytes());
     p[meta_off::VERSION..meta_off::VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
     p[meta_off::PAGE_SIZE..meta_off::PAGE_SIZE + 4]
@@ -179,37 +192,43 @@ impl Elem {
     }
 }
 
-/// Encodes a page (header with `id`, elements, data), unpadded.
-fn encode_page(kind: Kind, elems: &[Elem], id: u64) -> BoltResult<Vec<u8>> {
+/// Encodes a page (header with id 0 and no overflow, elements, data), unpadded.
+fn encode_page(kind: Kind, elems: &[Elem]) -> BoltResult<Vec<u8>> {
     let size = PAGE_HEADER + elems.iter().map(|e| e.size(kind)).sum::<usize>();
     let mut buf = vec![0u8; size];
-    buf[0..8].copy_from_slice(&id.to_le_bytes());
     let flags = match kind {
         Kind::Leaf => FLAG_LEAF,
         Kind::Branch => FLAG_BRANCH,
     };
-    buf[8..10].copy_from_slice(&flags.to_le_bytes());
     let count = u16::try_from(elems.len()).map_err(|_| BoltError::Invalid {
         path: PathBuf::new(),
         reason: "more than 65535 elements on a page".into(),
     })?;
-    buf[10..12].copy_from_slice(&count.to_le_bytes());
+    PageHeader {
+        id: 0,
+        flags,
+        count,
+        overflow: 0,
+    }
+    .encode(&mut buf);
     let mut data = PAGE_HEADER + ELEM_SIZE * elems.len();
     for (i, e) in elems.iter().enumerate() {
         let at = PAGE_HEADER + ELEM_SIZE * i;
         let pos = (data - at) as u32;
         match kind {
-            Kind::Leaf => {
-                buf[at..at + 4].copy_from_slice(&e.flags.to_le_bytes());
-                buf[at + 4..at + 8].copy_from_slice(&pos.to_le_bytes());
-                buf[at + 8..at + 12].copy_from_slice(&(e.key.len() as u32).to_le_bytes());
-                buf[at + 12..at + 16].copy_from_slice(&(e.value.len() as u32).to_le_bytes());
+            Kind::Leaf => LeafElem {
+                flags: e.flags,
+                pos,
+                ksize: e.key.len() as u32,
+                vsize: e.value.len() as u32,
             }
-            Kind::Branch => {
-                buf[at..at + 4].copy_from_slice(&pos.to_le_bytes());
-                buf[at + 4..at + 8].copy_from_slice(&(e.key.len() as u32).to_le_bytes());
-                buf[at + 8..at + 16].copy_from_slice(&e.child.to_le_bytes());
+            .encode(&mut buf, at),
+            Kind::Branch => BranchElem {
+                pos,
+                ksize: e.key.len() as u32,
+                pgid: e.child,
             }
+            .encode(&mut buf, at),
         }
         buf[data..data + e.key.len()].copy_from_slice(&e.key);
         data += e.key.len();
@@ -359,7 +378,7 @@ impl BucketBuilder {
             && leaf.elems.iter().all(|e| e.flags & BUCKET_LEAF_FLAG == 0);
         let mut value = vec![0u8; BUCKET_HEADER];
         if inline {
-            value.extend_from_slice(&encode_page(Kind::Leaf, &leaf.elems, 0)?);
+            value.extend_from_slice(&encode_page(Kind::Leaf, &leaf.elems)?);
         } else {
             let root = self.finish_pages(w)?;
             value[0..8].copy_from_slice(&root.to_le_bytes());
