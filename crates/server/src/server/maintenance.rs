@@ -73,7 +73,7 @@ impl MaintenanceApi for EtcdServer {
     }
 
     /// Rebuilds this member's backend file while writes continue (they wait only for
-    /// the swap, milliseconds); local to the member, as etcd's.
+    /// the swap); local to the member, as etcd's.
     async fn defragment(&self, _: pb::DefragmentRequest) -> ApiResult<pb::DefragmentResponse> {
         let store = self.store.clone();
         blocking(move || {

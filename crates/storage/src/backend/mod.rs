@@ -27,7 +27,7 @@
 //!
 //! # Defragmentation
 //! [`Backend::defragment`] rebuilds the file compactly while writes go on and swaps it in
-//! under a pause of milliseconds (see the `defrag` module); the database handle is the
+//! under a short pause (the last rows and one fsync; see the `defrag` module); the database handle is the
 //! only thing it replaces, and every transaction begins on the current one.
 //!
 //! # Commit observer
