@@ -56,18 +56,24 @@ impl Alarms {
         k
     }
 
+    /// The (member ID, alarm type) of a backend key made by [`Alarms::key`]; `None` if
+    /// it is not 12 bytes.
+    pub fn parse_key(k: &[u8]) -> Option<(u64, i32)> {
+        let (Ok(m), Ok(t)) = (
+            <[u8; 8]>::try_from(k.get(..8).unwrap_or_default()),
+            <[u8; 4]>::try_from(k.get(8..).unwrap_or_default()),
+        ) else {
+            return None;
+        };
+        Some((u64::from_be_bytes(m), i32::from_be_bytes(t)))
+    }
+
     /// Rebuilds the set from backend keys; malformed keys are reported.
     pub fn from_keys<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Result<Alarms, String> {
         let mut a = Alarms::default();
         for k in keys {
-            let (Ok(m), Ok(t)) = (
-                <[u8; 8]>::try_from(k.get(..8).unwrap_or_default()),
-                <[u8; 4]>::try_from(k.get(8..).unwrap_or_default()),
-            ) else {
-                return Err(format!("malformed alarm key {k:?}"));
-            };
-            a.raised
-                .insert((u64::from_be_bytes(m), i32::from_be_bytes(t)));
+            let alarm = Alarms::parse_key(k).ok_or_else(|| format!("malformed alarm key {k:?}"))?;
+            a.raised.insert(alarm);
         }
         Ok(a)
     }

@@ -118,16 +118,9 @@ impl AuxCodec for EtcdAux {
                 Ok(vec![("members", member_key(m.id), json)])
             }
             Table::Alarm => {
-                let (Ok(member), Some(Ok(alarm))) = (
-                    <[u8; 8]>::try_from(key.get(..8).unwrap_or_default()),
-                    key.get(8..).map(<[u8; 4]>::try_from),
-                ) else {
-                    return Err(format!("alarm key of {} bytes, not 12", key.len()));
-                };
-                let am = AlarmMember {
-                    member_id: u64::from_be_bytes(member),
-                    alarm: i32::from_be_bytes(alarm),
-                };
+                let (member_id, alarm) = Alarms::parse_key(key)
+                    .ok_or_else(|| format!("alarm key of {} bytes, not 12", key.len()))?;
+                let am = AlarmMember { member_id, alarm };
                 Ok(vec![("alarm", am.encode_to_vec(), Vec::new())])
             }
             Table::Auth => {
