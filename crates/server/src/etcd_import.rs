@@ -20,12 +20,11 @@
 //! members come from the flags, as for etcd), and auth (Skiff has no auth yet; the log
 //! says how many rows were left out).
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context};
 use skiff_storage::backend::{Backend, BackendConfig};
-use skiff_storage::bbolt::etcd;
+use skiff_storage::bbolt::{etcd, is_bbolt};
 use skiff_storage::wal::Wal;
 
 use crate::bootstrap::Layout;
@@ -34,16 +33,6 @@ use crate::etcd_db::EtcdAux;
 
 /// Where Skiff keeps its own data inside an etcd data directory.
 pub const SKIFF_SUBDIR: &str = "skiff";
-
-/// Whether the file at `path` starts with a bbolt meta page (bbolt's magic number at
-/// byte 16).
-pub fn is_bbolt(path: &Path) -> bool {
-    let mut head = [0u8; 24];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
-        && u32::from_le_bytes([head[16], head[17], head[18], head[19]]) == 0xED0C_DAED
-}
 
 /// The layout this member uses, importing etcd's data first when the data dir holds an
 /// etcd member and no Skiff data yet (see the module docs).

@@ -31,7 +31,7 @@ pub mod etcd;
 pub mod reader;
 pub mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The page size this writer uses (bbolt's default on Linux/amd64, what etcd writes).
 pub const PAGE_SIZE: usize = 4096;
@@ -63,6 +63,17 @@ pub(crate) mod meta_off {
     pub const PGID: usize = 56;
     pub const TXID: usize = 64;
     pub const CHECKSUM: usize = 72;
+}
+
+/// Whether the file at `path` starts with a bbolt meta page (bbolt's magic number where
+/// meta page 0 holds it); a cheap test, not a validation (see [`reader::BoltReader::open`]).
+pub fn is_bbolt(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; meta_off::MAGIC + 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && le_u32(&head, meta_off::MAGIC) == MAGIC
 }
 
 /// FNV-64a, bbolt's meta page checksum.
