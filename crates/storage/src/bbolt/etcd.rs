@@ -27,7 +27,7 @@ use super::reader::{BoltReader, Row};
 use super::writer::{BoltWriter, BucketBuilder};
 use super::BoltError;
 use crate::backend::{meta, read_u64, write_u64, Backend, BackendError, Table};
-use crate::mvcc::codec::parse_rev_key;
+use crate::mvcc::codec::{parse_rev_key, rev_key, Revision};
 
 /// etcd 3.4's top-level buckets, in bbolt's (byte) order.
 pub const BUCKETS: [&str; 10] = [
@@ -120,12 +120,10 @@ pub struct EtcdDbSummary {
     pub finished_compact: i64,
 }
 
-/// A revision key `main`_0, as etcd stores its compaction marks.
+/// A revision key `main`_0, as etcd stores its compaction marks (the `key` table's own
+/// encoding).
 fn rev_bytes(main: i64) -> Vec<u8> {
-    let mut out = main.to_be_bytes().to_vec();
-    out.push(b'_');
-    out.extend_from_slice(&0i64.to_be_bytes());
-    out
+    rev_key(Revision::new(main, 0), false)
 }
 
 /// Writes the backend, as one consistent view, to `path` as an etcd 3.4 `db` file.
