@@ -24,6 +24,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::mvcc::codec::get_varint;
+
 /// etcd's `maxWALEntrySizeLimit`.
 pub const MAX_RECORD: u64 = 10 * 1024 * 1024;
 
@@ -271,17 +273,16 @@ fn has_zero_sector(file_off: u64, frame: &[u8]) -> bool {
     false
 }
 
+/// `mvcc::codec`'s protobuf varint decoder, with the reason it failed.
 fn varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*pos).ok_or("varint cut short")?;
-        *pos += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(v);
+    let start = *pos;
+    get_varint(b, pos).ok_or_else(|| {
+        if *pos - start < 10 {
+            "varint cut short".into()
+        } else {
+            "varint longer than 10 bytes".into()
         }
-    }
-    Err("varint longer than 10 bytes".into())
+    })
 }
 
 /// Decodes a `walpb.Record`: (type, crc, data).

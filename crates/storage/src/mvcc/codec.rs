@@ -95,7 +95,9 @@ pub(crate) fn encode_kv(kv: &KeyValue) -> Vec<u8> {
     out
 }
 
-fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+/// Decodes a protobuf varint at `*pos`, advancing it; `None` if the bytes end first or
+/// it runs past 10 bytes.
+pub(crate) fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *b.get(*pos)?;
