@@ -17,6 +17,7 @@
 //! sorted peer URLs and the Unix time in seconds, so adding the same URLs twice in a
 //! second answers "member ID already exist", as etcd does.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use skiff_api::EtcdError;
@@ -110,6 +111,16 @@ impl EtcdServer {
             .count()
     }
 
+    /// The node loop's view of replication: each member's matched index, `None`
+    /// unless this member leads.
+    async fn progress(&self) -> Result<Option<BTreeMap<u64, u64>>, EtcdError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.node
+            .send(NodeInput::Progress(tx))
+            .map_err(|_| EtcdError::Stopped)?;
+        rx.await.map_err(|_| EtcdError::Stopped)
+    }
+
     /// etcd's `mayAddMember`.
     fn may_add(&self, members: &[MemberRecord], learner: bool) -> Result<(), EtcdError> {
         if !self.config.strict_reconfig_check {
@@ -157,14 +168,7 @@ impl EtcdServer {
     /// etcd's `mayPromoteMember`, on the leader: the learner's log is in sync, and the
     /// promoted learner (counted as started) keeps a quorum of started voters.
     async fn may_promote(&self, members: &[MemberRecord], id: u64) -> Result<(), EtcdError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.node
-            .send(NodeInput::Progress(tx))
-            .map_err(|_| EtcdError::Stopped)?;
-        let progress = rx
-            .await
-            .map_err(|_| EtcdError::Stopped)?
-            .ok_or(EtcdError::NotLeader)?;
+        let progress = self.progress().await?.ok_or(EtcdError::NotLeader)?;
         if let Some(learner) = progress.get(&id) {
             let leader = progress.get(&self.member_id).copied().unwrap_or(0);
             if (*learner as f64) < (leader as f64) * READY_PERCENT {
@@ -232,11 +236,7 @@ impl EtcdServer {
         if self.leader() != self.member_id {
             return false;
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.node.send(NodeInput::Progress(tx)).is_err() {
-            return false;
-        }
-        let Ok(Some(progress)) = rx.await else {
+        let Ok(Some(progress)) = self.progress().await else {
             return false;
         };
         let heir = self
