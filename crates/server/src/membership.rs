@@ -132,6 +132,18 @@ pub fn check_change(
     }
 }
 
+/// Whether one of `members` already has one of `urls` as a peer URL (etcd's
+/// `ErrPeerURLexists`): asked by member add before proposing and by member update
+/// when it applies.
+pub fn peer_urls_taken<'a>(
+    members: impl IntoIterator<Item = &'a MemberRecord>,
+    urls: &[String],
+) -> bool {
+    members
+        .into_iter()
+        .any(|m| m.peer_urls.iter().any(|p| urls.contains(p)))
+}
+
 /// Why the table could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
@@ -241,12 +253,8 @@ impl MemberTable {
         if !self.members.contains_key(&u.member_id) {
             return Err(EtcdError::MemberNotFound);
         }
-        let taken = self
-            .members
-            .values()
-            .filter(|m| m.id != u.member_id)
-            .any(|m| m.peer_urls.iter().any(|p| u.peer_urls.contains(p)));
-        if taken {
+        let others = self.members.values().filter(|m| m.id != u.member_id);
+        if peer_urls_taken(others, &u.peer_urls) {
             return Err(EtcdError::PeerUrlExist);
         }
         let Some(m) = self.members.get_mut(&u.member_id) else {

@@ -28,7 +28,7 @@ use skiff_proto::skiffpb::{ConfChangeContext, MemberRecord, MemberUpdate, Member
 use super::EtcdServer;
 use crate::facade::{ApiResult, ClusterApi};
 use crate::inputs::{ApplyOutput, NodeInput};
-use crate::membership::{ChangeKind, MemberChange, MAX_LEARNERS};
+use crate::membership::{peer_urls_taken, ChangeKind, MemberChange, MAX_LEARNERS};
 
 /// How long every voter's stream must have been up for a change (etcd's
 /// `HealthInterval`).
@@ -316,10 +316,7 @@ impl ClusterApi for EtcdServer {
         if members.iter().any(|m| m.id == id) {
             return Err(EtcdError::MemberExist);
         }
-        if members
-            .iter()
-            .any(|m| m.peer_urls.iter().any(|u| urls.contains(u)))
-        {
+        if peer_urls_taken(members.iter(), &urls) {
             return Err(EtcdError::PeerUrlExist);
         }
         if req.is_learner && members.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
