@@ -222,7 +222,6 @@ impl Applier {
         }
     }
 
-    /// Whether `e` was applied before a restart (the backend already holds it).
     /// The error `request` is refused with because of a raised alarm: CORRUPT refuses
     /// every KV write, compaction, lease grant and revoke; NOSPACE what may grow the
     /// database (a non-zero space cost).
@@ -248,6 +247,7 @@ impl Applier {
         (cost > 0 && self.alarms.is_raised(pb::AlarmType::Nospace)).then_some(EtcdError::NoSpace)
     }
 
+    /// Whether `e` was applied before a restart (the backend already holds it).
     fn replayed(&self, e: &Entry) -> bool {
         e.index <= self.store.consistent_index()
     }
