@@ -238,13 +238,18 @@ impl Applier {
         if data && self.alarms.is_raised(pb::AlarmType::Corrupt) {
             return Some(EtcdError::Corrupt);
         }
+        // The cost (a walk of a whole txn) is worked out only while NOSPACE is raised:
+        // the quota layer already priced the request before it was proposed.
+        if !self.alarms.is_raised(pb::AlarmType::Nospace) {
+            return None;
+        }
         let cost = match request {
             Req::Put(p) => space_cost::put(p),
             Req::Txn(t) => space_cost::txn(t),
             Req::LeaseGrant(_) => space_cost::LEASE_OVERHEAD,
             _ => 0,
         };
-        (cost > 0 && self.alarms.is_raised(pb::AlarmType::Nospace)).then_some(EtcdError::NoSpace)
+        (cost > 0).then_some(EtcdError::NoSpace)
     }
 
     /// Whether `e` was applied before a restart (the backend already holds it).
