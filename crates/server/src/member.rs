@@ -147,7 +147,11 @@ fn hosts(urls: &[crate::config::Url]) -> Vec<String> {
 /// What a member started with `--initial-cluster-state=existing` and an empty data
 /// dir learns from the peers `--initial-cluster` names (etcd asks their `/members`):
 /// the cluster, and its own ID, the member whose peer URLs are its advertised ones.
-async fn join(config: &Config) -> anyhow::Result<Joined> {
+/// `peer_dial_tls` is the member's own peer client configuration.
+async fn join(
+    config: &Config,
+    peer_dial_tls: Option<Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<Joined> {
     let own: Vec<String> = config
         .initial_advertise_peer_urls
         .iter()
@@ -165,13 +169,8 @@ async fn join(config: &Config) -> anyhow::Result<Joined> {
     if peers.is_empty() {
         anyhow::bail!("--initial-cluster-state=existing: --initial-cluster names no other member to learn the cluster from");
     }
-    let peer_tls = tls::Material::resolve(
-        &config.peer_tls,
-        &config.data_dir.join("fixtures").join("peer"),
-        &hosts(&config.listen_peer_urls),
-    )?;
     let dial = PeerConfig {
-        tls: peer_tls.as_ref().map(|m| m.client_config()).transpose()?,
+        tls: peer_dial_tls,
         dial_timeout: Duration::from_secs(2),
         ..PeerConfig::new(0, 0)
     };
@@ -285,10 +284,18 @@ impl Member {
         if removed_marker(&layout).exists() {
             anyhow::bail!("{REMOVED}; the data-dir used by this member must be removed");
         }
+        // Peer TLS material (given, or generated under <data-dir>/fixtures as etcd
+        // does): resolved once, for joining and for the transport.
+        let peer_tls = tls::Material::resolve(
+            &config.peer_tls,
+            &config.data_dir.join("fixtures").join("peer"),
+            &hosts(&config.listen_peer_urls),
+        )?;
+        let peer_dial_tls = peer_tls.as_ref().map(|m| m.client_config()).transpose()?;
         let joining = if config.initial_cluster_state == ClusterState::Existing
             && !skiff_storage::wal::Wal::exists(&layout.wal_dir)
         {
-            Some(join(&config).await?)
+            Some(join(&config, peer_dial_tls.clone()).await?)
         } else {
             None
         };
@@ -387,7 +394,7 @@ impl Member {
         clock.reset(leases.granted());
         tokio::spawn(lease_clock.run());
 
-        // TLS material (given, or generated under <data-dir>/fixtures as etcd does).
+        // Client TLS material (given, or generated under <data-dir>/fixtures).
         let client_tls = if config.listen_client_urls.iter().any(|u| u.is_tls()) {
             tls::Material::resolve(
                 &config.client_tls,
@@ -399,12 +406,6 @@ impl Member {
         } else {
             None
         };
-        let peer_tls = tls::Material::resolve(
-            &config.peer_tls,
-            &config.data_dir.join("fixtures").join("peer"),
-            &hosts(&config.listen_peer_urls),
-        )?;
-        let peer_dial_tls = peer_tls.as_ref().map(|m| m.client_config()).transpose()?;
         let peer_serve_tls = peer_tls
             .as_ref()
             .map(|m| m.server_config(tls::Port::Peer))
