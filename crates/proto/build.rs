@@ -20,8 +20,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "skiffpb/internal.proto",
         "leasepb/lease.proto",
         "raftpb/raft.proto",
-        "walpb/record.proto",
-        "snappb/snap.proto",
         "etcdserverpb/etcdserver.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();

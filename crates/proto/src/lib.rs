@@ -3,7 +3,8 @@
 //!
 //! Guarantees: every package, service, message, field name and field number in
 //! `etcdserverpb`, `mvccpb`, `authpb`, `v3lockpb`, `v3electionpb`, and in etcd's file
-//! formats (`leasepb`, `raftpb`, `walpb`, `snappb`) matches etcd 3.4+ (a superset: fields added up to 3.6 are present), so gRPC paths such as
+//! formats (`leasepb`, `raftpb`, the WAL's `etcdserverpb.Metadata`) matches etcd 3.4+ (a
+//! superset: fields added up to 3.6 are present), so gRPC paths such as
 //! `/etcdserverpb.KV/Range` and the bytes on the wire are what etcd clients expect.
 //! `bytes` fields are [`bytes::Bytes`], so payloads are shared rather than copied.
 //! The code is generated at build time with a vendored `protoc`.
@@ -43,16 +44,6 @@ pub mod leasepb {
 /// etcd's Raft messages as its WAL and snapshot files store them (etcd `raftpb`).
 pub mod raftpb {
     tonic::include_proto!("raftpb");
-}
-
-/// etcd's WAL record and snapshot marker (etcd `walpb`).
-pub mod walpb {
-    tonic::include_proto!("walpb");
-}
-
-/// etcd's `.snap` file framing (etcd `snappb`).
-pub mod snappb {
-    tonic::include_proto!("snappb");
 }
 
 /// Skiff's peer protocol and the requests proposed through Raft.
