@@ -8,8 +8,9 @@
 //!   and the revision in the log), after which writes fail with etcd's
 //!   `etcdserver: corrupt cluster`.
 //!
-//! Not compared with etcd 3.4 here: altering etcd's bbolt file the same way needs a
-//! bbolt writer (left for the snapshot issue's bbolt code). Ports 29540-29545.
+//! Not compared with etcd 3.4 here: altering etcd's bbolt file the same way would mean
+//! rewriting it (possible with `skiff_storage::bbolt`'s reader and writer, not done
+//! yet). Ports 29540-29545.
 
 mod common;
 
