@@ -63,6 +63,10 @@ const SCRIPT: &[&str] = &[
     "$U endpoint hashkv",
     "$U endpoint status -w json",
     "$U alarm list",
+    "$U defrag",
+    // A snapshot through the URL form, then etcdctl's own check of the file (bbolt's
+    // consistency check); its revision column is the server's revision.
+    "D=$(mktemp -d) && cd $D && $U snapshot save u.db 2>/dev/null && etcdctl snapshot status u.db -w table | cut -d'|' -f3; rm -rf $D",
     "$E get '' --prefix --keys-only",
     "$E put zoo --ignore-value",
     "$E put nokey --ignore-value",

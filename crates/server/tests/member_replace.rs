@@ -69,8 +69,8 @@ fn writers(
 }
 
 /// The keys under `w/` a member holds, read locally (serializable) once it has applied
-/// up to `revision`.
-async fn keys_on(endpoint: &str, revision: i64) -> BTreeSet<String> {
+/// up to `revision`; an error saying what it answered last when it has not within 30 s.
+async fn keys_on(endpoint: &str, revision: i64) -> Result<BTreeSet<String>, String> {
     let mut c = Client::connect([endpoint], opts()).await.expect("connect");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -85,20 +85,25 @@ async fn keys_on(endpoint: &str, revision: i64) -> BTreeSet<String> {
                 ),
             )
             .await;
-        if let Ok(r) = r {
-            let rev = r.header().map(|h| h.revision()).unwrap_or(0);
-            if rev >= revision {
-                return r
-                    .kvs()
-                    .iter()
-                    .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-                    .collect();
+        let last = match r {
+            Ok(r) => {
+                let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+                if rev >= revision {
+                    return Ok(r
+                        .kvs()
+                        .iter()
+                        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                        .collect());
+                }
+                format!("revision {rev}")
             }
+            Err(e) => format!("error {e}"),
+        };
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{endpoint} did not reach revision {revision} (last answer: {last})"
+            ));
         }
-        assert!(
-            Instant::now() < deadline,
-            "{endpoint} did not reach revision {revision}"
-        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -243,7 +248,7 @@ async fn replace_member(bin: &Path, base: u16) -> String {
         .expect("header")
         .revision();
     for ep in [ms[0].url(), ms[1].url(), client.clone()] {
-        let have = keys_on(&ep, rev).await;
+        let have = keys_on(&ep, rev).await.expect("member caught up");
         let missing: Vec<&String> = acked.iter().filter(|k| !have.contains(*k)).collect();
         assert!(
             missing.is_empty(),
@@ -583,6 +588,15 @@ async fn join_as_learner(
     m
 }
 
+/// A member of the `--force-new-cluster` run that did not catch up: a failure for Skiff
+/// (`strict`), etcd 3.4's reported result otherwise (one `.ci/run` saw a member that
+/// joined etcd's forced cluster stay behind for 30 s).
+fn not_caught_up(strict: bool, e: String, m: &Member) -> String {
+    let tail = m.log_tail(15);
+    assert!(!strict, "{e}; its log:\n{tail}");
+    format!("a member did not catch up: {e}; its log ends:\n{tail}")
+}
+
 async fn force_new_cluster(bin: &Path, base: u16, strict: bool) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut ms = tokio::task::block_in_place(|| start_cluster(bin, 3, base, dir.path(), &[]));
@@ -611,7 +625,9 @@ async fn force_new_cluster(bin: &Path, base: u16, strict: bool) -> String {
         .header()
         .expect("header")
         .revision();
-    keys_on(&ms[0].url(), rev).await;
+    keys_on(&ms[0].url(), rev)
+        .await
+        .expect("the survivor-to-be caught up");
     // Disaster: m1 and m2 and their disks are gone; m0 is stopped.
     for m in ms.iter_mut() {
         kill9(m);
@@ -643,7 +659,10 @@ async fn force_new_cluster(bin: &Path, base: u16, strict: bool) -> String {
         .header()
         .expect("header")
         .revision();
-    let have = keys_on(&ms[0].url(), rev).await;
+    let have = match keys_on(&ms[0].url(), rev).await {
+        Ok(have) => have,
+        Err(e) => return not_caught_up(strict, e, &ms[0]),
+    };
     let lost = acked.iter().filter(|k| !have.contains(*k)).count();
     // etcd 3.4 keeps only the entries its WAL's hard state says are committed, which can
     // lag what it applied: it may lose acknowledged writes here (reported, not checked).
@@ -668,8 +687,12 @@ async fn force_new_cluster(bin: &Path, base: u16, strict: bool) -> String {
         .header()
         .expect("h")
         .revision();
-    for ep in [ms[0].url(), a.url(), b.url()] {
-        let have = keys_on(&ep, rev).await;
+    for m in [&ms[0], &a, &b] {
+        let ep = m.url();
+        let have = match keys_on(&ep, rev).await {
+            Ok(have) => have,
+            Err(e) => return not_caught_up(strict, e, m),
+        };
         let missing = acked.iter().filter(|k| !have.contains(*k)).count();
         assert_eq!(missing, 0, "{ep} misses acknowledged writes");
     }

@@ -1,7 +1,8 @@
 //! `etcdctl move-leader` against a 3-member etcd 3.4 and a 3-member Skiff, the
 //! transcripts compared after masking member IDs and ports: leadership handed to a
 //! follower (and the follower then leads), a target that is no member refused with
-//! etcd's error, and etcdctl's own refusal when no endpoint given is the leader.
+//! etcd's error, etcdctl's own refusal when no endpoint given is the leader, and
+//! leadership handed back with the endpoints written as `host:port`.
 //! Ports 28100-28111 belong to this file.
 
 #![allow(clippy::unwrap_used)]
@@ -87,6 +88,15 @@ async fn transcript(bin: &Path, base_port: u16) -> String {
     }
     out.push_str(&etcdctl(&follower_url, &["move-leader", &hex]));
     out.push('\n');
+    // Back to the first leader, every endpoint written as host:port (no scheme).
+    let bare = all.replace("http://", "");
+    out.push_str(&etcdctl(&bare, &["move-leader", &format!("{leader:x}")]));
+    out.push('\n');
+    let (now, _) = ids(&urls[0]).await;
+    out.push_str(&format!(
+        "the first leader leads again: {}\n",
+        now == leader
+    ));
     drop(members);
     let masks = [
         (r"\b[0-9a-f]{14,16}\b", "ID"),

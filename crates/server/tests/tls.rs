@@ -272,12 +272,22 @@ fn tools() -> bool {
 
 /// The steps of the mTLS transcript: `$E` is etcdctl with the CA, a client
 /// certificate and key; `$N` without a client certificate; `$R` with a certificate of
-/// another CA; `$C` curl with the CA and the client certificate, `$CN` without one.
+/// another CA; `$H` as `$E` with the endpoint written as `host:port`; `$C` curl with the
+/// CA and the client certificate, `$CN` without one; `$SNAP` a directory of this server's.
 const MTLS_STEPS: &[&str] = &[
     "$E put foo bar",
     "$E get foo",
     "$E get foo -w json | grep -c '\"kvs\"'",
     "$E endpoint health",
+    // The per-endpoint calls over https (etcdctl dials each endpoint by its URL).
+    "$E endpoint status | cut -d, -f1",
+    "$E endpoint hashkv | cut -d, -f1",
+    "$E alarm list",
+    "$E defrag",
+    "cd $SNAP && $E snapshot save s.db 2>/dev/null && etcdctl snapshot status s.db -w table | cut -d'|' -f3",
+    // The endpoint written as host:port with TLS material: etcdctl dials it with TLS.
+    "$H endpoint status | cut -d, -f1",
+    "$H endpoint hashkv | cut -d, -f1",
     "$N get foo",
     "$R get foo",
     "$C $URL/health",
@@ -312,8 +322,17 @@ fn mtls_transcript(bin: &str, port: u16, dir: &Path, pki: &Pki, rogue: &Pki) -> 
             "etcdctl --endpoints={url} --dial-timeout=1s --command-timeout=3s --cacert={ca} {extra}"
         )
     };
+    let snap = dir.join(format!("snapshot-{port}"));
+    std::fs::create_dir_all(&snap).unwrap();
     let vars = [
         ("E", ctl(&format!("--cert={cli} --key={cli_key}"))),
+        (
+            "H",
+            format!(
+                "etcdctl --endpoints=127.0.0.1:{port} --dial-timeout=1s --command-timeout=3s --cacert={ca} --cert={cli} --key={cli_key}"
+            ),
+        ),
+        ("SNAP", snap.display().to_string()),
         ("N", ctl("")),
         ("R", ctl(&format!("--cert={rog} --key={rog_key}"))),
         (
@@ -347,6 +366,15 @@ fn client_mtls_transcript_matches_etcd() {
     let s = mask(&skiff);
     assert!(s.contains("$ $E get foo\nfoo\nbar\n[exit 0]"), "{s}");
     assert!(s.contains("https://127.0.0.1:PORT is healthy"), "{s}");
+    assert!(
+        s.contains("Finished defragmenting etcd member[https://127.0.0.1:PORT]"),
+        "{s}"
+    );
+    assert!(s.contains("Snapshot saved at s.db\n"), "{s}");
+    assert!(
+        s.contains("$ $H endpoint hashkv | cut -d, -f1\n127.0.0.1:PORT\n[exit 0]"),
+        "{s}"
+    );
     assert!(
         s.contains("$ $N get foo\nError: context deadline exceeded\n[exit 1]"),
         "{s}"
