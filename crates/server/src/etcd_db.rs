@@ -8,11 +8,14 @@
 //!   `{"id":N,"peerURLs":[..],"isLearner":true?,"name":"..","clientURLs":[..]}`
 //!   (Skiff stores a `skiffpb.MemberRecord`);
 //! - `alarm`: key = an encoded `etcdserverpb.AlarmMember`, empty value (Skiff's key is
-//!   member ID then alarm type, big-endian).
-//!
-//! Skiff has no auth tables yet: an etcd file's `auth*` buckets are reported by
-//! [`EtcdAux::skipped_auth_rows`] and not imported (a user of an etcd with auth enabled
-//! is told in the log).
+//!   member ID then alarm type, big-endian);
+//! - `auth` (`authEnabled`: one byte, 1 or 0; `authRevision`: u64 big-endian),
+//!   `authUsers` (key = user name, value = `authpb.User` {name, bcrypt hash of the
+//!   password, roles, options}) and `authRoles` (key = role name, value = `authpb.Role`
+//!   {name, keyPermission {permType, key, range_end}}): Skiff's `auth` table holds the
+//!   same bytes, each bucket's rows under the key prefix `<bucket>/` (see
+//!   `auth::store`). Password hashes are bcrypt (`$2a$` from etcd's Go library, `$2b$`
+//!   from Skiff's), which both verify, so users keep their passwords both ways.
 //!
 //! Guarantees: a row that does not decode is an error naming the bucket and key (the
 //! caller adds the file), never a panic; translation is exact both ways for every
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
+use skiff_proto::authpb::{Role, User};
 use skiff_proto::etcdserverpb::AlarmMember;
 use skiff_proto::leasepb;
 use skiff_proto::skiffpb::MemberRecord;
@@ -29,6 +33,7 @@ use skiff_storage::backend::Table;
 use skiff_storage::bbolt::etcd::{AuxCodec, EtcdRows, SkiffRows};
 
 use crate::alarms::Alarms;
+use crate::auth::store::{AUTH_BUCKETS, KEY_ENABLED, KEY_REVISION};
 use crate::lease::lease_key;
 use crate::membership::member_key;
 
@@ -54,9 +59,11 @@ struct EtcdMember {
 #[derive(Default)]
 pub struct EtcdAux {
     skip_members: bool,
-    skipped_auth: AtomicU64,
     leases: AtomicU64,
     alarms: AtomicU64,
+    users: AtomicU64,
+    roles: AtomicU64,
+    auth_enabled: AtomicU64,
 }
 
 impl EtcdAux {
@@ -80,10 +87,36 @@ impl EtcdAux {
         self.alarms.load(Ordering::Relaxed)
     }
 
-    /// Users, roles, and an `enabled` flag set, that an import left out of etcd's
-    /// `authUsers`, `authRoles` and `auth` buckets.
-    pub fn skipped_auth_rows(&self) -> u64 {
-        self.skipped_auth.load(Ordering::Relaxed)
+    /// Users read from etcd rows so far.
+    pub fn imported_users(&self) -> u64 {
+        self.users.load(Ordering::Relaxed)
+    }
+
+    /// Roles read from etcd rows so far.
+    pub fn imported_roles(&self) -> u64 {
+        self.roles.load(Ordering::Relaxed)
+    }
+
+    /// Whether an `authEnabled` row read so far said auth is on.
+    pub fn imported_auth_enabled(&self) -> bool {
+        self.auth_enabled.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Skiff's `auth` table key of etcd's row `key` in `bucket`.
+fn auth_row(bucket: &str, key: &[u8]) -> Vec<u8> {
+    [bucket.as_bytes(), b"/", key].concat()
+}
+
+/// The name an `authpb.User` or `authpb.Role` row must carry: its key.
+fn named(name: &[u8], key: &[u8], what: &str) -> Result<(), String> {
+    if name == key {
+        Ok(())
+    } else {
+        Err(format!(
+            "the record is of {what} {:?}",
+            String::from_utf8_lossy(name)
+        ))
     }
 }
 
@@ -124,8 +157,21 @@ impl AuxCodec for EtcdAux {
                 Ok(vec![("alarm", am.encode_to_vec(), Vec::new())])
             }
             Table::Auth => {
-                tracing::warn!("auth rows are not written into etcd snapshots yet");
-                Ok(Vec::new())
+                // `<bucket>/<key>`: the bucket is the part before the first '/'.
+                let at = key
+                    .iter()
+                    .position(|b| *b == b'/')
+                    .ok_or("an auth row without its bucket prefix")?;
+                let bucket = AUTH_BUCKETS
+                    .iter()
+                    .find(|b| b.as_bytes() == &key[..at])
+                    .ok_or_else(|| {
+                        format!(
+                            "auth row of unknown bucket {:?}",
+                            String::from_utf8_lossy(&key[..at])
+                        )
+                    })?;
+                Ok(vec![(*bucket, key[at + 1..].to_vec(), value.to_vec())])
             }
             Table::Key | Table::Meta => Err(format!("{} is not a server table", table.name())),
         }
@@ -169,13 +215,32 @@ impl AuxCodec for EtcdAux {
                     Vec::new(),
                 )])
             }
-            "auth" | "authUsers" | "authRoles" => {
-                // `auth` always holds `authRevision`; what matters is users, roles, and
-                // auth being enabled.
-                if bucket != "auth" || (key == b"enabled" && value == [1]) {
-                    self.skipped_auth.fetch_add(1, Ordering::Relaxed);
+            "auth" => {
+                let row = auth_row("auth", key);
+                if row == KEY_ENABLED {
+                    if value != [0] && value != [1] {
+                        return Err(format!("authEnabled of {value:?}, not [0] or [1]"));
+                    }
+                    self.auth_enabled
+                        .store(u64::from(value[0]), Ordering::Relaxed);
+                } else if row == KEY_REVISION {
+                    be8(value, "authRevision")?;
+                } else {
+                    return Err("not a key of etcd 3.4's auth bucket".into());
                 }
-                Ok(Vec::new())
+                Ok(vec![(Table::Auth, row, value.to_vec())])
+            }
+            "authUsers" => {
+                let u = User::decode(value).map_err(|e| e.to_string())?;
+                named(&u.name, key, "user")?;
+                self.users.fetch_add(1, Ordering::Relaxed);
+                Ok(vec![(Table::Auth, auth_row(bucket, key), value.to_vec())])
+            }
+            "authRoles" => {
+                let r = Role::decode(value).map_err(|e| e.to_string())?;
+                named(&r.name, key, "role")?;
+                self.roles.fetch_add(1, Ordering::Relaxed);
+                Ok(vec![(Table::Auth, auth_row(bucket, key), value.to_vec())])
             }
             other => Err(format!("{other} is not a bucket this import reads")),
         }
@@ -196,10 +261,36 @@ mod tests {
             client_urls: vec!["http://127.0.0.1:2379".into()],
             is_learner: false,
         };
+        let user = User {
+            name: "alice".into(),
+            password: "$2a$10$abcdefghijklmnopqrstuu5Q0VjHsZcHbDdBbVVYZ8lL0ALqkMhA6".into(),
+            roles: vec!["r".into()],
+            options: None,
+        };
+        let role = Role {
+            name: "r".into(),
+            key_permission: vec![skiff_proto::authpb::Permission {
+                perm_type: 2,
+                key: "a/".into(),
+                range_end: "a0".into(),
+            }],
+        };
         let rows = [
             (Table::Lease, lease_key(7), 30i64.to_be_bytes().to_vec()),
             (Table::Members, member_key(rec.id), rec.encode_to_vec()),
             (Table::Alarm, Alarms::key(rec.id, 1), Vec::new()),
+            (Table::Auth, KEY_ENABLED.to_vec(), vec![1]),
+            (
+                Table::Auth,
+                KEY_REVISION.to_vec(),
+                5u64.to_be_bytes().to_vec(),
+            ),
+            (
+                Table::Auth,
+                b"authUsers/alice".to_vec(),
+                user.encode_to_vec(),
+            ),
+            (Table::Auth, b"authRoles/r".to_vec(), role.encode_to_vec()),
         ];
         for (table, k, v) in rows {
             let etcd = aux.etcd_rows(table, &k, &v).unwrap();
@@ -216,6 +307,18 @@ mod tests {
         let m = MemberRecord::decode(got[0].2.as_slice()).unwrap();
         assert_eq!((m.id, m.name.as_str()), (0x8e9e05c52164694d, "default"));
         assert!(aux.skiff_rows("members", b"1", json).is_err());
+        // etcd's bucket keys, and nothing else, are read.
+        let etcd = aux.etcd_rows(Table::Auth, KEY_ENABLED, &[1]).unwrap();
+        assert_eq!(etcd, vec![("auth", b"authEnabled".to_vec(), vec![1])]);
+        assert!(aux.skiff_rows("auth", b"enabled", &[1]).is_err());
+        assert!(aux.skiff_rows("auth", b"authEnabled", &[2]).is_err());
+        assert!(aux.skiff_rows("auth", b"authRevision", &[1]).is_err());
+        assert!(aux
+            .skiff_rows("authUsers", b"bob", &user.encode_to_vec())
+            .is_err());
+        assert!(aux.skiff_rows("authRoles", b"r", b"\xff").is_err());
+        assert_eq!((aux.imported_users(), aux.imported_roles()), (1, 1));
+        assert!(aux.imported_auth_enabled());
         assert!(aux.skiff_rows("lease", b"1", b"\xff").is_err());
     }
 }

@@ -203,15 +203,12 @@ fn import(etcd_db: &Path, layout: &Layout) -> anyhow::Result<()> {
         etcd_consistent_index = summary.consistent_index,
         leases = aux.imported_leases(),
         alarms = aux.imported_alarms(),
+        users = aux.imported_users(),
+        roles = aux.imported_roles(),
+        auth_enabled = aux.imported_auth_enabled(),
         members_from_flags = true,
         took_ms = started.elapsed().as_millis() as u64,
         "imported an etcd 3.4 data dir; etcd's files are left untouched"
     );
-    if aux.skipped_auth_rows() > 0 {
-        tracing::warn!(
-            rows = aux.skipped_auth_rows(),
-            "etcd's auth buckets were not imported (Skiff has no auth yet)"
-        );
-    }
     Ok(())
 }

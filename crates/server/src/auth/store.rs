@@ -29,8 +29,10 @@ pub const ROOT_USER: &str = "root";
 /// The role that may do everything.
 pub const ROOT_ROLE: &str = "root";
 
-const KEY_ENABLED: &[u8] = b"auth/authEnabled";
-const KEY_REVISION: &[u8] = b"auth/authRevision";
+/// etcd's auth buckets; each one's rows are under the key prefix `<bucket>/`.
+pub const AUTH_BUCKETS: [&str; 3] = ["auth", "authUsers", "authRoles"];
+pub const KEY_ENABLED: &[u8] = b"auth/authEnabled";
+pub const KEY_REVISION: &[u8] = b"auth/authRevision";
 const USERS: &[u8] = b"authUsers/";
 const ROLES: &[u8] = b"authRoles/";
 
