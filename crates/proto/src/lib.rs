@@ -3,7 +3,8 @@
 //!
 //! Guarantees: every package, service, message, field name and field number in
 //! `etcdserverpb`, `mvccpb`, `authpb`, `v3lockpb`, `v3electionpb`, and in etcd's file
-//! formats (`leasepb`, `raftpb`, the WAL's `etcdserverpb.Metadata`) matches etcd 3.4+ (a
+//! formats (`leasepb`, `raftpb`, the WAL's `etcdserverpb.Metadata` and the requests its
+//! entries carry, `etcdserverpb.InternalRaftRequest` and the v2 `Request`) matches etcd 3.4+ (a
 //! superset: fields added up to 3.6 are present), so gRPC paths such as
 //! `/etcdserverpb.KV/Range` and the bytes on the wire are what etcd clients expect.
 //! `bytes` fields are [`bytes::Bytes`], so payloads are shared rather than copied.

@@ -9,7 +9,9 @@
 
 use std::collections::BTreeSet;
 
+use skiff_api::EtcdError;
 use skiff_proto::etcdserverpb::{AlarmMember, AlarmType};
+use skiff_proto::skiffpb::internal_request::Request as Req;
 
 /// etcd 3.4's estimate of what a request adds to the backend (`etcdserver/quota.go`):
 /// zero for a request that cannot grow it.
@@ -95,6 +97,36 @@ impl Alarms {
             .filter(|(_, a)| alarm == AlarmType::None as i32 || *a == alarm)
             .map(|&(member_id, alarm)| AlarmMember { member_id, alarm })
             .collect()
+    }
+
+    /// The error `request` is refused with at apply because of a raised alarm (etcd's
+    /// corrupt and capped appliers): CORRUPT refuses every KV write, compaction, lease
+    /// grant and revoke; NOSPACE what may grow the database (a non-zero space cost).
+    pub fn refusal(&self, request: &Req) -> Option<EtcdError> {
+        let data = matches!(
+            request,
+            Req::Put(_)
+                | Req::DeleteRange(_)
+                | Req::Txn(_)
+                | Req::Compaction(_)
+                | Req::LeaseGrant(_)
+                | Req::LeaseRevoke(_)
+        );
+        if data && self.is_raised(AlarmType::Corrupt) {
+            return Some(EtcdError::Corrupt);
+        }
+        // The cost (a walk of a whole txn) is worked out only while NOSPACE is raised:
+        // the quota layer already priced the request before it was proposed.
+        if !self.is_raised(AlarmType::Nospace) {
+            return None;
+        }
+        let cost = match request {
+            Req::Put(p) => space_cost::put(p),
+            Req::Txn(t) => space_cost::txn(t),
+            Req::LeaseGrant(_) => space_cost::LEASE_OVERHEAD,
+            _ => 0,
+        };
+        (cost > 0).then_some(EtcdError::NoSpace)
     }
 
     pub fn is_raised(&self, alarm: AlarmType) -> bool {

@@ -36,7 +36,7 @@ use skiff_raft::{ConfChangeV2, Decode, Entry, EntryType};
 use skiff_storage::mvcc::{self as st, Applied, ApplyEntry, AuxOp, AuxTable, KvStore};
 use tokio::sync::watch;
 
-use crate::alarms::{space_cost, Alarms};
+use crate::alarms::Alarms;
 use crate::auth::{AuthChange, AuthStore, SimpleTokens};
 use crate::convert::{self, Ids};
 use crate::inputs::{ApplyInput, ApplyOutput, ApplyResult, NodeInput};
@@ -77,7 +77,7 @@ pub struct Applier {
 }
 
 /// The auth store change a request is, or the request back.
-fn auth_change(request: Req) -> Result<AuthChange, Req> {
+pub(crate) fn auth_change(request: Req) -> Result<AuthChange, Req> {
     Ok(match request {
         Req::AuthEnable(_) => AuthChange::Enable,
         Req::AuthDisable(_) => AuthChange::Disable,
@@ -91,6 +91,28 @@ fn auth_change(request: Req) -> Result<AuthChange, Req> {
         Req::RoleGrantPermission(r) => AuthChange::RoleGrantPermission(r),
         Req::RoleRevokePermission(r) => AuthChange::RoleRevokePermission(r),
         other => return Err(other),
+    })
+}
+
+/// What revoking a lease with `keys` writes: all of its keys deleted in one revision,
+/// as etcd deletes them (nothing for a lease without keys).
+pub(crate) fn revoke_request(keys: &[Bytes]) -> st::WriteRequest {
+    if keys.is_empty() {
+        return st::WriteRequest::Noop;
+    }
+    st::WriteRequest::Txn(st::TxnRequest {
+        compare: Vec::new(),
+        success: keys
+            .iter()
+            .map(|k| {
+                st::RequestOp::DeleteRange(st::DeleteRangeRequest {
+                    key: k.to_vec(),
+                    range_end: Vec::new(),
+                    prev_kv: false,
+                })
+            })
+            .collect(),
+        failure: Vec::new(),
     })
 }
 
@@ -222,36 +244,6 @@ impl Applier {
         }
     }
 
-    /// The error `request` is refused with because of a raised alarm: CORRUPT refuses
-    /// every KV write, compaction, lease grant and revoke; NOSPACE what may grow the
-    /// database (a non-zero space cost).
-    fn refused(&self, request: &Req) -> Option<EtcdError> {
-        let data = matches!(
-            request,
-            Req::Put(_)
-                | Req::DeleteRange(_)
-                | Req::Txn(_)
-                | Req::Compaction(_)
-                | Req::LeaseGrant(_)
-                | Req::LeaseRevoke(_)
-        );
-        if data && self.alarms.is_raised(pb::AlarmType::Corrupt) {
-            return Some(EtcdError::Corrupt);
-        }
-        // The cost (a walk of a whole txn) is worked out only while NOSPACE is raised:
-        // the quota layer already priced the request before it was proposed.
-        if !self.alarms.is_raised(pb::AlarmType::Nospace) {
-            return None;
-        }
-        let cost = match request {
-            Req::Put(p) => space_cost::put(p),
-            Req::Txn(t) => space_cost::txn(t),
-            Req::LeaseGrant(_) => space_cost::LEASE_OVERHEAD,
-            _ => 0,
-        };
-        (cost > 0).then_some(EtcdError::NoSpace)
-    }
-
     /// Whether `e` was applied before a restart (the backend already holds it).
     fn replayed(&self, e: &Entry) -> bool {
         e.index <= self.store.consistent_index()
@@ -314,7 +306,7 @@ impl Applier {
                 }
                 Err(request) => request,
             };
-            if let Some(refused) = self.refused(&request) {
+            if let Some(refused) = self.alarms.refusal(&request) {
                 // etcd's corrupt and capped appliers: with CORRUPT raised no request
                 // changes the data; with NOSPACE nothing that may grow the database
                 // applies (the same on every member: alarms are in the log).
@@ -733,25 +725,7 @@ impl Applier {
             }
         };
         self.lease_clock.revoked(lease);
-        // All of the lease's keys go in one revision, as etcd deletes them.
-        let request = if keys.is_empty() {
-            st::WriteRequest::Noop
-        } else {
-            st::WriteRequest::Txn(st::TxnRequest {
-                compare: Vec::new(),
-                success: keys
-                    .iter()
-                    .map(|k| {
-                        st::RequestOp::DeleteRange(st::DeleteRangeRequest {
-                            key: k.to_vec(),
-                            range_end: Vec::new(),
-                            prev_kv: false,
-                        })
-                    })
-                    .collect(),
-                failure: Vec::new(),
-            })
-        };
+        let request = revoke_request(&keys);
         let aux = [AuxOp {
             table: AuxTable::Lease,
             key: lease_key(lease),

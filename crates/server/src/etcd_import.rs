@@ -11,15 +11,19 @@
 //! describe, as etcd does on a restored data dir (the member IDs are etcd's for the
 //! same flags). A start that finds Skiff's WAL uses Skiff's data and imports nothing.
 //!
-//! etcd's WAL is read first (every record and the CRC chain checked): the import is
-//! refused, with the reason, when it cannot be exact: committed requests in the WAL
-//! past the db's consistent index (a restored data dir has none; a cleanly stopped
-//! single member normally has none either), or a member of a multi-member etcd cluster
-//! that is not a restored backup (members' dbs can differ; use snapshot save +
-//! restore). Not imported: the stale `members` rows a restored `db` carries (the
-//! members come from the flags, as for etcd), and auth (Skiff has no auth yet; the log
-//! says how many rows were left out).
+//! etcd's WAL is read first (every record and the CRC chain checked; damage is an error
+//! naming the segment and offset). The entries committed after the db's consistent
+//! index (none in a restored data dir; those of the last backend batch of a stopped
+//! member) are replayed into the imported backend with etcd's apply semantics
+//! (`etcd_replay`), up to the WAL's commit index; the import is refused, with the
+//! reason, when it cannot be exact: a committed entry missing from the WAL or one the
+//! replay cannot apply (named by index, file and offset), or a member of a
+//! multi-member etcd cluster that is not a restored backup (members' dbs can differ;
+//! use snapshot save + restore). Users, roles and the auth flag come over with the
+//! rest. Not imported: the stale `members` rows a restored `db` carries (the members
+//! come from the flags, as for etcd).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -30,6 +34,7 @@ use skiff_storage::wal::Wal;
 use crate::bootstrap::Layout;
 use crate::config::Config;
 use crate::etcd_db::EtcdAux;
+use crate::etcd_replay::{self, Planned, ReplayOptions, WalEntry};
 
 /// Where Skiff keeps its own data inside an etcd data directory.
 pub const SKIFF_SUBDIR: &str = "skiff";
@@ -56,8 +61,8 @@ pub fn layout(config: &Config) -> anyhow::Result<Layout> {
         );
         return Ok(layout);
     }
-    check_wal(&own, &config.data_dir)?;
-    import(&own.db_path, &layout)?;
+    let planned = check_wal(&own, config)?;
+    import(&own.db_path, &layout, planned, replay_options(config))?;
     Ok(layout)
 }
 
@@ -70,14 +75,14 @@ pub struct EtcdWalSummary {
     /// `etcdctl snapshot restore` writes, and nothing else).
     pub entries: u64,
     pub restore_entries: u64,
-    /// Committed entries past the db's consistent index that carry a request.
-    pub pending: u64,
+    /// The committed entries past the db's consistent index, in index order.
+    pub pending: Vec<WalEntry>,
     pub member_id: u64,
     pub cluster_id: u64,
 }
 
-/// Reads etcd's WAL in `wal_dir` (every record checked), counting what lies past the db's
-/// consistent index `ci`.
+/// Reads etcd's WAL in `wal_dir` (every record checked), keeping the committed entries
+/// past the db's consistent index `ci`; an error if some of them are missing.
 pub fn read_etcd_wal(wal_dir: &Path, ci: u64) -> anyhow::Result<EtcdWalSummary> {
     use prost::Message as _;
     use skiff_proto::etcdserverpb::Metadata;
@@ -86,16 +91,32 @@ pub fn read_etcd_wal(wal_dir: &Path, ci: u64) -> anyhow::Result<EtcdWalSummary> 
 
     let mut sum = EtcdWalSummary::default();
     // Entries by index: a later entry at an index replaces the earlier one and
-    // everything after it (a new leader's log), so the kinds are kept per index.
-    let mut kinds: std::collections::BTreeMap<u64, (bool, bool)> = Default::default();
+    // everything after it (a new leader's log), so what is kept is kept per index.
+    let mut restore: BTreeMap<u64, bool> = BTreeMap::new();
+    let mut later: BTreeMap<u64, WalEntry> = BTreeMap::new();
     let end = etcd_wal::read_dir(wal_dir, &mut |rec| {
         match rec.kind {
             kind::ENTRY => {
                 let e = Entry::decode(rec.data.as_slice()).map_err(|e| e.to_string())?;
-                let _ = kinds.split_off(&e.index);
-                let restore = e.term == 1 && e.r#type == EntryType::EntryConfChange as i32;
-                let request = e.r#type == EntryType::EntryNormal as i32 && !e.data.is_empty();
-                kinds.insert(e.index, (restore, request));
+                let _ = restore.split_off(&e.index);
+                let _ = later.split_off(&e.index);
+                restore.insert(
+                    e.index,
+                    e.term == 1 && e.r#type == EntryType::EntryConfChange as i32,
+                );
+                if e.index > ci {
+                    later.insert(
+                        e.index,
+                        WalEntry {
+                            index: e.index,
+                            term: e.term,
+                            entry_type: e.r#type,
+                            data: e.data.to_vec(),
+                            file: rec.file,
+                            offset: rec.offset,
+                        },
+                    );
+                }
             }
             kind::STATE => {
                 let hs = HardState::decode(rec.data.as_slice()).map_err(|e| e.to_string())?;
@@ -115,22 +136,30 @@ pub fn read_etcd_wal(wal_dir: &Path, ci: u64) -> anyhow::Result<EtcdWalSummary> 
     if let Some((file, offset)) = end.torn_at {
         tracing::info!(file = %file.display(), offset, "etcd's WAL ends with a torn record (ignored, as etcd does)");
     }
-    sum.entries = kinds.len() as u64;
-    sum.restore_entries = kinds.values().filter(|k| k.0).count() as u64;
+    sum.entries = restore.len() as u64;
+    sum.restore_entries = restore.values().filter(|r| **r).count() as u64;
+    // Only what was committed: the rest was never acknowledged.
+    let _ = later.split_off(&(sum.commit + 1));
     if sum.commit > ci {
-        sum.pending = kinds
-            .range(ci + 1..=sum.commit)
-            .filter(|(_, k)| k.1)
-            .count() as u64;
+        let want = sum.commit - ci;
+        if later.len() as u64 != want {
+            bail!(
+                "etcd's WAL holds {} of the {want} entries committed after its db's \
+                 consistent index {ci} (up to {})",
+                later.len(),
+                sum.commit
+            );
+        }
     }
+    sum.pending = later.into_values().collect();
     Ok(sum)
 }
 
-/// Refuses what the import cannot bring over exactly: committed requests in etcd's WAL
-/// that its db does not hold yet, and a member of a multi-member etcd cluster that is not
-/// a restored backup (the members' dbs may differ; a new Skiff cluster built from them
-/// would not agree).
-fn check_wal(etcd: &Layout, data_dir: &Path) -> anyhow::Result<()> {
+/// Reads etcd's WAL and plans the entries to replay; refuses what the import cannot
+/// bring over exactly: an entry it cannot apply (see `etcd_replay`), and a member of a
+/// multi-member etcd cluster that is not a restored backup (the members' dbs may
+/// differ; a new Skiff cluster built from them would not agree).
+fn check_wal(etcd: &Layout, config: &Config) -> anyhow::Result<Vec<Planned>> {
     let info = etcd::inspect(&etcd.db_path)
         .with_context(|| format!("reading etcd's {}", etcd.db_path.display()))?;
     let wal = read_etcd_wal(&etcd.wal_dir, info.consistent_index)
@@ -142,35 +171,38 @@ fn check_wal(etcd: &Layout, data_dir: &Path) -> anyhow::Result<()> {
         db_consistent_index = info.consistent_index,
         wal_commit = wal.commit,
         wal_entries = wal.entries,
+        entries_to_replay = wal.pending.len(),
         restored_backup = restored,
         "found an etcd 3.4 member in the data dir"
     );
-    if wal.pending > 0 {
-        bail!(
-            "{}: etcd's WAL holds {} committed requests past its db's consistent index {} \
-             (up to {}); Skiff cannot import those yet. Start etcd once and stop it cleanly, \
-             or migrate with `etcdctl snapshot save` and `etcdctl snapshot restore`",
-            data_dir.display(),
-            wal.pending,
-            info.consistent_index,
-            wal.commit
-        );
-    }
     if !restored && info.members.len() > 1 {
         bail!(
             "{}: a member of a {}-member etcd cluster (not a restored backup); its db may \
              differ from the other members', so Skiff does not start a cluster from it. \
              Migrate with `etcdctl snapshot save` from one member and `etcdctl snapshot \
              restore` into every member's data dir",
-            data_dir.display(),
+            config.data_dir.display(),
             info.members.len()
         );
     }
-    Ok(())
+    etcd_replay::plan(&wal.pending, replay_options(config))
 }
 
-/// Builds Skiff's backend at `layout.db_path` from etcd's `db`.
-fn import(etcd_db: &Path, layout: &Layout) -> anyhow::Result<()> {
+fn replay_options(config: &Config) -> ReplayOptions {
+    ReplayOptions {
+        bcrypt_cost: config.bcrypt_cost,
+        min_lease_ttl: config.min_lease_ttl_secs(),
+    }
+}
+
+/// Builds Skiff's backend at `layout.db_path` from etcd's `db`, then applies the WAL
+/// entries `planned` past its consistent index.
+fn import(
+    etcd_db: &Path,
+    layout: &Layout,
+    planned: Vec<Planned>,
+    opts: ReplayOptions,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&layout.snap_dir)
         .with_context(|| format!("creating {}", layout.snap_dir.display()))?;
     let tmp = layout.db_path.with_extension("importing");
@@ -189,6 +221,14 @@ fn import(etcd_db: &Path, layout: &Layout) -> anyhow::Result<()> {
         etcd::import(etcd_db, &backend, &aux, 0)
             .with_context(|| format!("importing etcd's {}", etcd_db.display()))?
     };
+    let replayed = if planned.is_empty() {
+        None
+    } else {
+        Some(
+            etcd_replay::replay(&tmp, planned, opts)
+                .with_context(|| format!("replaying etcd's WAL into {}", tmp.display()))?,
+        )
+    };
     std::fs::rename(&tmp, &layout.db_path)
         .with_context(|| format!("renaming {} into place", tmp.display()))?;
     if let Ok(dir) = std::fs::File::open(&layout.snap_dir) {
@@ -198,9 +238,16 @@ fn import(etcd_db: &Path, layout: &Layout) -> anyhow::Result<()> {
         etcd_db = %etcd_db.display(),
         skiff_db = %layout.db_path.display(),
         key_rows = summary.key_rows,
-        revision = summary.last_key_revision.max(summary.scheduled_compact),
+        revision = replayed.as_ref().map_or(
+            summary.last_key_revision.max(summary.scheduled_compact),
+            |r| r.revision
+        ),
         compact_revision = summary.scheduled_compact,
         etcd_consistent_index = summary.consistent_index,
+        wal_entries_applied = replayed.as_ref().map_or(0, |r| r.applied),
+        wal_entries_refused_as_etcd_did = replayed.as_ref().map_or(0, |r| r.refused),
+        wal_entries_skipped = replayed.as_ref().map_or(0, |r| r.skipped),
+        wal_last_index = replayed.as_ref().map_or(summary.consistent_index, |r| r.last_index),
         leases = aux.imported_leases(),
         alarms = aux.imported_alarms(),
         users = aux.imported_users(),

@@ -15,6 +15,8 @@
 //! - [`import`] fills an empty backend from such a file, in batches of rows, with the
 //!   `meta` marks last, so an import cut short leaves a backend that still reads as
 //!   not imported ([`imported_from_etcd`] is false).
+//! - [`finish_replay`] resets the consistent index after the server applied etcd's WAL
+//!   entries past the file's consistent index to such a backend.
 //! - [`verify_snapshot`] checks a snapshot file (db + sha256) as `etcdctl snapshot
 //!   restore` does, and reads every page: the library side of a restore.
 
@@ -334,6 +336,27 @@ pub fn inspect(path: &Path) -> Result<EtcdDbInfo, EtcdDbError> {
         })?;
     }
     Ok(info)
+}
+
+/// Ends a replay of etcd's WAL entries into a backend that [`import`] filled: the
+/// entries were applied with etcd's log indexes, which moved the backend's consistent
+/// index; it is set back to `consistent_index` (where the caller's own Raft log
+/// resumes), and the import mark records `etcd_index`, the last etcd entry the backend
+/// holds. Durable when it returns.
+pub fn finish_replay(
+    backend: &Backend,
+    consistent_index: u64,
+    etcd_index: u64,
+) -> Result<(), EtcdDbError> {
+    let tx = backend.begin_write()?;
+    {
+        let mut m = tx.open_table(Table::Meta.def())?;
+        write_u64(&mut m, meta::CONSISTENT_INDEX, consistent_index)?;
+        write_u64(&mut m, meta::TERM, 0)?;
+        write_u64(&mut m, IMPORTED_MARK, etcd_index)?;
+    }
+    backend.commit(tx, consistent_index, true)?;
+    Ok(())
 }
 
 /// Whether `backend` was filled by [`import`] (and the import completed).
