@@ -73,6 +73,9 @@ pub struct Member {
     scheme: &'static str,
     child: Option<Child>,
     paused: bool,
+    /// Re-added after a removal: started with `--initial-cluster-state=existing` from
+    /// then on (an empty data dir must join, never bootstrap a cluster of its own).
+    pub joins_existing: bool,
 }
 
 impl Member {
@@ -83,7 +86,7 @@ impl Member {
         format!("{}://{}:{}", self.scheme, self.ip, self.peer_port)
     }
     /// The peer URL the others dial: the proxy's when there is one.
-    fn advertised_peer_url(&self) -> String {
+    pub fn advertised_peer_url(&self) -> String {
         match self.proxy_port {
             Some(p) => format!("{}://{}:{p}", self.scheme, self.ip),
             None => self.peer_url(),
@@ -131,6 +134,7 @@ impl Cluster {
                     scheme: if spec.tls.is_some() { "https" } else { "http" },
                     child: None,
                     paused: false,
+                    joins_existing: false,
                 }
             })
             .collect();
@@ -208,7 +212,11 @@ impl Cluster {
                 m.advertised_peer_url()
             ))
             .arg(format!("--initial-cluster={initial}"))
-            .arg("--initial-cluster-state=new")
+            .arg(if m.joins_existing {
+                "--initial-cluster-state=existing"
+            } else {
+                "--initial-cluster-state=new"
+            })
             .arg(format!("--initial-cluster-token={}", self.spec.token))
             .args(self.spec.tls.iter().flat_map(TlsFiles::server_args))
             .args(&self.spec.extra_args)

@@ -52,7 +52,7 @@ struct Args {
     /// How long the workload and faults run (500ms, 20s, 2m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// Comma-separated: kill, pause, partition, restart-all, compact, delay, drop (or
+    /// Comma-separated: kill, pause, partition, restart-all, compact, delay, drop, membership (or
     /// none). partition needs root; it cannot be combined with delay/drop in one run.
     #[arg(long, default_value = "kill,pause,restart-all,compact")]
     faults: String,
@@ -259,6 +259,7 @@ mod tests {
             parse_faults("kill,pause").unwrap(),
             vec![Fault::Kill, Fault::Pause]
         );
+        assert_eq!(parse_faults("membership").unwrap(), vec![Fault::Membership]);
         assert!(parse_faults("none").unwrap().is_empty());
         assert!(parse_faults("kill,flood").is_err());
     }

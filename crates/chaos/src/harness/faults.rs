@@ -2,7 +2,9 @@
 //! held for 1-3 s and then healed. Faults: kill -9 and restart (a random member or the
 //! leader), SIGSTOP/SIGCONT, restart of all members, compaction during traffic, network
 //! partition (isolate a member from its peers, or take its link down), delay or drop of
-//! the peer traffic into a member through its proxy.
+//! the peer traffic into a member through its proxy, and replacement of a member
+//! (removed, its data dir wiped, added back as a learner, started with `existing` and
+//! promoted once caught up: an operator replacing a member whose disk died).
 //!
 //! Guarantee: when [`run_faults`] returns, every member is running, resumed and connected
 //! (or an error says which could not be restarted).
@@ -30,6 +32,8 @@ pub enum Fault {
     Delay,
     /// Reset and refuse the peer connections into a member (through its proxy).
     Drop,
+    /// Remove a member, wipe it, add it back as a learner and promote it.
+    Membership,
 }
 
 impl FromStr for Fault {
@@ -43,8 +47,9 @@ impl FromStr for Fault {
             "compact" => Fault::Compact,
             "delay" => Fault::Delay,
             "drop" => Fault::Drop,
+            "membership" => Fault::Membership,
             other => bail!(
-                "unknown fault {other:?} (kill, pause, partition, restart-all, compact, delay, drop)"
+                "unknown fault {other:?} (kill, pause, partition, restart-all, compact, delay, drop, membership)"
             ),
         })
     }
@@ -61,6 +66,11 @@ pub struct FaultSpec {
     /// the checker catches lost data.
     pub unsafe_wipe_wal: bool,
 }
+
+/// The timeout of one membership call.
+const MEMBERSHIP_CALL: Duration = Duration::from_secs(3);
+/// How long one step of a member's replacement is retried.
+const MEMBERSHIP_STEP: Duration = Duration::from_secs(20);
 
 struct Injector<'a> {
     cluster: &'a mut Cluster,
@@ -162,6 +172,7 @@ impl Injector<'_> {
                 self.note("restart all members".into());
             }
             Fault::Compact => self.compact().await,
+            Fault::Membership => self.replace_member().await?,
             Fault::Delay | Fault::Drop => {
                 let i = self.target().await;
                 let ms = self.rng.random_range(50..400);
@@ -246,6 +257,121 @@ impl Injector<'_> {
         self.note(format!(
             "compact at revision {at} via member {i} (ok: {ok})"
         ));
+    }
+
+    /// A client of any member but `i` (membership calls go through another member).
+    async fn admin(&self, i: usize) -> Option<etcd_client::Client> {
+        for (j, url) in self.cluster.client_urls().iter().enumerate() {
+            if j == i || !self.cluster.is_running(j) || self.cluster.is_paused(j) {
+                continue;
+            }
+            if let Ok(c) = connect(url, MEMBERSHIP_CALL).await {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Runs a membership call through another member than `i` until it succeeds or
+    /// `within` has passed (the cluster refuses changes while a member has just
+    /// restarted, and a learner's promotion until it has caught up). The last error
+    /// when it never succeeds.
+    async fn until_ok<T, F, Fut>(
+        &self,
+        i: usize,
+        within: Duration,
+        mut call: F,
+    ) -> std::result::Result<T, String>
+    where
+        F: FnMut(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let give_up = Instant::now() + within;
+        loop {
+            let last = match self.admin(i).await {
+                Some(c) => match tokio::time::timeout(MEMBERSHIP_CALL, call(c)).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "timed out".to_string(),
+                },
+                None => "no other member answers".to_string(),
+            };
+            if Instant::now() >= give_up {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Replaces a random member as an operator replaces one whose disk died: remove it,
+    /// stop it, wipe its data dir, add it back as a learner on the same peer URL, start
+    /// it with `--initial-cluster-state=existing` and promote it once it has caught up.
+    /// A removal the cluster keeps refusing is noted and skipped; a member removed but
+    /// not brought back is an error (the cluster would be left short of a member).
+    async fn replace_member(&mut self) -> Result<()> {
+        let i = self.rng.random_range(0..self.cluster.members.len());
+        let name = self.cluster.members[i].name.clone();
+        let peer = self.cluster.members[i].advertised_peer_url();
+        let id = self
+            .until_ok(i, MEMBERSHIP_STEP, |mut c| {
+                let name = name.clone();
+                async move {
+                    let list = c.member_list().await?;
+                    Ok(list
+                        .members()
+                        .iter()
+                        .find(|m| m.name() == name)
+                        .map(|m| m.id()))
+                }
+            })
+            .await;
+        let Ok(Some(id)) = id else {
+            self.note(format!(
+                "membership: member {i} not found in the member list: {id:?}"
+            ));
+            return Ok(());
+        };
+        if let Err(e) = self
+            .until_ok(i, MEMBERSHIP_STEP, |mut c| async move {
+                c.member_remove(id).await
+            })
+            .await
+        {
+            self.note(format!("membership: removal of member {i} refused: {e}"));
+            return Ok(());
+        }
+        self.note(format!("membership: member {i} ({id:x}) removed"));
+        self.cluster.kill(i).await?;
+        let data = self.cluster.members[i].data_dir.clone();
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        let added = self
+            .until_ok(i, MEMBERSHIP_STEP, |mut c| {
+                let peer = peer.clone();
+                async move {
+                    let learner = etcd_client::MemberAddOptions::new().with_is_learner();
+                    c.member_add([peer], Some(learner)).await
+                }
+            })
+            .await
+            .map_err(|e| anyhow!("member {i} removed but not added back: {e}"))?;
+        let new_id = added
+            .member()
+            .map(|m| m.id())
+            .ok_or_else(|| anyhow!("member add answered without the member"))?;
+        self.cluster.members[i].joins_existing = true;
+        self.cluster.start(i)?;
+        self.note(format!(
+            "membership: member {i} wiped, added back as learner {new_id:x} and started"
+        ));
+        self.until_ok(i, MEMBERSHIP_STEP * 3, |mut c| async move {
+            c.member_promote(new_id).await
+        })
+        .await
+        .map_err(|e| anyhow!("member {i} added back but never promoted: {e}"))?;
+        self.note(format!("membership: member {i} ({new_id:x}) promoted"));
+        Ok(())
     }
 
     /// Undoes every fault: resume, heal the network, restart what is down.
