@@ -6,12 +6,13 @@
 //!   check) and reports a revision the cluster had while the snapshot was taken;
 //!   `etcdctl snapshot restore` (with its sha256 check) lays out an etcd data dir, and
 //!   etcd 3.4 started on it serves the same keys with the same revisions, the same
-//!   compaction revision and the same HashKV at that revision as Skiff.
+//!   compaction revision, the same HashKV at that revision, and the same user and role
+//!   as Skiff.
 //! - etcd -> Skiff: an etcd 3.4 member with keys, a lease, deletes and a compaction;
 //!   `etcdctl snapshot save`, then `etcdctl snapshot restore` into one data dir (and
 //!   into three); `skiff` members started on them import etcd's data and serve the same
-//!   keys, revision, compaction revision, HashKV and lease, and etcd's files are left
-//!   byte for byte as they were.
+//!   keys, revision, compaction revision, HashKV, lease, user and role, and etcd's files
+//!   are left byte for byte as they were.
 //! - A stopped etcd member's own data dir: `skiff` started with the same flags imports
 //!   it (its WAL read and checked first) and serves the same data; etcd started on it
 //!   again afterwards still works (rollback). A member of a stopped 3-member etcd
@@ -121,7 +122,32 @@ fn fill(endpoint: &str) -> String {
         .to_string();
     ctl(endpoint, &["put", "leased", "x", &format!("--lease={id}")]);
     ctl(endpoint, &["put", "big", &"b".repeat(20_000)]);
+    // A user and a role (auth stays off: every member answers without a token).
+    ctl(endpoint, &["role", "add", "reader"]);
+    ctl(
+        endpoint,
+        &[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "k0",
+            "--prefix",
+        ],
+    );
+    ctl(endpoint, &["user", "add", "carol:carolpw"]);
+    ctl(endpoint, &["user", "grant-role", "carol", "reader"]);
     id
+}
+
+/// The user and role `fill` made, as etcdctl prints them.
+fn auth_of(endpoint: &str) -> String {
+    let got = ctl(endpoint, &["user", "get", "carol"]) + &ctl(endpoint, &["role", "get", "reader"]);
+    assert!(
+        got.contains("Roles: reader") && got.contains("prefix k0"),
+        "{got}"
+    );
+    got
 }
 
 fn start_all(members: &mut [Member]) {
@@ -239,6 +265,7 @@ fn a_skiff_snapshot_restores_into_etcd_with_the_same_data_and_hash() {
     // The lease too, with its key.
     let leases = ctl(&eep, &["lease", "list"]);
     assert!(leases.contains(&lease), "etcd's leases: {leases}");
+    assert_eq!(auth_of(&eep), auth_of(&ep), "users and roles");
     let ttl = ctl(&eep, &["lease", "timetolive", &lease, "--keys"]);
     assert!(ttl.contains("leased"), "{ttl}");
 }
@@ -282,6 +309,7 @@ fn etcd_backup_starts_skiff(n: usize, base: u16) {
     let rev = revision(&eep);
     let keys = all_keys(&eep, 0);
     let (hash, compact) = hash_kv(&eep, rev);
+    let auth = auth_of(&eep);
     eprintln!("etcd: revision {rev}, HashKV {hash} (compact {compact})");
     etcd.terminate(Duration::from_secs(10));
 
@@ -328,6 +356,7 @@ fn etcd_backup_starts_skiff(n: usize, base: u16) {
         assert_eq!((h, c), (hash, compact), "{}'s HashKV at {rev}", m.name);
         let leases = ctl(&ep, &["lease", "list"]);
         assert!(leases.contains(&lease), "{}'s leases: {leases}", m.name);
+        assert_eq!(auth_of(&ep), auth, "{}'s users and roles", m.name);
         assert!(
             m.log_tail(200).contains("imported an etcd 3.4 data dir"),
             "{} did not say it imported",
@@ -399,6 +428,7 @@ fn a_stopped_etcd_members_data_dir_starts_skiff_and_etcd_again() {
     let rev = revision(&ep);
     let keys = all_keys(&ep, 0);
     let (hash, compact) = hash_kv(&ep, rev);
+    let auth = auth_of(&ep);
     etcd.terminate(Duration::from_secs(10));
     let before = files(&etcd.data_dir.join("member"));
 
@@ -413,6 +443,15 @@ fn a_stopped_etcd_members_data_dir_starts_skiff_and_etcd_again() {
     eprintln!("stopped etcd member: etcd HashKV {hash} (compact {compact}), skiff {h} (compact {c}) at {rev}");
     assert_eq!((h, c), (hash, compact));
     assert!(ctl(&ep, &["lease", "list"]).contains(&lease));
+    assert_eq!(auth_of(&ep), auth, "users and roles");
+    eprintln!(
+        "{}",
+        m.log_tail(100)
+            .lines()
+            .filter(|l| l.contains("etcd_import"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     ctl(&ep, &["put", "only-in-skiff", "x"]);
     m.terminate(Duration::from_secs(10));
     assert_eq!(
