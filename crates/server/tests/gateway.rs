@@ -2,13 +2,16 @@
 //! ranges with options, txns with compares, deletes with prev_kv, a compaction, a
 //! watch with a streamed event and one catching up, lease grant / keep-alive /
 //! time-to-live / revoke, member list, status, error cases including malformed JSON
-//! and oversized requests, unknown paths; and watch and keep-alive requests sent on a
-//! request body that stays open, over a raw HTTP/1.1 connection) against a
-//! fresh single `etcd` 3.4 and a fresh single `skiff`. Every answer (HTTP status,
-//! content type, body) goes into a transcript; the transcripts, with member and
-//! cluster IDs, raft terms and indices, sizes, versions, hashes, server-chosen lease
-//! IDs and remaining TTLs masked, must be identical. Revisions are not masked: both
-//! servers start at revision 1 and must count alike.
+//! and oversized requests, unknown paths; watch and keep-alive requests sent on a
+//! request body that stays open, over a raw HTTP/1.1 connection; then an auth session:
+//! users, roles and a prefix permission, auth enabled, the `Authorization` token
+//! inside and outside the permission, with none or a bad one, a password change
+//! refusing the old token, auth disabled with root's token) against a fresh single
+//! `etcd` 3.4 and a fresh single `skiff`. Every answer (HTTP status, content type,
+//! body) goes into a transcript; the transcripts, with member and cluster IDs, raft
+//! terms and indices, sizes, versions, hashes, server-chosen lease IDs, remaining TTLs
+//! and auth tokens masked, must be identical. Revisions are not masked: both servers
+//! start at revision 1 and must count alike.
 //!
 //! Ports 27600-27619 belong to this file. Needs `etcd` and `curl` (fails under
 //! `CI=true` without them, skips otherwise).
@@ -271,9 +274,17 @@ fn script() -> Vec<Step> {
 }
 
 fn curl_call(base: &str, method: &str, path: &str, body: &str) -> String {
+    curl_as(base, method, path, body, None)
+}
+
+/// [`curl_call`] with a header (`Name: value`) when one is given.
+fn curl_as(base: &str, method: &str, path: &str, body: &str, header: Option<&str>) -> String {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-S", "-X", method])
         .args(["-w", "\n[HTTP %{http_code} %{content_type}]"]);
+    if let Some(header) = header {
+        cmd.args(["-H", header]);
+    }
     if method == "POST" {
         cmd.args(["--data-binary", body]);
     }
@@ -482,6 +493,240 @@ fn streamed(port: u16, base: &str, path: &str, acts: &[Act]) -> String {
     out
 }
 
+/// One call of the auth session: as whom (a token saved earlier, or a literal
+/// one, sent in `header`), and the name to save the answer's token under.
+struct AuthCall {
+    method: &'static str,
+    path: &'static str,
+    body: String,
+    token: Option<&'static str>,
+    header: &'static str,
+    save: Option<&'static str>,
+}
+
+/// A POST with no token.
+fn anon(path: &'static str, body: impl Into<String>) -> AuthCall {
+    AuthCall {
+        method: "POST",
+        path,
+        body: body.into(),
+        token: None,
+        header: "Authorization",
+        save: None,
+    }
+}
+
+/// A POST with the token saved as `token` (or, if none was saved under that name,
+/// `token` itself).
+fn with(token: &'static str, path: &'static str, body: impl Into<String>) -> AuthCall {
+    AuthCall {
+        token: Some(token),
+        ..anon(path, body)
+    }
+}
+
+/// An `authenticate` whose token is saved as `save`.
+fn login(save: &'static str, name: &str, password: &str) -> AuthCall {
+    AuthCall {
+        save: Some(save),
+        ..anon(
+            "/v3/auth/authenticate",
+            format!(r#"{{"name":"{name}","password":"{password}"}}"#),
+        )
+    }
+}
+
+/// The auth session, run after [`script`] on the same server: root and a user whose
+/// role may read and write the prefix `app/` and read the key `ro`; auth enabled;
+/// calls with the user's token inside and outside its permissions, with no token and
+/// a bad one, the management calls as the user and as root; a password change, after
+/// which the old token is refused (etcd 3.4's simple tokens are dropped on a password
+/// change, as Skiff's: no difference to explain); a user deleted with a live token;
+/// auth disabled with root's token.
+fn auth_script() -> Vec<AuthCall> {
+    let (app, app_end, app_x, ro, other) = (
+        b64("app/"),
+        b64("app0"),
+        b64("app/x"),
+        b64("ro"),
+        b64("other"),
+    );
+    let put = |k: &str| format!(r#"{{"key":"{k}","value":"{}"}}"#, b64("1"));
+    let prefix = format!(r#"{{"key":"{app}","range_end":"{app_end}"}}"#);
+    let key = |k: &str| format!(r#"{{"key":"{k}"}}"#);
+    vec![
+        // Set-up, auth still off.
+        anon("/v3/auth/enable", "{}"),
+        anon(
+            "/v3/auth/user/add",
+            r#"{"name":"root","password":"rootpw"}"#,
+        ),
+        anon("/v3/auth/user/add", r#"{"name":"root","password":"x"}"#),
+        anon("/v3/auth/role/add", r#"{"name":"root"}"#),
+        anon("/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#),
+        anon("/v3/auth/user/add", r#"{"name":"alice","password":"apw"}"#),
+        anon("/v3/auth/role/add", r#"{"name":"app"}"#),
+        anon(
+            "/v3/auth/role/grant",
+            format!(
+                r#"{{"name":"app","perm":{{"permType":"READWRITE","key":"{app}","range_end":"{app_end}"}}}}"#
+            ),
+        ),
+        anon(
+            "/v3/auth/role/grant",
+            format!(r#"{{"name":"app","perm":{{"permType":0,"key":"{ro}"}}}}"#),
+        ),
+        anon(
+            "/v3/auth/role/grant",
+            format!(r#"{{"name":"app","perm":{{"permType":"ALL","key":"{ro}"}}}}"#),
+        ),
+        anon("/v3/auth/role/grant", r#"{"name":5}"#),
+        anon("/v3/auth/user/grant", r#"{"user":"alice","role":"app"}"#),
+        anon("/v3/auth/user/grant", r#"{"user":"alice","role":"ghost"}"#),
+        anon("/v3/auth/role/get", r#"{"role":"app"}"#),
+        anon("/v3/auth/role/get", r#"{"role":"root"}"#),
+        anon("/v3/auth/user/get", r#"{"name":"alice"}"#),
+        anon("/v3/auth/user/list", "{}"),
+        anon("/v3beta/auth/role/list", "{}"),
+        login("none", "root", "rootpw"),
+        // Auth on.
+        anon("/v3/auth/enable", "{}"),
+        login("root", "root", "rootpw"),
+        login("alice", "alice", "apw"),
+        login("none", "root", "wrong"),
+        login("none", "nobody", "x"),
+        with("alice", "/v3/kv/put", put(&app_x)),
+        with("alice", "/v3/kv/put", put(&other)),
+        with("alice", "/v3/kv/put", put(&ro)),
+        with("alice", "/v3/kv/range", prefix.clone()),
+        with("alice", "/v3/kv/range", key(&ro)),
+        with("alice", "/v3/kv/range", key(&other)),
+        anon("/v3/kv/range", key(&app_x)),
+        with("bogus.1", "/v3/kv/range", key(&app_x)),
+        with("root", "/v3/kv/put", put(&other)),
+        // Management: the user may get itself and its role, nothing else.
+        with("alice", "/v3/auth/user/get", r#"{"name":"alice"}"#),
+        with("alice", "/v3/auth/role/get", r#"{"role":"app"}"#),
+        with("alice", "/v3/auth/role/get", r#"{"role":"root"}"#),
+        with("alice", "/v3/auth/user/list", "{}"),
+        with(
+            "alice",
+            "/v3/auth/user/add",
+            r#"{"name":"eve","password":"e"}"#,
+        ),
+        with("alice", "/v3/auth/disable", "{}"),
+        anon("/v3/auth/user/list", "{}"),
+        with("root", "/v3/auth/user/list", "{}"),
+        // grpc-gateway forwards `Grpc-Metadata-Token` as etcd's `token` metadata and
+        // drops a plain `Token` header.
+        AuthCall {
+            header: "Grpc-Metadata-Token",
+            ..with("root", "/v3/auth/user/list", "{}")
+        },
+        AuthCall {
+            header: "Token",
+            ..with("root", "/v3/auth/user/list", "{}")
+        },
+        with("root", "/v3/auth/role/list", "{}"),
+        with("root", "/v3/auth/user/get", r#"{"name":"root"}"#),
+        with("root", "/v3/auth/user/get", r#"{"name":"ghost"}"#),
+        with("root", "/v3/auth/role/get", r#"{"role":"ghost"}"#),
+        with("root", "/v3/auth/user/add", r#"{"name":"","password":"x"}"#),
+        with("root", "/v3/auth/role/add", r#"{"name":""}"#),
+        with("root", "/v3/auth/role/delete", r#"{"role":"root"}"#),
+        with(
+            "root",
+            "/v3/auth/user/revoke",
+            r#"{"name":"root","role":"root"}"#,
+        ),
+        // A password change drops the user's tokens.
+        with(
+            "root",
+            "/v3/auth/user/changepw",
+            r#"{"name":"alice","password":"apw2"}"#,
+        ),
+        with("alice", "/v3/kv/range", prefix.clone()),
+        login("none", "alice", "apw"),
+        login("alice2", "alice", "apw2"),
+        with("alice2", "/v3/kv/range", prefix.clone()),
+        // Revocations.
+        with(
+            "root",
+            "/v3/auth/role/revoke",
+            format!(r#"{{"role":"app","key":"{ro}"}}"#),
+        ),
+        with(
+            "root",
+            "/v3/auth/role/revoke",
+            format!(r#"{{"role":"app","key":"{ro}"}}"#),
+        ),
+        with("alice2", "/v3/kv/range", key(&ro)),
+        with(
+            "root",
+            "/v3/auth/user/revoke",
+            r#"{"name":"alice","role":"app"}"#,
+        ),
+        with(
+            "root",
+            "/v3/auth/user/revoke",
+            r#"{"name":"alice","role":"app"}"#,
+        ),
+        with("alice2", "/v3/kv/range", prefix.clone()),
+        with("root", "/v3/auth/role/delete", r#"{"role":"app"}"#),
+        with("root", "/v3/auth/role/delete", r#"{"role":"app"}"#),
+        with("root", "/v3/auth/user/delete", r#"{"name":"alice"}"#),
+        with("root", "/v3/auth/user/delete", r#"{"name":"alice"}"#),
+        with("alice2", "/v3/kv/range", prefix),
+        // Off again, with root's token only.
+        anon("/v3/auth/disable", "{}"),
+        with("root", "/v3/auth/disable", "{}"),
+        anon("/v3/auth/user/list", "{}"),
+        anon("/v3/kv/range", key(&other)),
+        // With auth off, etcd still looks up the token of what it proposes or reads
+        // serialized (root's is gone with `disable`), and ignores it elsewhere.
+        with("root", "/v3/kv/range", key(&other)),
+        with("root", "/v3/lease/grant", r#"{"TTL":60,"ID":77}"#),
+        with("root", "/v3/lease/timetolive", r#"{"ID":77}"#),
+        with("root", "/v3/cluster/member/list", "{}"),
+        with("root", "/v3/auth/user/delete", r#"{"name":"root"}"#),
+        anon("/v3/auth/role/delete", r#"{"role":"root"}"#),
+        AuthCall {
+            method: "GET",
+            ..anon("/v3/auth/user/list", "")
+        },
+        anon("/v3/auth/status", "{}"),
+    ]
+}
+
+/// Runs [`auth_script`], keeping the tokens it is given.
+fn run_auth_session(port: u16) -> String {
+    let base = &format!("http://127.0.0.1:{port}");
+    let token_re = Regex::new(r#""token":"([^"]*)""#).expect("valid regex");
+    let mut tokens = std::collections::HashMap::new();
+    let mut out = String::new();
+    for call in auth_script() {
+        let token = call
+            .token
+            .map(|t| tokens.get(t).cloned().unwrap_or_else(|| t.to_string()));
+        let who = call
+            .token
+            .map(|t| format!(" ({}: {t})", call.header))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "$ {} {} {}{who}\n",
+            call.method, call.path, call.body
+        ));
+        let header = token.map(|t| format!("{}: {t}", call.header));
+        let answer = curl_as(base, call.method, call.path, &call.body, header.as_deref());
+        if let (Some(name), Some(c)) = (call.save, token_re.captures(&answer)) {
+            tokens.insert(name, c[1].to_string());
+        }
+        out.push_str(&answer);
+        out.push('\n');
+    }
+    out
+}
+
 fn run_session(port: u16, dir: &std::path::Path) -> String {
     let base = &format!("http://127.0.0.1:{port}");
     let mut out = String::new();
@@ -534,6 +779,8 @@ fn mask(transcript: &str) -> String {
         ),
         // etcd 3.5's StatusResponse field, which etcd 3.4 does not send; Skiff does.
         (r#","dbSizeQuota":"\d+""#, ""),
+        // Simple tokens: 16 random letters and the Raft index that assigned them.
+        (r#""token":"[A-Za-z]{16}\.\d+""#, "\"token\":\"TOKEN\""),
     ];
     let mut s = transcript.to_string();
     for (re, with) in rules {
@@ -558,11 +805,11 @@ fn gateway_session_matches_etcd() {
     std::fs::create_dir_all(&skiff_dir).expect("body dir");
     let etcd = std::thread::spawn(move || {
         let p = Proc::start(Kind::Etcd, "gw", 27600, 27601, None);
-        run_session(p.client_port, &etcd_dir)
+        run_session(p.client_port, &etcd_dir) + &run_auth_session(p.client_port)
     });
     let skiff = std::thread::spawn(move || {
         let p = Proc::start(Kind::Skiff, "gw", 27602, 27603, None);
-        run_session(p.client_port, &skiff_dir)
+        run_session(p.client_port, &skiff_dir) + &run_auth_session(p.client_port)
     });
     let etcd_out = mask(&etcd.join().expect("etcd session"));
     let skiff_out = mask(&skiff.join().expect("skiff session"));
@@ -585,6 +832,11 @@ fn gateway_session_matches_etcd() {
         "\"result\":{",
         "\"members\":[",
         "[HTTP 404 ",
+        // The auth session: a token given and used, a permission refused and granted.
+        "\"token\":\"TOKEN\"",
+        "etcdserver: permission denied",
+        "\"perm\":[{\"permType\":\"READWRITE\"",
+        "etcdserver: invalid auth token",
     ] {
         assert!(
             etcd_out.contains(must),

@@ -21,6 +21,15 @@
 //!   the whole Auth API but `Authenticate` (and, as etcd allows, a user getting
 //!   itself or a role it holds).
 //!
+//! With auth **off**, a token is still looked up where etcd 3.4 looks it up (every
+//! call it proposes or reads serialized: KV, lease grant and revoke, member changes,
+//! a watch's create, the Auth API but `Authenticate`): one that names no user, such
+//! as a token from before `auth disable`, is refused with `etcdserver: invalid auth
+//! token` (a watch: created and canceled with that reason). Calls etcd serves without
+//! the lookup (keep-alive, time-to-live, leases, status, member list, maintenance)
+//! ignore it. (etcd 3.4's Maintenance calls answer a bad token with an unmapped
+//! `auth: invalid auth token`, code Unknown; Skiff keeps its etcdserver error.)
+//!
 //! Requests are checked against a snapshot of the auth store; the snapshot's revision
 //! rides with the inner call ([`super::caller::with_checked_revision`]) into the
 //! proposal, and the apply refuses the request if the store changed in between, so a
@@ -72,10 +81,32 @@ impl Checked {
     }
 }
 
+/// Whether a call looks its token up while auth is disabled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Disabled {
+    /// etcd 3.4 reads the token of every proposed request and serialized read even
+    /// with auth off: a token that names no one is refused (`invalid auth token`).
+    CheckToken,
+    /// The calls etcd 3.4 serves without looking at the token while auth is off.
+    IgnoreToken,
+}
+
 /// Who `caller` is under `store`.
-fn authenticate(shared: &AuthShared, caller: &Caller) -> Result<Checked, EtcdError> {
+fn authenticate(
+    shared: &AuthShared,
+    caller: &Caller,
+    disabled: Disabled,
+) -> Result<Checked, EtcdError> {
     let store = shared.now();
     if !store.enabled {
+        if disabled == Disabled::CheckToken {
+            if let Some(token) = caller.token.as_deref() {
+                shared
+                    .tokens
+                    .user(token)
+                    .ok_or(EtcdError::InvalidAuthToken)?;
+            }
+        }
         return Ok(Checked { store, user: None });
     }
     let token = caller.token.as_deref().ok_or(EtcdError::UserEmpty)?;
@@ -128,18 +159,35 @@ impl<F> Auth<F> {
         }
     }
 
+    /// The caller, for a call whose token etcd checks even with auth off.
     fn who(&self) -> Result<Checked, EtcdError> {
-        authenticate(&self.shared, &caller::current())
+        authenticate(&self.shared, &caller::current(), Disabled::CheckToken)
     }
 
-    /// Checks the caller with `check`, then runs the inner call tagged with the auth
-    /// store revision the check used.
+    /// The caller, for a call etcd serves without a token lookup while auth is off.
+    fn who_open(&self) -> Result<Checked, EtcdError> {
+        authenticate(&self.shared, &caller::current(), Disabled::IgnoreToken)
+    }
+
+    /// Checks the caller ([`Self::who`]) with `check`, then runs the inner call tagged
+    /// with the auth store revision the check used.
     async fn checked<T>(
         &self,
         check: impl FnOnce(&Checked) -> Result<(), EtcdError>,
         call: impl std::future::Future<Output = ApiResult<T>>,
     ) -> ApiResult<T> {
         let c = self.who()?;
+        check(&c)?;
+        caller::with_checked_revision(c.store.revision, call).await
+    }
+
+    /// [`Self::checked`] with the caller as [`Self::who_open`] sees it.
+    async fn checked_open<T>(
+        &self,
+        check: impl FnOnce(&Checked) -> Result<(), EtcdError>,
+        call: impl std::future::Future<Output = ApiResult<T>>,
+    ) -> ApiResult<T> {
+        let c = self.who_open()?;
         check(&c)?;
         caller::with_checked_revision(c.store.revision, call).await
     }
@@ -244,7 +292,7 @@ struct AuthSession {
 #[tonic::async_trait]
 impl WatchSession for AuthSession {
     fn create(&mut self, req: pb::WatchCreateRequest) -> pb::WatchResponse {
-        let allowed = authenticate(&self.shared, &self.caller)
+        let allowed = authenticate(&self.shared, &self.caller, Disabled::CheckToken)
             .and_then(|c| c.need(Need::Read, &req.key, &req.range_end));
         if let Err(e) = allowed {
             let cancel_reason = match e {
@@ -305,14 +353,14 @@ impl<F: LeaseApi> LeaseApi for Auth<F> {
         &self,
         req: pb::LeaseKeepAliveRequest,
     ) -> ApiResult<pb::LeaseKeepAliveResponse> {
-        self.checked(|_| Ok(()), self.inner.lease_keep_alive(req))
+        self.checked_open(|_| Ok(()), self.inner.lease_keep_alive(req))
             .await
     }
     async fn lease_time_to_live(
         &self,
         req: pb::LeaseTimeToLiveRequest,
     ) -> ApiResult<pb::LeaseTimeToLiveResponse> {
-        let c = self.who()?;
+        let c = self.who_open()?;
         let resp = self.inner.lease_time_to_live(req).await?;
         for k in &resp.keys {
             c.need(Need::Read, k, &[])?;
@@ -323,7 +371,8 @@ impl<F: LeaseApi> LeaseApi for Auth<F> {
         &self,
         req: pb::LeaseLeasesRequest,
     ) -> ApiResult<pb::LeaseLeasesResponse> {
-        self.checked(|_| Ok(()), self.inner.lease_leases(req)).await
+        self.checked_open(|_| Ok(()), self.inner.lease_leases(req))
+            .await
     }
 }
 
@@ -348,7 +397,8 @@ impl<F: ClusterApi> ClusterApi for Auth<F> {
             .await
     }
     async fn member_list(&self, req: pb::MemberListRequest) -> ApiResult<pb::MemberListResponse> {
-        self.checked(|_| Ok(()), self.inner.member_list(req)).await
+        self.checked_open(|_| Ok(()), self.inner.member_list(req))
+            .await
     }
     async fn member_promote(
         &self,
@@ -362,30 +412,34 @@ impl<F: ClusterApi> ClusterApi for Auth<F> {
 #[tonic::async_trait]
 impl<F: MaintenanceApi> MaintenanceApi for Auth<F> {
     async fn alarm(&self, req: pb::AlarmRequest) -> ApiResult<pb::AlarmResponse> {
-        self.checked(Checked::root, self.inner.alarm(req)).await
+        self.checked_open(Checked::root, self.inner.alarm(req))
+            .await
     }
     async fn status(&self, req: pb::StatusRequest) -> ApiResult<pb::StatusResponse> {
-        self.checked(|_| Ok(()), self.inner.status(req)).await
+        self.checked_open(|_| Ok(()), self.inner.status(req)).await
     }
     async fn defragment(&self, req: pb::DefragmentRequest) -> ApiResult<pb::DefragmentResponse> {
-        self.checked(Checked::root, self.inner.defragment(req))
+        self.checked_open(Checked::root, self.inner.defragment(req))
             .await
     }
     async fn hash(&self, req: pb::HashRequest) -> ApiResult<pb::HashResponse> {
-        self.checked(Checked::root, self.inner.hash(req)).await
+        self.checked_open(Checked::root, self.inner.hash(req)).await
     }
     async fn hash_kv(&self, req: pb::HashKvRequest) -> ApiResult<pb::HashKvResponse> {
-        self.checked(Checked::root, self.inner.hash_kv(req)).await
+        self.checked_open(Checked::root, self.inner.hash_kv(req))
+            .await
     }
     async fn snapshot(&self, req: pb::SnapshotRequest) -> ApiResult<SnapshotStream> {
-        self.checked(Checked::root, self.inner.snapshot(req)).await
+        self.checked_open(Checked::root, self.inner.snapshot(req))
+            .await
     }
     async fn move_leader(&self, req: pb::MoveLeaderRequest) -> ApiResult<pb::MoveLeaderResponse> {
-        self.checked(Checked::root, self.inner.move_leader(req))
+        self.checked_open(Checked::root, self.inner.move_leader(req))
             .await
     }
     async fn downgrade(&self, req: pb::DowngradeRequest) -> ApiResult<pb::DowngradeResponse> {
-        self.checked(Checked::root, self.inner.downgrade(req)).await
+        self.checked_open(Checked::root, self.inner.downgrade(req))
+            .await
     }
     /// `/health` is HTTP and unauthenticated, as etcd's.
     async fn health(&self, serializable: bool) -> Result<(), Unhealthy> {

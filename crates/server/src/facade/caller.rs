@@ -4,7 +4,8 @@
 //! and no service handles credentials itself.
 //!
 //! Two scopes: [`with_caller`], set by each front end around the whole handling of a
-//! call ([`from_headers`], on the gRPC routes and the JSON gateway), and [`with_checked_revision`], set by the auth layer
+//! call ([`from_headers`] on the gRPC routes, [`from_gateway_headers`] on the JSON
+//! gateway), and [`with_checked_revision`], set by the auth layer
 //! around the inner call: the auth store revision the request's permissions were
 //! checked against, which [`checked_revision`] hands to the proposal so the apply can
 //! refuse it if the store changed in between (`etcdserver: revision of auth store is
@@ -25,22 +26,43 @@ tokio::task_local! {
     static CHECKED_REVISION: u64;
 }
 
-/// etcd's gRPC metadata keys for an auth token: `token` (clients), `authorization`
-/// (the JSON gateway's `Authorization` header, which etcd also accepts on gRPC).
+/// etcd's gRPC metadata keys for an auth token, in the order etcd looks: `token`
+/// (clients), `authorization` (the JSON gateway's `Authorization` header, which etcd
+/// also accepts on gRPC).
 pub const TOKEN_HEADERS: [&str; 2] = ["token", "authorization"];
 
-/// Middleware for a front end's router: runs each request as the caller its headers
+/// The HTTP headers etcd 3.4's JSON gateway turns into those metadata keys:
+/// grpc-gateway forwards `Grpc-Metadata-Token` as `token` and `Authorization` as
+/// `authorization`, and drops a plain `Token` header.
+pub const GATEWAY_TOKEN_HEADERS: [&str; 2] = ["grpc-metadata-token", "authorization"];
+
+/// The token of the first of `names` present in `headers`.
+fn token_of(headers: &axum::http::HeaderMap, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|h| {
+        headers
+            .get(*h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    })
+}
+
+/// Middleware for the gRPC router: runs each request as the caller its metadata
 /// name (gRPC metadata are HTTP/2 headers).
 pub async fn from_headers(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let token = TOKEN_HEADERS.iter().find_map(|h| {
-        req.headers()
-            .get(*h)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    });
+    let token = token_of(req.headers(), &TOKEN_HEADERS);
+    with_caller(Caller { token }, next.run(req)).await
+}
+
+/// Middleware for the JSON gateway's router: the caller as etcd's gateway forwards
+/// it ([`GATEWAY_TOKEN_HEADERS`]).
+pub async fn from_gateway_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let token = token_of(req.headers(), &GATEWAY_TOKEN_HEADERS);
     with_caller(Caller { token }, next.run(req)).await
 }
 

@@ -4,11 +4,12 @@
 //! Guarantees, each one jsonpb's rule: a message is a JSON object (or `null`); a
 //! field is found by its proto name or its lowerCamel JSON name (`range_end` or
 //! `rangeEnd`); unknown fields are ignored; `null` leaves a field at its default;
-//! bytes are standard base64; 64- and 32-bit integers are numbers or strings holding
-//! one; enums are names or numbers; the first bad field fails the whole request with
-//! the text Go would give (`json: cannot unmarshal ...`, `illegal base64 data at input
-//! byte N`, `unknown value "X" for enum etcdserverpb.T`). Malformed JSON is reported
-//! in Go's words for the common cases ([`syntax_error`]).
+//! strings are JSON strings; bytes are standard base64; 64- and 32-bit integers are
+//! numbers or strings holding one; enums are names or numbers; the first bad field
+//! fails the whole request with the text Go would give (`json: cannot unmarshal ...`,
+//! `illegal base64 data at input byte N`, `unknown value "X" for enum
+//! etcdserverpb.T`). Malformed JSON is reported in Go's words for the common cases
+//! ([`syntax_error`]).
 
 use std::collections::HashMap;
 
@@ -146,6 +147,14 @@ impl<'a> Fields<'a> {
         match self.take(name) {
             None => Ok(Bytes::new()),
             Some(raw) => bytes_value(raw),
+        }
+    }
+
+    pub fn string(&mut self, name: &str) -> Result<String> {
+        match self.take(name) {
+            None => Ok(String::new()),
+            Some(raw) if raw.starts_with('"') => string_of(raw),
+            Some(raw) => Err(type_error(kind(raw), "string")),
         }
     }
 
@@ -373,6 +382,16 @@ mod tests {
         }
     }
 
+    /// A message of one string field.
+    #[derive(Default, Debug)]
+    struct N(String);
+
+    impl Decode for N {
+        fn decode(f: &mut Fields<'_>) -> Result<N> {
+            Ok(N(f.string("name")?))
+        }
+    }
+
     fn err(s: &str) -> String {
         message::<T>(s).unwrap_err().0
     }
@@ -438,6 +457,12 @@ mod tests {
             err(r#"{"sort_order":"BAD"}"#),
             r#"unknown value "BAD" for enum etcdserverpb.RangeRequest_SortOrder"#
         );
+        assert_eq!(
+            message::<N>(r#"{"name":5}"#).unwrap_err().0,
+            "json: cannot unmarshal number into Go value of type string"
+        );
+        assert_eq!(message::<N>(r#"{"name":"a\u00e9"}"#).unwrap().0, "a\u{e9}");
+        assert_eq!(message::<N>(r#"{"name":null}"#).unwrap().0, "");
         assert_eq!(
             err(r#"{"member_id":-1}"#),
             "json: cannot unmarshal number -1 into Go value of type uint64"

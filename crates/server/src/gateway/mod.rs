@@ -8,9 +8,12 @@
 //!
 //! Guarantees (etcd 3.4's gateway, checked against it by `tests/gateway.rs`):
 //! - the paths of etcd's `rpc.proto` HTTP bindings: KV, Watch, Lease (with the
-//!   `/v3/kv/lease/...` aliases), Cluster, Maintenance; `/v3/maintenance/hash` is Hash
-//!   (etcd binds HashKV to the same path, where Hash wins); Auth paths answer
-//!   Unimplemented until auth exists;
+//!   `/v3/kv/lease/...` aliases), Cluster, Maintenance, Auth; `/v3/maintenance/hash`
+//!   is Hash (etcd binds HashKV to the same path, where Hash wins);
+//! - the `Authorization` header's token (or `Grpc-Metadata-Token`'s; a plain `Token`
+//!   header is ignored, as grpc-gateway drops it) is the caller's, so the facade's
+//!   auth layer authenticates and authorizes every gateway call, Auth calls included,
+//!   exactly as it does gRPC's ([`auth`]);
 //! - JSON as jsonpb reads and writes etcd's messages ([`decode`], [`encode`]);
 //! - errors as `{"error","message","code"}` with grpc-gateway's HTTP status
 //!   ([`reply`]); a request larger than gRPC would receive (`--max-request-bytes` plus
@@ -20,8 +23,7 @@
 //! - `/v3/watch` and `/v3/lease/keepalive` read a stream of JSON requests from the body
 //!   and answer a stream of `{"result":...}` lines ([`watch`], [`lease`]).
 //!
-//! Not yet: the `Authorization` token (no auth), splitting large watch responses
-//! for `fragment`, websocket upgrades.
+//! Not yet: splitting large watch responses for `fragment`, websocket upgrades.
 
 /// Declares `name => facade_method` unary handlers: decode the body, call the
 /// facade, answer its JSON or its error.
@@ -41,6 +43,7 @@ macro_rules! unary_handlers {
     };
 }
 
+mod auth;
 mod base64;
 mod cluster;
 mod decode;
@@ -55,7 +58,6 @@ mod watch;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{any, post, MethodRouter};
 use axum::Router;
@@ -105,46 +107,6 @@ async fn request<F, T: decode::Decode + prost::Message>(
     Ok(req)
 }
 
-/// The Auth calls etcd's gateway binds, with their gRPC method names.
-const AUTH: &[(&str, &str)] = &[
-    ("/auth/enable", "AuthEnable"),
-    ("/auth/disable", "AuthDisable"),
-    ("/auth/authenticate", "Authenticate"),
-    ("/auth/user/add", "UserAdd"),
-    ("/auth/user/get", "UserGet"),
-    ("/auth/user/list", "UserList"),
-    ("/auth/user/delete", "UserDelete"),
-    ("/auth/user/changepw", "UserChangePassword"),
-    ("/auth/user/grant", "UserGrantRole"),
-    ("/auth/user/revoke", "UserRevokeRole"),
-    ("/auth/role/add", "RoleAdd"),
-    ("/auth/role/get", "RoleGet"),
-    ("/auth/role/list", "RoleList"),
-    ("/auth/role/delete", "RoleDelete"),
-    ("/auth/role/grant", "RoleGrantPermission"),
-    ("/auth/role/revoke", "RoleRevokePermission"),
-];
-
-/// An object with any fields: what an Auth request is read as until auth exists.
-#[derive(Default)]
-struct AnyRequest;
-
-impl decode::Decode for AnyRequest {
-    fn decode(_: &mut decode::Fields<'_>) -> Result<Self, decode::DecodeError> {
-        Ok(AnyRequest)
-    }
-}
-
-async fn auth_unimplemented(method: &'static str, max_body: usize, body: Body) -> Response {
-    if let Err(r) = stream::read_one::<AnyRequest>(body, max_body).await {
-        return reply::error(r.code, &r.message);
-    }
-    reply::error(
-        tonic::Code::Unimplemented,
-        &format!("skiff: /etcdserverpb.Auth/{method} is not implemented yet"),
-    )
-}
-
 /// The gateway's routes, over `facade`, for requests of at most `max_request_bytes`.
 pub fn router<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Router {
     let max_message = serve::max_recv_bytes(max_request_bytes);
@@ -184,6 +146,22 @@ pub fn router<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Router {
             "/maintenance/transfer-leadership",
             post(maintenance::move_leader::<F>),
         ),
+        ("/auth/enable", post(auth::auth_enable::<F>)),
+        ("/auth/disable", post(auth::auth_disable::<F>)),
+        ("/auth/authenticate", post(auth::authenticate::<F>)),
+        ("/auth/user/add", post(auth::user_add::<F>)),
+        ("/auth/user/get", post(auth::user_get::<F>)),
+        ("/auth/user/list", post(auth::user_list::<F>)),
+        ("/auth/user/delete", post(auth::user_delete::<F>)),
+        ("/auth/user/changepw", post(auth::user_change_password::<F>)),
+        ("/auth/user/grant", post(auth::user_grant_role::<F>)),
+        ("/auth/user/revoke", post(auth::user_revoke_role::<F>)),
+        ("/auth/role/add", post(auth::role_add::<F>)),
+        ("/auth/role/get", post(auth::role_get::<F>)),
+        ("/auth/role/list", post(auth::role_list::<F>)),
+        ("/auth/role/delete", post(auth::role_delete::<F>)),
+        ("/auth/role/grant", post(auth::role_grant_permission::<F>)),
+        ("/auth/role/revoke", post(auth::role_revoke_permission::<F>)),
     ];
     let mut router: Router<Gw<F>> = Router::new();
     for prefix in ["/v3", "/v3beta"] {
@@ -193,22 +171,14 @@ pub fn router<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Router {
                 handler.clone().fallback(reply::method_not_allowed),
             );
         }
-        for (path, method) in AUTH {
-            let handler = post(move |State(gw): State<Gw<F>>, body: Body| {
-                auth_unimplemented(method, gw.max_body, body)
-            });
-            router = router.route(
-                &format!("{prefix}{path}"),
-                handler.fallback(reply::method_not_allowed),
-            );
-        }
         router = router.route(&format!("{prefix}/{{*rest}}"), any(reply::not_found));
         router = router.route(&format!("{prefix}/"), any(reply::not_found));
         router = router.route(prefix, any(reply::add_slash));
     }
-    // A token in the `Authorization` header (etcd's gateway forwards it as metadata).
+    // A token in the `Authorization` (or `Grpc-Metadata-Token`) header, which etcd's
+    // gateway forwards as gRPC metadata.
     let router = router.layer(axum::middleware::from_fn(
-        crate::facade::caller::from_headers,
+        crate::facade::caller::from_gateway_headers,
     ));
     router.with_state(Gw {
         facade,
