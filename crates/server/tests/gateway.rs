@@ -792,6 +792,10 @@ fn mask(transcript: &str) -> String {
     s
 }
 
+/// Both servers' extra flags: the cheapest bcrypt cost, so the auth session's
+/// password hashes (and checks) take milliseconds, not a debug build's seconds.
+const FLAGS: &[&str] = &["--bcrypt-cost", "4"];
+
 #[test]
 fn gateway_session_matches_etcd() {
     if !have("etcd") || !have("curl") {
@@ -804,12 +808,20 @@ fn gateway_session_matches_etcd() {
     std::fs::create_dir_all(&etcd_dir).expect("body dir");
     std::fs::create_dir_all(&skiff_dir).expect("body dir");
     let etcd = std::thread::spawn(move || {
-        let p = Proc::start(Kind::Etcd, "gw", 27600, 27601, None);
-        run_session(p.client_port, &etcd_dir) + &run_auth_session(p.client_port)
+        let p = Proc::start_with(Kind::Etcd, "gw", 27600, 27601, None, FLAGS);
+        let main = run_session(p.client_port, &etcd_dir);
+        let started = std::time::Instant::now();
+        let auth = run_auth_session(p.client_port);
+        eprintln!("Etcd: auth session took {:?}", started.elapsed());
+        main + &auth
     });
     let skiff = std::thread::spawn(move || {
-        let p = Proc::start(Kind::Skiff, "gw", 27602, 27603, None);
-        run_session(p.client_port, &skiff_dir) + &run_auth_session(p.client_port)
+        let p = Proc::start_with(Kind::Skiff, "gw", 27602, 27603, None, FLAGS);
+        let main = run_session(p.client_port, &skiff_dir);
+        let started = std::time::Instant::now();
+        let auth = run_auth_session(p.client_port);
+        eprintln!("Skiff: auth session took {:?}", started.elapsed());
+        main + &auth
     });
     let etcd_out = mask(&etcd.join().expect("etcd session"));
     let skiff_out = mask(&skiff.join().expect("skiff session"));
