@@ -56,7 +56,8 @@ struct Args {
     /// none). partition needs root; it cannot be combined with delay/drop in one run.
     #[arg(long, default_value = "kill,pause,restart-all,compact")]
     faults: String,
-    /// kv, watch or lease.
+    /// kv, watch, lease or counter (every client increments one counter by
+    /// read-compare-put, retrying increments whose outcome is unknown).
     #[arg(long, default_value = "kv")]
     workload: String,
     /// Seed of the run's random choices (default: from the clock).

@@ -1,6 +1,7 @@
 //! The harness proper (binary side): workload, fault injector and the run that ties them
 //! to the cluster and the checkers.
 
+pub mod counter;
 pub mod faults;
 pub mod run;
 pub mod workload;

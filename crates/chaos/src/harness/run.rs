@@ -7,6 +7,7 @@
 //! every path out of [`run`], errors and panics included, by the cluster's Drop.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,10 @@ use tokio::sync::watch;
 
 use skiff_chaos::check::{self, Report};
 use skiff_chaos::cluster::{Cluster, ClusterSpec};
-use skiff_chaos::history::{History, MemberHash, Op, Outcome, WatchRecord};
+use skiff_chaos::history::{History, MemberHash, Op, Outcome, Request, Response, WatchRecord};
 use skiff_chaos::net::Net;
 
+use super::counter::{count_of, counter_key, run_counter_client, Tally};
 use super::faults::{run_faults, Fault, FaultSpec};
 use super::workload::{
     connect, run_client, run_watcher, use_client_tls, Drain, Mix, Recorder, WorkloadSpec, PREFIX,
@@ -159,7 +161,9 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
     if spec.members == 0 || spec.clients == 0 || spec.keys == 0 {
         bail!("--members, --clients and --keys must be at least 1");
     }
-    let mix = Mix::named(&spec.workload)?;
+    let counting = spec.workload == "counter";
+    // The counting clients do not draw from a mix.
+    let mix = Mix::named(if counting { "kv" } else { &spec.workload })?;
     let tmp = tempfile::Builder::new()
         .prefix("skiff-chaos-")
         .tempdir()
@@ -224,17 +228,33 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
     let hard_deadline = deadline + Duration::from_secs(120);
     let mut clients = Vec::new();
     let mut watchers = Vec::new();
+    let tally = Arc::new(Tally::default());
+    // A counting client finishes the increment it is in (faults healed by then).
+    let finish_by = deadline + COUNTER_FINISH;
     for id in 0..spec.clients {
         let member = id % spec.members;
-        clients.push(tokio::spawn(run_client(
-            id as u32,
-            member as u32,
-            urls[member].clone(),
-            cluster.incarnations.clone(),
-            rec.clone(),
-            wspec.clone(),
-            spec.seed,
-        )));
+        clients.push(if counting {
+            tokio::spawn(run_counter_client(
+                id as u32,
+                member as u32,
+                urls[member].clone(),
+                cluster.incarnations.clone(),
+                rec.clone(),
+                wspec.clone(),
+                tally.clone(),
+                finish_by,
+            ))
+        } else {
+            tokio::spawn(run_client(
+                id as u32,
+                member as u32,
+                urls[member].clone(),
+                cluster.incarnations.clone(),
+                rec.clone(),
+                wspec.clone(),
+                spec.seed,
+            ))
+        });
         watchers.push(tokio::spawn(run_watcher(
             id as u32,
             urls[member].clone(),
@@ -254,9 +274,15 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
     };
     let fault_log = run_faults(&mut cluster, &rec, &fspec, spec.seed).await?;
     for c in clients {
-        // Each client stops by the deadline plus one op timeout; abort a stuck one.
+        // Each client stops by the deadline plus one op timeout (a counting one by
+        // `finish_by`); abort a stuck one.
+        let stop_by = if counting {
+            finish_by.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
         let abort = c.abort_handle();
-        if tokio::time::timeout(spec.op_timeout + Duration::from_secs(10), c)
+        if tokio::time::timeout(stop_by + spec.op_timeout + Duration::from_secs(10), c)
             .await
             .is_err()
         {
@@ -270,6 +296,11 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         .map(|i| i as u32)
         .collect();
     let final_rev = current_revision(&cluster).await.unwrap_or(0);
+    let final_count = if counting {
+        final_counter(&cluster).await
+    } else {
+        None
+    };
     let _ = drain_tx.send(Some(Drain {
         target: final_rev,
         deadline: Instant::now() + Duration::from_secs(20),
@@ -306,9 +337,18 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
     };
     let history = Arc::new(history);
     let h2 = history.clone();
-    let report = tokio::task::spawn_blocking(move || check::check(&h2, &opts)).await?;
+    let mut report = tokio::task::spawn_blocking(move || check::check(&h2, &opts)).await?;
 
-    let summary = summary_line(&history, &report);
+    let mut summary = summary_line(&history, &report);
+    if counting {
+        let counted = counter_tally(&history, &tally, final_count);
+        summary.push_str(&format!(" {}", counted.summary()));
+        if let Some(lost) = counted.lost() {
+            report
+                .anomalies
+                .push(check::Anomaly::new("counter", lost, Vec::new()));
+        }
+    }
     let artifacts = if report.ok() {
         None
     } else {
@@ -321,6 +361,91 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         report,
         artifacts,
     })
+}
+
+/// How long a counting client may take, after the deadline, to finish its increment.
+const COUNTER_FINISH: Duration = Duration::from_secs(60);
+
+/// The counting workload's result: the counter's final value against the increments
+/// the clients know they made.
+struct Counted {
+    /// The final read's count, or (no read answered) the highest the history shows.
+    counter: u64,
+    /// The highest count any successful read or write of the history shows.
+    seen: u64,
+    acknowledged: u64,
+    unknown_attempts: u64,
+    unresolved: u64,
+}
+
+impl Counted {
+    fn summary(&self) -> String {
+        format!(
+            "counter={} acknowledged={} excess={} unknown_attempts={} unresolved={}",
+            self.counter,
+            self.acknowledged,
+            self.counter as i64 - self.acknowledged as i64,
+            self.unknown_attempts,
+            self.unresolved
+        )
+    }
+
+    /// A counter below the acknowledged increments, or below a count once seen:
+    /// increments were lost.
+    fn lost(&self) -> Option<String> {
+        (self.counter < self.acknowledged.max(self.seen)).then(|| {
+            format!(
+                "the counter is {} but {} increments were acknowledged and {} was seen",
+                self.counter, self.acknowledged, self.seen
+            )
+        })
+    }
+}
+
+/// The counter as a linearizable read through any member sees it once every client
+/// has stopped.
+async fn final_counter(cluster: &Cluster) -> Option<u64> {
+    for url in cluster.client_urls() {
+        if let Ok(mut c) = connect(&url, Duration::from_secs(2)).await {
+            if let Ok(Ok(r)) =
+                tokio::time::timeout(Duration::from_secs(2), c.get(counter_key(), None)).await
+            {
+                let value = r
+                    .kvs()
+                    .first()
+                    .map(|kv| kv.value_str().unwrap_or("").to_string());
+                return Some(value.as_deref().and_then(count_of).unwrap_or(0));
+            }
+        }
+    }
+    None
+}
+
+/// The counter's final value (the final read) and the highest count the history shows
+/// (a successful compare-and-put or a read; the counter only grows).
+fn counter_tally(h: &History, tally: &Tally, final_read: Option<u64>) -> Counted {
+    let seen = h
+        .ops
+        .iter()
+        .filter_map(|op| match &op.outcome {
+            Outcome::Ok(Response::Get { kv: Some(kv), .. }) => count_of(&kv.value),
+            Outcome::Ok(Response::Cas {
+                succeeded: true, ..
+            }) => match &op.req {
+                Request::Cas { value, .. } => count_of(value),
+                _ => None,
+            },
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    Counted {
+        counter: final_read.unwrap_or(seen),
+        seen,
+        acknowledged: tally.acknowledged.load(Ordering::Relaxed),
+        unknown_attempts: tally.unknown_attempts.load(Ordering::Relaxed),
+        unresolved: tally.unresolved.load(Ordering::Relaxed),
+    }
 }
 
 fn summary_line(h: &History, r: &Report) -> String {
@@ -385,4 +510,29 @@ fn write_artifacts(spec: &RunSpec, cluster: &Cluster, h: &History, r: &Report) -
         }
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counted(counter: u64, seen: u64, acknowledged: u64) -> Counted {
+        Counted {
+            counter,
+            seen,
+            acknowledged,
+            unknown_attempts: 0,
+            unresolved: 0,
+        }
+    }
+
+    #[test]
+    fn a_counter_below_what_was_acknowledged_or_seen_is_a_loss() {
+        assert!(counted(10, 10, 10).lost().is_none());
+        // Double applies: more than acknowledged, reported in the summary only.
+        assert!(counted(12, 12, 10).lost().is_none());
+        assert!(counted(12, 12, 10).summary().contains("excess=2"));
+        assert!(counted(9, 9, 10).lost().is_some());
+        assert!(counted(9, 11, 8).lost().is_some());
+    }
 }

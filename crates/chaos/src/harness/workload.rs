@@ -88,7 +88,9 @@ impl Mix {
             "kv" => Ok(m([20, 10, 20, 5, 20, 8, 5, 10, 2])),
             "watch" => Ok(m([10, 5, 40, 10, 15, 5, 5, 8, 2])),
             "lease" => Ok(m([15, 5, 10, 5, 10, 5, 5, 35, 10])),
-            other => Err(anyhow!("unknown workload {other:?} (kv, watch or lease)")),
+            other => Err(anyhow!(
+                "unknown workload {other:?} (kv, watch, lease or counter)"
+            )),
         }
     }
     fn total(&self) -> u32 {
