@@ -31,6 +31,10 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// TLS options that cannot be used (unreadable PEM, a key that does not fit the
+    /// certificate, no CA bundle).
+    #[error("invalid TLS configuration: {0}")]
+    Tls(String),
     /// The client was built without any endpoint.
     #[error("no endpoints given")]
     NoEndpoints,

@@ -169,6 +169,11 @@ async fn keep_alive(
     tx: mpsc::Sender<Result<LeaseKeepAliveResponse>>,
     stats: Arc<Stats>,
 ) {
+    // The keep-alive stream carries the token (etcd 3.4 asks none for it, Skiff may).
+    if let Err(e) = pool.ensure_token(None).await {
+        let _ = tx.send(Err(e)).await;
+        return;
+    }
     let mut attempt: u32 = 0;
     let mut last = None;
     loop {

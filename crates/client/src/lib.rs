@@ -25,9 +25,51 @@
 //! [`EtcdError`] for every error etcd defines).
 //!
 //! ## Endpoints and balancing
-//! Endpoints are written `host:port` or `http://host:port`. Each gets one lazily
-//! dialled HTTP/2 channel with keep-alive pings (a partitioned member is noticed).
-//! Calls go round-robin over members that have not failed recently.
+//! Endpoints are written `host:port`, `http://host:port` or `https://host:port`. Each
+//! gets one lazily dialled HTTP/2 channel with keep-alive pings (a partitioned member
+//! is noticed). Calls go round-robin over members that have not failed recently.
+//!
+//! ## TLS
+//! [`ClientOptions::tls`] ([`TlsOptions`]) gives the CA bundle that signs the members'
+//! certificates (the system's when `None`), a client certificate and key for members
+//! that require one, and `insecure_skip_verify` (testing only). As in etcd's client,
+//! `https://` endpoints always use TLS, `http://` ones never do, and `host:port` uses
+//! TLS exactly when TLS options are set.
+//!
+//! ```no_run
+//! use skiff_client::{Client, ClientOptions, Credentials, Identity, TlsOptions};
+//!
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let tls = TlsOptions {
+//!     ca_pem: Some(std::fs::read("ca.pem")?),
+//!     identity: Some(Identity {
+//!         cert_pem: std::fs::read("client.pem")?,
+//!         key_pem: std::fs::read("client.key")?,
+//!     }),
+//!     ..TlsOptions::default()
+//! };
+//! let client = Client::connect(
+//!     ["https://10.0.0.1:2379", "https://10.0.0.2:2379"],
+//!     ClientOptions {
+//!         tls: Some(tls),
+//!         credentials: Some(Credentials::new("app", "secret")),
+//!         ..ClientOptions::default()
+//!     },
+//! )?;
+//! # let _ = client; Ok(()) }
+//! ```
+//!
+//! ## Authentication
+//! With [`ClientOptions::credentials`] the client exchanges the user name and password
+//! for a token (etcd's `Authenticate`) before its first call ([`Client::authenticate`]
+//! does it up front) and sends it with every call as the `token` metadata, as etcd's
+//! clients do. When a member answers `etcdserver: invalid auth token` (the token
+//! expired, or the member restarted and lost it), the client authenticates again and
+//! repeats the call **once**: safe even for a write, because the server refused the
+//! call before applying anything. A server without authentication enabled is used
+//! without a token. The user and role administration calls ([`Client::user_add`],
+//! [`Client::role_grant_permission`], [`Client::auth_enable`], ...) are the `Auth`
+//! service's.
 //!
 //! ## Retries: what is safe
 //! - **Reads** (range, status, member list, time-to-live, ...) are retried on another
@@ -58,11 +100,12 @@
 //! ## What needs other parts of Skiff
 //! Every call of the API is built and passes the server's answer through: a server
 //! that does not implement one answers `Unimplemented` naming the call
-//! ([`Error::is_unimplemented`]). Authentication and
-//! TLS are not in this version; `https://` endpoints are refused at parse time.
+//! ([`Error::is_unimplemented`]).
 
 #![warn(missing_docs)]
 
+mod auth;
+mod auth_api;
 pub mod endpoint;
 pub mod error;
 mod kv;
@@ -71,18 +114,21 @@ mod lock;
 mod maintenance;
 mod member;
 pub mod pool;
+mod tls;
 mod watch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use endpoint::Endpoint;
+pub use auth::Credentials;
+pub use endpoint::{Endpoint, Scheme};
 pub use error::Error;
 pub use kv::prefix_end;
 pub use lease::LeaseKeepAlive;
 pub use pool::Safety;
 pub use skiff_api::EtcdError;
 pub use skiff_proto as proto;
+pub use tls::{Identity, TlsOptions};
 pub use watch::Watcher;
 
 use pool::Pool;
@@ -108,6 +154,12 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Most attempts of one unary call (the first one included).
     pub max_attempts: u32,
+    /// TLS for `https://` endpoints (and for `host:port` ones when set); `None`:
+    /// `https://` endpoints use the system's CA bundle, others plain text.
+    pub tls: Option<TlsOptions>,
+    /// The user to authenticate as; `None` (or an empty name or password): no
+    /// authentication.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClientOptions {
@@ -120,6 +172,8 @@ impl Default for ClientOptions {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
             max_attempts: 20,
+            tls: None,
+            credentials: None,
         }
     }
 }
@@ -142,8 +196,10 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client of the members at `endpoints` (`host:port` or `http://host:port`).
-    /// Nothing is dialled yet; the first call connects.
+    /// A client of the members at `endpoints` (`host:port`, `http://host:port` or
+    /// `https://host:port`). Nothing is dialled yet; the first call connects (and
+    /// authenticates, with credentials). Fails on a malformed endpoint and on TLS
+    /// options that cannot be used ([`Error::Tls`]).
     pub fn connect<I, S>(endpoints: I, opts: ClientOptions) -> Result<Client>
     where
         I: IntoIterator<Item = S>,
@@ -183,30 +239,49 @@ impl Client {
         &self.pool.opts
     }
 
+    /// Authenticates now if the client has credentials and has not authenticated yet
+    /// (otherwise the first call does). Fails with the server's answer, e.g.
+    /// `etcdserver: authentication failed, invalid user ID or password`
+    /// ([`EtcdError::AuthFailed`]); a server without authentication enabled is not an
+    /// error (the client goes on without a token).
+    pub async fn authenticate(&self) -> Result<()> {
+        self.pool.ensure_token(self.deadline()).await
+    }
+
+    /// How many tokens this client has obtained: 1 after the first authentication, one
+    /// more for each renewal after a refused token; 0 without authentication.
+    pub fn authentications(&self) -> u64 {
+        self.pool.auth.obtained()
+    }
+
     fn deadline(&self) -> Option<Instant> {
         self.pool.opts.request_timeout.map(|t| Instant::now() + t)
     }
 
-    /// Runs a unary call under the pool's retry rules (or on the pinned member).
+    /// Runs a unary call under the pool's retry rules (or on the pinned member), with
+    /// the client's token; a refused token is renewed and the call repeated once (see
+    /// the crate docs on authentication).
     async fn unary<T, F, Fut>(&self, safety: Safety, mut call: F) -> Result<T>
     where
-        F: FnMut(tonic::transport::Channel) -> Fut,
+        F: FnMut(auth::AuthChannel) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = self.deadline();
-        match self.pin {
-            None => self.pool.unary(safety, deadline, call).await,
-            Some(i) => {
-                let fut = call(self.pool.members[i].channel.clone());
-                let r = match deadline {
-                    Some(d) => tokio::time::timeout_at(d.into(), fut).await.map_err(|_| {
-                        Error::Timeout(self.pool.opts.request_timeout.unwrap_or_default())
-                    })?,
-                    None => fut.await,
-                };
-                r.map(tonic::Response::into_inner)
-                    .map_err(Error::from_status)
+        self.pool.ensure_token(deadline).await?;
+        let seen = self.pool.auth.generation();
+        match self
+            .pool
+            .unary_on(safety, deadline, self.pin, false, &mut call)
+            .await
+        {
+            Err(e) if self.pool.auth.enabled() && auth::token_refused(&e) => {
+                tracing::debug!("token refused; authenticating again");
+                self.pool.renew(seen, deadline).await?;
+                self.pool
+                    .unary_on(safety, deadline, self.pin, false, &mut call)
+                    .await
             }
+            r => r,
         }
     }
 }

@@ -88,6 +88,7 @@ impl Client {
     /// Streams a snapshot of the answering member's backend; the caller writes the
     /// blobs in order. Not retried mid-stream (a partial snapshot is an error).
     pub async fn snapshot(&self) -> Result<tonic::Streaming<SnapshotResponse>> {
+        self.pool.ensure_token(self.deadline()).await?;
         let i = self.pin.unwrap_or_else(|| self.pool.pick(None));
         let mut c = MaintenanceClient::new(self.pool.members[i].channel.clone());
         c.snapshot(SnapshotRequest {})

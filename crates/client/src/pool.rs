@@ -17,6 +17,11 @@
 //!   may have been applied, and retrying it blindly could apply it twice.
 //! - A member that failed is skipped for a short while (`ClientOptions::backoff_max`)
 //!   unless every member is marked down.
+//! - A TLS handshake that fails (an untrusted certificate, a refused client
+//!   certificate) is a connection that could not be established: it carries
+//!   [`NOT_SENT`] like a refused TCP connection (nothing of the request was sent).
+//! - Every channel carries the client's token (see [`crate::auth`]); only
+//!   `Authenticate` goes out on a channel without it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,12 +30,17 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Status};
 
-use crate::endpoint::Endpoint;
+use crate::auth::{AuthChannel, TokenInterceptor, TokenState};
+use crate::endpoint::{Endpoint, Scheme};
 use crate::error::Error;
 use crate::ClientOptions;
 
@@ -52,20 +62,24 @@ pub fn not_sent(status: &Status) -> bool {
     status.code() == Code::Unavailable && status.message().contains(NOT_SENT)
 }
 
-/// Whether `status` was raised here by the transport (the connection broke with the
-/// call in flight: tonic answers `Unknown` "transport error") rather than answered by a
-/// server. A status decoded from the wire never carries a source error; this one carries
-/// the transport's. The member is then as good as unavailable; the request may have
-/// reached it, so only an idempotent call is tried again.
+/// Whether `status` was raised here by the transport rather than answered by a server:
+/// the connection broke with the call in flight (tonic answers `Unknown` "transport
+/// error"), closed under it (`Cancelled` "operation was canceled", e.g. a TLS member
+/// refusing the client's certificate after the handshake) or spoke garbage (`Internal`
+/// "h2 protocol error", e.g. a plain-text client at a TLS port). A status decoded from
+/// the wire never carries a source error; these carry the transport's. The member is
+/// then as good as unavailable; the request may have reached it, so only an
+/// idempotent call is tried again.
 pub fn transport_failed(status: &Status) -> bool {
-    status.code() == Code::Unknown
-        && std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>())
+    std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>())
 }
 
-/// One member: its endpoint, its channel and when it may be tried again.
+/// One member: its endpoint, its channel (with the client's token, and without it for
+/// `Authenticate`) and when it may be tried again.
 pub(crate) struct Member {
     pub(crate) endpoint: Endpoint,
-    pub(crate) channel: Channel,
+    pub(crate) channel: AuthChannel,
+    anonymous: AuthChannel,
     down_until: Mutex<Option<Instant>>,
 }
 
@@ -74,6 +88,7 @@ pub(crate) struct Pool {
     pub(crate) members: Vec<Member>,
     next: AtomicUsize,
     pub(crate) opts: ClientOptions,
+    pub(crate) auth: Arc<TokenState>,
 }
 
 impl Pool {
@@ -82,22 +97,63 @@ impl Pool {
         if endpoints.is_empty() {
             return Err(Error::NoEndpoints);
         }
+        let auth = Arc::new(TokenState::new(opts.credentials.clone()));
+        // One rustls configuration for the whole client (built once: bad PEM fails here).
+        let configured = opts.tls.as_ref().map(|t| t.client_config()).transpose()?;
+        let mut default_tls = None;
         let mut members = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
-            let ch = tonic::transport::Endpoint::from_shared(endpoint.uri())
-                .map_err(|e| Error::InvalidEndpoint {
-                    endpoint: endpoint.original.clone(),
-                    reason: e.to_string(),
-                })?
+            let invalid = |reason: String| Error::InvalidEndpoint {
+                endpoint: endpoint.original.clone(),
+                reason,
+            };
+            // etcd's client: `http://` is plain text, `https://` is TLS (with the
+            // configured options, else the defaults), no scheme is TLS iff configured.
+            let tls = match endpoint.scheme {
+                Scheme::Http => None,
+                Scheme::Unspecified => configured.clone(),
+                Scheme::Https => match &configured {
+                    Some(c) => Some(c.clone()),
+                    None => {
+                        if default_tls.is_none() {
+                            default_tls = Some(crate::tls::TlsOptions::default().client_config()?);
+                        }
+                        default_tls.clone()
+                    }
+                },
+            };
+            let tls = match tls {
+                None => None,
+                Some(config) => {
+                    let options = opts.tls.clone().unwrap_or_default();
+                    Some((config, options.server_name(&endpoint.host)?))
+                }
+            };
+            // The connector is handed an `http` URI (it does the TLS itself); with TLS
+            // the requests still say `https` in their `:scheme`.
+            let mut ep = tonic::transport::Endpoint::from_shared(endpoint.uri())
+                .map_err(|e| invalid(e.to_string()))?;
+            if tls.is_some() {
+                let origin: http::Uri =
+                    endpoint
+                        .uri()
+                        .replacen("http://", "https://", 1)
+                        .parse()
+                        .map_err(|e: http::uri::InvalidUri| invalid(e.to_string()))?;
+                ep = ep.origin(origin);
+            }
+            let ch = ep
                 .http2_keep_alive_interval(opts.keep_alive_time)
                 .keep_alive_timeout(opts.keep_alive_timeout)
                 .keep_alive_while_idle(true)
                 .connect_with_connector_lazy(Connector {
                     timeout: opts.connect_timeout,
+                    tls,
                 });
             members.push(Member {
                 endpoint,
-                channel: ch,
+                channel: InterceptedService::new(ch.clone(), TokenInterceptor::new(auth.clone())),
+                anonymous: InterceptedService::new(ch, TokenInterceptor::anonymous(auth.clone())),
                 down_until: Mutex::new(None),
             });
         }
@@ -105,6 +161,7 @@ impl Pool {
             members,
             next: AtomicUsize::new(0),
             opts,
+            auth,
         })
     }
 
@@ -174,40 +231,62 @@ impl Pool {
         exp.min(self.opts.backoff_max)
     }
 
-    /// Runs one unary call with the retry rules of the module docs. `call` gets the
-    /// channel of the member to use; `deadline` bounds the whole call.
-    pub(crate) async fn unary<T, F, Fut>(
+    /// The deadline error.
+    fn timeout(&self) -> Error {
+        Error::Timeout(self.opts.request_timeout.unwrap_or_default())
+    }
+
+    /// Runs one unary call with the retry rules of the module docs, or, with `pin`,
+    /// once on that member. `call` gets the channel of the member to use (without the
+    /// token if `anonymous`); `deadline` bounds the whole call.
+    pub(crate) async fn unary_on<T, F, Fut>(
         &self,
         safety: Safety,
         deadline: Option<Instant>,
+        pin: Option<usize>,
+        anonymous: bool,
         mut call: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(AuthChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        let channel = |i: usize| {
+            let m = &self.members[i];
+            if anonymous {
+                m.anonymous.clone()
+            } else {
+                m.channel.clone()
+            }
+        };
+        if let Some(i) = pin {
+            let fut = call(channel(i));
+            let r = match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), fut)
+                    .await
+                    .map_err(|_| self.timeout())?,
+                None => fut.await,
+            };
+            return r
+                .map(tonic::Response::into_inner)
+                .map_err(Error::from_status);
+        }
         let mut attempt: u32 = 0;
         let mut last: Option<usize> = None;
         loop {
             if attempt > 0 && self.all_down() {
                 let pause = self.backoff(attempt);
                 if deadline.is_some_and(|d| Instant::now() + pause >= d) {
-                    return Err(Error::Timeout(
-                        self.opts.request_timeout.unwrap_or_default(),
-                    ));
+                    return Err(self.timeout());
                 }
                 tokio::time::sleep(pause).await;
             }
             let i = self.pick(last);
-            let fut = call(self.members[i].channel.clone());
+            let fut = call(channel(i));
             let result = match deadline {
                 Some(d) => match tokio::time::timeout_at(d.into(), fut).await {
                     Ok(r) => r,
-                    Err(_) => {
-                        return Err(Error::Timeout(
-                            self.opts.request_timeout.unwrap_or_default(),
-                        ))
-                    }
+                    Err(_) => return Err(self.timeout()),
                 },
                 None => fut.await,
             };
@@ -240,11 +319,13 @@ impl Pool {
     }
 }
 
-/// Dials members over plain TCP; its failures carry [`NOT_SENT`] (nothing of the request
-/// can have been sent before the connection exists).
+/// Dials members over TCP, then TLS when the member's endpoint asks for it; its
+/// failures carry [`NOT_SENT`] (nothing of the request can have been sent before the
+/// connection exists).
 #[derive(Clone)]
 struct Connector {
     timeout: Duration,
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
 }
 
 /// A connection that could not be established.
@@ -255,8 +336,72 @@ struct ConnectFailed {
     reason: String,
 }
 
+/// A member connection: plain TCP or TLS over TCP.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
 impl tower_service::Service<http::Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Conn>;
     type Error = ConnectFailed;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -266,6 +411,7 @@ impl tower_service::Service<http::Uri> for Connector {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let limit = self.timeout;
+        let tls = self.tls.clone();
         Box::pin(async move {
             let target = uri.authority().map(|a| a.to_string()).unwrap_or_default();
             let fail = |reason: String| ConnectFailed {
@@ -279,13 +425,24 @@ impl tower_service::Service<http::Uri> for Connector {
                 .trim_end_matches(']')
                 .to_string();
             let port = uri.port_u16().unwrap_or(80);
-            match tokio::time::timeout(limit, TcpStream::connect((host.as_str(), port))).await {
-                Ok(Ok(stream)) => {
-                    // Latency matters more than packet count for small RPCs.
-                    let _ = stream.set_nodelay(true);
-                    Ok(TokioIo::new(stream))
+            let connect = async {
+                let stream = TcpStream::connect((host.as_str(), port))
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                // Latency matters more than packet count for small RPCs.
+                let _ = stream.set_nodelay(true);
+                match tls {
+                    None => Ok(Conn::Plain(stream)),
+                    Some((config, name)) => tokio_rustls::TlsConnector::from(config)
+                        .connect(name, stream)
+                        .await
+                        .map(|s| Conn::Tls(Box::new(s)))
+                        .map_err(|e| fail(format!("TLS handshake: {e}"))),
                 }
-                Ok(Err(e)) => Err(fail(e.to_string())),
+            };
+            match tokio::time::timeout(limit, connect).await {
+                Ok(Ok(conn)) => Ok(TokioIo::new(conn)),
+                Ok(Err(e)) => Err(e),
                 Err(_) => Err(fail(format!("timed out after {limit:?}"))),
             }
         })

@@ -63,7 +63,10 @@ impl Drop for Watcher {
 impl Client {
     /// Starts a watch described by `create` (key, range_end, start_revision, prev_kv,
     /// filters, progress_notify). `start_revision` 0 means "from now".
+    /// With credentials, authenticates first if the client has not yet; every stream
+    /// (the first and each resumed one) carries the token current when it opens.
     pub async fn watch(&self, create: WatchCreateRequest) -> Result<Watcher> {
+        self.pool.ensure_token(self.deadline()).await?;
         let (tx, rx) = mpsc::channel(64);
         let reconnects = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(run(

@@ -41,7 +41,11 @@ async fn refused_connection_is_not_sent() {
 #[tokio::test]
 async fn endpoints_are_checked_before_dialling() {
     assert!(matches!(
-        Client::connect(["https://127.0.0.1:1"], ClientOptions::default()),
+        Client::connect(["unix://127.0.0.1:1"], ClientOptions::default()),
+        Err(Error::InvalidEndpoint { .. })
+    ));
+    assert!(matches!(
+        Client::connect(["https://127.0.0.1"], ClientOptions::default()),
         Err(Error::InvalidEndpoint { .. })
     ));
     assert!(matches!(

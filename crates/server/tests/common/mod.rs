@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -66,6 +68,55 @@ impl Proc {
         dir: Option<PathBuf>,
         extra: &[&str],
     ) -> Proc {
+        let p = Proc::spawn(kind, name, client_port, peer_port, dir, extra, "http");
+        p.wait_serving();
+        p
+    }
+
+    /// A member whose client URL is `https` (`tls` holds its TLS flags, e.g.
+    /// `--cert-file=...`), ready once `curl` with `curl_tls` (e.g. `--cacert`, `--cert`,
+    /// `--key`) gets a healthy answer from `/health`.
+    pub fn start_https(
+        kind: Kind,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        tls: &[&str],
+        curl_tls: &[&str],
+    ) -> Proc {
+        let mut p = Proc::spawn(kind, name, client_port, peer_port, None, tls, "https");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new("curl")
+                .args(["-s", "--max-time", "2"])
+                .args(curl_tls)
+                .arg(format!("https://127.0.0.1:{client_port}/health"))
+                .output()
+                .expect("run curl");
+            if String::from_utf8_lossy(&out.stdout).contains("\"health\":\"true\"") {
+                return p;
+            }
+            if let Some(Ok(Some(status))) = p.child.as_mut().map(|c| c.try_wait()) {
+                panic!("{kind:?} on {client_port} exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind:?} on https port {client_port} did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts the process (client URL with `scheme`) without waiting for it.
+    fn spawn(
+        kind: Kind,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        dir: Option<PathBuf>,
+        extra: &[&str],
+        scheme: &str,
+    ) -> Proc {
         let dir = dir.unwrap_or_else(|| {
             let d = std::env::temp_dir().join(format!(
                 "skiff-test-{}-{}-{}",
@@ -80,7 +131,7 @@ impl Proc {
             Kind::Skiff => env!("CARGO_BIN_EXE_skiff").to_string(),
             Kind::Etcd => "etcd".to_string(),
         };
-        let client = format!("http://127.0.0.1:{client_port}");
+        let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let mut cmd = Command::new(bin);
         for (k, _) in std::env::vars() {
@@ -112,7 +163,7 @@ impl Proc {
         .stdout(Stdio::null())
         .stderr(log);
         let child = cmd.spawn().expect("spawn server");
-        let p = Proc {
+        Proc {
             child: Some(child),
             dir,
             client_port,
@@ -120,9 +171,7 @@ impl Proc {
             kind,
             name: name.to_string(),
             keep_dir: false,
-        };
-        p.wait_serving();
-        p
+        }
     }
 
     pub fn endpoint(&self) -> String {
