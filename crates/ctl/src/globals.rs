@@ -1,18 +1,29 @@
 //! etcdctl 3.4's global flags, each also read from its `ETCDCTL_*` variable (a flag on
 //! the command line wins), and the client they describe.
 //!
-//! TLS (`--cert`, `--key`, `--cacert`, `--insecure-skip-tls-verify`) and authentication
-//! (`--user`, `--password`) are accepted but refused with a clear error until the
-//! client has them; DNS discovery (`--discovery-srv`) likewise.
+//! - TLS as etcdctl 3.4 sets it up: any of `--cacert`, `--cert`, `--key` (or
+//!   `--insecure-transport=false`) gives the client TLS options, which `host:port`
+//!   endpoints then use; `https://` endpoints always use TLS (without options: the
+//!   system's CA bundle) and `http://` ones never do. `--insecure-skip-tls-verify`
+//!   applies only when there are TLS options (as in etcdctl 3.4, where it is ignored
+//!   otherwise). A certificate without its key (or the reverse) and unreadable files
+//!   are refused with exit code 128 before dialling.
+//! - Authentication: `--user name:password`, or `--user name --password p` (then the
+//!   whole `--user` is the name), or `--user name` alone, which prompts `Password: `.
+//!   The client authenticates before the verb runs; a refused password is etcdctl's
+//!   `Error: etcdserver: authentication failed, invalid user ID or password` with exit
+//!   code 2. An empty password means no authentication (as etcd's client).
+//! - DNS discovery (`--discovery-srv`) is refused with a clear error.
 
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
-use skiff_client::{Client, ClientOptions};
+use skiff_client::{Client, ClientOptions, Credentials, Identity, TlsOptions};
 
 use crate::cmd::Cmd;
-use crate::exit::{fail, BAD_ARGS};
+use crate::exit::{fail, BAD_ARGS, BAD_CONNECTION, ERROR};
 use crate::output::{go, Format, Printer};
+use crate::prompt;
 
 fn duration(s: &str) -> Result<Duration, String> {
     go::parse_duration(s)
@@ -109,20 +120,6 @@ impl Cli {
 
     /// Refuses what the client cannot do yet, naming it.
     fn check_supported(&self) -> anyhow::Result<()> {
-        let tls = self.cert.is_some()
-            || self.key.is_some()
-            || self.cacert.is_some()
-            || self.insecure_skip_tls_verify
-            || !self.insecure_transport;
-        if tls {
-            return Err(fail(BAD_ARGS, "TLS is not supported by skiffctl yet"));
-        }
-        if self.user.is_some() || self.password.is_some() {
-            return Err(fail(
-                BAD_ARGS,
-                "authentication is not supported by skiffctl yet",
-            ));
-        }
         if self.discovery_srv.is_some() {
             return Err(fail(
                 BAD_ARGS,
@@ -132,7 +129,74 @@ impl Cli {
         Ok(())
     }
 
-    /// The client options the flags describe (`timeout`: the call deadline).
+    /// The credentials `--user` and `--password` give (prompting for the password when
+    /// `--user` has none), or `None` without `--user`.
+    fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
+        let user = match self.user.as_deref() {
+            None | Some("") => return Ok(None),
+            Some(u) => u,
+        };
+        if let Some(p) = self.password.as_deref().filter(|p| !p.is_empty()) {
+            return Ok(Some(Credentials::new(user, p)));
+        }
+        Ok(Some(match user.split_once(':') {
+            Some((name, password)) => Credentials::new(name, password),
+            None => {
+                let password = prompt::ask("Password: ").map_err(|e| fail(ERROR, e))?;
+                Credentials::new(user, password)
+            }
+        }))
+    }
+
+    /// The TLS options the flags describe (see the module docs), files read.
+    fn tls(&self) -> anyhow::Result<Option<TlsOptions>> {
+        let nonempty = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
+        let (cert, key, ca) = (
+            nonempty(&self.cert),
+            nonempty(&self.key),
+            nonempty(&self.cacert),
+        );
+        if cert.is_none() && key.is_none() && ca.is_none() {
+            return Ok((!self.insecure_transport).then(|| TlsOptions {
+                insecure_skip_verify: self.insecure_skip_tls_verify,
+                ..TlsOptions::default()
+            }));
+        }
+        let read = |path: &str| {
+            std::fs::read(path)
+                .map_err(|e| fail(BAD_ARGS, format!("open {path}: {}", go_io_error(&e))))
+        };
+        let identity = match (&cert, &key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some(Identity {
+                cert_pem: read(c)?,
+                key_pem: read(k)?,
+            }),
+            _ => {
+                return Err(fail(
+                    BAD_ARGS,
+                    format!(
+                        "KeyFile and CertFile must both be present[key: {}, cert: {}]",
+                        key.unwrap_or_default(),
+                        cert.unwrap_or_default()
+                    ),
+                ))
+            }
+        };
+        let ca_pem = match &ca {
+            Some(path) => Some(read(path)?),
+            None => None,
+        };
+        Ok(Some(TlsOptions {
+            ca_pem,
+            identity,
+            insecure_skip_verify: self.insecure_skip_tls_verify,
+            server_name: None,
+        }))
+    }
+
+    /// The client options the flags describe (`timeout`: the call deadline), without
+    /// TLS and credentials.
     pub fn options(&self, timeout: Option<Duration>) -> ClientOptions {
         ClientOptions {
             connect_timeout: self.dial_timeout,
@@ -143,25 +207,56 @@ impl Cli {
         }
     }
 
-    /// A client of `endpoints` with the command timeout as each call's deadline.
-    pub fn client_of(
+    /// A client of `endpoints` with `timeout` as each call's deadline, authenticated
+    /// when `--user` is given (etcdctl's order: the password prompt, the output format,
+    /// the TLS files, then the connection and authentication).
+    pub async fn client_of(
         &self,
         endpoints: &[String],
         timeout: Option<Duration>,
     ) -> anyhow::Result<Client> {
         self.check_supported()?;
+        let credentials = self.credentials()?;
         // etcdctl sets up its printer before it dials: a bad `-w` fails first.
         Format::parse(&self.write_out)?;
-        Client::connect(endpoints, self.options(timeout)).map_err(|e| fail(BAD_ARGS, e))
+        let opts = ClientOptions {
+            tls: self.tls()?,
+            credentials,
+            ..self.options(timeout)
+        };
+        let client = Client::connect(endpoints, opts).map_err(|e| fail(BAD_ARGS, e))?;
+        // etcd's client authenticates while it dials, within the dial timeout, and
+        // etcdctl reports a failure as a bad connection.
+        match tokio::time::timeout(self.dial_timeout, client.authenticate()).await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(e)) => Err(fail(BAD_CONNECTION, e)),
+            Err(_) => Err(fail(BAD_CONNECTION, "context deadline exceeded")),
+        }
     }
 
     /// A client of `--endpoints` whose calls end after `--command-timeout`.
-    pub fn client(&self) -> anyhow::Result<Client> {
+    pub async fn client(&self) -> anyhow::Result<Client> {
         self.client_of(&self.endpoint_list(), Some(self.command_timeout))
+            .await
     }
 
     /// The printer `-w` and `--hex` ask for.
     pub fn printer(&self) -> anyhow::Result<Printer> {
         Ok(Printer::new(Format::parse(&self.write_out)?, self.hex))
+    }
+}
+
+/// Go's text for an I/O error (`no such file or directory`, ...).
+fn go_io_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_lowercase(),
+                None => s,
+            }
+        }
     }
 }

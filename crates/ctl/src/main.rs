@@ -6,6 +6,7 @@ mod cmd;
 mod exit;
 mod globals;
 mod output;
+mod prompt;
 
 use clap::Parser;
 

@@ -56,3 +56,73 @@ fn version_and_unreachable_endpoint() {
     assert_eq!(code, 1, "{err}");
     assert!(err.starts_with("Error: "), "{err}");
 }
+
+#[test]
+fn auth_verbs_check_their_arguments_before_dialling() {
+    for (args, msg) in [
+        (
+            &["user", "add"][..],
+            "user add command requires user name as its argument",
+        ),
+        (
+            &["user", "add", ":pw"][..],
+            "empty user name is not allowed",
+        ),
+        (
+            &["user", "grant-role", "u"][..],
+            "user grant command requires user name and role name as its argument",
+        ),
+        (
+            &["role", "grant-permission", "r", "bogus", "k"][..],
+            "invalid permission type: bogus",
+        ),
+        (
+            &[
+                "role",
+                "grant-permission",
+                "r",
+                "read",
+                "a",
+                "c",
+                "--prefix",
+            ][..],
+            "unexpected endkey argument with --prefix flag",
+        ),
+        (
+            &[
+                "role",
+                "revoke-permission",
+                "r",
+                "a",
+                "--prefix",
+                "--from-key",
+            ][..],
+            "--from-key and --prefix flags are mutually exclusive",
+        ),
+        (
+            &["auth", "enable", "x"][..],
+            "auth enable command does not accept any arguments",
+        ),
+    ] {
+        let (code, _, err) = skiffctl(args);
+        assert_eq!((code, err), (128, format!("Error: {msg}\n")), "{args:?}");
+    }
+}
+
+#[test]
+fn tls_flags_that_cannot_work_are_refused_before_dialling() {
+    let (code, _, err) = skiffctl(&["--cert=/nonexistent/c.pem", "get", "k"]);
+    assert_eq!(code, 128, "{err}");
+    assert_eq!(
+        err,
+        "Error: KeyFile and CertFile must both be present[key: , cert: /nonexistent/c.pem]\n"
+    );
+    let (code, _, err) = skiffctl(&["--cacert=/nonexistent/ca.pem", "get", "k"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            128,
+            "Error: open /nonexistent/ca.pem: no such file or directory\n"
+        )
+    );
+}

@@ -41,7 +41,7 @@ async fn auth_steps(kind: Kind, port: u16) {
         port,
         port + 1,
         None,
-        &["--auth-token-ttl", "2"],
+        &["--auth-token-ttl", "2", "--bcrypt-cost", "4"],
     );
     let ep = [server.endpoint()];
     let admin = Client::connect(ep.clone(), opts(None)).unwrap();

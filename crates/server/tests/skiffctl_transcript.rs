@@ -2,7 +2,10 @@
 //! 3.4 and once with `skiffctl`, each against a fresh server on the same ports (so IDs
 //! and revisions are the same), and the masked transcripts (stdout, stderr, exit code
 //! of every step) must be identical. Done against a single Skiff, a single etcd 3.4 and
-//! a 3-member Skiff cluster (through a follower). Ports 29700-29719 belong to this file.
+//! a 3-member Skiff cluster (through a follower). Two more sections run the same way:
+//! authentication ([`AUTH_SCRIPT`]: users, roles, grants, calls in and out of a user's
+//! permissions, wrong passwords, the password prompt) and TLS ([`TLS_SCRIPT`]: an
+//! `https` member requiring client certificates). Ports 29700-29729 belong to this file.
 //!
 //! `skiffctl` is the binary next to `skiff` in the target directory: `cargo test
 //! --workspace` builds it; alone, run `cargo build -p skiff-ctl` first. Needs `etcd`
@@ -13,6 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::pki::Pki;
 use common::{have, Kind, Proc};
 use regex::Regex;
 
@@ -145,6 +149,202 @@ const SCRIPT: &[&str] = &[
     "$E lock",
     "timeout 2 $E lock held | sed 's|/[0-9a-f]*$|/LEASE|'",
     "$E get mylock --prefix --keys-only; $E get held --prefix --keys-only",
+];
+
+/// The auth section: `$E` is the CLI without a user, `$R` the same as `root`. Every
+/// `user`, `role` and `auth` verb, each output format they have (and those they refuse,
+/// after the call), the argument errors, and calls as users in and out of their
+/// permissions.
+const AUTH_SCRIPT: &[&str] = &[
+    "$E user add root:rootpw",
+    "$E user add root:again",
+    "$E user add :nameless",
+    "$E user add",
+    "$E role add ''",
+    "$E auth enable x",
+    "$E auth enable",
+    "$E auth enable",
+    "$E user list",
+    "$R user add alice:apw",
+    "$R user add bob --new-user-password=bpw",
+    "echo cpw | $R user add carol --interactive=false",
+    "$R user add nopw --no-password",
+    "$R user add u1:pw -w json",
+    "$R user add u2:pw -w fields",
+    "$R user add u3:pw -w protobuf | od -An -tx1",
+    "$R user add u4:pw -w table",
+    "$R role add reader",
+    "$R role add writer -w json",
+    "$R role add r2 -w fields",
+    "$R role add r3 -w protobuf | od -An -tx1",
+    "$R role add r4 -w table",
+    "$R role add writer",
+    "$R role add",
+    "$R role grant-permission reader read k",
+    "$R role grant-permission reader read p --prefix",
+    "$R role grant-permission writer readwrite p --prefix -w json",
+    "$R role grant-permission writer write w --from-key -w fields",
+    "$R role grant-permission writer WRITE a c -w protobuf | od -An -tx1",
+    "$R role grant-permission writer write a c -w table",
+    "$R role grant-permission writer write a c --prefix",
+    "$R role grant-permission writer bogus a",
+    "$R role grant-permission writer read",
+    "$R role grant-permission r2 read '' --prefix",
+    "$R role grant-permission r3 read ''",
+    "$R role grant-permission r2 read a --prefix --from-key",
+    "$R role grant-permission nobody read x",
+    "$R role get reader",
+    "$R role get writer",
+    "$R role get r2 | od -c",
+    "$R role get writer -w json",
+    "$R role get writer -w fields",
+    "$R role get writer -w protobuf | od -An -tx1",
+    "$R role get writer -w table",
+    "$R role get nobody",
+    "$R role get",
+    "$R role list",
+    "$R role list -w json",
+    "$R role list -w fields",
+    "$R role list -w protobuf | od -An -tx1",
+    "$R role list -w table",
+    "$R role list x",
+    "$R user grant-role alice reader",
+    "$R user grant-role alice reader",
+    "$R user grant-role bob writer -w json",
+    "$R user grant-role bob r2 -w fields",
+    "$R user grant-role bob r3 -w protobuf | od -An -tx1",
+    "$R user grant-role bob r4 -w table",
+    "$R user grant-role bob ghost",
+    "$R user grant-role ghost writer",
+    "$R user grant-role bob",
+    "$R user get alice",
+    "$R user get bob --detail",
+    "$R user get bob -w json",
+    "$R user get bob --detail -w json",
+    "$R user get bob --detail -w fields",
+    "$R user get bob --detail -w table",
+    "$R user get bob -w fields",
+    "$R user get bob -w protobuf | od -An -tx1",
+    "$R user get bob -w table",
+    "$R user get ghost",
+    "$R user get",
+    "$R user list",
+    "$R user list -w json",
+    "$R user list -w fields",
+    "$R user list -w protobuf | od -An -tx1",
+    "$R user list x",
+    "$R put k kv",
+    "$R put p1 pv",
+    // Calls as users, in and out of their permissions.
+    "$E get k",
+    "$E --user alice:wrong get k",
+    "$E --user ghost:x get k",
+    "$E --user alice:apw get k",
+    "$E --user alice --password apw get k",
+    "ETCDCTL_USER=alice ETCDCTL_PASSWORD=apw $E get p1",
+    "$E --user alice:apw get '' --prefix",
+    "$E --user alice:apw put k v",
+    "$E --user bob:bpw put p2 v2",
+    "$E --user bob:bpw put p2 v3 --prev-kv -w json",
+    "$E --user bob:bpw put x v",
+    "$E --user bob:bpw get wz",
+    "$E --user bob:bpw put wz v",
+    "$E --user bob:bpw del p --prefix",
+    "printf 'value(\"p1\") = \"pv\"\\n\\nput p3 v\\n\\nput p4 v\\n\\n' | $E --user bob:bpw txn",
+    "$E --user carol:cpw get k",
+    "$E --user nopw:x get k",
+    "$E --user alice: get k",
+    "echo apw | $E --user alice get k",
+    "$R role revoke-permission reader p --prefix",
+    "$R role revoke-permission reader p --prefix",
+    "$R role revoke-permission writer w --from-key -w json",
+    "$R role revoke-permission writer a c -w fields",
+    "$R role revoke-permission writer p --prefix -w protobuf | od -An -tx1",
+    "$R role revoke-permission r3 '' -w table",
+    "$R role revoke-permission r2 '' --from-key",
+    "$R role revoke-permission reader zz",
+    "$R role revoke-permission reader",
+    "$R role revoke-permission ghost zz",
+    "$R role revoke-permission reader a c --prefix",
+    "$R role revoke-permission reader a c --from-key",
+    "$E --user alice:apw get p1",
+    "echo newpw | $R user passwd alice --interactive=false",
+    "printf 'x\\ny\\n' | $R user passwd alice",
+    "$R user passwd u1 --interactive=false -w json < /dev/null",
+    "$R user passwd u2 --interactive=false -w fields < /dev/null",
+    "$R user passwd u3 --interactive=false -w protobuf < /dev/null | od -An -tx1",
+    "$R user passwd",
+    "$R user passwd ghost --interactive=false < /dev/null",
+    "$E --user alice:apw get k",
+    "$E --user alice:newpw get k",
+    "$R user revoke-role alice reader",
+    "$R user revoke-role alice reader",
+    "$R user revoke-role bob writer -w json",
+    "$R user revoke-role bob r2 -w fields",
+    "$R user revoke-role bob r3 -w protobuf | od -An -tx1",
+    "$R user revoke-role alice",
+    "$E --user alice:newpw get k",
+    "$R user delete u1 -w json",
+    "$R user delete u2 -w fields",
+    "$R user delete u3 -w protobuf | od -An -tx1",
+    "$R user delete u4 -w table",
+    "$R user delete ghost",
+    "$R user delete",
+    "$R role delete r2 -w json",
+    "$R role delete r3 -w fields",
+    "$R role delete r4 -w protobuf | od -An -tx1",
+    "$R role delete writer -w table",
+    "$R role delete ghost",
+    "$R role delete",
+    "$R user delete root",
+    "$R role delete root",
+    "$E auth disable",
+    "$E --user alice:newpw auth disable",
+    "$R auth disable x",
+    "$R auth disable -w json",
+    "$E get k",
+    "$E --user alice:newpw get k",
+    "$E --user alice:wrong get k",
+    "$E user list",
+    "$E role list",
+    "$E user add z < /dev/null",
+    "printf 'a\\nb\\n' | $E user add z",
+    "printf 'a\\na\\n' | $E user add z",
+    "$E user get z",
+    "$E auth enable",
+];
+
+/// The TLS section, against a member whose client URL is `https` and which requires
+/// client certificates: `$T` is the CLI with `https://` endpoints and no TLS flags,
+/// `$H` the same with `host:port`, `$P` the directory of the test PKI (`test-ca.pem`
+/// signs the server and `client`; `rogue-ca.pem` is another CA).
+const TLS_SCRIPT: &[&str] = &[
+    "$T --cacert=$P/test-ca.pem --cert=$P/client.pem --key=$P/client.key put foo bar",
+    "$T --cacert=$P/test-ca.pem --cert=$P/client.pem --key=$P/client.key get foo",
+    "$T --cacert=$P/test-ca.pem --cert=$P/client.pem --key=$P/client.key get foo -w json",
+    "$H --cacert=$P/test-ca.pem --cert=$P/client.pem --key=$P/client.key get foo",
+    "ETCDCTL_CACERT=$P/test-ca.pem ETCDCTL_CERT=$P/client.pem ETCDCTL_KEY=$P/client.key $T get foo",
+    "$T --cacert=$P/test-ca.pem --cert=$P/client.pem --key=$P/client.key endpoint health",
+    "$T --cacert=$P/test-ca.pem --cert=$P/client.pem --key=$P/client.key endpoint status | cut -d, -f1,2",
+    // etcdctl 3.4 skips verification only when it has TLS options at all (a client
+    // certificate, a CA, or --insecure-transport=false); without, https:// is verified
+    // against the system's CAs, which do not know the test CA.
+    "$T --insecure-skip-tls-verify --insecure-transport=false --cert=$P/client.pem --key=$P/client.key get foo",
+    "$T --insecure-skip-tls-verify --cert=$P/client.pem --key=$P/client.key get foo",
+    "$T --insecure-skip-tls-verify put foo never",
+    // Refused: a CA that did not sign the server's certificate, the system's CAs, no
+    // client certificate, plain text.
+    "$T --cacert=$P/rogue-ca.pem --cert=$P/client.pem --key=$P/client.key get foo",
+    "$T --cacert=$P/rogue-ca.pem --cert=$P/client.pem --key=$P/client.key put foo never",
+    "$T --cert=$P/client.pem --key=$P/client.key get foo",
+    "$T --cacert=$P/test-ca.pem get foo",
+    "$H get foo",
+    // Flags that cannot work.
+    "$T --cacert=$P/test-ca.pem --cert=$P/client.pem get foo",
+    "$T --cacert=$P/test-ca.pem --key=$P/client.key get foo",
+    "$T --cacert=$P/missing.pem get foo",
+    "$T --cacert=$P/test-ca.pem --cert=$P/missing.pem --key=$P/client.key get foo",
+    "$T --cacert=$P/test-ca.pem --cert=$P/client.pem --key=$P/client.key get foo --print-value-only",
 ];
 
 /// Runs the script with `ctl` (a command line up to the global flags) against
@@ -474,4 +674,192 @@ async fn skiffctl_matches_etcdctl_against_three_skiff_members() {
         with_etcdctl.matches(", started, m").count() >= 3,
         "member list shows three members:\n{with_etcdctl}"
     );
+}
+
+/// Runs `steps` with `sh -c`, the variables `vars` set: the transcript (stdout, stderr
+/// and exit code of every step).
+fn run_env(steps: &[&str], vars: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    for step in steps {
+        let result = Command::new("sh")
+            .arg("-c")
+            .arg(step)
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("ETCDCTL_API", "3")
+            .env_remove("ETCDCTL_ENDPOINTS")
+            .env_remove("ETCDCTL_WRITE_OUT")
+            .env_remove("ETCDCTL_USER")
+            .env_remove("ETCDCTL_PASSWORD")
+            .env_remove("ETCDCTL_CACERT")
+            .env_remove("ETCDCTL_CERT")
+            .env_remove("ETCDCTL_KEY")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run sh");
+        out.push_str(&format!("$ {step}\n"));
+        out.push_str(&String::from_utf8_lossy(&result.stdout));
+        out.push_str(&String::from_utf8_lossy(&result.stderr));
+        out.push_str(&format!("[exit {}]\n", result.status.code().unwrap_or(-1)));
+    }
+    out
+}
+
+/// Compares two section transcripts after [`mask`]; each of `shows` must appear in
+/// the masked transcript (the comparison cannot pass on two runs that did nothing).
+fn check_section(with_etcdctl: &str, with_skiffctl: &str, label: &str, shows: &[&str]) {
+    let (a, b) = (mask(with_etcdctl), mask(with_skiffctl));
+    let dir = std::env::temp_dir();
+    std::fs::write(
+        dir.join(format!("skiffctl-transcript-{label}-etcdctl.txt")),
+        &a,
+    )
+    .ok();
+    std::fs::write(
+        dir.join(format!("skiffctl-transcript-{label}-skiffctl.txt")),
+        &b,
+    )
+    .ok();
+    let report = diff(&a, &b);
+    assert!(
+        report.is_empty(),
+        "{label}: masked transcripts differ (full texts in {}):\n{report}",
+        dir.display()
+    );
+    for s in shows {
+        assert!(a.contains(s), "{label}: expected {s:?} in:\n{a}");
+    }
+    eprintln!("{label}: {} masked lines, identical", a.lines().count());
+}
+
+/// The auth section with `ctl` against a fresh member of `kind`.
+fn auth_run(kind: Kind, ctl: &str, client: u16) -> String {
+    // Every `--user` call is a login: the cheapest bcrypt cost keeps a debug build's
+    // password checks fast, and the dial timeout (which bounds the login) gets room
+    // on a loaded machine.
+    let server = Proc::start_with(kind, "t", client, client + 1, None, &["--bcrypt-cost", "4"]);
+    let e = format!(
+        "{ctl} --endpoints={} --command-timeout=5s --dial-timeout=10s",
+        server.endpoint()
+    );
+    let vars = [("R", format!("{e} --user root:rootpw")), ("E", e)];
+    let out = run_env(AUTH_SCRIPT, &vars);
+    drop(server);
+    out
+}
+
+fn compare_auth(kind: Kind, client: u16, label: &str) {
+    let ctl = skiffctl();
+    let with_etcdctl = auth_run(kind, "etcdctl", client);
+    let with_skiffctl = auth_run(kind, ctl.to_str().expect("utf-8 path"), client);
+    check_section(
+        &with_etcdctl,
+        &with_skiffctl,
+        label,
+        &[
+            "$ $E --user alice:apw get k\nk\nkv\n[exit 0]",
+            "$ $E --user alice:apw put k v\nError: etcdserver: permission denied\n[exit 1]",
+            "$ $E --user alice:wrong get k\nError: etcdserver: authentication failed, invalid user ID or password\n[exit 2]",
+            "Authentication Enabled",
+            "Authentication Disabled",
+            "\tk\n\t[p, q) (prefix p)\n",
+            "Password: \n",
+        ],
+    );
+}
+
+#[test]
+fn skiffctl_auth_matches_etcdctl_against_skiff() {
+    if !have("etcdctl") {
+        eprintln!("note: etcdctl not installed; comparison skipped");
+        return;
+    }
+    compare_auth(Kind::Skiff, 29720, "auth-skiff");
+}
+
+#[test]
+fn skiffctl_auth_matches_etcdctl_against_etcd() {
+    if !have("etcd") || !have("etcdctl") {
+        eprintln!("note: etcd/etcdctl not installed; comparison skipped");
+        return;
+    }
+    compare_auth(Kind::Etcd, 29722, "auth-etcd");
+}
+
+/// The TLS section with `ctl` against a fresh member of `kind` serving `https` with
+/// client certificates required (certificates in `pki_dir`).
+fn tls_run(kind: Kind, ctl: &str, client: u16, pki_dir: &Path) -> String {
+    let p = |f: &str| pki_dir.join(f).to_str().expect("utf-8 path").to_string();
+    let tls = [
+        format!("--cert-file={}", p("server.pem")),
+        format!("--key-file={}", p("server.key")),
+        format!("--trusted-ca-file={}", p("test-ca.pem")),
+        "--client-cert-auth".to_string(),
+    ];
+    let curl = [
+        "--cacert".to_string(),
+        p("test-ca.pem"),
+        "--cert".to_string(),
+        p("client.pem"),
+        "--key".to_string(),
+        p("client.key"),
+    ];
+    let extra: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let curl: Vec<&str> = curl.iter().map(String::as_str).collect();
+    let server = Proc::start_https(kind, "t", client, client + 1, &extra, &curl);
+    let flags = "--dial-timeout=1s --command-timeout=3s";
+    let vars = [
+        (
+            "T",
+            format!("{ctl} --endpoints=https://127.0.0.1:{client} {flags}"),
+        ),
+        ("H", format!("{ctl} --endpoints=127.0.0.1:{client} {flags}")),
+        ("P", pki_dir.to_str().expect("utf-8 path").to_string()),
+    ];
+    let out = run_env(TLS_SCRIPT, &vars);
+    drop(server);
+    out
+}
+
+fn compare_tls(kind: Kind, client: u16, label: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), "test");
+    let _rogue = Pki::new(dir.path(), "rogue");
+    pki.issue("server", "server");
+    pki.issue("client", "client");
+    let ctl = skiffctl();
+    let with_etcdctl = tls_run(kind, "etcdctl", client, dir.path());
+    let with_skiffctl = tls_run(kind, ctl.to_str().expect("utf-8 path"), client, dir.path());
+    check_section(
+        &with_etcdctl,
+        &with_skiffctl,
+        label,
+        &[
+            "--key=$P/client.key get foo\nfoo\nbar\n[exit 0]",
+            "https://127.0.0.1:",
+            "Error: context deadline exceeded\n[exit 1]",
+        ],
+    );
+    // The writes refused at the handshake never happened.
+    assert!(
+        with_skiffctl.ends_with("get foo --print-value-only\nbar\n[exit 0]\n"),
+        "{label}: a refused put was applied:\n{with_skiffctl}"
+    );
+}
+
+#[test]
+fn skiffctl_tls_matches_etcdctl_against_skiff() {
+    if !have("etcdctl") {
+        eprintln!("note: etcdctl not installed; comparison skipped");
+        return;
+    }
+    compare_tls(Kind::Skiff, 29724, "tls-skiff");
+}
+
+#[test]
+fn skiffctl_tls_matches_etcdctl_against_etcd() {
+    if !have("etcd") || !have("etcdctl") {
+        eprintln!("note: etcd/etcdctl not installed; comparison skipped");
+        return;
+    }
+    compare_tls(Kind::Etcd, 29726, "tls-etcd");
 }

@@ -88,7 +88,7 @@ fn simple_only(cli: &Cli) -> anyhow::Result<()> {
 pub async fn member(cli: &Cli, c: &MemberCmd) -> anyhow::Result<()> {
     match c {
         MemberCmd::List => {
-            let resp = cli.client()?.member_list(false).await.map_err(err1)?;
+            let resp = cli.client().await?.member_list(false).await.map_err(err1)?;
             cli.printer()?.member_list(&resp)
         }
         MemberCmd::Add(a) => {
@@ -110,7 +110,8 @@ pub async fn member(cli: &Cli, c: &MemberCmd) -> anyhow::Result<()> {
             simple_only(cli)?;
             let urls: Vec<String> = a.peer_urls.split(',').map(str::to_string).collect();
             let resp = cli
-                .client()?
+                .client()
+                .await?
                 .member_add(urls, a.learner)
                 .await
                 .map_err(err1)?;
@@ -140,7 +141,7 @@ pub async fn member(cli: &Cli, c: &MemberCmd) -> anyhow::Result<()> {
         MemberCmd::Remove(a) => {
             let id = member_id(&a.args)?;
             simple_only(cli)?;
-            let resp = cli.client()?.member_remove(id).await.map_err(err1)?;
+            let resp = cli.client().await?.member_remove(id).await.map_err(err1)?;
             let cid = resp.header.as_ref().map(|h| h.cluster_id).unwrap_or(0);
             println!("Member {id:16x} removed from cluster {cid:16x}");
             Ok(())
@@ -152,7 +153,12 @@ pub async fn member(cli: &Cli, c: &MemberCmd) -> anyhow::Result<()> {
             }
             simple_only(cli)?;
             let urls: Vec<String> = a.peer_urls.split(',').map(str::to_string).collect();
-            let resp = cli.client()?.member_update(id, urls).await.map_err(err1)?;
+            let resp = cli
+                .client()
+                .await?
+                .member_update(id, urls)
+                .await
+                .map_err(err1)?;
             let cid = resp.header.as_ref().map(|h| h.cluster_id).unwrap_or(0);
             println!("Member {id:16x} updated in cluster {cid:16x}");
             Ok(())
@@ -160,7 +166,7 @@ pub async fn member(cli: &Cli, c: &MemberCmd) -> anyhow::Result<()> {
         MemberCmd::Promote(a) => {
             let id = member_id(&a.args)?;
             simple_only(cli)?;
-            let resp = cli.client()?.member_promote(id).await.map_err(err1)?;
+            let resp = cli.client().await?.member_promote(id).await.map_err(err1)?;
             let cid = resp.header.as_ref().map(|h| h.cluster_id).unwrap_or(0);
             println!("Member {id:16x} promoted in cluster {cid:16x}");
             Ok(())
@@ -203,7 +209,7 @@ pub async fn cluster_endpoints(cli: &Cli, cluster: bool) -> anyhow::Result<Vec<S
     if !cluster {
         return Ok(cli.endpoint_list());
     }
-    let resp = cli.client()?.member_list(false).await.map_err(|e| {
+    let resp = cli.client().await?.member_list(false).await.map_err(|e| {
         fail(
             ERROR,
             format!("failed to fetch endpoints from etcd cluster member list: {e}"),
@@ -223,18 +229,20 @@ pub async fn endpoint(cli: &Cli, a: &EndpointArgs) -> anyhow::Result<()> {
     match &a.cmd {
         EndpointCmd::Health => {
             let checks = eps.iter().map(|ep| async move {
-                let client =
-                    match cli.client_of(std::slice::from_ref(ep), Some(cli.command_timeout)) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            return EpHealth {
-                                ep: ep.clone(),
-                                health: false,
-                                took: String::new(),
-                                error: e.to_string(),
-                            }
+                let client = match cli
+                    .client_of(std::slice::from_ref(ep), Some(cli.command_timeout))
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return EpHealth {
+                            ep: ep.clone(),
+                            health: false,
+                            took: String::new(),
+                            error: e.to_string(),
                         }
-                    };
+                    }
+                };
                 let start = Instant::now();
                 let r = client.get("health").await;
                 let took = go::duration(start.elapsed());
@@ -263,7 +271,7 @@ pub async fn endpoint(cli: &Cli, a: &EndpointArgs) -> anyhow::Result<()> {
             Ok(())
         }
         EndpointCmd::Status => {
-            let client = cli.client_of(&eps, Some(cli.command_timeout))?;
+            let client = cli.client_of(&eps, Some(cli.command_timeout)).await?;
             let mut list = Vec::new();
             let mut failed = false;
             for (i, ep) in eps.iter().enumerate() {
@@ -283,7 +291,7 @@ pub async fn endpoint(cli: &Cli, a: &EndpointArgs) -> anyhow::Result<()> {
             Ok(())
         }
         EndpointCmd::Hashkv(h) => {
-            let client = cli.client_of(&eps, Some(cli.command_timeout))?;
+            let client = cli.client_of(&eps, Some(cli.command_timeout)).await?;
             let mut list = Vec::new();
             let mut last_err = None;
             for (i, ep) in eps.iter().enumerate() {
@@ -357,7 +365,7 @@ pub async fn alarm(cli: &Cli, c: &AlarmCmd) -> anyhow::Result<()> {
             if !a.args.is_empty() {
                 return Err(fail(BAD_ARGS, "alarm list command accepts no arguments"));
             }
-            let resp = cli.client()?.alarm_list().await.map_err(err1)?;
+            let resp = cli.client().await?.alarm_list().await.map_err(err1)?;
             cli.printer()?.alarm(&resp)
         }
         AlarmCmd::Disarm(a) => {
@@ -366,7 +374,7 @@ pub async fn alarm(cli: &Cli, c: &AlarmCmd) -> anyhow::Result<()> {
             }
             // As the etcd client does for "disarm all": list, then disarm each; the
             // answer has no header.
-            let client = cli.client()?;
+            let client = cli.client().await?;
             let list = client.alarm_list().await.map_err(err1)?;
             let mut ret = AlarmResponse::default();
             for am in &list.alarms {
@@ -399,7 +407,7 @@ pub async fn move_leader(cli: &Cli, a: &MoveLeaderArgs) -> anyhow::Result<()> {
     let target = u64::from_str_radix(&a.args[0], 16)
         .map_err(|_| fail(BAD_ARGS, strconv_err("ParseUint", &a.args[0])))?;
     let eps = cli.endpoint_list();
-    let client = cli.client_of(&eps, Some(cli.command_timeout))?;
+    let client = cli.client_of(&eps, Some(cli.command_timeout)).await?;
     let mut leader = None;
     for i in 0..eps.len() {
         let c = pinned(&client, i);

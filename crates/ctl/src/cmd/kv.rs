@@ -147,7 +147,7 @@ impl GetArgs {
 /// `get`.
 pub async fn get(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
     let req = a.request()?;
-    let client = cli.client()?;
+    let client = cli.client().await?;
     let resp = client.range(req).await.map_err(err1)?;
     let mut p = cli.printer()?;
     if a.print_value_only {
@@ -245,7 +245,7 @@ pub async fn put(cli: &Cli, a: &PutArgs) -> anyhow::Result<()> {
         None
     };
     let req = a.request(stdin)?;
-    let client = cli.client()?;
+    let client = cli.client().await?;
     let resp = client.put_request(req).await.map_err(err1)?;
     cli.printer()?.put(&resp)
 }
@@ -304,7 +304,7 @@ impl DelArgs {
 /// `del`.
 pub async fn del(cli: &Cli, a: &DelArgs) -> anyhow::Result<()> {
     let req = a.request()?;
-    let client = cli.client()?;
+    let client = cli.client().await?;
     let resp = client.delete_range(req).await.map_err(err1)?;
     cli.printer()?.del(&resp)
 }
@@ -327,7 +327,7 @@ pub async fn compaction(cli: &Cli, a: &CompactionArgs) -> anyhow::Result<()> {
     let rev: i64 = a.args[0]
         .parse()
         .map_err(|_| fail(ERROR, strconv_err("ParseInt", &a.args[0])))?;
-    let client = cli.client()?;
+    let client = cli.client().await?;
     client.compact(rev, a.physical).await.map_err(err1)?;
     println!("compacted revision {rev}");
     Ok(())

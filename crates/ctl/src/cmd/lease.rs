@@ -76,7 +76,8 @@ pub async fn run(cli: &Cli, c: &LeaseCmd) -> anyhow::Result<()> {
                 )
             })?;
             let resp = cli
-                .client()?
+                .client()
+                .await?
                 .lease_grant(ttl, 0)
                 .await
                 .map_err(|e| fail(ERROR, format!("failed to grant lease ({e})")))?;
@@ -88,7 +89,8 @@ pub async fn run(cli: &Cli, c: &LeaseCmd) -> anyhow::Result<()> {
             }
             let id = lease_id(&a.args[0])?;
             let resp = cli
-                .client()?
+                .client()
+                .await?
                 .lease_revoke(id)
                 .await
                 .map_err(|e| fail(ERROR, format!("failed to revoke lease ({e})")))?;
@@ -103,14 +105,15 @@ pub async fn run(cli: &Cli, c: &LeaseCmd) -> anyhow::Result<()> {
             }
             let id = lease_id(&a.args[0])?;
             let resp = cli
-                .client()?
+                .client()
+                .await?
                 .lease_time_to_live(id, a.keys)
                 .await
                 .map_err(err2)?;
             cli.printer()?.time_to_live(&resp, a.keys)
         }
         LeaseCmd::List(_) => {
-            let resp = cli.client()?.lease_leases().await.map_err(err2)?;
+            let resp = cli.client().await?.lease_leases().await.map_err(err2)?;
             cli.printer()?.leases(&resp)
         }
         LeaseCmd::KeepAlive(a) => {
@@ -124,7 +127,8 @@ pub async fn run(cli: &Cli, c: &LeaseCmd) -> anyhow::Result<()> {
             let mut printer = cli.printer()?;
             if a.once {
                 let resp = cli
-                    .client()?
+                    .client()
+                    .await?
                     .lease_keep_alive_once(id)
                     .await
                     .map_err(err2)?;
@@ -135,7 +139,9 @@ pub async fn run(cli: &Cli, c: &LeaseCmd) -> anyhow::Result<()> {
                 }
                 return printer.keep_alive(&resp);
             }
-            let client = cli.client_of(&cli.endpoint_list(), Some(cli.command_timeout))?;
+            let client = cli
+                .client_of(&cli.endpoint_list(), Some(cli.command_timeout))
+                .await?;
             let mut ka = client.lease_keep_alive(id);
             while let Some(msg) = ka.message().await {
                 match msg {

@@ -31,7 +31,7 @@ pub async fn lock(cli: &Cli, a: &LockArgs) -> anyhow::Result<()> {
         ));
     }
     // The lock call waits for the lock: no deadline on it.
-    let client = cli.client_of(&cli.endpoint_list(), None)?;
+    let client = cli.client_of(&cli.endpoint_list(), None).await?;
     let lease = client.lease_grant(a.ttl, 0).await.map_err(err1)?;
     let mut session = client.lease_keep_alive(lease.id);
     let locked = client

@@ -45,7 +45,7 @@ pub async fn defrag(cli: &Cli, a: &DefragArgs) -> anyhow::Result<()> {
         std::process::exit(ERROR);
     }
     let eps = cluster_endpoints(cli, a.cluster).await?;
-    let client = cli.client_of(&eps, Some(cli.command_timeout))?;
+    let client = cli.client_of(&eps, Some(cli.command_timeout)).await?;
     let mut failures = 0;
     for (i, ep) in eps.iter().enumerate() {
         let pb = spinner(format!("defragmenting {ep}"));
@@ -143,7 +143,7 @@ async fn save(
     let interrupted = |e: String| fail(INTERRUPTED, e);
     let mut f = std::fs::File::create(part)
         .map_err(|e| interrupted(format!("could not open {part} ({e})")))?;
-    let client = cli.client_of(eps, timeout)?;
+    let client = cli.client_of(eps, timeout).await?;
     let work = async {
         let mut stream = client
             .snapshot()

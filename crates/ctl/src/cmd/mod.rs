@@ -1,6 +1,7 @@
 //! The verbs: one module per group, each turning etcdctl's arguments into requests
 //! exactly as etcdctl builds them and handing the answer to the printer.
 
+mod auth;
 mod cluster;
 mod kv;
 mod lease;
@@ -49,6 +50,15 @@ pub enum Cmd {
     Lock(lock::LockArgs),
     /// Transfers leadership to another etcd cluster member.
     MoveLeader(cluster::MoveLeaderArgs),
+    /// Enable or disable authentication
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
+    /// User related commands
+    #[command(subcommand)]
+    User(auth::UserCmd),
+    /// Role related commands
+    #[command(subcommand)]
+    Role(auth::RoleCmd),
     /// Prints the version of skiffctl
     Version,
 }
@@ -70,6 +80,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Snapshot(c) => maint::snapshot(&cli, c).await,
         Cmd::Lock(a) => lock::lock(&cli, a).await,
         Cmd::MoveLeader(a) => cluster::move_leader(&cli, a).await,
+        Cmd::Auth(c) => auth::auth(&cli, c).await,
+        Cmd::User(c) => auth::user(&cli, c).await,
+        Cmd::Role(c) => auth::role(&cli, c).await,
         Cmd::Version => {
             println!("skiffctl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: 3.4");

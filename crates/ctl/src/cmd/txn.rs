@@ -39,7 +39,7 @@ pub async fn txn(cli: &Cli, a: &TxnArgs) -> anyhow::Result<()> {
     if !a.args.is_empty() {
         return Err(fail(BAD_ARGS, "txn command does not accept argument"));
     }
-    let client = cli.client()?;
+    let client = cli.client().await?;
     let mut printer = cli.printer()?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let prompt = |s: &str| {

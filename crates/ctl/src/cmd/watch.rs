@@ -57,7 +57,7 @@ pub async fn watch(cli: &Cli, a: &WatchArgs) -> anyhow::Result<()> {
             range_end = skiff_client::prefix_end(&key).into();
         }
     }
-    let client = cli.client_of(&cli.endpoint_list(), None)?;
+    let client = cli.client_of(&cli.endpoint_list(), None).await?;
     let mut printer = cli.printer()?;
     let mut watcher = client
         .watch(WatchCreateRequest {

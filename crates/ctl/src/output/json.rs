@@ -140,6 +140,11 @@ pub fn header_fields(o: Obj, h: Option<&ResponseHeader>) -> Obj {
     }
 }
 
+/// A response whose only field is its header (`{"header":{...}}`).
+pub fn header_only(h: Option<&ResponseHeader>) -> String {
+    Obj::new().opt("header", h.map(header)).end()
+}
+
 fn hdr(h: &Option<ResponseHeader>) -> Option<String> {
     h.as_ref().map(header)
 }

@@ -3,9 +3,12 @@
 //! (including which formats a verb refuses: etcdctl answers
 //! `<format> not supported as output format` with exit code 4).
 
+mod auth;
 pub mod go;
 pub mod json;
 mod table;
+
+pub use auth::revoked_line;
 
 use std::io::Write;
 
