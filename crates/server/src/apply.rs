@@ -19,7 +19,8 @@
 //! out, which cannot happen for a live request since the index only passes entries once.
 //!
 //! Guarantees: every member applies the same entries to the same state and gets the
-//! same results (no clock is read here; lease deadlines are the leader's business);
+//! same results (no clock decides anything here: one only times backend batches for
+//! the slow-apply warning; lease deadlines are the leader's business);
 //! a backend failure stops the thread and with it the member (its in-memory state may
 //! be ahead of the disk); the applied index moves only after the entry's effects are
 //! visible to readers.
@@ -74,6 +75,9 @@ pub struct Applier {
     /// The member's simple tokens: assigned by `Authenticate` entries, dropped by
     /// password changes, user deletions and auth disable.
     pub tokens: Arc<SimpleTokens>,
+    /// A backend batch that takes longer is logged and counted as a slow apply
+    /// (`--experimental-warning-apply-duration`).
+    pub warning_apply_duration: std::time::Duration,
 }
 
 /// The auth store change a request is, or the request back.
@@ -409,7 +413,9 @@ impl Applier {
                 aux: &p.aux,
             })
             .collect();
+        let started = std::time::Instant::now();
         let results = self.watchable.apply_batch(&batch, &self.leases)?;
+        self.warn_if_slow(started.elapsed(), &batch);
         drop(batch);
         let ids = self.ids(term);
         let last = run.last().map(|p| p.index).unwrap_or(0);
@@ -452,6 +458,25 @@ impl Applier {
 
     /// Applies a single entry with its own transaction and answers its waiter; the
     /// revision it produced, or `None` if the backend already held it.
+    /// etcd's slow-apply warning, per backend batch (Skiff applies a run of entries in
+    /// one transaction, so the batch is what takes long): logged with the entries'
+    /// indexes and counted in `etcd_server_slow_apply_total`. Only a log line and a
+    /// counter: what is applied never depends on the clock.
+    fn warn_if_slow(&self, took: std::time::Duration, batch: &[ApplyEntry<'_>]) {
+        if took <= self.warning_apply_duration {
+            return;
+        }
+        self.metrics.slow_applies.inc();
+        tracing::warn!(
+            took = ?took,
+            expected_duration = ?self.warning_apply_duration,
+            entries = batch.len(),
+            first_index = batch.first().map(|e| e.index).unwrap_or(0),
+            last_index = batch.last().map(|e| e.index).unwrap_or(0),
+            "apply request took too long"
+        );
+    }
+
     fn apply_one(
         &mut self,
         e: &Entry,

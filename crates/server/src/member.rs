@@ -549,6 +549,7 @@ impl Member {
             auth: auth_store,
             auth_view,
             tokens: auth.tokens.clone(),
+            warning_apply_duration: config.warning_apply_duration,
         };
         let apply_thread = spawn_critical("apply", failure, move || applier.run(apply_rx))?;
 

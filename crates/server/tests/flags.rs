@@ -539,13 +539,15 @@ fn wal_dir_holds_the_wal_across_restarts() {
     assert_eq!(got.kvs()[0].value(), b"v");
 }
 
-/// One member (the port range is small) for three flags: the progress interval,
-/// zap logging to stderr and a file, and periodic auto-compaction.
+/// One member (the port range is small) for four flags: the progress interval,
+/// zap logging to stderr and a file, periodic auto-compaction, and the slow-apply
+/// warning (1ns: every apply is slow).
 #[test]
 fn progress_interval_logging_and_auto_compaction_take_effect() {
     let dir = temp("progress");
     let mut args = member_args(&dir.join("data"), 27716, 27717);
     args.push("--experimental-watch-progress-notify-interval=1s".into());
+    args.push("--experimental-warning-apply-duration=1ns".into());
     args.push("--auto-compaction-retention=2s".into());
     args.push("--logger=zap".into());
     let log_file = dir.join("zap.log");
@@ -610,6 +612,18 @@ fn progress_interval_logging_and_auto_compaction_take_effect() {
         "{file}"
     );
     assert!(skiff.log().contains(file.lines().next().unwrap()));
+    // Every apply took longer than 1ns: etcd's warning and its counter.
+    assert!(
+        file.contains("apply request took too long"),
+        "no slow-apply warning: {file}"
+    );
+    let (_, _, metrics) = http(27716, "GET", "/metrics", &[]);
+    let slow = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_server_slow_apply_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(slow >= 3.0, "etcd_server_slow_apply_total {slow}");
     drop(skiff);
 }
 

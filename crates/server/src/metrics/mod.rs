@@ -50,6 +50,7 @@ pub struct Metrics {
     pub proposals_pending: IntGauge,
     pub proposals_failed: IntCounter,
     pub slow_read_indexes: IntCounter,
+    pub slow_applies: IntCounter,
     pub health_success: IntCounter,
     pub health_failures: IntCounter,
     pub wal_fsync_seconds: Histogram,
@@ -146,6 +147,10 @@ impl Metrics {
             slow_read_indexes: counter(
                 "etcd_server_slow_read_indexes_total",
                 "The total number of pending read indexes not in sync with leader's or timed out read index requests.",
+            ),
+            slow_applies: counter(
+                "etcd_server_slow_apply_total",
+                "The total number of slow apply requests (likely overloaded from slow disk).",
             ),
             health_success: counter(
                 "etcd_server_health_success",
