@@ -3,8 +3,12 @@
 //! process), and every length, offset, page id and page type is checked against the
 //! page and the file before it is used. Damage is reported as [`BoltError::Corrupt`]
 //! naming the file and the byte offset, never a panic; no allocation exceeds the pages
-//! the file actually holds; a page reference cycle or a tree deeper than
-//! [`MAX_DEPTH`] is refused; keys must be strictly increasing across a bucket.
+//! the file actually holds; keys must be strictly increasing across a bucket.
+//!
+//! Work is bounded too: a walk over a bucket reads each page at most once (a page
+//! reached twice, by a reference cycle or by two parents, is refused, as bbolt's own
+//! consistency check refuses it), trees deeper than [`MAX_DEPTH`] are refused, and a
+//! bucket is found by one descent of the root tree, not a scan of it.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -257,35 +261,63 @@ impl BoltReader {
         Ok(self.find_bucket(name)?.is_some())
     }
 
+    /// Looks `name` up in the root bucket as bbolt does: one path down the root tree,
+    /// choosing at each branch page the last child whose first key is <= `name`. At most
+    /// [`MAX_DEPTH`] pages are read, so the cost does not grow with the number of buckets.
     fn find_bucket(&self, name: &[u8]) -> BoltResult<Option<Root>> {
-        let mut found = None;
-        let mut value_at = 0u64;
-        self.walk_raw(
-            &Root::Page(self.root),
-            0,
-            &mut Vec::new(),
-            &mut None,
-            &mut |flags, key, value, at| {
-                if key == name && flags & BUCKET_LEAF_FLAG != 0 {
-                    found = Some(value.to_vec());
-                    value_at = at;
+        let mut id = self.root;
+        for _ in 0..=MAX_DEPTH {
+            let page = self.page(id)?;
+            let base = id * self.page_size;
+            let (flags, count) = self.elements(&page, base)?;
+            if flags == FLAG_BRANCH {
+                let mut child = None;
+                for i in 0..count {
+                    let at = PAGE_HEADER + i * ELEM_SIZE;
+                    let e = BranchElem::decode(&page, at);
+                    let (ks, ke) = self.span(&page, base, at, e.pos, u64::from(e.ksize))?;
+                    if child.is_none() || &page[ks..ke] <= name {
+                        child = Some(e.pgid);
+                    } else {
+                        break;
+                    }
                 }
-                Ok(())
-            },
-        )?;
-        let Some(v) = found else { return Ok(None) };
-        if v.len() < BUCKET_HEADER {
-            return Err(self.corrupt(value_at, format!("bucket header of {} bytes", v.len())));
+                let Some(child) = child else { return Ok(None) };
+                id = child;
+                continue;
+            }
+            if flags != FLAG_LEAF {
+                return Err(self.not_a_tree_page(base, flags));
+            }
+            for i in 0..count {
+                let at = PAGE_HEADER + i * ELEM_SIZE;
+                let e = LeafElem::decode(&page, at);
+                let ksize = u64::from(e.ksize);
+                let (ks, ke) = self.span(&page, base, at, e.pos, ksize + u64::from(e.vsize))?;
+                let key_end = ks + ksize as usize;
+                if &page[ks..key_end] != name || e.flags & BUCKET_LEAF_FLAG == 0 {
+                    continue;
+                }
+                let v = &page[key_end..ke];
+                let value_at = base + key_end as u64;
+                if v.len() < BUCKET_HEADER {
+                    return Err(
+                        self.corrupt(value_at, format!("bucket header of {} bytes", v.len()))
+                    );
+                }
+                let root = le_u64(v, 0);
+                return Ok(Some(if root == 0 {
+                    Root::Inline(v[BUCKET_HEADER..].to_vec(), value_at + 16)
+                } else {
+                    Root::Page(root)
+                }));
+            }
+            return Ok(None);
         }
-        let root = le_u64(&v, 0);
-        if root == 0 {
-            Ok(Some(Root::Inline(
-                v[BUCKET_HEADER..].to_vec(),
-                value_at + 16,
-            )))
-        } else {
-            Ok(Some(Root::Page(root)))
-        }
+        Err(self.corrupt(
+            self.root * self.page_size,
+            format!("the root bucket's tree is deeper than {MAX_DEPTH} pages"),
+        ))
     }
 
     fn walk(
@@ -294,11 +326,12 @@ impl BoltReader {
         depth: usize,
         f: &mut dyn FnMut(Row<'_>) -> BoltResult<()>,
     ) -> BoltResult<()> {
+        let mut seen = Seen::new(self.pgid);
         self.walk_raw(
             root,
             depth,
+            &mut seen,
             &mut Vec::new(),
-            &mut None,
             &mut |flags, key, value, _| {
                 if flags & BUCKET_LEAF_FLAG != 0 {
                     f(Row::Bucket { key })
@@ -309,33 +342,12 @@ impl BoltReader {
         )
     }
 
-    /// Visits every leaf element under `root` in order: (flags, key, value, file offset
-    /// of the element). `stack` holds the pages being visited (cycle check); `last`
-    /// the previous key (order check).
-    fn walk_raw(
-        &self,
-        root: &Root,
-        depth: usize,
-        stack: &mut Vec<u64>,
-        last: &mut Option<Vec<u8>>,
-        f: &mut Visit<'_>,
-    ) -> BoltResult<()> {
-        let (page, base) = match root {
-            Root::Page(id) => {
-                if depth > MAX_DEPTH || stack.contains(id) {
-                    return Err(self.corrupt(
-                        id * self.page_size,
-                        format!("page {id} is referenced in a cycle or too deep a tree"),
-                    ));
-                }
-                (self.page(*id)?, id * self.page_size)
-            }
-            Root::Inline(bytes, at) => (bytes.clone(), *at),
-        };
+    /// The flags and element count of a branch or leaf page, checked to fit the page.
+    fn elements(&self, page: &[u8], base: u64) -> BoltResult<(u16, usize)> {
         if page.len() < PAGE_HEADER {
             return Err(self.corrupt(base, "inline page shorter than its header".into()));
         }
-        let PageHeader { flags, count, .. } = PageHeader::decode(&page);
+        let PageHeader { flags, count, .. } = PageHeader::decode(page);
         let count = usize::from(count);
         if PAGE_HEADER + count * ELEM_SIZE > page.len() {
             return Err(self.corrupt(
@@ -343,29 +355,90 @@ impl BoltReader {
                 format!("{count} elements do not fit a page of {} bytes", page.len()),
             ));
         }
-        let span = |at: usize, pos: u32, len: u64| -> BoltResult<(usize, usize)> {
-            let start = at as u64 + u64::from(pos);
-            let end = start + len;
-            if end > page.len() as u64 {
-                return Err(self.corrupt(
-                    base + at as u64,
-                    format!(
-                        "element data {start}..{end} beyond the page's {} bytes",
-                        page.len()
-                    ),
-                ));
-            }
-            Ok((start as usize, end as usize))
-        };
-        if let Root::Page(id) = root {
-            stack.push(*id);
+        Ok((flags, count))
+    }
+
+    /// The bytes `len` long starting `pos` after the element at `at`, checked to lie
+    /// inside the page.
+    fn span(
+        &self,
+        page: &[u8],
+        base: u64,
+        at: usize,
+        pos: u32,
+        len: u64,
+    ) -> BoltResult<(usize, usize)> {
+        let start = at as u64 + u64::from(pos);
+        let end = start + len;
+        if end > page.len() as u64 {
+            return Err(self.corrupt(
+                base + at as u64,
+                format!(
+                    "element data {start}..{end} beyond the page's {} bytes",
+                    page.len()
+                ),
+            ));
         }
+        Ok((start as usize, end as usize))
+    }
+
+    fn not_a_tree_page(&self, base: u64, flags: u16) -> BoltError {
+        self.corrupt(
+            base + 8,
+            format!("page of type {flags:#x} where a branch or leaf page belongs"),
+        )
+    }
+
+    /// Visits every leaf element under `root` in order: (flags, key, value, file offset
+    /// of the value). `seen` marks the pages (overflow pages included) this walk has
+    /// read: a page reached twice, by a cycle or by two parents, is refused, so a walk
+    /// reads each page of the file at most once. `last` holds the previous key (order
+    /// check).
+    fn walk_raw(
+        &self,
+        root: &Root,
+        depth: usize,
+        seen: &mut Seen,
+        last: &mut Vec<u8>,
+        f: &mut Visit<'_>,
+    ) -> BoltResult<()> {
+        let page_buf;
+        let (page, base): (&[u8], u64) = match root {
+            Root::Page(id) => {
+                let at = id.saturating_mul(self.page_size);
+                if depth > MAX_DEPTH {
+                    return Err(
+                        self.corrupt(at, format!("page {id} is deeper than {MAX_DEPTH} levels"))
+                    );
+                }
+                if seen.get(*id) {
+                    return Err(self.corrupt(
+                        at,
+                        format!("page {id} is referenced twice (a cycle or a shared page)"),
+                    ));
+                }
+                page_buf = self.page(*id)?;
+                let overflow = u64::from(PageHeader::decode(&page_buf).overflow);
+                for p in *id..=*id + overflow {
+                    if seen.get(p) {
+                        return Err(self.corrupt(
+                            at,
+                            format!("page {id} overlaps page {p}, which is already in use"),
+                        ));
+                    }
+                    seen.set(p);
+                }
+                (&page_buf, at)
+            }
+            Root::Inline(bytes, at) => (bytes.as_slice(), *at),
+        };
+        let (flags, count) = self.elements(page, base)?;
         if flags == FLAG_LEAF {
             for i in 0..count {
                 let at = PAGE_HEADER + i * ELEM_SIZE;
-                let e = LeafElem::decode(&page, at);
+                let e = LeafElem::decode(page, at);
                 let (ksize, vsize) = (u64::from(e.ksize), u64::from(e.vsize));
-                let (ks, ke) = span(at, e.pos, ksize + vsize)?;
+                let (ks, ke) = self.span(page, base, at, e.pos, ksize + vsize)?;
                 let key = &page[ks..ks + ksize as usize];
                 self.check_order(last, key, base + at as u64)?;
                 f(
@@ -381,32 +454,53 @@ impl BoltReader {
             }
             for i in 0..count {
                 let at = PAGE_HEADER + i * ELEM_SIZE;
-                let e = BranchElem::decode(&page, at);
-                span(at, e.pos, u64::from(e.ksize))?;
-                self.walk_raw(&Root::Page(e.pgid), depth + 1, stack, last, f)?;
+                let e = BranchElem::decode(page, at);
+                self.span(page, base, at, e.pos, u64::from(e.ksize))?;
+                self.walk_raw(&Root::Page(e.pgid), depth + 1, seen, last, f)?;
             }
         } else {
-            return Err(self.corrupt(
-                base + 8,
-                format!("page of type {flags:#x} where a branch or leaf page belongs"),
-            ));
-        }
-        if let Root::Page(_) = root {
-            stack.pop();
+            return Err(self.not_a_tree_page(base, flags));
         }
         Ok(())
     }
 
-    fn check_order(&self, last: &mut Option<Vec<u8>>, key: &[u8], at: u64) -> BoltResult<()> {
-        if let Some(prev) = last {
-            if key <= prev.as_slice() {
-                return Err(self.corrupt(
-                    at,
-                    format!("key {key:x?} is not greater than the key before it {prev:x?}"),
-                ));
-            }
+    /// `last` is empty before the first key (bbolt keys are never empty: an empty key
+    /// is refused here too).
+    fn check_order(&self, last: &mut Vec<u8>, key: &[u8], at: u64) -> BoltResult<()> {
+        if key.is_empty() {
+            return Err(self.corrupt(at, "an empty key".into()));
         }
-        *last = Some(key.to_vec());
+        if !last.is_empty() && key <= last.as_slice() {
+            return Err(self.corrupt(
+                at,
+                format!("key {key:x?} is not greater than the key before it {last:x?}"),
+            ));
+        }
+        last.clear();
+        last.extend_from_slice(key);
         Ok(())
+    }
+}
+
+/// One bit per page below the high-water mark: pgid / 8 bytes, bounded by the file
+/// (open() checked the high-water mark against the file's length).
+struct Seen(Vec<u64>);
+
+impl Seen {
+    fn new(pgid: u64) -> Seen {
+        Seen(vec![0; pgid.div_ceil(64) as usize])
+    }
+
+    /// Ids at or past the high-water mark read as unseen; `page()` refuses them.
+    fn get(&self, id: u64) -> bool {
+        self.0
+            .get((id / 64) as usize)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+
+    fn set(&mut self, id: u64) {
+        if let Some(w) = self.0.get_mut((id / 64) as usize) {
+            *w |= 1 << (id % 64);
+        }
     }
 }
