@@ -227,13 +227,17 @@ async fn tls_steps(kind: Kind, port: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_against_skiff() {
+    if !have("curl") {
+        eprintln!("note: curl not installed; skipped");
+        return;
+    }
     tls_steps(Kind::Skiff, 29734).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_against_etcd() {
-    if !have("etcd") {
-        eprintln!("note: etcd not installed; skipped");
+    if !have("etcd") || !have("curl") {
+        eprintln!("note: etcd/curl not installed; skipped");
         return;
     }
     tls_steps(Kind::Etcd, 29736).await;

@@ -9,7 +9,8 @@
 //!
 //! `skiffctl` is the binary next to `skiff` in the target directory: `cargo test
 //! --workspace` builds it; alone, run `cargo build -p skiff-ctl` first. Needs `etcd`
-//! and `etcdctl` (Debian's etcd-server / etcd-client, installed by .ci/run).
+//! and `etcdctl` (Debian's etcd-server / etcd-client, installed by .ci/run), and `curl`
+//! for the TLS section.
 
 mod common;
 
@@ -848,8 +849,8 @@ fn compare_tls(kind: Kind, client: u16, label: &str) {
 
 #[test]
 fn skiffctl_tls_matches_etcdctl_against_skiff() {
-    if !have("etcdctl") {
-        eprintln!("note: etcdctl not installed; comparison skipped");
+    if !have("etcdctl") || !have("curl") {
+        eprintln!("note: etcdctl/curl not installed; comparison skipped");
         return;
     }
     compare_tls(Kind::Skiff, 29724, "tls-skiff");
@@ -857,8 +858,8 @@ fn skiffctl_tls_matches_etcdctl_against_skiff() {
 
 #[test]
 fn skiffctl_tls_matches_etcdctl_against_etcd() {
-    if !have("etcd") || !have("etcdctl") {
-        eprintln!("note: etcd/etcdctl not installed; comparison skipped");
+    if !have("etcd") || !have("etcdctl") || !have("curl") {
+        eprintln!("note: etcd/etcdctl/curl not installed; comparison skipped");
         return;
     }
     compare_tls(Kind::Etcd, 29726, "tls-etcd");
