@@ -128,6 +128,10 @@ async fn a_new_leader_resumes_leases_instead_of_restarting_them() {
         return;
     }
     let etcd = key_gone_after(Path::new("etcd"), 27906, &[]).await;
+    println!(
+        "key of a {TTL} s lease gone after the leader was killed at {KILL_AT:?}: \
+         skiff {skiff:?}, skiff without checkpoints {plain:?}, etcd 3.4 {etcd:?}"
+    );
     // etcd 3.4 restarts the lease's full TTL at the new leader (#9395).
     assert!(
         etcd >= KILL_AT + ttl,
