@@ -75,6 +75,14 @@ etcd_errors! {
     InvalidAuthToken => "etcdserver: invalid auth token",
     InvalidAuthMgmt => "etcdserver: invalid auth management",
     AuthOldRevision => "etcdserver: revision of auth store is old",
+    // etcd 3.4's auth package errors, which some calls return unmapped (gRPC code
+    // Unknown): the Maintenance calls' auth checks, and `Authenticate` for a user
+    // created with `--no-password`.
+    AuthPkgInvalidToken => "auth: invalid auth token",
+    AuthPkgUserEmpty => "auth: user name is empty",
+    AuthPkgUserNotFound => "auth: user not found",
+    AuthPkgPermissionDenied => "auth: permission denied",
+    AuthPkgNoPasswordUser => "auth: authentication failed, password was given for no password user",
     NoLeader => "etcdserver: no leader",
     NotLeader => "etcdserver: not leader",
     LeaderChanged => "etcdserver: leader changed",
@@ -136,6 +144,11 @@ impl EtcdError {
             | NotSupportedForLearner
             | TimeoutLeaderTransfer => Code::Unavailable,
             Corrupt => Code::DataLoss,
+            AuthPkgInvalidToken
+            | AuthPkgUserEmpty
+            | AuthPkgUserNotFound
+            | AuthPkgPermissionDenied
+            | AuthPkgNoPasswordUser => Code::Unknown,
             UnsupportedSnapshot | UnsupportedDowngrade => Code::Unimplemented,
         }
     }
@@ -220,6 +233,16 @@ mod tests {
                 Code::DataLoss,
                 "etcdserver: corrupt cluster",
             ),
+            (
+                EtcdError::AuthPkgInvalidToken,
+                Code::Unknown,
+                "auth: invalid auth token",
+            ),
+            (
+                EtcdError::AuthPkgNoPasswordUser,
+                Code::Unknown,
+                "auth: authentication failed, password was given for no password user",
+            ),
         ];
         for (err, code, msg) in cases {
             let status = err.to_status();
@@ -236,7 +259,7 @@ mod tests {
             assert_eq!(e.to_string(), e.message());
             assert_eq!(EtcdError::from_status(&e.to_status()), Some(e));
         }
-        assert_eq!(EtcdError::ALL.len(), 54);
+        assert_eq!(EtcdError::ALL.len(), 59);
         assert_eq!(
             EtcdError::from_status(&Status::unavailable("etcdserver: no leader")),
             Some(EtcdError::NoLeader)

@@ -588,7 +588,7 @@ impl Member {
         let facade = Arc::new(Validate::new(
             Arc::new(Auth::new(
                 Arc::new(Quota::new(server.clone(), server.clone())),
-                auth,
+                auth.clone(),
                 Arc::new(move || header_source.header()),
             )),
             config.max_txn_ops,
@@ -620,7 +620,11 @@ impl Member {
             let mut stop = shutdown.subscribe();
             let mut http = http::router(metrics.clone(), facade.clone());
             if config.enable_grpc_gateway {
-                http = http.merge(gateway::router(facade.clone(), config.max_request_bytes));
+                let auth = auth.clone();
+                http = http.merge(gateway::common_name::refuse_common_names(
+                    gateway::router(facade.clone(), config.max_request_bytes),
+                    Arc::new(move || auth.now().enabled),
+                ));
             }
             client_listeners.push(tokio::spawn(serve::serve_client_with(
                 listener,

@@ -27,8 +27,18 @@
 //! as a token from before `auth disable`, is refused with `etcdserver: invalid auth
 //! token` (a watch: created and canceled with that reason). Calls etcd serves without
 //! the lookup (keep-alive, time-to-live, leases, status, member list, maintenance)
-//! ignore it. (etcd 3.4's Maintenance calls answer a bad token with an unmapped
-//! `auth: invalid auth token`, code Unknown; Skiff keeps its etcdserver error.)
+//! ignore it.
+//!
+//! The caller is the user its token names; a gRPC call with no token that came over
+//! TLS with a verified client certificate (`--client-cert-auth`) is the user its
+//! Common Name names (etcd's CN auth; a token wins over the certificate). Such a user
+//! is checked as any other: a name no user has gets `permission denied` on keys and
+//! `user name not found` where root is needed, as in etcd.
+//!
+//! The Maintenance calls word their refusals as etcd 3.4's Maintenance service does:
+//! the auth package's errors, unmapped, gRPC code Unknown (`auth: invalid auth
+//! token`, `auth: user name is empty`, `auth: user not found`, `auth: permission
+//! denied`).
 //!
 //! Requests are checked against a snapshot of the auth store; the snapshot's revision
 //! rides with the inner call ([`super::caller::with_checked_revision`]) into the
@@ -109,15 +119,32 @@ fn authenticate(
         }
         return Ok(Checked { store, user: None });
     }
-    let token = caller.token.as_deref().ok_or(EtcdError::UserEmpty)?;
-    let user = shared
-        .tokens
-        .user(token)
-        .ok_or(EtcdError::InvalidAuthToken)?;
+    // A token wins over a certificate, as in etcd; a token that names no one is
+    // refused even when a certificate came along.
+    let user = match (caller.token.as_deref(), &caller.common_name) {
+        (Some(token), _) => shared
+            .tokens
+            .user(token)
+            .ok_or(EtcdError::InvalidAuthToken)?,
+        (None, Some(cn)) => cn.clone(),
+        (None, None) => return Err(EtcdError::UserEmpty),
+    };
     Ok(Checked {
         store,
         user: Some(user),
     })
+}
+
+/// An auth refusal as etcd 3.4's Maintenance service words it: the auth package's
+/// error, not the `etcdserver:` one the other services map it to.
+fn maintenance_error(e: EtcdError) -> EtcdError {
+    match e {
+        EtcdError::InvalidAuthToken => EtcdError::AuthPkgInvalidToken,
+        EtcdError::UserEmpty => EtcdError::AuthPkgUserEmpty,
+        EtcdError::UserNotFound => EtcdError::AuthPkgUserNotFound,
+        EtcdError::PermissionDenied => EtcdError::AuthPkgPermissionDenied,
+        other => other,
+    }
 }
 
 /// The leases a txn's puts attach keys to, after checking everything else in it.
@@ -178,6 +205,20 @@ impl<F> Auth<F> {
     ) -> ApiResult<T> {
         let c = self.who()?;
         check(&c)?;
+        caller::with_checked_revision(c.store.revision, call).await
+    }
+
+    /// [`Self::checked_open`] for the Maintenance calls: their refusals are the auth
+    /// package's errors, which etcd 3.4 returns there unmapped (gRPC code Unknown).
+    async fn checked_maintenance<T>(
+        &self,
+        check: impl FnOnce(&Checked) -> Result<(), EtcdError>,
+        call: impl std::future::Future<Output = ApiResult<T>>,
+    ) -> ApiResult<T> {
+        let c = self
+            .who_open()
+            .and_then(|c| check(&c).map(|()| c))
+            .map_err(maintenance_error)?;
         caller::with_checked_revision(c.store.revision, call).await
     }
 
@@ -412,33 +453,33 @@ impl<F: ClusterApi> ClusterApi for Auth<F> {
 #[tonic::async_trait]
 impl<F: MaintenanceApi> MaintenanceApi for Auth<F> {
     async fn alarm(&self, req: pb::AlarmRequest) -> ApiResult<pb::AlarmResponse> {
-        self.checked_open(Checked::root, self.inner.alarm(req))
+        self.checked_maintenance(Checked::root, self.inner.alarm(req))
             .await
     }
     async fn status(&self, req: pb::StatusRequest) -> ApiResult<pb::StatusResponse> {
-        self.checked_open(|_| Ok(()), self.inner.status(req)).await
+        self.checked_maintenance(|_| Ok(()), self.inner.status(req)).await
     }
     async fn defragment(&self, req: pb::DefragmentRequest) -> ApiResult<pb::DefragmentResponse> {
-        self.checked_open(Checked::root, self.inner.defragment(req))
+        self.checked_maintenance(Checked::root, self.inner.defragment(req))
             .await
     }
     async fn hash(&self, req: pb::HashRequest) -> ApiResult<pb::HashResponse> {
-        self.checked_open(Checked::root, self.inner.hash(req)).await
+        self.checked_maintenance(Checked::root, self.inner.hash(req)).await
     }
     async fn hash_kv(&self, req: pb::HashKvRequest) -> ApiResult<pb::HashKvResponse> {
-        self.checked_open(Checked::root, self.inner.hash_kv(req))
+        self.checked_maintenance(Checked::root, self.inner.hash_kv(req))
             .await
     }
     async fn snapshot(&self, req: pb::SnapshotRequest) -> ApiResult<SnapshotStream> {
-        self.checked_open(Checked::root, self.inner.snapshot(req))
+        self.checked_maintenance(Checked::root, self.inner.snapshot(req))
             .await
     }
     async fn move_leader(&self, req: pb::MoveLeaderRequest) -> ApiResult<pb::MoveLeaderResponse> {
-        self.checked_open(Checked::root, self.inner.move_leader(req))
+        self.checked_maintenance(Checked::root, self.inner.move_leader(req))
             .await
     }
     async fn downgrade(&self, req: pb::DowngradeRequest) -> ApiResult<pb::DowngradeResponse> {
-        self.checked_open(Checked::root, self.inner.downgrade(req))
+        self.checked_maintenance(Checked::root, self.inner.downgrade(req))
             .await
     }
     /// `/health` is HTTP and unauthenticated, as etcd's.

@@ -1,7 +1,14 @@
 //! Who is asking: the credentials a front end received with a request (etcd's `token`
-//! gRPC metadata, the gateway's `Authorization` header), carried to the facade's auth
-//! layer as a task-local value, so the facade traits keep etcd's plain request types
-//! and no service handles credentials itself.
+//! gRPC metadata, the gateway's `Authorization` header, and on gRPC the Common Name
+//! of a verified client certificate), carried to the facade's auth layer as a
+//! task-local value, so the facade traits keep etcd's plain request types and no
+//! service handles credentials itself.
+//!
+//! The Common Name is only ever set from a certificate the TLS handshake verified
+//! (`--client-cert-auth`; without it no certificate is asked for), and only by the
+//! gRPC front end: etcd 3.4 uses it as the user of gRPC calls that carry no token,
+//! never on the JSON gateway (which refuses such clients while auth is on,
+//! `crate::gateway::refuse_common_names`).
 //!
 //! Two scopes: [`with_caller`], set by each front end around the whole handling of a
 //! call ([`from_headers`] on the gRPC routes, [`from_gateway_headers`] on the JSON
@@ -19,6 +26,10 @@ use std::future::Future;
 pub struct Caller {
     /// An auth token (etcd's `token` metadata), if the client sent one.
     pub token: Option<String>,
+    /// The Common Name of the verified client certificate the call came with over
+    /// gRPC (`""` if the certificate has none, as etcd reads it); used as the user
+    /// when there is no token.
+    pub common_name: Option<String>,
 }
 
 tokio::task_local! {
@@ -47,13 +58,16 @@ fn token_of(headers: &axum::http::HeaderMap, names: &[&str]) -> Option<String> {
 }
 
 /// Middleware for the gRPC router: runs each request as the caller its metadata
-/// name (gRPC metadata are HTTP/2 headers).
+/// name (gRPC metadata are HTTP/2 headers) and its verified client certificate.
 pub async fn from_headers(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let token = token_of(req.headers(), &TOKEN_HEADERS);
-    with_caller(Caller { token }, next.run(req)).await
+    let caller = Caller {
+        token: token_of(req.headers(), &TOKEN_HEADERS),
+        common_name: crate::tls::client_common_name(req.extensions()),
+    };
+    with_caller(caller, next.run(req)).await
 }
 
 /// Middleware for the JSON gateway's router: the caller as etcd's gateway forwards
@@ -62,8 +76,11 @@ pub async fn from_gateway_headers(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let token = token_of(req.headers(), &GATEWAY_TOKEN_HEADERS);
-    with_caller(Caller { token }, next.run(req)).await
+    let caller = Caller {
+        token: token_of(req.headers(), &GATEWAY_TOKEN_HEADERS),
+        common_name: None,
+    };
+    with_caller(caller, next.run(req)).await
 }
 
 /// The caller of the current call (no credentials outside any call).
@@ -100,6 +117,7 @@ mod tests {
         assert_eq!(current(), Caller::default());
         let c = Caller {
             token: Some("t.1".into()),
+            common_name: Some("alice".into()),
         };
         with_caller(c.clone(), async {
             assert_eq!(current(), c);

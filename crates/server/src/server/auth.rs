@@ -4,8 +4,10 @@
 //!
 //! Passwords are hashed with bcrypt (`--bcrypt-cost`) here, on the proposing member,
 //! on a blocking thread; the log and the backend only ever hold the hash.
-//! `Authenticate` checks the password here too, then proposes the token so every
-//! member knows it (etcd's flow); a password check never happens in the apply thread.
+//! `Authenticate` checks the password here too, then refuses a caller's token that
+//! names no one (`invalid auth token`, etcd's order: a wrong password is reported
+//! first), then proposes the token so every member knows it (etcd's flow); a password
+//! check never happens in the apply thread.
 
 use skiff_api::EtcdError;
 use skiff_proto::etcdserverpb as pb;
@@ -70,7 +72,9 @@ impl AuthApi for EtcdServer {
         }
         let user = store.users.get(&req.name).ok_or(EtcdError::AuthFailed)?;
         if user.options.as_ref().is_some_and(|o| o.no_password) {
-            return Err(EtcdError::AuthFailed);
+            // etcd 3.4 answers with its auth package's error, unmapped (code Unknown),
+            // whatever password was given.
+            return Err(EtcdError::AuthPkgNoPasswordUser);
         }
         let hash = String::from_utf8_lossy(&user.password).into_owned();
         let password = req.password;
@@ -80,6 +84,13 @@ impl AuthApi for EtcdServer {
             .unwrap_or(false);
         if !ok {
             return Err(EtcdError::AuthFailed);
+        }
+        // As etcd, the right password with a token that names no one is refused: the
+        // proposal carries the caller's token, which is looked up before proposing.
+        if let Some(token) = caller::current().token {
+            if self.auth.tokens.user(&token).is_none() {
+                return Err(EtcdError::InvalidAuthToken);
+            }
         }
         let request = Req::Authenticate(InternalAuthenticate {
             name: req.name,

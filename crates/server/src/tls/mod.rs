@@ -38,8 +38,10 @@ pub use reload::CertFiles;
 pub use verify::common_name;
 
 /// The Common Name of the client certificate a request came with, if it came over
-/// TLS with a verified client certificate (`--client-cert-auth`); `None` otherwise.
-/// etcd uses it as the user name of gRPC requests when auth is on. Works on the
+/// TLS with a verified client certificate (`--client-cert-auth`): `""` when that
+/// certificate has no Common Name (Go reads an absent one as empty); `None` without
+/// a verified certificate. etcd uses it as the user name of gRPC requests that carry
+/// no token when auth is on (`crate::facade::caller`). Works on the
 /// extensions of any request served by `crate::serve` (gRPC and HTTP alike); a
 /// tonic handler can pass `request.extensions()`'s `http::Extensions` via
 /// `tonic::Request::into_parts`, or call `tonic::Request::peer_certs` and
@@ -48,7 +50,7 @@ pub fn client_common_name(extensions: &axum::http::Extensions) -> Option<String>
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
     let certs = info.peer_certs()?;
-    common_name(certs.first()?.as_ref())
+    Some(common_name(certs.first()?.as_ref()).unwrap_or_default())
 }
 
 /// Why a TLS configuration could not be built.
