@@ -5,7 +5,8 @@
 //! and oversized requests, unknown paths; watch and keep-alive requests sent on a
 //! request body that stays open, over a raw HTTP/1.1 connection; then an auth session:
 //! users, roles and a prefix permission, auth enabled, the `Authorization` token
-//! inside and outside the permission, with none or a bad one, a password change
+//! inside and outside the permission, with none or a bad one (Authenticate and the
+//! Maintenance calls too), a user without a password, a password change
 //! refusing the old token, auth disabled with root's token) against a fresh single
 //! `etcd` 3.4 and a fresh single `skiff`. Every answer (HTTP status, content type,
 //! body) goes into a transcript; the transcripts, with member and cluster IDs, raft
@@ -603,6 +604,22 @@ fn auth_script() -> Vec<AuthCall> {
         with("alice", "/v3/kv/range", key(&other)),
         anon("/v3/kv/range", key(&app_x)),
         with("bogus.1", "/v3/kv/range", key(&app_x)),
+        // A bad token with Authenticate: refused once the password is right.
+        AuthCall {
+            token: Some("bogus.1"),
+            ..login("none", "alice", "apw")
+        },
+        AuthCall {
+            token: Some("bogus.1"),
+            ..login("none", "alice", "wrong")
+        },
+        // Maintenance words its refusals with the auth package's errors (code 2).
+        with("bogus.1", "/v3/maintenance/alarm", "{}"),
+        with("bogus.1", "/v3/maintenance/hash", "{}"),
+        with("bogus.1", "/v3/maintenance/defragment", "{}"),
+        with("bogus.1", "/v3/maintenance/snapshot", "{}"),
+        anon("/v3/maintenance/defragment", "{}"),
+        with("alice", "/v3/maintenance/hash", "{}"),
         with("root", "/v3/kv/put", put(&other)),
         // Management: the user may get itself and its role, nothing else.
         with("alice", "/v3/auth/user/get", r#"{"name":"alice"}"#),
@@ -628,6 +645,15 @@ fn auth_script() -> Vec<AuthCall> {
             ..with("root", "/v3/auth/user/list", "{}")
         },
         with("root", "/v3/auth/role/list", "{}"),
+        // A user without a password cannot authenticate, whatever it sends.
+        with(
+            "root",
+            "/v3/auth/user/add",
+            r#"{"name":"nopw","options":{"no_password":true}}"#,
+        ),
+        login("none", "nopw", "x"),
+        login("none", "nopw", ""),
+        with("root", "/v3/auth/user/delete", r#"{"name":"nopw"}"#),
         with("root", "/v3/auth/user/get", r#"{"name":"root"}"#),
         with("root", "/v3/auth/user/get", r#"{"name":"ghost"}"#),
         with("root", "/v3/auth/role/get", r#"{"role":"ghost"}"#),
@@ -849,6 +875,12 @@ fn gateway_session_matches_etcd() {
         "etcdserver: permission denied",
         "\"perm\":[{\"permType\":\"READWRITE\"",
         "etcdserver: invalid auth token",
+        // Authenticate with a bad token, Maintenance refusals, a no-password user.
+        "$ POST /v3/auth/authenticate {\"name\":\"alice\",\"password\":\"apw\"} (Authorization: bogus.1)\n{\"error\":\"etcdserver: invalid auth token\"",
+        "{\"error\":\"auth: invalid auth token\",\"message\":\"auth: invalid auth token\",\"code\":2}",
+        "\"message\":\"auth: invalid auth token\",\"http_status\":\"Internal Server Error\"",
+        "\"message\":\"auth: permission denied\",\"code\":2}",
+        "\"message\":\"auth: authentication failed, password was given for no password user\",\"code\":2}",
     ] {
         assert!(
             etcd_out.contains(must),

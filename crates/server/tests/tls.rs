@@ -840,7 +840,10 @@ fn cn_transcript(bin: &str, port: u16, dir: &Path, pki: &Pki) -> String {
         ],
     );
     let (root, root_key) = (pki.path("cn-root.pem"), pki.path("cn-root.key"));
-    server.wait_healthy(port, &["--cacert", &ca, "--cert", &root, "--key", &root_key]);
+    server.wait_healthy(
+        port,
+        &["--cacert", &ca, "--cert", &root, "--key", &root_key],
+    );
     let url = format!("https://127.0.0.1:{port}");
     let ctl = |who: &str| {
         format!(

@@ -457,14 +457,16 @@ impl<F: MaintenanceApi> MaintenanceApi for Auth<F> {
             .await
     }
     async fn status(&self, req: pb::StatusRequest) -> ApiResult<pb::StatusResponse> {
-        self.checked_maintenance(|_| Ok(()), self.inner.status(req)).await
+        self.checked_maintenance(|_| Ok(()), self.inner.status(req))
+            .await
     }
     async fn defragment(&self, req: pb::DefragmentRequest) -> ApiResult<pb::DefragmentResponse> {
         self.checked_maintenance(Checked::root, self.inner.defragment(req))
             .await
     }
     async fn hash(&self, req: pb::HashRequest) -> ApiResult<pb::HashResponse> {
-        self.checked_maintenance(Checked::root, self.inner.hash(req)).await
+        self.checked_maintenance(Checked::root, self.inner.hash(req))
+            .await
     }
     async fn hash_kv(&self, req: pb::HashKvRequest) -> ApiResult<pb::HashKvResponse> {
         self.checked_maintenance(Checked::root, self.inner.hash_kv(req))
