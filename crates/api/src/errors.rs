@@ -164,9 +164,29 @@ impl EtcdError {
         Self::from_message(status.message())
     }
 
-    /// The error whose message is exactly `msg`.
+    /// The error whose message is exactly `msg`, among those etcd's Go client
+    /// recognises ([`EtcdError::client_recognised`]).
     pub fn from_message(msg: &str) -> Option<EtcdError> {
-        Self::ALL.iter().copied().find(|e| e.message() == msg)
+        Self::ALL
+            .iter()
+            .copied()
+            .filter(|e| e.client_recognised())
+            .find(|e| e.message() == msg)
+    }
+
+    /// Whether etcd's Go client (`rpctypes`) turns this error's status into its own
+    /// error value. The auth package's errors (`AuthPkg*`) it does not: a client
+    /// shows them as the raw gRPC status (etcdctl: `rpc error: code = Unknown desc =
+    /// auth: ...`), so Skiff's client must not recognise them either.
+    pub fn client_recognised(self) -> bool {
+        !matches!(
+            self,
+            EtcdError::AuthPkgInvalidToken
+                | EtcdError::AuthPkgUserEmpty
+                | EtcdError::AuthPkgUserNotFound
+                | EtcdError::AuthPkgPermissionDenied
+                | EtcdError::AuthPkgNoPasswordUser
+        )
     }
 }
 
@@ -257,9 +277,15 @@ mod tests {
         for &e in EtcdError::ALL {
             assert!(seen.insert(e.message()), "{e:?}: message shared");
             assert_eq!(e.to_string(), e.message());
-            assert_eq!(EtcdError::from_status(&e.to_status()), Some(e));
+            let recognised = e.client_recognised().then_some(e);
+            assert_eq!(EtcdError::from_status(&e.to_status()), recognised);
         }
         assert_eq!(EtcdError::ALL.len(), 59);
+        assert_eq!(
+            EtcdError::from_status(&Status::unknown("auth: permission denied")),
+            None,
+            "the Go client shows the auth package's errors as raw statuses"
+        );
         assert_eq!(
             EtcdError::from_status(&Status::unavailable("etcdserver: no leader")),
             Some(EtcdError::NoLeader)
