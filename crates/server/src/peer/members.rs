@@ -1,7 +1,8 @@
 //! Membership over the peer protocol: what a new member asks its peers to learn the
 //! cluster it joins (`Members`, etcd's `GET /members` on the peer URLs), a follower's
 //! `member promote` forwarded to the leader (only the leader knows whether a learner
-//! is in sync, as in etcd), and how long each peer's stream has been up (etcd's
+//! is in sync, as in etcd), a follower about to remove the leader asking it to hand
+//! leadership over first (`HandOff`), and how long each peer's stream has been up (etcd's
 //! `ActiveSince`, which its reconfiguration checks read).
 
 use std::collections::HashMap;
@@ -10,7 +11,9 @@ use std::time::Instant;
 
 use skiff_api::EtcdError;
 use skiff_proto::skiffpb::peer_client::PeerClient;
-use skiff_proto::skiffpb::{MemberPromoteRequest, MemberRecord, MembersRequest, MembersResponse};
+use skiff_proto::skiffpb::{
+    HandOffRequest, MemberPromoteRequest, MemberRecord, MembersRequest, MembersResponse,
+};
 use skiff_raft::NodeId;
 
 use super::{dial, read_lock, write_lock, Forwarder, PeerConfig, PeerError};
@@ -22,6 +25,9 @@ pub trait MembershipHandler: Send + Sync {
     fn members(&self) -> MembersResponse;
     /// Promotes learner `id` (asked of the leader by a follower).
     async fn promote(&self, id: u64) -> Result<Vec<MemberRecord>, EtcdError>;
+    /// Hands leadership to a caught-up voter if this member leads (asked of the leader
+    /// by a follower about to remove it); whether it moved.
+    async fn hand_off(&self) -> bool;
 }
 
 /// Where the member installs its [`MembershipHandler`].
@@ -72,6 +78,22 @@ impl Forwarder {
             return Ok(r.members);
         }
         Err(EtcdError::from_message(&r.error).unwrap_or(EtcdError::Timeout))
+    }
+}
+
+impl Forwarder {
+    /// Asks the leader to hand leadership over (before a follower removes it); whether
+    /// it moved. A leader that cannot be reached is reported as not moved.
+    pub async fn hand_off(&self, leader: NodeId, urls: &[String]) -> bool {
+        let Ok(mut c) = self.client(leader, urls).await else {
+            return false;
+        };
+        let req = HandOffRequest {
+            cluster_id: self.cfg.cluster_id,
+            from: self.cfg.local_id,
+        };
+        let r = c.hand_off(req).await;
+        matches!(self.forget_on_failure(leader, r).await, Ok(r) if r.get_ref().moved)
     }
 }
 

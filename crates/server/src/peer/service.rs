@@ -10,9 +10,10 @@ use std::sync::{Arc, RwLock};
 use bytes::BytesMut;
 use skiff_proto::skiffpb::peer_server::Peer;
 use skiff_proto::skiffpb::{
-    HelloRequest, HelloResponse, LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest,
-    LeaseTtlResponse, MemberPromoteRequest, MemberPromoteResponse, MembersRequest, MembersResponse,
-    RaftFrame, SnapshotAck, SnapshotChunk, StreamClosed,
+    HandOffRequest, HandOffResponse, HelloRequest, HelloResponse, LeaseRenewRequest,
+    LeaseRenewResponse, LeaseTtlRequest, LeaseTtlResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MembersRequest, MembersResponse, RaftFrame, SnapshotAck, SnapshotChunk,
+    StreamClosed,
 };
 use skiff_raft::{Decode, Message, MessageType, NodeId};
 use tonic::{Request, Response, Status, Streaming};
@@ -203,6 +204,16 @@ impl Peer for PeerService {
                 },
             },
         ))
+    }
+
+    async fn hand_off(
+        &self,
+        req: Request<HandOffRequest>,
+    ) -> Result<Response<HandOffResponse>, Status> {
+        let req = req.into_inner();
+        self.check_sender(req.cluster_id, req.from, self.cfg.local_id)?;
+        let moved = self.membership_handler()?.hand_off().await;
+        Ok(Response::new(HandOffResponse { moved }))
     }
 
     async fn snapshot(

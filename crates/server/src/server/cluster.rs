@@ -349,11 +349,17 @@ impl ClusterApi for EtcdServer {
         let _one_at_a_time = self.membership_lock.lock().await;
         let members = self.members_now();
         self.may_remove(&members, req.id)?;
+        // Better than etcd 3.4 (whose leader applies its own removal and leaves the
+        // others to an election timeout): the leader first hands over to a caught-up
+        // voter, which then commits the removal. Asked of a follower, the follower asks
+        // the leader to.
         if req.id == self.member_id {
-            // Better than etcd 3.4 (whose leader applies its own removal and leaves the
-            // others to an election timeout): the leader first hands over to a
-            // caught-up voter, which then commits the removal.
             self.hand_off_leadership().await;
+        } else if req.id == self.leader() {
+            if let Ok((leader, urls)) = self.remote_leader() {
+                let moved = self.forwarder.hand_off(leader, &urls).await;
+                tracing::info!(leader = %format!("{leader:x}"), moved, "asked the leader to hand over before its removal");
+            }
         }
         let after = self
             .change_membership(MemberChange {
@@ -435,6 +441,13 @@ impl crate::peer::MembershipHandler for PeerMembership {
             Some(server) if server.leader() == server.member_id => server.promote_member(id).await,
             Some(_) => Err(EtcdError::NotLeader),
             None => Err(EtcdError::Stopped),
+        }
+    }
+
+    async fn hand_off(&self) -> bool {
+        match self.0.upgrade() {
+            Some(server) => server.hand_off_leadership().await,
+            None => false,
         }
     }
 }
