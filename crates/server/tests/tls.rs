@@ -454,7 +454,8 @@ fn peer_port_answers(port: u16, ca: &str, identity: Option<(&str, &str)>) -> boo
 /// `--peer-client-cert-auth`, `--peer-cert-allowed-cn`) serves writes on every member;
 /// a process without a certificate, with one from another CA, or with one of the
 /// right CA but another Common Name is refused at the peer port's handshake, and the
-/// cluster keeps serving.
+/// cluster keeps serving; `etcdctl move-leader` with `https` endpoints moves the
+/// leadership (issue 15's per-endpoint calls over https).
 #[test]
 fn three_members_with_peer_and_client_mtls() {
     if !tools() {
@@ -561,6 +562,37 @@ fn three_members_with_peer_and_client_mtls() {
     for m in &mut members {
         assert!(m.try_exit().is_none(), "{} is still running", m.name);
     }
+
+    // move-leader over https (etcdctl finds the leader among the endpoints given).
+    let all = (0..3u16)
+        .map(|i| format!("https://127.0.0.1:{}", base + 2 * i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let ctl_all = format!(
+        "etcdctl --endpoints={all} --cacert={ca} --cert={cli} --key={cli_key} --command-timeout=5s"
+    );
+    let leader_and_ids = || {
+        let out = sh(&format!("{ctl_all} endpoint status -w json"));
+        let v: serde_json::Value =
+            serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let rows = v.as_array().expect("array").clone();
+        let leader = rows[0]["Status"]["leader"].as_u64().expect("leader");
+        let ids: Vec<u64> = rows
+            .iter()
+            .map(|r| r["Status"]["header"]["member_id"].as_u64().expect("id"))
+            .collect();
+        (leader, ids)
+    };
+    let (leader, ids) = leader_and_ids();
+    let target = *ids.iter().find(|id| **id != leader).expect("a follower");
+    let moved = sh(&format!("{ctl_all} move-leader {target:x}"));
+    assert!(
+        moved.contains(&format!(
+            "Leadership transferred from {leader:x} to {target:x}"
+        )),
+        "{moved}"
+    );
+    assert_eq!(leader_and_ids().0, target, "the target leads");
 }
 
 /// `--client-crl-file` and `--client-cert-allowed-hostname` against etcd 3.4: a
