@@ -70,19 +70,6 @@ impl Decode for authpb::UserAddOptions {
     }
 }
 
-/// Requests without fields.
-macro_rules! empty_request {
-    ($($t:ident),*) => {
-        $(
-            impl Decode for pb::$t {
-                fn decode(_: &mut Fields<'_>) -> Result<Self> {
-                    Ok(pb::$t {})
-                }
-            }
-        )*
-    };
-}
-
 empty_request!(
     AuthEnableRequest,
     AuthDisableRequest,
@@ -154,19 +141,6 @@ impl Decode for pb::AuthRoleRevokePermissionRequest {
             range_end: f.bytes("range_end")?,
         })
     }
-}
-
-/// Responses that carry only their header.
-macro_rules! header_only {
-    ($($t:ident),*) => {
-        $(
-            impl Encode for pb::$t {
-                fn encode(&self, o: &mut Obj) {
-                    o.message("header", self.header.as_ref());
-                }
-            }
-        )*
-    };
 }
 
 header_only!(

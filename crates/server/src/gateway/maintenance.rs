@@ -67,37 +67,12 @@ pub(super) async fn snapshot<F: Facade>(State(gw): State<Gw<F>>, body: Body) -> 
     resp
 }
 
-macro_rules! empty_request {
-    ($($t:ident),*) => {
-        $(
-            impl Decode for pb::$t {
-                fn decode(_: &mut Fields<'_>) -> Result<Self> {
-                    Ok(pb::$t {})
-                }
-            }
-        )*
-    };
-}
-
 empty_request!(
     StatusRequest,
     DefragmentRequest,
     HashRequest,
     SnapshotRequest
 );
-
-/// Responses that carry only their header.
-macro_rules! header_only {
-    ($($t:ident),*) => {
-        $(
-            impl Encode for pb::$t {
-                fn encode(&self, o: &mut Obj) {
-                    o.message("header", self.header.as_ref());
-                }
-            }
-        )*
-    };
-}
 
 header_only!(DefragmentResponse, MoveLeaderResponse);
 

@@ -33,6 +33,34 @@
 //!
 //! Not yet: websocket upgrades.
 
+/// `Decode` for requests without fields (call sites import `Decode`, `Fields`,
+/// `Result` and `pb`).
+macro_rules! empty_request {
+    ($($t:ident),*) => {
+        $(
+            impl Decode for pb::$t {
+                fn decode(_: &mut Fields<'_>) -> Result<Self> {
+                    Ok(pb::$t {})
+                }
+            }
+        )*
+    };
+}
+
+/// `Encode` for responses that carry only their header (call sites import `Encode`,
+/// `Obj` and `pb`).
+macro_rules! header_only {
+    ($($t:ident),*) => {
+        $(
+            impl Encode for pb::$t {
+                fn encode(&self, o: &mut Obj) {
+                    o.message("header", self.header.as_ref());
+                }
+            }
+        )*
+    };
+}
+
 /// Declares `name => facade_method` unary handlers: decode the body, call the
 /// facade, answer its JSON or its error.
 macro_rules! unary_handlers {
