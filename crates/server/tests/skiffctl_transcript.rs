@@ -525,26 +525,31 @@ fn compare_single(kind: Kind, client: u16, peer: u16, label: &str) {
     check(&with_etcdctl, &with_skiffctl, label, str::to_string);
 }
 
-/// Compares the transcripts after [`mask`] and then `extra`.
-fn check(with_etcdctl: &str, with_skiffctl: &str, label: &str, extra: fn(&str) -> String) {
-    let (a, b) = (extra(&mask(with_etcdctl)), extra(&mask(with_skiffctl)));
+/// Writes both masked transcripts to the temp dir and asserts they are identical.
+fn assert_identical(a: &str, b: &str, label: &str) {
     let dir = std::env::temp_dir();
     std::fs::write(
         dir.join(format!("skiffctl-transcript-{label}-etcdctl.txt")),
-        &a,
+        a,
     )
     .ok();
     std::fs::write(
         dir.join(format!("skiffctl-transcript-{label}-skiffctl.txt")),
-        &b,
+        b,
     )
     .ok();
-    let report = diff(&a, &b);
+    let report = diff(a, b);
     assert!(
         report.is_empty(),
         "{label}: masked transcripts differ (full texts in {}):\n{report}",
         dir.display()
     );
+}
+
+/// Compares the transcripts after [`mask`] and then `extra`.
+fn check(with_etcdctl: &str, with_skiffctl: &str, label: &str, extra: fn(&str) -> String) {
+    let (a, b) = (extra(&mask(with_etcdctl)), extra(&mask(with_skiffctl)));
+    assert_identical(&a, &b, label);
     // The comparison is only meaningful if the script really ran.
     assert!(a.contains("bar-again"), "script did not run:\n{a}");
     assert!(
@@ -709,23 +714,7 @@ fn run_env(steps: &[&str], vars: &[(&str, String)]) -> String {
 /// the masked transcript (the comparison cannot pass on two runs that did nothing).
 fn check_section(with_etcdctl: &str, with_skiffctl: &str, label: &str, shows: &[&str]) {
     let (a, b) = (mask(with_etcdctl), mask(with_skiffctl));
-    let dir = std::env::temp_dir();
-    std::fs::write(
-        dir.join(format!("skiffctl-transcript-{label}-etcdctl.txt")),
-        &a,
-    )
-    .ok();
-    std::fs::write(
-        dir.join(format!("skiffctl-transcript-{label}-skiffctl.txt")),
-        &b,
-    )
-    .ok();
-    let report = diff(&a, &b);
-    assert!(
-        report.is_empty(),
-        "{label}: masked transcripts differ (full texts in {}):\n{report}",
-        dir.display()
-    );
+    assert_identical(&a, &b, label);
     for s in shows {
         assert!(a.contains(s), "{label}: expected {s:?} in:\n{a}");
     }
