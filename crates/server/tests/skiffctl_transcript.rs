@@ -682,34 +682,6 @@ async fn skiffctl_matches_etcdctl_against_three_skiff_members() {
     );
 }
 
-/// Runs `steps` with `sh -c`, the variables `vars` set: the transcript (stdout, stderr
-/// and exit code of every step).
-fn run_env(steps: &[&str], vars: &[(&str, String)]) -> String {
-    let mut out = String::new();
-    for step in steps {
-        let result = Command::new("sh")
-            .arg("-c")
-            .arg(step)
-            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("ETCDCTL_API", "3")
-            .env_remove("ETCDCTL_ENDPOINTS")
-            .env_remove("ETCDCTL_WRITE_OUT")
-            .env_remove("ETCDCTL_USER")
-            .env_remove("ETCDCTL_PASSWORD")
-            .env_remove("ETCDCTL_CACERT")
-            .env_remove("ETCDCTL_CERT")
-            .env_remove("ETCDCTL_KEY")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run sh");
-        out.push_str(&format!("$ {step}\n"));
-        out.push_str(&String::from_utf8_lossy(&result.stdout));
-        out.push_str(&String::from_utf8_lossy(&result.stderr));
-        out.push_str(&format!("[exit {}]\n", result.status.code().unwrap_or(-1)));
-    }
-    out
-}
-
 /// Compares two section transcripts after [`mask`]; each of `shows` must appear in
 /// the masked transcript (the comparison cannot pass on two runs that did nothing).
 fn check_section(with_etcdctl: &str, with_skiffctl: &str, label: &str, shows: &[&str]) {
@@ -732,7 +704,7 @@ fn auth_run(kind: Kind, ctl: &str, client: u16) -> String {
         server.endpoint()
     );
     let vars = [("R", format!("{e} --user root:rootpw")), ("E", e)];
-    let out = run_env(AUTH_SCRIPT, &vars);
+    let out = common::sh_transcript(AUTH_SCRIPT, &vars);
     drop(server);
     out
 }
@@ -805,7 +777,7 @@ fn tls_run(kind: Kind, ctl: &str, client: u16, pki_dir: &Path) -> String {
         ("H", format!("{ctl} --endpoints=127.0.0.1:{client} {flags}")),
         ("P", pki_dir.to_str().expect("utf-8 path").to_string()),
     ];
-    let out = run_env(TLS_SCRIPT, &vars);
+    let out = common::sh_transcript(TLS_SCRIPT, &vars);
     drop(server);
     out
 }

@@ -100,25 +100,6 @@ impl Drop for Server {
     }
 }
 
-/// Runs shell steps with `vars` set; the transcript of stdout, stderr and exit codes.
-fn run(steps: &[&str], vars: &[(&str, String)]) -> String {
-    let mut out = String::new();
-    for step in steps {
-        let result = Command::new("sh")
-            .arg("-c")
-            .arg(step)
-            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("ETCDCTL_API", "3")
-            .output()
-            .expect("run sh");
-        out.push_str(&format!("$ {step}\n"));
-        out.push_str(&String::from_utf8_lossy(&result.stdout));
-        out.push_str(&String::from_utf8_lossy(&result.stderr));
-        out.push_str(&format!("[exit {}]\n", result.status.code().unwrap_or(-1)));
-    }
-    out
-}
-
 /// Masks what legitimately differs between two servers.
 fn mask(transcript: &str) -> String {
     let rules: &[(&str, &str)] = &[
@@ -245,7 +226,7 @@ fn mtls_transcript(bin: &str, port: u16, dir: &Path, pki: &Pki, rogue: &Pki) -> 
         ("URL", url.clone()),
         ("PORT", port.to_string()),
     ];
-    run(MTLS_STEPS, &vars)
+    common::sh_transcript(MTLS_STEPS, &vars)
 }
 
 /// Issue 13: etcdctl and curl against `--client-cert-auth` on an `https` client URL.
@@ -318,7 +299,7 @@ fn auto_tls_transcript_matches_etcd() {
                 dir.path().join(format!("data-{port}")).to_str().unwrap().to_string(),
             ),
         ];
-        out.push(run(steps, &vars));
+        out.push(common::sh_transcript(steps, &vars));
     }
     assert_same("tls-auto", &out[0], &out[1]);
     let s = mask(&out[1]);
@@ -661,7 +642,7 @@ fn crl_and_allowed_hostname_match_etcd() {
             ("CA", ca.clone()),
             ("URL", url),
         ];
-        out.push(run(steps, &vars));
+        out.push(common::sh_transcript(steps, &vars));
     }
     assert_same("tls-crl-hostname", &out[0], &out[1]);
     let s = mask(&out[1]);
@@ -900,7 +881,7 @@ fn cn_transcript(bin: &str, port: u16, dir: &Path, pki: &Pki) -> String {
         ),
         ("URL", url),
     ];
-    run(CN_STEPS, &vars)
+    common::sh_transcript(CN_STEPS, &vars)
 }
 
 /// Issue 13, etcd's CN auth: with `--client-cert-auth`, a gRPC call without a token

@@ -501,3 +501,32 @@ impl Drop for Member {
         }
     }
 }
+
+/// Runs each of `steps` with `sh -c`, `vars` set (etcdctl speaking v3, no `ETCDCTL_*`
+/// setting inherited from the caller's environment, stdin empty): the transcript of
+/// every step, its stdout, stderr and exit code.
+pub fn sh_transcript(steps: &[&str], vars: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    for step in steps {
+        let result = Command::new("sh")
+            .arg("-c")
+            .arg(step)
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("ETCDCTL_API", "3")
+            .env_remove("ETCDCTL_ENDPOINTS")
+            .env_remove("ETCDCTL_WRITE_OUT")
+            .env_remove("ETCDCTL_USER")
+            .env_remove("ETCDCTL_PASSWORD")
+            .env_remove("ETCDCTL_CACERT")
+            .env_remove("ETCDCTL_CERT")
+            .env_remove("ETCDCTL_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sh");
+        out.push_str(&format!("$ {step}\n"));
+        out.push_str(&String::from_utf8_lossy(&result.stdout));
+        out.push_str(&String::from_utf8_lossy(&result.stderr));
+        out.push_str(&format!("[exit {}]\n", result.status.code().unwrap_or(-1)));
+    }
+    out
+}
