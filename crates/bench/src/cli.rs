@@ -89,12 +89,18 @@ pub enum Command {
     TxnPut(TxnPutOpts),
     /// Latency from a put to its event arriving on every watcher.
     WatchLatency(WatchOpts),
-    /// Lease keep-alive round trips (one lease and one keep-alive stream per client).
+    /// Lease keep-alive round trips (one lease and one keep-alive stream per client, or
+    /// the leases of --ids-file shared out over the clients' streams).
     LeaseKeepalive(LeaseOpts),
+    /// Grant --total leases and write their IDs to --ids-file (for lease-keepalive).
+    LeaseGrant(LeaseGrantOpts),
     /// Mixed reads and writes over a key space.
     Mixed(MixedOpts),
     /// fdatasync latency of a directory's filesystem (what a WAL append waits for).
     Fdatasync(FdatasyncOpts),
+    /// Draw requests/s against clients from a CSV (system,workload,clients,requests_per_s)
+    /// as a PNG line chart; connects to nothing.
+    Plot(PlotOpts),
 }
 
 /// Key and value shape, shared by the writing subcommands.
@@ -112,6 +118,10 @@ pub struct KeyOpts {
     /// Walk the key space in order instead of picking keys at random.
     #[arg(long)]
     pub sequential_keys: bool,
+    /// With --sequential-keys, the first key number written (e.g. to add keys
+    /// [start, key-space-size) after loading [0, start)).
+    #[arg(long, default_value_t = 0)]
+    pub key_start: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -151,9 +161,14 @@ pub struct WatchOpts {
     /// Number of watch streams (spread over the connections).
     #[arg(long, default_value_t = 10)]
     pub streams: usize,
-    /// Watchers on each stream, all on the same key.
+    /// Watchers on each stream.
     #[arg(long, default_value_t = 10)]
     pub watchers_per_stream: usize,
+    /// Distinct keys watched: watcher j (counting over all streams) watches key j mod
+    /// --keys, and put i writes key i mod --keys, so each put reaches
+    /// streams x watchers-per-stream / keys watchers.
+    #[arg(long, default_value_t = 1)]
+    pub keys: usize,
     /// Value size in bytes.
     #[arg(long, default_value_t = 8)]
     pub val_size: usize,
@@ -164,6 +179,37 @@ pub struct LeaseOpts {
     /// TTL of each client's lease, in seconds.
     #[arg(long, default_value_t = 60)]
     pub ttl: i64,
+    /// Keep alive the leases listed in this file (one ID a line, as lease-grant writes)
+    /// instead of granting one per client.
+    #[arg(long)]
+    pub ids_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LeaseGrantOpts {
+    /// TTL of each lease, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub ttl: i64,
+    /// Where the granted IDs are written, one a line.
+    #[arg(long)]
+    pub ids_file: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlotOpts {
+    /// CSV with a header line and columns system,workload,clients,requests_per_s; one line
+    /// is drawn per (system, workload).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// PNG file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TrueType font for the labels.
+    #[arg(long, default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")]
+    pub font: PathBuf,
+    /// Chart title.
+    #[arg(long, default_value = "requests/s vs clients")]
+    pub title: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -281,12 +327,17 @@ impl Cli {
                 if o.put_rate == 0 {
                     bail!("--put-rate must be at least 1");
                 }
+                if o.keys == 0 || o.keys > o.streams * o.watchers_per_stream {
+                    bail!("--keys must be between 1 and streams x watchers-per-stream");
+                }
             }
-            Command::LeaseKeepalive(o) => {
-                if o.ttl <= 0 {
+            Command::LeaseKeepalive(LeaseOpts { ttl, .. })
+            | Command::LeaseGrant(LeaseGrantOpts { ttl, .. }) => {
+                if *ttl <= 0 {
                     bail!("--ttl must be positive");
                 }
             }
+            Command::Plot(_) => {}
             Command::Mixed(o) => {
                 check_keys(&o.keys)?;
                 if !(0.0..=1.0).contains(&o.read_ratio) {
@@ -410,6 +461,9 @@ mod tests {
         ])
         .expect("watch");
         parse(&["lease-keepalive"]).expect("lease");
+        parse(&["lease-keepalive", "--ids-file", "ids"]).expect("lease with ids");
+        parse(&["lease-grant", "--ids-file", "ids", "--ttl", "30"]).expect("lease-grant");
+        parse(&["plot", "--input", "a.csv", "--out", "a.png"]).expect("plot");
         parse(&["mixed", "--read-ratio", "0.9", "--key-space-size", "10"]).expect("mixed");
         parse(&["fdatasync", "--dir", "bench/tmp", "--count", "3"]).expect("fdatasync");
     }
@@ -428,6 +482,8 @@ mod tests {
         );
         assert!(msg(&["txn-put", "--txn-ops", "5", "--key-space-size", "2"]).contains("distinct"));
         assert!(msg(&["mixed", "--read-ratio", "1.5"]).contains("--read-ratio"));
+        assert!(msg(&["watch-latency", "--streams", "2", "--watchers-per-stream", "2", "--keys", "5"]).contains("--keys"));
+        assert!(msg(&["lease-grant", "--ids-file", "f", "--ttl", "0"]).contains("--ttl"));
         assert!(msg(&["--endpoints", "https://h:1", "put"]).contains("TLS"));
         assert!(msg(&["--endpoints", "localhost", "put"]).contains("port"));
         assert!(msg(&["--endpoints", "unix://x:1", "put"]).contains("scheme"));

@@ -11,6 +11,7 @@ pub struct KeyGen {
     size: usize,
     space: u64,
     sequential: bool,
+    start: u64,
 }
 
 impl KeyGen {
@@ -20,13 +21,21 @@ impl KeyGen {
             size,
             space: space.max(1),
             sequential,
+            start: 0,
         }
     }
 
-    /// The key for request number `idx`: `idx mod space` if sequential, else random.
+    /// Sequential keys begin at number `start` instead of 0 (to add keys after a load).
+    pub fn starting_at(mut self, start: u64) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// The key for request number `idx`: `(start + idx) mod space` if sequential, else
+    /// random.
     pub fn number(&self, idx: u64, rng: &mut impl Rng) -> u64 {
         if self.sequential {
-            idx % self.space
+            self.start.wrapping_add(idx) % self.space
         } else {
             rng.random_range(0..self.space)
         }
@@ -74,6 +83,9 @@ mod tests {
         let s = KeyGen::new(8, 3, true);
         let seq: Vec<u64> = (0..6).map(|i| s.number(i, &mut rng)).collect();
         assert_eq!(seq, vec![0, 1, 2, 0, 1, 2]);
+        let from = KeyGen::new(8, 5, true).starting_at(3);
+        let seq: Vec<u64> = (0..4).map(|i| from.number(i, &mut rng)).collect();
+        assert_eq!(seq, vec![3, 4, 0, 1]);
         let r = KeyGen::new(8, 3, false);
         assert!((0..1000).all(|i| r.number(i, &mut rng) < 3));
         assert_eq!(value(256).len(), 256);

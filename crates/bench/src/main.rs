@@ -9,6 +9,7 @@
 mod cli;
 mod conn;
 mod keys;
+mod plot;
 mod progress;
 mod rate;
 mod report;
@@ -51,6 +52,10 @@ fn main() -> ExitCode {
 
 fn real_main(cli: &mut Cli) -> Result<ExitCode> {
     cli.validate()?;
+    if let cli::Command::Plot(o) = &cli.command {
+        plot::run(o)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

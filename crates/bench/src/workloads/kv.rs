@@ -54,7 +54,8 @@ pub fn put_workers(g: &GlobalOpts, o: &PutOpts, conns: &[Client]) -> Vec<PutWork
                 o.keys.key_size,
                 o.keys.key_space_size,
                 o.keys.sequential_keys,
-            ),
+            )
+            .starting_at(o.keys.key_start),
             value: value.clone(),
             rng: SmallRng::from_rng(&mut rand::rng()),
         })
@@ -121,7 +122,8 @@ pub fn txn_workers(g: &GlobalOpts, o: &TxnPutOpts, conns: &[Client]) -> Vec<TxnW
                 o.keys.key_size,
                 o.keys.key_space_size,
                 o.keys.sequential_keys,
-            ),
+            )
+            .starting_at(o.keys.key_start),
             ops: o.txn_ops,
             value: value.clone(),
             rng: SmallRng::from_rng(&mut rand::rng()),
@@ -169,7 +171,8 @@ pub fn mixed_workers(g: &GlobalOpts, o: &MixedOpts, conns: &[Client]) -> Vec<Mix
                 o.keys.key_size,
                 o.keys.key_space_size,
                 o.keys.sequential_keys,
-            ),
+            )
+            .starting_at(o.keys.key_start),
             value: value.clone(),
             read_ratio: o.read_ratio,
             read_options: get_options(None, o.consistency),

@@ -27,12 +27,14 @@ use crate::stats::summarize;
 /// Runs the subcommand selected on the command line.
 pub async fn run(cli: &Cli) -> Result<Report> {
     let g = &cli.global;
-    if let Command::Fdatasync(o) = &cli.command {
-        return fdatasync::run(o);
+    match &cli.command {
+        Command::Fdatasync(o) => return fdatasync::run(o),
+        Command::Plot(_) => anyhow::bail!("plot is not a workload"),
+        _ => {}
     }
     let conns = connect_all(g).await?;
     match &cli.command {
-        // Already returned above; kept so the match stays exhaustive without a panic.
+        // Already handled above; kept so the match stays exhaustive without a panic.
         Command::Fdatasync(o) => fdatasync::run(o),
         Command::WatchLatency(o) => watch::run(g, o, conns).await,
         Command::Put(o) => drive("put", g, kv::put_workers(g, o, &conns)).await,
@@ -43,6 +45,18 @@ pub async fn run(cli: &Cli) -> Result<Report> {
             let workers = lease::workers(g, o, &conns).await?;
             drive("lease-keepalive", g, workers).await
         }
+        Command::LeaseGrant(o) => {
+            let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let report = drive(
+                "lease-grant",
+                g,
+                lease::grant_workers(g, o, &conns, &granted),
+            )
+            .await?;
+            lease::write_ids(&o.ids_file, &granted)?;
+            Ok(report)
+        }
+        Command::Plot(_) => anyhow::bail!("plot is not a workload"),
     }
 }
 
