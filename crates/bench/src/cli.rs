@@ -205,7 +205,10 @@ pub struct PlotOpts {
     #[arg(long)]
     pub out: PathBuf,
     /// TrueType font for the labels.
-    #[arg(long, default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")]
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
     pub font: PathBuf,
     /// Chart title.
     #[arg(long, default_value = "requests/s vs clients")]
@@ -482,7 +485,16 @@ mod tests {
         );
         assert!(msg(&["txn-put", "--txn-ops", "5", "--key-space-size", "2"]).contains("distinct"));
         assert!(msg(&["mixed", "--read-ratio", "1.5"]).contains("--read-ratio"));
-        assert!(msg(&["watch-latency", "--streams", "2", "--watchers-per-stream", "2", "--keys", "5"]).contains("--keys"));
+        assert!(msg(&[
+            "watch-latency",
+            "--streams",
+            "2",
+            "--watchers-per-stream",
+            "2",
+            "--keys",
+            "5"
+        ])
+        .contains("--keys"));
         assert!(msg(&["lease-grant", "--ids-file", "f", "--ttl", "0"]).contains("--ttl"));
         assert!(msg(&["--endpoints", "https://h:1", "put"]).contains("TLS"));
         assert!(msg(&["--endpoints", "localhost", "put"]).contains("port"));

@@ -119,9 +119,7 @@ pub fn run(o: &PlotOpts) -> Result<()> {
             position(&workloads, workload).unwrap_or(0),
         );
         chart
-            .draw_series(
-                LineSeries::new(points.iter().copied(), c.stroke_width(2)).point_size(4),
-            )
+            .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)).point_size(4))
             .map_err(|e| err(&e))?
             .label(format!("{system} {workload}"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));

@@ -160,7 +160,10 @@ pub async fn run(g: &GlobalOpts, o: &WatchOpts, conns: Vec<Client>) -> Result<Re
             .sum();
         expected_total += expected;
         let names: Vec<String> = idx.iter().map(|&k| key_name(&base, k)).collect();
-        streams.push((open_stream(&conns[s % conns.len()], &names).await?, expected));
+        streams.push((
+            open_stream(&conns[s % conns.len()], &names).await?,
+            expected,
+        ));
     }
 
     let sent: SendTimes = Arc::new(Mutex::new(vec![Vec::new(); o.keys]));
@@ -218,7 +221,10 @@ pub async fn run(g: &GlobalOpts, o: &WatchOpts, conns: Vec<Client>) -> Result<Re
     // Best effort: leave no benchmark key behind.
     let prefix = format!("{base}/");
     let _ = kv
-        .delete(prefix.as_str(), Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .delete(
+            prefix.as_str(),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
         .await;
 
     let mut by_kind = BTreeMap::new();
