@@ -20,7 +20,7 @@
 #   --bench-bin   skiff-bench binary (default: built with cargo build --release)
 #   --rounds N    rounds of the per-round workloads (default 3); figures are medians
 #   --big         key-count cost rows at 1,000,000 and 3,000,000 keys (default 100,000
-#                 and 300,000); 100k and 1M/10k-watcher/lease rows are unchanged
+#                 and 300,000); every other row is the same either way
 #   --quick       every total, watcher, lease and key count cut by 10x or more: checks
 #                 the script itself, not for RESULTS.md
 #   --members N   members per cluster, 3 (default, the standard layout) or 1
@@ -102,6 +102,7 @@ keys=$((100000 / d))                        # the standard load/snapshot/restart
 watchers_a=$((10000 / d)) watchers_b=$((100000 / d))
 leases_a=$((10000 / d)) leases_b=$((100000 / d))
 cost_puts=$((200 / d))                      # puts delivered to the watchers, at 20/s
+lease_secs=$((20 / d))                      # each lease kept alive once in this time
 keys_a=$((100000 / d)) keys_b=$((300000 / d))
 if [ "$big" = 1 ]; then keys_a=$((1000000 / d)) keys_b=$((3000000 / d)); fi
 
@@ -121,6 +122,7 @@ first_pass=0
 
 # --- workloads: id | description | global flags | subcommand ----------------------
 conns_for() { local c=$(($1 / 10)); echo $((c < 1 ? 1 : c)); }
+plural() { if [ "$1" = 1 ]; then echo "$1 $2"; else echo "$1 $2s"; fi; } # n noun
 put_sub() { echo "put --key-size 8 --val-size $1 --sequential-keys --key-space-size $2"; }
 workloads=(
   "put-1|put, 1 client, 1 conn, leader|--conns 1 --clients 1 --total $t_one --target-leader|$(put_sub 256 100000)"
@@ -138,8 +140,8 @@ workloads=(
 scaling=()
 for c in 1 10 100; do
   total=$t_many; [ "$c" = 1 ] && total=$t_one; [ "$c" = 10 ] && total=$t_ten
-  workloads+=("put-c$c|put, $c client(s), $(conns_for "$c") conn(s), all members|--conns $(conns_for "$c") --clients $c --total $total|$(put_sub 256 100000)")
-  workloads+=("range-l-c$c|range linearizable, $c client(s), $(conns_for "$c") conn(s), all members|--conns $(conns_for "$c") --clients $c --total $total|range benchkey --consistency l")
+  workloads+=("put-c$c|put, $(plural "$c" client), $(plural "$(conns_for "$c")" conn), all members|--conns $(conns_for "$c") --clients $c --total $total|$(put_sub 256 100000)")
+  workloads+=("range-l-c$c|range linearizable, $(plural "$c" client), $(plural "$(conns_for "$c")" conn), all members|--conns $(conns_for "$c") --clients $c --total $total|range benchkey --consistency l")
   scaling+=("put|$c|put-c$c" "range-l|$c|range-l-c$c")
 done
 scaling+=("put|1000|put-1000-all" "range-l|1000|range-l")
@@ -194,29 +196,32 @@ run_standard() { # dir side bin: standard + scaling workloads, then 100k-key loa
   stop_cluster
 }
 
-# Watchers and leases, on a fresh cluster so that RSS growth is theirs alone.
+# Watchers and leases, each count on a fresh cluster so that RSS growth is theirs alone.
 # Watchers: 100 streams; 1000 watchers per key (watcher j watches key j mod keys), so
 # each put reaches 1000 watchers whatever the total; $cost_puts puts at 20/s.
-# Leases: granted up front (TTL 600 s, not measured), then each kept alive once by
-# streams (100 over 10 conns) at leases/10 per second (a 10 s run whatever the count).
+# Leases: granted up front (TTL 600 s, its own row), then each kept alive once by 100
+# streams over 10 conns within $lease_secs s (20 s: the cadence of clients that renew
+# TTL-60 leases every TTL/3), at a fixed rate whatever the count.
 cost_watch_cmd() { # watchers
   local n=$1 k=$(($1 / 1000)); [ "$k" -lt 1 ] && k=1
   echo "--conns 10|watch-latency --put-total $cost_puts --put-rate 20 --streams 100 --watchers-per-stream $((n / 100)) --keys $k --val-size 256"
 }
-run_cost() { # dir side bin
+run_cost() { # dir side bin: each count on its own fresh cluster
   local dir=$1 side=$2 bin=$3 n g s
-  start_fresh "$dir" "$side" "$side-cost" "$bin" || return 0
   for n in "$watchers_a" "$watchers_b"; do
+    start_fresh "$dir" "$side" "$side-cost" "$bin" || return 0
     echo "== $side: $n watchers" >&2
     IFS='|' read -r g s <<<"$(cost_watch_cmd "$n")"
     run_bench "$dir" "$side" "watchers-$n" "$g" "$s" 1
+    stop_cluster
   done
   for n in "$leases_a" "$leases_b"; do
+    start_fresh "$dir" "$side" "$side-cost" "$bin" || return 0
     echo "== $side: $n leases" >&2
     run_bench "$dir" "$side" "grant-$n" "--conns 10 --clients 100 --total $n" "lease-grant --ttl 600 --ids-file $work/leases.ids"
-    run_bench "$dir" "$side" "leases-$n" "--conns 10 --clients 100 --total $n --rate $((n / 10))" "lease-keepalive --ids-file $work/leases.ids" 1
+    run_bench "$dir" "$side" "leases-$n" "--conns 10 --clients 100 --total $n --rate $((n / lease_secs))" "lease-keepalive --ids-file $work/leases.ids" 1
+    stop_cluster
   done
-  stop_cluster
 }
 
 # Key-count cost, one round: load keys_a, RSS, crash/restart; load up to keys_b, again.

@@ -3,6 +3,8 @@
 # Uses the caller's globals: members, work, eps, cluster, client_ports, peer_ports,
 # bench_bin; keeps the running members' PIDs in `pids` and background samplers in
 # `samplers`. Every process it starts it stops by PID (cleanup on exit).
+# The globals above are set by compare.sh, which sources this file:
+# shellcheck shell=bash disable=SC2154
 
 pids=()
 samplers=()

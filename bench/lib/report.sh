@@ -6,6 +6,9 @@
 # succeeded; the "per round" columns list every round's value ("–" = failed, see
 # Failures), so the spread is visible. A figure that could not be measured is printed as
 # the reason, never as a number.
+# The globals (work, rounds, workloads, sizes, ...) are set by compare.sh, which sources
+# this file:
+# shellcheck shell=bash disable=SC2154
 
 fmt() { # number digits
   awk -v x="$1" -v d="$2" 'BEGIN{printf "%.*f", d, x}'
@@ -93,10 +96,10 @@ q_p50='.percentiles[]|select(.percent==50)|.latency_s*1000|.*1000|round/1000'
 q_p99='.percentiles[]|select(.percent==99)|.latency_s*1000|.*1000|round/1000'
 
 make_rows() {
-  local w id desc g s n
+  local w id desc n
   row_dirs=(); for ((k = 1; k <= rounds; k++)); do row_dirs+=("r$k"); done
   for w in "${workloads[@]}"; do
-    IFS='|' read -r id desc g s <<<"$w"
+    IFS='|' read -r id desc _ <<<"$w"
     if [ "$id" = watch ]; then
       row "$desc: event latency p50 (ms)" lower v_json "$id" "$q_p50"
       row "$desc: event latency p99 (ms)" lower v_json "$id" "$q_p99"
@@ -123,7 +126,8 @@ make_rows() {
     row "$wd: event latency p99 (ms)" lower v_json "watchers-$n" "$q_p99"
   done
   for n in "$leases_a" "$leases_b"; do
-    local ld="$n leases, each kept alive once at $((n / 10))/s (100 streams, 10 conns)"
+    row "$n leases granted (lease-grant, 100 clients, 10 conns): grants/s" higher v_json "grant-$n" "$q_rps"
+    local ld="$n leases, each kept alive once at $((n / lease_secs))/s (100 streams, 10 conns)"
     row "$ld: keep-alives/s" higher v_json "leases-$n" "$q_rps"
     row "$ld: members' CPU per second (ms)" lower v_cpu_per_s "leases-$n"
     row "$ld: members' CPU per 1000 keep-alives (ms)" lower v_cpuk "leases-$n"
@@ -240,8 +244,8 @@ Each member: \`BIN --name mN --data-dir DIR --listen-client-urls http://127.0.0.
 --initial-advertise-peer-urls http://127.0.0.1:PEER --initial-cluster $cluster
 --initial-cluster-state new --initial-cluster-token bench-SIDE\` (a restart reuses the
 same command on the existing data dirs). Per round and side: one fresh cluster for the
-workloads, the $keys-key load, snapshot and restart; another fresh one for the watcher
-and lease rows. The key-count rows use a third fresh cluster per side.
+workloads, the $keys-key load, snapshot and restart; a fresh one for each watcher and
+lease count. The key-count rows use one more fresh cluster per side.
 
 Range keys: \`etcdctl --endpoints $eps put benchkey <256 B value>\` (and benchkey4k,
 benchkey64k with 4 KiB and 64 KiB values).
@@ -256,15 +260,20 @@ of the probe each time (a few ms) and an election.
 Members' CPU: utime + stime of the member processes (from /proc) over each run,
 per 1000 successful requests (or per second of the run); it excludes the load generator,
 which shares the same cores. Load generator's CPU: its own user + system time over the
-whole process (GNU time), so it includes connecting and, for lease rows, nothing else.
+whole process (GNU time), so it includes connecting and setting up (opening watchers,
+keep-alive streams).
 RSS: VmRSS of the member processes summed, sampled every 0.5 s during the workloads
 (peak) and once 2 s after loading keys; for the watcher and lease rows sampled every
 0.2 s during that run (peak; growth = peak minus the sum just before the run).
-Watchers: 100 watch streams over 10 conns; watcher j watches key j mod (watchers/1000),
+Watchers: each count on a fresh cluster, 100 watch streams over 10 conns; watcher j watches key j mod (watchers/1000),
 so each put fans out to 1000 watchers whatever the total (100k watchers on one key would
 make each put 100k events, which measures event fan-out, not holding watchers).
-Leases: granted first (\`lease-grant\`, TTL 600 s, 100 clients, not in the measured run),
-then \`lease-keepalive --ids-file\` keeps each alive once at leases/10 per second.
+Leases: each count on a fresh cluster, granted first (\`lease-grant\`, TTL 600 s, 100
+clients; its own row), then \`lease-keepalive --ids-file\` keeps each alive once at
+leases/$lease_secs per second (every lease once in $lease_secs s; 20 s in a full run, the
+cadence of clients renewing TTL-60 leases every TTL/3); where the achieved
+keep-alives/s falls short of that, the members were saturated and the per-second CPU is
+all they could give.
 fdatasync: \`skiff-bench fdatasync --dir $(shown "$work") --count 300\`.
 
 Load generator runs (each with \`-w json\`, the same for both sides):
