@@ -11,6 +11,7 @@
 # and a table of etcd vs Skiff whose figures are the medians of the rounds (each round's
 # value alongside), with ratios; and bench/scaling.png (requests/s vs clients). Without a
 # Skiff binary the Skiff column says "not run (no skiff binary)": no figure is invented.
+# A full run (--big, 3 rounds) takes roughly 50 minutes on 2 cores; --quick a few.
 #
 # Usage: bench/compare.sh [--skiff-bin PATH] [--etcd-bin PATH] [--bench-bin PATH]
 #                         [--rounds N] [--big] [--quick] [--members N] [--aa]
@@ -67,7 +68,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --plot) plot=$2; shift 2 ;;
     --work-dir) work=$2; shift 2 ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -157,7 +157,7 @@ make_plot() {
     done
   done
   plot_md=""
-  if "$bench_bin" plot --input "$csv" --out "$plot" --title "requests/s vs clients (median of $rounds rounds, 256 B values)" 2>"$work/plot.err"; then
+  if "$bench_bin" plot --input "$csv" --out "$plot" --title "requests/s vs clients (median of $(plural "$rounds" round), 256 B values)" 2>"$work/plot.err"; then
     local link; link=$(shown "$plot"); [ "$(dirname "$plot")" = "$(dirname "$out")" ] && link=$(basename "$plot")
     plot_md="![requests/s vs clients, etcd 3.4 and $second_label, put and linearizable range]($link)"
   else
@@ -221,7 +221,7 @@ load generator runs on the same cores as the members and takes a share of them: 
 
 $members member(s) on loopback each side (clients 127.0.0.1:${client_ports[0]}.., peers :${peer_ports[0]}..),
 started with the same etcd flags, data dirs on the same filesystem, one cluster after the
-other. Key 8 B, value 256 B unless a row says otherwise. $rounds round(s), the order
+other. Key 8 B, value 256 B unless a row says otherwise. $(plural "$rounds" round), the order
 alternating ($order). Each figure is the **median** of the rounds; the last two columns
 give every round's value (– = that run failed, see Failures). Rows starting "one round"
 were run once per side, after the rounds. Ratio = $second_label ÷ etcd of the medians
