@@ -17,6 +17,14 @@
 //! disagree with the client's), split into frames no larger than HTTP/2's default
 //! maximum frame size.
 //!
+//! The first header block that carries an `:authority` decides for the connection: a
+//! client sends one authority on all of a connection's requests (a gRPC channel has
+//! one target; Go's HTTP/2 client pools connections per authority), so when that one
+//! needs no rewrite the wrapper steps aside for good and the connection's bytes reach
+//! the server with no decoding and no copy. Decoding every block of every connection
+//! cost the member about a fifth of its CPU under many small requests (the profile is in
+//! `bench/PROFILE.md`).
+//!
 //! Guarantees: bytes that are not header blocks are passed through unchanged and in
 //! order; a connection that is not HTTP/2 with prior knowledge is not touched; a
 //! header block the decoder cannot read is passed through as it is (the HTTP/2 server
@@ -53,8 +61,11 @@ enum Mode {
     Start,
     /// Not HTTP/2 with prior knowledge: everything passes untouched.
     Opaque,
-    /// HTTP/2 frames, header blocks passed as they came.
+    /// HTTP/2 frames, header blocks passed as they came, until one carries an
+    /// `:authority`.
     Frames,
+    /// The connection's authority needed no rewrite: bytes pass straight through.
+    Passthrough,
     /// HTTP/2 frames, header blocks re-encoded (a rewrite happened).
     Reencoding,
 }
@@ -112,7 +123,7 @@ impl<S> AuthorityFix<S> {
                     self.ready.put(self.raw.split_to(PREFACE.len()));
                     self.mode = Mode::Frames;
                 }
-                Mode::Opaque => {
+                Mode::Opaque | Mode::Passthrough => {
                     let all = self.raw.split();
                     self.ready.put(all);
                     return Ok(());
@@ -214,10 +225,12 @@ impl<S> AuthorityFix<S> {
             }
         };
         let mut rewritten = false;
+        let mut has_authority = false;
         let headers: Vec<(Vec<u8>, Vec<u8>)> = headers
             .into_iter()
             .map(|(name, value)| {
                 if name == b":authority" {
+                    has_authority = true;
                     if let Some(fixed) = strip_scheme(&value) {
                         rewritten = true;
                         return (name, fixed);
@@ -226,9 +239,16 @@ impl<S> AuthorityFix<S> {
                 (name, value)
             })
             .collect();
-        if rewritten && self.mode == Mode::Frames {
-            tracing::debug!("rewriting a URL :authority (an endpoint written as http://host:port)");
-            self.mode = Mode::Reencoding;
+        if self.mode == Mode::Frames {
+            if rewritten {
+                tracing::debug!(
+                    "rewriting a URL :authority (an endpoint written as http://host:port)"
+                );
+                self.mode = Mode::Reencoding;
+            } else if has_authority {
+                // The connection's authority is fine: stop decoding (see the module docs).
+                self.mode = Mode::Passthrough;
+            }
         }
         if self.mode != Mode::Reencoding {
             self.ready.put_slice(&block.original);
@@ -340,6 +360,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
+            if this.mode == Mode::Passthrough && this.ready.is_empty() && this.raw.is_empty() {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
             if !this.ready.is_empty() {
                 let n = this.ready.len().min(buf.remaining());
                 buf.put_slice(&this.ready[..n]);
@@ -512,6 +535,36 @@ mod tests {
     async fn a_plain_authority_passes_byte_for_byte() {
         let input = client_bytes("127.0.0.1:2379");
         assert_eq!(through(input.clone()).await, input);
+    }
+
+    #[tokio::test]
+    async fn a_plain_first_authority_hands_the_connection_over() {
+        // The first block decides; bytes after it are not parsed at all (a frame
+        // header that would be refused as too large while parsing passes untouched).
+        let mut input = client_bytes("127.0.0.1:2379");
+        input.extend_from_slice(&[0xff, 0xff, 0xff, HEADERS, 0, 0, 0, 0, 7]);
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut fixed = AuthorityFix::new(server);
+        client.write_all(&input).await.unwrap();
+        drop(client);
+        let mut out = Vec::new();
+        fixed.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, input);
+        assert_eq!(fixed.mode, Mode::Passthrough);
+    }
+
+    #[tokio::test]
+    async fn blocks_without_an_authority_do_not_decide() {
+        let mut e = hpack::Encoder::new();
+        let mut input = PREFACE.to_vec();
+        let plain = [(b":method".to_vec(), b"GET".to_vec())];
+        let block = e.encode(plain.iter().map(|(n, v)| (&n[..], &v[..])));
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
+        let h = request("http://127.0.0.1:2379", "/p");
+        let block = e.encode(h.iter().map(|(n, v)| (&n[..], &v[..])));
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &block));
+        let blocks = server_view(&through(input).await);
+        assert_eq!(blocks[1], request("127.0.0.1:2379", "/p"));
     }
 
     #[tokio::test]

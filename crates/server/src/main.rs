@@ -23,7 +23,18 @@ use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
 use tracing_subscriber::EnvFilter;
 
 /// Also the entry point of the `skiff-failpoints` binary (src/bin), hence `pub`.
+// glibc's malloc/free were a sixth of a member's CPU under a thousand clients (each
+// request allocates its frames, messages and futures on one worker and frees them on
+// another); mimalloc's per-thread free lists take most of that away (bench/PROFILE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub fn main() -> ExitCode {
+    // mimalloc asks for transparent huge pages, so a fresh allocation faults in and zeroes
+    // 2 MiB at a time: redb's allocator-state copy at each durable commit spent a third
+    // of its time there, holding the writer slot (bench/PROFILE.md). 4 KiB pages do not.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let args = normalize_args(std::env::args());
     let flags = match Flags::try_parse_from(args) {
         Ok(flags) => flags,

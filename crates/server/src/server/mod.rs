@@ -257,8 +257,7 @@ impl SpaceProbe for EtcdServer {
         };
         self.store
             .backend()
-            .size_bytes()
-            .unwrap_or(0)
+            .cached_size_bytes()
             .saturating_add(cost)
             < quota
     }

@@ -224,6 +224,7 @@ impl Backend {
         })?;
         sync_dir(&self.path)?;
         let size = self.size_bytes()?;
+        self.size.store(size, std::sync::atomic::Ordering::Relaxed);
         *self.db.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         {
             // Everything committed so far is in the new file, durably.
