@@ -230,6 +230,8 @@ impl Backend {
             // Everything committed so far is in the new file, durably.
             let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
             *last = Instant::now();
+            self.repair_saved
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             self.durable_index.fetch_max(
                 self.last_index.load(std::sync::atomic::Ordering::SeqCst),
                 std::sync::atomic::Ordering::SeqCst,

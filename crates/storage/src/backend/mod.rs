@@ -14,18 +14,19 @@
 //! Durable commits stay off the apply path: redb has one writer, and a durable commit
 //! holds it while the file's dirty pages are written back, so an apply that ran into one
 //! waited for every page written since the last (measured: 32-64 ms for 250 ms of
-//! single-client puts, the whole p99 of a put). [`Backend::sync`] first flushes the file
-//! with `fdatasync` on a descriptor of its own, outside the writer slot, while applies go
-//! on; the durable commit that follows finds little left to write. An apply commits
-//! durably itself only if no durable commit happened for [`INLINE_DURABLE_FACTOR`] times
-//! the interval (the maintenance thread is stuck or busy), so WAL release never lags
-//! unboundedly. Every apply writes the raft index it applied (the *consistent
-//! index*) into `meta` **in the same redb transaction** as its data, so after a crash the
-//! file holds the state of exactly some prefix of the log, tagged with the index of the
-//! last entry in that prefix. The WAL is fsynced before entries are applied (raft's rule),
-//! so it still holds every entry above that index; the server replays them, and
-//! [`crate::mvcc::KvStore::apply`] skips entries at or below the consistent index so a
-//! replay never applies anything twice. The only cost of a crash is replay time.
+//! single-client puts, the whole p99 of a put). The maintenance thread makes them
+//! ([`Backend::maintain_durability`]), once `durable_interval` has passed: it first
+//! flushes the file with `fdatasync` on a descriptor of its own, outside the writer slot,
+//! while applies go on, so the commit that follows finds little left to write. That
+//! commit saves redb's allocator state (quick repair: a crash then reopens at once rather
+//! than after redb walks the whole file) only when writes have been idle for
+//! [`IDLE_FOR_REPAIR`], because saving it holds the writer for tens of ms (two fsyncs and
+//! a ~1 MiB copy); an idle spell later saves it if the last durable commit did not. So a
+//! member that crashes in the middle of a write stream repairs its file at the next start
+//! (seconds for millions of keys), and one that crashes after its writes paused does not.
+//! An apply commits durably itself only if no durable commit happened for
+//! [`INLINE_DURABLE_FACTOR`] intervals (the maintenance thread is stuck), so WAL release
+//! never lags unboundedly.
 //! WAL segments may be released only up to [`Backend::durable_consistent_index`].
 //!
 //! # Snapshots
@@ -207,14 +208,12 @@ impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {
             cache_size: 64 << 20,
-            // A durable commit holds redb's writer slot while it saves the allocator state
-            // (quick repair, ~1 MiB) and fsyncs twice, so the applies behind it wait:
-            // 10-30 ms even after the presync took the written pages out of it (see the
-            // module docs). Every 5 s keeps those stalls well under 1% of a 100 writes/s
-            // stream (a watcher's p99). The price: a crash replays up to 5 s of writes
-            // from the WAL, and pages freed by non-durable commits wait up to 5 s before
-            // redb reuses them (the file grows by what 5 s of writes copy).
-            durable_interval: Duration::from_secs(5),
+            // A durable commit (from the maintenance thread, after a presync; see the
+            // module docs) holds redb's writer slot for one fsync of what was written
+            // since the presync, a few ms. Every second bounds what a crash replays from
+            // the WAL and how long pages freed by non-durable commits wait before redb
+            // may reuse them (the file grows by what a second of writes copies).
+            durable_interval: Duration::from_secs(1),
         }
     }
 }
@@ -236,11 +235,29 @@ pub struct Backend {
     defragmenting: Mutex<()>,
     /// The file's size after the last commit ([`Backend::cached_size_bytes`]).
     size: AtomicU64,
+    /// Whether the last durable commit saved the allocator state (a crash now reopens
+    /// quickly).
+    repair_saved: std::sync::atomic::AtomicBool,
+    /// When the last non-durable commit landed, in ms since `opened`.
+    last_lazy_ms: AtomicU64,
+    opened: Instant,
 }
 
 /// An apply commits durably itself after this many `durable_interval`s without a
-/// durable commit (normally the maintenance thread's [`Backend::sync`] comes first).
+/// durable commit (normally the maintenance thread's comes first).
 pub const INLINE_DURABLE_FACTOR: u32 = 4;
+
+/// Writes idle this long: a durable commit may take its time to save the allocator state.
+pub const IDLE_FOR_REPAIR: Duration = Duration::from_millis(100);
+
+/// How [`Backend::commit_as`] commits.
+#[derive(Clone, Copy, Debug)]
+enum Commit {
+    /// Visible at once, not fsynced.
+    Lazy,
+    /// fsynced; `save_repair` also saves redb's allocator state (quick repair).
+    Durable { save_repair: bool },
+}
 
 /// Receives the duration of each backend commit; see [`Backend::observe_commits`].
 pub type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
@@ -317,6 +334,9 @@ impl Backend {
             commit_observer: OnceLock::new(),
             defragmenting: Mutex::new(()),
             size: AtomicU64::new(0),
+            repair_saved: std::sync::atomic::AtomicBool::new(false),
+            last_lazy_ms: AtomicU64::new(0),
+            opened: Instant::now(),
         };
         let mut tx = be.begin_write()?;
         let found = {
@@ -391,23 +411,36 @@ impl Backend {
         Ok(self.current().begin_read()?)
     }
 
-    /// Commits `tx`, fsyncing if `force` or if `durable_interval` has passed since the last
-    /// durable commit. `index` is the consistent index the transaction wrote (0 if it did
-    /// not write one).
+    /// Commits `tx`: durably (fsynced, allocator state saved) if `force`, else without
+    /// fsync, unless no durable commit happened for [`INLINE_DURABLE_FACTOR`] intervals
+    /// (then durably, without the allocator state). `index` is the consistent index the
+    /// transaction wrote (0 if it did not write one).
     pub(crate) fn commit(
         &self,
-        mut tx: redb::WriteTransaction,
+        tx: redb::WriteTransaction,
         index: u64,
         force: bool,
     ) -> BResult<()> {
-        let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
-        let durable = force || last.elapsed() >= self.cfg.durable_interval * INLINE_DURABLE_FACTOR;
-        if durable {
-            tx.set_durability(Durability::Immediate);
-            // Saves allocator state with the commit so reopening after a crash is quick.
-            tx.set_quick_repair(true);
+        let mode = if force {
+            Commit::Durable { save_repair: true }
+        } else if self.since_durable() >= self.cfg.durable_interval * INLINE_DURABLE_FACTOR {
+            Commit::Durable { save_repair: false }
         } else {
-            tx.set_durability(Durability::None);
+            Commit::Lazy
+        };
+        self.commit_as(tx, index, mode)
+    }
+
+    fn commit_as(&self, mut tx: redb::WriteTransaction, index: u64, mode: Commit) -> BResult<()> {
+        let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
+        match mode {
+            Commit::Durable { save_repair } => {
+                tx.set_durability(Durability::Immediate);
+                // Saves the allocator state with the commit so that reopening after a
+                // crash is quick (see the module docs for when).
+                tx.set_quick_repair(save_repair);
+            }
+            Commit::Lazy => tx.set_durability(Durability::None),
         }
         // redb has one writer at a time: while `tx` is open no other commit can land, so
         // what `last_index` says now is exactly what this commit makes durable (reading it
@@ -428,15 +461,52 @@ impl Backend {
         if let Ok(m) = std::fs::metadata(&self.path) {
             self.size.store(m.len(), Ordering::Relaxed);
         }
-        if durable {
-            *last = Instant::now();
-            self.durable_index.fetch_max(covers, Ordering::SeqCst);
+        match mode {
+            Commit::Durable { save_repair } => {
+                *last = Instant::now();
+                self.durable_index.fetch_max(covers, Ordering::SeqCst);
+                self.repair_saved.store(save_repair, Ordering::SeqCst);
+            }
+            Commit::Lazy => self
+                .last_lazy_ms
+                .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed),
+        }
+        Ok(())
+    }
+
+    fn since_durable(&self) -> Duration {
+        self.last_durable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
+    /// How long no write committed (the maintenance thread's idea of "nobody waits").
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_lazy_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
+
+    /// The maintenance thread's part (see the module docs), called every few tens of ms:
+    /// a durable commit once `durable_interval` passed with something to make durable,
+    /// after a presync; it saves the allocator state only if writes are idle, and an
+    /// idle spell later saves it if the last durable commit did not.
+    pub fn maintain_durability(&self) -> BResult<()> {
+        if self.sync_due() {
+            self.presync()?;
+            let save_repair = self.idle_for() >= IDLE_FOR_REPAIR;
+            let tx = self.begin_write()?;
+            return self.commit_as(tx, 0, Commit::Durable { save_repair });
+        }
+        if !self.repair_saved.load(Ordering::SeqCst) && self.idle_for() >= IDLE_FOR_REPAIR {
+            let tx = self.begin_write()?;
+            return self.commit_as(tx, 0, Commit::Durable { save_repair: true });
         }
         Ok(())
     }
 
     /// Whether some commit is not durable yet and `durable_interval` has passed since the
-    /// last durable one (the maintenance thread then calls [`Backend::sync`]).
+    /// last durable one (the maintenance thread then makes one).
     pub fn sync_due(&self) -> bool {
         let last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
         last.elapsed() >= self.cfg.durable_interval
@@ -480,8 +550,8 @@ impl Backend {
         self.commit(tx, 0, true)
     }
 
-    /// Makes every commit so far durable (one fsync). Call before a snapshot and before
-    /// releasing WAL segments.
+    /// Makes every commit so far durable, allocator state saved. Call before a snapshot
+    /// and before releasing WAL segments.
     pub fn sync(&self) -> BResult<()> {
         self.presync()?;
         let tx = self.begin_write()?;
@@ -874,6 +944,58 @@ mod tests {
         assert_eq!(seen.len(), 4, "three applies and one sync: {seen:?}");
         // The durable commit fsyncs, so it is not free.
         assert!(seen[3] > Duration::ZERO);
+    }
+
+    fn lazy_put(be: &Backend, index: u64) {
+        let tx = be.begin_write().unwrap();
+        tx.open_table(Table::Lease.def())
+            .unwrap()
+            .insert(index.to_be_bytes().as_slice(), b"v".as_slice())
+            .unwrap();
+        be.commit(tx, index, false).unwrap();
+    }
+
+    /// Applies never commit durably themselves while the maintenance thread keeps pace;
+    /// its durable commit under a write stream skips the allocator state (which would
+    /// hold the writer), and the next idle spell saves it.
+    #[test]
+    fn durable_commits_save_the_allocator_state_only_while_writes_are_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BackendConfig {
+            durable_interval: Duration::from_millis(20),
+            ..BackendConfig::default()
+        };
+        let be = Backend::open(dir.path().join("a.db"), cfg).unwrap();
+        lazy_put(&be, 1);
+        assert_eq!(
+            be.durable_consistent_index(),
+            0,
+            "an apply never fsyncs at once"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+        lazy_put(&be, 2);
+        assert!(be.sync_due());
+        // Writes are not idle (the last one landed just now).
+        be.maintain_durability().unwrap();
+        assert_eq!(be.durable_consistent_index(), 2);
+        assert!(!be.repair_saved.load(Ordering::SeqCst));
+        // Nothing new to make durable, but the allocator state is not saved: the first
+        // idle spell does it.
+        std::thread::sleep(IDLE_FOR_REPAIR + Duration::from_millis(10));
+        assert!(!be.sync_due());
+        be.maintain_durability().unwrap();
+        assert!(be.repair_saved.load(Ordering::SeqCst));
+        // A stuck maintenance thread: after INLINE_DURABLE_FACTOR intervals an apply
+        // commits durably itself.
+        std::thread::sleep(Duration::from_millis(20) * INLINE_DURABLE_FACTOR);
+        lazy_put(&be, 3);
+        assert_eq!(be.durable_consistent_index(), 3);
+        drop(be);
+        let be = Backend::open(dir.path().join("a.db"), BackendConfig::default()).unwrap();
+        assert_eq!(
+            be.get(Table::Lease, &3u64.to_be_bytes()).unwrap(),
+            Some(b"v".to_vec())
+        );
     }
 
     /// Sets (or, with `None`, removes) the format version an open backend records.

@@ -1171,20 +1171,15 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 /// (applies never wait for that; see the backend's module docs), so the durable
 /// consistent index (and with it WAL release) never lags for long.
 fn compactor_loop(inner: Arc<Inner>, rx: mpsc::Receiver<i64>) {
-    let tick = inner
-        .cfg
-        .backend
-        .durable_interval
-        .clamp(Duration::from_millis(20), Duration::from_secs(2))
-        / 2;
+    // Often enough to notice an idle spell of `IDLE_FOR_REPAIR`.
+    let tick = (inner.cfg.backend.durable_interval / 2)
+        .clamp(Duration::from_millis(5), Duration::from_millis(50));
     loop {
         let mut target = match rx.recv_timeout(tick) {
             Ok(t) => t,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if inner.backend.sync_due() {
-                    if let Err(e) = inner.backend.sync() {
-                        warn!(error = %e, "periodic durable commit failed");
-                    }
+                if let Err(e) = inner.backend.maintain_durability() {
+                    warn!(error = %e, "periodic durable commit failed");
                 }
                 continue;
             }
@@ -1223,10 +1218,8 @@ fn physical_compact(inner: &Inner, target: i64) -> Result<bool> {
         }
         // Durable commits keep their pace during a long compaction (see the backend's
         // module docs: they stay off the apply path).
-        if inner.backend.sync_due() {
-            if let Err(e) = inner.backend.sync() {
-                warn!(error = %e, "periodic durable commit failed");
-            }
+        if let Err(e) = inner.backend.maintain_durability() {
+            warn!(error = %e, "periodic durable commit failed");
         }
         // No defragmentation copies the file while this batch removes rows.
         let gate = inner.space_gate.lock().unwrap_or_else(|p| p.into_inner());
