@@ -86,12 +86,17 @@ wait "$perf_l" "$perf_f" 2>/dev/null || true
 echo "# $workload on $(basename "$bin"): leader m$li, follower m$fi"
 grep -E "Requests/sec|50% in|99% in" "$work/bench.txt" || true
 echo "## leader backend commits (le seconds: count)"
-curl -s "$leader/metrics" | awk '/^etcd_disk_backend_commit_duration_seconds_bucket/{sub(/.*le="/,""); sub(/"}/,":"); printf "%s ", $0} END{print ""}'
+curl -s "$leader/metrics" | awk '/^etcd_disk_backend_commit_duration_seconds_bucket/{sub(/.*le="/,""); sub(/"}/,":"); printf "%s ", $0} END{print ""}' || true
+# The first N lines of a perf report (head closes the pipe early: not a failure).
+report() { # data sort lines
+  { perf report -i "$1" --no-children --sort "$2" -q -g none 2>/dev/null || true; } |
+    grep -v '^$' | head -"$3" | cut -c1-160 || true
+}
 for who in leader follower; do
   echo "## $who: samples by thread"
-  perf report -i "$work/$who.data" --no-children --sort comm -q -g none 2>/dev/null | grep -v '^$' | head -8
+  report "$work/$who.data" comm 8
   echo "## $who: by binary"
-  perf report -i "$work/$who.data" --no-children --sort dso -q -g none 2>/dev/null | grep -v '^$' | head -5
+  report "$work/$who.data" dso 5
   echo "## $who: top $top symbols (self)"
-  perf report -i "$work/$who.data" --no-children --sort sym -q -g none 2>/dev/null | grep -v '^$' | head -"$top" | cut -c1-160
+  report "$work/$who.data" sym "$top"
 done
