@@ -73,14 +73,16 @@ crash_restart() { # dir side datadir-name bin what
   else echo fail >"$dir/$side.$what"; fi
 }
 
-rss_kb() { # sum of VmRSS over the running members
-  local sum=0 kb
+sum_members() { # proc-file awk-program: one figure of each running member, summed
+  local sum=0 v
   for p in "${pids[@]}"; do
-    kb=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
-    sum=$((sum + ${kb:-0}))
+    v=$(awk "$2" "/proc/$p/$1" 2>/dev/null || echo 0)
+    sum=$((sum + ${v:-0}))
   done
   echo "$sum"
 }
+# shellcheck disable=SC2016 # an awk program, not shell
+rss_kb() { sum_members status '/^VmRSS:/{print $2}'; } # VmRSS summed
 start_sampler() { # file [interval_s]: keeps the peak of the members' summed RSS in file
   local f=$1 every=${2:-0.5}
   echo 0 >"$f"
@@ -94,14 +96,8 @@ stop_sampler() { # stops the most recently started sampler
 }
 
 clk_tck=$(getconf CLK_TCK)
-members_cpu_ticks() { # utime+stime of the running members, summed
-  local sum=0 t
-  for p in "${pids[@]}"; do
-    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
-    sum=$((sum + ${t:-0}))
-  done
-  echo "$sum"
-}
+# shellcheck disable=SC2016 # an awk program, not shell
+members_cpu_ticks() { sum_members stat '{print $14 + $15}'; } # utime+stime summed
 # One load generator run: $dir/$side.$id.{json,err,rc,cpu_s,gen_cpu_s}; with rss=1 also
 # .rss_before (members' summed RSS just before) and .rss_peak (sampled every 0.2 s).
 run_bench() { # dir side id globals sub [rss]

@@ -451,13 +451,18 @@ mod tests {
 
     /// Feeds `input` through the wrapper and returns what the server would read.
     async fn through(input: Vec<u8>) -> Vec<u8> {
+        through_to_mode(input).await.0
+    }
+
+    /// [`through`], plus the mode the wrapper ended in.
+    async fn through_to_mode(input: Vec<u8>) -> (Vec<u8>, Mode) {
         let (mut client, server) = tokio::io::duplex(1 << 20);
         let mut fixed = AuthorityFix::new(server);
         client.write_all(&input).await.unwrap();
         drop(client);
         let mut out = Vec::new();
         fixed.read_to_end(&mut out).await.unwrap();
-        out
+        (out, fixed.mode)
     }
 
     /// Decodes the header blocks of `bytes` (after the preface) as a server would.
@@ -543,14 +548,9 @@ mod tests {
         // header that would be refused as too large while parsing passes untouched).
         let mut input = client_bytes("127.0.0.1:2379");
         input.extend_from_slice(&[0xff, 0xff, 0xff, HEADERS, 0, 0, 0, 0, 7]);
-        let (mut client, server) = tokio::io::duplex(1 << 20);
-        let mut fixed = AuthorityFix::new(server);
-        client.write_all(&input).await.unwrap();
-        drop(client);
-        let mut out = Vec::new();
-        fixed.read_to_end(&mut out).await.unwrap();
+        let (out, mode) = through_to_mode(input.clone()).await;
         assert_eq!(out, input);
-        assert_eq!(fixed.mode, Mode::Passthrough);
+        assert_eq!(mode, Mode::Passthrough);
     }
 
     #[tokio::test]
