@@ -24,6 +24,11 @@
 //! a ~1 MiB copy); an idle spell later saves it if the last durable commit did not. So a
 //! member that crashes in the middle of a write stream repairs its file at the next start
 //! (seconds for millions of keys), and one that crashes after its writes paused does not.
+//! Between durable commits the same thread writes back what applies wrote every
+//! [`PRESYNC_INTERVAL`] (`fdatasync` on its descriptor): a second's worth of pages
+//! written back at once took 13-27 ms of the disk, and the WAL fsyncs queued behind it
+//! on every member made about 1% of a 100 puts/s watch stream 15 ms late (watch p99
+//! 15-17 ms with a 1 s interval, 4-6 ms with durable commits kept out of the run).
 //! An apply commits durably itself only if no durable commit happened for
 //! [`INLINE_DURABLE_FACTOR`] intervals (the maintenance thread is stuck), so WAL release
 //! never lags unboundedly.
@@ -240,12 +245,20 @@ pub struct Backend {
     repair_saved: std::sync::atomic::AtomicBool,
     /// When the last non-durable commit landed, in ms since `opened`.
     last_lazy_ms: AtomicU64,
+    /// When the last presync ended, in ms since `opened`, and the consistent index
+    /// written before it began.
+    last_presync_ms: AtomicU64,
+    presynced_index: AtomicU64,
     opened: Instant,
 }
 
 /// An apply commits durably itself after this many `durable_interval`s without a
 /// durable commit (normally the maintenance thread's comes first).
 pub const INLINE_DURABLE_FACTOR: u32 = 4;
+
+/// Between durable commits, the maintenance thread writes back what applies wrote at
+/// most this often (see the module docs).
+pub const PRESYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Writes idle this long: a durable commit may take its time to save the allocator state.
 pub const IDLE_FOR_REPAIR: Duration = Duration::from_millis(100);
@@ -336,6 +349,8 @@ impl Backend {
             size: AtomicU64::new(0),
             repair_saved: std::sync::atomic::AtomicBool::new(false),
             last_lazy_ms: AtomicU64::new(0),
+            last_presync_ms: AtomicU64::new(0),
+            presynced_index: AtomicU64::new(0),
             opened: Instant::now(),
         };
         let mut tx = be.begin_write()?;
@@ -492,6 +507,12 @@ impl Backend {
     /// after a presync; it saves the allocator state only if writes are idle, and an
     /// idle spell later saves it if the last durable commit did not.
     pub fn maintain_durability(&self) -> BResult<()> {
+        // Written pages go back to the disk a little at a time (see the module docs).
+        if self.last_index.load(Ordering::SeqCst) > self.presynced_index.load(Ordering::SeqCst)
+            && self.since_presync() >= PRESYNC_INTERVAL
+        {
+            self.presync()?;
+        }
         if self.sync_due() {
             self.presync()?;
             let save_repair = self.idle_for() >= IDLE_FOR_REPAIR;
@@ -562,6 +583,7 @@ impl Backend {
     /// module docs). Opened by path each time, so it is the current file even after a
     /// defragmentation swapped it.
     fn presync(&self) -> BResult<()> {
+        let written = self.last_index.load(Ordering::SeqCst);
         let io = |source| BackendError::Io {
             path: self.path.clone(),
             source,
@@ -569,7 +591,16 @@ impl Backend {
         std::fs::File::open(&self.path)
             .map_err(io)?
             .sync_data()
-            .map_err(io)
+            .map_err(io)?;
+        self.presynced_index.fetch_max(written, Ordering::SeqCst);
+        self.last_presync_ms
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn since_presync(&self) -> Duration {
+        let last = Duration::from_millis(self.last_presync_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
     }
 
     /// The consistent index covered by the last durable commit: WAL entries at or below it
@@ -979,6 +1010,8 @@ mod tests {
         be.maintain_durability().unwrap();
         assert_eq!(be.durable_consistent_index(), 2);
         assert!(!be.repair_saved.load(Ordering::SeqCst));
+        // What applies wrote was written back first (the presync), outside the writer.
+        assert_eq!(be.presynced_index.load(Ordering::SeqCst), 2);
         // Nothing new to make durable, but the allocator state is not saved: the first
         // idle spell does it.
         std::thread::sleep(IDLE_FOR_REPAIR + Duration::from_millis(10));
