@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{assert_same_transcript, have, Kind, Proc};
 use regex::Regex;
 
@@ -220,36 +218,25 @@ fn run_script(endpoint: &str, big: &std::path::Path, members: &[&str]) -> String
 }
 
 fn run_steps(script: &[&str], endpoint: &str, big: &std::path::Path) -> String {
-    let mut out = String::new();
-    for step in script {
-        let result = Command::new("sh")
-            .arg("-c")
-            .arg(step)
-            .env(
-                "E",
-                format!("etcdctl --endpoints={endpoint} --command-timeout=5s"),
-            )
-            .env(
-                "U",
-                format!(
-                    "etcdctl --endpoints=http://{} --command-timeout=5s",
-                    endpoint.trim_start_matches("http://")
-                ),
-            )
-            .env("BIG", big)
-            .env(
-                "R",
-                format!("etcdctl --endpoints={endpoint} --command-timeout=5s --user root:rootpw"),
-            )
-            .env("ETCDCTL_API", "3")
-            .output()
-            .expect("run sh");
-        out.push_str(&format!("$ {step}\n"));
-        out.push_str(&String::from_utf8_lossy(&result.stdout));
-        out.push_str(&String::from_utf8_lossy(&result.stderr));
-        out.push_str(&format!("[exit {}]\n", result.status.code().unwrap_or(-1)));
-    }
-    out
+    let vars = [
+        (
+            "E",
+            format!("etcdctl --endpoints={endpoint} --command-timeout=5s"),
+        ),
+        (
+            "U",
+            format!(
+                "etcdctl --endpoints=http://{} --command-timeout=5s",
+                endpoint.trim_start_matches("http://")
+            ),
+        ),
+        ("BIG", big.display().to_string()),
+        (
+            "R",
+            format!("etcdctl --endpoints={endpoint} --command-timeout=5s --user root:rootpw"),
+        ),
+    ];
+    common::sh_transcript(script, &vars)
 }
 
 /// Masks what legitimately differs between two servers.

@@ -15,7 +15,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::pki::Pki;
 use common::{have, Kind, Proc};
@@ -351,37 +350,22 @@ const TLS_SCRIPT: &[&str] = &[
 /// Runs the script with `ctl` (a command line up to the global flags) against
 /// `endpoint` (`127.0.0.1:port`).
 fn run_script(ctl: &str, endpoint: &str, big: &Path) -> String {
-    let mut out = String::new();
-    for step in SCRIPT {
-        let result = Command::new("sh")
-            .arg("-c")
-            .arg(step)
-            .env(
-                "E",
-                format!("{ctl} --endpoints={endpoint} --command-timeout=5s"),
-            )
-            .env(
-                "U",
-                format!("{ctl} --endpoints=http://{endpoint} --command-timeout=5s"),
-            )
-            .env("C", ctl)
-            .env("EP", endpoint)
-            .env("BIG", big)
-            .env(
-                "SNAP",
-                std::env::temp_dir().join(format!("skiffctl-snap-{}.db", std::process::id())),
-            )
-            .env("ETCDCTL_API", "3")
-            .env_remove("ETCDCTL_ENDPOINTS")
-            .env_remove("ETCDCTL_WRITE_OUT")
-            .output()
-            .expect("run sh");
-        out.push_str(&format!("$ {step}\n"));
-        out.push_str(&String::from_utf8_lossy(&result.stdout));
-        out.push_str(&String::from_utf8_lossy(&result.stderr));
-        out.push_str(&format!("[exit {}]\n", result.status.code().unwrap_or(-1)));
-    }
-    out
+    let snap = std::env::temp_dir().join(format!("skiffctl-snap-{}.db", std::process::id()));
+    let vars = [
+        (
+            "E",
+            format!("{ctl} --endpoints={endpoint} --command-timeout=5s"),
+        ),
+        (
+            "U",
+            format!("{ctl} --endpoints=http://{endpoint} --command-timeout=5s"),
+        ),
+        ("C", ctl.to_string()),
+        ("EP", endpoint.to_string()),
+        ("BIG", big.display().to_string()),
+        ("SNAP", snap.display().to_string()),
+    ];
+    common::sh_transcript(SCRIPT, &vars)
 }
 
 /// Masks what legitimately differs between two runs on the same ports: timings, db

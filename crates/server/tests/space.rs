@@ -22,8 +22,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{assert_same_transcript, have, Kind, Proc};
 use regex::Regex;
 
@@ -64,25 +62,14 @@ const NOSPACE_SCRIPT: &[&str] = &[
 ];
 
 fn run_script(script: &[&str], endpoint: &str, value: &std::path::Path) -> String {
-    let mut out = String::new();
-    for step in script {
-        let result = Command::new("sh")
-            .arg("-c")
-            .arg(step)
-            .env(
-                "E",
-                format!("etcdctl --endpoints={endpoint} --command-timeout=10s"),
-            )
-            .env("V", value)
-            .env("ETCDCTL_API", "3")
-            .output()
-            .expect("run sh");
-        out.push_str(&format!("$ {step}\n"));
-        out.push_str(&String::from_utf8_lossy(&result.stdout));
-        out.push_str(&String::from_utf8_lossy(&result.stderr));
-        out.push_str(&format!("[exit {}]\n", result.status.code().unwrap_or(-1)));
-    }
-    out
+    let vars = [
+        (
+            "E",
+            format!("etcdctl --endpoints={endpoint} --command-timeout=10s"),
+        ),
+        ("V", value.display().to_string()),
+    ];
+    common::sh_transcript(script, &vars)
 }
 
 /// Masks what legitimately differs between two servers.
