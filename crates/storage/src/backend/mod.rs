@@ -508,13 +508,16 @@ impl Backend {
     /// idle spell later saves it if the last durable commit did not.
     pub fn maintain_durability(&self) -> BResult<()> {
         // Written pages go back to the disk a little at a time (see the module docs).
-        if self.last_index.load(Ordering::SeqCst) > self.presynced_index.load(Ordering::SeqCst)
-            && self.since_presync() >= PRESYNC_INTERVAL
-        {
+        let unwritten =
+            || self.last_index.load(Ordering::SeqCst) > self.presynced_index.load(Ordering::SeqCst);
+        if unwritten() && self.since_presync() >= PRESYNC_INTERVAL {
             self.presync()?;
         }
         if self.sync_due() {
-            self.presync()?;
+            // Only what the write-back above has not covered (never two flushes in a row).
+            if unwritten() {
+                self.presync()?;
+            }
             let save_repair = self.idle_for() >= IDLE_FOR_REPAIR;
             let tx = self.begin_write()?;
             return self.commit_as(tx, 0, Commit::Durable { save_repair });
