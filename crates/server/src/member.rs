@@ -39,7 +39,7 @@ use crate::apply::Applier;
 use crate::auth::{AuthShared, AuthStore, SimpleTokens};
 use crate::bootstrap::{self, Layout};
 use crate::config::{ClusterState, Config};
-use crate::facade::{Auth, Quota, Validate};
+use crate::facade::{Auth, Learner, Quota, Validate};
 use crate::ids::RequestIdGen;
 use crate::inputs::{NodeInput, RaftStatus};
 use crate::lease::{LeaseClock, LeaseTable};
@@ -585,13 +585,17 @@ impl Member {
 
         // The request pipeline every front end goes through.
         let header_source = server.clone();
-        let facade = Arc::new(Validate::new(
-            Arc::new(Auth::new(
-                Arc::new(Quota::new(server.clone(), server.clone())),
-                auth.clone(),
-                Arc::new(move || header_source.header()),
+        let learner_source = server.clone();
+        let facade = Arc::new(Learner::new(
+            Arc::new(Validate::new(
+                Arc::new(Auth::new(
+                    Arc::new(Quota::new(server.clone(), server.clone())),
+                    auth.clone(),
+                    Arc::new(move || header_source.header()),
+                )),
+                config.max_txn_ops,
             )),
-            config.max_txn_ops,
+            Arc::new(move || learner_source.is_learner()),
         ));
         let mut client_addrs = Vec::new();
         let mut client_listeners = Vec::new();

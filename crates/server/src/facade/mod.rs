@@ -9,10 +9,11 @@
 //! `uber_applier` / `apply_auth` / `quota` do the same in its server package):
 //!
 //! ```text
-//! front end ─▶ Validate ─▶ Auth ─▶ Quota ─▶ EtcdServer (propose/read ─▶ apply)
+//! front end ─▶ Learner ─▶ Validate ─▶ Auth ─▶ Quota ─▶ EtcdServer (propose/read ─▶ apply)
 //! ```
 //!
-//! [`validate::Validate`] refuses malformed requests with etcd's errors before
+//! [`learner::Learner`] refuses, while this member is a learner, every call etcd 3.4
+//! refuses on a learner (all but `Status` and serializable ranges); [`validate::Validate`] refuses malformed requests with etcd's errors before
 //! anything else sees them; [`auth::Auth`] authenticates the caller ([`caller`]) and
 //! checks its permissions for every request while auth is enabled; [`quota::Quota`]
 //! refuses writes that could grow the database while NOSPACE is raised. A test wraps
@@ -30,6 +31,7 @@
 mod pass;
 pub mod auth;
 pub mod caller;
+pub mod learner;
 pub mod quota;
 pub mod validate;
 
@@ -40,6 +42,7 @@ use skiff_proto::etcdserverpb as pb;
 use tokio_stream::Stream;
 
 pub use auth::Auth;
+pub use learner::Learner;
 pub use quota::Quota;
 pub use validate::Validate;
 

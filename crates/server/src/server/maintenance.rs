@@ -58,10 +58,7 @@ impl MaintenanceApi for EtcdServer {
             raft_applied_index: self.applied.get(),
             errors: self.alarms.borrow().describe(),
             db_size_in_use: db_size,
-            is_learner: self
-                .members_now()
-                .iter()
-                .any(|m| m.id == self.member_id && m.is_learner),
+            is_learner: self.is_learner(),
             storage_version: String::new(),
             db_size_quota: self
                 .config

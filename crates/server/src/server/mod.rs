@@ -106,6 +106,14 @@ impl EtcdServer {
         self.members.borrow().clone()
     }
 
+    /// Whether this member is a learner (a member of the table, not yet promoted).
+    pub fn is_learner(&self) -> bool {
+        self.members
+            .borrow()
+            .iter()
+            .any(|m| m.id == self.member_id && m.is_learner)
+    }
+
     /// The leader and its peer URLs, when another member leads.
     pub fn remote_leader(&self) -> Result<(u64, Vec<String>), EtcdError> {
         let leader = self.leader();
