@@ -656,6 +656,8 @@ fn hash_kv_matches_etcd() {
     ap.delete(&s, "b", "");
     ap.put(&s, "c", "4");
     assert_eq!(s.hash_kv(0).unwrap().hash, 2750537463);
+    // etcd's compaction revision before any compaction.
+    assert_eq!(s.hash_kv(0).unwrap().compact_revision, -1);
     assert_eq!(s.hash_kv(4).unwrap().hash, 2069675932);
     assert_eq!(s.hash_kv(6).unwrap().hash, 2750537463);
     ap.compact(&s, 4).unwrap();

@@ -697,7 +697,8 @@ impl KvStore {
     /// how far physical compaction has got. The row encodings are etcd's own, so the same
     /// history yields etcd's hash. One difference: etcd counts every row below the
     /// compaction revision when no key is live at `rev`; Skiff applies the rule always.
-    /// `rev == 0` means the current revision.
+    /// `rev == 0` means the current revision. The compaction revision is -1 before the
+    /// first compaction, as etcd reports it.
     pub fn hash_kv(&self, rev: i64) -> Result<HashKv> {
         let (st, tx, cur) = self.view()?;
         let compact = st.compact_rev;
@@ -736,7 +737,9 @@ impl KvStore {
         }
         Ok(HashKv {
             hash: h,
-            compact_revision: compact,
+            // etcd's store starts at compaction revision -1 and reports it until the
+            // first compaction.
+            compact_revision: if compact > 0 { compact } else { -1 },
             hash_revision: rev,
             revision: cur,
         })
