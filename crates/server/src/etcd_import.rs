@@ -17,11 +17,13 @@
 //! member) are replayed into the imported backend with etcd's apply semantics
 //! (`etcd_replay`), up to the WAL's commit index; the import is refused, with the
 //! reason, when it cannot be exact: a committed entry missing from the WAL or one the
-//! replay cannot apply (named by index, file and offset), or a member of a
-//! multi-member etcd cluster that is not a restored backup (members' dbs can differ;
-//! use snapshot save + restore). Users, roles and the auth flag come over with the
-//! rest. Not imported: the stale `members` rows a restored `db` carries (the members
-//! come from the flags, as for etcd).
+//! replay cannot apply (named by index, file and offset). Users, roles and the auth
+//! flag come over with the rest. Not imported: the stale `members` rows a restored `db`
+//! carries (the members come from the flags, as for etcd).
+//!
+//! A member of a stopped multi-member etcd cluster (not a restored backup) is imported
+//! differently, keeping etcd's identity and log so that the members, whose dbs can
+//! differ, converge through Raft: see `etcd_in_place`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,6 +36,7 @@ use skiff_storage::wal::Wal;
 use crate::bootstrap::Layout;
 use crate::config::Config;
 use crate::etcd_db::EtcdAux;
+use crate::etcd_in_place;
 use crate::etcd_replay::{self, Planned, ReplayOptions, WalEntry};
 
 /// Where Skiff keeps its own data inside an etcd data directory.
@@ -61,8 +64,46 @@ pub fn layout(config: &Config) -> anyhow::Result<Layout> {
         );
         return Ok(layout);
     }
-    let planned = check_wal(&own, config)?;
-    import(&own.db_path, &layout, planned, replay_options(config))?;
+    let info = etcd::inspect(&own.db_path)
+        .with_context(|| format!("reading etcd's {}", own.db_path.display()))?;
+    let wal = read_etcd_wal(&own.wal_dir, info.consistent_index)
+        .with_context(|| format!("reading etcd's WAL in {}", own.wal_dir.display()))?;
+    let restored = wal.entries > 0 && wal.entries == wal.restore_entries;
+    tracing::info!(
+        etcd_member_id = %format!("{:x}", wal.member_id),
+        etcd_cluster_id = %format!("{:x}", wal.cluster_id),
+        db_consistent_index = info.consistent_index,
+        wal_commit = wal.commit,
+        wal_entries = wal.entries,
+        entries_to_replay = wal.pending.len(),
+        uncommitted_entries = wal.uncommitted.len(),
+        restored_backup = restored,
+        members = info.members.len(),
+        "found an etcd 3.4 member in the data dir"
+    );
+    if !restored && info.members.len() > 1 {
+        // A member of a multi-member cluster: the cluster continues, with etcd's log.
+        etcd_in_place::import(
+            &own,
+            &layout,
+            info.consistent_index,
+            wal,
+            replay_options(config),
+        )?;
+    } else {
+        let planned = etcd_replay::plan(&wal.pending, replay_options(config))?;
+        let target = ImportTarget {
+            keep_members: false,
+            consistent_index: 0,
+        };
+        import(
+            &own.db_path,
+            &layout,
+            planned,
+            replay_options(config),
+            target,
+        )?;
+    }
     Ok(layout)
 }
 
@@ -77,8 +118,31 @@ pub struct EtcdWalSummary {
     pub restore_entries: u64,
     /// The committed entries past the db's consistent index, in index order.
     pub pending: Vec<WalEntry>,
+    /// The entries past the commit index (not known to be committed), in index order.
+    pub uncommitted: Vec<WalEntry>,
+    /// The last hard state's term and vote.
+    pub term: u64,
+    pub vote: u64,
+    /// The term of each entry index the WAL holds, and of etcd's snapshot markers.
+    pub terms: BTreeMap<u64, u64>,
     pub member_id: u64,
     pub cluster_id: u64,
+}
+
+impl EtcdWalSummary {
+    /// The term of the entry at `index`, when the WAL knows it.
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        self.terms.get(&index).copied()
+    }
+}
+
+/// etcd's `walpb.Snapshot` (a snapshot marker in its WAL).
+#[derive(Clone, PartialEq, prost::Message)]
+struct EtcdWalSnapshot {
+    #[prost(uint64, tag = "1")]
+    index: u64,
+    #[prost(uint64, tag = "2")]
+    term: u64,
 }
 
 /// Reads etcd's WAL in `wal_dir` (every record checked), keeping the committed entries
@@ -100,6 +164,8 @@ pub fn read_etcd_wal(wal_dir: &Path, ci: u64) -> anyhow::Result<EtcdWalSummary> 
                 let e = Entry::decode(rec.data.as_slice()).map_err(|e| e.to_string())?;
                 let _ = restore.split_off(&e.index);
                 let _ = later.split_off(&e.index);
+                let _ = sum.terms.split_off(&e.index);
+                sum.terms.insert(e.index, e.term);
                 restore.insert(
                     e.index,
                     e.term == 1 && e.r#type == EntryType::EntryConfChange as i32,
@@ -123,6 +189,14 @@ pub fn read_etcd_wal(wal_dir: &Path, ci: u64) -> anyhow::Result<EtcdWalSummary> 
                 if hs.commit > 0 {
                     sum.commit = hs.commit;
                 }
+                if hs.term > 0 {
+                    sum.term = hs.term;
+                    sum.vote = hs.vote;
+                }
+            }
+            kind::SNAPSHOT => {
+                let s = EtcdWalSnapshot::decode(rec.data.as_slice()).map_err(|e| e.to_string())?;
+                sum.terms.entry(s.index).or_insert(s.term);
             }
             kind::METADATA => {
                 let m = Metadata::decode(rec.data.as_slice()).map_err(|e| e.to_string())?;
@@ -138,8 +212,13 @@ pub fn read_etcd_wal(wal_dir: &Path, ci: u64) -> anyhow::Result<EtcdWalSummary> 
     }
     sum.entries = restore.len() as u64;
     sum.restore_entries = restore.values().filter(|r| **r).count() as u64;
-    // Only what was committed: the rest was never acknowledged.
-    let _ = later.split_off(&(sum.commit + 1));
+    // What is replayed is what was committed; the rest may or may not have been (the
+    // leader may have committed it without this member knowing): only an import that
+    // keeps the cluster's log (`etcd_in_place`) carries it over.
+    sum.uncommitted = later
+        .split_off(&(sum.commit.max(ci) + 1))
+        .into_values()
+        .collect();
     if sum.commit > ci {
         let want = sum.commit - ci;
         if later.len() as u64 != want {
@@ -155,53 +234,32 @@ pub fn read_etcd_wal(wal_dir: &Path, ci: u64) -> anyhow::Result<EtcdWalSummary> 
     Ok(sum)
 }
 
-/// Reads etcd's WAL and plans the entries to replay; refuses what the import cannot
-/// bring over exactly: an entry it cannot apply (see `etcd_replay`), and a member of a
-/// multi-member etcd cluster that is not a restored backup (the members' dbs may
-/// differ; a new Skiff cluster built from them would not agree).
-fn check_wal(etcd: &Layout, config: &Config) -> anyhow::Result<Vec<Planned>> {
-    let info = etcd::inspect(&etcd.db_path)
-        .with_context(|| format!("reading etcd's {}", etcd.db_path.display()))?;
-    let wal = read_etcd_wal(&etcd.wal_dir, info.consistent_index)
-        .with_context(|| format!("reading etcd's WAL in {}", etcd.wal_dir.display()))?;
-    let restored = wal.entries > 0 && wal.entries == wal.restore_entries;
-    tracing::info!(
-        etcd_member_id = %format!("{:x}", wal.member_id),
-        etcd_cluster_id = %format!("{:x}", wal.cluster_id),
-        db_consistent_index = info.consistent_index,
-        wal_commit = wal.commit,
-        wal_entries = wal.entries,
-        entries_to_replay = wal.pending.len(),
-        restored_backup = restored,
-        "found an etcd 3.4 member in the data dir"
-    );
-    if !restored && info.members.len() > 1 {
-        bail!(
-            "{}: a member of a {}-member etcd cluster (not a restored backup); its db may \
-             differ from the other members', so Skiff does not start a cluster from it. \
-             Migrate with `etcdctl snapshot save` from one member and `etcdctl snapshot \
-             restore` into every member's data dir",
-            config.data_dir.display(),
-            info.members.len()
-        );
-    }
-    etcd_replay::plan(&wal.pending, replay_options(config))
-}
-
-fn replay_options(config: &Config) -> ReplayOptions {
+pub fn replay_options(config: &Config) -> ReplayOptions {
     ReplayOptions {
         bcrypt_cost: config.bcrypt_cost,
         min_lease_ttl: config.min_lease_ttl_secs(),
     }
 }
 
+/// How [`import`] leaves the backend.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportTarget {
+    /// Whether etcd's `members` rows come over (an import that keeps etcd's cluster)
+    /// or not (a restored backup: the flags give the members).
+    pub keep_members: bool,
+    /// The backend's consistent index afterwards: 0 for a Skiff log that starts afresh,
+    /// the last etcd index applied for one that continues etcd's.
+    pub consistent_index: u64,
+}
+
 /// Builds Skiff's backend at `layout.db_path` from etcd's `db`, then applies the WAL
 /// entries `planned` past its consistent index.
-fn import(
+pub fn import(
     etcd_db: &Path,
     layout: &Layout,
     planned: Vec<Planned>,
     opts: ReplayOptions,
+    target: ImportTarget,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&layout.snap_dir)
         .with_context(|| format!("creating {}", layout.snap_dir.display()))?;
@@ -214,18 +272,27 @@ fn import(
         }
     }
     let started = std::time::Instant::now();
-    let aux = EtcdAux::for_import();
+    let aux = if target.keep_members {
+        EtcdAux::default()
+    } else {
+        EtcdAux::for_import()
+    };
     let summary = {
         let backend = Backend::open(&tmp, BackendConfig::default())
             .with_context(|| format!("creating {}", tmp.display()))?;
-        etcd::import(etcd_db, &backend, &aux, 0)
+        let ci = if planned.is_empty() {
+            target.consistent_index
+        } else {
+            0
+        };
+        etcd::import(etcd_db, &backend, &aux, ci)
             .with_context(|| format!("importing etcd's {}", etcd_db.display()))?
     };
     let replayed = if planned.is_empty() {
         None
     } else {
         Some(
-            etcd_replay::replay(&tmp, planned, opts)
+            etcd_replay::replay(&tmp, planned, opts, target.consistent_index)
                 .with_context(|| format!("replaying etcd's WAL into {}", tmp.display()))?,
         )
     };
@@ -253,7 +320,7 @@ fn import(
         users = aux.imported_users(),
         roles = aux.imported_roles(),
         auth_enabled = aux.imported_auth_enabled(),
-        members_from_flags = true,
+        members_from_flags = !target.keep_members,
         took_ms = started.elapsed().as_millis() as u64,
         "imported an etcd 3.4 data dir; etcd's files are left untouched"
     );

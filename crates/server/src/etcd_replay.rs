@@ -437,12 +437,14 @@ impl Replayer {
 }
 
 /// Applies `planned` (in index order) to the backend at `db_path`, which `etcd_import`
-/// just built from etcd's db (consistent index 0), then sets its consistent index back
-/// to 0.
+/// just built from etcd's db (consistent index 0), then sets its consistent index to
+/// `consistent_index` (0: Skiff's log starts afresh; etcd's last index: the import keeps
+/// etcd's log, see `etcd_in_place`).
 pub fn replay(
     db_path: &Path,
     planned: Vec<Planned>,
     opts: ReplayOptions,
+    consistent_index: u64,
 ) -> anyhow::Result<ReplaySummary> {
     let store = KvStore::open(db_path, StoreConfig::default())
         .with_context(|| format!("opening {}", db_path.display()))?;
@@ -480,9 +482,62 @@ pub fn replay(
         anyhow::bail!("the compaction at revision {compacted} did not finish");
     }
     r.store.sync()?;
-    etcd::finish_replay(r.store.backend(), 0, r.summary.last_index)?;
+    etcd::finish_replay(r.store.backend(), consistent_index, r.summary.last_index)?;
     r.summary.revision = r.store.current_revision();
     Ok(r.summary)
+}
+
+/// Turns etcd's uncommitted WAL entries (`planned`, past the index the backend at
+/// `db_path` holds) into Skiff log entries at the same indexes and terms, for an import
+/// that keeps etcd's log: a request becomes Skiff's, to be applied if the cluster commits
+/// it; what changes nothing, and a KV request etcd's apply-time permission check
+/// refuses (checked against the state the backend holds), becomes an empty entry. An
+/// auth change is refused (the permissions of the entries after it could not be
+/// checked here).
+pub fn uncommitted_entries(
+    db_path: &Path,
+    planned: Vec<Planned>,
+    opts: ReplayOptions,
+) -> anyhow::Result<Vec<skiff_raft::Entry>> {
+    use skiff_proto::skiffpb::InternalRequest;
+    let store = KvStore::open(db_path, StoreConfig::default())
+        .with_context(|| format!("opening {}", db_path.display()))?;
+    let leases = LeaseTable::restore(&store, opts.min_lease_ttl)?;
+    let auth = AuthStore::from_rows(&store.backend().scan(Table::Auth)?)?;
+    let mut out = Vec::with_capacity(planned.len());
+    for p in planned {
+        let data = match p.step {
+            Step::Skip(_) => Vec::new(),
+            Step::Apply(req, header) => {
+                let req = match auth_change(req) {
+                    Ok(_) => anyhow::bail!(
+                        "entry {} (term {}), not known to be committed, changes the auth \
+                         store; start the etcd cluster once more so that it commits, or \
+                         migrate with `etcdctl snapshot save` and `etcdctl snapshot restore`",
+                        p.index,
+                        p.term
+                    ),
+                    Err(req) => req,
+                };
+                match permitted(&auth, &leases, header.as_ref(), &req) {
+                    Err(_) => Vec::new(),
+                    Ok(()) => InternalRequest {
+                        request: Some(req),
+                        auth_revision: header.map_or(0, |h| h.auth_revision),
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                }
+            }
+        };
+        out.push(skiff_raft::Entry {
+            term: p.term,
+            index: p.index,
+            entry_type: skiff_raft::EntryType::Normal,
+            data: data.into(),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub mod convert;
 pub mod corrupt;
 pub mod etcd_db;
 pub mod etcd_import;
+pub mod etcd_in_place;
 pub mod etcd_replay;
 pub mod facade;
 pub mod gateway;
