@@ -15,6 +15,7 @@
 #
 # Usage: bench/compare.sh [--skiff-bin PATH] [--etcd-bin PATH] [--bench-bin PATH]
 #                         [--rounds N] [--big] [--quick] [--members N] [--aa]
+#                         [--keys-only]
 #                         [--out FILE] [--plot FILE] [--work-dir DIR]
 #   --skiff-bin   Skiff server binary (default: target/release/skiff if it exists)
 #   --etcd-bin    etcd binary (default: etcd on PATH; Debian's etcd-server is 3.4)
@@ -25,6 +26,8 @@
 #   --quick       every total, watcher, lease and key count cut by 10x or more: checks
 #                 the script itself, not for RESULTS.md
 #   --members N   members per cluster, 3 (default, the standard layout) or 1
+#   --keys-only   only the key-count rows (no rounds, no plot): refreshes the load, RSS,
+#                 snapshot and restart rows at those counts in about a third of the time
 #   --aa          run etcd as the second side too ("etcd again"): an A/A run whose ratios
 #                 show this machine's noise floor; never labelled Skiff
 #   --out         report file (default bench/RESULTS.md)
@@ -52,7 +55,7 @@ shown() {
 }
 invocation="bench/compare.sh"
 for a in "$@"; do invocation+=" $(shown "$a")"; done
-skiff_bin="" etcd_bin="" bench_bin="" big=0 quick=0 aa=0 members=3 rounds=3 plot=""
+skiff_bin="" etcd_bin="" bench_bin="" big=0 quick=0 aa=0 members=3 rounds=3 plot="" keys_only=0
 out="$repo/bench/RESULTS.md"
 work="$repo/bench/tmp"
 while [ $# -gt 0 ]; do
@@ -64,11 +67,12 @@ while [ $# -gt 0 ]; do
     --big) big=1; shift ;;
     --quick) quick=1; shift ;;
     --aa) aa=1; shift ;;
+    --keys-only) keys_only=1; shift ;;
     --members) members=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --plot) plot=$2; shift 2 ;;
     --work-dir) work=$2; shift 2 ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -177,24 +181,28 @@ run_standard() { # dir side bin: standard + scaling workloads, then 100k-key loa
   sleep 2
   rss_kb >"$dir/$side.rss_loaded"
   echo "== $side: snapshot save with $keys keys" >&2
-  # etcdctl snapshot save from the first member; the members' RSS is sampled every
-  # 0.1 s while it streams, and the row shows the peak's growth over the RSS before.
-  local rss0 ts0 ts1
-  rss0=$(rss_kb)
-  start_sampler "$dir/$side.rss_snap" 0.1
-  ts0=$(date +%s.%N)
-  if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:${client_ports[0]}" --command-timeout=600s \
-      snapshot save "$work/snapshot.db" >"$dir/$side.snapshot.log" 2>&1; then
-    ts1=$(date +%s.%N); awk -v a="$ts0" -v b="$ts1" 'BEGIN{printf "%.3f", b-a}' >"$dir/$side.snapshot_s"
-  else
-    echo fail >"$dir/$side.snapshot_s"
-  fi
-  stop_sampler
-  awk -v p="$(cat "$dir/$side.rss_snap")" -v b="$rss0" 'BEGIN{d=p-b; if (d<0) d=0; print d}' >"$dir/$side.rss_snap_growth"
-  stat -c %s "$work/snapshot.db" >"$dir/$side.snapshot_bytes" 2>/dev/null || echo 0 >"$dir/$side.snapshot_bytes"
-  rm -f "$work/snapshot.db"
+  snapshot_save "$dir" "$side" ""
   crash_restart "$dir" "$side" "$side" "$bin" restart_s
   stop_cluster
+}
+
+# etcdctl snapshot save from the first member; the members' RSS is sampled every 0.1 s
+# while it streams, and the row shows the peak's growth over the RSS before.
+snapshot_save() { # dir side suffix: writes $side.snapshot_s$suffix, rss_snap_growth, snapshot_bytes
+  local dir=$1 side=$2 sfx=$3 rss0 ts0 ts1
+  rss0=$(rss_kb)
+  start_sampler "$dir/$side.rss_snap$sfx" 0.1
+  ts0=$(date +%s.%N)
+  if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:${client_ports[0]}" --command-timeout=1200s \
+      snapshot save "$work/snapshot.db" >"$dir/$side.snapshot$sfx.log" 2>&1; then
+    ts1=$(date +%s.%N); awk -v a="$ts0" -v b="$ts1" 'BEGIN{printf "%.3f", b-a}' >"$dir/$side.snapshot_s$sfx"
+  else
+    echo fail >"$dir/$side.snapshot_s$sfx"
+  fi
+  stop_sampler
+  awk -v p="$(cat "$dir/$side.rss_snap$sfx")" -v b="$rss0" 'BEGIN{d=p-b; if (d<0) d=0; print d}' >"$dir/$side.rss_snap_growth$sfx"
+  stat -c %s "$work/snapshot.db" >"$dir/$side.snapshot_bytes$sfx" 2>/dev/null || echo 0 >"$dir/$side.snapshot_bytes$sfx"
+  rm -f "$work/snapshot.db"
 }
 
 # Watchers and leases, each count on a fresh cluster so that RSS growth is theirs alone.
@@ -225,13 +233,16 @@ run_cost() { # dir side bin: each count on its own fresh cluster
   done
 }
 
-# Key-count cost, one round: load keys_a, RSS, crash/restart; load up to keys_b, again.
+# Key-count cost, one round: load keys_a, RSS, snapshot save, crash/restart; load up to
+# keys_b, RSS, crash/restart.
 run_keys() { # dir side bin
   local dir=$1 side=$2 bin=$3
   start_fresh "$dir" "$side" "$side-keys" "$bin" || return 0
   echo "== $side: loading $keys_a keys" >&2
   run_bench "$dir" "$side" "keys-a" "--conns 100 --clients 1000 --total $keys_a" "$(put_sub 256 "$keys_b")"
   sleep 2; rss_kb >"$dir/$side.rss_keys_a"
+  echo "== $side: snapshot save with $keys_a keys" >&2
+  snapshot_save "$dir" "$side" _keys_a
   crash_restart "$dir" "$side" "$side-keys" "$bin" restart_keys_a
   echo "== $side: loading $((keys_b - keys_a)) more keys" >&2
   run_bench "$dir" "$side" "keys-b" "--conns 100 --clients 1000 --total $((keys_b - keys_a))" "$(put_sub 256 "$keys_b") --key-start $keys_a"
@@ -267,6 +278,7 @@ else
 fi
 
 # --- the runs ----------------------------------------------------------------------------
+[ "$keys_only" = 1 ] && rounds=0
 for ((k = 1; k <= rounds; k++)); do
   mkdir -p "$work/r$k"
   for side in $(sides_of_round "$k"); do
@@ -287,4 +299,4 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 # shellcheck source=bench/lib/report.sh
 . "$repo/bench/lib/report.sh"
 write_report
-echo "compare.sh: wrote $out and $plot" >&2
+if [ "$rounds" -gt 0 ]; then echo "compare.sh: wrote $out and $plot" >&2; else echo "compare.sh: wrote $out" >&2; fi

@@ -98,6 +98,21 @@ q_p99='.percentiles[]|select(.percent==99)|.latency_s*1000|.*1000|round/1000'
 make_rows() {
   local w id desc n
   row_dirs=(); for ((k = 1; k <= rounds; k++)); do row_dirs+=("r$k"); done
+  [ "$rounds" -gt 0 ] && make_round_rows
+  row_dirs=(keys)
+  row "one round: load $keys_a keys (1000 clients, 100 conns): requests/s" higher v_json keys-a "$q_rps"
+  row "one round: RSS after loading $keys_a keys, summed (MiB)" lower v_file rss_keys_a "$mib" 1
+  row "one round: snapshot save with $keys_a keys (etcdctl, from one member): time (s)" lower v_file snapshot_s_keys_a 1 2
+  row "one round: snapshot save with $keys_a keys: members' peak RSS growth while streaming (MiB)" lower v_file rss_snap_growth_keys_a "$mib" 1
+  row "one round: snapshot save with $keys_a keys: file size (MiB)" lower v_file snapshot_bytes_keys_a 0.00000095367431640625 1
+  row "one round: restart after a crash with $keys_a keys: start to serving (s)" lower v_file restart_keys_a 1 2
+  row "one round: load $((keys_b - keys_a)) more keys (to $keys_b): requests/s" higher v_json keys-b "$q_rps"
+  row "one round: RSS after loading $keys_b keys, summed (MiB)" lower v_file rss_keys_b "$mib" 1
+  row "one round: restart after a crash with $keys_b keys: start to serving (s)" lower v_file restart_keys_b 1 2
+}
+
+make_round_rows() {
+  local w id desc n
   for w in "${workloads[@]}"; do
     IFS='|' read -r id desc _ <<<"$w"
     if [ "$id" = watch ]; then
@@ -134,13 +149,6 @@ make_rows() {
     row "$ld: load generator's CPU per 1000 keep-alives (ms)" lower v_gencpuk "leases-$n"
     row "$ld: members' peak RSS with the leases, summed (MiB)" lower v_run_file "leases-$n" rss_peak "$mib" 1
   done
-  row_dirs=(keys)
-  row "one round: load $keys_a keys (1000 clients, 100 conns): requests/s" higher v_json keys-a "$q_rps"
-  row "one round: RSS after loading $keys_a keys, summed (MiB)" lower v_file rss_keys_a "$mib" 1
-  row "one round: restart after a crash with $keys_a keys: start to serving (s)" lower v_file restart_keys_a 1 2
-  row "one round: load $((keys_b - keys_a)) more keys (to $keys_b): requests/s" higher v_json keys-b "$q_rps"
-  row "one round: RSS after loading $keys_b keys, summed (MiB)" lower v_file rss_keys_b "$mib" 1
-  row "one round: restart after a crash with $keys_b keys: start to serving (s)" lower v_file restart_keys_b 1 2
 }
 
 # The scaling plot: medians of requests/s by clients, both sides.
@@ -184,7 +192,11 @@ failures() {
 
 write_report() {
   make_rows
-  make_plot
+  if [ "$rounds" -gt 0 ]; then
+    make_plot
+  else
+    plot_md="(--keys-only: only the key-count rows were run; no rounds, no plot.)"
+  fi
   local errors_note order=""
   errors_note=$(failures)
   for ((k = 1; k <= rounds; k++)); do order+="${order:+; }round $k: $(sides_of_round "$k" | sed 's/ /, then /; s/skiff/second side/')"; done
