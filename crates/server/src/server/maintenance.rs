@@ -1,6 +1,7 @@
 //! The Maintenance API of the member: status, hashes, alarms, and the `/health`
 //! check. `Status.version` is the etcd API version Skiff implements (clients check
-//! it); `dbSize` is the backend file's size; `raftIndex` the commit index and
+//! it); `dbSize` is the backend file's size, `dbSizeInUse` the bytes of its pages in
+//! use (recounted while writes are idle, see `skiff_storage::backend`); `raftIndex` the commit index and
 //! `raftAppliedIndex` the applied one; `errors` lists raised alarms. MoveLeader hands
 //! leadership over with Raft's leader transfer, as etcd does. Snapshot streams the
 //! backend in etcd's file format (`server::snapshot`). Defragment rebuilds the backend
@@ -57,7 +58,7 @@ impl MaintenanceApi for EtcdServer {
             raft_term: self.term(),
             raft_applied_index: self.applied.get(),
             errors: self.alarms.borrow().describe(),
-            db_size_in_use: db_size,
+            db_size_in_use: (self.store.backend().in_use_bytes() as i64).min(db_size),
             is_learner: self.is_learner(),
             storage_version: String::new(),
             db_size_quota: self

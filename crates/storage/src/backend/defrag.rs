@@ -34,6 +34,7 @@
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,9 @@ impl Backend {
             .create(&copy)?;
         match self.copy_and_swap(new, &copy) {
             Ok((rows, rounds, pause, size_after)) => {
+                // The new file is all in use until the next count says otherwise.
+                self.in_use.store(0, Ordering::Relaxed);
+                self.in_use_stale.store(true, Ordering::SeqCst);
                 let report = DefragReport {
                     size_before,
                     size_after,

@@ -34,6 +34,18 @@
 //! never lags unboundedly.
 //! WAL segments may be released only up to [`Backend::durable_consistent_index`].
 //!
+//! # Space in use
+//! [`Backend::in_use_bytes`] is what etcd reports as `dbSizeInUse`: the bytes of the
+//! pages redb has allocated (its `stats()`: allocated pages times the page size), so it
+//! drops when a compaction frees rows while the file's size ([`Backend::size_bytes`],
+//! `dbSize`) drops only at a defragmentation. Counting them walks every page of the
+//! file inside a write transaction (after a durable empty commit, which lets redb
+//! release the pages earlier commits freed), so it is not done per request: the
+//! maintenance thread recounts while writes are idle ([`IDLE_FOR_REPAIR`]), after a commit or a
+//! defragmentation changed the file, and no more often than [`IN_USE_DUTY`] allows (a
+//! walk holds at most a tenth of the writer's time). Until the first count, and never
+//! above it, the file's size stands in.
+//!
 //! # Snapshots
 //! [`Backend::dump`] streams every table inside one read transaction (a consistent
 //! point-in-time view; copying a live redb file is not safe) followed by a CRC32C of the
@@ -250,7 +262,18 @@ pub struct Backend {
     last_presync_ms: AtomicU64,
     presynced_index: AtomicU64,
     opened: Instant,
+    /// Bytes of allocated pages at the last count (0: not counted yet), see
+    /// [`Backend::in_use_bytes`].
+    in_use: AtomicU64,
+    /// Whether a commit landed since the last count began.
+    in_use_stale: std::sync::atomic::AtomicBool,
+    /// When the next count may start (after the last one's duty-cycle pause), in ms since
+    /// `opened`.
+    in_use_next_ms: AtomicU64,
 }
+
+/// A count of the pages in use is followed by a pause this many times its duration.
+pub const IN_USE_DUTY: u32 = 10;
 
 /// An apply commits durably itself after this many `durable_interval`s without a
 /// durable commit (normally the maintenance thread's comes first).
@@ -352,6 +375,9 @@ impl Backend {
             last_presync_ms: AtomicU64::new(0),
             presynced_index: AtomicU64::new(0),
             opened: Instant::now(),
+            in_use: AtomicU64::new(0),
+            in_use_stale: std::sync::atomic::AtomicBool::new(true),
+            in_use_next_ms: AtomicU64::new(0),
         };
         let mut tx = be.begin_write()?;
         let found = {
@@ -476,6 +502,7 @@ impl Backend {
         if let Ok(m) = std::fs::metadata(&self.path) {
             self.size.store(m.len(), Ordering::Relaxed);
         }
+        self.in_use_stale.store(true, Ordering::SeqCst);
         match mode {
             Commit::Durable { save_repair } => {
                 *last = Instant::now();
@@ -526,7 +553,48 @@ impl Backend {
             let tx = self.begin_write()?;
             return self.commit_as(tx, 0, Commit::Durable { save_repair: true });
         }
+        let now_ms = self.opened.elapsed().as_millis() as u64;
+        if self.in_use_stale.load(Ordering::SeqCst)
+            && self.idle_for() >= IDLE_FOR_REPAIR
+            && now_ms >= self.in_use_next_ms.load(Ordering::Relaxed)
+        {
+            self.count_in_use()?;
+        }
         Ok(())
+    }
+
+    /// Counts the bytes of the pages redb has allocated (see the module docs); what
+    /// [`Backend::in_use_bytes`] reports from then on.
+    pub fn count_in_use(&self) -> BResult<u64> {
+        let started = Instant::now();
+        // redb releases the pages a commit freed at a later commit, once no reader
+        // needs them and (for pages freed by non-durable commits) after a durable one:
+        // one durable empty commit first, so the count sees what compaction freed.
+        let tx = self.begin_write()?;
+        self.commit_as(tx, 0, Commit::Durable { save_repair: true })?;
+        self.in_use_stale.store(false, Ordering::SeqCst);
+        let tx = self.begin_write()?;
+        let stats = tx.stats();
+        tx.abort()?;
+        let stats = stats?;
+        let bytes = stats.allocated_pages() * stats.page_size() as u64;
+        self.in_use.store(bytes, Ordering::Relaxed);
+        let pause = started.elapsed() * IN_USE_DUTY;
+        self.in_use_next_ms.store(
+            (self.opened.elapsed() + pause).as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        Ok(bytes)
+    }
+
+    /// The bytes in use in the backend file as of the last count (etcd's
+    /// `dbSizeInUse`; see the module docs), never more than the file's size.
+    pub fn in_use_bytes(&self) -> u64 {
+        let size = self.cached_size_bytes();
+        match self.in_use.load(Ordering::Relaxed) {
+            0 => size,
+            n => n.min(size),
+        }
     }
 
     /// Whether some commit is not durable yet and `durable_interval` has passed since the
@@ -1032,6 +1100,63 @@ mod tests {
             be.get(Table::Lease, &3u64.to_be_bytes()).unwrap(),
             Some(b"v".to_vec())
         );
+    }
+
+    /// Pages freed by deletions count as free once the commits that freed them are
+    /// durable; the file keeps its size until a defragmentation.
+    #[test]
+    fn in_use_drops_after_deletes_while_the_file_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BackendConfig {
+            durable_interval: Duration::from_millis(50),
+            ..BackendConfig::default()
+        };
+        let be = Backend::open(dir.path().join("a.db"), cfg).unwrap();
+        let value = vec![7u8; 1000];
+        for chunk in 0..20u64 {
+            let tx = be.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(Table::Key.def()).unwrap();
+                for i in 0..500u64 {
+                    t.insert((chunk * 500 + i).to_be_bytes().as_slice(), value.as_slice())
+                        .unwrap();
+                }
+            }
+            be.commit(tx, chunk + 1, false).unwrap();
+        }
+        be.sync().unwrap();
+        let full = be.count_in_use().unwrap();
+        let size = be.size_bytes().unwrap();
+        assert!(full >= 10_000 * 1000, "in use {full} after 10 MB of rows");
+        assert!(be.in_use_bytes() <= size);
+        let tx = be.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(Table::Key.def()).unwrap();
+            for i in 0..9_500u64 {
+                t.remove(i.to_be_bytes().as_slice()).unwrap();
+            }
+        }
+        be.commit(tx, 100, false).unwrap();
+        // Counted by the maintenance step once writes are idle and the frees durable.
+        // (Not before the pause after the first count, a tenth of the time.)
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while be.in_use_bytes() == full && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            be.maintain_durability().unwrap();
+        }
+        let after = be.in_use_bytes();
+        assert_eq!(be.size_bytes().unwrap(), size, "the file keeps its size");
+        assert!(
+            after < full / 4,
+            "in use {after} after deleting 95% of {full}"
+        );
+        let report = be.defragment().unwrap();
+        assert!(
+            report.size_after < size / 2,
+            "defragmented {size} to {}; in use {after}",
+            report.size_after
+        );
+        assert!(be.in_use_bytes() <= be.size_bytes().unwrap());
     }
 
     /// Sets (or, with `None`, removes) the format version an open backend records.

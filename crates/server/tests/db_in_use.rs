@@ -1,0 +1,147 @@
+//! `dbSizeInUse` in `Maintenance.Status` follows etcd 3.4's meaning, checked against
+//! etcd itself: on a single member, about 8 MiB of values are written, then all of
+//! them deleted and compacted (physically). On both servers, and in the same words:
+//! the bytes in use fill most of the file after the writes; after the compaction they
+//! drop below a quarter of that while the file (`dbSize`) keeps its size; a
+//! defragmentation then shrinks the file, and the bytes in use stay below it.
+//! `endpoint status -w json` shows both numbers (etcdctl prints the response's fields).
+//! Ports 29820-29823 belong to this file (etcd 29820, Skiff 29822).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{cluster_members, have};
+use skiff_proto::etcdserverpb as pb;
+use tonic::transport::Channel;
+
+const KEYS: usize = 2048;
+const VALUE: usize = 4096;
+/// Puts per txn (under `--max-txn-ops` 128 and the 1.5 MiB request limit).
+const PER_TXN: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    db: i64,
+    in_use: i64,
+}
+
+async fn sizes(maint: &mut pb::maintenance_client::MaintenanceClient<Channel>) -> Sizes {
+    let s = maint
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    Sizes {
+        db: s.db_size,
+        in_use: s.db_size_in_use,
+    }
+}
+
+/// The scenario on one server: what it showed, as sentences, and the numbers.
+async fn run(bin: &Path, port: u16) -> (String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = cluster_members(bin, 1, port, dir.path(), &[]).remove(0);
+    m.spawn();
+    tokio::task::block_in_place(|| m.wait_serving(Duration::from_secs(30)));
+    let ch = tonic::transport::Endpoint::from_shared(m.url())
+        .expect("endpoint")
+        .timeout(Duration::from_secs(30))
+        .connect_lazy();
+    let mut kv = pb::kv_client::KvClient::new(ch.clone());
+    let mut maint = pb::maintenance_client::MaintenanceClient::new(ch);
+    let empty = sizes(&mut maint).await;
+
+    let value = vec![b'v'; VALUE];
+    for chunk in 0..KEYS / PER_TXN {
+        let success = (0..PER_TXN)
+            .map(|i| pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                    key: format!("k/{:05}", chunk * PER_TXN + i).into_bytes().into(),
+                    value: value.clone().into(),
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        kv.txn(pb::TxnRequest {
+            success,
+            ..Default::default()
+        })
+        .await
+        .expect("txn of puts");
+    }
+    // etcd counts at its next backend commit, Skiff once writes are idle: both soon.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let full = sizes(&mut maint).await;
+    let deleted = kv
+        .delete_range(pb::DeleteRangeRequest {
+            key: "k/".into(),
+            range_end: "k0".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(deleted.deleted, KEYS as i64);
+    let rev = deleted.header.expect("header").revision;
+    kv.compact(pb::CompactionRequest {
+        revision: rev,
+        physical: true,
+    })
+    .await
+    .expect("compact");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut compacted = sizes(&mut maint).await;
+    while compacted.in_use * 4 >= full.in_use && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        compacted = sizes(&mut maint).await;
+    }
+    maint
+        .defragment(pb::DefragmentRequest {})
+        .await
+        .expect("defragment");
+    // Skiff recounts once writes are idle (the new file's size stands in until then).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut defragged = sizes(&mut maint).await;
+    while defragged.in_use >= defragged.db && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        defragged = sizes(&mut maint).await;
+    }
+
+    let written = (KEYS * VALUE) as i64;
+    let said = format!(
+        "after the writes, in use covers the values: {}\n\
+         after the writes, in use fits in the file: {}\n\
+         after compaction, in use below a quarter of before: {}\n\
+         after compaction, the file kept its size: {}\n\
+         after defragment, the file below half its size: {}\n\
+         after defragment, in use below the file's size: {}\n",
+        full.in_use >= written,
+        full.in_use <= full.db,
+        compacted.in_use * 4 < full.in_use,
+        compacted.db >= full.db,
+        defragged.db * 2 < full.db,
+        defragged.in_use < defragged.db,
+    );
+    let numbers = format!(
+        "empty {empty:?}, written {full:?}, compacted {compacted:?}, defragmented {defragged:?}"
+    );
+    (said, numbers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_size_in_use_drops_at_compaction_and_the_file_at_defragment() {
+    if !have("etcd") {
+        return;
+    }
+    let skiff = std::path::PathBuf::from(env!("CARGO_BIN_EXE_skiff"));
+    let (etcd_said, etcd_numbers) = run(Path::new("etcd"), 29820).await;
+    let (skiff_said, skiff_numbers) = run(&skiff, 29822).await;
+    eprintln!("etcd:  {etcd_numbers}\nskiff: {skiff_numbers}");
+    assert!(
+        !etcd_said.contains("false"),
+        "etcd 3.4 did not behave as this test expects ({etcd_numbers}):\n{etcd_said}"
+    );
+    common::assert_same_transcript("db-in-use", &etcd_said, &skiff_said);
+}
