@@ -438,6 +438,9 @@ fn mask(transcript: &str) -> String {
     let mut lines: Vec<String> = Vec::new();
     for line in transcript.lines() {
         let line = match retry.captures(line) {
+            // Whether the command's deadline struck during a retry (and was logged as
+            // one) is timing alone.
+            Some(c) if c[1].contains("code = DeadlineExceeded") => continue,
             Some(c) => format!("(retried after: {})", &c[1]),
             None => line.to_string(),
         };
