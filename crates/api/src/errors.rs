@@ -83,6 +83,8 @@ etcd_errors! {
     AuthPkgUserNotFound => "auth: user not found",
     AuthPkgPermissionDenied => "auth: permission denied",
     AuthPkgNoPasswordUser => "auth: authentication failed, password was given for no password user",
+    // `Authenticate` on a member whose `--auth-token jwt` has only a public key.
+    AuthPkgVerifyOnly => "auth: token signing attempted with verify-only key",
     NoLeader => "etcdserver: no leader",
     NotLeader => "etcdserver: not leader",
     LeaderChanged => "etcdserver: leader changed",
@@ -148,7 +150,8 @@ impl EtcdError {
             | AuthPkgUserEmpty
             | AuthPkgUserNotFound
             | AuthPkgPermissionDenied
-            | AuthPkgNoPasswordUser => Code::Unknown,
+            | AuthPkgNoPasswordUser
+            | AuthPkgVerifyOnly => Code::Unknown,
             UnsupportedSnapshot | UnsupportedDowngrade => Code::Unimplemented,
         }
     }
@@ -186,6 +189,7 @@ impl EtcdError {
                 | EtcdError::AuthPkgUserNotFound
                 | EtcdError::AuthPkgPermissionDenied
                 | EtcdError::AuthPkgNoPasswordUser
+                | EtcdError::AuthPkgVerifyOnly
         )
     }
 }
@@ -280,7 +284,7 @@ mod tests {
             let recognised = e.client_recognised().then_some(e);
             assert_eq!(EtcdError::from_status(&e.to_status()), recognised);
         }
-        assert_eq!(EtcdError::ALL.len(), 59);
+        assert_eq!(EtcdError::ALL.len(), 60);
         assert_eq!(
             EtcdError::from_status(&Status::unknown("auth: permission denied")),
             None,

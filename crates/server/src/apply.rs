@@ -38,7 +38,7 @@ use skiff_storage::mvcc::{self as st, Applied, ApplyEntry, AuxOp, AuxTable, KvSt
 use tokio::sync::watch;
 
 use crate::alarms::Alarms;
-use crate::auth::{AuthChange, AuthStore, SimpleTokens};
+use crate::auth::{AuthChange, AuthStore, TokenProvider};
 use crate::convert::{self, Ids};
 use crate::inputs::{ApplyInput, ApplyOutput, ApplyResult, NodeInput};
 use crate::lease::{lease_key, ClockHandle, LeaseTable};
@@ -72,9 +72,9 @@ pub struct Applier {
     /// Where the auth store is published after each change (before the change's index
     /// is reported applied, so a linearizable read sees it).
     pub auth_view: watch::Sender<Arc<AuthStore>>,
-    /// The member's simple tokens: assigned by `Authenticate` entries, dropped by
+    /// The member's tokens: assigned by `Authenticate` entries; simple ones dropped by
     /// password changes, user deletions and auth disable.
-    pub tokens: Arc<SimpleTokens>,
+    pub tokens: Arc<TokenProvider>,
     /// A backend batch that takes longer is logged and counted as a slow apply
     /// (`--experimental-warning-apply-duration`).
     pub warning_apply_duration: std::time::Duration,
@@ -651,7 +651,9 @@ impl Applier {
     }
 
     /// Assigns the token of a password check the proposer made (etcd's simple token:
-    /// the random part and the entry's index), on every member alike.
+    /// the random part and the entry's index), on every member alike; a `jwt` token
+    /// (signed for the store's revision now) only where someone waits for it, as no
+    /// other member keeps it.
     fn apply_authenticate(
         &mut self,
         e: &Entry,
@@ -668,15 +670,19 @@ impl Applier {
             Err(EtcdError::AuthNotEnabled)
         } else if !self.auth.users.contains_key(&a.name) {
             Err(EtcdError::AuthFailed)
+        } else if matches!(*self.tokens, TokenProvider::Jwt(_)) && !self.wait.is_waiting(id) {
+            Ok(ApplyOutput::Noop)
         } else {
-            let token = format!("{}.{}", a.simple_token, e.index);
-            self.tokens.assign(token.clone(), a.name);
-            Ok(ApplyOutput::Authenticate(pb::AuthenticateResponse {
-                header: self
-                    .ids(term)
-                    .header(st::ResponseHeader::at(self.store.current_revision())),
-                token,
-            }))
+            self.tokens
+                .assign(&a.simple_token, e.index, a.name, self.auth.revision)
+                .map(|token| {
+                    ApplyOutput::Authenticate(pb::AuthenticateResponse {
+                        header: self
+                            .ids(term)
+                            .header(st::ResponseHeader::at(self.store.current_revision())),
+                        token,
+                    })
+                })
         };
         self.apply_one(e, id, st::WriteRequest::Noop, &[], result)?;
         Ok(())

@@ -36,7 +36,8 @@ use tokio::task::JoinHandle;
 
 use crate::alarms::Alarms;
 use crate::apply::Applier;
-use crate::auth::{AuthShared, AuthStore, SimpleTokens};
+use crate::auth::jwt::JwtTokens;
+use crate::auth::{AuthShared, AuthStore, SimpleTokens, TokenProvider};
 use crate::bootstrap::{self, Layout};
 use crate::config::{ClusterState, Config};
 use crate::facade::{Auth, Learner, Quota, Validate};
@@ -342,15 +343,23 @@ impl Member {
             .map_err(|e| anyhow::anyhow!("backend alarm table: {e}"))?;
         let (alarms_view, alarms_rx) = watch::channel(Arc::new(alarms.clone()));
         let (member_table, members) = MemberTable::open(&store, &rec.meta.members)?;
-        if config.auth_token.starts_with("jwt") {
-            tracing::warn!("--auth-token jwt is not built yet; issuing simple tokens");
-        }
+        let tokens = match &config.jwt {
+            None => TokenProvider::Simple(SimpleTokens::new(config.auth_token_ttl)),
+            Some(opts) => {
+                if !opts.unknown.is_empty() {
+                    tracing::warn!(keys = ?opts.unknown, "unknown JWT options");
+                }
+                TokenProvider::Jwt(Box::new(
+                    JwtTokens::load(opts).context("failed to create token provider")?,
+                ))
+            }
+        };
         let auth_rows = store.backend().scan(Table::Auth)?;
         let auth_store = AuthStore::from_rows(&auth_rows)?;
         let (auth_view, auth_rx) = watch::channel(Arc::new(auth_store.clone()));
         let auth = AuthShared {
             view: auth_rx,
-            tokens: Arc::new(SimpleTokens::new(config.auth_token_ttl)),
+            tokens: Arc::new(tokens),
             bcrypt_cost: config.bcrypt_cost,
         };
 

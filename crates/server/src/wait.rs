@@ -47,6 +47,11 @@ impl<T> Wait<T> {
         }
     }
 
+    /// Whether someone waits for `id` (on this member).
+    pub fn is_waiting(&self, id: u64) -> bool {
+        self.lock().contains_key(&id)
+    }
+
     /// Forgets `id` (the proposal failed before it could be applied).
     pub fn cancel(&self, id: u64) {
         self.lock().remove(&id);

@@ -7,9 +7,11 @@
 //! etcd bucket under a key prefix: `auth/authEnabled` (one byte, 1 or 0),
 //! `auth/authRevision` (u64 big-endian), `authUsers/<name>` (an `authpb.User`) and
 //! `authRoles/<name>` (an `authpb.Role`); a translation to etcd's bolt file only
-//! splits the prefixes into buckets. Every change bumps the revision (etcd's
-//! `commitRevision`), written in the same transaction as the change; a fresh store
-//! starts at revision 1, so revision 0 always means "not checked".
+//! splits the prefixes into buckets. Every change but enabling auth bumps the revision
+//! (etcd's `commitRevision`; etcd's `AuthEnable` keeps it, and `jwt` tokens carry it, so
+//! it must count as etcd's does), written in the same transaction as the change; a
+//! fresh store starts at revision 1, so revision 0 always means "not checked", and a
+//! store with auth on (it has a root user) is past revision 1.
 //!
 //! Errors are etcd's, in etcd's order of checks (auth/store.go of etcd 3.4).
 
@@ -178,6 +180,8 @@ impl AuthStore {
                 }
                 self.enabled = true;
                 rows.push(aux(KEY_ENABLED.to_vec(), Some(vec![1])));
+                // etcd's AuthEnable keeps the revision.
+                return Ok((rows, inval));
             }
             AuthChange::Disable => {
                 if !self.enabled {
@@ -402,7 +406,7 @@ mod tests {
         let rev = s.revision;
         s.apply(&AuthChange::Enable).unwrap();
         assert!(s.enabled);
-        assert_eq!(s.revision, rev + 1);
+        assert_eq!(s.revision, rev, "etcd's AuthEnable keeps the revision");
         let del = AuthChange::UserDelete(pb::AuthUserDeleteRequest {
             name: "root".into(),
         });

@@ -9,12 +9,91 @@
 //! The apply thread inserts and invalidates; requests look up. The map's lock is held
 //! only for a map operation, never across I/O. Deadlines are member-local (they never
 //! change replicated state), so reading the clock here is harmless.
+//!
+//! [`TokenProvider`] is what the member uses: these simple tokens, or etcd's `jwt`
+//! tokens ([`super::jwt`]) when `--auth-token jwt,...` says so. Either way a token is
+//! made when the `Authenticate` entry applies, on every member alike.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use skiff_api::EtcdError;
+
+use super::jwt::JwtTokens;
+
+/// What a valid token says about its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub user: String,
+    /// The auth store revision a `jwt` token was issued at (etcd checks key
+    /// permissions only for tokens at least as new as the store); `None` for a simple
+    /// token, which is as new as the store whenever it is valid.
+    pub revision: Option<u64>,
+}
+
+/// The member's kind of token (`--auth-token`).
+pub enum TokenProvider {
+    Simple(SimpleTokens),
+    Jwt(Box<JwtTokens>),
+}
+
+impl TokenProvider {
+    /// Who a token names, if it is valid (a simple token's life is extended).
+    pub fn info(&self, token: &str) -> Option<TokenInfo> {
+        match self {
+            TokenProvider::Simple(t) => t.user(token).map(|user| TokenInfo {
+                user,
+                revision: None,
+            }),
+            TokenProvider::Jwt(t) => match t.verify(token) {
+                Ok(c) => Some(TokenInfo {
+                    user: c.username,
+                    revision: Some(c.revision),
+                }),
+                Err(why) => {
+                    tracing::warn!(%why, "invalid JWT token");
+                    None
+                }
+            },
+        }
+    }
+
+    /// The token of an applied `Authenticate` entry: a simple token from the
+    /// proposer's random part and the entry's index, or a JWT signed now for the auth
+    /// store's `revision`.
+    pub fn assign(
+        &self,
+        random: &str,
+        index: u64,
+        user: String,
+        revision: u64,
+    ) -> Result<String, EtcdError> {
+        match self {
+            TokenProvider::Simple(t) => {
+                let token = format!("{random}.{index}");
+                t.assign(token.clone(), user);
+                Ok(token)
+            }
+            TokenProvider::Jwt(t) => t.sign(&user, revision),
+        }
+    }
+
+    /// Drops every simple token of `user` (a JWT lives until its `exp`).
+    pub fn invalidate_user(&self, user: &str) {
+        if let TokenProvider::Simple(t) = self {
+            t.invalidate_user(user);
+        }
+    }
+
+    /// Drops every simple token.
+    pub fn clear(&self) {
+        if let TokenProvider::Simple(t) = self {
+            t.clear();
+        }
+    }
+}
 
 /// The length of a token's random part (etcd's `defaultSimpleTokenLength`).
 const TOKEN_LEN: usize = 16;

@@ -93,6 +93,8 @@ pub enum ConfigError {
     BadCompactionRetention(String),
     #[error("auth: invalid auth options (--auth-token={0:?}: 'simple' or 'jwt,...')")]
     BadAuthToken(String),
+    #[error("{1} (--auth-token={0:?})")]
+    BadJwtOptions(String, crate::auth::jwt::JwtError),
     #[error("--{0} is not supported yet by Skiff; bootstrap with --initial-cluster instead")]
     DiscoveryUnsupported(&'static str),
     #[error("TLS key/cert (--cert-file, --key-file) must be provided for client url {0} with HTTPS scheme")]
@@ -208,6 +210,8 @@ pub struct Config {
     /// `--metrics=extensive`.
     pub metrics_extensive: bool,
     pub auth_token: String,
+    /// `--auth-token jwt,...`'s options (`None`: simple tokens).
+    pub jwt: Option<crate::auth::jwt::JwtOptions>,
     pub bcrypt_cost: u32,
     pub auth_token_ttl: Duration,
     pub warning_apply_duration: Duration,
@@ -486,9 +490,14 @@ impl Config {
             &flags.auto_compaction_retention,
         )?;
         let auth_kind = flags.auth_token.split(',').next().unwrap_or_default();
-        if !matches!(auth_kind, "simple" | "jwt") {
-            return Err(ConfigError::BadAuthToken(flags.auth_token));
-        }
+        let jwt = match auth_kind {
+            "simple" => None,
+            "jwt" => Some(
+                crate::auth::jwt::JwtOptions::parse(&flags.auth_token)
+                    .map_err(|e| ConfigError::BadJwtOptions(flags.auth_token.clone(), e))?,
+            ),
+            _ => return Err(ConfigError::BadAuthToken(flags.auth_token)),
+        };
 
         let data_dir = flags
             .data_dir
@@ -544,6 +553,7 @@ impl Config {
             corrupt_check_time: nonzero(flags.experimental_corrupt_check_time),
             metrics_extensive: flags.metrics == "extensive",
             auth_token: flags.auth_token,
+            jwt,
             bcrypt_cost: if (4..=31).contains(&flags.bcrypt_cost) {
                 flags.bcrypt_cost
             } else {

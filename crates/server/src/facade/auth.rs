@@ -68,18 +68,43 @@ pub struct Auth<F> {
     header: HeaderFn,
 }
 
+/// The checked revision of a request let through because auth was off. Enabling auth
+/// does not change the store's revision (etcd's rule, which `jwt` tokens' `revision`
+/// claims depend on), so the snapshot's revision would not tell the apply that auth
+/// came on in between; 1 does: a store with auth on has a root user, so at least one
+/// change since its first revision, 1. The apply refuses such a request as
+/// `revision of auth store is old` (etcd re-checks it and refuses it too).
+const CHECKED_WITH_AUTH_OFF: u64 = 1;
+
 /// A request's caller as the auth store saw it.
 struct Checked {
     store: Arc<AuthStore>,
     /// `None` while auth is disabled: everything is allowed.
     user: Option<String>,
+    /// The auth store revision a `jwt` token was issued at.
+    token_revision: Option<u64>,
 }
 
 impl Checked {
+    /// Key permission, etcd's `isOpPermitted`: a `jwt` token issued before the store's
+    /// last change is refused first (`revision of auth store is old`), then the user's
+    /// roles decide.
     fn need(&self, need: Need, key: &[u8], range_end: &[u8]) -> Result<(), EtcdError> {
         match &self.user {
             None => Ok(()),
+            Some(_) if self.token_revision.is_some_and(|r| r < self.store.revision) => {
+                Err(EtcdError::AuthOldRevision)
+            }
             Some(u) => self.store.check(u, need, key, range_end),
+        }
+    }
+
+    /// The revision the apply compares with the store's: the snapshot's, or, when auth
+    /// was off, [`CHECKED_WITH_AUTH_OFF`].
+    fn revision(&self) -> u64 {
+        match self.user {
+            Some(_) => self.store.revision,
+            None => CHECKED_WITH_AUTH_OFF,
         }
     }
 
@@ -113,25 +138,33 @@ fn authenticate(
             if let Some(token) = caller.token.as_deref() {
                 shared
                     .tokens
-                    .user(token)
+                    .info(token)
                     .ok_or(EtcdError::InvalidAuthToken)?;
             }
         }
-        return Ok(Checked { store, user: None });
+        return Ok(Checked {
+            store,
+            user: None,
+            token_revision: None,
+        });
     }
     // A token wins over a certificate, as in etcd; a token that names no one is
     // refused even when a certificate came along.
-    let user = match (caller.token.as_deref(), &caller.common_name) {
-        (Some(token), _) => shared
-            .tokens
-            .user(token)
-            .ok_or(EtcdError::InvalidAuthToken)?,
-        (None, Some(cn)) => cn.clone(),
+    let (user, token_revision) = match (caller.token.as_deref(), &caller.common_name) {
+        (Some(token), _) => {
+            let info = shared
+                .tokens
+                .info(token)
+                .ok_or(EtcdError::InvalidAuthToken)?;
+            (info.user, info.revision)
+        }
+        (None, Some(cn)) => (cn.clone(), None),
         (None, None) => return Err(EtcdError::UserEmpty),
     };
     Ok(Checked {
         store,
         user: Some(user),
+        token_revision,
     })
 }
 
@@ -205,7 +238,7 @@ impl<F> Auth<F> {
     ) -> ApiResult<T> {
         let c = self.who()?;
         check(&c)?;
-        caller::with_checked_revision(c.store.revision, call).await
+        caller::with_checked_revision(c.revision(), call).await
     }
 
     /// [`Self::checked_open`] for the Maintenance calls: their refusals are the auth
@@ -219,7 +252,7 @@ impl<F> Auth<F> {
             .who_open()
             .and_then(|c| check(&c).map(|()| c))
             .map_err(maintenance_error)?;
-        caller::with_checked_revision(c.store.revision, call).await
+        caller::with_checked_revision(c.revision(), call).await
     }
 
     /// [`Self::checked`] with the caller as [`Self::who_open`] sees it.
@@ -230,7 +263,7 @@ impl<F> Auth<F> {
     ) -> ApiResult<T> {
         let c = self.who_open()?;
         check(&c)?;
-        caller::with_checked_revision(c.store.revision, call).await
+        caller::with_checked_revision(c.revision(), call).await
     }
 }
 
@@ -280,7 +313,7 @@ impl<F: KvApi + LeaseApi> KvApi for Auth<F> {
         if req.lease != 0 {
             self.lease_keys_writable(&c, req.lease).await?;
         }
-        caller::with_checked_revision(c.store.revision, self.inner.put(req)).await
+        caller::with_checked_revision(c.revision(), self.inner.put(req)).await
     }
 
     async fn delete_range(
@@ -310,7 +343,7 @@ impl<F: KvApi + LeaseApi> KvApi for Auth<F> {
         for lease in leases {
             self.lease_keys_writable(&c, lease).await?;
         }
-        caller::with_checked_revision(c.store.revision, self.inner.txn(req)).await
+        caller::with_checked_revision(c.revision(), self.inner.txn(req)).await
     }
 
     async fn compact(&self, req: pb::CompactionRequest) -> ApiResult<pb::CompactionResponse> {
@@ -388,7 +421,7 @@ impl<F: LeaseApi> LeaseApi for Auth<F> {
     ) -> ApiResult<pb::LeaseRevokeResponse> {
         let c = self.who()?;
         self.lease_keys_writable(&c, req.id).await?;
-        caller::with_checked_revision(c.store.revision, self.inner.lease_revoke(req)).await
+        caller::with_checked_revision(c.revision(), self.inner.lease_revoke(req)).await
     }
     async fn lease_keep_alive(
         &self,

@@ -88,7 +88,7 @@ impl AuthApi for EtcdServer {
         // As etcd, the right password with a token that names no one is refused: the
         // proposal carries the caller's token, which is looked up before proposing.
         if let Some(token) = caller::current().token {
-            if self.auth.tokens.user(&token).is_none() {
+            if self.auth.tokens.info(&token).is_none() {
                 return Err(EtcdError::InvalidAuthToken);
             }
         }
