@@ -29,6 +29,7 @@
 
 pub mod etcd;
 pub mod reader;
+pub mod testing;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

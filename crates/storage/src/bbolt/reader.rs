@@ -44,6 +44,9 @@ pub enum Row<'a> {
 /// Visits one leaf element: (flags, key, value, file offset of the value).
 type Visit<'a> = dyn FnMut(u32, &[u8], &[u8], u64) -> BoltResult<()> + 'a;
 
+/// Visits one value row: (key, value, file offset of the value).
+pub type ValueAt<'a> = dyn FnMut(&[u8], &[u8], u64) -> BoltResult<()> + 'a;
+
 /// Where a bucket's rows live.
 #[derive(Clone, Debug)]
 enum Root {
@@ -254,6 +257,29 @@ impl BoltReader {
             bucket: String::from_utf8_lossy(name).into_owned(),
         })?;
         self.walk(&root, 0, f)
+    }
+
+    /// Calls `f` with every value row (nested buckets skipped) of the top-level bucket
+    /// `name`, in key order, with the file offset its value starts at: what a tool that
+    /// patches a stopped member's file in place needs (see [`super::testing`]).
+    pub fn for_each_value_at(&self, name: &[u8], f: &mut ValueAt<'_>) -> BoltResult<()> {
+        let root = self.find_bucket(name)?.ok_or_else(|| BoltError::NoBucket {
+            path: self.path.clone(),
+            bucket: String::from_utf8_lossy(name).into_owned(),
+        })?;
+        let mut seen = Seen::new(self.pgid);
+        self.walk_raw(
+            &root,
+            0,
+            &mut seen,
+            &mut Vec::new(),
+            &mut |flags, key, value, at| {
+                if flags & BUCKET_LEAF_FLAG == 0 {
+                    f(key, value, at)?;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Whether the top-level bucket `name` exists.
