@@ -164,7 +164,7 @@ impl Cli {
         }
         let read = |path: &str| {
             std::fs::read(path)
-                .map_err(|e| fail(BAD_ARGS, format!("open {path}: {}", go_io_error(&e))))
+                .map_err(|e| fail(BAD_ARGS, format!("open {path}: {}", go::io_error(&e))))
         };
         let identity = match (&cert, &key) {
             (None, None) => None,
@@ -243,20 +243,5 @@ impl Cli {
     /// The printer `-w` and `--hex` ask for.
     pub fn printer(&self) -> anyhow::Result<Printer> {
         Ok(Printer::new(Format::parse(&self.write_out)?, self.hex))
-    }
-}
-
-/// Go's text for an I/O error (`no such file or directory`, ...).
-fn go_io_error(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => {
-            let s = e.to_string();
-            match s.find(" (os error") {
-                Some(i) => s[..i].to_lowercase(),
-                None => s,
-            }
-        }
     }
 }

@@ -18,6 +18,7 @@
 //!   store and the state the apply thread owns: [`lease`] (table and clock),
 //!   [`membership`], [`alarms`], [`auth`] (users, roles, permissions, tokens);
 //!   [`inputs`] the messages between these threads.
+//! - [`restore`] a data dir from an etcd snapshot file (`skiffctl snapshot restore`).
 //! - [`peer`] the transport between members; [`config`] flags; [`metrics`] etcd-named
 //!   Prometheus metrics; [`convert`] wire types to and from the store's; [`version`].
 
@@ -45,6 +46,7 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod restore;
 pub mod serve;
 pub mod server;
 pub mod tasks;

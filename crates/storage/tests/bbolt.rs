@@ -472,11 +472,12 @@ mod snapshot_files {
         let n = wrong.len();
         wrong[n - 1] ^= 1;
         std::fs::write(&bad, &wrong).unwrap();
-        let err = etcd::verify_snapshot(&bad, false).unwrap_err().to_string();
+        let err = etcd::verify_snapshot(&bad, false).unwrap_err();
         assert!(
-            err.contains("sha256 mismatch") && err.contains("bad.db"),
+            matches!(&err, etcd::EtcdDbError::HashMismatch { path, .. } if path.ends_with("bad.db")),
             "{err}"
         );
+        assert!(err.to_string().starts_with("expected sha256 ["), "{err}");
         // Flipped bytes in a page: the sha256 catches them.
         let mut flipped = snap.clone();
         flipped[3 * 4096 + 100] ^= 0x40;

@@ -7,6 +7,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maint;
+mod snapshot;
 mod txn;
 mod watch;
 
@@ -45,7 +46,7 @@ pub enum Cmd {
     Defrag(maint::DefragArgs),
     /// Manages etcd node snapshots
     #[command(subcommand)]
-    Snapshot(maint::SnapshotCmd),
+    Snapshot(snapshot::SnapshotCmd),
     /// Acquires a named lock
     Lock(lock::LockArgs),
     /// Transfers leadership to another etcd cluster member.
@@ -77,7 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Endpoint(a) => cluster::endpoint(&cli, a).await,
         Cmd::Alarm(c) => cluster::alarm(&cli, c).await,
         Cmd::Defrag(a) => maint::defrag(&cli, a).await,
-        Cmd::Snapshot(c) => maint::snapshot(&cli, c).await,
+        Cmd::Snapshot(c) => snapshot::snapshot(&cli, c).await,
         Cmd::Lock(a) => lock::lock(&cli, a).await,
         Cmd::MoveLeader(a) => cluster::move_leader(&cli, a).await,
         Cmd::Auth(c) => auth::auth(&cli, c).await,

@@ -6,6 +6,7 @@
 mod auth;
 pub mod go;
 pub mod json;
+mod snapshot;
 mod table;
 
 pub use auth::revoked_line;

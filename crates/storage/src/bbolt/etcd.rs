@@ -82,8 +82,22 @@ pub enum EtcdDbError {
         key: Vec<u8>,
         reason: String,
     },
+    /// The sha256 trailer of a snapshot file does not match its data (etcd's message:
+    /// the trailer, then the data's hash, as Go prints byte slices).
+    #[error("expected sha256 {}, got {}", go_bytes(expected), go_bytes(got))]
+    HashMismatch {
+        path: std::path::PathBuf,
+        expected: Vec<u8>,
+        got: Vec<u8>,
+    },
     #[error("{0}")]
     Other(String),
+}
+
+/// Go's `%v` of a byte slice: `[1 2 3]`.
+fn go_bytes(b: &[u8]) -> String {
+    let items: Vec<String> = b.iter().map(u8::to_string).collect();
+    format!("[{}]", items.join(" "))
 }
 
 impl From<redb::Error> for EtcdDbError {
@@ -264,18 +278,17 @@ pub fn verify_snapshot(path: &Path, skip_hash_check: bool) -> Result<SnapshotChe
         file.read_exact(&mut trailer).map_err(io)?;
         let digest = sha.finalize();
         if digest.as_slice() != trailer {
-            return Err(EtcdDbError::Other(format!(
-                "{}: sha256 mismatch: the trailer says {}, the data hashes to {}",
-                path.display(),
-                hex(&trailer),
-                hex(digest.as_slice())
-            )));
+            return Err(EtcdDbError::HashMismatch {
+                path: path.to_path_buf(),
+                expected: trailer.to_vec(),
+                got: digest.to_vec(),
+            });
         }
     } else if !skip_hash_check {
-        return Err(EtcdDbError::Other(format!(
-            "{}: snapshot missing hash ({len} bytes is not a bbolt file plus a sha256)",
-            path.display()
-        )));
+        // etcd's message (a file of {len} bytes is not a bbolt file plus a sha256).
+        return Err(EtcdDbError::Other(
+            "snapshot missing hash but --skip-hash-check=false".into(),
+        ));
     }
     let r = BoltReader::open(path)?;
     if r.size() > check.db_bytes {
@@ -299,10 +312,6 @@ pub fn verify_snapshot(path: &Path, skip_hash_check: bool) -> Result<SnapshotChe
         })?;
     }
     Ok(check)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// What [`inspect`] tells about an etcd `db` file.

@@ -1,7 +1,8 @@
 //! bbolt database files, the format etcd keeps its backend (`member/snap/db`) and its
 //! snapshots in: a [`writer`] that builds one from sorted rows without holding it in
 //! memory, a bounded, checked [`reader`], and [`etcd`], which maps Skiff's backend to
-//! etcd 3.4's bucket layout and back.
+//! etcd 3.4's bucket layout and back; [`status`] computes `etcdctl snapshot status`'s
+//! figures (hash, revision, keys, size).
 //!
 //! # The format (bbolt v1.3, as etcd 3.4 uses it; all integers little-endian)
 //! The file is a sequence of pages of `page_size` bytes (4096 here). Every page starts
@@ -29,6 +30,7 @@
 
 pub mod etcd;
 pub mod reader;
+pub mod status;
 pub mod testing;
 pub mod writer;
 

@@ -245,6 +245,19 @@ impl BoltReader {
         Ok(names)
     }
 
+    /// The keys of rows in the root bucket that are not buckets (bbolt never writes
+    /// such a row: one found is damage, which callers report).
+    pub fn root_values(&self) -> BoltResult<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        self.walk(&Root::Page(self.root), 0, &mut |row| {
+            if let Row::Value { key, .. } = row {
+                keys.push(key.to_vec());
+            }
+            Ok(())
+        })?;
+        Ok(keys)
+    }
+
     /// Calls `f` with every row of the top-level bucket `name`, in key order. Nested
     /// buckets are reported as [`Row::Bucket`] and not entered.
     pub fn for_each(
