@@ -43,7 +43,8 @@
 //! release the pages earlier commits freed), so it is not done per request: the
 //! maintenance thread recounts while writes are idle ([`IDLE_FOR_REPAIR`]), after a commit or a
 //! defragmentation changed the file, and no more often than [`IN_USE_DUTY`] allows (a
-//! walk holds at most a tenth of the writer's time). Until the first count, and never
+//! walk holds at most a tenth of the writer's time). Between counts, what the file grew
+//! by is added (new pages at its end are in use); until the first count, and never
 //! above it, the file's size stands in.
 //!
 //! # Snapshots
@@ -265,6 +266,8 @@ pub struct Backend {
     /// Bytes of allocated pages at the last count (0: not counted yet), see
     /// [`Backend::in_use_bytes`].
     in_use: AtomicU64,
+    /// The file's size at the last count.
+    in_use_file_size: AtomicU64,
     /// Whether a commit landed since the last count began.
     in_use_stale: std::sync::atomic::AtomicBool,
     /// When the next count may start (after the last one's duty-cycle pause), in ms since
@@ -376,6 +379,7 @@ impl Backend {
             presynced_index: AtomicU64::new(0),
             opened: Instant::now(),
             in_use: AtomicU64::new(0),
+            in_use_file_size: AtomicU64::new(0),
             in_use_stale: std::sync::atomic::AtomicBool::new(true),
             in_use_next_ms: AtomicU64::new(0),
         };
@@ -578,6 +582,8 @@ impl Backend {
         tx.abort()?;
         let stats = stats?;
         let bytes = stats.allocated_pages() * stats.page_size() as u64;
+        self.in_use_file_size
+            .store(self.size_bytes()?, Ordering::Relaxed);
         self.in_use.store(bytes, Ordering::Relaxed);
         let pause = started.elapsed() * IN_USE_DUTY;
         self.in_use_next_ms.store(
@@ -587,13 +593,17 @@ impl Backend {
         Ok(bytes)
     }
 
-    /// The bytes in use in the backend file as of the last count (etcd's
-    /// `dbSizeInUse`; see the module docs), never more than the file's size.
+    /// The bytes in use in the backend file (etcd's `dbSizeInUse`; see the module
+    /// docs): the last count plus what the file grew by since (pages added at its end
+    /// are in use), never more than the file's size.
     pub fn in_use_bytes(&self) -> u64 {
         let size = self.cached_size_bytes();
         match self.in_use.load(Ordering::Relaxed) {
             0 => size,
-            n => n.min(size),
+            n => {
+                let grown = size.saturating_sub(self.in_use_file_size.load(Ordering::Relaxed));
+                (n + grown).min(size)
+            }
         }
     }
 
