@@ -64,6 +64,10 @@ pub enum NodeInput {
     SnapshotStatus { to: u64, ok: bool },
     /// The apply thread made the backend durable up to `index`: snapshot there.
     Snapshot { index: u64, payload: Bytes },
+    /// Tick Raft this many times at once (etcd's `--initial-election-tick-advance`:
+    /// a member that just started and reached its peers need not wait out a whole
+    /// election timeout before it may campaign; see `tasks::advance_election_ticks`).
+    AdvanceTicks(u64),
     /// A peer says this member was removed from the cluster: stop with that error.
     Removed,
     /// Stop the loop.

@@ -566,6 +566,13 @@ impl Member {
             server.clone(),
             shutdown.subscribe(),
         ));
+        if config.initial_election_tick_advance {
+            tokio::spawn(tasks::advance_election_ticks(
+                server.clone(),
+                config.election_ticks(),
+                shutdown.subscribe(),
+            ));
+        }
         tokio::spawn(tasks::revoke_expired(
             server.clone(),
             expired_rx,

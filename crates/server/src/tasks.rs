@@ -2,8 +2,8 @@
 //! publishing this member's name and client URLs through Raft, revoking leases whose
 //! deadline passed (the lease clock names them, Raft applies the revoke), lease
 //! checkpoints (renewals made durable before they are answered), progress
-//! notifications for watchers that asked for them, the size gauges, and automatic
-//! compaction (`--auto-compaction-*`).
+//! notifications for watchers that asked for them, the size gauges, automatic
+//! compaction (`--auto-compaction-*`), and the election tick advance at boot.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::AutoCompaction;
 use crate::facade::KvApi;
+use crate::inputs::NodeInput;
 use crate::lease::{LeaseId, Renewal};
 use crate::server::EtcdServer;
 
@@ -46,6 +47,38 @@ pub async fn publish_attributes(server: Arc<EtcdServer>, mut stop: watch::Receiv
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// etcd's `--initial-election-tick-advance` (on by default): once this member's streams
+/// to more than one peer are up (checked every 50 ms for up to 5 s, etcd's
+/// `ConnReadTimeout`), Raft is ticked `election_ticks - 2` times at once, so a cluster
+/// restarted together elects a leader after a few heartbeats instead of a whole
+/// election timeout; the two ticks left give a live leader's heartbeat time to arrive
+/// (and PreVote keeps a member that campaigns anyway from disturbing it). A member
+/// alone campaigns at once already (see `member`), and one that reaches fewer peers
+/// is left as it is, as in etcd.
+pub async fn advance_election_ticks(
+    server: Arc<EtcdServer>,
+    election_ticks: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    if server.members_now().len() < 2 {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if server.peers.active() > 1 {
+            let ticks = election_ticks.saturating_sub(2);
+            if server.send(NodeInput::AdvanceTicks(ticks)).is_ok() {
+                tracing::info!(ticks, "advanced the election ticks: peers are reachable");
+            }
+            return;
         }
     }
 }

@@ -184,6 +184,8 @@ pub struct Config {
     pub logger: Logger,
     pub log_outputs: Vec<LogOutput>,
     pub pre_vote: bool,
+    /// `--initial-election-tick-advance` (etcd's default: on).
+    pub initial_election_tick_advance: bool,
     pub strict_reconfig_check: bool,
     /// `--force-new-cluster`: restart as a one-member cluster with this data.
     pub force_new_cluster: bool,
@@ -540,6 +542,7 @@ impl Config {
             logger,
             log_outputs,
             pre_vote: flags.pre_vote,
+            initial_election_tick_advance: flags.initial_election_tick_advance,
             strict_reconfig_check: flags.strict_reconfig_check,
             force_new_cluster: flags.force_new_cluster,
             enable_grpc_gateway: flags.enable_grpc_gateway,

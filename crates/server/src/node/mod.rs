@@ -237,6 +237,11 @@ impl<Io: NodeIo> Node<Io> {
                         tracing::error!(error = %e, index, "snapshot failed");
                     }
                 }
+                NodeInput::AdvanceTicks(n) => {
+                    for _ in 0..n {
+                        self.raw.tick();
+                    }
+                }
                 NodeInput::Removed => return Err(NodeError::Removed),
                 NodeInput::Stop => stop = true,
             }

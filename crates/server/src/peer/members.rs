@@ -46,6 +46,11 @@ impl PeerActivity {
         write_lock(&self.0).remove(&id);
     }
 
+    /// How many peers' streams are up.
+    pub fn active(&self) -> usize {
+        read_lock(&self.0).len()
+    }
+
     /// Since when the stream to `id` is up, if it is.
     pub fn active_since(&self, id: NodeId) -> Option<Instant> {
         read_lock(&self.0).get(&id).copied()

@@ -229,9 +229,11 @@ impl EtcdServer {
     }
 
     /// If this member leads, hands leadership to the voter whose log is the most up to
-    /// date and waits (at most two election timeouts) until it leads; whether it moved.
-    /// Used before stopping (SIGTERM) and before removing this member, so writes move
-    /// to the new leader at once instead of waiting for an election timeout.
+    /// date among those this member's stream reaches (as etcd picks a connected peer),
+    /// and waits (at most two election timeouts) until it leads; whether it moved. Used
+    /// before stopping (SIGTERM) and before removing this member, so writes move to the
+    /// new leader at once instead of waiting for an election timeout. With no voter
+    /// reachable it returns at once (a leader stopping last does not wait for nobody).
     pub async fn hand_off_leadership(&self) -> bool {
         if self.leader() != self.member_id {
             return false;
@@ -243,6 +245,7 @@ impl EtcdServer {
             .members_now()
             .iter()
             .filter(|m| !m.is_learner && m.id != self.member_id)
+            .filter(|m| self.peers.active_since(m.id).is_some())
             .filter_map(|m| progress.get(&m.id).map(|matched| (*matched, m.id)))
             .max();
         let Some((_, heir)) = heir else {

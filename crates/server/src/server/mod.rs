@@ -150,7 +150,7 @@ impl EtcdServer {
         })
     }
 
-    fn send(&self, input: NodeInput) -> Result<(), EtcdError> {
+    pub(crate) fn send(&self, input: NodeInput) -> Result<(), EtcdError> {
         self.node.send(input).map_err(|_| EtcdError::Stopped)
     }
 
