@@ -91,7 +91,7 @@ async fn run(bin: &Path, port: u16) -> (String, String) {
     })
     .await
     .expect("compact");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     let mut compacted = sizes(&mut maint).await;
     while compacted.in_use * 4 >= full.in_use && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -102,7 +102,7 @@ async fn run(bin: &Path, port: u16) -> (String, String) {
         .await
         .expect("defragment");
     // Skiff recounts once writes are idle (the new file's size stands in until then).
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(40);
     let mut defragged = sizes(&mut maint).await;
     while defragged.in_use >= defragged.db && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
