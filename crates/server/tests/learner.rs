@@ -10,7 +10,8 @@
 //!   client cannot tell apart;
 //! - an etcdctl transcript (writes, linearizable and serializable `get`, leases, watch,
 //!   `endpoint status|health|hashkv`, `defrag`, `alarm list`, `member ...`, `auth
-//!   enable`) and the JSON gateway's answer to a put and a watch; etcdctl's retry
+//!   enable`), the JSON gateway's answer to a put and a watch, and `/health` (healthy:
+//!   it is not an RPC); etcdctl's retry
 //!   warnings are kept as one line per step naming the error it retried on;
 //! - then the learner is promoted (through `m0`) and serves writes and linearizable
 //!   reads.
@@ -426,6 +427,7 @@ const STEPS: &[&str] = &[
     "$L auth enable",
     "curl -s -m 3 -X POST $G/v3/kv/put -d '{\"key\":\"Yg==\",\"value\":\"Mg==\"}'",
     "curl -s -m 3 -X POST $G/v3/watch -d '{\"create_request\":{\"key\":\"YQ==\"}}'",
+    "curl -s -m 3 $G/health",
 ];
 
 /// Masks what legitimately differs: ports, IDs, sizes, raft positions, versions;
