@@ -986,8 +986,20 @@ impl<R: Read> CrcReader<R> {
         if len > MAX_DUMP_FIELD {
             return Ok(None);
         }
-        let mut buf = vec![0u8; len as usize];
-        self.read_exact(&mut buf)?;
+        // Grown as the bytes arrive, never sized by the (untrusted) length alone: a
+        // forged length in a short dump allocates no more than the dump holds.
+        let mut buf = Vec::with_capacity((len as usize).min(64 * 1024));
+        (&mut self.inner)
+            .take(u64::from(len))
+            .read_to_end(&mut buf)?;
+        if buf.len() != len as usize {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("field of {len} bytes cut after {}", buf.len()),
+            ));
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &buf);
+        self.bytes += buf.len() as u64;
         Ok(Some(buf))
     }
 }

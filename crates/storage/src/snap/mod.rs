@@ -354,7 +354,8 @@ impl Snapshotter {
 
         let mut crc = 0u32;
         let mut left = payload_len;
-        let mut chunk = vec![0u8; CHUNK];
+        // payload_len is what the file holds, so this is bounded by the file too.
+        let mut chunk = vec![0u8; (payload_len as usize).min(CHUNK)];
         while left > 0 {
             let n = left.min(CHUNK as u64) as usize;
             r.read_exact(&mut chunk[..n]).map_err(io_err(path))?;
