@@ -8,9 +8,13 @@
 //! a message that would otherwise trip one of the core's invariant assertions or
 //! record something the log cannot hold:
 //! - a message from node 0 or from ourselves, or with a term no cluster reaches
-//!   (above 2^63: a later `term + 1` would overflow);
+//!   (above 2^63: a later `term + 1` would overflow), or without a term (0, which the
+//!   core takes for a local message and lets past every term check) unless it is a
+//!   forwarded proposal or read index;
 //! - an append whose entries do not follow `index` one by one, carry a term above
-//!   the message's or below `log_term`, or go down in term (an append that would
+//!   the message's or below `log_term`, or go down in term, or that claims term 0 at
+//!   an index past 0 (the core reads term 0 past its last index, so it would "match"
+//!   and commit what the log does not hold) (an append that would
 //!   replace a committed entry needs no check here: the core answers an append below
 //!   its commit with the commit and appends nothing, and the entries of one at or
 //!   above the commit all lie above it);
@@ -40,6 +44,12 @@ impl<S: Storage> Raft<S> {
         }
         if m.term > MAX_TERM {
             return Err(format!("term {} is impossibly large", m.term));
+        }
+        // Term 0 is how the core marks local messages and skips every term check; a
+        // member stamps its term on everything it sends but forwarded proposals and
+        // reads (`Raft::send`).
+        if m.term == 0 && !matches!(m.msg_type, MessageType::Propose | MessageType::ReadIndex) {
+            return Err(format!("{:?} without a term", m.msg_type));
         }
         match m.msg_type {
             MessageType::Append => self.check_append(m),
@@ -104,6 +114,11 @@ impl<S: Storage> Raft<S> {
                 "log term {} above the message's term {}",
                 m.log_term, m.term
             ));
+        }
+        // Only the empty log's position 0 has term 0; the core reads term 0 for any
+        // index past its last, so such an append would "match" there and commit it.
+        if m.log_term == 0 && m.index > 0 {
+            return Err(format!("log term 0 at index {}", m.index));
         }
         Ok(())
     }
@@ -279,6 +294,33 @@ mod tests {
                 },
             ),
             ("impossible term", msg(MessageType::Heartbeat, u64::MAX)),
+            (
+                // Found by crates/server/tests/fuzz_replay.rs (peer_frame).
+                "heartbeat without a term committing beyond the last index",
+                Message {
+                    commit: 50,
+                    ..msg(MessageType::Heartbeat, 0)
+                },
+            ),
+            (
+                // Found by crates/server/tests/fuzz_replay.rs (peer_frame).
+                "append after an index we lack, at log term 0",
+                Message {
+                    index: 1 << 31,
+                    log_term: 0,
+                    commit: 1 << 62,
+                    ..msg(MessageType::Append, 2)
+                },
+            ),
+            (
+                "append without a term",
+                Message {
+                    index: 5,
+                    log_term: 2,
+                    commit: 50,
+                    ..msg(MessageType::Append, 0)
+                },
+            ),
         ]
     }
 
@@ -322,6 +364,8 @@ mod tests {
     fn without_the_check_the_crafted_messages_panic() {
         let fatal = [
             "heartbeat commit beyond the last index",
+            "heartbeat without a term committing beyond the last index",
+            "append after an index we lack, at log term 0",
             "append whose entries skip back below the commit",
             "snapshot with an inconsistent membership (2 voter and learner)",
         ];

@@ -8,7 +8,7 @@
 //!
 //! The corpus is `tests/corpus/<target>/`: each file is run as it is, then mutated
 //! (bit flips, forged lengths, truncations, splices; xorshift with fixed seeds, so a
-//! failure reproduces) until the target's time budget ([`BUDGET`]) is spent. A fuzzer
+//! failure reproduces) until the target's time budget ([`budget`]) is spent. A fuzzer
 //! (cargo-fuzz, AFL) can grow the corpus with files it finds; the replay runs whatever
 //! is there. `cargo test -p skiff-storage --test fuzz_replay -- --ignored write_corpus`
 //! rewrites the seed files from the current encoders.
@@ -32,8 +32,23 @@ use skiff_storage::wal::{SnapshotMarker, Wal, WalOptions};
 mod fuzz;
 use fuzz::Rng;
 
-/// How long each target's replay (corpus and mutations) may run.
-const BUDGET: Duration = Duration::from_secs(2);
+/// How long each target's replay (corpus and mutations) may run: 2 s, or
+/// `SKIFF_FUZZ_SECS` (a longer run is a fuzzing session on stable; `SKIFF_FUZZ_SEED`
+/// then varies the mutations).
+fn budget() -> Duration {
+    let secs = std::env::var("SKIFF_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    Duration::from_secs(secs)
+}
+
+fn seed_offset() -> u64 {
+    std::env::var("SKIFF_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -119,7 +134,7 @@ fn tracked<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Runs `target` over the corpus and mutations of it within [`BUDGET`], checking the
+/// Runs `target` over the corpus and mutations of it within [`budget`], checking the
 /// allocation bound (`fixed` + 16 x the input); returns (accepted, refused) counts.
 fn replay(
     name: &str,
@@ -131,11 +146,23 @@ fn replay(
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let files = corpus(name);
+    let seed = seed ^ seed_offset();
     let mut rng = Rng(seed);
     let (mut accepted, mut refused) = (0, 0);
     let mut run = |input: &[u8], what: &dyn Fn() -> String| {
         fuzz::reset();
-        let outcome = target(input);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target(input)))
+            .unwrap_or_else(|panic| {
+                fuzz::track(false);
+                let keep = std::env::temp_dir().join(format!("skiff-fuzz-{name}-failure"));
+                let _ = fs::write(&keep, input);
+                eprintln!(
+                    "{name}: panicked on {}; input written to {}",
+                    what(),
+                    keep.display()
+                );
+                std::panic::resume_unwind(panic)
+            });
         let largest = fuzz::largest();
         if largest > fixed + 16 * input.len() {
             // Kept for a rerun and for the corpus once fixed.
@@ -157,9 +184,9 @@ fn replay(
     for (file, data) in &files {
         run(data, &|| format!("corpus file {file}"));
     }
-    let start = Instant::now();
+    let (start, budget) = (Instant::now(), budget());
     let mut round = 0u64;
-    while start.elapsed() < BUDGET {
+    while start.elapsed() < budget {
         let (file, data) = &files[rng.below(files.len() as u64) as usize];
         let mut input = data.clone();
         for _ in 0..rng.below(3) + 1 {

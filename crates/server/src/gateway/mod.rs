@@ -83,7 +83,7 @@ mod auth;
 mod base64;
 mod cluster;
 pub mod common_name;
-mod decode;
+pub mod decode;
 mod encode;
 mod kv;
 mod lease;
