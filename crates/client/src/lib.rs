@@ -129,7 +129,7 @@ pub use pool::Safety;
 pub use skiff_api::EtcdError;
 pub use skiff_proto as proto;
 pub use tls::{Identity, TlsOptions};
-pub use watch::Watcher;
+pub use watch::{ProgressRequester, Watcher};
 
 use pool::Pool;
 

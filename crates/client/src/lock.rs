@@ -12,7 +12,7 @@ use skiff_proto::v3electionpb::{
 use skiff_proto::v3lockpb::lock_client::LockClient;
 use skiff_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 
-use crate::{Client, Result, Safety};
+use crate::{Client, Error, Result, Safety};
 
 impl Client {
     /// Waits for and takes the lock `name`, held as long as `lease` lives.
@@ -94,5 +94,26 @@ impl Client {
             async move { ElectionClient::new(ch).resign(req).await }
         })
         .await
+    }
+
+    /// Streams the leaders of election `name` from one member: the current leader
+    /// first (once there is one), then each new leader or proclaimed value. Not
+    /// resumed on another member if the stream breaks (the stream ends with an error).
+    pub async fn observe(
+        &self,
+        name: impl Into<Bytes>,
+    ) -> Result<tonic::Streaming<LeaderResponse>> {
+        self.pool.ensure_token(self.deadline()).await?;
+        let i = self.pin.unwrap_or_else(|| self.pool.pick(None));
+        let mut request = tonic::Request::new(LeaderRequest { name: name.into() });
+        request.metadata_mut().insert(
+            "hasleader",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        ElectionClient::new(self.pool.members[i].channel.clone())
+            .observe(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(Error::from_status)
     }
 }

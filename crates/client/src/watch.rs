@@ -11,6 +11,8 @@
 //! - **no silent gap**: if the revision the watch needs was compacted, the watcher
 //!   yields [`Error::WatchCompacted`] and ends.
 //! - The task ends when the [`Watcher`] is dropped, which cancels the stream.
+//! - [`Watcher::request_progress`] asks the member serving the watch for a progress
+//!   notification (etcd's `ProgressRequest`), which arrives like any response.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use crate::{Client, Error, Result};
 /// A running watch: call [`Watcher::message`] for each response.
 pub struct Watcher {
     rx: mpsc::Receiver<Result<WatchResponse>>,
+    progress: mpsc::UnboundedSender<()>,
     reconnects: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
@@ -48,9 +51,33 @@ impl Watcher {
         self.rx.recv().await
     }
 
+    /// Asks for a progress notification (a response without events whose header
+    /// revision says every event up to it has been delivered); a no-op once the watch
+    /// ended.
+    pub fn request_progress(&self) {
+        let _ = self.progress.send(());
+    }
+
+    /// A handle that asks for progress notifications from elsewhere (another task)
+    /// while this watcher is being read.
+    pub fn progress_requester(&self) -> ProgressRequester {
+        ProgressRequester(self.progress.clone())
+    }
+
     /// How many times the watch was re-created on a member after a broken stream.
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
+    }
+}
+
+/// Asks a [`Watcher`] for progress notifications (see [`Watcher::request_progress`]).
+#[derive(Debug, Clone)]
+pub struct ProgressRequester(mpsc::UnboundedSender<()>);
+
+impl ProgressRequester {
+    /// Asks for a progress notification; `false` once the watch has ended.
+    pub fn request(&self) -> bool {
+        self.0.send(()).is_ok()
     }
 }
 
@@ -68,20 +95,29 @@ impl Client {
     pub async fn watch(&self, create: WatchCreateRequest) -> Result<Watcher> {
         self.pool.ensure_token(self.deadline()).await?;
         let (tx, rx) = mpsc::channel(64);
+        let (progress, progress_rx) = mpsc::unbounded_channel();
         let reconnects = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(run(
             self.pool.clone(),
             self.pin,
             create,
             tx,
+            progress_rx,
             reconnects.clone(),
         ));
         Ok(Watcher {
             rx,
+            progress,
             reconnects,
             task,
         })
     }
+}
+
+/// The watch's side of its [`Watcher`]: responses out, progress requests in.
+struct Caller {
+    tx: mpsc::Sender<Result<WatchResponse>>,
+    progress: mpsc::UnboundedReceiver<()>,
 }
 
 /// What one connection to a member ended with.
@@ -97,14 +133,16 @@ async fn run(
     pin: Option<usize>,
     create: WatchCreateRequest,
     tx: mpsc::Sender<Result<WatchResponse>>,
+    progress: mpsc::UnboundedReceiver<()>,
     reconnects: Arc<AtomicU64>,
 ) {
+    let mut caller = Caller { tx, progress };
     let mut next_rev = create.start_revision;
     let mut created_sent = false;
     let mut attempt: u32 = 0;
     let mut last: Option<usize> = None;
     loop {
-        if tx.is_closed() {
+        if caller.tx.is_closed() {
             return;
         }
         if attempt > 0 && (pin.is_some() || pool.all_down()) {
@@ -120,7 +158,7 @@ async fn run(
             &pool,
             i,
             req,
-            &tx,
+            &mut caller,
             &mut next_rev,
             &mut created_sent,
             &mut attempt,
@@ -147,11 +185,12 @@ async fn one_stream(
     pool: &Pool,
     i: usize,
     req: WatchCreateRequest,
-    tx: &mpsc::Sender<Result<WatchResponse>>,
+    caller: &mut Caller,
     next_rev: &mut i64,
     created_sent: &mut bool,
     attempt: &mut u32,
 ) -> Ended {
+    let Caller { tx, progress } = caller;
     let (req_tx, req_rx) = mpsc::channel(1);
     let first = WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(req)),
@@ -176,7 +215,19 @@ async fn one_stream(
         }
     };
     loop {
-        let msg = match stream.message().await {
+        let next = tokio::select! {
+            m = stream.message() => m,
+            Some(()) = progress.recv() => {
+                let ask = WatchRequest {
+                    request_union: Some(RequestUnion::ProgressRequest(Default::default())),
+                };
+                if req_tx.send(ask).await.is_err() {
+                    return Ended::Reconnect;
+                }
+                continue;
+            }
+        };
+        let msg = match next {
             Ok(Some(m)) => m,
             Ok(None) => return Ended::Reconnect,
             Err(status) => {

@@ -149,6 +149,24 @@ const SCRIPT: &[&str] = &[
     "$E lock",
     "timeout 2 $E lock held | sed 's|/[0-9a-f]*$|/LEASE|'",
     "$E get mylock --prefix --keys-only; $E get held --prefix --keys-only",
+    // `watch -i`: lines on stdin, events as they come, `progress`, etcdctl's
+    // complaints; the end of stdin ends it (exit 3). Sleeps order the output.
+    "(printf 'watch wi\\n\\nbogus\\nwatch\\nwatch --prefix wi wj\\nwatch wi wj wk\\n'; sleep 0.5; $E put wi v1 >/dev/null; sleep 0.5; printf 'progress\\n'; sleep 0.5) | $E watch -i",
+    "(printf 'watch wi --prefix --prev-kv -w json\\n'; sleep 0.3) | $E watch -i",
+    "(printf 'watch --prefix\\n'; sleep 0.3) | $E watch -i",
+    "(printf 'watch wi --\\n'; sleep 0.3) | $E watch -i",
+    "(printf 'watch wi --bogus\\n'; sleep 0.3) | $E watch -i",
+    "(printf 'watch wi --rev x\\n'; sleep 0.3) | $E watch -i",
+    "(printf '%s\\n' 'watch wi -- sh -c \"echo got $ETCD_WATCH_KEY $ETCD_WATCH_VALUE $ETCD_WATCH_EVENT_TYPE\"'; sleep 0.5; $E put wi v2 >/dev/null; sleep 0.5) | $E watch -i",
+    "(printf 'watch wi -- false\\n'; sleep 0.5; $E put wi v3 >/dev/null; sleep 0.5) | $E watch -i",
+    "(printf 'watch wi --prefix --prev-kv\\n'; sleep 0.5; $E del wi >/dev/null; sleep 0.5) | $E -w json watch -i",
+    // `elect`: argument errors; an observer sees two leaders in turn (each campaign
+    // ends by SIGTERM, resigning); an observer started later sees the current one.
+    "$E elect",
+    "$E elect e",
+    "$E elect -l e p",
+    "(timeout 3 $E elect -l e1 | sed 's|/[0-9a-f]*$|/LEASE|'; echo '[observer done]') & sleep 0.5; timeout 1 $E elect e1 v1 | sed 's|/[0-9a-f]*$|/LEASE|'; timeout 1 $E elect e1 v2 | sed 's|/[0-9a-f]*$|/LEASE|'; wait",
+    "(timeout 2 $E elect e2 first > /dev/null &); sleep 0.5; timeout 1 $E elect -l e2 | sed 's|/[0-9a-f]*$|/LEASE|'; sleep 1",
 ];
 
 /// The auth section: `$E` is the CLI without a user, `$R` the same as `root`. Every

@@ -3,6 +3,7 @@
 
 mod auth;
 mod cluster;
+mod elect;
 mod kv;
 mod lease;
 mod lock;
@@ -49,6 +50,8 @@ pub enum Cmd {
     Snapshot(snapshot::SnapshotCmd),
     /// Acquires a named lock
     Lock(lock::LockArgs),
+    /// Observes and participates in leader election
+    Elect(elect::ElectArgs),
     /// Transfers leadership to another etcd cluster member.
     MoveLeader(cluster::MoveLeaderArgs),
     /// Enable or disable authentication
@@ -80,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Defrag(a) => maint::defrag(&cli, a).await,
         Cmd::Snapshot(c) => snapshot::snapshot(&cli, c).await,
         Cmd::Lock(a) => lock::lock(&cli, a).await,
+        Cmd::Elect(a) => elect::elect(&cli, a).await,
         Cmd::MoveLeader(a) => cluster::move_leader(&cli, a).await,
         Cmd::Auth(c) => auth::auth(&cli, c).await,
         Cmd::User(c) => auth::user(&cli, c).await,

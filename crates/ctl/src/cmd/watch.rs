@@ -2,13 +2,26 @@
 //! interrupted. The watch runs on skiff-client's resuming watcher, so a member failure
 //! does not end it; a compacted start revision ends it as etcdctl's does ("watch was
 //! canceled (...)", then `Error: watch is canceled by the server`, exit 5).
+//!
+//! `watch -i` reads etcdctl 3.4's interactive lines from stdin: `watch [options] <key
+//! or prefix> [range_end]` starts one more watch (its events printed as they come, each
+//! watch independently), `progress` asks every watch for a progress notification
+//! (`progress notify: <revision>`), anything else is reported on stderr as etcdctl
+//! reports it and skipped; `watch <key> -- <command>` runs the command for each event
+//! (etcdctl's `ETCD_WATCH_*` variables); a bad flag or no key in a line ends the command
+//! (exit 128) and so does the end of stdin (`Error reading watch request line: EOF`,
+//! exit 3), as in etcdctl.
 
-use clap::Args;
-use skiff_client::proto::etcdserverpb::WatchCreateRequest;
+use clap::{Args, Parser};
+use skiff_client::proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
+use skiff_client::{Client, ProgressRequester, Watcher};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::cmd::err1;
-use crate::exit::{fail, BAD_ARGS, INTERRUPTED};
+use crate::cmd::txn::argify;
+use crate::exit::{fail, strconv_err, BAD_ARGS, ERROR, INTERRUPTED, INVALID_INPUT};
 use crate::globals::Cli;
+use crate::output::{go, Printer};
 
 /// `watch` flags.
 #[derive(Args, Debug, Clone)]
@@ -29,26 +42,29 @@ pub struct WatchArgs {
     pub args: Vec<String>,
 }
 
-/// `watch`.
-pub async fn watch(cli: &Cli, a: &WatchArgs) -> anyhow::Result<()> {
-    if a.interactive {
-        return Err(fail(BAD_ARGS, "watch -i is not supported by skiffctl yet"));
-    }
-    if a.args.is_empty() || a.args.len() > 2 {
-        return Err(fail(BAD_ARGS, "bad number of arguments"));
+/// One interactive `watch ...` line (the same flags as the command).
+#[derive(Parser, Debug)]
+#[command(no_binary_name = true, disable_help_flag = true)]
+struct WatchLine {
+    #[command(flatten)]
+    args: WatchArgs,
+}
+
+/// The request `a` describes, or etcdctl's complaint about its arguments. An
+/// interactive line may carry more than two arguments: etcdctl then watches the key
+/// alone.
+fn request(a: &WatchArgs, interactive: bool) -> Result<WatchCreateRequest, String> {
+    if a.args.is_empty() || (a.args.len() > 2 && !interactive) {
+        return Err("bad number of arguments".into());
     }
     if a.args.len() == 2 && a.prefix {
-        return Err(fail(
-            BAD_ARGS,
-            "`range_end` and `--prefix` are mutually exclusive",
-        ));
+        return Err("`range_end` and `--prefix` are mutually exclusive".into());
     }
     let mut key = bytes::Bytes::copy_from_slice(a.args[0].as_bytes());
-    let mut range_end = a
-        .args
-        .get(1)
-        .map(|e| bytes::Bytes::copy_from_slice(e.as_bytes()))
-        .unwrap_or_default();
+    let mut range_end = match a.args.len() {
+        2 => bytes::Bytes::copy_from_slice(a.args[1].as_bytes()),
+        _ => bytes::Bytes::new(),
+    };
     if a.prefix {
         if key.is_empty() {
             key = bytes::Bytes::from_static(b"\0");
@@ -57,18 +73,62 @@ pub async fn watch(cli: &Cli, a: &WatchArgs) -> anyhow::Result<()> {
             range_end = skiff_client::prefix_end(&key).into();
         }
     }
-    let client = cli.client_of(&cli.endpoint_list(), None).await?;
-    let mut printer = cli.printer()?;
-    let mut watcher = client
-        .watch(WatchCreateRequest {
-            key,
-            range_end,
-            start_revision: a.rev,
-            prev_kv: a.prev_kv,
-            ..Default::default()
-        })
-        .await
-        .map_err(err1)?;
+    Ok(WatchCreateRequest {
+        key,
+        range_end,
+        start_revision: a.rev,
+        prev_kv: a.prev_kv,
+        ..Default::default()
+    })
+}
+
+/// Runs `exec` once for each event of `resp`, as etcdctl does: stdout and stderr
+/// shared, the event in `ETCD_WATCH_REVISION`, `ETCD_WATCH_EVENT_TYPE`, `ETCD_WATCH_KEY`
+/// and `ETCD_WATCH_VALUE` (Go-quoted); a command that fails ends skiffctl (exit 1).
+async fn run_exec(exec: &[String], resp: &WatchResponse) {
+    let rev = resp.header.as_ref().map(|h| h.revision).unwrap_or(0);
+    for ev in &resp.events {
+        let kind = if ev.r#type == 1 { "DELETE" } else { "PUT" };
+        let (key, value) = ev
+            .kv
+            .as_ref()
+            .map(|kv| (go::quote(&kv.key), go::quote(&kv.value)))
+            .unwrap_or_else(|| (go::quote(b""), go::quote(b"")));
+        let status = tokio::process::Command::new(&exec[0])
+            .args(&exec[1..])
+            .env("ETCD_WATCH_REVISION", rev.to_string())
+            .env("ETCD_WATCH_EVENT_TYPE", format!("\"{kind}\""))
+            .env("ETCD_WATCH_KEY", key)
+            .env("ETCD_WATCH_VALUE", value)
+            .status()
+            .await;
+        let failed = match status {
+            Ok(s) if s.success() => None,
+            Ok(s) => Some(match s.code() {
+                Some(c) => format!("exit status {c}"),
+                None => s.to_string(),
+            }),
+            Err(e) => Some(format!(
+                "exec: {}: {}",
+                go::quote(exec[0].as_bytes()),
+                go::io_error(&e)
+            )),
+        };
+        if let Some(why) = failed {
+            let quoted: Vec<String> = exec.iter().map(|a| go::quote(a.as_bytes())).collect();
+            eprintln!("command [{}] error ({why})", quoted.join(" "));
+            std::process::exit(ERROR);
+        }
+    }
+}
+
+/// Prints a watch's responses as etcdctl's `printWatchCh` does, until it ends, running
+/// `exec` (if not empty) for each event.
+async fn print_watch(
+    mut watcher: Watcher,
+    printer: &mut Printer,
+    exec: &[String],
+) -> anyhow::Result<()> {
     while let Some(msg) = watcher.message().await {
         match msg {
             Ok(resp) if resp.created => continue,
@@ -78,12 +138,16 @@ pub async fn watch(cli: &Cli, a: &WatchArgs) -> anyhow::Result<()> {
                     && resp.compact_revision == 0
                     && resp.header.as_ref().is_some_and(|h| h.revision != 0);
                 if progress {
-                    println!(
+                    printer.text(format!(
                         "progress notify: {}",
                         resp.header.as_ref().map(|h| h.revision).unwrap_or(0)
-                    );
+                    ));
                 }
                 printer.watch(&resp)?;
+                printer.flush();
+                if !exec.is_empty() {
+                    run_exec(exec, &resp).await;
+                }
             }
             Err(skiff_client::Error::WatchCompacted { .. }) => {
                 eprintln!(
@@ -97,5 +161,133 @@ pub async fn watch(cli: &Cli, a: &WatchArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `watch`.
+pub async fn watch(cli: &Cli, a: &WatchArgs) -> anyhow::Result<()> {
+    if a.interactive {
+        return interactive(cli).await;
+    }
+    let req = request(a, false).map_err(|e| fail(BAD_ARGS, e))?;
+    let client = cli.client_of(&cli.endpoint_list(), None).await?;
+    let mut printer = cli.printer()?;
+    let watcher = client.watch(req).await.map_err(err1)?;
+    print_watch(watcher, &mut printer, &[]).await?;
     Err(fail(INTERRUPTED, "watch is canceled by the server"))
+}
+
+/// `watch -i`.
+async fn interactive(cli: &Cli) -> anyhow::Result<()> {
+    let client = cli.client_of(&cli.endpoint_list(), None).await?;
+    cli.printer()?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    // Each watch's progress requests, by watch.
+    let mut watches: Vec<ProgressRequester> = Vec::new();
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return Err(fail(INVALID_INPUT, "Error reading watch request line: EOF")),
+            Err(e) => {
+                return Err(fail(
+                    INVALID_INPUT,
+                    format!("Error reading watch request line: {e}"),
+                ))
+            }
+        };
+        let args = argify(&line).unwrap_or_default();
+        match args.first().map(String::as_str) {
+            None => {
+                eprintln!("Invalid command: {line} (watch and progress supported)");
+            }
+            Some("watch") if args.len() < 2 => {
+                eprintln!("Invalid command {line} (command type or key is not provided)");
+            }
+            Some("watch") => {
+                // `watch <key> -- <command> [args]` runs the command for each event.
+                let (flags, exec) = match args.iter().position(|a| a == "--") {
+                    Some(i) if i == args.len() - 1 => {
+                        return Err(fail(
+                            BAD_ARGS,
+                            "bad number of arguments (found separator --, but no commands)",
+                        ))
+                    }
+                    Some(i) => (&args[1..i], args[i + 1..].to_vec()),
+                    None => (&args[1..], Vec::new()),
+                };
+                let parsed =
+                    WatchLine::try_parse_from(flags).map_err(|e| fail(BAD_ARGS, flag_error(&e)))?;
+                if parsed.args.args.is_empty() {
+                    return Err(fail(BAD_ARGS, "bad number of arguments"));
+                }
+                let req = match request(&parsed.args, true) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("Invalid command {line} ({e})");
+                        continue;
+                    }
+                };
+                watches.extend(start(cli, &client, req, exec).await?);
+            }
+            Some("progress") => {
+                watches.retain(ProgressRequester::request);
+            }
+            Some(_) => eprintln!("Invalid command {line} (only support watch)"),
+        }
+    }
+}
+
+/// Starts one interactive watch printing on its own; returns its progress requester.
+async fn start(
+    cli: &Cli,
+    client: &Client,
+    req: WatchCreateRequest,
+    exec: Vec<String>,
+) -> anyhow::Result<Option<ProgressRequester>> {
+    let mut printer = cli.printer()?;
+    let watcher = match client.watch(req).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("watch was canceled ({e})");
+            return Ok(None);
+        }
+    };
+    let asker = watcher.progress_requester();
+    tokio::spawn(async move {
+        let _ = print_watch(watcher, &mut printer, &exec).await;
+    });
+    Ok(Some(asker))
+}
+
+/// pflag's wording of a bad flag in an interactive line.
+fn flag_error(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ErrorKind};
+    let arg = e
+        .get(ContextKind::InvalidArg)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    match e.kind() {
+        ErrorKind::UnknownArgument => match arg.strip_prefix('-') {
+            Some(long) if long.starts_with('-') => format!("unknown flag: {arg}"),
+            Some(short) => format!(
+                "unknown shorthand flag: '{}' in {arg}",
+                short.chars().next().unwrap_or('-')
+            ),
+            None => format!("unknown flag: {arg}"),
+        },
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+            let value = e
+                .get(ContextKind::InvalidValue)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let flag = arg.split_whitespace().next().unwrap_or_default();
+            format!(
+                "invalid argument {} for {} flag: {}",
+                go::quote(value.as_bytes()),
+                go::quote(flag.as_bytes()),
+                strconv_err("ParseInt", &value)
+            )
+        }
+        _ => e.to_string().lines().next().unwrap_or_default().to_string(),
+    }
 }
