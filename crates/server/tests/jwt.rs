@@ -1,6 +1,7 @@
 //! `--auth-token jwt,...` against etcd 3.4, with etcd's own test key pairs
 //! (`tests/data/jwt`: etcd's `tests/fixtures` RSA and ECDSA pairs, the public key given
-//! as the certificate, as etcd's tests give it). An etcd member and a Skiff member are
+//! as the certificate, as etcd's tests give it) and a P-521 pair made with openssl for
+//! ES512. An etcd member and a Skiff member are
 //! started with the same keys and the same steps; then:
 //! - each one's token (from `Authenticate` over gRPC and from the gateway) carries
 //!   etcd's claims (`exp`, `revision`, `username`) and is accepted by the other, over
@@ -12,7 +13,7 @@
 //! - a Skiff member with only the public key accepts etcd's token and answers
 //!   `Authenticate` with etcd's verify-only error.
 //!
-//! Ports 23608-23619 belong to this file. Needs `etcd`, `etcdctl` and `curl` (fails
+//! Ports 23604-23619 belong to this file. Needs `etcd`, `etcdctl` and `curl` (fails
 //! under `CI` without them).
 
 #![allow(clippy::unwrap_used)]
@@ -267,6 +268,17 @@ async fn rs256_tokens_cross_between_etcd_and_skiff() {
         "server.crt",
         "server.key.insecure",
         [23610, 23611, 23612, 23613],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn es512_tokens_cross_between_etcd_and_skiff() {
+    both_ways(
+        "ES512",
+        "p521.pub",
+        "p521.key.insecure",
+        [23604, 23605, 23606, 23607],
     )
     .await;
 }
