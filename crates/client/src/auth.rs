@@ -10,9 +10,12 @@
 //!   disabled answers `authentication is not enabled`: the client then goes on without
 //!   a token, as etcd's client does, and does not ask again.
 //! - A unary call answered `etcdserver: invalid auth token` (the token expired or the
-//!   member restarted and forgot it) re-authenticates **once** and repeats the call
-//!   once. That repeat is safe even for a write: the server checks the token before
-//!   doing anything, so a call refused for its token was not applied. Concurrent calls
+//!   member restarted and forgot it) or `etcdserver: revision of auth store is old`
+//!   (a `jwt` token issued before the last change of users or roles, or a request
+//!   checked just before one; etcd's client renews on both) re-authenticates **once**
+//!   and repeats the call once. That repeat is safe even for a write: the server
+//!   refuses either before applying anything (the old revision at the latest when the
+//!   entry applies, which then changes nothing), so a refused call was not applied. Concurrent calls
 //!   that fail with the same old token share one re-authentication.
 //! - `Authenticate` itself is sent without a token, and the password is never logged
 //!   or shown by `Debug`.
@@ -226,9 +229,12 @@ impl Pool {
     }
 }
 
-/// Whether `e` says the token was refused.
+/// Whether `e` says the token was refused (or is older than the auth store).
 pub(crate) fn token_refused(e: &Error) -> bool {
-    matches!(e, Error::Etcd(EtcdError::InvalidAuthToken))
+    matches!(
+        e,
+        Error::Etcd(EtcdError::InvalidAuthToken | EtcdError::AuthOldRevision)
+    )
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@
 //! - once `ttl` has passed, a token is refused by both with `etcdserver: invalid auth
 //!   token`;
 //! - a Skiff member with only the public key accepts etcd's token and answers
-//!   `Authenticate` with etcd's verify-only error.
+//!   `Authenticate` with etcd's verify-only error;
+//! - skiff-client, whose token went old when an admin changed a role, renews it once
+//!   and its write is applied once, against etcd and Skiff alike.
 //!
-//! Ports 23604-23619 belong to this file. Needs `etcd`, `etcdctl` and `curl` (fails
+//! Ports 23600-23619 belong to this file. Needs `etcd`, `etcdctl` and `curl` (fails
 //! under `CI` without them).
 
 #![allow(clippy::unwrap_used)]
@@ -339,4 +341,48 @@ async fn verify_only_member_accepts_etcd_tokens() {
         grpc_token(&skiff).await,
         Err("auth: token signing attempted with verify-only key".to_string())
     );
+}
+
+/// skiff-client renews a `jwt` token that an auth change made old (as etcd's client
+/// does) and repeats the call once; the write is applied once.
+async fn client_renews_old_token(kind: Kind, ports: [u16; 2]) {
+    use skiff_client::{Client, ClientOptions, Credentials};
+    let spec = format!(
+        "jwt,pub-key={},priv-key={},sign-method=RS256,ttl=1h",
+        key_file("server.crt"),
+        key_file("server.key.insecure")
+    );
+    let p = Proc::start_with(
+        kind,
+        "jwt-client",
+        ports[0],
+        ports[1],
+        None,
+        &["--auth-token", &spec, "--bcrypt-cost", "4"],
+    );
+    setup(&p);
+    let opts = ClientOptions {
+        request_timeout: Some(Duration::from_secs(5)),
+        credentials: Some(Credentials::new("root", "pw")),
+        ..ClientOptions::default()
+    };
+    let c = Client::connect([p.endpoint()], opts).unwrap();
+    c.put("n", "1").await.unwrap();
+    assert_eq!(c.authentications(), 1);
+    let out = etcdctl(&p, &["--user", "root:pw", "role", "add", "r"]);
+    assert!(out.contains("Role r created"), "{out}");
+    c.put("n", "2").await.unwrap();
+    assert_eq!(c.authentications(), 2, "{kind:?}: renewed once");
+    let got = c.get("n").await.unwrap();
+    assert_eq!(&got.kvs[0].value[..], b"2");
+    assert_eq!(got.kvs[0].version, 2, "{kind:?}: each put applied once");
+}
+
+#[tokio::test]
+async fn skiff_client_renews_an_old_token() {
+    if !(have("etcd") && have("etcdctl") && have("curl")) {
+        return;
+    }
+    client_renews_old_token(Kind::Etcd, [23600, 23601]).await;
+    client_renews_old_token(Kind::Skiff, [23602, 23603]).await;
 }
