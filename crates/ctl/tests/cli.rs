@@ -126,3 +126,54 @@ fn tls_flags_that_cannot_work_are_refused_before_dialling() {
         )
     );
 }
+
+/// `completion bash` is a script bash loads, and its function completes skiffctl's
+/// verbs and flags (asked as bash asks it, through `COMP_WORDS`); zsh and fish get
+/// their own formats.
+#[test]
+fn completion_scripts_complete_verbs_and_flags() {
+    let (code, bash, err) = skiffctl(&["completion", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    let dir = std::env::temp_dir().join(format!("skiffctl-completion-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let script = dir.join("skiffctl.bash");
+    std::fs::write(&script, &bash).expect("write script");
+    let ask =
+        |line: &str| {
+            let words: Vec<&str> = line.split(' ').collect();
+            let program =
+                format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT={}; \
+             _skiffctl skiffctl '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" "),
+            words.len() - 1,
+            line.len(),
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+            let out = Command::new("bash")
+                .args(["-c", &program])
+                .output()
+                .expect("run bash");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+    let verbs = ask("skiffctl sn");
+    assert_eq!(verbs.trim(), "snapshot", "{verbs}");
+    let sub = ask("skiffctl snapshot re");
+    assert_eq!(sub.trim(), "restore", "{sub}");
+    let flags = ask("skiffctl snapshot restore --initial-c");
+    assert!(flags.contains("--initial-cluster"), "{flags}");
+    assert!(flags.contains("--initial-cluster-token"), "{flags}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (code, zsh, _) = skiffctl(&["completion", "zsh"]);
+    assert_eq!(code, 0);
+    assert!(zsh.starts_with("#compdef skiffctl"), "{zsh}");
+    assert!(zsh.contains("elect"));
+    let (code, fish, _) = skiffctl(&["completion", "fish"]);
+    assert_eq!(code, 0);
+    assert!(fish.contains("complete -c skiffctl"), "{fish}");
+    let (code, _, err) = skiffctl(&["completion", "tcsh"]);
+    assert_ne!(code, 0, "{err}");
+}

@@ -2,7 +2,9 @@
 //! exactly as etcdctl builds them and handing the answer to the printer.
 
 mod auth;
+mod check;
 mod cluster;
+mod completion;
 mod elect;
 mod kv;
 mod lease;
@@ -63,6 +65,11 @@ pub enum Cmd {
     /// Role related commands
     #[command(subcommand)]
     Role(auth::RoleCmd),
+    /// commands for checking properties of the etcd cluster
+    #[command(subcommand)]
+    Check(check::CheckCmd),
+    /// Prints a shell completion script (bash, zsh, fish)
+    Completion(completion::CompletionArgs),
     /// Prints the version of skiffctl
     Version,
 }
@@ -88,6 +95,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Auth(c) => auth::auth(&cli, c).await,
         Cmd::User(c) => auth::user(&cli, c).await,
         Cmd::Role(c) => auth::role(&cli, c).await,
+        Cmd::Check(c) => check::check(&cli, c).await,
+        Cmd::Completion(a) => {
+            completion::completion(a);
+            Ok(())
+        }
         Cmd::Version => {
             println!("skiffctl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: 3.4");
