@@ -107,7 +107,7 @@ fn compare(kind: Kind, client: u16, label: &str) {
     let ctl = skiffctl();
     let with_etcdctl = run(kind, "etcdctl", client);
     let with_skiffctl = run(kind, ctl.to_str().expect("utf-8 path"), client);
-    let verdict = Regex::new(r"(?m)^Verdict: (PASS|FAIL) because .*\n").expect("regex");
+    let verdict = Regex::new(r"(?m)^Verdict: (PASS|FAIL): the .* load .*\n").expect("regex");
     assert!(
         verdict.is_match(&with_skiffctl),
         "{label}: no verdict sentence:\n{with_skiffctl}"
