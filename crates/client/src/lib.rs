@@ -75,7 +75,9 @@
 //! - **Reads** (range, status, member list, time-to-live, ...) are retried on another
 //!   member after an `Unavailable` answer or a connection that broke with the call in
 //!   flight (`pool::transport_failed`), with exponential backoff once all members
-//!   failed, until the call's deadline ([`ClientOptions::request_timeout`]).
+//!   failed, until the call's deadline ([`ClientOptions::request_timeout`]). A read
+//!   attempt that goes unanswered for [`ClientOptions::attempt_timeout`] (a stopped or
+//!   partitioned member whose connection stays open) moves to another member too.
 //! - **Writes** (put, delete, txn, compact, lease grant/revoke, member changes, ...)
 //!   are retried **only when the request provably never reached a server**: the TCP
 //!   connection could not be established. A write that failed in any other way
@@ -143,6 +145,13 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Deadline of one call including its retries; `None` waits as long as it takes.
     pub request_timeout: Option<Duration>,
+    /// How long one attempt of a read (an idempotent call) may go unanswered before the
+    /// member is marked down and the read is tried on another member, within
+    /// `request_timeout`; `None`: an attempt may take the whole deadline. Writes are
+    /// never cut short this way (a repeated write could apply twice). Set it above the
+    /// slowest read expected (a large range): a read that times out on every member
+    /// fails with [`Error::Timeout`].
+    pub attempt_timeout: Option<Duration>,
     /// Interval of HTTP/2 keep-alive pings (etcdctl `--keepalive-time`).
     pub keep_alive_time: Duration,
     /// How long a ping may stay unanswered before the connection is dropped
@@ -167,6 +176,7 @@ impl Default for ClientOptions {
         ClientOptions {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Some(Duration::from_secs(10)),
+            attempt_timeout: Some(Duration::from_secs(5)),
             keep_alive_time: Duration::from_secs(2),
             keep_alive_timeout: Duration::from_secs(6),
             backoff_initial: Duration::from_millis(50),

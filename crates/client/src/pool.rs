@@ -15,6 +15,12 @@
 //!   confused with a failure after sending. Any other failure of a write (a reset
 //!   connection, a server-side timeout, a deadline) is returned to the caller: the write
 //!   may have been applied, and retrying it blindly could apply it twice.
+//! - **A call that goes unanswered** is how a stalled member (stopped, or partitioned
+//!   without its connection closing) looks. A read attempt gets at most
+//!   `ClientOptions::attempt_timeout`, then the member is marked down and the read
+//!   tried on another member; a write waits for its deadline (it is never repeated) and
+//!   its member is then marked down too, so the next calls go elsewhere. Streams rely
+//!   on the channel's HTTP/2 keep-alive pings to notice a stalled member.
 //! - A member that failed is skipped for a short while (`ClientOptions::backoff_max`)
 //!   unless every member is marked down.
 //! - A TLS handshake that fails (an untrusted certificate, a refused client
@@ -283,10 +289,37 @@ impl Pool {
             }
             let i = self.pick(last);
             let fut = call(channel(i));
-            let result = match deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), fut).await {
+            // A read's attempt ends at its own limit or the call's deadline, whichever
+            // comes first; a write's only at the deadline (it is never repeated).
+            let limit = match safety {
+                Safety::Idempotent => self.opts.attempt_timeout,
+                Safety::NotIdempotent => None,
+            };
+            let attempt_end = limit.map(|l| Instant::now() + l);
+            let end = match (deadline, attempt_end) {
+                (Some(d), Some(a)) => Some(d.min(a)),
+                (d, a) => d.or(a),
+            };
+            let result = match end {
+                Some(e) => match tokio::time::timeout_at(e.into(), fut).await {
                     Ok(r) => r,
-                    Err(_) => return Err(self.timeout()),
+                    Err(_) => {
+                        // No answer in time: a stalled (stopped, partitioned) member
+                        // looks like this; skip it for a while either way.
+                        self.mark_down(i);
+                        attempt += 1;
+                        let deadline_passed = deadline.is_some_and(|d| Instant::now() >= d);
+                        if deadline_passed || attempt >= self.opts.max_attempts {
+                            return Err(self.timeout());
+                        }
+                        tracing::debug!(
+                            endpoint = %self.members[i].endpoint,
+                            attempt,
+                            "read attempt unanswered; retrying on another member"
+                        );
+                        last = Some(i);
+                        continue;
+                    }
                 },
                 None => fut.await,
             };

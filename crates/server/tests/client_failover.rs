@@ -1,7 +1,17 @@
-//! skiff-client across a leader failure (issue 16): a 3-member Skiff cluster; a watch
-//! and a lease keep-alive running on the leader's connection, a stream of reads and a
-//! stream of puts (one distinct key each) through the client; the leader is killed
-//! (SIGKILL) mid-stream. Then:
+//! skiff-client across member failures (issue 16): a 3-member Skiff cluster; a watch
+//! and a lease keep-alive running on one member's connection, a stream of reads and a
+//! stream of puts (one distinct key each) through the client; mid-stream that member
+//! fails:
+//! - `watch_lease_and_reads_survive_leader_kill`: it is the leader, killed (SIGKILL):
+//!   its connections close;
+//! - `watch_lease_and_reads_survive_a_stalled_member`: it is a follower, stopped
+//!   (SIGSTOP) for a while, then continued: its connections stay open but nothing
+//!   answers (a partition, from its peers and from the client), so the client must
+//!   notice by itself (read attempt timeouts, the keep-alive's unanswered renewal, the
+//!   channel's HTTP/2 pings). While it is still stopped the watch has caught up on
+//!   another member, the lease was renewed and no read failed.
+//!
+//! Then, in both:
 //! - the watch delivered every event exactly once and in order across its reconnect:
 //!   its revisions are exactly start..=last, strictly increasing, no gap;
 //! - the lease stayed alive (renewed after the kill, its key still there);
@@ -9,7 +19,8 @@
 //! - no put was applied twice (every key has version 1), every acknowledged put is
 //!   there, and the counts add up.
 //!
-//! Ports 29740-29759 belong to this file.
+//! Ports 29740-29759 belong to this file (29740-29745 the kill, 29750-29755 the stop).
+//! The two tests take turns (one cluster at a time on a small machine).
 
 mod common;
 
@@ -23,9 +34,13 @@ use skiff_client::{prefix_end, Client, ClientOptions};
 
 const PREFIX: &str = "fo/";
 
+/// One cluster at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn opts() -> ClientOptions {
     ClientOptions {
         request_timeout: Some(Duration::from_secs(5)),
+        attempt_timeout: Some(Duration::from_secs(1)),
         ..ClientOptions::default()
     }
 }
@@ -51,9 +66,41 @@ async fn leader_index(endpoints: &[String]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_lease_and_reads_survive_leader_kill() {
+    let _turn = SERIAL.lock().await;
+    scenario(29740, Failure::KillLeader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_lease_and_reads_survive_a_stalled_member() {
+    let _turn = SERIAL.lock().await;
+    scenario(29750, Failure::StopFollower).await;
+}
+
+/// What happens to the member the watch and the keep-alive start on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The leader, SIGKILLed.
+    KillLeader,
+    /// A follower, SIGSTOPped for [`STALL`] (at least), then SIGCONTinued.
+    StopFollower,
+}
+
+/// How long the stopped member stays stopped, at least: longer than the channel's
+/// HTTP/2 keep-alive needs to notice (2 s interval + 6 s timeout).
+const STALL: Duration = Duration::from_secs(12);
+
+fn signal(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+async fn scenario(base_port: u16, failure: Failure) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_skiff"));
-    let mut members = common::cluster_members(&bin, 3, 29740, dir.path(), &[]);
+    let mut members = common::cluster_members(&bin, 3, base_port, dir.path(), &[]);
     for m in members.iter_mut() {
         m.spawn();
     }
@@ -62,16 +109,22 @@ async fn watch_lease_and_reads_survive_leader_kill() {
     }
     let endpoints: Vec<String> = members.iter().map(|m| m.endpoint()).collect();
     let leader = leader_index(&endpoints).await;
-    // Clients whose first pick is the leader, so the watch and the keep-alive start
-    // on the member that will die and must move.
-    let mut leader_first = endpoints.clone();
-    leader_first.swap(0, leader);
+    let target = match failure {
+        Failure::KillLeader => leader,
+        Failure::StopFollower => (leader + 1) % endpoints.len(),
+    };
+    // Clients whose first pick is the target, so the watch and the keep-alive start
+    // on the member that will fail and must move.
+    let mut target_first = endpoints.clone();
+    target_first.swap(0, target);
     let client = Client::connect(&endpoints, opts()).expect("client");
-    let watch_client = Client::connect(&leader_first, opts()).expect("client");
-    let lease_client = Client::connect(&leader_first, opts()).expect("client");
+    let watch_client = Client::connect(&target_first, opts()).expect("client");
+    let lease_client = Client::connect(&target_first, opts()).expect("client");
 
     // The lease (minimum TTL plus a little) and a key attached to it.
-    let lease = lease_client.lease_grant(3, 0).await.expect("grant");
+    // Granted through the balanced client, so the keep-alive is the lease client's
+    // first pick (the target).
+    let lease = client.lease_grant(3, 0).await.expect("grant");
     let keep_alive = lease_client.lease_keep_alive(lease.id);
     client
         .put_request(PutRequest {
@@ -128,6 +181,7 @@ async fn watch_lease_and_reads_survive_leader_kill() {
     let stop = Arc::new(AtomicBool::new(false));
     let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let (reads_ok, reads_err) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let slowest_read_ms = Arc::new(AtomicU64::new(0));
     let first_read_after_kill: Arc<Mutex<Option<Duration>>> = Arc::default();
     let reader = {
         let (client, stop, ok, err) = (
@@ -137,10 +191,13 @@ async fn watch_lease_and_reads_survive_leader_kill() {
             reads_err.clone(),
         );
         let (killed_at, first) = (killed_at.clone(), first_read_after_kill.clone());
+        let slowest = slowest_read_ms.clone();
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let began = Instant::now();
-                match client.get("lease-key").await {
+                let read = client.get("lease-key").await;
+                slowest.fetch_max(began.elapsed().as_millis() as u64, Ordering::Relaxed);
+                match read {
                     Ok(_) => {
                         ok.fetch_add(1, Ordering::Relaxed);
                         let k = *killed_at.lock().expect("lock");
@@ -171,18 +228,18 @@ async fn watch_lease_and_reads_survive_leader_kill() {
     let mut pid_killed = 0;
     for i in 0..total {
         if i == 150 {
-            let pid = members[leader].pid().expect("leader running");
-            let st = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status()
-                .expect("run kill");
-            assert!(st.success());
+            let pid = members[target].pid().expect("target running");
+            let sig = match failure {
+                Failure::KillLeader => "-KILL",
+                Failure::StopFollower => "-STOP",
+            };
+            signal(pid, sig);
             pid_killed = pid;
             renewals_at_kill = keep_alive.renewals();
             *killed_at.lock().expect("lock") = Some(Instant::now());
             eprintln!(
-                "killed leader {} (pid {pid}) after {i} puts",
-                members[leader].name
+                "{failure:?}: {sig} {} (pid {pid}) after {i} puts",
+                members[target].name
             );
         }
         let key = format!("{PREFIX}{i:04}");
@@ -195,10 +252,66 @@ async fn watch_lease_and_reads_survive_leader_kill() {
         }
     }
     let renewals_after_puts = keep_alive.renewals();
-    let _ = members[leader].try_exit();
+    let _ = members[target].try_exit();
 
-    // Let the lease need renewals after the kill: its TTL is 3 s.
+    // Let the lease need renewals after the failure: its TTL is 3 s.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    if failure == Failure::StopFollower {
+        // Still stopped: the watch must catch up on another member by itself (the
+        // stalled stream noticed by the channel's pings), and the keep-alive and reads
+        // must carry on.
+        let stopped_at = killed_at.lock().expect("lock").expect("stopped");
+        if let Some(rest) = STALL.checked_sub(stopped_at.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+        let now_rev = client
+            .get("lease-key")
+            .await
+            .expect("read while stopped")
+            .header
+            .map(|h| h.revision)
+            .expect("header");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let caught_up = loop {
+            let last = events.lock().expect("lock").last().map(|e| e.0);
+            if last >= Some(now_rev) {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let renewals_stalled = keep_alive.renewals();
+        eprintln!(
+            "while stopped ({:?}): watch caught up to {now_rev}: {caught_up}, {} watch reconnects, {} keep-alive reconnects, renewals {renewals_at_kill} -> {renewals_stalled}, reads failed {}",
+            stopped_at.elapsed(),
+            watch_reconnects.load(Ordering::Relaxed),
+            keep_alive.reconnects(),
+            reads_err.load(Ordering::Relaxed)
+        );
+        assert!(
+            caught_up,
+            "the watch did not move off the stopped member (revision {now_rev} not delivered)"
+        );
+        assert!(
+            watch_reconnects.load(Ordering::Relaxed) >= 1,
+            "the watch never left the stopped member"
+        );
+        assert!(
+            keep_alive.reconnects() >= 1 && renewals_stalled > renewals_after_puts,
+            "the keep-alive did not move off the stopped member"
+        );
+        assert_eq!(
+            reads_err.load(Ordering::Relaxed),
+            0,
+            "a read failed although two members answered"
+        );
+        // Continue it: requests it had buffered may now be applied (once), and it
+        // must catch up.
+        signal(pid_killed, "-CONT");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     reader.await.expect("reader");
 
@@ -240,8 +353,8 @@ async fn watch_lease_and_reads_survive_leader_kill() {
     // Report.
     let applied = versions.len();
     let revs: Vec<i64> = evs.iter().map(|e| e.0).collect();
-    eprintln!("--- client failover report ---");
-    eprintln!("leader killed: {} (pid {pid_killed})", members[leader].name);
+    eprintln!("--- client failover report ({failure:?}) ---");
+    eprintln!("failed member: {} (pid {pid_killed})", members[target].name);
     eprintln!(
         "puts: {total} sent, {} acknowledged, {} unknown outcome, {applied} applied (keys found), max version {}",
         acked.len(),
@@ -263,9 +376,10 @@ async fn watch_lease_and_reads_survive_leader_kill() {
         !lease_key.kvs.is_empty()
     );
     eprintln!(
-        "reads: {} ok, {} failed; first successful read begun after the kill: {:?}",
+        "reads: {} ok, {} failed, slowest {} ms; first successful read begun after the failure: {:?}",
         reads_ok.load(Ordering::Relaxed),
         reads_err.load(Ordering::Relaxed),
+        slowest_read_ms.load(Ordering::Relaxed),
         first_read_after_kill.lock().expect("lock")
     );
 
@@ -281,7 +395,7 @@ async fn watch_lease_and_reads_survive_leader_kill() {
     );
     assert!(
         watch_reconnects.load(Ordering::Relaxed) >= 1,
-        "the watch never moved off the killed leader"
+        "the watch never moved off the failed member"
     );
     let keys_seen: HashSet<&String> = evs.iter().map(|e| &e.1).collect();
     assert_eq!(
@@ -313,7 +427,7 @@ async fn watch_lease_and_reads_survive_leader_kill() {
     assert_eq!(lease_key.kvs.len(), 1, "the lease's key is gone");
     assert!(
         ka_reconnects >= 1,
-        "the keep-alive never moved off the killed leader"
+        "the keep-alive never moved off the failed member"
     );
     // Reads: they came back after the kill, within the election and a retry or two.
     let first = first_read_after_kill
@@ -324,4 +438,20 @@ async fn watch_lease_and_reads_survive_leader_kill() {
         first < Duration::from_secs(10),
         "reads took {first:?} to fail over"
     );
+    if failure == Failure::StopFollower {
+        // The continued member caught up: it serves the same keys.
+        let resumed = client.pinned(target).expect("index in range");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let n = resumed.get_prefix(PREFIX).await.map(|r| r.kvs.len());
+            if n.as_ref().ok() == Some(&applied) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the continued member serves {n:?} keys, the others {applied}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
