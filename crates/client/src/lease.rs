@@ -5,7 +5,10 @@
 //! member. [`LeaseKeepAlive`] renews at a third of the TTL the server last granted,
 //! moves to another member as soon as a stream breaks or a renewal goes unanswered
 //! for that long, and ends with [`Error::LeaseExpired`] when the server says the lease
-//! is gone (TTL ≤ 0) — never by silently stopping.
+//! is gone (TTL ≤ 0) — never by silently stopping. A renewal refused for its token
+//! (expired, or forgotten by a restarted member) authenticates again (shared with the
+//! client's other calls) and reopens the stream on the same member; a token refused
+//! again right after that renewal ends the keep-alive with the error.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -162,6 +165,16 @@ fn interval(ttl: i64) -> Duration {
     Duration::from_millis((ttl.max(0) as u64 * 1000 / 3).max(500))
 }
 
+/// How one keep-alive stream ended.
+enum Ended {
+    /// Broken, ended or unanswered: move to another member.
+    Moved,
+    /// The token was refused: authenticate again, then reopen on the same member.
+    Refused(Error),
+    /// Final: the caller has been told (or is gone).
+    Done,
+}
+
 async fn keep_alive(
     pool: Arc<Pool>,
     pin: Option<usize>,
@@ -176,6 +189,11 @@ async fn keep_alive(
     }
     let mut attempt: u32 = 0;
     let mut last = None;
+    // The member to use next regardless of health (after a refused token).
+    let mut again: Option<usize> = None;
+    // Whether this stream's token was renewed just before it opened and no renewal
+    // has been answered since (a second refusal then is final).
+    let mut renewed = false;
     loop {
         if tx.is_closed() {
             return;
@@ -183,58 +201,95 @@ async fn keep_alive(
         if attempt > 0 && (pin.is_some() || pool.all_down()) {
             tokio::time::sleep(pool.backoff(attempt)).await;
         }
-        let i = pin.unwrap_or_else(|| pool.pick(last));
-        let (req_tx, req_rx) = mpsc::channel(1);
-        let opened = LeaseClient::new(pool.members[i].channel.clone())
-            .lease_keep_alive(ReceiverStream::new(req_rx))
-            .await;
-        let mut stream = match opened {
-            Ok(s) => s.into_inner(),
-            Err(_) => {
-                pool.mark_down(i);
-                attempt += 1;
-                last = Some(i);
-                stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-        };
-        // Renew on this stream until it fails.
-        loop {
-            let wait = interval(stats.ttl.load(Ordering::Relaxed).max(3));
-            if req_tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
-                break;
-            }
-            let answer = tokio::time::timeout(wait, stream.message()).await;
-            match answer {
-                Ok(Ok(Some(resp))) => {
-                    attempt = 0;
-                    pool.mark_up(i);
-                    if resp.ttl <= 0 {
-                        let _ = tx.send(Err(Error::LeaseExpired(id))).await;
-                        return;
-                    }
-                    stats.ttl.store(resp.ttl, Ordering::Relaxed);
-                    stats.renewals.fetch_add(1, Ordering::Relaxed);
-                    let next = interval(resp.ttl);
-                    match tx.try_send(Ok(resp)) {
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
-                        _ => tokio::time::sleep(next).await,
-                    }
-                }
-                Ok(Err(status))
-                    if Error::from_status(status.clone()).code() == Some(tonic::Code::NotFound) =>
-                {
-                    let _ = tx.send(Err(Error::LeaseExpired(id))).await;
+        let i = again.take().or(pin).unwrap_or_else(|| pool.pick(last));
+        let generation = pool.auth.generation();
+        match one_stream(&pool, i, id, &tx, &stats, &mut renewed, &mut attempt).await {
+            Ended::Done => return,
+            Ended::Refused(e) => {
+                if !pool.auth.enabled() || renewed {
+                    // No credentials to renew with, or a fresh token refused too.
+                    let _ = tx.send(Err(e)).await;
                     return;
                 }
-                // Broken stream, end of stream or no answer in time.
-                _ => break,
+                tracing::debug!(id, "keep-alive token refused; authenticating again");
+                match pool.renew(generation, None).await {
+                    Ok(()) => {
+                        renewed = true;
+                        again = Some(i);
+                        continue;
+                    }
+                    Err(e) if crate::watch::transient(&e) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            Ended::Moved => {
+                tracing::debug!(endpoint = %pool.members[i].endpoint, id, "keep-alive stream lost; moving");
             }
         }
-        tracing::debug!(endpoint = %pool.members[i].endpoint, id, "keep-alive stream lost; moving");
         pool.mark_down(i);
         attempt += 1;
         last = Some(i);
         stats.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Renews lease `id` over one stream to member `i` until the stream fails.
+async fn one_stream(
+    pool: &Pool,
+    i: usize,
+    id: i64,
+    tx: &mpsc::Sender<Result<LeaseKeepAliveResponse>>,
+    stats: &Stats,
+    renewed: &mut bool,
+    attempt: &mut u32,
+) -> Ended {
+    let refused = |status: tonic::Status| {
+        let e = Error::from_status(status);
+        crate::auth::token_refused(&e).then_some(e)
+    };
+    let (req_tx, req_rx) = mpsc::channel(1);
+    let opened = LeaseClient::new(pool.members[i].channel.clone())
+        .lease_keep_alive(ReceiverStream::new(req_rx))
+        .await;
+    let mut stream = match opened {
+        Ok(s) => s.into_inner(),
+        Err(status) => return refused(status).map_or(Ended::Moved, Ended::Refused),
+    };
+    loop {
+        let wait = interval(stats.ttl.load(Ordering::Relaxed).max(3));
+        if req_tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+            return Ended::Moved;
+        }
+        let answer = tokio::time::timeout(wait, stream.message()).await;
+        match answer {
+            Ok(Ok(Some(resp))) => {
+                *renewed = false;
+                *attempt = 0;
+                pool.mark_up(i);
+                if resp.ttl <= 0 {
+                    let _ = tx.send(Err(Error::LeaseExpired(id))).await;
+                    return Ended::Done;
+                }
+                stats.ttl.store(resp.ttl, Ordering::Relaxed);
+                stats.renewals.fetch_add(1, Ordering::Relaxed);
+                let next = interval(resp.ttl);
+                match tx.try_send(Ok(resp)) {
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Ended::Done,
+                    _ => tokio::time::sleep(next).await,
+                }
+            }
+            Ok(Err(status))
+                if Error::from_status(status.clone()).code() == Some(tonic::Code::NotFound) =>
+            {
+                let _ = tx.send(Err(Error::LeaseExpired(id))).await;
+                return Ended::Done;
+            }
+            Ok(Err(status)) => return refused(status).map_or(Ended::Moved, Ended::Refused),
+            // End of stream or no answer in time.
+            _ => return Ended::Moved,
+        }
     }
 }

@@ -8,6 +8,10 @@
 //!   yet), and any event at or below the last delivered revision is dropped. A
 //!   revision's events arrive together (this client never asks for fragments), so
 //!   resuming at a revision boundary loses nothing.
+//! - **a refused token** (it expired, or the member restarted and forgot it) while
+//!   (re-)creating the watch: the client authenticates again (shared with its other
+//!   calls) and re-creates the watch from the same revision, on the same member; a
+//!   token refused again right after that renewal ends the watch with the error.
 //! - **no silent gap**: if the revision the watch needs was compacted, the watcher
 //!   yields [`Error::WatchCompacted`] and ends.
 //! - The task ends when the [`Watcher`] is dropped, which cancels the stream.
@@ -124,6 +128,8 @@ struct Caller {
 enum Ended {
     /// The stream broke or the member gave up: try another member.
     Reconnect,
+    /// The member refused the token: authenticate again, then retry.
+    Reauthenticate(Error),
     /// Final: the caller has been told (or is gone).
     Done,
 }
@@ -141,6 +147,10 @@ async fn run(
     let mut created_sent = false;
     let mut attempt: u32 = 0;
     let mut last: Option<usize> = None;
+    // The member to use next regardless of health (after a refused token).
+    let mut again: Option<usize> = None;
+    // Whether the next stream opens with a token renewed just before it.
+    let mut renewed = false;
     loop {
         if caller.tx.is_closed() {
             return;
@@ -148,7 +158,8 @@ async fn run(
         if attempt > 0 && (pin.is_some() || pool.all_down()) {
             tokio::time::sleep(pool.backoff(attempt)).await;
         }
-        let i = pin.unwrap_or_else(|| pool.pick(last));
+        let i = again.take().or(pin).unwrap_or_else(|| pool.pick(last));
+        let generation = pool.auth.generation();
         if attempt > 0 || created_sent {
             reconnects.fetch_add(1, Ordering::Relaxed);
         }
@@ -164,8 +175,38 @@ async fn run(
             &mut attempt,
         )
         .await;
+        if attempt == 0 {
+            // The watch was created: a later refusal may renew again.
+            renewed = false;
+        }
         match ended {
             Ended::Done => return,
+            Ended::Reauthenticate(e) => {
+                if !pool.auth.enabled() || renewed {
+                    // No credentials to renew with, or a fresh token refused too.
+                    let _ = caller.tx.send(Err(e)).await;
+                    return;
+                }
+                tracing::debug!(next_rev, "watch token refused; authenticating again");
+                match pool.renew(generation, None).await {
+                    Ok(()) => {
+                        renewed = true;
+                        again = Some(i);
+                        // Counted as an attempt: a creation resets it to 0, which is
+                        // how the next turn knows the renewed token was accepted.
+                        attempt = attempt.saturating_add(1);
+                    }
+                    Err(e) if transient(&e) => {
+                        pool.mark_down(i);
+                        attempt = attempt.saturating_add(1);
+                        last = Some(i);
+                    }
+                    Err(e) => {
+                        let _ = caller.tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
             Ended::Reconnect => {
                 pool.mark_down(i);
                 attempt = attempt.saturating_add(1);
@@ -209,6 +250,9 @@ async fn one_stream(
     {
         Ok(r) => r.into_inner(),
         Err(status) if retryable(status.code()) => return Ended::Reconnect,
+        Err(status) if crate::auth::token_refused(&Error::from_status(status.clone())) => {
+            return Ended::Reauthenticate(Error::from_status(status));
+        }
         Err(status) => {
             let _ = tx.send(Err(Error::from_status(status))).await;
             return Ended::Done;
@@ -232,6 +276,9 @@ async fn one_stream(
             Ok(None) => return Ended::Reconnect,
             Err(status) => {
                 let e = Error::from_status(status);
+                if crate::auth::token_refused(&e) {
+                    return Ended::Reauthenticate(e);
+                }
                 if matches!(e, Error::Etcd(skiff_api::EtcdError::Compacted)) {
                     let _ = tx
                         .send(Err(Error::WatchCompacted {
@@ -256,6 +303,14 @@ async fn one_stream(
         if msg.canceled {
             if msg.cancel_reason.contains("no leader") || msg.cancel_reason.is_empty() {
                 return Ended::Reconnect;
+            }
+            // A creation refused for its token, worded as grpc-go renders the error
+            // ("rpc error: code = Unauthenticated desc = etcdserver: invalid auth token").
+            if msg.cancel_reason.contains(INVALID_TOKEN) {
+                return Ended::Reauthenticate(Error::Etcd(skiff_api::EtcdError::InvalidAuthToken));
+            }
+            if msg.cancel_reason.contains(OLD_REVISION) {
+                return Ended::Reauthenticate(Error::Etcd(skiff_api::EtcdError::AuthOldRevision));
             }
             let _ = tx.send(Err(Error::WatchCanceled(msg.cancel_reason))).await;
             return Ended::Done;
@@ -293,6 +348,19 @@ async fn one_stream(
             return Ended::Done;
         }
     }
+}
+
+/// etcd's message for a refused token.
+const INVALID_TOKEN: &str = "invalid auth token";
+/// etcd's message for a `jwt` token older than the auth store.
+const OLD_REVISION: &str = "revision of auth store is old";
+
+/// Whether a failed renewal is worth trying again later (no member answered in time).
+pub(crate) fn transient(e: &Error) -> bool {
+    matches!(
+        e.code(),
+        Some(tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+    )
 }
 
 fn mod_rev(e: &Event) -> i64 {
