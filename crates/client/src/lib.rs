@@ -66,7 +66,9 @@
 //! clients do. When a member answers `etcdserver: invalid auth token` (the token
 //! expired, or the member restarted and lost it), the client authenticates again and
 //! repeats the call **once**: safe even for a write, because the server refused the
-//! call before applying anything. A server without authentication enabled is used
+//! call before applying anything. A watch whose (re-)creation is refused for its token, and a
+//! lease keep-alive whose renewal is, authenticate again the same way and carry on (the
+//! watch from the revision after the last one delivered). A server without authentication enabled is used
 //! without a token. The user and role administration calls ([`Client::user_add`],
 //! [`Client::role_grant_permission`], [`Client::auth_enable`], ...) are the `Auth`
 //! service's.
@@ -99,6 +101,12 @@
 //! at a third of its TTL over a stream, moving to another member when one fails, and
 //! reports the lease's end.
 //!
+//! ## Software transactions
+//! [`Client::stm`] runs a closure that reads and writes keys through an [`Stm`] (etcd
+//! `concurrency`'s STM, with its [`Isolation`] levels) and commits the writes with one
+//! transaction that checks what was read is unchanged, running the closure again when
+//! it is not (`examples/stm.rs`).
+//!
 //! ## What needs other parts of Skiff
 //! Every call of the API is built and passes the server's answer through: a server
 //! that does not implement one answers `Unimplemented` naming the call
@@ -116,6 +124,7 @@ mod lock;
 mod maintenance;
 mod member;
 pub mod pool;
+pub mod stm;
 mod tls;
 mod watch;
 
@@ -130,6 +139,7 @@ pub use lease::LeaseKeepAlive;
 pub use pool::Safety;
 pub use skiff_api::EtcdError;
 pub use skiff_proto as proto;
+pub use stm::{Isolation, Stm, StmFuture};
 pub use tls::{Identity, TlsOptions};
 pub use watch::{ProgressRequester, Watcher};
 
