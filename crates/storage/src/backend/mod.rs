@@ -41,9 +41,11 @@
 //! `dbSize`) drops only at a defragmentation. Counting them walks every page of the
 //! file inside a write transaction (after a durable empty commit, which lets redb
 //! release the pages earlier commits freed), so it is not done per request: the
-//! maintenance thread recounts while writes are idle ([`IDLE_FOR_REPAIR`]), after a commit or a
-//! defragmentation changed the file, and no more often than [`IN_USE_DUTY`] allows (a
-//! walk holds at most a hundredth of the writer's time). Between counts, what the file grew
+//! maintenance thread recounts while writes are idle ([`IDLE_FOR_REPAIR`]), after a
+//! compaction removed rows ([`Backend::note_rows_freed`]) or a defragmentation rewrote
+//! the file (a put load never triggers one), and no more often than [`IN_USE_DUTY`]
+//! allows (a walk holds at most a hundredth of the writer's time). A write that arrives
+//! during a walk still waits for it: the cost of an exact count, paid after a compaction. Between counts, what the file grew
 //! by is added (new pages at its end are in use); until the first count, and never
 //! above it, the file's size stands in.
 //!
@@ -509,7 +511,6 @@ impl Backend {
         if let Ok(m) = std::fs::metadata(&self.path) {
             self.size.store(m.len(), Ordering::Relaxed);
         }
-        self.in_use_stale.store(true, Ordering::SeqCst);
         match mode {
             Commit::Durable { save_repair } => {
                 *last = Instant::now();
@@ -570,21 +571,36 @@ impl Backend {
         Ok(())
     }
 
+    /// Says that rows were removed (a compaction's batches), so the space in use may
+    /// have dropped: the next idle spell recounts it (see the module docs). Commits that
+    /// only add rows do not need a count (the file's growth is added), and no longer
+    /// cause one: a walk holds the writer for a time that grows with the file (seconds at
+    /// a million keys on a loaded machine), which stalled the next write.
+    pub fn note_rows_freed(&self) {
+        self.in_use_stale.store(true, Ordering::SeqCst);
+    }
+
     /// Counts the bytes of the pages redb has allocated (see the module docs); what
     /// [`Backend::in_use_bytes`] reports from then on.
     pub fn count_in_use(&self) -> BResult<u64> {
-        let started = Instant::now();
         // redb releases the pages a commit freed at a later commit, once no reader
         // needs them and (for pages freed by non-durable commits) after a durable one:
-        // one durable empty commit first, so the count sees what compaction freed.
-        let tx = self.begin_write()?;
-        self.commit_as(tx, 0, Commit::Durable { save_repair: true })?;
+        // durable empty commits first (the first makes the freeing commits durable, the
+        // second releases their pages), so the count sees what compaction freed.
+        for _ in 0..2 {
+            let tx = self.begin_write()?;
+            self.commit_as(tx, 0, Commit::Durable { save_repair: true })?;
+        }
         self.in_use_stale.store(false, Ordering::SeqCst);
+        // The duty cycle paces the walk (its cost grows with the file), not the empty
+        // commits' fsyncs, which a loaded disk can make long whatever the file's size.
+        let started = Instant::now();
         let tx = self.begin_write()?;
         let stats = tx.stats();
         tx.abort()?;
         let stats = stats?;
         let bytes = stats.allocated_pages() * stats.page_size() as u64;
+        tracing::debug!(bytes, took = ?started.elapsed(), "counted the backend's bytes in use");
         self.in_use_file_size
             .store(self.size_bytes()?, Ordering::Relaxed);
         self.in_use.store(bytes, Ordering::Relaxed);
@@ -1162,6 +1178,9 @@ mod tests {
             }
         }
         be.commit(tx, 100, false).unwrap();
+        // A put-only commit would not trigger a count; removing rows does (the mvcc
+        // compactor says so after its batches).
+        be.note_rows_freed();
         // Counted by the maintenance step once writes are idle and the frees durable.
         // (Not before the pause after the first count: a hundred times its duration.)
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -1296,6 +1296,9 @@ fn physical_compact(inner: &Inner, target: i64) -> Result<bool> {
         write_u64(&mut m, meta::FINISHED_COMPACT, prev.max(target as u64))?;
     }
     inner.backend.commit(tx, 0, false)?;
+    if deleted > 0 {
+        inner.backend.note_rows_freed();
+    }
     debug!(
         deleted,
         revision = target,
