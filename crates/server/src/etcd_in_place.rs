@@ -38,7 +38,7 @@ use prost::Message as _;
 use skiff_proto::raftpb::EntryType;
 use skiff_proto::skiffpb::{MemberRecord, SnapshotPayload, WalMetadata};
 use skiff_raft::{ConfState, HardState, Snapshot, SnapshotMetadata};
-use skiff_storage::backend::{Backend, BackendConfig, Table};
+use skiff_storage::backend::{Backend, BackendConfig};
 use skiff_storage::snap::Snapshotter;
 use skiff_storage::wal::{SnapshotMarker, Wal, WalOptions};
 
@@ -188,17 +188,7 @@ pub fn import(
 fn members(db_path: &Path) -> anyhow::Result<Vec<MemberRecord>> {
     let backend = Backend::open(db_path, BackendConfig::default())
         .with_context(|| format!("opening {}", db_path.display()))?;
-    backend
-        .scan(Table::Members)?
-        .into_iter()
-        .map(|(key, value)| {
-            MemberRecord::decode(value.as_slice()).with_context(|| {
-                format!(
-                    "member row {} in {}",
-                    String::from_utf8_lossy(&key),
-                    db_path.display()
-                )
-            })
-        })
-        .collect()
+    let members = crate::membership::load(&backend)
+        .with_context(|| format!("the member table in {}", db_path.display()))?;
+    Ok(members.into_values().collect())
 }

@@ -33,7 +33,7 @@ use prost::Message as _;
 use skiff_api::EtcdError;
 use skiff_proto::skiffpb::{ConfChangeContext, MemberAttributes, MemberRecord, MemberUpdate};
 use skiff_raft::{ConfChangeType, ConfChangeV2};
-use skiff_storage::backend::{BackendError, Table};
+use skiff_storage::backend::{Backend, BackendError, Table};
 use skiff_storage::mvcc::{AuxOp, AuxTable, KvStore};
 use tokio::sync::watch;
 
@@ -171,7 +171,7 @@ impl MemberTable {
         store: &KvStore,
         initial: &[MemberRecord],
     ) -> Result<(MemberTable, MembersView), MembershipError> {
-        let mut members = load(store)?;
+        let mut members = load(store.backend())?;
         if members.is_empty() {
             let rows: Vec<_> = initial
                 .iter()
@@ -188,7 +188,7 @@ impl MemberTable {
 
     /// Reloads the table from the backend (after a snapshot replaced it).
     pub fn reload(&mut self, store: &KvStore) -> Result<(), MembershipError> {
-        let members = load(store)?;
+        let members = load(store.backend())?;
         if !members.is_empty() {
             self.members = members;
             self.publish();
@@ -305,9 +305,11 @@ impl MemberTable {
 }
 
 /// Every member row in the backend.
-fn load(store: &KvStore) -> Result<BTreeMap<u64, MemberRecord>, MembershipError> {
+/// The member table as the backend holds it (checked: each row is the member its key
+/// names).
+pub fn load(backend: &Backend) -> Result<BTreeMap<u64, MemberRecord>, MembershipError> {
     let mut members = BTreeMap::new();
-    for (key, value) in store.backend().scan(Table::Members)? {
+    for (key, value) in backend.scan(Table::Members)? {
         let m = MemberRecord::decode(value.as_slice()).map_err(|e| MembershipError::Corrupt {
             key: key.clone(),
             reason: e.to_string(),
