@@ -150,49 +150,13 @@ impl Cli {
 
     /// The TLS options the flags describe (see the module docs), files read.
     fn tls(&self) -> anyhow::Result<Option<TlsOptions>> {
-        let nonempty = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
-        let (cert, key, ca) = (
-            nonempty(&self.cert),
-            nonempty(&self.key),
-            nonempty(&self.cacert),
-        );
-        if cert.is_none() && key.is_none() && ca.is_none() {
-            return Ok((!self.insecure_transport).then(|| TlsOptions {
-                insecure_skip_verify: self.insecure_skip_tls_verify,
-                ..TlsOptions::default()
-            }));
-        }
-        let read = |path: &str| {
-            std::fs::read(path)
-                .map_err(|e| fail(BAD_ARGS, format!("open {path}: {}", go::io_error(&e))))
-        };
-        let identity = match (&cert, &key) {
-            (None, None) => None,
-            (Some(c), Some(k)) => Some(Identity {
-                cert_pem: read(c)?,
-                key_pem: read(k)?,
-            }),
-            _ => {
-                return Err(fail(
-                    BAD_ARGS,
-                    format!(
-                        "KeyFile and CertFile must both be present[key: {}, cert: {}]",
-                        key.unwrap_or_default(),
-                        cert.unwrap_or_default()
-                    ),
-                ))
-            }
-        };
-        let ca_pem = match &ca {
-            Some(path) => Some(read(path)?),
-            None => None,
-        };
-        Ok(Some(TlsOptions {
-            ca_pem,
-            identity,
-            insecure_skip_verify: self.insecure_skip_tls_verify,
-            server_name: None,
-        }))
+        tls_options(
+            &self.cert,
+            &self.key,
+            &self.cacert,
+            self.insecure_transport,
+            self.insecure_skip_tls_verify,
+        )
     }
 
     /// The client options the flags describe (`timeout`: the call deadline), without
@@ -244,4 +208,56 @@ impl Cli {
     pub fn printer(&self) -> anyhow::Result<Printer> {
         Ok(Printer::new(Format::parse(&self.write_out)?, self.hex))
     }
+}
+
+/// TLS options as etcdctl 3.4 builds them from a certificate, key and CA bundle (each
+/// unset when empty) and its transport flags (see the module docs), files read: `None`
+/// for plain text. A certificate without its key (or the reverse) and unreadable files
+/// are refused with exit code 128.
+pub fn tls_options(
+    cert: &Option<String>,
+    key: &Option<String>,
+    cacert: &Option<String>,
+    insecure_transport: bool,
+    insecure_skip_verify: bool,
+) -> anyhow::Result<Option<TlsOptions>> {
+    let nonempty = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
+    let (cert, key, ca) = (nonempty(cert), nonempty(key), nonempty(cacert));
+    if cert.is_none() && key.is_none() && ca.is_none() {
+        return Ok((!insecure_transport).then(|| TlsOptions {
+            insecure_skip_verify,
+            ..TlsOptions::default()
+        }));
+    }
+    let read = |path: &str| {
+        std::fs::read(path)
+            .map_err(|e| fail(BAD_ARGS, format!("open {path}: {}", go::io_error(&e))))
+    };
+    let identity = match (&cert, &key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some(Identity {
+            cert_pem: read(c)?,
+            key_pem: read(k)?,
+        }),
+        _ => {
+            return Err(fail(
+                BAD_ARGS,
+                format!(
+                    "KeyFile and CertFile must both be present[key: {}, cert: {}]",
+                    key.unwrap_or_default(),
+                    cert.unwrap_or_default()
+                ),
+            ))
+        }
+    };
+    let ca_pem = match &ca {
+        Some(path) => Some(read(path)?),
+        None => None,
+    };
+    Ok(Some(TlsOptions {
+        ca_pem,
+        identity,
+        insecure_skip_verify,
+        server_name: None,
+    }))
 }

@@ -11,7 +11,17 @@ mod prompt;
 use clap::Parser;
 
 fn main() {
-    let cli = globals::Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match globals::Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => match cmd::mirror::is_make_mirror(&args)
+            .then(|| cmd::mirror::flag_failure(&e))
+            .flatten()
+        {
+            Some(code) => std::process::exit(code),
+            None => e.exit(),
+        },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

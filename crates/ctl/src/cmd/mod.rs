@@ -10,6 +10,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maint;
+pub mod mirror;
 mod snapshot;
 mod txn;
 mod watch;
@@ -50,6 +51,8 @@ pub enum Cmd {
     /// Manages etcd node snapshots
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Makes a mirror at the destination etcd cluster
+    MakeMirror(mirror::MakeMirrorArgs),
     /// Acquires a named lock
     Lock(lock::LockArgs),
     /// Observes and participates in leader election
@@ -89,6 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Alarm(c) => cluster::alarm(&cli, c).await,
         Cmd::Defrag(a) => maint::defrag(&cli, a).await,
         Cmd::Snapshot(c) => snapshot::snapshot(&cli, c).await,
+        Cmd::MakeMirror(a) => mirror::make_mirror(&cli, a).await,
         Cmd::Lock(a) => lock::lock(&cli, a).await,
         Cmd::Elect(a) => elect::elect(&cli, a).await,
         Cmd::MoveLeader(a) => cluster::move_leader(&cli, a).await,

@@ -184,6 +184,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
+/// Parses a boolean as Go's `strconv.ParseBool` (pflag's bool flags) does.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!(
+            "strconv.ParseBool: parsing {}: invalid syntax",
+            quote(text.as_bytes())
+        )),
+    }
+}
+
 /// Go's text for an I/O error (`no such file or directory`, ...).
 pub fn io_error(e: &std::io::Error) -> String {
     match e.kind() {
