@@ -19,12 +19,18 @@
 //! the last segment may be torn (a short read, or a bad record with an all-zero 512-byte
 //! sector: a write that did not reach the disk, etcd's rule): reading stops there and
 //! [`ReadEnd::torn_at`] says where.
+//!
+//! [`writer`] writes such a WAL (what `skiffctl snapshot restore --etcd-layout` lays
+//! out) and [`pb`] encodes the records' payloads and `.snap` files as etcd does.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::mvcc::codec::get_varint;
+
+pub mod pb;
+pub mod writer;
 
 /// etcd's `maxWALEntrySizeLimit`.
 pub const MAX_RECORD: u64 = 10 * 1024 * 1024;
