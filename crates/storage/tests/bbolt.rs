@@ -499,3 +499,90 @@ mod snapshot_files {
         assert!(refused > 0);
     }
 }
+
+/// `write_restored_db`: every bucket and row copied, `consistent_index` replaced, the
+/// old members gone and the new ones in, `members_removed` emptied; the sha256 trailer
+/// of a snapshot file left out; bbolt's check passes.
+#[test]
+fn a_restored_db_keeps_the_data_and_takes_the_new_membership() {
+    use skiff_storage::bbolt::etcd::write_restored_db;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("snap.db");
+    let mut c = Contents::new();
+    let mut rng = Rng(0x5eed_0016);
+    let mut keys = BTreeMap::new();
+    for i in 0..2000u64 {
+        let mut k = (i + 2).to_be_bytes().to_vec();
+        k.push(b'_');
+        k.extend_from_slice(&0u64.to_be_bytes());
+        let len = rng.below(300) as usize;
+        keys.insert(k, rng.bytes(len));
+    }
+    c.insert(b"key".to_vec(), keys);
+    c.insert(
+        b"members".to_vec(),
+        BTreeMap::from([(b"old1".to_vec(), b"{}".to_vec())]),
+    );
+    c.insert(
+        b"members_removed".to_vec(),
+        BTreeMap::from([(b"old2".to_vec(), b"removed".to_vec())]),
+    );
+    c.insert(
+        b"meta".to_vec(),
+        BTreeMap::from([
+            (b"consistent_index".to_vec(), 99u64.to_be_bytes().to_vec()),
+            (b"finishedCompactRev".to_vec(), vec![7; 17]),
+            (b"scheduledCompactRev".to_vec(), vec![8; 17]),
+        ]),
+    );
+    c.insert(
+        b"lease".to_vec(),
+        BTreeMap::from([(vec![1; 8], vec![2; 4])]),
+    );
+    write(&src, &c);
+    // A snapshot file: the db and its sha256.
+    let mut bytes = std::fs::read(&src).unwrap();
+    bytes.extend_from_slice(&[0xaa; 32]);
+    std::fs::write(&src, &bytes).unwrap();
+
+    let members = BTreeMap::from([
+        (b"1a".to_vec(), b"{\"id\":26}".to_vec()),
+        (b"2b".to_vec(), b"{\"id\":43}".to_vec()),
+    ]);
+    let dst = dir.path().join("db");
+    let sum = write_restored_db(&src, &dst, 3, &members).unwrap();
+    assert_eq!(sum.key_rows, 2000);
+    assert_eq!(sum.last_key_revision, 2001);
+    assert_eq!(sum.bytes, std::fs::metadata(&dst).unwrap().len());
+    let mut want = c.clone();
+    want.insert(b"members".to_vec(), members.clone());
+    want.insert(b"members_removed".to_vec(), BTreeMap::new());
+    want.get_mut(&b"meta"[..])
+        .unwrap()
+        .insert(b"consistent_index".to_vec(), 3u64.to_be_bytes().to_vec());
+    assert_eq!(read(&dst).unwrap(), want);
+
+    // A source without meta or member buckets still gets them.
+    let bare = dir.path().join("bare.db");
+    write(&bare, &Contents::from([(b"key".to_vec(), BTreeMap::new())]));
+    let dst2 = dir.path().join("db2");
+    write_restored_db(&bare, &dst2, 1, &members).unwrap();
+    let got = read(&dst2).unwrap();
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        vec![
+            b"key".to_vec(),
+            b"members".to_vec(),
+            b"members_removed".to_vec(),
+            b"meta".to_vec()
+        ]
+    );
+    assert_eq!(
+        got[&b"meta"[..]][&b"consistent_index"[..]],
+        1u64.to_be_bytes().to_vec()
+    );
+    if let Some(bin) = etcdctl() {
+        etcdctl_accepts(&bin, &dst);
+        etcdctl_accepts(&bin, &dst2);
+    }
+}

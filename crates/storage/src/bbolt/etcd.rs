@@ -19,6 +19,9 @@
 //!   entries past the file's consistent index to such a backend.
 //! - [`verify_snapshot`] checks a snapshot file (db + sha256) as `etcdctl snapshot
 //!   restore` does, and reads every page: the library side of a restore.
+//! - [`write_restored_db`] copies a snapshot file into the `db` of a member of a
+//!   restored etcd cluster (new consistent index, the new members), what
+//!   `skiffctl snapshot restore --etcd-layout` writes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -530,5 +533,88 @@ pub fn import(
         write_u64(&mut m, IMPORTED_MARK, etcd_ci)?;
     }
     backend.commit(tx, consistent_index, true)?;
+    Ok(summary)
+}
+
+/// Writes `dst`, a new etcd 3.4 `db` for a member of a restored cluster, from the
+/// snapshot file `src` (a sha256 trailer, if any, is left out): every bucket and row is
+/// copied, except that `meta`'s `consistent_index` becomes `consistent_index` (8 bytes
+/// big-endian, so that etcd applies the entries of the new cluster's log past it) and the
+/// `members` bucket holds exactly `members` (key, value: etcd's member rows) while
+/// `members_removed` is emptied: the old cluster's membership does not come over. The
+/// `members`, `members_removed` and `meta` buckets exist afterwards even if `src` lacked
+/// them. `src` is only read; a nested bucket in `src` (etcd 3.4 writes none) is refused.
+pub fn write_restored_db(
+    src: &Path,
+    dst: &Path,
+    consistent_index: u64,
+    members: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> Result<EtcdDbSummary, EtcdDbError> {
+    let r = BoltReader::open(src)?;
+    let mut names: Vec<Vec<u8>> = r.buckets()?;
+    for must in [&b"members"[..], b"members_removed", b"meta"] {
+        if !names.iter().any(|n| n == must) {
+            names.push(must.to_vec());
+        }
+    }
+    names.sort();
+    let mut w = BoltWriter::create(dst)?;
+    let mut summary = EtcdDbSummary {
+        consistent_index,
+        ..Default::default()
+    };
+    let mut buckets = Vec::new();
+    for name in names {
+        let mut b = BucketBuilder::new();
+        match name.as_slice() {
+            b"members" => {
+                for (k, v) in members {
+                    b.put(&mut w, k, v)?;
+                }
+            }
+            b"members_removed" => {}
+            _ => {
+                let is_meta = name == b"meta";
+                let is_key = name == b"key";
+                let mut ci_written = false;
+                let put_ci = |b: &mut BucketBuilder, w: &mut BoltWriter| {
+                    b.put(w, b"consistent_index", &consistent_index.to_be_bytes())
+                };
+                if r.has_bucket(&name)? {
+                    r.for_each(&name, &mut |row| match row {
+                        Row::Value { key, value } => {
+                            if is_meta && !ci_written && key >= &b"consistent_index"[..] {
+                                put_ci(&mut b, &mut w)?;
+                                ci_written = true;
+                                if key == b"consistent_index" {
+                                    return Ok(());
+                                }
+                            }
+                            if is_key {
+                                summary.key_rows += 1;
+                                if let Some((rev, _)) = parse_rev_key(key) {
+                                    summary.last_key_revision = rev.main;
+                                }
+                            }
+                            b.put(&mut w, key, value)
+                        }
+                        Row::Bucket { key } => Err(BoltError::Invalid {
+                            path: src.to_path_buf(),
+                            reason: format!(
+                                "bucket {:?} holds a nested bucket {:?} (etcd 3.4 nests none)",
+                                String::from_utf8_lossy(&name),
+                                String::from_utf8_lossy(key)
+                            ),
+                        }),
+                    })?;
+                }
+                if is_meta && !ci_written {
+                    put_ci(&mut b, &mut w)?;
+                }
+            }
+        }
+        buckets.push((name, b.finish(&mut w)?));
+    }
+    summary.bytes = w.finish(buckets)?.bytes;
     Ok(summary)
 }
