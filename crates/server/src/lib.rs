@@ -18,7 +18,8 @@
 //!   store and the state the apply thread owns: [`lease`] (table and clock),
 //!   [`membership`], [`alarms`], [`auth`] (users, roles, permissions, tokens);
 //!   [`inputs`] the messages between these threads.
-//! - [`restore`] a data dir from an etcd snapshot file (`skiffctl snapshot restore`).
+//! - [`restore`] a data dir from an etcd snapshot file (`skiffctl snapshot restore`);
+//!   [`restore_etcd`] etcd 3.4's data dir from one (`--etcd-layout`).
 //! - [`peer`] the transport between members; [`config`] flags; [`metrics`] etcd-named
 //!   Prometheus metrics; [`convert`] wire types to and from the store's; [`version`].
 
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod restore;
+pub mod restore_etcd;
 pub mod serve;
 pub mod server;
 pub mod tasks;

@@ -15,6 +15,9 @@
 //!    start with those flags creates it; a later `skiff` start on the data dir is a
 //!    restart that keeps this identity.
 //!
+//! `--etcd-layout` writes etcd 3.4's files instead ([`crate::restore_etcd`]), after the
+//! same checks.
+//!
 //! Guarantees: a restore that fails leaves no data dir behind (it is removed, with the
 //! `--wal-dir` it created); nothing is written until the snapshot file has been checked.
 
@@ -79,6 +82,28 @@ pub fn config_of(flags: &RestoreFlags) -> anyhow::Result<Config> {
 
 /// Restores the snapshot file `snapshot` into a new Skiff data dir (see the module docs).
 pub fn restore(snapshot: &Path, flags: &RestoreFlags) -> anyhow::Result<Restored> {
+    let (config, check) = preflight(snapshot, flags)?;
+    let result = lay_out(snapshot, &config);
+    if result.is_err() {
+        remove_targets(flags);
+    }
+    let (member_id, cluster_id, layout) = result?;
+    Ok(Restored {
+        member_id,
+        cluster_id,
+        key_rows: check.key_rows,
+        revision: check.revision,
+        layout,
+    })
+}
+
+/// The checks both layouts make before writing anything, as etcdctl makes them: the
+/// flags describe a valid first start, the data dir (and a given WAL dir) do not exist,
+/// the snapshot file opens and passes [`etcd::verify_snapshot`].
+pub(crate) fn preflight(
+    snapshot: &Path,
+    flags: &RestoreFlags,
+) -> anyhow::Result<(Config, etcd::SnapshotCheck)> {
     let config = config_of(flags)?;
     if flags.data_dir.exists() {
         bail!("data-dir {:?} exists", flags.data_dir.display().to_string());
@@ -90,21 +115,15 @@ pub fn restore(snapshot: &Path, flags: &RestoreFlags) -> anyhow::Result<Restored
         bail!("open {}: {}", snapshot.display(), go_io_text(&e));
     }
     let check = etcd::verify_snapshot(snapshot, flags.skip_hash_check)?;
-    let result = lay_out(snapshot, &config);
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&flags.data_dir);
-        if let Some(w) = &flags.wal_dir {
-            let _ = std::fs::remove_dir_all(w);
-        }
+    Ok((config, check))
+}
+
+/// Removes what a failed restore created (the data dir, and a given WAL dir).
+pub(crate) fn remove_targets(flags: &RestoreFlags) {
+    let _ = std::fs::remove_dir_all(&flags.data_dir);
+    if let Some(w) = &flags.wal_dir {
+        let _ = std::fs::remove_dir_all(w);
     }
-    let (member_id, cluster_id, layout) = result?;
-    Ok(Restored {
-        member_id,
-        cluster_id,
-        key_rows: check.key_rows,
-        revision: check.revision,
-        layout,
-    })
 }
 
 fn lay_out(snapshot: &Path, config: &Config) -> anyhow::Result<(u64, u64, Layout)> {

@@ -9,7 +9,9 @@
 //! - `restore` checks the file as etcdctl does (sha256 unless `--skip-hash-check`,
 //!   every page read) and writes a new Skiff data dir from it
 //!   (`skiff_server::restore`): the backend, and a WAL holding the identity the flags
-//!   give; a spinner on stderr while it runs on a terminal. Its log lines on stderr
+//!   give; with `--etcd-layout`, etcd 3.4's data dir instead
+//!   (`skiff_server::restore_etcd`: the db, the `.snap` and the WAL etcdctl writes, on
+//!   which etcd 3.4 starts); a spinner on stderr while it runs on a terminal. Its log lines on stderr
 //!   carry etcdctl's messages (`restoring snapshot`, `restored snapshot`) in the same
 //!   JSON shape.
 
@@ -73,6 +75,10 @@ pub struct RestoreArgs {
     /// Ignore snapshot integrity hash value (required if copied from data directory)
     #[arg(long = "skip-hash-check")]
     pub skip_hash_check: bool,
+    /// Write etcd 3.4's data dir layout (member/snap/db, the .snap file and the WAL, as
+    /// etcdctl writes them: etcd starts on it) instead of Skiff's
+    #[arg(long = "etcd-layout")]
+    pub etcd_layout: bool,
     /// <filename>
     pub args: Vec<String>,
 }
@@ -168,14 +174,18 @@ fn restore(a: &RestoreArgs) -> anyhow::Result<()> {
     ];
     log_line("restoring snapshot", &dirs);
     let pb = spinner(format!("restoring {}", file.display()));
-    let result = skiff_server::restore::restore(&file, &flags);
+    let result = if a.etcd_layout {
+        skiff_server::restore_etcd::restore(&file, &flags).map(|d| (d.member_id, d.cluster_id))
+    } else {
+        skiff_server::restore::restore(&file, &flags).map(|d| (d.member_id, d.cluster_id))
+    };
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    let done = result.map_err(|e| fail(ERROR, format!("{e:#}")))?;
+    let (member_id, cluster_id) = result.map_err(|e| fail(ERROR, format!("{e:#}")))?;
     let mut fields = dirs.to_vec();
-    fields.push(("member-id", format!("{:x}", done.member_id)));
-    fields.push(("cluster-id", format!("{:x}", done.cluster_id)));
+    fields.push(("member-id", format!("{member_id:x}")));
+    fields.push(("cluster-id", format!("{cluster_id:x}")));
     log_line("restored snapshot", &fields);
     Ok(())
 }

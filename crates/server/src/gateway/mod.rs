@@ -84,7 +84,7 @@ mod base64;
 mod cluster;
 pub mod common_name;
 pub mod decode;
-mod encode;
+pub(crate) mod encode;
 mod kv;
 mod lease;
 mod maintenance;
