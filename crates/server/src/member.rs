@@ -365,6 +365,9 @@ impl Member {
 
         // Raft.
         let applied = bootstrap::reconcile_applied(&rec.storage, store.consistent_index());
+        // What this member's own log says is committed: client traffic waits until it
+        // is applied (see the client listeners below).
+        let replay_to = rec.storage.rl().hard_state().commit;
         let raft_config = skiff_raft::Config {
             id: member_id,
             election_tick: config.election_ticks() as usize,
@@ -646,7 +649,7 @@ impl Member {
                     Arc::new(move || auth.now().enabled),
                 ));
             }
-            client_listeners.push(tokio::spawn(serve::serve_client_with(
+            let serving = serve::serve_client_with(
                 listener,
                 metrics.instrument_grpc(api::routes(facade.clone(), config.max_request_bytes)),
                 http,
@@ -656,7 +659,18 @@ impl Member {
                     // A dropped sender also means stop.
                     let _ = stop.wait_for(|s| *s).await;
                 },
-            )));
+            );
+            // The port is bound (connections wait in its backlog), but no request is
+            // answered before the entries this member's log already committed are
+            // applied: until then its store and auth state are older than what it
+            // served before a restart (a serializable read could go back in time, a
+            // token revoked before the crash would still work). etcd waits longer (for
+            // its attributes to be published through Raft, which needs a quorum).
+            let applied = server.applied.clone();
+            client_listeners.push(tokio::spawn(async move {
+                applied.wait_for(replay_to).await;
+                serving.await
+            }));
         }
         Ok(Member {
             server,
