@@ -1,6 +1,6 @@
 //! The `skiff` binary as a user meets it: flag errors exit 1 with a clear message, and
 //! a started member serves etcd's HTTP endpoints on its client port and stops cleanly
-//! on SIGTERM. Ports 23400-23499 belong to this file.
+//! on SIGTERM. Ports 23400-23419 belong to this file.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -171,15 +171,15 @@ fn a_data_dir_that_is_a_file_is_refused_with_a_message_saying_so() {
         "--data-dir",
         file.to_str().expect("utf-8 path"),
         "--listen-client-urls",
-        "http://127.0.0.1:23420",
+        "http://127.0.0.1:23412",
         "--advertise-client-urls",
-        "http://127.0.0.1:23420",
+        "http://127.0.0.1:23412",
         "--listen-peer-urls",
-        "http://127.0.0.1:23421",
+        "http://127.0.0.1:23413",
         "--initial-advertise-peer-urls",
-        "http://127.0.0.1:23421",
+        "http://127.0.0.1:23413",
         "--initial-cluster",
-        "default=http://127.0.0.1:23421",
+        "default=http://127.0.0.1:23413",
     ]);
     assert!(
         err.contains("exists and is not a directory"),

@@ -22,7 +22,7 @@
 //! Ports 29740-29759 belong to this file (29740-29745 the kill, 29750-29755 the stop).
 //! The two tests take turns (one cluster at a time on a small machine).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -21,7 +21,7 @@
 //! where Skiff names the member that diverged (`memberID:<id> alarm:CORRUPT`); that
 //! line is asserted per server. Ports 29540-29551 (Skiff 29540-29545, etcd 29546-29551).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

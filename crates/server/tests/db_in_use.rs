@@ -7,7 +7,7 @@
 //! `endpoint status -w json` shows both numbers (etcdctl prints the response's fields).
 //! Ports 29820-29823 belong to this file (etcd 29820, Skiff 29822).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

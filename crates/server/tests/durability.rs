@@ -8,7 +8,7 @@
 //! - A byte flipped inside a WAL record (not a torn tail): the member refuses to
 //!   start, exits 1 and names the WAL file and the byte offset.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

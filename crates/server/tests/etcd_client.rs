@@ -2,7 +2,7 @@
 //! transactions, compaction and leases (expiry deletes the keys, keep-alive holds
 //! them). Each test starts its own member; ports 23450-23459 belong to this file.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

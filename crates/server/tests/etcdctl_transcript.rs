@@ -6,7 +6,7 @@
 //! (Debian's etcd-server / etcd-client, installed by .ci/run); without them the test
 //! says so and checks nothing.
 
-mod common;
+use crate::common;
 
 use common::{assert_same_transcript, have, Kind, Proc};
 use regex::Regex;

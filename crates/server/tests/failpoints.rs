@@ -18,7 +18,7 @@
 //!
 //! Ports 27400-27411 belong to this file.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -17,7 +17,7 @@
 //! Ports 27600-27619 belong to this file. Needs `etcd` and `curl` (fails under
 //! `CI=true` without them, skips otherwise).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

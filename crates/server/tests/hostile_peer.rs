@@ -8,7 +8,7 @@
 // Test helpers: a failure is a test failure with a location.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -19,7 +19,7 @@
 //! The outcomes and the masked transcripts must be identical.
 //! Ports 29800-29819 belong to this file (etcd 29800-29803, Skiff 29810-29813).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

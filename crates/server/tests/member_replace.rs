@@ -6,7 +6,7 @@
 //! file (etcd 28500+, Skiff 28520+); the removed-member, hand-off and force-new-cluster
 //! tests below use 28540-28599.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -15,7 +15,7 @@
 //! etcd-server / etcd-client, installed by .ci/run); without them (and not under CI) the
 //! tests say so and check nothing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

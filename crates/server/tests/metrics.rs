@@ -19,7 +19,7 @@
 //!
 //! Ports 27800-27819 belong to this file (the cluster uses 27800-27805).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::Command;

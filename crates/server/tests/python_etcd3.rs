@@ -13,7 +13,7 @@
 //! its interpreter; `.ci/run` installs one in a virtualenv under the target dir); under
 //! CI a missing one fails the test. Ports 28860-28863 belong to this file.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -19,7 +19,7 @@
 //! their absence fails the tests); `skiffctl` is the binary next to `skiff` (`cargo
 //! build -p skiff-ctl` when running this file alone).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -142,8 +142,8 @@ const SCRIPT: &[&str] = &[
     "mkdir -p $D/wal; $C snapshot restore $ETCD --data-dir $D/r1 --wal-dir $D/wal 2>$D/err; echo \"[restore exit $?]\"; grep -v '^{\"level\"' $D/err",
     "$C snapshot restore $ETCD --data-dir $D/r2 --name nobody 2>$D/err; echo \"[restore exit $?]\"; grep -v '^{\"level\"' $D/err",
     "$C snapshot restore $D/missing.db --data-dir $D/r3 2>$D/err; echo \"[restore exit $?]\"; grep -v '^{\"level\"' $D/err",
-    // A flipped byte in the sha256 trailer.
-    "cp $ETCD $D/bad.db; printf 'X' | dd of=$D/bad.db bs=1 seek=$(($(wc -c < $ETCD) - 1)) conv=notrunc 2>/dev/null; $C snapshot restore $D/bad.db --data-dir $D/r4 2>$D/err; echo \"[restore exit $?]\"; grep -v '^{\"level\"' $D/err",
+    // A changed byte in the sha256 trailer (`Y` where the last byte already is `X`).
+    "cp $ETCD $D/bad.db; c=X; [ \"$(tail -c 1 $ETCD)\" = X ] && c=Y; printf $c | dd of=$D/bad.db bs=1 seek=$(($(wc -c < $ETCD) - 1)) conv=notrunc 2>/dev/null; $C snapshot restore $D/bad.db --data-dir $D/r4 2>$D/err; echo \"[restore exit $?]\"; grep -v '^{\"level\"' $D/err",
     // A bare db (no trailer): refused without --skip-hash-check.
     "head -c $(($(wc -c < $ETCD) - 32)) $ETCD > $D/bare.db; $C snapshot restore $D/bare.db --data-dir $D/r5 2>$D/err; echo \"[restore exit $?]\"; grep -v '^{\"level\"' $D/err",
     "$C snapshot restore $D/bare.db --skip-hash-check --data-dir $D/r6 2>$D/err; echo \"[restore exit $?]\"; grep -v '^{\"level\"' $D/err; test -d $D/r6/member && echo restored",

@@ -12,7 +12,7 @@
 //! and `etcdctl` (Debian's etcd-server / etcd-client, installed by .ci/run), and `curl`
 //! for the TLS section.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

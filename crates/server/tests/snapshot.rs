@@ -24,7 +24,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -20,7 +20,7 @@
 //! 50 kB values until refused. Ports 29500-29519 belong to this file. Needs `etcd` and
 //! `etcdctl`; without them the test says so and checks nothing.
 
-mod common;
+use crate::common;
 
 use common::{assert_same_transcript, have, Kind, Proc};
 use regex::Regex;

@@ -14,7 +14,7 @@
 // Test helpers: a failure is a test failure with a location.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! a duplicate watch ID refused the way etcd refuses it, a member stopping with
 //! open streams, and the election service (built on watches). Ports 23470-23479.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
