@@ -64,27 +64,33 @@ async fn ask(url: &str, revision: i64) -> Result<pb::HashKvResponse, String> {
         .map_err(|s| s.message().to_string())
 }
 
-/// The members whose data differ from `mine` (etcd's `checkHashKV` rules): a peer ahead
-/// of us in revision or compaction, or with our compaction revision and another hash.
-fn judge(mine: &HashKv, peers: &[PeerHash]) -> Vec<(u64, String)> {
+/// The members whose data differ from ours (etcd's `checkHashKV` rules): a peer with
+/// `hashed`'s compaction revision and another hash at `hashed.revision` (the revision
+/// the peers were asked for), or a peer ahead of `now` in revision or compaction.
+///
+/// `now` must be taken after every revision a peer reported is applied here: a
+/// follower may apply an entry before the leader does, and writes go on while the
+/// peers answer, so comparing with the leader's revision from before the question
+/// (or a hash taken after it) raised CORRUPT on a healthy cluster under writes.
+fn judge(hashed: &HashKv, now: &HashKv, peers: &[PeerHash]) -> Vec<(u64, String)> {
     let mut bad = Vec::new();
     for p in peers {
         let Ok(r) = &p.resp else { continue };
         let peer_rev = r.header.as_ref().map_or(0, |h| h.revision);
-        let why = if peer_rev > mine.revision {
+        let why = if peer_rev > now.revision {
             format!(
                 "revision {peer_rev} is ahead of the leader's {}",
-                mine.revision
+                now.revision
             )
-        } else if r.compact_revision > mine.compact_revision {
+        } else if r.compact_revision > now.compact_revision {
             format!(
                 "compact revision {} is ahead of the leader's {}",
-                r.compact_revision, mine.compact_revision
+                r.compact_revision, now.compact_revision
             )
-        } else if r.compact_revision == mine.compact_revision && r.hash != mine.hash {
+        } else if r.compact_revision == hashed.compact_revision && r.hash != hashed.hash {
             format!(
                 "hash {} != {} at revision {} (compact revision {})",
-                r.hash, mine.hash, mine.revision, mine.compact_revision
+                r.hash, hashed.hash, hashed.revision, hashed.compact_revision
             )
         } else {
             continue;
@@ -174,13 +180,22 @@ async fn check_once(server: &EtcdServer) -> anyhow::Result<()> {
     let store = server.store.clone();
     let mine = tokio::task::spawn_blocking(move || store.hash_kv(0)).await??;
     let peers = peer_hashes(&server.members_now(), server.member_id, mine.revision).await;
+    // Everything the peers had applied when they answered is applied here after this.
+    server.linearizable_barrier().await?;
     let store = server.store.clone();
-    let again = tokio::task::spawn_blocking(move || store.hash_kv(0)).await??;
+    let revision = mine.revision;
+    let (again, now) = tokio::task::spawn_blocking(move || {
+        // Our own hash at the same revision again (unless compacted past it since),
+        // and where the store is now.
+        Ok::<_, anyhow::Error>((store.hash_kv(revision).ok(), store.hash_kv(0)?))
+    })
+    .await??;
     let mut bad = Vec::new();
-    if again.hash != mine.hash
-        && again.revision == mine.revision
-        && again.compact_revision == mine.compact_revision
-    {
+    if let Some(again) = again.filter(|a| {
+        a.hash != mine.hash
+            && a.hash_revision == mine.hash_revision
+            && a.compact_revision == mine.compact_revision
+    }) {
         bad.push((
             server.member_id,
             format!(
@@ -189,7 +204,7 @@ async fn check_once(server: &EtcdServer) -> anyhow::Result<()> {
             ),
         ));
     }
-    bad.extend(judge(&again, &peers));
+    bad.extend(judge(&mine, &now, &peers));
     // etcd raises one alarm per check.
     if let Some((member, why)) = bad.into_iter().next() {
         tracing::error!(
@@ -245,7 +260,39 @@ mod tests {
                 resp: Err("unreachable".into()),
             },
         ];
-        let bad: Vec<u64> = judge(&mine, &peers).into_iter().map(|(m, _)| m).collect();
+        let bad: Vec<u64> = judge(&mine, &mine, &peers)
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
         assert_eq!(bad, vec![2, 3, 5]);
+    }
+
+    /// Writes between the question and the answers: a peer that applied revision 11
+    /// before the leader took its hash at 10 is not ahead once the leader is at 12,
+    /// and the peers' hashes at 10 are compared with the leader's at 10, not at 12.
+    #[test]
+    fn writes_during_the_check_are_not_corruption() {
+        let hashed = HashKv {
+            hash: 7,
+            compact_revision: 3,
+            hash_revision: 10,
+            revision: 10,
+        };
+        let now = HashKv {
+            hash: 9,
+            compact_revision: 3,
+            hash_revision: 12,
+            revision: 12,
+        };
+        let peers = [
+            answer(1, 11, 3, 7), // applied 11 first, its hash at 10 is ours
+            answer(2, 12, 3, 8), // diverged at 10
+            answer(3, 13, 3, 7), // ahead of where the leader is now
+        ];
+        let bad: Vec<u64> = judge(&hashed, &now, &peers)
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        assert_eq!(bad, vec![2, 3]);
     }
 }
