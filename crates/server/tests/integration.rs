@@ -41,6 +41,7 @@ mod peer_transport;
 mod pipeline;
 mod python_etcd3;
 mod skiffctl_check;
+mod skiffctl_mirror;
 mod skiffctl_snapshot;
 mod skiffctl_transcript;
 mod snapshot;
@@ -48,3 +49,34 @@ mod space;
 mod tls;
 mod validation_vs_etcd;
 mod watch_wire;
+
+/// With `autotests = false`, a file of this directory missing from the list above
+/// would silently never run.
+#[test]
+fn every_test_file_is_a_module_here() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let this = std::fs::read_to_string(dir.join("integration.rs")).expect("read this file");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).expect("read tests/") {
+        let path = entry.expect("dir entry").path();
+        let (Some(stem), Some("rs")) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        if stem == "integration" {
+            continue;
+        }
+        files += 1;
+        assert!(
+            this.contains(&format!("\nmod {stem};\n")),
+            "tests/{stem}.rs is not a module of tests/integration.rs: add `mod {stem};`"
+        );
+    }
+    assert!(
+        files > 30,
+        "only {files} test files found in {}",
+        dir.display()
+    );
+}

@@ -23,7 +23,7 @@
 //! build -p skiff-ctl` when running this file alone). make-mirror runs until killed:
 //! each run is a child process killed by its PID.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
