@@ -351,13 +351,13 @@ fn three_etcds_on_skiffctls_restores_form_the_cluster() {
     let list = ok(&etcdctl(), &[&e, "member", "list"]);
     assert_eq!(list.matches(", started, ").count(), 3, "{list}");
     let mut hashes = Vec::new();
+    let hash_re = Regex::new(r#""hash":\d+"#).expect("regex");
     for m in &members {
         let e = format!("--endpoints={}", m.endpoint());
         let keys = ok(&etcdctl(), &[&e, "get", "", "--prefix", "-w", "json"]);
         assert_eq!(mask_header(&keys), original_keys, "member {}", m.name);
         let hash = ok(&etcdctl(), &[&e, "endpoint", "hashkv", "-w", "json"]);
-        let hash = Regex::new(r#""hash":\d+"#)
-            .expect("regex")
+        let hash = hash_re
             .find(&hash)
             .map(|x| x.as_str().to_string())
             .expect("a hash");
