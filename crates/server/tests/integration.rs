@@ -42,6 +42,7 @@ mod pipeline;
 mod python_etcd3;
 mod skiffctl_check;
 mod skiffctl_mirror;
+mod skiffctl_restore_etcd;
 mod skiffctl_snapshot;
 mod skiffctl_transcript;
 mod snapshot;

@@ -21,7 +21,7 @@
 //! their absence fails the tests); `skiffctl` is the binary next to `skiff` (`cargo
 //! build -p skiff-ctl` when running this file alone).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
