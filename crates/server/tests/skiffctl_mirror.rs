@@ -2,12 +2,14 @@
 //!
 //! - Mirroring: an etcd 3.4 member and a Skiff member, each in turn the source and the
 //!   destination; for each direction the variants no `--prefix`, `--prefix p/`,
-//!   `--prefix p/ --dest-prefix m/` and `--prefix p/ --no-dest-prefix`, run once with
+//!   `--prefix p/ --dest-prefix m/` and `--prefix p/ --no-dest-prefix` (from Skiff all
+//!   but `--prefix p/` alone, which the count run below repeats), run once with
 //!   etcdctl and once with skiffctl: keys existing before the start (one outside the
 //!   prefix), then while mirroring puts, an overwrite, a delete and a txn (two puts and
 //!   a delete in one revision). The destination must reach the source's keys (renamed)
 //!   and values; its `get --prefix ''` (keys and values) must be the same after
-//!   etcdctl's and skiffctl's runs, and both CLIs must have printed the same (nothing
+//!   etcdctl's and skiffctl's runs (read and written by the test through
+//!   `etcd-client`, not the skiff-client skiffctl uses), and both CLIs must have printed the same (nothing
 //!   within 30 s) on stdout and stderr.
 //! - The count line: skiffctl with `SKIFFCTL_MIRROR_REPORT_INTERVAL=200ms` prints the
 //!   keys processed (base keys + events), reaching 3 + 6 in the run above.
@@ -25,13 +27,15 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{have, Kind, Proc};
+use etcd_client::{DeleteOptions, GetOptions, Txn, TxnOp};
 
 /// `skiffctl` next to the `skiff` binary this test was built with.
 fn skiffctl() -> PathBuf {
@@ -69,42 +73,92 @@ fn run(ctl: &Path, args: &[&str]) -> (String, String, i32) {
     )
 }
 
-/// etcdctl `args` against `ep`, which must succeed.
-fn ctl(ep: &str, args: &[&str]) -> String {
-    let e = format!("--endpoints={ep}");
-    let (out, err, code) = run(&etcdctl(), &[&[e.as_str()][..], args].concat());
-    assert_eq!(code, 0, "etcdctl {args:?} on {ep} failed:\n{out}{err}");
-    out
+thread_local! {
+    /// The test's own client of each member (etcd-client, independent of the
+    /// skiff-client that skiffctl is built on), with the runtime it runs on.
+    static KV: (tokio::runtime::Runtime, RefCell<HashMap<String, etcd_client::Client>>) = (
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime"),
+        RefCell::new(HashMap::new()),
+    );
 }
 
-/// etcdctl `txn` with `ops` (one per line) as the success branch.
+/// Runs `f` with the client of `ep` and waits for its answer.
+fn kv<T, F>(ep: &str, f: impl FnOnce(etcd_client::Client) -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    KV.with(|(rt, clients)| {
+        let client = clients
+            .borrow_mut()
+            .entry(ep.to_string())
+            .or_insert_with(|| {
+                rt.block_on(etcd_client::Client::connect([format!("http://{ep}")], None))
+                    .expect("connect")
+            })
+            .clone();
+        rt.block_on(f(client))
+            .unwrap_or_else(|e| panic!("call to {ep}: {e}"))
+    })
+}
+
+fn put(ep: &str, key: &str, value: &str) -> i64 {
+    let (key, value) = (key.to_string(), value.to_string());
+    kv(ep, |mut c| async move { c.put(key, value, None).await })
+        .header()
+        .map(|h| h.revision())
+        .unwrap_or(0)
+}
+
+fn del(ep: &str, key: &str) {
+    let key = key.to_string();
+    kv(ep, |mut c| async move { c.delete(key, None).await });
+}
+
+/// Deletes every key (`del --prefix ''`).
+fn clear(ep: &str) {
+    kv(ep, |mut c| async move {
+        c.delete("", Some(DeleteOptions::new().with_all_keys()))
+            .await
+    });
+}
+
+fn compact(ep: &str, rev: i64) {
+    kv(ep, |mut c| async move { c.compact(rev, None).await });
+}
+
+/// A txn whose success branch is `ops` (`put <key> <value>` or `del <key>`).
 fn txn(ep: &str, ops: &[String]) {
-    let mut child = command(&etcdctl())
-        .args([&format!("--endpoints={ep}"), "txn"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcdctl txn");
-    let input = format!("\n{}\n\n\n", ops.join("\n"));
-    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), input.as_bytes())
-        .expect("write txn");
-    let out = child.wait_with_output().expect("etcdctl txn");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.starts_with("SUCCESS"),
-        "txn failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let ops: Vec<TxnOp> = ops
+        .iter()
+        .map(|op| match op.split(' ').collect::<Vec<_>>()[..] {
+            ["put", k, v] => TxnOp::put(k, v, None),
+            ["del", k] => TxnOp::delete(k, None),
+            _ => panic!("bad op {op:?}"),
+        })
+        .collect();
+    let resp = kv(
+        ep,
+        |mut c| async move { c.txn(Txn::new().and_then(ops)).await },
     );
+    assert!(resp.succeeded());
 }
 
 /// Every key and value on `ep` (`get --prefix ''`).
 fn dump(ep: &str) -> BTreeMap<String, String> {
-    let out = ctl(ep, &["get", "--prefix", ""]);
-    let lines: Vec<&str> = out.lines().collect();
-    lines
-        .chunks(2)
-        .map(|kv| (kv[0].to_string(), kv.get(1).unwrap_or(&"").to_string()))
+    let resp = kv(ep, |mut c| async move {
+        c.get("", Some(GetOptions::new().with_all_keys())).await
+    });
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -203,8 +257,8 @@ fn mirror_run(
     (prefix, dest_prefix): (&str, &str),
     env: &[(&str, &str)],
 ) -> (BTreeMap<String, String>, String, String) {
-    ctl(src, &["del", "--prefix", ""]);
-    ctl(dst, &["del", "--prefix", ""]);
+    clear(src);
+    clear(dst);
     txn(
         src,
         &[
@@ -223,14 +277,14 @@ fn mirror_run(
         Duration::from_secs(10),
         &what,
     );
-    ctl(src, &["put", "p/d", "4"]);
-    ctl(src, &["put", "p/a", "1b"]);
-    ctl(src, &["del", "p/b"]);
+    put(src, "p/d", "4");
+    put(src, "p/a", "1b");
+    del(src, "p/b");
     txn(
         src,
         &["put p/e 5".into(), "put p/f 6".into(), "del p/c".into()],
     );
-    ctl(src, &["put", "q/y", "8"]);
+    put(src, "q/y", "8");
     let want = expected(&dump(src), prefix, dest_prefix);
     wait_for(dst, &want, Duration::from_secs(10), &what);
     if !env.is_empty() {
@@ -261,6 +315,10 @@ fn make_mirror_matches_etcdctl() {
     ];
     for (src, dst) in [(e.as_str(), s.as_str()), (s.as_str(), e.as_str())] {
         for (flags, prefix, dest_prefix) in variants {
+            if src == s && flags == ["--prefix", "p/"] {
+                // The default destination prefix is run from etcd and in the count run.
+                continue;
+            }
             let theirs = mirror_run(&etcdctl(), (src, dst), flags, (prefix, dest_prefix), &[]);
             let ours = mirror_run(&skiffctl, (src, dst), flags, (prefix, dest_prefix), &[]);
             assert_eq!(ours, theirs, "{src} -> {dst} with {flags:?}");
@@ -295,8 +353,8 @@ fn compaction_is_an_error(skiffctl: &Path, src: &str, dst: &str) {
     const KEYS: usize = 200;
     let mut results = Vec::new();
     for tool in [etcdctl(), skiffctl.to_path_buf()] {
-        ctl(src, &["del", "--prefix", ""]);
-        ctl(dst, &["del", "--prefix", ""]);
+        clear(src);
+        clear(dst);
         let ops: Vec<String> = (0..KEYS).map(|i| format!("put c/{i:04} v{i}")).collect();
         for chunk in ops.chunks(100) {
             txn(src, chunk);
@@ -304,10 +362,7 @@ fn compaction_is_an_error(skiffctl: &Path, src: &str, dst: &str) {
         let m = Mirror::start(&tool, src, &["--prefix", "c/", dst], &[]);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let n = ctl(dst, &["get", "c/", "--prefix", "--keys-only"])
-                .lines()
-                .count();
-            if n > 0 {
+            if !dump(dst).is_empty() {
                 break;
             }
             assert!(
@@ -318,17 +373,10 @@ fn compaction_is_an_error(skiffctl: &Path, src: &str, dst: &str) {
             std::thread::sleep(Duration::from_millis(10));
         }
         // The watch would start at the revision after the copied one: compact past it.
-        ctl(src, &["put", "c/late", "x"]);
-        ctl(src, &["put", "c/later", "y"]);
-        let rev = ctl(src, &["get", "c/later", "-w", "fields"])
-            .lines()
-            .find_map(|l| l.strip_prefix("\"Revision\" : ").map(str::to_string))
-            .expect("revision");
-        ctl(src, &["compaction", rev.trim()]);
-        let copied = ctl(dst, &["get", "c/", "--prefix", "--keys-only"])
-            .lines()
-            .filter(|l| !l.is_empty())
-            .count();
+        put(src, "c/late", "x");
+        let rev = put(src, "c/later", "y");
+        compact(src, rev);
+        let copied = dump(dst).len();
         assert!(
             copied < KEYS,
             "{}: the base copy ended before the compaction; make KEYS larger",
@@ -350,8 +398,8 @@ fn compaction_is_an_error(skiffctl: &Path, src: &str, dst: &str) {
 /// Both CLIs wait for a destination that does not answer yet, silently, and copy to it
 /// once it starts.
 fn unreachable_destination_is_waited_for(skiffctl: &Path, src: &str) {
-    ctl(src, &["del", "--prefix", ""]);
-    ctl(src, &["put", "u/k", "v"]);
+    clear(src);
+    put(src, "u/k", "v");
     let down = "127.0.0.1:29304";
     let theirs = Mirror::start(
         &etcdctl(),
