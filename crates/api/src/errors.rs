@@ -102,6 +102,10 @@ etcd_errors! {
     // `Unimplemented` naming the call, never a silent success or an empty message.
     UnsupportedSnapshot => "skiff: snapshot is not implemented yet",
     UnsupportedDowngrade => "skiff: downgrade is not implemented yet",
+    // Skiff's own: a response larger than the whole in-flight response budget
+    // (`--max-inflight-response-bytes`), which could never be served; the client
+    // should page with `limit`. Code ResourceExhausted, as etcd's `too many requests`.
+    ResponseTooLarge => "skiff: response is larger than --max-inflight-response-bytes; use a limit",
 }
 
 impl EtcdError {
@@ -113,7 +117,7 @@ impl EtcdError {
             | InvalidSortOption | MemberBadUrls | RequestTooLarge | UserEmpty | RoleEmpty
             | AuthFailed | InvalidAuthMgmt | AuthOldRevision => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
-            NoSpace | TooManyRequests => Code::ResourceExhausted,
+            NoSpace | TooManyRequests | ResponseTooLarge => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExist
             | MemberExist

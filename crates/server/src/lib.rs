@@ -28,6 +28,7 @@ pub mod api;
 pub mod apply;
 pub mod auth;
 pub mod bootstrap;
+pub mod budget;
 pub mod config;
 pub mod convert;
 pub mod corrupt;

@@ -336,7 +336,13 @@ impl Member {
         store
             .backend()
             .observe_commits(metrics.backend_commit_observer());
-        let watchable = Arc::new(WatchableStore::new(store.clone(), WatchConfig::default()));
+        let watchable = Arc::new(WatchableStore::new(
+            store.clone(),
+            WatchConfig {
+                stream_bytes: config.watch_stream_bytes,
+                ..WatchConfig::default()
+            },
+        ));
         let leases = LeaseTable::restore(&store, config.min_lease_ttl_secs())?;
         let alarm_rows = store.backend().scan(Table::Alarm)?;
         let alarms = Alarms::from_keys(alarm_rows.iter().map(|(k, _)| k.as_slice()))
@@ -463,6 +469,10 @@ impl Member {
         }));
         let status = Arc::new(RaftStatus::default());
         let server = Arc::new(EtcdServer {
+            response_budget: crate::budget::ResponseBudget::new(
+                config.max_inflight_response_bytes,
+                request_timeout,
+            ),
             request_timeout,
             config: config.clone(),
             member_id,

@@ -76,6 +76,7 @@ pub fn routes<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Routes {
     Routes::from(
         routes
             .into_axum_router()
+            .layer(axum::middleware::from_fn(crate::budget::hold_until_sent))
             .layer(axum::middleware::from_fn(caller::from_headers)),
     )
 }

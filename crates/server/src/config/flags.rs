@@ -15,7 +15,9 @@ use std::time::Duration;
 use clap::{ArgAction, Parser, ValueEnum};
 
 use super::values::{go_bool, go_duration, go_i64, go_max_streams, go_u32, go_u64};
-use super::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_COUNT};
+use super::{
+    DEFAULT_MAX_INFLIGHT_RESPONSE_BYTES, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_COUNT,
+};
 
 /// Flags etcd 3.4 still accepts from etcd 0.4 and ignores with a warning.
 pub const IGNORED_FLAGS: &[&str] = &[
@@ -116,6 +118,14 @@ pub struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", help_heading = "Member", value_parser = go_u32, default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: u32,
+
+    /// Skiff: bytes of range results all requests may hold at once (0: unlimited); a range larger than this answers ResourceExhausted, others wait for room.
+    #[arg(long, env = "SKIFF_MAX_INFLIGHT_RESPONSE_BYTES", help_heading = "Skiff", value_parser = go_u64, default_value_t = DEFAULT_MAX_INFLIGHT_RESPONSE_BYTES)]
+    pub max_inflight_response_bytes: u64,
+
+    /// Skiff: bytes of watch responses queued for one watch stream at or above which its watchers are caught up from the store later.
+    #[arg(long, env = "SKIFF_WATCH_STREAM_BYTES", help_heading = "Skiff", value_parser = go_u64, default_value_t = skiff_storage::watch::DEFAULT_STREAM_BYTES)]
+    pub watch_stream_bytes: u64,
 
     /// Maximum concurrent streams that each client can open at a time.
     #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", help_heading = "Member", value_parser = go_max_streams, default_value_t = u32::MAX)]

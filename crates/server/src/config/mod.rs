@@ -36,6 +36,8 @@ use url::{parse_cors, parse_initial_cluster, parse_urls};
 
 /// etcd's default request size limit: 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1024 * 1024 + 512 * 1024;
+/// Skiff's default in-flight response budget (`--max-inflight-response-bytes`): 512 MiB.
+pub const DEFAULT_MAX_INFLIGHT_RESPONSE_BYTES: u64 = 512 * 1024 * 1024;
 /// etcd's default backend quota: 2 GiB.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// etcd 3.4's default number of applied entries between snapshots.
@@ -172,6 +174,10 @@ pub struct Config {
     pub quota_backend_bytes: Option<u64>,
     pub max_request_bytes: u32,
     pub max_txn_ops: u32,
+    /// `--max-inflight-response-bytes` (Skiff's; 0: unlimited): see `crate::budget`.
+    pub max_inflight_response_bytes: u64,
+    /// `--watch-stream-bytes` (Skiff's): see `skiff_storage::watch`.
+    pub watch_stream_bytes: u64,
     /// HTTP/2 streams one client connection may have open at once.
     pub max_concurrent_streams: u32,
     /// `--grpc-keepalive-min-time` (what a client is told; see docs/flags.md).
@@ -534,6 +540,8 @@ impl Config {
             quota_backend_bytes,
             max_request_bytes: flags.max_request_bytes,
             max_txn_ops: flags.max_txn_ops,
+            max_inflight_response_bytes: flags.max_inflight_response_bytes,
+            watch_stream_bytes: flags.watch_stream_bytes.max(1),
             max_concurrent_streams: flags.max_concurrent_streams,
             grpc_keepalive_min_time: flags.grpc_keepalive_min_time,
             grpc_keepalive_interval: nonzero(flags.grpc_keepalive_interval),

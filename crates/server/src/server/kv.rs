@@ -1,12 +1,27 @@
 //! The KV API of the member (requests already checked by the validation layer):
 //! writes through Raft, reads after the ReadIndex barrier (or at once when
 //! serializable).
+//!
+//! A range is read within the member's in-flight response budget
+//! ([`crate::budget`]): its rows are charged as they are loaded, and the bytes are
+//! held until gRPC has encoded the response (the holding is shared by the values'
+//! buffers, no copy). A range that finds no room waits up to the budget's wait, then
+//! answers `etcdserver: too many requests`; one larger than the whole budget answers
+//! `skiff: response is larger than --max-inflight-response-bytes; use a limit`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
 
 use skiff_api::EtcdError;
 use skiff_proto::etcdserverpb as pb;
 use skiff_proto::skiffpb::internal_request::Request as Req;
 
+use skiff_storage::mvcc as st;
+
 use super::EtcdServer;
+use crate::budget::{Held, ResponseBudget};
 use crate::convert;
 use crate::facade::{ApiResult, KvApi};
 use crate::inputs::ApplyOutput;
@@ -19,13 +34,14 @@ impl KvApi for EtcdServer {
         }
         let ids = self.header_ids();
         let store = self.store.clone();
+        let budget = self.response_budget.clone();
         let r = convert::range_from_pb(req);
-        // Reading may touch the disk; keep it off the async workers.
-        let resp = tokio::task::spawn_blocking(move || store.range(&r))
+        // Reading may touch the disk (and wait for room); keep it off the async workers.
+        let read = tokio::task::spawn_blocking(move || read_within(&store, &budget, &r))
             .await
             .map_err(|_| EtcdError::Stopped)?;
-        resp.map(|r| convert::range_to_pb(r, &ids))
-            .map_err(|e| convert::store_error(&e))
+        let (resp, held) = read.map_err(|e| convert::store_error(&e))?;
+        Ok(range_to_pb_held(resp, held, &ids))
     }
 
     async fn put(&self, req: pb::PutRequest) -> ApiResult<pb::PutResponse> {
@@ -48,11 +64,18 @@ impl KvApi for EtcdServer {
     }
 
     async fn txn(&self, req: pb::TxnRequest) -> ApiResult<pb::TxnResponse> {
-        self.propose_for(Req::Txn(req), |o| match o {
-            ApplyOutput::Txn(p) => Some(p),
-            _ => None,
-        })
-        .await
+        let held = self.reserve_for_txn(&req).await?;
+        let resp = self
+            .propose_for(Req::Txn(req), |o| match o {
+                ApplyOutput::Txn(p) => Some(p),
+                _ => None,
+            })
+            .await;
+        if let Some(held) = held {
+            // The ranges' results stay charged until the response is sent.
+            crate::budget::keep_until_sent(&Arc::new(held));
+        }
+        resp
     }
 
     async fn compact(&self, req: pb::CompactionRequest) -> ApiResult<pb::CompactionResponse> {
@@ -75,5 +98,152 @@ impl KvApi for EtcdServer {
             }
         }
         Ok(resp)
+    }
+}
+
+impl EtcdServer {
+    /// Reserves, before a txn is proposed, what its range operations will return
+    /// (the larger branch, nested txns included, measured on the current state):
+    /// `None` when that cannot matter (no range, or only single-key gets whose values,
+    /// at most `--max-request-bytes` each, total under a quarter of the budget).
+    async fn reserve_for_txn(&self, req: &pb::TxnRequest) -> ApiResult<Option<Held>> {
+        let mut ranges = (Vec::new(), Vec::new());
+        txn_ranges(req, &mut ranges.0, &mut ranges.1);
+        let (success, failure) = ranges;
+        if success.is_empty() && failure.is_empty() {
+            return Ok(None);
+        }
+        let budget = self.response_budget.clone();
+        let single_worst = (success.len().max(failure.len()) as u64)
+            .saturating_mul(u64::from(self.config.max_request_bytes));
+        let all_single = success
+            .iter()
+            .chain(&failure)
+            .all(|r| r.range_end.is_empty());
+        if all_single && single_worst < budget.limit() / 4 {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let cost = move |rs: &[pb::RangeRequest]| -> Result<u64, st::Error> {
+            let mut sum = 0u64;
+            for r in rs {
+                let left = budget.limit().saturating_sub(sum);
+                sum += store.range_cost(&convert::range_from_pb(r.clone()), left)?;
+                if sum > budget.limit() {
+                    break;
+                }
+            }
+            Ok(sum)
+        };
+        let budget = self.response_budget.clone();
+        let deadline = Instant::now() + budget.wait();
+        let held = tokio::task::spawn_blocking(move || -> Result<Held, st::Error> {
+            let need = cost(&success)?.max(cost(&failure)?);
+            Ok(budget.reserve(need, deadline)?)
+        })
+        .await
+        .map_err(|_| EtcdError::Stopped)?;
+        match held {
+            Ok(h) => Ok(Some(h)),
+            // A range the store refuses (compacted, future revision) is answered by
+            // the txn itself, as before.
+            Err(st::Error::Request(
+                e @ (EtcdError::ResponseTooLarge | EtcdError::TooManyRequests),
+            )) => Err(e),
+            Err(st::Error::Request(_)) => Ok(None),
+            Err(e) => Err(convert::store_error(&e)),
+        }
+    }
+}
+
+/// The range operations of `t`'s branches (nested txns' ranges count in both of
+/// their own branches' larger one, approximated by adding both).
+fn txn_ranges(
+    t: &pb::TxnRequest,
+    success: &mut Vec<pb::RangeRequest>,
+    failure: &mut Vec<pb::RangeRequest>,
+) {
+    for (ops, out) in [(&t.success, success), (&t.failure, failure)] {
+        for op in ops.iter() {
+            match &op.request {
+                Some(pb::request_op::Request::RequestRange(r)) => out.push(r.clone()),
+                Some(pb::request_op::Request::RequestTxn(inner)) => {
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    txn_ranges(inner, &mut a, &mut b);
+                    out.extend(a);
+                    out.extend(b);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Reads `r` with its rows charged to `budget`: at once when there is room; else,
+/// holding nothing, measures it, waits for that much room (until the budget's wait
+/// has passed) and reads again.
+fn read_within(
+    store: &st::KvStore,
+    budget: &Arc<ResponseBudget>,
+    r: &st::RangeRequest,
+) -> Result<(st::RangeResponse, Held), st::Error> {
+    let deadline = Instant::now() + budget.wait();
+    let mut held = budget.hold();
+    loop {
+        match store.range_charged(r, &mut |n| held.charge(n)) {
+            Ok(resp) => {
+                held.trim();
+                return Ok((resp, held));
+            }
+            Err(st::Error::Request(EtcdError::TooManyRequests)) => {
+                let wanted = held.wanted();
+                drop(held);
+                let cost = store.range_cost(r, budget.limit())?.max(wanted);
+                held = budget.reserve(cost, deadline)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A value's buffer that keeps its response's budget holding alive.
+struct Charged {
+    bytes: Vec<u8>,
+    _held: Arc<Held>,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// [`convert::range_to_pb`], the values sharing `held`: the bytes go back to the
+/// budget when the last value is dropped (after gRPC encoded the response).
+fn range_to_pb_held(r: st::RangeResponse, held: Held, ids: &convert::Ids) -> pb::RangeResponse {
+    let held = Arc::new(held);
+    crate::budget::keep_until_sent(&held);
+    pb::RangeResponse {
+        header: ids.header(r.header),
+        kvs: r
+            .kvs
+            .into_iter()
+            .map(|kv| {
+                let value = Bytes::from_owner(Charged {
+                    bytes: kv.value,
+                    _held: held.clone(),
+                });
+                skiff_proto::mvccpb::KeyValue {
+                    key: Bytes::from(kv.key),
+                    create_revision: kv.create_revision,
+                    mod_revision: kv.mod_revision,
+                    version: kv.version,
+                    value,
+                    lease: kv.lease,
+                }
+            })
+            .collect(),
+        more: r.more,
+        count: r.count,
     }
 }

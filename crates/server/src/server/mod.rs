@@ -85,6 +85,8 @@ pub struct EtcdServer {
     pub bootstrap_members: Vec<MemberRecord>,
     /// The auth store as the apply thread publishes it, and the member's tokens.
     pub auth: crate::auth::AuthShared,
+    /// Bytes of range results held at once (`--max-inflight-response-bytes`).
+    pub response_budget: Arc<crate::budget::ResponseBudget>,
 }
 
 impl EtcdServer {

@@ -1,9 +1,14 @@
 //! The Watch API of the member: a session is one stream of the store's watch hub,
-//! its responses turned into etcd's wire form with the member's header.
+//! its responses turned into etcd's wire form with the member's header. A response
+//! keeps counting against its stream's queue bound (`--watch-stream-bytes`, see
+//! `skiff_storage::watch`) until the front end has encoded it: the accounting is
+//! shared by its values' buffers.
 
 use std::sync::Arc;
 
 use skiff_proto::etcdserverpb as pb;
+use skiff_proto::mvccpb;
+use skiff_storage::mvcc as st;
 use skiff_storage::watch::{self as sw, WatchFilter};
 use tokio::sync::mpsc;
 
@@ -105,8 +110,48 @@ impl WatchSession for Session {
             compact_revision: r.compact_revision,
             cancel_reason: String::new(),
             fragment: false,
-            events: r.events.into_iter().map(convert::event_to_pb).collect(),
+            events: match r.queued {
+                // The stream's queue bound holds until gRPC has encoded the events: the
+                // accounting rides on the values' buffers (no copy).
+                Some(q) => r.events.into_iter().map(|e| event_held(e, &q)).collect(),
+                None => r.events.into_iter().map(convert::event_to_pb).collect(),
+            },
         })
+    }
+}
+
+/// A value's buffer that keeps its response's queue accounting alive.
+struct Queued {
+    bytes: Vec<u8>,
+    _held: Arc<sw::Queued>,
+}
+
+impl AsRef<[u8]> for Queued {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// [`convert::event_to_pb`], its values holding `q`.
+fn event_held(e: st::Event, q: &Arc<sw::Queued>) -> mvccpb::Event {
+    let hold = |kv: st::KeyValue| mvccpb::KeyValue {
+        key: bytes::Bytes::from(kv.key),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: bytes::Bytes::from_owner(Queued {
+            bytes: kv.value,
+            _held: q.clone(),
+        }),
+        lease: kv.lease,
+    };
+    mvccpb::Event {
+        r#type: match e.kind {
+            st::EventType::Put => mvccpb::event::EventType::Put as i32,
+            st::EventType::Delete => mvccpb::event::EventType::Delete as i32,
+        },
+        kv: Some(hold(e.kv)),
+        prev_kv: e.prev_kv.map(hold),
     }
 }
 

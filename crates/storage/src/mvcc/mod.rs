@@ -25,5 +25,8 @@ pub mod validate;
 
 pub use codec::Revision;
 pub use error::{Error, Result};
-pub use store::{AnyLease, Applied, ApplyEntry, AuxOp, AuxTable, KvStore, LeaseCheck, StoreConfig};
+pub use store::{
+    row_cost, AnyLease, Applied, ApplyEntry, AuxOp, AuxTable, Charge, KvStore, LeaseCheck,
+    StoreConfig, ROW_OVERHEAD,
+};
 pub use types::*;

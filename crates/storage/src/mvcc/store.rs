@@ -227,6 +227,18 @@ fn collect_range(ix: &Index, req: &RangeRequest, rev: i64) -> (Vec<IdxRev>, i64)
     (revs, count)
 }
 
+/// What a range charges for a row it keeps: its key and value plus a fixed
+/// overhead for the revisions and the vector slot (see [`KvStore::range_charged`]).
+pub fn row_cost(kv: &KeyValue) -> u64 {
+    (kv.key.len() + kv.value.len()) as u64 + ROW_OVERHEAD
+}
+
+/// The fixed part of [`row_cost`].
+pub const ROW_OVERHEAD: u64 = 64;
+
+/// A range's charge for each row it loads: an error stops the read with it.
+pub type Charge<'a> = &'a mut dyn FnMut(u64) -> std::result::Result<(), EtcdError>;
+
 /// Row phase of a range: load, filter, sort, cut, as etcd's apply layer does.
 fn finish_range<T: ReadableTable<&'static [u8], &'static [u8]>>(
     t: &T,
@@ -234,10 +246,13 @@ fn finish_range<T: ReadableTable<&'static [u8], &'static [u8]>>(
     count: i64,
     req: &RangeRequest,
     header_rev: i64,
+    charge: Charge<'_>,
 ) -> Result<RangeResponse> {
     let mut kvs = Vec::with_capacity(revs.len());
     for r in revs {
-        kvs.push(read_row(t, *r)?);
+        let kv = read_row(t, *r)?;
+        charge(row_cost(&kv))?;
+        kvs.push(kv);
     }
     if req.max_mod_revision != 0 {
         kvs.retain(|kv| kv.mod_revision <= req.max_mod_revision);
@@ -487,6 +502,14 @@ impl KvStore {
 
     /// `Range` (etcd `RangeRequest`) on the committed state.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.range_charged(req, &mut |_| Ok(()))
+    }
+
+    /// [`KvStore::range`], calling `charge` with [`row_cost`] of each row as it is
+    /// loaded (before the next one is read): an error from `charge` stops the read
+    /// and is returned as [`Error::Request`], so a caller can bound the memory a
+    /// response takes while it is built.
+    pub fn range_charged(&self, req: &RangeRequest, charge: Charge<'_>) -> Result<RangeResponse> {
         validate::check_range(req)?;
         let (st, tx, cur) = self.view()?;
         let rev = read_revision(req.revision, cur, st.compact_rev)?;
@@ -495,7 +518,28 @@ impl KvStore {
         let t = tx
             .open_table(Table::Key.def())
             .map_err(BackendError::from)?;
-        finish_range(&t, &revs, count, req, cur)
+        finish_range(&t, &revs, count, req, cur, charge)
+    }
+
+    /// The sum of [`row_cost`] over the rows `req` would load, read one row at a time
+    /// (memory stays one row), stopping once the sum exceeds `cap`.
+    pub fn range_cost(&self, req: &RangeRequest, cap: u64) -> Result<u64> {
+        validate::check_range(req)?;
+        let (st, tx, cur) = self.view()?;
+        let rev = read_revision(req.revision, cur, st.compact_rev)?;
+        let (revs, _) = collect_range(&st.index, req, rev);
+        drop(st);
+        let t = tx
+            .open_table(Table::Key.def())
+            .map_err(BackendError::from)?;
+        let mut sum = 0u64;
+        for r in revs {
+            sum += row_cost(&read_row(&t, r)?);
+            if sum > cap {
+                break;
+            }
+        }
+        Ok(sum)
     }
 
     /// The version of `key` visible at `rev`, or `None` (also if `rev` is compacted).
@@ -933,7 +977,7 @@ impl WriteCtx<'_, '_> {
         let cur = self.read_rev();
         let rev = read_revision(req.revision, cur, self.st.compact_rev)?;
         let (revs, count) = collect_range(&self.st.index, req, rev);
-        finish_range(&*self.keys, &revs, count, req, cur)
+        finish_range(&*self.keys, &revs, count, req, cur, &mut |_| Ok(()))
     }
 
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {

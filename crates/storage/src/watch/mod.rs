@@ -7,9 +7,20 @@
 //! - **unsynced**: its next revision is in the past (a watch from an old revision, or a
 //!   consumer that fell behind); a background thread reads those revisions from the
 //!   backend in batches of whole revisions and moves it to synced once it has caught up;
-//! - **victim**: its stream's channel was full. Its one pending response is retried by the
-//!   background thread; nothing else is sent to it meanwhile, and once delivered it rejoins
-//!   synced or unsynced. Applies only ever `try_send`: a slow consumer never blocks them.
+//! - **victim**: its stream's channel was full when a cancellation (compaction) was due.
+//!   That one pending response is retried by the background thread; nothing else is sent
+//!   to it meanwhile. Applies only ever `try_send`: a slow consumer never blocks them.
+//!
+//! Memory stays bounded however slowly a client reads (etcd holds a slow watcher's
+//! events, and thousands of watchers that never read can exhaust its memory): each
+//! stream counts the bytes of the responses queued for it and not yet consumed
+//! ([`WatchResponse::queued`], given back when the response, or the values it was
+//! turned into, is dropped), and while that is at or above
+//! [`WatchConfig::stream_bytes`] (or its channel is full) no event response is built
+//! for its watchers: a watcher that cannot be sent to keeps its next revision and moves
+//! to unsynced, so it is caught up later from the backend, like a watcher from an old
+//! revision. A stream holds at most `stream_bytes` plus one response (one revision, or
+//! one catch-up batch of `sync_batch` rows) for a watcher.
 //!
 //! The hand-over from unsynced to synced happens under the hub lock, which every apply's
 //! notification also takes, after checking that the catch-up read reached the newest
@@ -22,7 +33,7 @@
 //! a catch-up is about to read.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -70,6 +81,45 @@ pub struct WatchResponse {
     /// Set (with `canceled`) when the start revision was compacted.
     pub compact_revision: i64,
     pub canceled: bool,
+    /// The bytes this response counts against its stream's bound, given back when the
+    /// last clone of it is dropped (the consumer may move it into what it sends).
+    pub queued: Option<Arc<Queued>>,
+}
+
+/// Bytes of a stream's queue held by one response; given back on drop.
+#[derive(Debug)]
+pub struct Queued {
+    counter: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Accounting, not content: any two are equal (so responses compare by content).
+impl PartialEq for Queued {
+    fn eq(&self, _: &Queued) -> bool {
+        true
+    }
+}
+impl Eq for Queued {}
+
+/// What a response counts against its stream's bound: keys, values and previous values
+/// of its events plus a fixed overhead per event.
+fn response_cost(events: &[Event]) -> u64 {
+    events
+        .iter()
+        .map(|e| {
+            let prev = e
+                .prev_kv
+                .as_ref()
+                .map_or(0, |p| p.key.len() + p.value.len());
+            (e.kv.key.len() + e.kv.value.len() + prev) as u64 + crate::mvcc::ROW_OVERHEAD
+        })
+        .sum()
 }
 
 impl WatchResponse {
@@ -90,8 +140,11 @@ pub enum WatchError {
 /// Tuning of the watch hub.
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
-    /// Responses buffered per stream before its watchers become victims.
+    /// Responses buffered per stream before its watchers fall back to unsynced.
     pub stream_capacity: usize,
+    /// Bytes of event responses queued per stream (not yet consumed) at or above which
+    /// its watchers fall back to unsynced (see the module doc).
+    pub stream_bytes: u64,
     /// Backend rows read per catch-up batch (whole revisions are never split).
     pub sync_batch: usize,
     /// How often the background thread retries victims and catches up unsynced watchers.
@@ -102,11 +155,15 @@ impl Default for WatchConfig {
     fn default() -> Self {
         WatchConfig {
             stream_capacity: 128,
+            stream_bytes: DEFAULT_STREAM_BYTES,
             sync_batch: 1000,
             sync_interval: Duration::from_millis(10),
         }
     }
 }
+
+/// Default of [`WatchConfig::stream_bytes`].
+pub const DEFAULT_STREAM_BYTES: u64 = 4 << 20;
 
 type WKey = (u64, i64);
 
@@ -129,6 +186,8 @@ struct Watcher {
     group: Group,
     pending: Option<WatchResponse>,
     tx: mpsc::Sender<WatchResponse>,
+    /// Bytes queued on this watcher's stream (shared by its watchers).
+    queued: Arc<AtomicU64>,
 }
 
 impl Watcher {
@@ -140,6 +199,18 @@ impl Watcher {
         } else {
             k >= self.key.as_slice() && k < self.end.as_slice()
         }
+    }
+
+    /// Whether this watcher wants any event of `evs`.
+    fn events_wanted(&self, evs: &[Event]) -> bool {
+        evs.iter().any(|e| {
+            e.kv.mod_revision >= self.min_rev
+                && self.matches(&e.kv.key)
+                && match e.kind {
+                    EventType::Put => !self.no_put,
+                    EventType::Delete => !self.no_delete,
+                }
+        })
     }
 
     /// The events of `evs` this watcher wants, shaped for it.
@@ -165,6 +236,7 @@ impl Watcher {
 
 struct StreamState {
     tx: mpsc::Sender<WatchResponse>,
+    queued: Arc<AtomicU64>,
     next_id: i64,
     ids: HashSet<i64>,
 }
@@ -257,29 +329,57 @@ impl HubState {
         true
     }
 
-    /// Sends `resp` to watcher `k`; on a full channel the watcher becomes a victim holding
-    /// it. `next_min` is the watcher's next revision once `resp` is out.
-    fn deliver(&mut self, k: WKey, resp: WatchResponse, next_min: i64) {
+    /// Sends `resp` to watcher `k`. `next_min` is the watcher's next revision once `resp`
+    /// is out. When the stream has no room, an event response is dropped and the watcher
+    /// keeps its next revision and becomes unsynced (caught up from the backend later); a
+    /// cancellation is kept as the watcher's one pending response (victim).
+    fn deliver(&mut self, k: WKey, mut resp: WatchResponse, next_min: i64, limit: u64) {
         let Some(w) = self.watchers.get_mut(&k) else {
             return;
         };
-        w.min_rev = w.min_rev.max(next_min);
         let canceled = resp.canceled;
+        if !canceled {
+            if !has_room(w, limit) {
+                self.fall_behind(k);
+                return;
+            }
+            let bytes = response_cost(&resp.events);
+            w.queued.fetch_add(bytes, Ordering::AcqRel);
+            resp.queued = Some(Arc::new(Queued {
+                counter: w.queued.clone(),
+                bytes,
+            }));
+        }
         match try_send(&w.tx, resp) {
             Send::Sent => {
+                w.min_rev = w.min_rev.max(next_min);
                 if canceled {
                     self.remove(k);
                 }
             }
-            Send::Full(r) => {
+            Send::Full(r) if canceled => {
                 w.pending = Some(r);
                 self.set_group(k, Group::Victim);
             }
+            Send::Full(_) => self.fall_behind(k),
             Send::Closed => {
                 self.remove(k);
             }
         }
     }
+
+    /// Watcher `k` could not be sent its next events: it keeps its next revision and
+    /// is caught up from the backend once its stream has room.
+    fn fall_behind(&mut self, k: WKey) {
+        if self.watchers.get(&k).map(|w| w.group) != Some(Group::Unsynced) {
+            self.set_group(k, Group::Unsynced);
+        }
+    }
+}
+
+/// Whether `w`'s stream can take another event response now.
+fn has_room(w: &Watcher, limit: u64) -> bool {
+    w.queued.load(Ordering::Acquire) < limit && w.tx.capacity() > 0
 }
 
 struct Hub {
@@ -316,8 +416,18 @@ impl Hub {
         }
         let mut targets: Vec<_> = targets.into_iter().collect();
         targets.sort_unstable();
+        let limit = self.cfg.stream_bytes;
+        let mut behind = false;
         for k in targets {
             let w = &st.watchers[&k];
+            if !has_room(w, limit) {
+                // Build nothing for a stream that cannot take it.
+                if w.events_wanted(events) {
+                    st.fall_behind(k);
+                    behind = true;
+                }
+                continue;
+            }
             let evs = w.select(events);
             if evs.is_empty() {
                 continue;
@@ -328,9 +438,9 @@ impl Hub {
                 events: evs,
                 ..Default::default()
             };
-            st.deliver(k, resp, rev + 1);
+            st.deliver(k, resp, rev + 1, limit);
         }
-        let victims = !st.victims.is_empty();
+        let victims = behind || !st.victims.is_empty() || !st.unsynced.is_empty();
         drop(st);
         if victims {
             // A consumer just fell behind: retry it soon, not at the next idle tick.
@@ -389,18 +499,21 @@ impl Hub {
 
     /// Catches unsynced watchers up by one batch. Returns whether there is more to do.
     fn sync_unsynced(&self) -> Result<bool> {
+        let limit = self.cfg.stream_bytes;
         let (from, to, want_prev) = {
             let st = self.lock();
-            if st.unsynced.is_empty() {
-                return Ok(false);
-            }
-            let from = st
+            // Watchers whose stream cannot take a response now wait: reading for them
+            // would only build responses to drop.
+            let ready: Vec<&Watcher> = st
                 .unsynced
                 .iter()
-                .map(|k| st.watchers[k].min_rev)
-                .min()
-                .expect("non-empty");
-            let want_prev = st.unsynced.iter().any(|k| st.watchers[k].prev_kv);
+                .map(|k| &st.watchers[k])
+                .filter(|w| has_room(w, limit) || w.min_rev > st.cur_rev)
+                .collect();
+            let Some(from) = ready.iter().map(|w| w.min_rev).min() else {
+                return Ok(false);
+            };
+            let want_prev = ready.iter().any(|w| w.prev_kv);
             (from, st.cur_rev, want_prev)
         };
         if from > to {
@@ -444,6 +557,10 @@ impl Hub {
                 }
                 continue;
             }
+            if !has_room(w, limit) {
+                // Its stream is full: it keeps its place and is read for again later.
+                continue;
+            }
             let evs = w.select(&events);
             let done = last >= cur;
             if !evs.is_empty() {
@@ -453,7 +570,7 @@ impl Hub {
                     events: evs,
                     ..Default::default()
                 };
-                st.deliver(k, resp, last + 1);
+                st.deliver(k, resp, last + 1, limit);
             } else if let Some(w) = st.watchers.get_mut(&k) {
                 w.min_rev = w.min_rev.max(last + 1);
             }
@@ -486,7 +603,7 @@ impl Hub {
                 canceled: true,
                 ..Default::default()
             };
-            st.deliver(k, resp, 0);
+            st.deliver(k, resp, 0, u64::MAX);
         }
     }
 }
@@ -605,6 +722,7 @@ impl WatchableStore {
             id,
             StreamState {
                 tx,
+                queued: Arc::new(AtomicU64::new(0)),
                 next_id: 0,
                 ids: HashSet::new(),
             },
@@ -685,6 +803,7 @@ impl WatchStream {
         };
         s.ids.insert(id);
         let tx = s.tx.clone();
+        let queued = s.queued.clone();
         let synced = req.start_revision <= 0 || req.start_revision > cur;
         let min_rev = if req.start_revision <= 0 {
             cur + 1
@@ -706,6 +825,7 @@ impl WatchStream {
                 group: Group::Victim,
                 pending: None,
                 tx,
+                queued,
             },
         );
         st.victims.insert(k);

@@ -1,0 +1,355 @@
+//! The in-flight response budget: a bound on the bytes of range results the member
+//! holds at once (`--max-inflight-response-bytes`), so many clients ranging over a
+//! large keyspace without a limit slow down, then get an error, instead of growing
+//! the member's memory until it is killed.
+//!
+//! Guarantees:
+//! - the bytes charged by all live [`Held`]s never exceed the limit;
+//! - a response alone larger than the limit is refused at once with
+//!   [`EtcdError::ResponseTooLarge`] (`skiff: response is larger than
+//!   --max-inflight-response-bytes; use a limit`, code ResourceExhausted): it could
+//!   never be served, and the client must page;
+//! - a response that fits but finds the budget taken by others waits (holding
+//!   nothing, so waiters cannot deadlock each other) until it fits or its deadline
+//!   passes, then is refused with etcd's [`EtcdError::TooManyRequests`]
+//!   (`etcdserver: too many requests`, code ResourceExhausted);
+//! - the uncontended path reserves in chunks of [`CHUNK`] bytes, so a small range
+//!   costs one lock to reserve and one to release, and no copy of its data.
+//!
+//! The caller charges rows as it reads them ([`Held::charge`], which never waits);
+//! when a charge fails for lack of room, it drops what it held, measures the whole
+//! response ([`skiff_storage::mvcc::KvStore::range_cost`]), waits for that much
+//! ([`ResponseBudget::reserve`]) and reads again. A [`Held`] returns its bytes when
+//! dropped: `server/kv.rs` shares it among the response's values (so the bytes stay
+//! held until gRPC has encoded the response) and hands it to [`keep_until_sent`], so
+//! on gRPC ([`hold_until_sent`], a middleware of `api::routes`) they stay held until
+//! the encoded response has been written out but for HTTP/2's send buffer: a client
+//! that reads slowly keeps its response's bytes, and so slows the others, instead of
+//! letting encoded responses pile up. Memory: while a response is encoded its rows
+//! and its encoding both exist, so the member's RSS grows by at most about twice the
+//! limit (plus one row per concurrent reader) under any number of ranging clients.
+
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use skiff_api::EtcdError;
+
+tokio::task_local! {
+    /// The holdings of the responses the current gRPC call returns.
+    static SENDING: Arc<Mutex<Vec<Arc<Held>>>>;
+}
+
+/// Keeps `held` until the current gRPC call's response body is done (no effect
+/// outside [`hold_until_sent`], e.g. on the JSON gateway).
+pub fn keep_until_sent(held: &Arc<Held>) {
+    let _ = SENDING.try_with(|s| {
+        s.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(held.clone())
+    });
+}
+
+/// Middleware: the holdings a call's handler passed to [`keep_until_sent`] live as
+/// long as its response body, which hyper drops once the body's last frame has been
+/// handed to HTTP/2 (after the data left its per-stream send buffer).
+pub async fn hold_until_sent(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let cell = Arc::new(Mutex::new(Vec::new()));
+    let resp = SENDING.scope(cell.clone(), next.run(req)).await;
+    let held = std::mem::take(&mut *cell.lock().unwrap_or_else(|p| p.into_inner()));
+    if held.is_empty() {
+        return resp;
+    }
+    resp.map(|inner| axum::body::Body::new(Holding { inner, _held: held }))
+}
+
+/// A response body holding budget until it is dropped.
+struct Holding {
+    inner: axum::body::Body,
+    _held: Vec<Arc<Held>>,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Bytes reserved from the shared budget at a time.
+pub const CHUNK: u64 = 1 << 20;
+
+/// The member's budget of in-flight response bytes.
+#[derive(Debug)]
+pub struct ResponseBudget {
+    limit: u64,
+    /// How long a response may wait for room before `too many requests`.
+    wait: Duration,
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl ResponseBudget {
+    /// A budget of `limit` bytes (0: unlimited) whose waiters give up after `wait`.
+    pub fn new(limit: u64, wait: Duration) -> Arc<ResponseBudget> {
+        Arc::new(ResponseBudget {
+            limit: if limit == 0 { u64::MAX } else { limit },
+            wait,
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// The limit in bytes (`u64::MAX` when unlimited).
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes held now by all responses.
+    pub fn used(&self) -> u64 {
+        *self.lock()
+    }
+
+    /// How long a response may wait for room.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An empty holding, to charge rows against as they are read.
+    pub fn hold(self: &Arc<Self>) -> Held {
+        Held {
+            budget: self.clone(),
+            reserved: 0,
+            charged: 0,
+            wanted: 0,
+        }
+    }
+
+    /// A holding of `bytes`, waiting until they fit or `deadline` passes
+    /// (`too many requests`); `response too large` at once if they never can.
+    pub fn reserve(self: &Arc<Self>, bytes: u64, deadline: Instant) -> Result<Held, EtcdError> {
+        if bytes > self.limit {
+            return Err(EtcdError::ResponseTooLarge);
+        }
+        let mut used = self.lock();
+        while *used + bytes > self.limit {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(EtcdError::TooManyRequests);
+            }
+            used = self
+                .freed
+                .wait_timeout(used, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *used += bytes;
+        Ok(Held {
+            budget: self.clone(),
+            reserved: bytes,
+            charged: 0,
+            wanted: 0,
+        })
+    }
+
+    /// Takes up to `bytes` (at least `min`) without waiting; how many were taken.
+    fn try_take(&self, min: u64, bytes: u64) -> Option<u64> {
+        let mut used = self.lock();
+        let room = self.limit - *used;
+        if room < min {
+            return None;
+        }
+        let take = bytes.min(room);
+        *used += take;
+        Some(take)
+    }
+
+    fn give_back(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        *self.lock() -= bytes;
+        self.freed.notify_all();
+    }
+}
+
+/// Bytes one response holds of the budget; returned when dropped.
+#[derive(Debug)]
+pub struct Held {
+    budget: Arc<ResponseBudget>,
+    reserved: u64,
+    charged: u64,
+    /// What the response needed when a charge last failed.
+    wanted: u64,
+}
+
+impl Held {
+    /// Charges `bytes` more of the response, reserving another chunk when needed,
+    /// never waiting: `response too large` when the response outgrows the whole
+    /// budget, `too many requests` when others hold the room it needs now (then
+    /// [`Held::wanted`] says how much it needed).
+    pub fn charge(&mut self, bytes: u64) -> Result<(), EtcdError> {
+        let need = self.charged + bytes;
+        if need > self.budget.limit {
+            self.wanted = need;
+            return Err(EtcdError::ResponseTooLarge);
+        }
+        if need > self.reserved {
+            let missing = need - self.reserved;
+            match self.budget.try_take(missing, missing.max(CHUNK)) {
+                Some(got) => self.reserved += got,
+                None => {
+                    self.wanted = need;
+                    return Err(EtcdError::TooManyRequests);
+                }
+            }
+        }
+        self.charged = need;
+        Ok(())
+    }
+
+    /// Bytes charged so far.
+    pub fn charged(&self) -> u64 {
+        self.charged
+    }
+
+    /// What the response needed when a charge last failed (0 if none did).
+    pub fn wanted(&self) -> u64 {
+        self.wanted
+    }
+
+    /// Returns the reserved bytes not charged (once the response is complete).
+    pub fn trim(&mut self) {
+        let spare = self.reserved - self.charged;
+        self.reserved = self.charged;
+        self.budget.give_back(spare);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.give_back(self.reserved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn charges_within_the_limit_and_returns_bytes_on_drop() {
+        let b = ResponseBudget::new(4 * MIB, Duration::from_millis(10));
+        let mut h = b.hold();
+        h.charge(100).unwrap();
+        // A whole chunk is reserved for the first row.
+        assert_eq!(b.used(), MIB);
+        h.charge(MIB).unwrap();
+        assert_eq!(h.charged(), MIB + 100);
+        h.trim();
+        assert_eq!(b.used(), MIB + 100);
+        drop(h);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn a_response_larger_than_the_budget_is_refused_at_once() {
+        let b = ResponseBudget::new(4 * MIB, Duration::from_secs(60));
+        let mut h = b.hold();
+        h.charge(3 * MIB).unwrap();
+        assert_eq!(h.charge(2 * MIB), Err(EtcdError::ResponseTooLarge));
+        assert_eq!(h.wanted(), 5 * MIB);
+        let t = Instant::now();
+        assert_eq!(
+            b.reserve(5 * MIB, t + Duration::from_secs(60)).unwrap_err(),
+            EtcdError::ResponseTooLarge
+        );
+        assert!(t.elapsed() < Duration::from_secs(1), "must not wait");
+    }
+
+    #[test]
+    fn contention_fails_the_charge_then_waits_for_room_until_the_deadline() {
+        let b = ResponseBudget::new(4 * MIB, Duration::from_millis(50));
+        let other = b.reserve(3 * MIB, Instant::now()).unwrap();
+        let mut h = b.hold();
+        assert_eq!(h.charge(2 * MIB), Err(EtcdError::TooManyRequests));
+        assert_eq!(h.wanted(), 2 * MIB);
+        drop(h);
+        // Waiting for 2 MiB while 3 of 4 are held: refused at the deadline.
+        let t = Instant::now();
+        let err = b
+            .reserve(2 * MIB, t + Duration::from_millis(100))
+            .unwrap_err();
+        assert_eq!(err, EtcdError::TooManyRequests);
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        // Room freed by another thread wakes the waiter.
+        let b2 = b.clone();
+        let waiter = std::thread::spawn(move || {
+            b2.reserve(2 * MIB, Instant::now() + Duration::from_secs(10))
+                .map(|h| h.reserved)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        drop(other);
+        assert_eq!(waiter.join().unwrap(), Ok(2 * MIB));
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn holdings_never_exceed_the_limit_under_concurrency() {
+        let b = ResponseBudget::new(8 * MIB, Duration::from_secs(5));
+        let peak = Arc::new(Mutex::new(0u64));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let b = b.clone();
+                let peak = peak.clone();
+                std::thread::spawn(move || {
+                    for round in 0..50u64 {
+                        let size = (1 + (i + round) % 3) * MIB;
+                        let h = b
+                            .reserve(size, Instant::now() + Duration::from_secs(5))
+                            .expect("fits eventually");
+                        let used = b.used();
+                        let mut p = peak.lock().unwrap();
+                        *p = (*p).max(used);
+                        drop(p);
+                        drop(h);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(*peak.lock().unwrap() <= 8 * MIB);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let b = ResponseBudget::new(0, Duration::from_millis(1));
+        let mut h = b.hold();
+        h.charge(1 << 40).unwrap();
+    }
+}
