@@ -16,10 +16,13 @@
 //! - the uncontended path reserves in chunks of [`CHUNK`] bytes, so a small range
 //!   costs one lock to reserve and one to release, and no copy of its data.
 //!
-//! The caller charges rows as it reads them ([`Held::charge`], which never waits);
-//! when a charge fails for lack of room, it drops what it held, measures the whole
-//! response ([`skiff_storage::mvcc::KvStore::range_cost`]), waits for that much
-//! ([`ResponseBudget::reserve`]) and reads again. A [`Held`] returns its bytes when
+//! The caller reads in one of [`READERS`] slots ([`ResponseBudget::reader`]: few
+//! threads allocate responses, so memory freed by the encoder is reused rather than
+//! cached in many threads' allocator heaps) and charges rows as it reads them
+//! ([`Held::charge`], which never waits); when a charge fails for lack of room, it
+//! drops what it held, measures the whole response
+//! ([`skiff_storage::mvcc::KvStore::range_cost`]), leaves its slot, waits for that
+//! much ([`ResponseBudget::reserve_async`]) and reads again. A [`Held`] returns its bytes when
 //! dropped: `server/kv.rs` shares it among the response's values (so the bytes stay
 //! held until gRPC has encoded the response) and hands it to [`keep_until_sent`], so
 //! on gRPC ([`hold_until_sent`], a middleware of `api::routes`) they stay held until
@@ -96,6 +99,9 @@ impl http_body::Body for Holding {
 /// Bytes reserved from the shared budget at a time.
 pub const CHUNK: u64 = 1 << 20;
 
+/// Range reads that build responses at once ([`ResponseBudget::reader`]).
+pub const READERS: usize = 4;
+
 /// The member's budget of in-flight response bytes.
 #[derive(Debug)]
 pub struct ResponseBudget {
@@ -104,6 +110,11 @@ pub struct ResponseBudget {
     wait: Duration,
     used: Mutex<u64>,
     freed: Condvar,
+    /// Wakes async waiters ([`ResponseBudget::reserve_async`]) when bytes come back.
+    freed_async: tokio::sync::Notify,
+    /// Range reads running at once: few threads build responses, so the allocator's
+    /// per-thread caches of freed response memory stay few.
+    readers: tokio::sync::Semaphore,
 }
 
 impl ResponseBudget {
@@ -114,7 +125,55 @@ impl ResponseBudget {
             wait,
             used: Mutex::new(0),
             freed: Condvar::new(),
+            freed_async: tokio::sync::Notify::new(),
+            readers: tokio::sync::Semaphore::new(READERS),
         })
+    }
+
+    /// A slot to read a response in (at most [`READERS`] at once), waiting until
+    /// `deadline` (`too many requests`).
+    pub async fn reader(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, EtcdError> {
+        tokio::time::timeout_at(deadline.into(), self.readers.acquire())
+            .await
+            .map_err(|_| EtcdError::TooManyRequests)?
+            .map_err(|_| EtcdError::Stopped)
+    }
+
+    /// [`ResponseBudget::reserve`] for async callers (waiting without a thread).
+    pub async fn reserve_async(
+        self: &Arc<Self>,
+        bytes: u64,
+        deadline: Instant,
+    ) -> Result<Held, EtcdError> {
+        if bytes > self.limit {
+            return Err(EtcdError::ResponseTooLarge);
+        }
+        loop {
+            let notified = self.freed_async.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut used = self.lock();
+                if *used + bytes <= self.limit {
+                    *used += bytes;
+                    return Ok(Held {
+                        budget: self.clone(),
+                        reserved: bytes,
+                        charged: 0,
+                        wanted: 0,
+                    });
+                }
+            }
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
+                return Err(EtcdError::TooManyRequests);
+            }
+        }
     }
 
     /// The limit in bytes (`u64::MAX` when unlimited).
@@ -191,6 +250,7 @@ impl ResponseBudget {
         }
         *self.lock() -= bytes;
         self.freed.notify_all();
+        self.freed_async.notify_waiters();
     }
 }
 
@@ -227,6 +287,11 @@ impl Held {
         }
         self.charged = need;
         Ok(())
+    }
+
+    /// The budget's limit.
+    pub fn limit(&self) -> u64 {
+        self.budget.limit
     }
 
     /// Bytes charged so far.
@@ -344,6 +409,54 @@ mod tests {
         }
         assert!(*peak.lock().unwrap() <= 8 * MIB);
         assert_eq!(b.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn async_waiters_wake_when_bytes_come_back_or_give_up() {
+        let b = ResponseBudget::new(4 * MIB, Duration::from_secs(10));
+        let other = b.reserve(3 * MIB, Instant::now()).unwrap();
+        let t = Instant::now();
+        let err = b
+            .reserve_async(2 * MIB, t + Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(err, EtcdError::TooManyRequests);
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        let b2 = b.clone();
+        let waiter = tokio::spawn(async move {
+            b2.reserve_async(2 * MIB, Instant::now() + Duration::from_secs(10))
+                .await
+                .map(|h| h.reserved)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(other);
+        assert_eq!(waiter.await.unwrap(), Ok(2 * MIB));
+        assert_eq!(
+            b.reserve_async(5 * MIB, Instant::now()).await.unwrap_err(),
+            EtcdError::ResponseTooLarge
+        );
+        // Reader slots: a fifth waits for one of four to be released.
+        let slots: Vec<_> = futures_slots(&b).await;
+        assert_eq!(
+            b.reader(Instant::now() + Duration::from_millis(20))
+                .await
+                .unwrap_err(),
+            EtcdError::TooManyRequests
+        );
+        drop(slots);
+        assert!(b.reader(Instant::now()).await.is_ok());
+    }
+
+    async fn futures_slots(b: &ResponseBudget) -> Vec<tokio::sync::SemaphorePermit<'_>> {
+        let mut v = Vec::new();
+        for _ in 0..READERS {
+            v.push(
+                b.reader(Instant::now() + Duration::from_secs(1))
+                    .await
+                    .unwrap(),
+            );
+        }
+        v
     }
 
     #[test]

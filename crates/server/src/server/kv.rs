@@ -21,7 +21,7 @@ use skiff_proto::skiffpb::internal_request::Request as Req;
 use skiff_storage::mvcc as st;
 
 use super::EtcdServer;
-use crate::budget::{Held, ResponseBudget};
+use crate::budget::Held;
 use crate::convert;
 use crate::facade::{ApiResult, KvApi};
 use crate::inputs::ApplyOutput;
@@ -35,13 +35,23 @@ impl KvApi for EtcdServer {
         let ids = self.header_ids();
         let store = self.store.clone();
         let budget = self.response_budget.clone();
-        let r = convert::range_from_pb(req);
-        // Reading may touch the disk (and wait for room); keep it off the async workers.
-        let read = tokio::task::spawn_blocking(move || read_within(&store, &budget, &r))
-            .await
-            .map_err(|_| EtcdError::Stopped)?;
-        let (resp, held) = read.map_err(|e| convert::store_error(&e))?;
-        Ok(range_to_pb_held(resp, held, &ids))
+        let r = Arc::new(convert::range_from_pb(req));
+        let deadline = Instant::now() + budget.wait();
+        let mut held = budget.hold();
+        loop {
+            let slot = budget.reader(deadline).await?;
+            let (store, r2) = (store.clone(), r.clone());
+            // Reading may touch the disk; keep it off the async workers.
+            let read = tokio::task::spawn_blocking(move || read_within(&store, held, &r2))
+                .await
+                .map_err(|_| EtcdError::Stopped)?;
+            drop(slot);
+            match read.map_err(|e| convert::store_error(&e))? {
+                Read::Done(resp, held) => return Ok(range_to_pb_held(resp, held, &ids)),
+                // No room: wait for what it needs, holding nothing, then read again.
+                Read::NeedRoom(cost) => held = budget.reserve_async(cost, deadline).await?,
+            }
+        }
     }
 
     async fn put(&self, req: pb::PutRequest) -> ApiResult<pb::PutResponse> {
@@ -137,14 +147,13 @@ impl EtcdServer {
         };
         let budget = self.response_budget.clone();
         let deadline = Instant::now() + budget.wait();
-        let held = tokio::task::spawn_blocking(move || -> Result<Held, st::Error> {
-            let need = cost(&success)?.max(cost(&failure)?);
-            Ok(budget.reserve(need, deadline)?)
+        let need = tokio::task::spawn_blocking(move || -> Result<u64, st::Error> {
+            Ok(cost(&success)?.max(cost(&failure)?))
         })
         .await
         .map_err(|_| EtcdError::Stopped)?;
-        match held {
-            Ok(h) => Ok(Some(h)),
+        match need {
+            Ok(need) => Ok(Some(budget.reserve_async(need, deadline).await?)),
             // A range the store refuses (compacted, future revision) is answered by
             // the txn itself, as before.
             Err(st::Error::Request(
@@ -179,30 +188,32 @@ fn txn_ranges(
     }
 }
 
-/// Reads `r` with its rows charged to `budget`: at once when there is room; else,
-/// holding nothing, measures it, waits for that much room (until the budget's wait
-/// has passed) and reads again.
+/// What one read within the budget came to.
+enum Read {
+    Done(st::RangeResponse, Held),
+    /// The budget had no room: the response's measured cost, to wait for.
+    NeedRoom(u64),
+}
+
+/// Reads `r` with its rows charged to `held` (never waiting); without room, gives
+/// everything back and measures what the response needs.
 fn read_within(
     store: &st::KvStore,
-    budget: &Arc<ResponseBudget>,
+    mut held: Held,
     r: &st::RangeRequest,
-) -> Result<(st::RangeResponse, Held), st::Error> {
-    let deadline = Instant::now() + budget.wait();
-    let mut held = budget.hold();
-    loop {
-        match store.range_charged(r, &mut |n| held.charge(n)) {
-            Ok(resp) => {
-                held.trim();
-                return Ok((resp, held));
-            }
-            Err(st::Error::Request(EtcdError::TooManyRequests)) => {
-                let wanted = held.wanted();
-                drop(held);
-                let cost = store.range_cost(r, budget.limit())?.max(wanted);
-                held = budget.reserve(cost, deadline)?;
-            }
-            Err(e) => return Err(e),
+) -> Result<Read, st::Error> {
+    match store.range_charged(r, &mut |n| held.charge(n)) {
+        Ok(resp) => {
+            held.trim();
+            Ok(Read::Done(resp, held))
         }
+        Err(st::Error::Request(EtcdError::TooManyRequests)) => {
+            let wanted = held.wanted();
+            let limit = held.limit();
+            drop(held);
+            Ok(Read::NeedRoom(store.range_cost(r, limit)?.max(wanted)))
+        }
+        Err(e) => Err(e),
     }
 }
 
