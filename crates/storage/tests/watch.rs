@@ -415,6 +415,61 @@ fn slow_consumer_never_blocks_applies_and_loses_nothing() {
     }
 }
 
+/// Watchers whose consumer never reads hold at most the stream's byte bound (plus one
+/// response) however much is written, and once read, each still gets every event in
+/// order, caught up from the backend.
+#[test]
+fn unread_streams_stay_within_their_byte_bound_and_catch_up() {
+    let f = Fixture::new(WatchConfig {
+        stream_bytes: 8 << 10,
+        sync_batch: 8,
+        ..Default::default()
+    });
+    let (s, mut rx) = f.ws.new_stream();
+    let ids: Vec<i64> = (0..20)
+        .map(|_| s.watch(&watch_req("\0", "\0", 0)).unwrap())
+        .collect();
+    let value = "v".repeat(1024);
+    for i in 0..200 {
+        f.put(&format!("k{i:03}"), &value);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // Unread: what the stream holds is bounded by bytes, not by what was written
+    // (20 watchers x 200 events of 1 KiB = 4 MB).
+    // A consumed response gives its bytes back once dropped (the server drops them
+    // after encoding): keep only the content.
+    let consume = |mut r: WatchResponse| {
+        r.queued = None;
+        r
+    };
+    let mut queued = Vec::new();
+    while let Ok(r) = rx.try_recv() {
+        queued.push(consume(r));
+    }
+    let bytes: usize = all_events(&queued)
+        .iter()
+        .map(|e| e.kv.key.len() + e.kv.value.len())
+        .sum();
+    assert!(bytes <= 16 << 10, "{bytes} bytes queued");
+    // Reading now: every watcher gets all 200 events, in order, once.
+    let mut got = queued;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while all_events(&got).len() < 20 * 200 && Instant::now() < deadline {
+        match rx.try_recv() {
+            Ok(r) => got.push(consume(r)),
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    for id in ids {
+        let revs: Vec<i64> = got
+            .iter()
+            .filter(|r| r.watch_id == id)
+            .flat_map(|r| r.events.iter().map(|e| e.kv.mod_revision))
+            .collect();
+        assert_eq!(revs, (2..202).collect::<Vec<_>>(), "watcher {id}");
+    }
+}
+
 #[test]
 fn progress_notifications() {
     let f = Fixture::new(WatchConfig::default());
@@ -466,6 +521,7 @@ fn handover_under_load_and_compaction() {
     for seed in 0..3u64 {
         let f = Arc::new(Fixture::new(WatchConfig {
             stream_capacity: 4,
+            stream_bytes: 2048,
             sync_batch: 16,
             sync_interval: Duration::from_millis(1),
         }));
