@@ -16,7 +16,7 @@
 //! the assertions then show whether that binary stays bounded. `HOSTILE_SCALE` (default
 //! 1) multiplies the data sizes, for measurements outside CI.
 //!
-//! Ports: 29960-29969.
+//! Ports: 29960-29969 (clients 29960-29962, peers 29965-29967).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -27,6 +27,7 @@ mod failpoints;
 mod flags;
 mod fuzz_replay;
 mod gateway;
+mod hostile_load;
 mod hostile_peer;
 mod jwt;
 mod kube_pattern;
