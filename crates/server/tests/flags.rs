@@ -144,10 +144,22 @@ fn every_etcd_flag_is_accepted_with_its_env_var() {
         "refused or without env var:\n{}",
         failures.join("\n")
     );
+    // Skiff's own flags (docs/flags.md) are under the "Skiff" heading, with `SKIFF_*`
+    // variables.
+    for a in command
+        .get_arguments()
+        .filter(|a| a.get_help_heading() == Some("Skiff"))
+    {
+        let long = a.get_long().expect("long flag");
+        let want = format!("SKIFF_{}", long.to_uppercase().replace('-', "_"));
+        assert_eq!(a.get_env().and_then(|e| e.to_str()), Some(want.as_str()));
+        assert!(!listed.iter().any(|(f, _)| f == long), "--{long} is etcd's");
+    }
     // And the reverse: nothing etcd does not accept slipped in under an etcd name.
     let ours: Vec<String> = command
         .get_arguments()
         .filter(|a| !a.is_hide_set())
+        .filter(|a| a.get_help_heading() != Some("Skiff"))
         .filter_map(|a| a.get_long().map(str::to_string))
         .filter(|l| l != "config-file")
         .collect();
