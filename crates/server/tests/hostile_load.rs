@@ -311,10 +311,10 @@ async fn unbounded_ranges_are_slowed_or_refused() {
         ok.load(std::sync::atomic::Ordering::SeqCst),
         busy.load(std::sync::atomic::Ordering::SeqCst)
     );
-    // Bound: the budget, once more for encoding, redb's read cache (64 MiB) and what
-    // the allocator keeps cached in the ~32 reader threads (measured: +240 MiB with the
-    // budget, +877 MiB without).
-    let bound = before + 2 * BUDGET + 224 * MIB;
+    // Bound: the budget, once more for encoding, redb's read cache (64 MiB) and the
+    // allocator's caches (measured: +190..+245 MiB with the budget, +880 MiB with it
+    // off, +1.2 GiB for main before it, +1.9 GiB for etcd 3.4).
+    let bound = before + 2 * BUDGET + 288 * MIB;
     assert!(
         peak < bound,
         "peak RSS {} MiB over the bound {} MiB",
@@ -507,7 +507,10 @@ async fn txns_ranging_over_everything_are_bounded() {
         served.load(std::sync::atomic::Ordering::SeqCst),
         refused.load(std::sync::atomic::Ordering::SeqCst)
     );
-    let bound = before + 2 * BUDGET + 160 * MIB;
+    // Bound: the budget, once more for encoding, redb's read cache (64 MiB) and the
+    // apply thread's and allocator's share (measured: +130..+210 MiB with the budget,
+    // +2.2 GiB without it, +3.4 GiB for etcd 3.4).
+    let bound = before + 2 * BUDGET + 256 * MIB;
     assert!(
         peak < bound,
         "peak RSS {} MiB over the bound {} MiB",
