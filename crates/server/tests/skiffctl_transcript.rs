@@ -166,6 +166,15 @@ const SCRIPT: &[&str] = &[
     "(printf '%s\\n' 'watch wi -- sh -c \"echo got $ETCD_WATCH_KEY $ETCD_WATCH_VALUE $ETCD_WATCH_EVENT_TYPE\"'; sleep 0.5; $E put wi v2 >/dev/null; sleep 0.5) | $E watch -i",
     "(printf 'watch wi -- false\\n'; sleep 0.5; $E put wi v3 >/dev/null; sleep 0.5) | $E watch -i",
     "(printf 'watch wi --prefix --prev-kv\\n'; sleep 0.5; $E del wi >/dev/null; sleep 0.5) | $E -w json watch -i",
+    // `watch <key> -- <command>`: the events, then the command once per event with
+    // etcdctl's variables; a failing command ends it (exit 1); argument errors.
+    "timeout 2 $E watch wx -- sh -c 'echo got $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY=$ETCD_WATCH_VALUE' & sleep 0.5; $E put wx 1 >/dev/null; sleep 0.3; $E del wx >/dev/null; wait $!; echo \"[watch exit $?]\"",
+    "timeout 2 $E watch --prefix w -w json -- echo hi & sleep 0.5; $E put wy 2 >/dev/null; wait $!; echo \"[watch exit $?]\"",
+    "timeout 2 $E watch wx -- false & sleep 0.5; $E put wx 3 >/dev/null; wait $!; echo \"[watch exit $?]\"",
+    "timeout 1 $E watch wx wy wz; echo \"[watch exit $?]\"",
+    "$E watch wx --",
+    "$E watch -- echo hi",
+    "$E watch --prefix wx wy -- echo hi",
     // `elect`: argument errors; an observer sees two leaders in turn (each campaign
     // ends by SIGTERM, resigning); an observer started later sees the current one.
     "$E elect",

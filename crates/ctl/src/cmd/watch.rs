@@ -3,6 +3,13 @@
 //! does not end it; a compacted start revision ends it as etcdctl's does ("watch was
 //! canceled (...)", then `Error: watch is canceled by the server`, exit 5).
 //!
+//! `watch [options] <key> [range_end] -- <command> [args...]` prints each response's
+//! events and then runs the command once per event with etcdctl's `ETCD_WATCH_*`
+//! variables; the arguments are split where etcdctl 3.4 splits them (the first `--`
+//! after `watch` on the command line; the watch arguments end at the last occurrence of
+//! the command's name), so `watch k --` is refused as etcdctl refuses it (exit 128).
+//! As in etcdctl, arguments past `range_end` are ignored (the key alone is watched).
+//!
 //! `watch -i` reads etcdctl 3.4's interactive lines from stdin: `watch [options] <key
 //! or prefix> [range_end]` starts one more watch (its events printed as they come, each
 //! watch independently), `progress` asks every watch for a progress notification
@@ -50,11 +57,10 @@ struct WatchLine {
     args: WatchArgs,
 }
 
-/// The request `a` describes, or etcdctl's complaint about its arguments. An
-/// interactive line may carry more than two arguments: etcdctl then watches the key
-/// alone.
-fn request(a: &WatchArgs, interactive: bool) -> Result<WatchCreateRequest, String> {
-    if a.args.is_empty() || (a.args.len() > 2 && !interactive) {
+/// The request `a` describes, or etcdctl's complaint about its arguments. More than
+/// two arguments: etcdctl then watches the key alone.
+fn request(a: &WatchArgs) -> Result<WatchCreateRequest, String> {
+    if a.args.is_empty() {
         return Err("bad number of arguments".into());
     }
     if a.args.len() == 2 && a.prefix {
@@ -169,12 +175,44 @@ pub async fn watch(cli: &Cli, a: &WatchArgs) -> anyhow::Result<()> {
     if a.interactive {
         return interactive(cli).await;
     }
-    let req = request(a, false).map_err(|e| fail(BAD_ARGS, e))?;
+    let raw: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let (keys, exec) = split_exec(&raw, &a.args).map_err(|e| fail(BAD_ARGS, e))?;
+    let req = request(&WatchArgs {
+        args: keys,
+        ..a.clone()
+    })
+    .map_err(|e| fail(BAD_ARGS, e))?;
     let client = cli.client_of(&cli.endpoint_list(), None).await?;
     let mut printer = cli.printer()?;
     let watcher = client.watch(req).await.map_err(err1)?;
-    print_watch(watcher, &mut printer, &[]).await?;
+    print_watch(watcher, &mut printer, &exec).await?;
     Err(fail(INTERRUPTED, "watch is canceled by the server"))
+}
+
+/// Splits a non-interactive watch's arguments as etcdctl 3.4 does: `raw` is the whole
+/// command line, `positional` what the flag parser left (it keeps what follows `--`).
+/// The command is what follows the first `--` after the first `watch`; the watch
+/// arguments are `positional` up to the last occurrence of the command's name. A `--`
+/// ending the line is etcdctl's separator error.
+fn split_exec(
+    raw: &[String],
+    positional: &[String],
+) -> Result<(Vec<String>, Vec<String>), &'static str> {
+    let after = match raw.iter().position(|a| a == "watch") {
+        Some(i) => &raw[i + 1..],
+        None => raw,
+    };
+    let Some(sep) = after.iter().position(|a| a == "--") else {
+        return Ok((positional.to_vec(), Vec::new()));
+    };
+    let exec = after[sep + 1..].to_vec();
+    let Some(name) = exec.first() else {
+        return Err("bad number of arguments (found separator --, but no commands)");
+    };
+    let end = positional.iter().rposition(|a| a == name).unwrap_or(0);
+    Ok((positional[..end].to_vec(), exec))
 }
 
 /// `watch -i`.
@@ -220,7 +258,7 @@ async fn interactive(cli: &Cli) -> anyhow::Result<()> {
                 if parsed.args.args.is_empty() {
                     return Err(fail(BAD_ARGS, "bad number of arguments"));
                 }
-                let req = match request(&parsed.args, true) {
+                let req = match request(&parsed.args) {
                     Ok(r) => r,
                     Err(e) => {
                         eprintln!("Invalid command {line} ({e})");
@@ -289,5 +327,48 @@ fn flag_error(e: &clap::Error) -> String {
             )
         }
         _ => e.to_string().lines().next().unwrap_or_default().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn split_exec_splits_like_etcdctl() {
+        let raw = v(&[
+            "skiffctl",
+            "--endpoints=x",
+            "watch",
+            "k",
+            "--rev",
+            "1",
+            "--",
+            "echo",
+            "hi",
+        ]);
+        assert_eq!(
+            split_exec(&raw, &v(&["k", "echo", "hi"])),
+            Ok((v(&["k"]), v(&["echo", "hi"])))
+        );
+        // etcdctl cuts at the last occurrence of the command's name.
+        let raw = v(&["skiffctl", "watch", "k", "--", "echo", "echo"]);
+        assert_eq!(
+            split_exec(&raw, &v(&["k", "echo", "echo"])),
+            Ok((v(&["k", "echo"]), v(&["echo", "echo"])))
+        );
+        let raw = v(&["skiffctl", "watch", "--", "echo"]);
+        assert_eq!(split_exec(&raw, &v(&["echo"])), Ok((v(&[]), v(&["echo"]))));
+        let raw = v(&["skiffctl", "watch", "k", "--"]);
+        assert!(split_exec(&raw, &v(&["k"])).is_err());
+        let raw = v(&["skiffctl", "watch", "k", "e"]);
+        assert_eq!(
+            split_exec(&raw, &v(&["k", "e"])),
+            Ok((v(&["k", "e"]), v(&[])))
+        );
     }
 }
