@@ -42,6 +42,7 @@ mod peer_transport;
 mod pipeline;
 mod python_etcd3;
 mod skiffctl_check;
+mod skiffctl_defrag;
 mod skiffctl_mirror;
 mod skiffctl_restore_etcd;
 mod skiffctl_snapshot;

@@ -215,6 +215,13 @@ redb_from!(
 
 pub type BResult<T> = std::result::Result<T, BackendError>;
 
+impl BackendError {
+    /// Whether opening failed because another process (a running member) holds the file.
+    pub fn is_already_open(&self) -> bool {
+        matches!(self, BackendError::Redb(e) if matches!(**e, redb::Error::DatabaseAlreadyOpen))
+    }
+}
+
 /// Backend tuning.
 #[derive(Clone, Debug)]
 pub struct BackendConfig {
