@@ -29,14 +29,17 @@
 //!
 //! ```text
 //! spec   := entry (';' entry)*          whitespace around parts is ignored
-//! entry  := point '=' [N '*'] action    N >= 1: only the first N hits fire, then off
+//! entry  := point '=' [S '+'] [N '*'] action
+//!                                       S: the first S hits pass, then it fires;
+//!                                       N >= 1: only N hits fire, then off
 //! action := 'off'                       do nothing
 //!         | 'panic' | 'panic(' msg ')'  panic!, with msg or "failpoint <point> fired"
 //!         | 'error' | 'error(' msg ')'  the point returns an error built from msg
 //!         | 'pause(' ms ')'             sleep ms milliseconds, then carry on
 //! ```
 //!
-//! For example `SKIFF_FAILPOINTS='apply-entries=panic;backend-commit=2*pause(2000)'`.
+//! For example `SKIFF_FAILPOINTS='apply-entries=panic;backend-commit=2*pause(2000)'`,
+//! or `wal-after-fsync=40+panic` (a crash at the 41st WAL sync).
 //! A point may be named once; naming a point that does not exist is an error (a typo
 //! would otherwise inject nothing, silently). `error` needs a call site written with a
 //! handler (the second macro form); at a point without one it panics, saying so.
@@ -55,6 +58,26 @@
 //!   caller (the MVCC store) holds at that moment. `pause` holds a real commit open;
 //!   `error` fails the commit with an I/O error (the transaction is dropped, nothing is
 //!   written), which stops the member as a disk failure would; `panic` dies mid-commit.
+//! - `backend-after-commit`: right after that redb commit returned, before the backend
+//!   records what it made durable. `panic` dies with the commit on disk.
+//! - `wal-before-write`: in the WAL's sync, with the batch's records framed in memory
+//!   and not yet written to the segment file. `panic` loses them (none was
+//!   acknowledged: acks follow the sync).
+//! - `wal-before-fsync`: the records written to the file, before `fdatasync`.
+//! - `wal-fsync`: the `fdatasync` itself. `error` makes it fail as a disk would (EIO):
+//!   the WAL refuses every later write and the member stops (fsyncgate: a failed fsync
+//!   is never retried); `panic` dies there.
+//! - `wal-after-fsync`: the batch durable, before the node goes on to acknowledge and
+//!   apply it (a crash between the fsync and the apply).
+//! - `wal-segment-cut`: cutting a full segment, after the old one is trimmed and synced
+//!   and before the next one exists.
+//! - `snapshot-save`: a snapshot file written and synced under its `.tmp` name, before
+//!   the rename that makes it count.
+//! - `snapshot-install`: the apply thread installing a snapshot received from the
+//!   leader, after the backend holds the snapshot's data and before the leases, alarms,
+//!   members and auth are reloaded from it.
+//! - `defrag-swap`: a defragmentation's copy complete and checked, before it is renamed
+//!   over the backend file.
 
 mod spec;
 
@@ -67,7 +90,19 @@ pub const ENV_VAR: &str = "SKIFF_FAILPOINTS";
 pub const ENABLED: bool = cfg!(feature = "enabled");
 
 /// Every point that exists; documented in the crate docs' "Points" list.
-pub const POINTS: &[&str] = &["apply-entries", "backend-commit"];
+pub const POINTS: &[&str] = &[
+    "apply-entries",
+    "backend-commit",
+    "backend-after-commit",
+    "wal-before-write",
+    "wal-before-fsync",
+    "wal-fsync",
+    "wal-after-fsync",
+    "wal-segment-cut",
+    "snapshot-save",
+    "snapshot-install",
+    "defrag-swap",
+];
 
 /// Reads and checks `SKIFF_FAILPOINTS`: the error says what is wrong with it. With the
 /// feature on, the parsed spec is what every point uses from then on (it is parsed once

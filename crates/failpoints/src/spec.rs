@@ -3,7 +3,8 @@
 //! This part is plain code, compiled with or without the `enabled` feature (only the
 //! call sites are compiled out), so its tests run in every `cargo test`. It guarantees:
 //! a spec either parses completely or is rejected with a message naming the bad entry;
-//! a point armed with `N*action` fires exactly `N` times however many threads hit it;
+//! a point armed with `N*action` fires exactly `N` times however many threads hit it,
+//! and one armed with `S+action` lets exactly its first `S` hits pass;
 //! an unarmed name costs one lookup and does nothing.
 
 use std::collections::HashMap;
@@ -23,10 +24,12 @@ pub enum Action {
     Pause(Duration),
 }
 
-/// One armed point: its action and how many more hits may fire it (`None`: all).
+/// One armed point: its action, how many hits still pass before it fires, and how
+/// many more hits may fire it (`None`: all).
 #[derive(Debug)]
 struct Armed {
     action: Action,
+    skip: AtomicU64,
     remaining: Option<AtomicU64>,
 }
 
@@ -50,10 +53,11 @@ impl Registry {
             if name.is_empty() || name.contains(char::is_whitespace) {
                 return Err(format!("failpoint entry `{entry}` has a bad point name"));
             }
-            let (count, action) = parse_action(name, action.trim())
+            let (skip, count, action) = parse_action(name, action.trim())
                 .map_err(|why| format!("failpoint entry `{entry}`: {why}"))?;
             let armed = Armed {
                 action,
+                skip: AtomicU64::new(skip),
                 remaining: count.map(AtomicU64::new),
             };
             if points.insert(name.to_string(), armed).is_some() {
@@ -95,6 +99,14 @@ impl Registry {
     #[track_caller]
     pub fn hit(&self, name: &str) -> Option<String> {
         let armed = self.points.get(name)?;
+        // The first `skip` hits pass (taken one at a time, atomically).
+        if armed
+            .skip
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return None;
+        }
         if let Some(left) = &armed.remaining {
             // Take one hit from the count, atomically, or stay off once it is zero.
             left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -112,8 +124,18 @@ impl Registry {
     }
 }
 
-/// Parses `[N*]action` for point `name`.
-fn parse_action(name: &str, text: &str) -> Result<(Option<u64>, Action), String> {
+/// Parses `[S+][N*]action` for point `name`: hits to let pass, hits that fire, action.
+fn parse_action(name: &str, text: &str) -> Result<(u64, Option<u64>, Action), String> {
+    let (skip, text) = match text.split_once('+') {
+        Some((s, rest)) if !s.contains('(') => {
+            let s: u64 = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("skip `{}` is not a whole number", s.trim()))?;
+            (s, rest.trim())
+        }
+        _ => (0, text),
+    };
     let (count, text) = match text.split_once('*') {
         Some((n, rest)) => {
             let n: u64 = n
@@ -159,7 +181,7 @@ fn parse_action(name: &str, text: &str) -> Result<(Option<u64>, Action), String>
             ))
         }
     };
-    Ok((count, action))
+    Ok((skip, count, action))
 }
 
 #[cfg(test)]
@@ -274,6 +296,18 @@ mod tests {
         assert_eq!(r.hit("e"), None);
         assert!(std::panic::catch_unwind(|| r.hit("p")).is_err());
         assert_eq!(r.hit("p"), None);
+    }
+
+    #[test]
+    fn skip_lets_the_first_hits_pass() {
+        let r = Registry::parse("e=3+2*error;m=1+error(a+b);n=0+error").unwrap();
+        let fired: Vec<bool> = (0..7).map(|_| r.hit("e").is_some()).collect();
+        assert_eq!(fired, [false, false, false, true, true, false, false]);
+        assert_eq!(r.hit("m"), None);
+        assert_eq!(r.hit("m"), Some("a+b".to_string()));
+        assert!(r.hit("n").is_some());
+        let err = Registry::parse("x=soon+panic").unwrap_err();
+        assert!(err.contains("skip `soon` is not a whole number"), "{err}");
     }
 
     #[test]

@@ -207,6 +207,7 @@ impl Applier {
             )));
         }
         let summary = self.watchable.restore_from_dump(payload.backend.as_ref())?;
+        skiff_failpoints::fail_point!("snapshot-install");
         self.leases = LeaseTable::restore(&self.store, self.min_lease_ttl)
             .map_err(|e| bad(format!("leases: {e}")))?;
         self.lease_clock.reset(self.leases.granted());

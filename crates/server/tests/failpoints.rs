@@ -16,7 +16,13 @@
 //! workspace's own target directory (the dependencies are already compiled there) and
 //! names it in `SKIFF_FAILPOINTS_BIN`, which the test then uses as it is.
 //!
-//! Ports 27400-27411 belong to this file.
+//! - crash points on the write path: a single member crashed at each of the WAL's
+//!   and the backend's points while a client writes, then restarted without
+//!   failpoints, has every acknowledged write, each applied once; an `fdatasync` that
+//!   fails (`wal-fsync=error`) stops the member with the WAL file named, and what it
+//!   had acknowledged survives.
+//!
+//! Ports 27400-27411 and 27420-27439 belong to this file.
 
 use crate::common;
 
@@ -183,8 +189,8 @@ fn panic_lines(member: &Member) -> String {
 const APPLY_PANIC: &str = "failpoint apply-entries fired";
 
 /// A follower of a running 3-member cluster is restarted as `skiff-failpoints` with
-/// `apply-entries=panic` (the spec has no "after N hits" form, so arming it at a first
-/// start would fire on the bootstrap entries, before the cluster formed): the first
+/// `apply-entries=panic` (armed at a first start it would fire on the bootstrap
+/// entries, before the cluster formed): the first
 /// batch it applies panics, it must exit non-zero within 1 s of the panic line, and the
 /// other two must keep (or elect) a leader and accept writes through each of them.
 #[test]
@@ -457,4 +463,145 @@ fn a_paused_backend_commit_does_not_hold_up_keep_alives_or_serializable_reads() 
         failures.push("the put finished before the measurements did".to_string());
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What a member crashed at a write-path point had acknowledged and kept.
+struct CrashOutcome {
+    acked: usize,
+    kept: usize,
+    log: String,
+}
+
+/// A single member started as `skiff-failpoints` with `point=spec` writes keys `k0000`,
+/// `k0001`, ... one at a time until a put fails; it must then exit non-zero. Restarted
+/// as plain `skiff`, it must serve every acknowledged key with its value, at most the
+/// one put in flight besides, and a revision that counts each put once.
+fn crash_and_restart(point: &str, spec: &str, port: u16) -> CrashOutcome {
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let fp = failpoints_bin();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = cluster_members(&fp, 1, port, dir.path(), TIMING).remove(0);
+    m.env
+        .push(("SKIFF_FAILPOINTS".into(), format!("{point}={spec}")));
+    m.spawn();
+    m.wait_serving(START_WITHIN);
+    let url = m.url();
+    const PUTS: usize = 300;
+    let acked = rt.block_on(async {
+        let mut c = client_with_timeout(&url, Duration::from_secs(3)).await;
+        let mut acked = 0;
+        for i in 0..PUTS {
+            if c.put(format!("k{i:04}"), format!("v{i}"), None)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            acked += 1;
+        }
+        acked
+    });
+    assert!(
+        acked < PUTS,
+        "{point}={spec}: never fired ({acked} puts acknowledged)"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = m.try_exit() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{point}={spec}: a put failed but the member still runs:\n{}",
+            m.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "{point}={spec}: exited with {status}");
+    let log = std::fs::read_to_string(&m.log_path).unwrap_or_default();
+
+    m.env.clear();
+    m.bin = PathBuf::from(env!("CARGO_BIN_EXE_skiff"));
+    m.spawn();
+    m.wait_serving(START_WITHIN);
+    let kept = rt.block_on(async {
+        let mut c = client(&url).await;
+        let r = c
+            .get("k", Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("get after restart");
+        let kvs: Vec<(String, String)> = r
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key_str().expect("utf-8").to_string(),
+                    kv.value_str().expect("utf-8").to_string(),
+                )
+            })
+            .collect();
+        for i in 0..acked {
+            let want = (format!("k{i:04}"), format!("v{i}"));
+            assert_eq!(
+                kvs.get(i),
+                Some(&want),
+                "{point}={spec}: acknowledged put {i} lost after the restart"
+            );
+        }
+        assert!(
+            kvs.len() <= acked + 1,
+            "{point}={spec}: {} keys, {acked} acknowledged",
+            kvs.len()
+        );
+        let revision = r.header().expect("header").revision();
+        assert_eq!(
+            revision,
+            1 + kvs.len() as i64,
+            "{point}={spec}: a put applied twice (or lost) by the replay"
+        );
+        kvs.len()
+    });
+    drop(m);
+    CrashOutcome { acked, kept, log }
+}
+
+#[test]
+fn a_crash_at_any_write_path_point_loses_no_acknowledged_write() {
+    let mut port = 27420;
+    for point in [
+        "wal-before-write",
+        "wal-before-fsync",
+        "wal-after-fsync",
+        "backend-commit",
+        "backend-after-commit",
+    ] {
+        let out = crash_and_restart(point, "40+panic", port);
+        assert!(
+            out.log.contains(&format!("failpoint {point} fired")),
+            "{point}: the crash was not the failpoint's:\n{}",
+            out.log
+        );
+        println!(
+            "{point}: crashed after {} acknowledged puts; {} kept after the restart",
+            out.acked, out.kept
+        );
+        port += 2;
+    }
+}
+
+#[test]
+fn a_failed_fdatasync_stops_the_member_and_keeps_what_it_acknowledged() {
+    let out = crash_and_restart("wal-fsync", "40+error(input/output error)", 27430);
+    assert!(
+        out.log.contains("input/output error") && out.log.contains("member/wal/"),
+        "the WAL's fsync failure is not in the log with the file:\n{}",
+        out.log
+    );
+    println!(
+        "wal-fsync=error: stopped after {} acknowledged puts; {} kept after the restart",
+        out.acked, out.kept
+    );
 }

@@ -222,6 +222,7 @@ impl Backend {
             )));
         }
         let rows = copier.rows;
+        skiff_failpoints::fail_point!("defrag-swap");
         std::fs::rename(copy, &self.path).map_err(|source| BackendError::Io {
             path: copy.to_path_buf(),
             source,

@@ -509,6 +509,7 @@ impl Backend {
         }));
         let started = Instant::now();
         tx.commit()?;
+        skiff_failpoints::fail_point!("backend-after-commit");
         if let Some(observe) = self.commit_observer.get() {
             observe(started.elapsed());
         }

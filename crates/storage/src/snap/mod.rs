@@ -257,6 +257,7 @@ impl Snapshotter {
         let file = w.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
         file.sync_all().map_err(io_err(&tmp))?;
         drop(file);
+        skiff_failpoints::fail_point!("snapshot-save");
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         fsync_dir(&self.dir)?;
         Ok(SnapshotFile {

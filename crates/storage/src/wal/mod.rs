@@ -298,6 +298,13 @@ struct ScanEnd {
     torn: Option<(usize, usize)>,
 }
 
+/// `fdatasync` of a segment; the `wal-fsync` failpoint's `error` fails it the way a
+/// disk would, so an injected failure takes the same path as a real one.
+fn fdatasync(file: &File) -> std::io::Result<()> {
+    skiff_failpoints::fail_point!("wal-fsync", |msg| Err(std::io::Error::other(msg)));
+    file.sync_data()
+}
+
 fn corrupt(path: &Path, offset: usize, reason: impl Into<String>) -> WalError {
     WalError::Corrupt {
         path: path.to_path_buf(),
@@ -835,13 +842,16 @@ impl Wal {
         if self.failed {
             return Err(WalError::Failed);
         }
+        skiff_failpoints::fail_point!("wal-before-write");
         self.write_buffer()?;
+        skiff_failpoints::fail_point!("wal-before-fsync");
         let started = Instant::now();
         let path = self.current_path().to_path_buf();
-        if let Err(e) = self.file.sync_data() {
+        if let Err(e) = fdatasync(&self.file) {
             self.failed = true;
             return Err(io_err(&path)(e));
         }
+        skiff_failpoints::fail_point!("wal-after-fsync");
         let took = started.elapsed();
         if took > SLOW_SYNC {
             tracing::warn!(file = %path.display(), ?took, "slow WAL fdatasync");
@@ -920,6 +930,7 @@ impl Wal {
             .set_len(self.offset)
             .and_then(|()| self.file.sync_all())
             .map_err(io_err(&old))?;
+        skiff_failpoints::fail_point!("wal-segment-cut");
         let prev = self.segments.last().expect("a WAL has a segment");
         let seq = prev.seq + 1;
         let index = self.last_index + 1;
