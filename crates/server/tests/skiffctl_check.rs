@@ -15,8 +15,8 @@
 //! build -p skiff-ctl` when running this file alone).
 
 use crate::common;
+use crate::common::skiffctl;
 
-use std::path::{Path, PathBuf};
 
 use common::{have, Kind, Proc};
 use regex::Regex;
@@ -30,17 +30,6 @@ const SCRIPT: &[&str] = &[
     "$E check datascale --auto-compact",
     "$E get '' --prefix --keys-only",
 ];
-
-/// `skiffctl` next to the `skiff` binary this test was built with.
-fn skiffctl() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p skiff-ctl`",
-        bin.display()
-    );
-    bin
-}
 
 fn run(kind: Kind, ctl: &str, client: u16) -> String {
     let server = Proc::start(kind, "t", client, client + 1, None);

@@ -14,22 +14,13 @@
 //! to `skiff` (`cargo build -p skiff-ctl` when running this file alone).
 
 use crate::common;
+use crate::common::skiffctl;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{have, Kind, Proc};
-
-fn skiffctl() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p skiff-ctl`",
-        bin.display()
-    );
-    bin
-}
 
 /// Runs `ctl` with `args`; (stdout, stderr, exit code).
 fn run(ctl: &Path, args: &[&str]) -> (String, String, i32) {

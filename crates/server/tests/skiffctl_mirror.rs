@@ -26,6 +26,7 @@
 //! each run is a child process killed by its PID.
 
 use crate::common;
+use crate::common::skiffctl;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -36,17 +37,6 @@ use std::time::{Duration, Instant};
 
 use common::{have, Kind, Proc};
 use etcd_client::{DeleteOptions, GetOptions, Txn, TxnOp};
-
-/// `skiffctl` next to the `skiff` binary this test was built with.
-fn skiffctl() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p skiff-ctl`",
-        bin.display()
-    );
-    bin
-}
 
 fn etcdctl() -> PathBuf {
     PathBuf::from("etcdctl")

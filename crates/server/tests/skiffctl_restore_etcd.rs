@@ -22,6 +22,7 @@
 //! build -p skiff-ctl` when running this file alone).
 
 use crate::common;
+use crate::common::skiffctl;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,17 +35,6 @@ use skiff_storage::bbolt::reader::{BoltReader, Row};
 
 /// The cluster token every restore here uses (not etcd's default, so it counts).
 const TOKEN: &str = "restore-16";
-
-/// `skiffctl` next to the `skiff` binary this test was built with.
-fn skiffctl() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p skiff-ctl`",
-        bin.display()
-    );
-    bin
-}
 
 /// Runs `ctl` with `args`; stdout, or a panic with the output on failure.
 fn ok(ctl: &Path, args: &[&str]) -> String {

@@ -20,6 +20,7 @@
 //! build -p skiff-ctl` when running this file alone).
 
 use crate::common;
+use crate::common::skiffctl;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,17 +28,6 @@ use std::time::Duration;
 
 use common::{have, Kind, Proc};
 use regex::Regex;
-
-/// `skiffctl` next to the `skiff` binary this test was built with.
-fn skiffctl() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p skiff-ctl`",
-        bin.display()
-    );
-    bin
-}
 
 /// Runs `ctl` (etcdctl or skiffctl) with `args`; (stdout, stderr, exit code).
 fn run(ctl: &Path, args: &[&str]) -> (String, String, i32) {

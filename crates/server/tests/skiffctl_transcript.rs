@@ -13,6 +13,7 @@
 //! for the TLS section.
 
 use crate::common;
+use crate::common::skiffctl;
 
 use std::path::{Path, PathBuf};
 
@@ -531,17 +532,6 @@ fn sort_two_watchers_block(s: &str) -> String {
         }
     }
     out
-}
-
-/// `skiffctl` next to the `skiff` binary this test was built with.
-fn skiffctl() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test --workspace` builds it, or run `cargo build -p skiff-ctl`",
-        bin.display()
-    );
-    bin
 }
 
 /// Line-by-line differences of two masked transcripts (empty when identical).

@@ -530,3 +530,15 @@ pub fn sh_transcript(steps: &[&str], vars: &[(&str, String)]) -> String {
     }
     out
 }
+
+/// `skiffctl`, next to the `skiff` binary these tests were built with (`cargo test
+/// --workspace` builds both; `cargo build -p skiff-ctl` when running one file alone).
+pub fn skiffctl() -> PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffctl");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test --workspace` builds it, or run `cargo build -p skiff-ctl`",
+        bin.display()
+    );
+    bin
+}
