@@ -17,7 +17,6 @@
 use crate::common;
 use crate::common::skiffctl;
 
-
 use common::{have, Kind, Proc};
 use regex::Regex;
 

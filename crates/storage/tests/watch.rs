@@ -100,6 +100,15 @@ fn watch_req(k: &str, end: &str, start: i64) -> WatchRequest {
 }
 
 /// Receives until `done` says so or `timeout` passes.
+/// A response as a consumer that has handled it keeps it: its bytes no longer count
+/// against the stream's bound (the server drops them once the response is sent).
+/// Keeping them would make a test's collected responses look like an unread stream,
+/// and its watchers would stall at the bound.
+fn consumed(mut r: WatchResponse) -> WatchResponse {
+    r.queued = None;
+    r
+}
+
 fn recv_until(
     rx: &mut Receiver<WatchResponse>,
     timeout: Duration,
@@ -109,7 +118,7 @@ fn recv_until(
     let mut out = Vec::new();
     while !done(&out) && Instant::now() < deadline {
         match rx.try_recv() {
-            Ok(r) => out.push(r),
+            Ok(r) => out.push(consumed(r)),
             Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
     }
@@ -131,7 +140,7 @@ fn recv_quiet(
     {
         match rx.try_recv() {
             Ok(r) => {
-                out.push(r);
+                out.push(consumed(r));
                 last_msg = Instant::now();
             }
             Err(_) => std::thread::sleep(Duration::from_millis(2)),
