@@ -315,12 +315,7 @@ async fn unbounded_ranges_are_slowed_or_refused() {
     // allocator's caches (measured: +190..+245 MiB with the budget, +880 MiB with it
     // off, +1.2 GiB for main before it, +1.9 GiB for etcd 3.4).
     let bound = before + 2 * BUDGET + 288 * MIB;
-    assert!(
-        peak < bound,
-        "peak RSS {} MiB over the bound {} MiB",
-        peak / MIB,
-        bound / MIB
-    );
+    assert_peak_under(peak, bound);
     m.still_serves().await;
     let (code, message) = too_large.expect("a range larger than the budget is refused");
     assert_eq!(code, tonic::Code::ResourceExhausted);
@@ -395,12 +390,7 @@ async fn watchers_that_never_read_are_bounded() {
     // writes' own Raft log and WAL buffers (measured: +131..+141 MiB with the bound,
     // +337 MiB with it off, +830 MiB for main before it, +133 MiB for etcd 3.4).
     let bound = before + 256 * MIB;
-    assert!(
-        peak < bound,
-        "peak RSS {} MiB over the bound {} MiB",
-        peak / MIB,
-        bound / MIB
-    );
+    assert_peak_under(peak, bound);
     // The watchers are still there and catch up once read: the first stream's
     // responses, read now, carry events in order.
     let (_tx, mut first) = streams.swap_remove(0);
@@ -512,12 +502,7 @@ async fn txns_ranging_over_everything_are_bounded() {
     // apply thread's and allocator's share (measured: +130..+210 MiB with the budget,
     // +2.2 GiB without it, +3.4 GiB for etcd 3.4).
     let bound = before + 2 * BUDGET + 256 * MIB;
-    assert!(
-        peak < bound,
-        "peak RSS {} MiB over the bound {} MiB",
-        peak / MIB,
-        bound / MIB
-    );
+    assert_peak_under(peak, bound);
     m.still_serves().await;
     // The txns of 128 ranges over everything can never fit: refused, every time.
     assert!(refused.load(std::sync::atomic::Ordering::SeqCst) >= 4);
@@ -526,5 +511,15 @@ async fn txns_ranging_over_everything_are_bounded() {
     assert_eq!(
         err.message(),
         "skiff: response is larger than --max-inflight-response-bytes; use a limit"
+    );
+}
+
+/// The member's peak RSS stayed under `bound` (bytes).
+fn assert_peak_under(peak: u64, bound: u64) {
+    assert!(
+        peak < bound,
+        "peak RSS {} MiB over the bound {} MiB",
+        peak / MIB,
+        bound / MIB
     );
 }
