@@ -108,6 +108,8 @@ pub struct Cluster {
     pub net: Option<Net>,
     /// One per member when `spec.peer_proxies`, in member order.
     pub proxies: Vec<Proxy>,
+    /// Environment variables set for every member process started from now on.
+    pub env: Vec<(String, String)>,
     dir: PathBuf,
 }
 
@@ -145,6 +147,7 @@ impl Cluster {
             incarnations,
             net,
             proxies: Vec::new(),
+            env: Vec::new(),
             dir: dir.to_path_buf(),
         }
     }
@@ -179,6 +182,16 @@ impl Cluster {
 
     /// Starts member `i` (again). Its data directory is kept, so a restart recovers.
     pub fn start(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.start_with_env(i, &[])
+    }
+
+    /// Starts member `i` (again) with `env` added to its environment for this
+    /// incarnation only (a later [`Cluster::start`] does not have it).
+    pub fn start_with_env(
+        &mut self,
+        i: usize,
+        env: &[(String, String)],
+    ) -> Result<(), ClusterError> {
         let initial = self.initial_cluster();
         let m = &mut self.members[i];
         let log = OpenOptions::new()
@@ -220,6 +233,7 @@ impl Cluster {
             .arg(format!("--initial-cluster-token={}", self.spec.token))
             .args(self.spec.tls.iter().flat_map(TlsFiles::server_args))
             .args(&self.spec.extra_args)
+            .envs(self.env.iter().chain(env).map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
@@ -269,6 +283,22 @@ impl Cluster {
         self.members[i].paused = false;
         tracing::info!(member = i, "killed");
         Ok(())
+    }
+
+    /// Waits up to `limit` for member `i`'s process to exit by itself; its exit status
+    /// if it did (the member then counts as not running), `None` if it still runs (or
+    /// was not running).
+    pub async fn wait_exit(
+        &mut self,
+        i: usize,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let child = self.members[i].child.as_mut()?;
+        let status = tokio::time::timeout(limit, child.wait()).await.ok()?.ok()?;
+        self.members[i].child = None;
+        self.members[i].paused = false;
+        tracing::info!(member = i, %status, "exited");
+        Some(status)
     }
 
     pub fn pause(&mut self, i: usize) -> Result<(), ClusterError> {

@@ -52,8 +52,9 @@ struct Args {
     /// How long the workload and faults run (500ms, 20s, 2m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// Comma-separated: kill, pause, partition, restart-all, compact, delay, drop, membership (or
-    /// none). partition needs root; it cannot be combined with delay/drop in one run.
+    /// Comma-separated: kill, pause, partition, restart-all, compact, delay, drop, membership,
+    /// crash-points (or none). partition needs root; it cannot be combined with delay/drop
+    /// in one run. crash-points needs Skiff's skiff-failpoints binary as --server-bin.
     #[arg(long, default_value = "kill,pause,restart-all,compact")]
     faults: String,
     /// kv, watch, lease or counter (every client increments one counter by
@@ -172,6 +173,9 @@ fn main() -> ExitCode {
     match outcome {
         Ok(result) => {
             println!("{}", result.summary);
+            for line in &result.details {
+                println!("{line}");
+            }
             for k in &result.report.known {
                 eprintln!("known etcd bug (tolerated): {k}");
             }
@@ -261,6 +265,10 @@ mod tests {
             vec![Fault::Kill, Fault::Pause]
         );
         assert_eq!(parse_faults("membership").unwrap(), vec![Fault::Membership]);
+        assert_eq!(
+            parse_faults("crash-points").unwrap(),
+            vec![Fault::CrashPoints]
+        );
         assert!(parse_faults("none").unwrap().is_empty());
         assert!(parse_faults("kill,flood").is_err());
     }

@@ -34,6 +34,9 @@
 //!                                       N >= 1: only N hits fire, then off
 //! action := 'off'                       do nothing
 //!         | 'panic' | 'panic(' msg ')'  panic!, with msg or "failpoint <point> fired"
+//!         | 'abort' | 'abort(' msg ')'  msg (or the same default) to stderr, then
+//!                                       abort the process: a crash right there in
+//!                                       any thread, with no unwinding
 //!         | 'error' | 'error(' msg ')'  the point returns an error built from msg
 //!         | 'pause(' ms ')'             sleep ms milliseconds, then carry on
 //! ```
@@ -43,6 +46,19 @@
 //! A point may be named once; naming a point that does not exist is an error (a typo
 //! would otherwise inject nothing, silently). `error` needs a call site written with a
 //! handler (the second macro form); at a point without one it panics, saying so.
+//!
+//! # Knobs
+//!
+//! Failpoints builds also read these variables (whole numbers), which make rare
+//! write-path events frequent enough for a short test to reach their points; [`init`]
+//! refuses a value that is not a number, and builds without the feature refuse them
+//! being set at all, as they refuse `SKIFF_FAILPOINTS`:
+//!
+//! - `SKIFF_FAILPOINTS_WAL_SEGMENT_BYTES`: the WAL's segment size (default 64 MiB), so
+//!   segments are cut (`wal-segment-cut`) every few hundred entries.
+//! - `SKIFF_FAILPOINTS_CATCH_UP_ENTRIES`: the entries a member keeps in memory behind
+//!   its snapshot for slow followers (default 5000); a follower further behind gets a
+//!   snapshot (`snapshot-install`).
 //!
 //! # Points
 //!
@@ -89,6 +105,48 @@ pub const ENV_VAR: &str = "SKIFF_FAILPOINTS";
 /// Whether this build has failpoints compiled in (the `enabled` feature).
 pub const ENABLED: bool = cfg!(feature = "enabled");
 
+/// The WAL segment size knob (see "Knobs" in the crate docs).
+pub const WAL_SEGMENT_BYTES: &str = "SKIFF_FAILPOINTS_WAL_SEGMENT_BYTES";
+
+/// The catch-up entries knob (see "Knobs" in the crate docs).
+pub const CATCH_UP_ENTRIES: &str = "SKIFF_FAILPOINTS_CATCH_UP_ENTRIES";
+
+const KNOBS: &[&str] = &[WAL_SEGMENT_BYTES, CATCH_UP_ENTRIES];
+
+/// A knob's value: `None` when it is not set, or always in a build without failpoints
+/// (where [`init`] refuses it being set). A value that is not a whole number is
+/// `None` too; [`init`] reports it.
+pub fn knob(name: &str) -> Option<u64> {
+    if !ENABLED {
+        return None;
+    }
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
+/// Checks that every knob that is set is a whole number (with failpoints) or that none
+/// is set (without).
+fn check_knobs() -> Result<(), String> {
+    for k in KNOBS {
+        let Some(v) = std::env::var_os(k) else {
+            continue;
+        };
+        if !ENABLED {
+            return Err(format!(
+                "{k} is set but this binary was built without failpoints (build the \
+                 skiff-failpoints binary: cargo build -p skiff-server --features \
+                 failpoints --bin skiff-failpoints)"
+            ));
+        }
+        let ok = v
+            .to_str()
+            .is_some_and(|s| s.trim().parse::<u64>().is_ok_and(|n| n > 0));
+        if !ok {
+            return Err(format!("{k}={v:?} is not a whole number above 0"));
+        }
+    }
+    Ok(())
+}
+
 /// Every point that exists; documented in the crate docs' "Points" list.
 pub const POINTS: &[&str] = &[
     "apply-entries",
@@ -104,10 +162,11 @@ pub const POINTS: &[&str] = &[
     "defrag-swap",
 ];
 
-/// Reads and checks `SKIFF_FAILPOINTS`: the error says what is wrong with it. With the
+/// Reads and checks `SKIFF_FAILPOINTS` and the knobs: the error says what is wrong. With the
 /// feature on, the parsed spec is what every point uses from then on (it is parsed once
 /// per process); without it, any non-empty value is an error.
 pub fn init() -> Result<(), String> {
+    check_knobs()?;
     #[cfg(feature = "enabled")]
     {
         armed::registry().map(|_| ())

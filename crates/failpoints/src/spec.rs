@@ -22,6 +22,10 @@ pub enum Action {
     Error(String),
     /// Sleep, then carry on.
     Pause(Duration),
+    /// Write this message to stderr and abort the process: a crash at exactly this
+    /// spot whatever thread hits it (a panic in a thread whose panics are caught, such
+    /// as a blocking task's, would not end the process), with no unwinding.
+    Abort(String),
 }
 
 /// One armed point: its action, how many hits still pass before it fires, and how
@@ -120,6 +124,10 @@ impl Registry {
             }
             Action::Panic(msg) => panic!("{msg}"),
             Action::Error(msg) => Some(msg.clone()),
+            Action::Abort(msg) => {
+                eprintln!("{msg}");
+                std::process::abort()
+            }
         }
     }
 }
@@ -164,6 +172,8 @@ fn parse_action(name: &str, text: &str) -> Result<(u64, Option<u64>, Action), St
         ("panic", None) => Action::Panic(fired()),
         ("panic", Some(m)) => Action::Panic(m.to_string()),
         ("error", None) => Action::Error(fired()),
+        ("abort", None) => Action::Abort(fired()),
+        ("abort", Some(m)) => Action::Abort(m.to_string()),
         ("error", Some(m)) => Action::Error(m.to_string()),
         ("pause", Some(ms)) => {
             let ms: u64 = ms
@@ -176,8 +186,8 @@ fn parse_action(name: &str, text: &str) -> Result<(u64, Option<u64>, Action), St
         ("off", Some(_)) => return Err("`off` takes no argument".into()),
         _ => {
             return Err(format!(
-                "unknown action `{verb}` (expected off, panic, panic(msg), error, \
-                 error(msg) or pause(ms))"
+                "unknown action `{verb}` (expected off, panic, panic(msg), abort, \
+                 abort(msg), error, error(msg) or pause(ms))"
             ))
         }
     };
@@ -194,7 +204,7 @@ mod tests {
     fn parses_every_action_and_count() {
         let r = Registry::parse(
             " a=panic ; b=panic(disk on fire); c=error;d=error(no space);e=pause(25);\
-             f=off;g=3*pause(0);h = 2 * error(x) ;",
+             f=off;g=3*pause(0);h = 2 * error(x) ;i=abort;j=5+abort(gone)",
         )
         .unwrap();
         let fired = |n: &str| format!("failpoint {n} fired");
@@ -212,6 +222,8 @@ mod tests {
         assert_eq!(r.action("f"), Some(&Action::Off));
         assert_eq!(r.action("g"), Some(&Action::Pause(Duration::ZERO)));
         assert_eq!(r.action("h"), Some(&Action::Error("x".to_string())));
+        assert_eq!(r.action("i"), Some(&Action::Abort(fired("i"))));
+        assert_eq!(r.action("j"), Some(&Action::Abort("gone".to_string())));
         assert_eq!(r.action("z"), None);
         assert!(Registry::parse("").unwrap().points.is_empty());
         assert!(Registry::parse(" ; ;").unwrap().points.is_empty());

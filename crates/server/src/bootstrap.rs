@@ -34,6 +34,16 @@ use skiff_storage::wal::{SnapshotMarker, Wal, WalOptions};
 
 use crate::config::{ClusterState, Config};
 
+/// The WAL's options: the defaults, with the segment size a failpoints build may take
+/// from `SKIFF_FAILPOINTS_WAL_SEGMENT_BYTES` (see the skiff-failpoints crate docs).
+fn wal_options() -> WalOptions {
+    let mut o = WalOptions::default();
+    if let Some(bytes) = skiff_failpoints::knob(skiff_failpoints::WAL_SEGMENT_BYTES) {
+        o.segment_size = bytes;
+    }
+    o
+}
+
 /// Where a member keeps its files.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -137,11 +147,7 @@ pub fn open(
             cluster_id,
             members,
         };
-        let wal = Wal::create(
-            &layout.wal_dir,
-            &meta.encode_to_vec(),
-            WalOptions::default(),
-        )?;
+        let wal = Wal::create(&layout.wal_dir, &meta.encode_to_vec(), wal_options())?;
         let voters = meta.members.iter().map(|m| m.id).collect();
         let storage = MemStorage::new_with_conf_state(voters, Vec::new());
         return Ok(Recovered {
@@ -167,7 +173,7 @@ pub fn open(
         }
         None => (None, SnapshotMarker::default()),
     };
-    let (wal, replay) = Wal::open(&layout.wal_dir, from, WalOptions::default())?;
+    let (wal, replay) = Wal::open(&layout.wal_dir, from, wal_options())?;
     let meta = WalMetadata::decode(replay.metadata.as_slice()).map_err(|e| {
         BootstrapError::BadMetadata {
             path: layout.wal_dir.clone(),

@@ -55,7 +55,8 @@ use crate::{api, gateway, http, serve, tasks, tls};
 /// How long a stopping member waits for open client streams before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Entries kept in memory behind a snapshot for slow followers (etcd's default).
+/// Entries kept in memory behind a snapshot for slow followers (etcd's default; a
+/// failpoints build may take another from `SKIFF_FAILPOINTS_CATCH_UP_ENTRIES`).
 const CATCH_UP_ENTRIES: u64 = 5000;
 
 /// A started member.
@@ -541,7 +542,7 @@ impl Member {
             io,
             status,
             metrics.clone(),
-            CATCH_UP_ENTRIES,
+            skiff_failpoints::knob(skiff_failpoints::CATCH_UP_ENTRIES).unwrap_or(CATCH_UP_ENTRIES),
         );
         if config.initial_corrupt_check {
             // Before Raft runs and before any client is served (etcd's order).

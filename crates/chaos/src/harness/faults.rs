@@ -4,7 +4,8 @@
 //! partition (isolate a member from its peers, or take its link down), delay or drop of
 //! the peer traffic into a member through its proxy, and replacement of a member
 //! (removed, its data dir wiped, added back as a learner, started with `existing` and
-//! promoted once caught up: an operator replacing a member whose disk died).
+//! promoted once caught up: an operator replacing a member whose disk died), and a
+//! restart with one of Skiff's failpoints armed until it crashes there (`crash-points`).
 //!
 //! Guarantee: when [`run_faults`] returns, every member is running, resumed and connected
 //! (or an error says which could not be restarted).
@@ -19,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use skiff_chaos::cluster::Cluster;
 use skiff_chaos::history::{FaultEvent, Request, Response};
 
+use super::crash::CrashPoints;
 use super::workload::{connect, execute, Recorder, PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,9 @@ pub enum Fault {
     Drop,
     /// Remove a member, wipe it, add it back as a learner and promote it.
     Membership,
+    /// Restart a member with one of Skiff's failpoints armed until it crashes there
+    /// (see [`super::crash`]).
+    CrashPoints,
 }
 
 impl FromStr for Fault {
@@ -48,8 +53,9 @@ impl FromStr for Fault {
             "delay" => Fault::Delay,
             "drop" => Fault::Drop,
             "membership" => Fault::Membership,
+            "crash-points" => Fault::CrashPoints,
             other => bail!(
-                "unknown fault {other:?} (kill, pause, partition, restart-all, compact, delay, drop, membership)"
+                "unknown fault {other:?} (kill, pause, partition, restart-all, compact, delay, drop, membership, crash-points)"
             ),
         })
     }
@@ -78,6 +84,7 @@ struct Injector<'a> {
     spec: &'a FaultSpec,
     rng: StdRng,
     log: Vec<FaultEvent>,
+    crash: CrashPoints,
 }
 
 impl Injector<'_> {
@@ -172,6 +179,16 @@ impl Injector<'_> {
                 self.note("restart all members".into());
             }
             Fault::Compact => self.compact().await,
+            Fault::CrashPoints => {
+                let i = self.target().await;
+                let notes = self
+                    .crash
+                    .one(self.cluster, i, &mut self.rng, self.spec.op_timeout)
+                    .await?;
+                for n in notes {
+                    self.note(n);
+                }
+            }
             Fault::Membership => self.replace_member().await?,
             Fault::Delay | Fault::Drop => {
                 let i = self.target().await;
@@ -395,19 +412,27 @@ impl Injector<'_> {
     }
 }
 
+/// What the injector did.
+pub struct FaultsDone {
+    pub log: Vec<FaultEvent>,
+    /// The crash-points fault's tally (all zero when it was not enabled).
+    pub crash: CrashPoints,
+}
+
 /// Injects faults until the deadline, then heals. Returns what it did.
 pub async fn run_faults(
     cluster: &mut Cluster,
     rec: &Recorder,
     spec: &FaultSpec,
     seed: u64,
-) -> Result<Vec<FaultEvent>> {
+) -> Result<FaultsDone> {
     let mut inj = Injector {
         cluster,
         rec,
         spec,
         rng: StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         log: Vec::new(),
+        crash: CrashPoints::default(),
     };
     let mut result = Ok(());
     if !spec.faults.is_empty() {
@@ -425,5 +450,8 @@ pub async fn run_faults(
     }
     let healed = inj.heal_all().await;
     result.and(healed)?;
-    Ok(inj.log)
+    Ok(FaultsDone {
+        log: inj.log,
+        crash: inj.crash,
+    })
 }

@@ -2,6 +2,7 @@
 //! to the cluster and the checkers.
 
 pub mod counter;
+pub mod crash;
 pub mod faults;
 pub mod run;
 pub mod workload;

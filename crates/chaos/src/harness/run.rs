@@ -22,6 +22,7 @@ use skiff_chaos::history::{History, MemberHash, Op, Outcome, Request, Response, 
 use skiff_chaos::net::Net;
 
 use super::counter::{count_of, counter_key, run_counter_client, Tally};
+use super::crash;
 use super::faults::{run_faults, Fault, FaultSpec};
 use super::workload::{
     connect, run_client, run_watcher, use_client_tls, Drain, Mix, Recorder, WorkloadSpec, PREFIX,
@@ -56,6 +57,8 @@ pub struct RunSpec {
 /// What a run produced.
 pub struct RunResult {
     pub summary: String,
+    /// Lines printed after the summary (per-point crash tallies).
+    pub details: Vec<String>,
     pub report: Report,
     /// Where the artifacts of a failing run were written.
     pub artifacts: Option<PathBuf>,
@@ -193,16 +196,28 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
     } else {
         None
     };
+    let crash_points = spec.faults.contains(&Fault::CrashPoints);
+    let mut extra_args = spec.server_args.clone();
+    if crash_points {
+        // Before anything starts: etcd and plain skiff have no failpoints.
+        crash::check_binary(&spec.server_bin, tmp.path(), spec.base_port).await?;
+        if !extra_args.iter().any(|a| a.starts_with("--snapshot-count")) {
+            extra_args.push(format!("--snapshot-count={}", crash::SNAPSHOT_COUNT));
+        }
+    }
     let cluster_spec = ClusterSpec {
         bin: spec.server_bin.clone(),
         members: spec.members,
         base_port: spec.base_port,
         token: format!("skiff-chaos-{}", spec.seed),
-        extra_args: spec.server_args.clone(),
+        extra_args,
         peer_proxies: proxies,
         tls,
     };
     let mut cluster = Cluster::new(cluster_spec, tmp.path(), net);
+    if crash_points {
+        cluster.env = crash::member_env();
+    }
     cluster.start_proxies().await?;
     cluster.start_all()?;
     let down = wait_ready(&cluster, Duration::from_secs(30)).await;
@@ -272,7 +287,8 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         client_id: spec.clients as u32,
         unsafe_wipe_wal: spec.unsafe_wipe_wal,
     };
-    let fault_log = run_faults(&mut cluster, &rec, &fspec, spec.seed).await?;
+    let done = run_faults(&mut cluster, &rec, &fspec, spec.seed).await?;
+    let fault_log = done.log;
     for c in clients {
         // Each client stops by the deadline plus one op timeout (a counting one by
         // `finish_by`); abort a stuck one.
@@ -340,6 +356,34 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
     let mut report = tokio::task::spawn_blocking(move || check::check(&h2, &opts)).await?;
 
     let mut summary = summary_line(&history, &report);
+    let mut details = Vec::new();
+    if crash_points {
+        let tally = done.crash.tally();
+        let fired: u32 = tally.iter().map(|(_, t)| t.fired).sum();
+        let armed: u32 = tally.iter().map(|(_, t)| t.armed).sum();
+        let never: Vec<&str> = tally
+            .iter()
+            .filter(|(_, t)| t.fired == 0)
+            .map(|(p, _)| *p)
+            .collect();
+        summary.push_str(&format!(
+            " crash_points_fired={fired}/{armed} crash_points_never={} other_exits={}",
+            if never.is_empty() {
+                "none".to_string()
+            } else {
+                never.join(",")
+            },
+            done.crash.other_exits
+        ));
+        details.push(format!(
+            "crash points (fired/armed): {}",
+            tally
+                .iter()
+                .map(|(p, t)| format!("{p} {}/{}", t.fired, t.armed))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if counting {
         let counted = counter_tally(&history, &tally, final_count);
         summary.push_str(&format!(" {}", counted.summary()));
@@ -358,6 +402,7 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
     drop(tmp);
     Ok(RunResult {
         summary,
+        details,
         report,
         artifacts,
     })
