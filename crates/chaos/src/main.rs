@@ -61,6 +61,11 @@ struct Args {
     /// read-compare-put, retrying increments whose outcome is unknown).
     #[arg(long, default_value = "kv")]
     workload: String,
+    /// With --workload counter: the clients use Skiff client sessions (a retry of an
+    /// increment whose outcome is unknown carries the same sequence number, so Skiff
+    /// applies it at most once; etcd ignores the session metadata).
+    #[arg(long)]
+    sessions: bool,
     /// Seed of the run's random choices (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
         recover_timeout: args.recover_timeout,
         tolerate_known_etcd_bugs: args.tolerate_known_etcd_bugs,
         tls: args.tls,
+        sessions: args.sessions,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,6 +10,18 @@
 //! that retried non-idempotent writes cause (etcd-io/etcd #14890). A counter *below* the
 //! acknowledged increments is a lost write, which no store may show.
 //!
+//! With `--sessions` ([`super::session`]) each client opens a Skiff client session and
+//! sends its compare-and-put within it: an attempt whose outcome is unknown is sent
+//! again with the same seq (and body) until its answer is known, and that answer (the
+//! stored one, if the first attempt was applied) decides: succeeded, the increment is
+//! acknowledged; compare failed, the client reads again and starts a new increment
+//! with a new seq. On Skiff the counter must then equal the acknowledged increments;
+//! etcd ignores the metadata, so there a retried compare-and-put that had been applied
+//! fails its compare and the increment is made again. All the attempts of one seq are
+//! one operation of the history (invoked with the first, completed with the answer);
+//! a failed compare answered after unknown attempts is recorded as unknown (etcd may
+//! have applied an earlier attempt and failed the retry's compare because of it).
+//!
 //! Every read and txn is recorded in the history like the other workloads' (the
 //! linearizability and watch checkers see them); each written value is unique in the
 //! run (`<count>:c<client>-<seq>`), as the checkers require. New increments start only
@@ -22,8 +34,9 @@ use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 
-use skiff_chaos::history::{Request, Response};
+use skiff_chaos::history::{Op, Outcome, Request, Response};
 
+use super::session::{is_session_error, Session, SessionClient};
 use super::workload::{connect, execute, Recorder, WorkloadSpec, PREFIX};
 
 /// The counter's key (under the watched prefix).
@@ -45,6 +58,9 @@ pub struct Tally {
     pub unknown_attempts: AtomicU64,
     /// Increments abandoned at `finish_by` with no attempt known to have succeeded.
     pub unresolved: AtomicU64,
+    /// Sessions the server said were not found (expired or closed) while a seq of
+    /// theirs was unanswered: that increment's outcome can no longer be learnt.
+    pub sessions_lost: AtomicU64,
 }
 
 /// Where one client is.
@@ -57,6 +73,8 @@ struct Counter<'a> {
     spec: &'a WorkloadSpec,
     seq: u64,
     client: Option<Client>,
+    /// `--sessions`: the session client and the open session.
+    sessions: Option<(SessionClient, Option<Session>)>,
 }
 
 impl Counter<'_> {
@@ -123,6 +141,175 @@ impl Counter<'_> {
         }
         false
     }
+
+    fn incarnation(&self) -> u32 {
+        self.incarnations[self.member as usize].load(Ordering::SeqCst)
+    }
+
+    fn record(&self, invoke: u64, incarnation: u32, req: Request, outcome: Outcome) {
+        self.rec.record(Op {
+            id: 0,
+            client: self.id,
+            member: self.member,
+            incarnation,
+            invoke,
+            complete: self.rec.now(),
+            req,
+            outcome,
+        });
+    }
+
+    /// The session client's linearizable read of the counter, recorded.
+    async fn session_get(&mut self, key: &str) -> Option<Response> {
+        let (invoke, inc, timeout) = (self.rec.now(), self.incarnation(), self.spec.op_timeout);
+        let (client, _) = self.sessions.as_mut()?;
+        let r = tokio::time::timeout(timeout, client.get(key)).await;
+        let req = Request::Get {
+            key: key.to_string(),
+            serializable: false,
+        };
+        let outcome = match r {
+            Ok(Ok(resp)) => Outcome::Ok(resp),
+            Ok(Err(e)) => Outcome::Failed(e.to_string()),
+            Err(_) => Outcome::Failed("timeout".into()),
+        };
+        let ok = match &outcome {
+            Outcome::Ok(resp) => Some(resp.clone()),
+            _ => None,
+        };
+        self.record(invoke, inc, req, outcome);
+        if ok.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ok
+    }
+
+    /// The open session, opening one if there is none (None: could not, yet).
+    async fn session(&mut self) -> Option<Session> {
+        let (ttl, timeout) = (self.spec.lease_ttl, self.spec.op_timeout);
+        let (client, session) = self.sessions.as_mut()?;
+        if session.is_none() {
+            match tokio::time::timeout(timeout, client.open(ttl)).await {
+                Ok(Ok(s)) => *session = Some(s),
+                r => {
+                    tracing::debug!(client = self.id, ?r, "opening a session failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return None;
+                }
+            }
+        }
+        session.take()
+    }
+
+    /// One increment within a session: read, then the compare-and-put as one seq,
+    /// sent again with that seq while its outcome is unknown. True once a known
+    /// answer says it succeeded; false at `finish_by`.
+    async fn increment_in_session(&mut self, tally: &Tally, finish_by: Instant) -> bool {
+        let key = counter_key();
+        while Instant::now() < finish_by {
+            let Some(mut session) = self.session().await else {
+                continue;
+            };
+            let read = self.session_get(&key).await;
+            let Some(Response::Get { kv, .. }) = read else {
+                self.put_back(session);
+                continue;
+            };
+            let (count, mod_rev) = match &kv {
+                Some(kv) => (count_of(&kv.value).unwrap_or(0), kv.mod_rev),
+                None => (0, 0),
+            };
+            self.seq += 1;
+            let value = format!("{}:c{}-{}", count + 1, self.id, self.seq);
+            let req = Request::Cas {
+                key: key.clone(),
+                expect_mod_rev: mod_rev,
+                value: value.clone(),
+            };
+            let seq = session.next();
+            let invoke = self.rec.now();
+            let timeout = self.spec.op_timeout;
+            // Sent until its answer is known (or `finish_by`).
+            let mut unknowns = 0;
+            let answer = loop {
+                if Instant::now() >= finish_by {
+                    break None;
+                }
+                let inc = self.incarnation();
+                let Some((client, _)) = self.sessions.as_mut() else {
+                    return false;
+                };
+                let r =
+                    tokio::time::timeout(timeout, client.cas(&session, seq, &key, mod_rev, &value))
+                        .await;
+                match r {
+                    // A failed compare after unknown attempts: on Skiff the stored
+                    // answer of the one apply, but a server that ignores sessions
+                    // (etcd) applied the retry anew, and its compare may have failed
+                    // because the earlier attempt had written: the history cannot
+                    // claim that attempt wrote nothing.
+                    Ok(Ok(Response::Cas {
+                        succeeded: false, ..
+                    })) if unknowns > 0 => {
+                        break Some((inc, Outcome::Unknown("compare failed on a retry".into())))
+                    }
+                    Ok(Ok(resp)) => break Some((inc, Outcome::Ok(resp))),
+                    // Nothing applied for this attempt; but a session closed since
+                    // an earlier attempt may have forgotten that one's apply.
+                    Ok(Err(status)) if is_session_error(&status) && unknowns == 0 => {
+                        break Some((inc, Outcome::Failed(status.to_string())))
+                    }
+                    Ok(Err(status)) if is_session_error(&status) => {
+                        break Some((inc, Outcome::Unknown(status.to_string())))
+                    }
+                    Ok(Err(_)) | Err(_) => {
+                        unknowns += 1;
+                        tally.unknown_attempts.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            };
+            let Some((inc, outcome)) = answer else {
+                let inc = self.incarnation();
+                self.record(
+                    invoke,
+                    inc,
+                    req,
+                    Outcome::Unknown("no answer by the end of the run".into()),
+                );
+                self.put_back(session);
+                return false;
+            };
+            session.answered(seq);
+            let done = match &outcome {
+                Outcome::Ok(Response::Cas { succeeded, .. }) => *succeeded,
+                Outcome::Failed(msg) | Outcome::Unknown(msg) => {
+                    if msg.contains("session not found") {
+                        // Closed or expired: open a new session. (Recorded as
+                        // unknown when an earlier attempt's outcome was unknown.)
+                        tally.sessions_lost.fetch_add(1, Ordering::Relaxed);
+                        self.record(invoke, inc, req, outcome);
+                        continue;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    false
+                }
+                _ => false,
+            };
+            self.record(invoke, inc, req, outcome);
+            self.put_back(session);
+            if done {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn put_back(&mut self, session: Session) {
+        if let Some((_, slot)) = self.sessions.as_mut() {
+            *slot = Some(session);
+        }
+    }
 }
 
 /// One counting client: increments until the deadline, finishing the last one by
@@ -137,7 +324,19 @@ pub async fn run_counter_client(
     spec: Arc<WorkloadSpec>,
     tally: Arc<Tally>,
     finish_by: Instant,
+    sessions: bool,
 ) {
+    let sessions = if sessions {
+        match SessionClient::new(&endpoint, spec.op_timeout) {
+            Ok(c) => Some((c, None)),
+            Err(e) => {
+                tracing::error!(client = id, error = %e, "no session client");
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let mut me = Counter {
         id,
         member,
@@ -147,9 +346,15 @@ pub async fn run_counter_client(
         spec: &spec,
         seq: 0,
         client: None,
+        sessions,
     };
     while Instant::now() < spec.deadline {
-        if me.increment(&tally, finish_by).await {
+        let acked = if me.sessions.is_some() {
+            me.increment_in_session(&tally, finish_by).await
+        } else {
+            me.increment(&tally, finish_by).await
+        };
+        if acked {
             tally.acknowledged.fetch_add(1, Ordering::Relaxed);
         } else {
             tally.unresolved.fetch_add(1, Ordering::Relaxed);

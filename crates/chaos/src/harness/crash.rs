@@ -94,11 +94,11 @@ pub async fn check_binary(bin: &Path, scratch: &Path, port: u16) -> Result<()> {
     if said.contains(&format!("unknown failpoint(s) {probe}")) {
         return Ok(());
     }
-    let first = said.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = said.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
     bail!(
         "--faults crash-points needs Skiff's skiff-failpoints binary as --server-bin \
-         (cargo build -p skiff-server --features failpoints --bin skiff-failpoints); {} has \
-         no failpoints (etcd has none): {first}",
+         (cargo build -p skiff-server --features failpoints --bin skiff-failpoints; etcd \
+         has no failpoints); {} did not take SKIFF_FAILPOINTS, its last words: {last}",
         bin.display()
     )
 }

@@ -5,4 +5,5 @@ pub mod counter;
 pub mod crash;
 pub mod faults;
 pub mod run;
+pub mod session;
 pub mod workload;

@@ -52,6 +52,8 @@ pub struct RunSpec {
     pub tolerate_known_etcd_bugs: bool,
     /// Client and peer mTLS (`https` URLs, certificates made for the run).
     pub tls: bool,
+    /// The counting clients use Skiff client sessions.
+    pub sessions: bool,
 }
 
 /// What a run produced.
@@ -165,6 +167,12 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         bail!("--members, --clients and --keys must be at least 1");
     }
     let counting = spec.workload == "counter";
+    if spec.sessions && !counting {
+        bail!("--sessions is for --workload counter");
+    }
+    if spec.sessions && spec.tls {
+        bail!("--sessions runs over plaintext connections only (no --tls)");
+    }
     // The counting clients do not draw from a mix.
     let mix = Mix::named(if counting { "kv" } else { &spec.workload })?;
     let tmp = tempfile::Builder::new()
@@ -258,6 +266,7 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
                 wspec.clone(),
                 tally.clone(),
                 finish_by,
+                spec.sessions,
             ))
         } else {
             tokio::spawn(run_client(
@@ -385,7 +394,7 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         ));
     }
     if counting {
-        let counted = counter_tally(&history, &tally, final_count);
+        let counted = counter_tally(&history, &tally, final_count, spec.sessions);
         summary.push_str(&format!(" {}", counted.summary()));
         if let Some(lost) = counted.lost() {
             report
@@ -421,18 +430,25 @@ struct Counted {
     acknowledged: u64,
     unknown_attempts: u64,
     unresolved: u64,
+    sessions: bool,
+    sessions_lost: u64,
 }
 
 impl Counted {
     fn summary(&self) -> String {
-        format!(
-            "counter={} acknowledged={} excess={} unknown_attempts={} unresolved={}",
+        let mut s = format!(
+            "counter={} acknowledged={} excess={} unknown_attempts={} unresolved={} sessions={}",
             self.counter,
             self.acknowledged,
             self.counter as i64 - self.acknowledged as i64,
             self.unknown_attempts,
-            self.unresolved
-        )
+            self.unresolved,
+            if self.sessions { "on" } else { "off" }
+        );
+        if self.sessions {
+            s.push_str(&format!(" sessions_lost={}", self.sessions_lost));
+        }
+        s
     }
 
     /// A counter below the acknowledged increments, or below a count once seen:
@@ -468,7 +484,7 @@ async fn final_counter(cluster: &Cluster) -> Option<u64> {
 
 /// The counter's final value (the final read) and the highest count the history shows
 /// (a successful compare-and-put or a read; the counter only grows).
-fn counter_tally(h: &History, tally: &Tally, final_read: Option<u64>) -> Counted {
+fn counter_tally(h: &History, tally: &Tally, final_read: Option<u64>, sessions: bool) -> Counted {
     let seen = h
         .ops
         .iter()
@@ -490,6 +506,8 @@ fn counter_tally(h: &History, tally: &Tally, final_read: Option<u64>) -> Counted
         acknowledged: tally.acknowledged.load(Ordering::Relaxed),
         unknown_attempts: tally.unknown_attempts.load(Ordering::Relaxed),
         unresolved: tally.unresolved.load(Ordering::Relaxed),
+        sessions,
+        sessions_lost: tally.sessions_lost.load(Ordering::Relaxed),
     }
 }
 
@@ -568,6 +586,8 @@ mod tests {
             acknowledged,
             unknown_attempts: 0,
             unresolved: 0,
+            sessions: false,
+            sessions_lost: 0,
         }
     }
 
@@ -577,6 +597,7 @@ mod tests {
         // Double applies: more than acknowledged, reported in the summary only.
         assert!(counted(12, 12, 10).lost().is_none());
         assert!(counted(12, 12, 10).summary().contains("excess=2"));
+        assert!(counted(12, 12, 10).summary().ends_with("sessions=off"));
         assert!(counted(9, 9, 10).lost().is_some());
         assert!(counted(9, 11, 8).lost().is_some());
     }
