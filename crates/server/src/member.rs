@@ -574,7 +574,13 @@ impl Member {
             tokens: auth.tokens.clone(),
             warning_apply_duration: config.warning_apply_duration,
         };
+        let backend_failure = failure.clone();
         let apply_thread = spawn_critical("apply", failure, move || applier.run(apply_rx))?;
+        tokio::spawn(tasks::watch_backend(
+            store.clone(),
+            move |reason| backend_failure.report(reason),
+            shutdown.subscribe(),
+        ));
 
         tokio::spawn(tasks::publish_attributes(
             server.clone(),

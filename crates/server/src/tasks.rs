@@ -3,7 +3,8 @@
 //! deadline passed (the lease clock names them, Raft applies the revoke), lease
 //! checkpoints (renewals made durable before they are answered), progress
 //! notifications for watchers that asked for them, the size gauges, automatic
-//! compaction (`--auto-compaction-*`), and the election tick advance at boot.
+//! compaction (`--auto-compaction-*`), the election tick advance at boot, and the
+//! watch on the backend's failure (a failed write-back stops the member).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -184,6 +185,30 @@ pub async fn housekeeping(server: Arc<EtcdServer>, mut stop: watch::Receiver<boo
             server.metrics.db_total_size_bytes.set(size as i64);
             let in_use = server.store.backend().in_use_bytes().min(size);
             server.metrics.db_total_size_in_use_bytes.set(in_use as i64);
+        }
+    }
+}
+
+/// Stops the member (through `fail`) once the backend records a failed write-back or
+/// commit ([`skiff_storage::backend::Backend::failure`]): the file is not written again,
+/// and the member must not go on serving and voting on a disk it can no longer trust
+/// (fsyncgate). A failure of an apply's commit stops the apply thread itself; this
+/// catches the maintenance thread's write-backs and durable commits, which fail
+/// nowhere else while no write arrives. Polled every 100 ms (an atomic load).
+pub async fn watch_backend(
+    store: Arc<skiff_storage::mvcc::KvStore>,
+    fail: impl Fn(String) + Send + 'static,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Some(reason) = store.backend().failure() {
+            fail(format!("backend failed: {reason}"));
+            return;
         }
     }
 }

@@ -19,6 +19,7 @@ mod client_stm;
 mod cluster;
 mod corrupt;
 mod db_in_use;
+mod disk_faults;
 mod durability;
 mod election_tick_advance;
 mod etcd_client;

@@ -34,6 +34,16 @@
 //! never lags unboundedly.
 //! WAL segments may be released only up to [`Backend::durable_consistent_index`].
 //!
+//! # A failed write-back or commit is final (fsyncgate)
+//! The first failure of a write-back (`fdatasync`) or of a commit (EIO, ENOSPC, ...)
+//! is recorded ([`Backend::failure`]) and every later commit and write-back is refused
+//! with [`BackendError::Failed`], naming the file and the first error: after a failed
+//! `fdatasync` Linux may have dropped the dirty pages, and a retried one reports
+//! success for data that never reached the disk, so retrying would let the durable
+//! consistent index (and with it WAL release) pass rows that are not on the disk. The
+//! server stops the member when it sees the failure; a restart replays the WAL from
+//! the last durable commit.
+//!
 //! # Space in use
 //! [`Backend::in_use_bytes`] is what etcd reports as `dbSizeInUse`: the bytes of the
 //! pages redb has allocated (its `stats()`: allocated pages times the page size), so it
@@ -176,6 +186,10 @@ pub enum BackendError {
     },
     #[error("backend: corrupt data: {0}")]
     Corrupt(String),
+    /// An earlier write-back or commit of the file failed; it is not written again
+    /// (see "A failed write-back or commit is final" in the module docs).
+    #[error("backend: {} is not written after an earlier failure: {reason}", path.display())]
+    Failed { path: PathBuf, reason: String },
     /// The file was written by a newer Skiff in a format this one cannot read.
     #[error(
         "backend: {} has format version {found}, this Skiff reads up to {supported}; \
@@ -260,6 +274,8 @@ pub struct Backend {
     commit_observer: OnceLock<CommitObserver>,
     /// Held by the one [`Backend::defragment`] running.
     defragmenting: Mutex<()>,
+    /// The first write-back or commit failure (see the module docs); set once.
+    failure: OnceLock<String>,
     /// The file's size after the last commit ([`Backend::cached_size_bytes`]).
     size: AtomicU64,
     /// Whether the last durable commit saved the allocator state (a crash now reopens
@@ -384,6 +400,7 @@ impl Backend {
             last_index: AtomicU64::new(0),
             commit_observer: OnceLock::new(),
             defragmenting: Mutex::new(()),
+            failure: OnceLock::new(),
             size: AtomicU64::new(0),
             repair_saved: std::sync::atomic::AtomicBool::new(false),
             last_lazy_ms: AtomicU64::new(0),
@@ -489,6 +506,7 @@ impl Backend {
     }
 
     fn commit_as(&self, mut tx: redb::WriteTransaction, index: u64, mode: Commit) -> BResult<()> {
+        self.refuse_after_failure()?;
         let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
         match mode {
             Commit::Durable { save_repair } => {
@@ -503,12 +521,24 @@ impl Backend {
         // what `last_index` says now is exactly what this commit makes durable (reading it
         // after the commit could count a later, non-durable one).
         let covers = self.last_index.load(Ordering::SeqCst).max(index);
-        skiff_failpoints::fail_point!("backend-commit", |msg| Err(BackendError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(msg),
-        }));
+        skiff_failpoints::fail_point!("backend-commit", |msg| Err(self.record_failure(
+            BackendError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(msg),
+            }
+        )));
         let started = Instant::now();
-        tx.commit()?;
+        tx.commit().map_err(|e| {
+            let e = match e {
+                // An I/O error names the file (ENOSPC, EIO: which disk to look at).
+                redb::CommitError::Storage(redb::StorageError::Io(source)) => BackendError::Io {
+                    path: self.path.clone(),
+                    source,
+                },
+                other => BackendError::from(other),
+            };
+            self.record_failure(e)
+        })?;
         skiff_failpoints::fail_point!("backend-after-commit");
         if let Some(observe) = self.commit_observer.get() {
             observe(started.elapsed());
@@ -691,6 +721,7 @@ impl Backend {
     /// module docs). Opened by path each time, so it is the current file even after a
     /// defragmentation swapped it.
     fn presync(&self) -> BResult<()> {
+        self.refuse_after_failure()?;
         let written = self.last_index.load(Ordering::SeqCst);
         let io = |source| BackendError::Io {
             path: self.path.clone(),
@@ -699,11 +730,35 @@ impl Backend {
         std::fs::File::open(&self.path)
             .map_err(io)?
             .sync_data()
-            .map_err(io)?;
+            .map_err(|e| self.record_failure(io(e)))?;
         self.presynced_index.fetch_max(written, Ordering::SeqCst);
         self.last_presync_ms
             .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The first write-back or commit failure, if there was one: the file is not
+    /// written again (see the module docs) and the member must stop.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// Records `e` as the backend's failure (the first one is kept) and returns it.
+    fn record_failure(&self, e: BackendError) -> BackendError {
+        if self.failure.set(e.to_string()).is_ok() {
+            tracing::error!(file = %self.path.display(), error = %e, "backend write failed; the file is not written again");
+        }
+        e
+    }
+
+    fn refuse_after_failure(&self) -> BResult<()> {
+        match self.failure.get() {
+            Some(reason) => Err(BackendError::Failed {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn since_presync(&self) -> Duration {
