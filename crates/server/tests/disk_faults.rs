@@ -281,9 +281,11 @@ fn a_failed_backend_fdatasync_stops_the_member_instead_of_retrying() {
     let Some((_, log)) = single_member_fsync_eio(29622, "/member/snap/db", "member/snap/db") else {
         return;
     };
+    // Stopped by the watch on the backend's failure or by the next apply's commit
+    // (refused after the failure), whichever came first; never by a retried sync.
     assert!(
-        log.contains("backend failed"),
-        "the member did not stop on the backend's failure:\n{log}"
+        log.contains("the file is not written again"),
+        "the backend did not record its failure:\n{log}"
     );
 }
 
@@ -308,19 +310,41 @@ fn with_three_members_the_healthy_two_serve_and_the_failed_one_is_replaced() {
     }
     let live = [ms[0].url(), ms[1].url()];
     let mut acked = Vec::new();
-    let put = |acked: &mut Vec<(String, String)>, url: &str, k: String| {
+    // A put through `url`, repeated (same key and value) until acknowledged or
+    // `within` passed (an election when m2 led); whether it was acknowledged.
+    let put = |acked: &mut Vec<(String, String)>, url: &str, k: String, within: Duration| {
         let v = format!("v-{k}");
-        rt.block_on(async { client(url).await.put(k.clone(), v.clone(), None).await })
-            .unwrap_or_else(|e| panic!("put {k} through {url}: {e}"));
-        acked.push((k, v));
+        let deadline = Instant::now() + within;
+        loop {
+            match rt.block_on(async { client(url).await.put(k.clone(), v.clone(), None).await }) {
+                Ok(_) => {
+                    acked.push((k, v));
+                    return true;
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    println!("put {k} through {url}: {e} (outcome unknown)");
+                    return false;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     };
     for i in 0..10 {
-        put(&mut acked, &live[i % 2], format!("k{i:03}"));
+        assert!(put(
+            &mut acked,
+            &live[i % 2],
+            format!("k{i:03}"),
+            Duration::ZERO
+        ));
     }
     std::fs::write(&trigger, b"").expect("arm the shim");
-    // m2 appends the next entry (as leader or follower) and its sync fails.
+    // m2 appends the next entry (as leader or follower) and its sync fails; if it led,
+    // a put forwarded to it has an unknown outcome until the other two elect a leader.
+    let mut unknown = 0;
     for i in 10..20 {
-        put(&mut acked, &live[i % 2], format!("k{i:03}"));
+        if !put(&mut acked, &live[i % 2], format!("k{i:03}"), Duration::ZERO) {
+            unknown += 1;
+        }
     }
     let status = wait_exit(&mut ms[2], Duration::from_secs(10));
     assert!(!status.success(), "m2 exited with {status}");
@@ -336,7 +360,15 @@ fn with_three_members_the_healthy_two_serve_and_the_failed_one_is_replaced() {
     println!("m2: {stopped}");
     // The healthy two go on (after an election if m2 led).
     for i in 20..40 {
-        put(&mut acked, &live[i % 2], format!("k{i:03}"));
+        assert!(
+            put(
+                &mut acked,
+                &live[i % 2],
+                format!("k{i:03}"),
+                Duration::from_secs(10)
+            ),
+            "the healthy two do not take writes"
+        );
     }
 
     // Replace m2: wipe, remove, add a fresh member on new ports, start it joining.
@@ -398,12 +430,17 @@ fn with_three_members_the_healthy_two_serve_and_the_failed_one_is_replaced() {
     m3.args.extend(TIMING.iter().map(|s| s.to_string()));
     m3.spawn();
     m3.wait_serving(START_WITHIN);
-    put(&mut acked, &m3.url(), "k999".into());
+    assert!(put(
+        &mut acked,
+        &m3.url(),
+        "k999".into(),
+        Duration::from_secs(10)
+    ));
     // A linearizable read through m3 waits until it has applied everything committed.
     let kvs = read_prefix(&rt, &m3.url(), "k");
-    assert_kept("on the replacement member", &acked, &kvs, 0);
+    assert_kept("on the replacement member", &acked, &kvs, unknown);
     println!(
-        "m2 replaced by m3: {} acknowledged writes, all on m3",
+        "m2 replaced by m3: {} acknowledged writes ({unknown} of unknown outcome), all on m3",
         acked.len()
     );
 }
@@ -510,7 +547,23 @@ fn a_full_disk_stops_the_member_and_it_restarts_once_there_is_room() {
     fs.grow("256m");
     m.spawn();
     m.wait_serving(START_WITHIN);
-    let kvs = read_prefix(&rt, &url, "k");
+    // Keys only (the values would pass the client's 4 MiB message limit), then one
+    // value: all are the same.
+    let kvs: Vec<(String, String)> = rt.block_on(async {
+        let mut c = client(&url).await;
+        let r = c
+            .get("k", Some(GetOptions::new().with_prefix().with_keys_only()))
+            .await
+            .expect("get keys");
+        let mut kvs = Vec::new();
+        for kv in r.kvs() {
+            let key = kv.key_str().expect("utf-8").to_string();
+            let got = c.get(key.clone(), None).await.expect("get one");
+            let v = got.kvs()[0].value_str().expect("utf-8").to_string();
+            kvs.push((key, v));
+        }
+        kvs
+    });
     assert_kept("after the tmpfs grew", &acked, &kvs, 1);
     rt.block_on(async { client(&url).await.put("after", "1", None).await })
         .expect("put after the tmpfs grew");
