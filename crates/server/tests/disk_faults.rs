@@ -28,8 +28,11 @@
 //!   changes, which the corruption checks across members catch (`tests/corrupt.rs`);
 //!   after a crash during writes, redb's repair finds it and the member refuses to start,
 //!   naming the backend file.
+//! - **A corrupt snapshot file** (the newest of several): set aside as `<name>.broken`
+//!   with a warning naming it; the member starts from the next older one and serves
+//!   every acknowledged write.
 //!
-//! Ports 29620-29639 belong to this file.
+//! Ports 29620-29641 belong to this file.
 
 use crate::common;
 
@@ -875,4 +878,68 @@ fn a_bit_flipped_in_the_backend_is_found_by_hashkv_or_by_crash_repair() {
         "{stopped}"
     );
     println!("crash during writes, {flipped} cop(ies) flipped: {stopped}");
+}
+
+// ---------------------------------------------------------------------------------
+// Snapshot damage
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_corrupt_snapshot_file_is_set_aside_and_an_older_one_used() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut extra = TIMING.to_vec();
+    extra.extend(["--snapshot-count", "20"]);
+    let mut m = cluster_members(&skiff(), 1, 29640, dir.path(), &extra).remove(0);
+    m.spawn();
+    m.wait_serving(START_WITHIN);
+    let url = m.url();
+    let acked = put_keys(&rt, &url, 0, 70);
+    m.terminate(Duration::from_secs(10));
+    let snap_dir = m.data_dir.join("member/snap");
+    let mut snaps: Vec<PathBuf> = std::fs::read_dir(&snap_dir)
+        .expect("snap dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+        .collect();
+    snaps.sort();
+    assert!(
+        snaps.len() >= 2,
+        "fewer than two snapshots after 70 writes with --snapshot-count 20: {snaps:?}"
+    );
+    let newest = snaps.pop().expect("a snapshot");
+    let mut bytes = std::fs::read(&newest).expect("read snapshot");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&newest, &bytes).expect("write snapshot");
+    let before = log_of(&m).len();
+    m.spawn();
+    m.wait_serving(START_WITHIN);
+    let log = log_of(&m)[before..].to_string();
+    let line = log
+        .lines()
+        .find(|l| l.contains("skipping corrupt snapshot file"))
+        .unwrap_or_else(|| panic!("the corrupt snapshot was not reported:\n{log}"));
+    assert!(
+        line.contains(&newest.display().to_string()),
+        "the warning does not name {}: {line}",
+        newest.display()
+    );
+    let mut broken = newest.clone().into_os_string();
+    broken.push(".broken");
+    assert!(
+        Path::new(&broken).exists(),
+        "{} not set aside as .broken",
+        newest.display()
+    );
+    assert_kept(
+        "after a corrupt snapshot",
+        &acked,
+        &read_prefix(&rt, &url, "k"),
+        0,
+    );
+    println!(
+        "{line}\nstarted from an older snapshot; {} acknowledged writes kept",
+        acked.len()
+    );
 }
