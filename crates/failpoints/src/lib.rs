@@ -73,7 +73,9 @@
 //!   transaction commits, with the backend's durability lock and whatever locks the
 //!   caller (the MVCC store) holds at that moment. `pause` holds a real commit open;
 //!   `error` fails the commit with an I/O error (the transaction is dropped, nothing is
-//!   written), which stops the member as a disk failure would; `panic` dies mid-commit.
+//!   written) and, as a real failure, the backend refuses every later commit (a failed
+//!   commit is final), which stops the member as a disk failure would; `panic` dies
+//!   mid-commit.
 //! - `backend-after-commit`: right after that redb commit returned, before the backend
 //!   records what it made durable. `panic` dies with the commit on disk.
 //! - `wal-before-write`: in the WAL's sync, with the batch's records framed in memory
