@@ -106,6 +106,11 @@ etcd_errors! {
     // (`--max-inflight-response-bytes`), which could never be served; the client
     // should page with `limit`. Code ResourceExhausted, as etcd's `too many requests`.
     ResponseTooLarge => "skiff: response is larger than --max-inflight-response-bytes; use a limit",
+    // Skiff's own: client sessions (exactly-once writes; the server's `session` module).
+    SessionNotFound => "skiff: session not found (expired or closed)",
+    SessionSeqAcknowledged => "skiff: session sequence already acknowledged",
+    SessionWindowFull => "skiff: too many unacknowledged requests in session",
+    SessionBadMetadata => "skiff: bad session metadata",
 }
 
 impl EtcdError {
@@ -115,9 +120,13 @@ impl EtcdError {
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
             | InvalidSortOption | MemberBadUrls | RequestTooLarge | UserEmpty | RoleEmpty
-            | AuthFailed | InvalidAuthMgmt | AuthOldRevision => Code::InvalidArgument,
+            | AuthFailed | InvalidAuthMgmt | AuthOldRevision | SessionBadMetadata => {
+                Code::InvalidArgument
+            }
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
-            NoSpace | TooManyRequests | ResponseTooLarge => Code::ResourceExhausted,
+            NoSpace | TooManyRequests | ResponseTooLarge | SessionWindowFull => {
+                Code::ResourceExhausted
+            }
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExist
             | MemberExist
@@ -136,7 +145,9 @@ impl EtcdError {
             | PermissionNotGranted
             | AuthNotEnabled
             | NotLeader
-            | BadLeaderTransferee => Code::FailedPrecondition,
+            | BadLeaderTransferee
+            | SessionNotFound
+            | SessionSeqAcknowledged => Code::FailedPrecondition,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
             NoLeader

@@ -86,8 +86,24 @@
 //!   (connection reset mid-call, "request timed out", a deadline) has an **unknown
 //!   outcome** and is returned as an error: it may have been applied, and the client
 //!   never repeats it on its own, because repeating a put could apply it twice. A caller
-//!   that needs exactly-once writes makes them conditional (a [`Client::txn`] comparing
-//!   the key's `mod_revision`), then retries.
+//!   that needs exactly-once writes uses a [`Session`] (Skiff only; see below), or
+//!   makes them conditional (a [`Client::txn`] comparing the key's `mod_revision`),
+//!   then retries.
+//!
+//! ## Sessions: exactly-once writes (Skiff)
+//! [`Client::session`] opens a [`Session`]: its writes carry a session ID and a
+//! sequence number, which a Skiff member applies at most once, answering a repeat with
+//! the first answer. So a session repeats a write whose outcome is unknown, on any
+//! member, until the answer is known: the write applies exactly once. etcd ignores the
+//! session's metadata (there a repeated write may apply twice).
+//!
+//! ```no_run
+//! # async fn demo(client: skiff_client::Client) -> Result<(), skiff_client::Error> {
+//! let session = client.session(60).await?;
+//! session.put("job/42", "done").await?; // applied once, whatever failed meanwhile
+//! session.close().await?;
+//! # Ok(()) }
+//! ```
 //!
 //! ## Watches
 //! [`Client::watch`] returns a [`Watcher`] that survives member failures: after a
@@ -124,6 +140,7 @@ mod lock;
 mod maintenance;
 mod member;
 pub mod pool;
+pub mod session;
 pub mod stm;
 mod tls;
 mod watch;
@@ -137,6 +154,7 @@ pub use error::Error;
 pub use kv::prefix_end;
 pub use lease::LeaseKeepAlive;
 pub use pool::Safety;
+pub use session::Session;
 pub use skiff_api::EtcdError;
 pub use skiff_proto as proto;
 pub use stm::{Isolation, Stm, StmFuture};

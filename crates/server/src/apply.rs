@@ -44,6 +44,7 @@ use crate::inputs::{ApplyInput, ApplyOutput, ApplyResult, NodeInput};
 use crate::lease::{lease_key, ClockHandle, LeaseTable};
 use crate::membership::{ChangeKind, MemberChange, MemberTable};
 use crate::metrics::Metrics;
+use crate::session::{Admission, Record, Sessions, Tag};
 use crate::wait::{AppliedIndex, Wait};
 
 /// Everything the apply thread works on.
@@ -78,6 +79,8 @@ pub struct Applier {
     /// A backend batch that takes longer is logged and counted as a slow apply
     /// (`--experimental-warning-apply-duration`).
     pub warning_apply_duration: std::time::Duration,
+    /// Client sessions: which tagged requests were applied (see `crate::session`).
+    pub sessions: Sessions,
 }
 
 /// The auth store change a request is, or the request back.
@@ -127,6 +130,10 @@ struct Pending {
     id: u64,
     request: st::WriteRequest,
     aux: Vec<AuxOp>,
+    /// A session's request: its result is stored with the write.
+    record: Option<Record>,
+    /// The answer, decided without the store (a session's stored result or refusal).
+    answer: Option<ApplyResult>,
 }
 
 impl Pending {
@@ -137,7 +144,13 @@ impl Pending {
             id,
             request: st::WriteRequest::Noop,
             aux,
+            record: None,
+            answer: None,
         }
+    }
+
+    fn session(&self) -> Option<i64> {
+        self.record.as_ref().map(Record::session)
     }
 }
 
@@ -229,6 +242,7 @@ impl Applier {
             .map_err(st::Error::from)?;
         self.auth = AuthStore::from_rows(&rows).map_err(|e| bad(format!("auth: {e}")))?;
         self.auth_view.send_replace(Arc::new(self.auth.clone()));
+        self.sessions = Sessions::load(&self.store).map_err(|e| bad(format!("sessions: {e}")))?;
         self.applied.advance(summary.consistent_index);
         tracing::info!(
             index,
@@ -277,13 +291,24 @@ impl Applier {
             } else {
                 None
             };
-            let (id, request, auth_revision) = match decoded {
+            let (id, request, auth_revision, tag, open_session) = match decoded {
                 Some(InternalRequest {
                     id,
                     request: Some(r),
                     auth_revision,
+                    session_id,
+                    session_seq,
+                    session_acked,
+                    open_session,
                     ..
-                }) => (id, r, auth_revision),
+                }) => {
+                    let tag = (session_id != 0).then_some(Tag {
+                        id: session_id,
+                        seq: session_seq,
+                        acked: session_acked,
+                    });
+                    (id, r, auth_revision, tag, open_session)
+                }
                 // Leader no-ops, unreadable entries: only the index moves.
                 _ => {
                     run.push(Pending::noop(e, 0, Vec::new()));
@@ -317,6 +342,28 @@ impl Applier {
                 // applies (the same on every member: alarms are in the log).
                 self.flush(&mut run, term)?;
                 self.apply_one(e, id, st::WriteRequest::Noop, &[], Err(refused))?;
+                continue;
+            }
+            if let Some(tag) = tag {
+                let write = match request {
+                    Req::Put(r) => Some(Ok(st::WriteRequest::Put(convert::put_from_pb(r)))),
+                    Req::DeleteRange(r) => Some(Ok(st::WriteRequest::DeleteRange(
+                        convert::delete_from_pb(r),
+                    ))),
+                    Req::Txn(t) => Some(convert::txn_from_pb(t).map(st::WriteRequest::Txn)),
+                    _ => None,
+                };
+                if let Some(write) = write {
+                    self.push_tagged(&mut run, e, id, write, tag, term)?;
+                    continue;
+                }
+                // Only KV writes are tagged (`EtcdServer::propose`); anything else was
+                // consumed by the match above: an unroutable entry.
+                tracing::error!(
+                    index = e.index,
+                    "a session tag on a request that is not a KV write"
+                );
+                run.push(Pending::noop(e, id, Vec::new()));
                 continue;
             }
             let kv = match request {
@@ -367,7 +414,7 @@ impl Applier {
                 }
                 Req::LeaseGrant(g) => {
                     self.flush(&mut run, term)?;
-                    self.apply_grant(e, id, g, term)?;
+                    self.apply_grant(e, id, g, open_session, term)?;
                     None
                 }
                 Req::LeaseRevoke(r) => {
@@ -394,6 +441,8 @@ impl Applier {
                     id,
                     request,
                     aux: Vec::new(),
+                    record: None,
+                    answer: None,
                 });
             }
         }
@@ -412,6 +461,7 @@ impl Applier {
                 term: p.term,
                 request: &p.request,
                 aux: &p.aux,
+                record: p.record.as_ref().map(|r| r as &dyn st::Recorder),
             })
             .collect();
         let started = std::time::Instant::now();
@@ -428,6 +478,9 @@ impl Applier {
                 continue;
             };
             self.leases.track(&events);
+            if let Some(record) = &p.record {
+                self.sessions.recorded(record);
+            }
             let result = match response {
                 Ok(resp) => Ok(match resp {
                     st::WriteResponse::Put(r) => ApplyOutput::Put(convert::put_to_pb(r, &ids)),
@@ -444,11 +497,44 @@ impl Applier {
                 }),
                 Err(e) => Err(convert::store_error(&e)),
             };
+            let result = p.answer.unwrap_or(result);
             if p.id != 0 {
                 self.wait.trigger(p.id, result);
             }
         }
         self.advance(last);
+        Ok(())
+    }
+
+    /// A session's KV write into the run: applied with its result recorded, or
+    /// answered without applying (`crate::session`). A write of the same session already
+    /// in the run is flushed first, so a retry in the same batch as its original finds
+    /// the original's stored result.
+    fn push_tagged(
+        &mut self,
+        run: &mut Vec<Pending>,
+        e: &Entry,
+        id: u64,
+        write: Result<st::WriteRequest, EtcdError>,
+        tag: Tag,
+        term: u64,
+    ) -> Result<(), st::Error> {
+        if run.iter().any(|p| p.session() == Some(tag.id)) {
+            self.flush(run, term)?;
+        }
+        let mut pending = Pending::noop(e, id, Vec::new());
+        match self.sessions.admit(tag, &self.store, &self.ids(term)) {
+            Admission::Answer(answer) => pending.answer = Some(answer),
+            Admission::Apply(record) => match write {
+                Ok(request) => {
+                    pending.request = request;
+                    pending.record = Some(record);
+                }
+                // Refused before the store (a malformed txn): nothing to record.
+                Err(err) => pending.answer = Some(Err(err)),
+            },
+        }
+        run.push(pending);
         Ok(())
     }
 
@@ -491,6 +577,7 @@ impl Applier {
             term: e.term,
             request: &request,
             aux,
+            record: None,
         };
         let revision = match self.watchable.apply(entry, &self.leases)? {
             Applied::Done {
@@ -569,6 +656,7 @@ impl Applier {
         e: &Entry,
         id: u64,
         g: pb::LeaseGrantRequest,
+        open_session: bool,
         term: u64,
     ) -> Result<(), st::Error> {
         if self.replayed(e) {
@@ -578,11 +666,14 @@ impl Applier {
         }
         match self.leases.grant(g.id, g.ttl) {
             Ok(ttl) => {
-                let aux = [AuxOp {
+                let mut aux = vec![AuxOp {
                     table: AuxTable::Lease,
                     key: lease_key(g.id),
                     value: Some(ttl.to_be_bytes().to_vec()),
                 }];
+                if open_session {
+                    aux.extend(Sessions::open_rows(g.id));
+                }
                 let resp = pb::LeaseGrantResponse {
                     header: self
                         .ids(term)
@@ -594,13 +685,16 @@ impl Applier {
                 // The clock hears of the lease before the client does, so a keep-alive
                 // sent right after the grant finds it.
                 self.lease_clock.granted(g.id, ttl);
-                self.apply_one(
+                let applied = self.apply_one(
                     e,
                     id,
                     st::WriteRequest::Noop,
                     &aux,
                     Ok(ApplyOutput::LeaseGrant(resp)),
                 )?;
+                if open_session && applied.is_some() {
+                    self.sessions.opened(g.id);
+                }
             }
             Err(err) => {
                 self.apply_one(e, id, st::WriteRequest::Noop, &[], Err(err))?;
@@ -758,11 +852,13 @@ impl Applier {
         };
         self.lease_clock.revoked(lease);
         let request = revoke_request(&keys);
-        let aux = [AuxOp {
+        // A lease that is a client session takes the session with it.
+        let mut aux = vec![AuxOp {
             table: AuxTable::Lease,
             key: lease_key(lease),
             value: None,
         }];
+        aux.extend(self.sessions.close_rows(lease));
         // The header's revision is the store's after the deletes: known only once
         // applied, so the waiter is answered here rather than through apply_one.
         let entry = ApplyEntry {
@@ -770,12 +866,14 @@ impl Applier {
             term: e.term,
             request: &request,
             aux: &aux,
+            record: None,
         };
         if let Applied::Done {
             revision, events, ..
         } = self.watchable.apply(entry, &self.leases)?
         {
             self.leases.track(&events);
+            self.sessions.closed(lease);
             if id != 0 {
                 let header = self.ids(term).header(st::ResponseHeader::at(revision));
                 self.wait.trigger(

@@ -173,6 +173,10 @@ impl AuxCodec for EtcdAux {
                     })?;
                 Ok(vec![(*bucket, key[at + 1..].to_vec(), value.to_vec())])
             }
+            // etcd has no client sessions: an etcd-format snapshot leaves them out, so a
+            // member restored from one refuses those sessions' retries (their leases
+            // are kept, their session marks are not) rather than applying them again.
+            Table::Session => Ok(Vec::new()),
             Table::Key | Table::Meta => Err(format!("{} is not a server table", table.name())),
         }
     }

@@ -330,6 +330,7 @@ impl Replayer {
             term: p.term,
             request,
             aux,
+            record: None,
         };
         match self.store.apply(entry, &self.leases)? {
             Applied::Done {

@@ -52,6 +52,7 @@ pub mod restore;
 pub mod restore_etcd;
 pub mod serve;
 pub mod server;
+pub mod session;
 pub mod tasks;
 pub mod tls;
 pub mod version;

@@ -573,6 +573,8 @@ impl Member {
             auth_view,
             tokens: auth.tokens.clone(),
             warning_apply_duration: config.warning_apply_duration,
+            sessions: crate::session::Sessions::load(&store)
+                .map_err(|e| anyhow::anyhow!("loading client sessions from the backend: {e}"))?,
         };
         let backend_failure = failure.clone();
         let apply_thread = spawn_critical("apply", failure, move || applier.run(apply_rx))?;

@@ -42,6 +42,7 @@ mod move_leader;
 mod peer_transport;
 mod pipeline;
 mod python_etcd3;
+mod sessions;
 mod skiffctl_check;
 mod skiffctl_defrag;
 mod skiffctl_mirror;

@@ -120,6 +120,7 @@ fn main() {
                     term: 1,
                     request: r,
                     aux: &[],
+                    record: None,
                 }
             })
             .collect();
@@ -215,6 +216,7 @@ fn main() {
                     term: 1,
                     request: &req,
                     aux: &[],
+                    record: None,
                 },
                 &AnyLease,
             )
@@ -234,6 +236,7 @@ fn main() {
                     term: 1,
                     request: r,
                     aux: &[],
+                    record: None,
                 })
                 .collect();
             s.apply_batch(&entries, &AnyLease).expect("apply");
@@ -261,6 +264,7 @@ fn main() {
                         term: 1,
                         request: r,
                         aux: &[],
+                        record: None,
                     }
                 })
                 .collect();
@@ -280,6 +284,7 @@ fn main() {
                 term: 1,
                 request: &compact,
                 aux: &[],
+                record: None,
             },
             &AnyLease,
         )
@@ -297,6 +302,7 @@ fn main() {
                     term: 1,
                     request: &req,
                     aux: &[],
+                    record: None,
                 },
                 &AnyLease,
             )

@@ -85,6 +85,7 @@ fn apply_from(store: &KvStore, wal: &[WriteRequest], upto: usize) {
                     term: 1,
                     request: req,
                     aux: &[],
+                    record: None,
                 },
                 &AnyLease,
             )
@@ -122,6 +123,7 @@ fn crash_child() {
                     term: 1,
                     request: req,
                     aux: &[],
+                    record: None,
                 },
                 &AnyLease,
             )

@@ -437,6 +437,7 @@ fn run(seed: u64, steps: usize) {
                     term: 1,
                     request: r,
                     aux: &[],
+                    record: None,
                 })
                 .collect();
             twin.apply_batch(&entries, &AnyLease).unwrap();

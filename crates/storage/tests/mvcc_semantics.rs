@@ -362,6 +362,7 @@ fn unknown_lease_is_refused() {
                 term: 1,
                 request: &req,
                 aux: &[],
+                record: None,
             },
             &NoLeases,
         )
@@ -699,6 +700,7 @@ fn aux_tables_commit_with_the_entry() {
             term: 2,
             request: &req,
             aux: &aux,
+            record: None,
         },
         &AnyLease,
     )
@@ -718,6 +720,7 @@ fn aux_tables_commit_with_the_entry() {
                 term: 2,
                 request: &req,
                 aux: &aux,
+                record: None,
             },
             &AnyLease,
         )

@@ -46,6 +46,7 @@ impl Fixture {
                     term: 1,
                     request: &req,
                     aux: &[],
+                    record: None,
                 },
                 &AnyLease,
             )

@@ -21,6 +21,10 @@
 
 use std::future::Future;
 
+use skiff_api::EtcdError;
+
+use crate::session::{SessionMeta, ACKED_HEADER, SEQ_HEADER, SESSION_HEADER};
+
 /// The credentials of one call.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
@@ -30,6 +34,9 @@ pub struct Caller {
     /// gRPC (`""` if the certificate has none, as etcd reads it); used as the user
     /// when there is no token.
     pub common_name: Option<String>,
+    /// A client session's metadata (`crate::session`), gRPC only; malformed metadata
+    /// is kept as the error to answer the request with.
+    pub session: Option<Result<SessionMeta, EtcdError>>,
 }
 
 tokio::task_local! {
@@ -66,6 +73,7 @@ pub async fn from_headers(
     let caller = Caller {
         token: token_of(req.headers(), &TOKEN_HEADERS),
         common_name: crate::tls::client_common_name(req.extensions()),
+        session: session_of(req.headers()),
     };
     with_caller(caller, next.run(req)).await
 }
@@ -79,8 +87,20 @@ pub async fn from_gateway_headers(
     let caller = Caller {
         token: token_of(req.headers(), &GATEWAY_TOKEN_HEADERS),
         common_name: None,
+        session: None,
     };
     with_caller(caller, next.run(req)).await
+}
+
+/// A client session's metadata, if the call carries any.
+fn session_of(headers: &axum::http::HeaderMap) -> Option<Result<SessionMeta, EtcdError>> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    SessionMeta::parse(get(SESSION_HEADER), get(SEQ_HEADER), get(ACKED_HEADER)).transpose()
+}
+
+/// The session metadata of the current call.
+pub fn session() -> Option<Result<SessionMeta, EtcdError>> {
+    CALLER.try_with(|c| c.session).ok().flatten()
 }
 
 /// The caller of the current call (no credentials outside any call).
@@ -118,6 +138,7 @@ mod tests {
         let c = Caller {
             token: Some("t.1".into()),
             common_name: Some("alice".into()),
+            session: None,
         };
         with_caller(c.clone(), async {
             assert_eq!(current(), c);

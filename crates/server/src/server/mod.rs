@@ -49,6 +49,7 @@ use crate::lease::ClockHandle;
 use crate::membership::MembersView;
 use crate::metrics::Metrics;
 use crate::peer::{Forwarder, PeerActivity};
+use crate::session::{SessionMeta, Tag};
 use crate::wait::{AppliedIndex, Wait};
 
 /// etcd refuses proposals when the apply loop is this many entries behind the commit.
@@ -163,11 +164,16 @@ impl EtcdServer {
             return Err(EtcdError::TooManyRequests);
         }
         let id = self.ids.next_id();
+        let (tag, open_session) = session_fields(&request)?;
         let data = InternalRequest {
             id,
             request: Some(request),
             // What the auth layer checked this request against (0: internal work).
             auth_revision: crate::facade::caller::checked_revision(),
+            session_id: tag.map_or(0, |t| t.id),
+            session_seq: tag.map_or(0, |t| t.seq),
+            session_acked: tag.map_or(0, |t| t.acked),
+            open_session,
             ..Default::default()
         }
         .encode_to_vec();
@@ -256,6 +262,26 @@ impl EtcdServer {
             tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
         }
     }
+}
+
+/// The session fields of a proposal (`crate::session`): a KV write takes its caller's
+/// session tag, a lease grant the flag that opens a session; nothing else is tagged, so
+/// work a request does on the side (raising an alarm) never is.
+fn session_fields(request: &Req) -> Result<(Option<Tag>, bool), EtcdError> {
+    let Some(meta) = crate::facade::caller::session() else {
+        return Ok((None, false));
+    };
+    Ok(match (request, meta) {
+        (Req::Put(_) | Req::DeleteRange(_) | Req::Txn(_), meta) => match meta? {
+            SessionMeta::Tag(tag) => (Some(tag), false),
+            SessionMeta::Open => return Err(EtcdError::SessionBadMetadata),
+        },
+        (Req::LeaseGrant(_), meta) => match meta? {
+            SessionMeta::Open => (None, true),
+            SessionMeta::Tag(_) => return Err(EtcdError::SessionBadMetadata),
+        },
+        _ => (None, false),
+    })
 }
 
 #[tonic::async_trait]

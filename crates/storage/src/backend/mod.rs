@@ -114,16 +114,19 @@ pub enum Table {
     Auth,
     Members,
     Alarm,
+    /// Client sessions' stored results (owned by the server's `session` module).
+    Session,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Key,
         Table::Meta,
         Table::Lease,
         Table::Auth,
         Table::Members,
         Table::Alarm,
+        Table::Session,
     ];
 
     pub fn name(self) -> &'static str {
@@ -134,6 +137,7 @@ impl Table {
             Table::Auth => "auth",
             Table::Members => "members",
             Table::Alarm => "alarm",
+            Table::Session => "session",
         }
     }
 
@@ -149,6 +153,7 @@ impl Table {
             Table::Auth => 4,
             Table::Members => 5,
             Table::Alarm => 6,
+            Table::Session => 7,
         }
     }
 

@@ -27,6 +27,6 @@ pub use codec::Revision;
 pub use error::{Error, Result};
 pub use store::{
     row_cost, AnyLease, Applied, ApplyEntry, AuxOp, AuxTable, Charge, KvStore, LeaseCheck,
-    StoreConfig, ROW_OVERHEAD,
+    Recorder, StoreConfig, ROW_OVERHEAD,
 };
 pub use types::*;

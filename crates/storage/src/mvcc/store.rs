@@ -65,6 +65,7 @@ pub enum AuxTable {
     Auth,
     Members,
     Alarm,
+    Session,
 }
 
 impl AuxTable {
@@ -74,6 +75,7 @@ impl AuxTable {
             AuxTable::Auth => Table::Auth,
             AuxTable::Members => Table::Members,
             AuxTable::Alarm => Table::Alarm,
+            AuxTable::Session => Table::Session,
         }
     }
 }
@@ -109,6 +111,15 @@ pub struct ApplyEntry<'a> {
     pub request: &'a WriteRequest,
     /// Written only if the request succeeds.
     pub aux: &'a [AuxOp],
+    /// Rows that depend on the outcome (a client session's stored result), written in
+    /// the entry's transaction whatever the outcome, so the result and the write it
+    /// describes are durable together or not at all.
+    pub record: Option<&'a dyn Recorder>,
+}
+
+/// Derives rows from an entry's outcome (see [`ApplyEntry::record`]).
+pub trait Recorder: std::fmt::Debug {
+    fn rows(&self, response: &Result<WriteResponse>, revision: i64) -> Vec<AuxOp>;
 }
 
 /// What applying one entry did.
@@ -161,6 +172,25 @@ pub struct KvStore {
 }
 
 type KeyTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+/// Writes server-owned rows in an apply's transaction.
+fn write_aux(tx: &redb::WriteTransaction, ops: &[AuxOp]) -> Result<()> {
+    for op in ops {
+        let mut t = tx
+            .open_table(op.table.table().def())
+            .map_err(BackendError::from)?;
+        match &op.value {
+            Some(v) => {
+                t.insert(op.key.as_slice(), v.as_slice())
+                    .map_err(BackendError::from)?;
+            }
+            None => {
+                t.remove(op.key.as_slice()).map_err(BackendError::from)?;
+            }
+        }
+    }
+    Ok(())
+}
 
 fn read_row<T: ReadableTable<&'static [u8], &'static [u8]>>(
     t: &T,
@@ -636,21 +666,11 @@ impl KvStore {
                         compactions.push(c.revision);
                     }
                 }
-                if response.is_ok() && !e.aux.is_empty() {
-                    for op in e.aux {
-                        let mut t = tx
-                            .open_table(op.table.table().def())
-                            .map_err(BackendError::from)?;
-                        match &op.value {
-                            Some(v) => {
-                                t.insert(op.key.as_slice(), v.as_slice())
-                                    .map_err(BackendError::from)?;
-                            }
-                            None => {
-                                t.remove(op.key.as_slice()).map_err(BackendError::from)?;
-                            }
-                        }
-                    }
+                if response.is_ok() {
+                    write_aux(&tx, e.aux)?;
+                }
+                if let Some(recorder) = e.record {
+                    write_aux(&tx, &recorder.rows(&response, revision))?;
                 }
                 match &response {
                     // Request errors are raised before the first write; one after writes

@@ -49,6 +49,7 @@ impl Applier {
             term: 1,
             request: &req,
             aux: &[],
+            record: None,
         };
         match store.apply(entry, &AnyLease).expect("backend ok") {
             Applied::Done {
