@@ -29,9 +29,18 @@ fn channel(port: u16) -> Channel {
 fn tagged<T>(req: T, session: i64, seq: u64, acked: u64) -> tonic::Request<T> {
     let mut r = tonic::Request::new(req);
     let md = r.metadata_mut();
-    md.insert("skiff-session", session.to_string().parse().unwrap());
-    md.insert("skiff-seq", seq.to_string().parse().unwrap());
-    md.insert("skiff-acked", acked.to_string().parse().unwrap());
+    md.insert(
+        "skiff-session",
+        session.to_string().parse().expect("ascii metadata"),
+    );
+    md.insert(
+        "skiff-seq",
+        seq.to_string().parse().expect("ascii metadata"),
+    );
+    md.insert(
+        "skiff-acked",
+        acked.to_string().parse().expect("ascii metadata"),
+    );
     r
 }
 
@@ -114,7 +123,7 @@ async fn a_repeated_session_write_applies_once_on_any_member_and_after_a_restart
     // Open a session: a lease grant with `skiff-session: open`.
     let mut open = tonic::Request::new(pb::LeaseGrantRequest { ttl: 60, id: 0 });
     open.metadata_mut()
-        .insert("skiff-session", "open".parse().unwrap());
+        .insert("skiff-session", "open".parse().expect("ascii metadata"));
     let session = pb::lease_client::LeaseClient::new(ch[0].clone())
         .lease_grant(open)
         .await
@@ -269,10 +278,12 @@ async fn a_repeated_session_write_applies_once_on_any_member_and_after_a_restart
         key: b"k9".to_vec().into(),
         ..Default::default()
     });
+    late.metadata_mut().insert(
+        "skiff-session",
+        id.to_string().parse().expect("ascii metadata"),
+    );
     late.metadata_mut()
-        .insert("skiff-session", id.to_string().parse().unwrap());
-    late.metadata_mut()
-        .insert("skiff-seq", "7".parse().unwrap());
+        .insert("skiff-seq", "7".parse().expect("ascii metadata"));
     let refused = kv(0).put(late).await.expect_err("closed session");
     assert_eq!(refused.code(), Code::FailedPrecondition);
 }
