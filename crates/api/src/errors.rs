@@ -299,7 +299,7 @@ mod tests {
             let recognised = e.client_recognised().then_some(e);
             assert_eq!(EtcdError::from_status(&e.to_status()), recognised);
         }
-        assert_eq!(EtcdError::ALL.len(), 61);
+        assert_eq!(EtcdError::ALL.len(), 65);
         assert_eq!(
             EtcdError::from_status(&Status::unknown("auth: permission denied")),
             None,
