@@ -5,7 +5,7 @@
 //! The protocol is sent by hand here (gRPC metadata on etcd's own request types), then
 //! through `skiff-client`'s `Session`.
 //!
-//! Ports 29620-29629 belong to this file.
+//! Ports 29660-29669 belong to this file.
 
 use crate::common;
 
@@ -16,7 +16,7 @@ use skiff_proto::etcdserverpb as pb;
 use tonic::transport::Channel;
 use tonic::Code;
 
-const BASE: u16 = 29620;
+const BASE: u16 = 29660;
 
 fn channel(port: u16) -> Channel {
     tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
