@@ -29,8 +29,8 @@ use skiff_api::EtcdError;
 use skiff_proto::etcdserverpb::kv_client::KvClient;
 use skiff_proto::etcdserverpb::lease_client::LeaseClient;
 use skiff_proto::etcdserverpb::{
-    DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, PutRequest, PutResponse,
-    TxnRequest, TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, PutRequest,
+    PutResponse, TxnRequest, TxnResponse,
 };
 use tonic::metadata::MetadataValue;
 
@@ -167,6 +167,15 @@ impl Session {
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
         self.write(req, |ch, r| async move { KvClient::new(ch).txn(r).await })
             .await
+    }
+
+    /// Grants a lease at most once: a repeat after an unknown outcome gets the lease
+    /// the first attempt granted, never a second one.
+    pub async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrantResponse> {
+        self.write(LeaseGrantRequest { ttl, id: 0 }, |ch, r| async move {
+            LeaseClient::new(ch).lease_grant(r).await
+        })
+        .await
     }
 
     /// Ends the session: revokes its lease, after which the server refuses the

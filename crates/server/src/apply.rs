@@ -345,6 +345,11 @@ impl Applier {
                 continue;
             }
             if let Some(tag) = tag {
+                if let Req::LeaseGrant(g) = request {
+                    self.flush(&mut run, term)?;
+                    self.apply_tagged_grant(e, id, g, tag, term)?;
+                    continue;
+                }
                 let write = match request {
                     Req::Put(r) => Some(Ok(st::WriteRequest::Put(convert::put_from_pb(r)))),
                     Req::DeleteRange(r) => Some(Ok(st::WriteRequest::DeleteRange(
@@ -414,7 +419,7 @@ impl Applier {
                 }
                 Req::LeaseGrant(g) => {
                     self.flush(&mut run, term)?;
-                    self.apply_grant(e, id, g, open_session, term)?;
+                    self.apply_grant(e, id, g, open_session, None, term)?;
                     None
                 }
                 Req::LeaseRevoke(r) => {
@@ -538,6 +543,30 @@ impl Applier {
         Ok(())
     }
 
+    /// A session's lease grant: granted once, a repeat answered with the same lease.
+    fn apply_tagged_grant(
+        &mut self,
+        e: &Entry,
+        id: u64,
+        g: pb::LeaseGrantRequest,
+        tag: Tag,
+        term: u64,
+    ) -> Result<(), st::Error> {
+        if self.replayed(e) {
+            self.advance(e.index);
+            return Ok(());
+        }
+        match self.sessions.admit(tag, &self.store, &self.ids(term)) {
+            Admission::Answer(answer) => {
+                self.apply_one(e, id, st::WriteRequest::Noop, &[], answer)?;
+            }
+            Admission::Apply(record) => {
+                self.apply_grant(e, id, g, false, Some(&record), term)?;
+            }
+        }
+        Ok(())
+    }
+
     fn advance(&self, index: u64) {
         self.applied.advance(index);
         self.metrics.proposals_applied.set(index as i64);
@@ -657,6 +686,7 @@ impl Applier {
         id: u64,
         g: pb::LeaseGrantRequest,
         open_session: bool,
+        record: Option<&Record>,
         term: u64,
     ) -> Result<(), st::Error> {
         if self.replayed(e) {
@@ -682,6 +712,9 @@ impl Applier {
                     ttl,
                     error: String::new(),
                 };
+                if let Some(record) = record {
+                    aux.extend(record.grant_rows(Ok(&resp)));
+                }
                 // The clock hears of the lease before the client does, so a keep-alive
                 // sent right after the grant finds it.
                 self.lease_clock.granted(g.id, ttl);
@@ -695,9 +728,16 @@ impl Applier {
                 if open_session && applied.is_some() {
                     self.sessions.opened(g.id);
                 }
+                if let (Some(record), Some(_)) = (record, applied) {
+                    self.sessions.recorded(record);
+                }
             }
             Err(err) => {
-                self.apply_one(e, id, st::WriteRequest::Noop, &[], Err(err))?;
+                let aux = record.map_or_else(Vec::new, |r| r.grant_rows(Err(err)));
+                let applied = self.apply_one(e, id, st::WriteRequest::Noop, &aux, Err(err))?;
+                if let (Some(record), Some(_)) = (record, applied) {
+                    self.sessions.recorded(record);
+                }
             }
         }
         Ok(())

@@ -12,7 +12,8 @@
 //!   the client, or its expiry, which is a Raft entry decided by the leader's lease
 //!   clock, never by one member's clock at apply) closes it and forgets its results.
 //! - `skiff-session: <id>`, `skiff-seq: <n>` (n >= 1), `skiff-acked: <m>` (m < n: the
-//!   client holds the answers of every sequence <= m) on a mutating KV request.
+//!   client holds the answers of every sequence <= m) on a Put, DeleteRange, Txn or
+//!   LeaseGrant (a repeated grant of an ID the server picks would grant two leases).
 //!
 //! At apply ([`Sessions::admit`]): an unknown session is refused
 //! (`skiff: session not found (expired or closed)`), so a retry after expiry never
@@ -258,24 +259,23 @@ impl Record {
     }
 }
 
-impl Recorder for Record {
-    fn rows(&self, response: &st::Result<st::WriteResponse>, _revision: i64) -> Vec<AuxOp> {
-        // The same bytes on every member: no member ID, no term.
-        let ids = Ids {
-            cluster_id: self.cluster_id,
-            member_id: 0,
-            term: 0,
-        };
-        let result = match response {
-            Ok(st::WriteResponse::Put(r)) => Stored::Put(convert::put_to_pb(r.clone(), &ids)),
-            Ok(st::WriteResponse::DeleteRange(r)) => {
-                Stored::DeleteRange(convert::delete_to_pb(r.clone(), &ids))
+impl Record {
+    /// The rows of a lease grant's answer (granted by the apply thread, not the store).
+    pub fn grant_rows(&self, answer: Result<&pb::LeaseGrantResponse, EtcdError>) -> Vec<AuxOp> {
+        self.rows_with(match answer {
+            Ok(resp) => {
+                let mut resp = resp.clone();
+                if let Some(h) = &mut resp.header {
+                    h.member_id = 0;
+                    h.raft_term = 0;
+                }
+                Stored::LeaseGrant(resp)
             }
-            Ok(st::WriteResponse::Txn(r)) => Stored::Txn(convert::txn_to_pb(r.clone(), &ids)),
-            // Only KV writes are tagged (`EtcdServer::propose`).
-            Ok(other) => Stored::Error(format!("skiff: untracked session response {other:?}")),
-            Err(e) => Stored::Error(convert::store_error(e).message().to_string()),
-        };
+            Err(e) => Stored::Error(e.message().to_string()),
+        })
+    }
+
+    fn rows_with(&self, result: Stored) -> Vec<AuxOp> {
         let stored = SessionResult {
             result: Some(result),
         };
@@ -294,6 +294,28 @@ impl Recorder for Record {
                 .map(|seq| op(row_key(self.tag.id, *seq), None)),
         );
         rows
+    }
+}
+
+impl Recorder for Record {
+    fn rows(&self, response: &st::Result<st::WriteResponse>, _revision: i64) -> Vec<AuxOp> {
+        // The same bytes on every member: no member ID, no term.
+        let ids = Ids {
+            cluster_id: self.cluster_id,
+            member_id: 0,
+            term: 0,
+        };
+        let result = match response {
+            Ok(st::WriteResponse::Put(r)) => Stored::Put(convert::put_to_pb(r.clone(), &ids)),
+            Ok(st::WriteResponse::DeleteRange(r)) => {
+                Stored::DeleteRange(convert::delete_to_pb(r.clone(), &ids))
+            }
+            Ok(st::WriteResponse::Txn(r)) => Stored::Txn(convert::txn_to_pb(r.clone(), &ids)),
+            // Only KV writes are tagged (`EtcdServer::propose`).
+            Ok(other) => Stored::Error(format!("skiff: untracked session response {other:?}")),
+            Err(e) => Stored::Error(convert::store_error(e).message().to_string()),
+        };
+        self.rows_with(result)
     }
 }
 
@@ -327,6 +349,10 @@ fn stored_answer(store: &KvStore, tag: Tag, ids: &Ids) -> ApplyResult {
         Some(Stored::Txn(mut r)) => {
             fill(&mut r.header);
             Ok(ApplyOutput::Txn(r))
+        }
+        Some(Stored::LeaseGrant(mut r)) => {
+            fill(&mut r.header);
+            Ok(ApplyOutput::LeaseGrant(r))
         }
         Some(Stored::Error(msg)) => Err(EtcdError::ALL
             .iter()

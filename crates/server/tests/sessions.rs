@@ -1,7 +1,8 @@
 //! Client sessions (issue 17): a write tagged with a session and a sequence number is
 //! applied at most once, however often and wherever it is repeated, across a restart
 //! and on every member; the stored answers are the same bytes on every member (the
-//! `Hash` RPC covers them); a retry after the session ended is refused, never applied.
+//! `Hash` RPC covers them); a repeated lease grant gets the first grant's lease; a
+//! retry after the session ended is refused, never applied.
 //! The protocol is sent by hand here (gRPC metadata on etcd's own request types), then
 //! through `skiff-client`'s `Session`.
 //!
@@ -272,6 +273,41 @@ async fn a_repeated_session_write_applies_once_on_any_member_and_after_a_restart
     }
     let t = s.txn(increment(Some("2"), "3")).await.expect("session txn");
     assert!(t.succeeded);
+    // A lease grant in a session: a repeat of its sequence gets the same lease.
+    let granted = pb::lease_client::LeaseClient::new(ch[1].clone())
+        .lease_grant(tagged(
+            pb::LeaseGrantRequest { ttl: 30, id: 0 },
+            s.id(),
+            100,
+            0,
+        ))
+        .await
+        .expect("tagged grant")
+        .into_inner();
+    let again = pb::lease_client::LeaseClient::new(ch[2].clone())
+        .lease_grant(tagged(
+            pb::LeaseGrantRequest { ttl: 30, id: 0 },
+            s.id(),
+            100,
+            0,
+        ))
+        .await
+        .expect("repeated grant")
+        .into_inner();
+    assert_eq!(again.id, granted.id, "the same lease, not a second one");
+    let leases = pb::lease_client::LeaseClient::new(ch[0].clone())
+        .lease_leases(pb::LeaseLeasesRequest {})
+        .await
+        .expect("leases")
+        .into_inner()
+        .leases;
+    assert_eq!(
+        leases.len(),
+        2,
+        "the session's lease and one granted lease: {leases:?}"
+    );
+    let g = s.lease_grant(30).await.expect("session lease grant");
+    assert_ne!(g.id, granted.id);
     let id = s.id();
     s.close().await.expect("close");
     let mut late = tonic::Request::new(pb::PutRequest {

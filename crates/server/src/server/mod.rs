@@ -265,7 +265,7 @@ impl EtcdServer {
 }
 
 /// The session fields of a proposal (`crate::session`): a KV write takes its caller's
-/// session tag, a lease grant the flag that opens a session; nothing else is tagged, so
+/// session tag, a lease grant the tag or the flag that opens a session; nothing else is tagged, so
 /// work a request does on the side (raising an alarm) never is.
 fn session_fields(request: &Req) -> Result<(Option<Tag>, bool), EtcdError> {
     let Some(meta) = crate::facade::caller::session() else {
@@ -278,7 +278,7 @@ fn session_fields(request: &Req) -> Result<(Option<Tag>, bool), EtcdError> {
         },
         (Req::LeaseGrant(_), meta) => match meta? {
             SessionMeta::Open => (None, true),
-            SessionMeta::Tag(_) => return Err(EtcdError::SessionBadMetadata),
+            SessionMeta::Tag(tag) => (Some(tag), false),
         },
         _ => (None, false),
     })
