@@ -384,7 +384,12 @@ const TLS_SCRIPT: &[&str] = &[
 /// Runs the script with `ctl` (a command line up to the global flags) against
 /// `endpoint` (`127.0.0.1:port`).
 fn run_script(ctl: &str, endpoint: &str, big: &Path) -> String {
-    let snap = std::env::temp_dir().join(format!("skiffctl-snap-{}.db", std::process::id()));
+    // One file per endpoint: the tests of this file run side by side in one process.
+    let snap = std::env::temp_dir().join(format!(
+        "skiffctl-snap-{}-{}.db",
+        endpoint.replace([':', '.'], "_"),
+        std::process::id()
+    ));
     let vars = [
         (
             "E",
