@@ -22,7 +22,17 @@
 //!   fails (`wal-fsync=error`) stops the member with the WAL file named, and what it
 //!   had acknowledged survives.
 //!
-//! Ports 27400-27411 and 27420-27439 belong to this file.
+//! - the rarer points, each crashed at least once: a segment cut (`wal-segment-cut`,
+//!   4 KiB segments through the build's knob) and a snapshot save (`snapshot-save`,
+//!   `--snapshot-count=20`) under the same single-member check; a defragment's swap
+//!   (`defrag-swap=abort`: a panic there would be caught with the blocking task) after
+//!   which the restarted member serves every write and defragments; and a snapshot
+//!   install (`snapshot-install`) on a follower of three that missed more than its
+//!   leader keeps for it (a 5-entry catch-up window through the build's knob), which,
+//!   restarted without failpoints, serves every acknowledged write with the same
+//!   HashKV as its peers (no silent divergence).
+//!
+//! Ports 27400-27411 and 27420-27459 belong to this file.
 
 use crate::common;
 
@@ -477,15 +487,30 @@ struct CrashOutcome {
 /// as plain `skiff`, it must serve every acknowledged key with its value, at most the
 /// one put in flight besides, and a revision that counts each put once.
 fn crash_and_restart(point: &str, spec: &str, port: u16) -> CrashOutcome {
+    crash_and_restart_with(point, spec, port, &[], &[])
+}
+
+/// [`crash_and_restart`] with extra environment variables (the failpoints build's
+/// knobs) and flags for the armed member; the restart keeps the flags.
+fn crash_and_restart_with(
+    point: &str,
+    spec: &str,
+    port: u16,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> CrashOutcome {
     let _one = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let fp = failpoints_bin();
     let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut m = cluster_members(&fp, 1, port, dir.path(), TIMING).remove(0);
+    let flags: Vec<&str> = TIMING.iter().chain(args).copied().collect();
+    let mut m = cluster_members(&fp, 1, port, dir.path(), &flags).remove(0);
     m.env
         .push(("SKIFF_FAILPOINTS".into(), format!("{point}={spec}")));
+    m.env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     m.spawn();
     m.wait_serving(START_WITHIN);
     let url = m.url();
@@ -603,5 +628,224 @@ fn a_failed_fdatasync_stops_the_member_and_keeps_what_it_acknowledged() {
     println!(
         "wal-fsync=error: stopped after {} acknowledged puts; {} kept after the restart",
         out.acked, out.kept
+    );
+}
+
+#[test]
+fn a_crash_at_a_segment_cut_or_a_snapshot_save_loses_no_acknowledged_write() {
+    let segment = [(skiff_failpoints::WAL_SEGMENT_BYTES, "4096")];
+    for (point, spec, port, env, args) in [
+        ("wal-segment-cut", "1+panic", 27440, &segment[..], &[][..]),
+        (
+            "snapshot-save",
+            "1+panic",
+            27442,
+            &[][..],
+            &["--snapshot-count", "20"][..],
+        ),
+    ] {
+        let out = crash_and_restart_with(point, spec, port, env, args);
+        assert!(
+            out.log.contains(&format!("failpoint {point} fired")),
+            "{point}: the crash was not the failpoint's:\n{}",
+            out.log
+        );
+        println!(
+            "{point}: crashed after {} acknowledged puts; {} kept after the restart",
+            out.acked, out.kept
+        );
+    }
+}
+
+/// The keys `prefix0000..` through `url` with their values, and the header revision.
+async fn keys_under(url: &str, prefix: &str, serializable: bool) -> (Vec<(String, String)>, i64) {
+    let mut c = client(url).await;
+    let mut o = GetOptions::new().with_prefix();
+    if serializable {
+        o = o.with_serializable();
+    }
+    let r = c.get(prefix, Some(o)).await.expect("get prefix");
+    let kvs = r
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().expect("utf-8").to_string(),
+                kv.value_str().expect("utf-8").to_string(),
+            )
+        })
+        .collect();
+    (kvs, r.header().expect("header").revision())
+}
+
+/// Waits up to `within` for `m` to exit; its status, or a panic with its log tail.
+fn wait_exit(m: &mut Member, what: &str, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = m.try_exit() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} still runs after {within:?}:\n{}",
+            m.name,
+            m.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A single member armed with `defrag-swap=abort` holds 100 puts and 20 deletes; a
+/// defragment crashes it between the checked copy and the rename. Restarted as plain
+/// `skiff` it serves exactly the 80 remaining keys at revision 121, and defragments.
+#[test]
+fn a_crash_at_the_defragment_swap_keeps_every_write() {
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let fp = failpoints_bin();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = cluster_members(&fp, 1, 27444, dir.path(), TIMING).remove(0);
+    m.env
+        .push(("SKIFF_FAILPOINTS".into(), "defrag-swap=abort".into()));
+    m.spawn();
+    m.wait_serving(START_WITHIN);
+    let url = m.url();
+    let defrag = rt.block_on(async {
+        let mut c = client(&url).await;
+        for i in 0..100 {
+            c.put(format!("d{i:04}"), format!("v{i}"), None)
+                .await
+                .expect("put");
+        }
+        for i in 0..20 {
+            c.delete(format!("d{i:04}"), None).await.expect("delete");
+        }
+        c.defragment().await
+    });
+    assert!(defrag.is_err(), "the defragment answered: {defrag:?}");
+    let status = wait_exit(&mut m, "defrag-swap", Duration::from_secs(10));
+    assert!(!status.success(), "defrag-swap: exited with {status}");
+    let log = std::fs::read_to_string(&m.log_path).unwrap_or_default();
+    assert!(
+        log.contains("failpoint defrag-swap fired"),
+        "the crash was not the failpoint's:\n{}",
+        m.log_tail(20)
+    );
+    m.env.clear();
+    m.bin = PathBuf::from(env!("CARGO_BIN_EXE_skiff"));
+    m.spawn();
+    m.wait_serving(START_WITHIN);
+    let want: Vec<(String, String)> = (20..100)
+        .map(|i| (format!("d{i:04}"), format!("v{i}")))
+        .collect();
+    rt.block_on(async {
+        let (kvs, rev) = keys_under(&url, "d", false).await;
+        assert_eq!(kvs, want, "after the crash in the swap");
+        assert_eq!(rev, 121, "each put and delete applied once");
+        client(&url)
+            .await
+            .defragment()
+            .await
+            .expect("a defragment after the restart");
+        let (kvs, _) = keys_under(&url, "d", false).await;
+        assert_eq!(kvs, want, "after a defragment that completed");
+    });
+    println!("defrag-swap: crashed ({status}); 80 keys at revision 121 after the restart");
+}
+
+/// Three `skiff-failpoints` members snapshot every 20 entries and keep 5 entries
+/// behind a snapshot for a slow follower. A follower stopped while 150 puts are
+/// acknowledged is restarted with `snapshot-install=panic`: the leader must send it a
+/// snapshot, whose install crashes it. Restarted without failpoints, it serves every
+/// acknowledged put (a serializable read of its own state) and its HashKV at the
+/// cluster's revision equals both peers'.
+#[test]
+fn a_crash_while_installing_a_snapshot_leaves_no_divergence() {
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let fp = failpoints_bin();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags: Vec<&str> = TIMING
+        .iter()
+        .chain(&["--snapshot-count", "20"])
+        .copied()
+        .collect();
+    let mut m = cluster_members(&fp, 3, 27450, dir.path(), &flags);
+    for x in m.iter_mut() {
+        x.env
+            .push((skiff_failpoints::CATCH_UP_ENTRIES.into(), "5".into()));
+        x.spawn();
+    }
+    for x in m.iter_mut() {
+        x.wait_serving(START_WITHIN);
+    }
+    let urls: Vec<String> = m.iter().map(Member::url).collect();
+    let leader = rt
+        .block_on(wait_leader(&urls, Duration::from_secs(10)))
+        .expect("a leader among the three");
+    let victim = (leader + 1) % 3;
+    m[victim].terminate(Duration::from_secs(10));
+    const PUTS: usize = 150;
+    rt.block_on(async {
+        let mut c = client(&urls[leader]).await;
+        for i in 0..PUTS {
+            c.put(format!("s{i:04}"), format!("v{i}"), None)
+                .await
+                .expect("put with two of three members up");
+        }
+    });
+    m[victim]
+        .env
+        .push(("SKIFF_FAILPOINTS".into(), "snapshot-install=panic".into()));
+    m[victim].spawn();
+    let status = wait_exit(&mut m[victim], "snapshot-install", Duration::from_secs(30));
+    assert!(!status.success(), "snapshot-install: exited with {status}");
+    let log = std::fs::read_to_string(&m[victim].log_path).unwrap_or_default();
+    assert!(
+        log.contains("failpoint snapshot-install fired"),
+        "the crash was not the failpoint's:\n{}",
+        m[victim].log_tail(20)
+    );
+    m[victim].env.retain(|(k, _)| k != "SKIFF_FAILPOINTS");
+    m[victim].spawn();
+    m[victim].wait_serving(START_WITHIN);
+    let want: Vec<(String, String)> = (0..PUTS)
+        .map(|i| (format!("s{i:04}"), format!("v{i}")))
+        .collect();
+    let hashes = rt.block_on(async {
+        let (_, rev) = keys_under(&urls[leader], "s", false).await;
+        // The victim's own state, once it has applied the cluster's revision.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (kvs, at) = keys_under(&urls[victim], "s", true).await;
+            if at >= rev {
+                assert_eq!(kvs, want, "the restarted follower's keys");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the restarted follower is at revision {at}, the cluster at {rev}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut hashes = Vec::new();
+        for u in &urls {
+            let h = client(u).await.hash_kv(rev).await.expect("hash_kv");
+            hashes.push((h.hash(), h.compact_version()));
+        }
+        (rev, hashes)
+    });
+    let (rev, hashes) = hashes;
+    assert!(
+        hashes.iter().all(|h| *h == hashes[0]),
+        "HashKV at revision {rev} differs: {hashes:?} (m{victim} restarted after the crash)"
+    );
+    println!(
+        "snapshot-install: m{victim} crashed ({status}); after its restart it holds all \
+         {PUTS} puts and HashKV at {rev} matches its peers: {hashes:?}"
     );
 }
