@@ -401,6 +401,11 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
                 .anomalies
                 .push(check::Anomaly::new("counter", lost, Vec::new()));
         }
+        if let Some(doubled) = counted.doubled() {
+            report
+                .anomalies
+                .push(check::Anomaly::new("counter", doubled, Vec::new()));
+        }
     }
     let artifacts = if report.ok() {
         None
@@ -449,6 +454,19 @@ impl Counted {
             s.push_str(&format!(" sessions_lost={}", self.sessions_lost));
         }
         s
+    }
+
+    /// With sessions, a counter above the acknowledged increments (and those whose
+    /// outcome stayed unknown): a repeated increment applied twice, which sessions
+    /// exist to prevent (etcd ignores their metadata, so there it can happen).
+    fn doubled(&self) -> Option<String> {
+        (self.sessions && self.counter > self.acknowledged + self.unresolved).then(|| {
+            format!(
+                "with sessions the counter is {} but only {} increments were acknowledged \
+                 ({} unresolved): an increment was applied twice",
+                self.counter, self.acknowledged, self.unresolved
+            )
+        })
     }
 
     /// A counter below the acknowledged increments, or below a count once seen:
@@ -600,5 +618,24 @@ mod tests {
         assert!(counted(12, 12, 10).summary().ends_with("sessions=off"));
         assert!(counted(9, 9, 10).lost().is_some());
         assert!(counted(9, 11, 8).lost().is_some());
+    }
+
+    #[test]
+    fn with_sessions_a_double_apply_is_an_anomaly() {
+        assert!(
+            counted(12, 12, 10).doubled().is_none(),
+            "without sessions: expected"
+        );
+        let on = |counter, acknowledged, unresolved| Counted {
+            sessions: true,
+            unresolved,
+            ..counted(counter, counter, acknowledged)
+        };
+        assert!(on(10, 10, 0).doubled().is_none());
+        assert!(
+            on(11, 10, 1).doubled().is_none(),
+            "one outcome never learnt"
+        );
+        assert!(on(12, 10, 1).doubled().is_some());
     }
 }
