@@ -53,8 +53,9 @@ struct Args {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Comma-separated: kill, pause, partition, restart-all, compact, delay, drop, membership,
-    /// crash-points (or none). partition needs root; it cannot be combined with delay/drop
-    /// in one run. crash-points needs Skiff's skiff-failpoints binary as --server-bin.
+    /// crash-points, disk (or none). partition needs root; it cannot be combined with delay/drop
+    /// in one run. crash-points needs Skiff's skiff-failpoints binary as --server-bin;
+    /// disk (a WAL fdatasync failing with EIO through an LD_PRELOAD shim) needs cc.
     #[arg(long, default_value = "kill,pause,restart-all,compact")]
     faults: String,
     /// kv, watch, lease or counter (every client increments one counter by

@@ -21,6 +21,7 @@ use skiff_chaos::cluster::Cluster;
 use skiff_chaos::history::{FaultEvent, Request, Response};
 
 use super::crash::CrashPoints;
+use super::disk::{DiskFaults, DiskTally};
 use super::workload::{connect, execute, Recorder, PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,9 @@ pub enum Fault {
     /// Restart a member with one of Skiff's failpoints armed until it crashes there
     /// (see [`super::crash`]).
     CrashPoints,
+    /// A member's WAL `fdatasync` fails with EIO through an `LD_PRELOAD` shim (see
+    /// [`super::disk`]).
+    Disk,
 }
 
 impl FromStr for Fault {
@@ -54,8 +58,9 @@ impl FromStr for Fault {
             "drop" => Fault::Drop,
             "membership" => Fault::Membership,
             "crash-points" => Fault::CrashPoints,
+            "disk" => Fault::Disk,
             other => bail!(
-                "unknown fault {other:?} (kill, pause, partition, restart-all, compact, delay, drop, membership, crash-points)"
+                "unknown fault {other:?} (kill, pause, partition, restart-all, compact, delay, drop, membership, crash-points, disk)"
             ),
         })
     }
@@ -71,6 +76,8 @@ pub struct FaultSpec {
     /// Delete a killed member's WAL before restarting it: deliberately unsafe, to prove
     /// the checker catches lost data.
     pub unsafe_wipe_wal: bool,
+    /// The fsync shim of the `disk` fault (built by the run when it is enabled).
+    pub disk_shim: Option<std::path::PathBuf>,
 }
 
 /// The timeout of one membership call.
@@ -85,6 +92,7 @@ struct Injector<'a> {
     rng: StdRng,
     log: Vec<FaultEvent>,
     crash: CrashPoints,
+    disk: Option<DiskFaults>,
 }
 
 impl Injector<'_> {
@@ -185,6 +193,17 @@ impl Injector<'_> {
                     .crash
                     .one(self.cluster, i, &mut self.rng, self.spec.op_timeout)
                     .await?;
+                for n in notes {
+                    self.note(n);
+                }
+            }
+            Fault::Disk => {
+                let i = self.target().await;
+                let disk = self
+                    .disk
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("disk fault without its fsync shim"))?;
+                let notes = disk.one(self.cluster, i).await?;
                 for n in notes {
                     self.note(n);
                 }
@@ -417,6 +436,8 @@ pub struct FaultsDone {
     pub log: Vec<FaultEvent>,
     /// The crash-points fault's tally (all zero when it was not enabled).
     pub crash: CrashPoints,
+    /// The disk fault's tally (all zero when it was not enabled).
+    pub disk: DiskTally,
 }
 
 /// Injects faults until the deadline, then heals. Returns what it did.
@@ -433,6 +454,7 @@ pub async fn run_faults(
         rng: StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         log: Vec::new(),
         crash: CrashPoints::default(),
+        disk: spec.disk_shim.clone().map(DiskFaults::new),
     };
     let mut result = Ok(());
     if !spec.faults.is_empty() {
@@ -453,5 +475,6 @@ pub async fn run_faults(
     Ok(FaultsDone {
         log: inj.log,
         crash: inj.crash,
+        disk: inj.disk.map(|d| d.tally).unwrap_or_default(),
     })
 }

@@ -3,6 +3,7 @@
 
 pub mod counter;
 pub mod crash;
+pub mod disk;
 pub mod faults;
 pub mod run;
 pub mod session;

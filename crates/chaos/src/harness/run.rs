@@ -23,6 +23,7 @@ use skiff_chaos::net::Net;
 
 use super::counter::{count_of, counter_key, run_counter_client, Tally};
 use super::crash;
+use super::disk;
 use super::faults::{run_faults, Fault, FaultSpec};
 use super::workload::{
     connect, run_client, run_watcher, use_client_tls, Drain, Mix, Recorder, WorkloadSpec, PREFIX,
@@ -205,6 +206,13 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         None
     };
     let crash_points = spec.faults.contains(&Fault::CrashPoints);
+    let disk_faults = spec.faults.contains(&Fault::Disk);
+    // Before anything starts: no C compiler, no disk fault.
+    let disk_shim = if disk_faults {
+        Some(disk::build_shim(tmp.path())?)
+    } else {
+        None
+    };
     let mut extra_args = spec.server_args.clone();
     if crash_points {
         // Before anything starts: etcd and plain skiff have no failpoints.
@@ -295,6 +303,7 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
         op_timeout: spec.op_timeout,
         client_id: spec.clients as u32,
         unsafe_wipe_wal: spec.unsafe_wipe_wal,
+        disk_shim,
     };
     let done = run_faults(&mut cluster, &rec, &fspec, spec.seed).await?;
     let fault_log = done.log;
@@ -364,8 +373,22 @@ pub async fn run(spec: &RunSpec) -> Result<RunResult> {
     let h2 = history.clone();
     let mut report = tokio::task::spawn_blocking(move || check::check(&h2, &opts)).await?;
 
+    if disk_faults && done.disk.did_not_stop > 0 {
+        report.anomalies.push(check::Anomaly::new(
+            "disk",
+            format!(
+                "{} member(s) kept running after a failed fdatasync (fsyncgate: a \
+                 retried sync may report lost data as durable)",
+                done.disk.did_not_stop
+            ),
+            Vec::new(),
+        ));
+    }
     let mut summary = summary_line(&history, &report);
     let mut details = Vec::new();
+    if disk_faults {
+        summary.push_str(&done.disk.summary());
+    }
     if crash_points {
         let tally = done.crash.tally();
         let fired: u32 = tally.iter().map(|(_, t)| t.fired).sum();
