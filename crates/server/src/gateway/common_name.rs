@@ -17,6 +17,9 @@ use axum::response::{IntoResponse, Response};
 const REFUSAL: &str =
     "CommonName of client sending a request against gateway will be ignored and not used as expected\n";
 
+/// The most of a refused request's body that is read before the answer.
+const REFUSED_BODY_LIMIT: usize = 2 << 20;
+
 /// Whether auth is enabled now.
 pub type AuthEnabled = Arc<dyn Fn() -> bool + Send + Sync>;
 
@@ -34,6 +37,10 @@ async fn refuse(
     let gateway_path = path.starts_with("/v3/") || path.starts_with("/v3beta/");
     let named = crate::tls::client_common_name(req.extensions()).is_some_and(|cn| !cn.is_empty());
     if gateway_path && named && auth_enabled() {
+        // Read the request body first (bounded): answering while the client is still
+        // sending it makes HTTP/2 reset the stream, which a client may see as a broken
+        // response (curl: exit 92) instead of the 400.
+        let _ = axum::body::to_bytes(req.into_body(), REFUSED_BODY_LIMIT).await;
         return (
             StatusCode::BAD_REQUEST,
             [
