@@ -330,7 +330,7 @@ impl Member {
 
         // The state machine's state, from the backend.
         let store = Arc::new(
-            KvStore::open(&layout.db_path, StoreConfig::default())
+            KvStore::open(&layout.db_path, store_config(&config))
                 .with_context(|| format!("opening the backend {}", layout.db_path.display()))?,
         );
         catch_up_backend(&store, rec.snapshot.as_ref())?;
@@ -771,4 +771,17 @@ impl Member {
         tracing::debug!(elapsed = ?started.elapsed(), "member stopped");
         Ok(())
     }
+}
+
+/// The store's tuning from the member's flags: `--experimental-compaction-batch-limit`
+/// rows per physical-compaction transaction (etcd's meaning; 0 or less is etcd's
+/// default, 1000).
+fn store_config(config: &Config) -> StoreConfig {
+    let mut cfg = StoreConfig::default();
+    if let Ok(limit) = usize::try_from(config.compaction_batch_limit) {
+        if limit > 0 {
+            cfg.compaction_batch = limit;
+        }
+    }
+    cfg
 }

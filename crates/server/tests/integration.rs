@@ -17,6 +17,7 @@ mod client_reauth;
 mod client_security;
 mod client_stm;
 mod cluster;
+mod compact_physical;
 mod corrupt;
 mod db_in_use;
 mod disk_faults;

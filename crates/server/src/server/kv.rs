@@ -8,9 +8,14 @@
 //! buffers, no copy). A range that finds no room waits up to the budget's wait, then
 //! answers `etcdserver: too many requests`; one larger than the whole budget answers
 //! `skiff: response is larger than --max-inflight-response-bytes; use a limit`.
+//!
+//! A `physical` compaction is answered once the rows are removed, however long that
+//! takes, as etcd does (its client's deadline bounds the call): an answer bounded by
+//! the request timeout made `etcdctl --command-timeout=600s compact --physical` of
+//! two million revisions fail with `request timed out` while the removal went on.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -23,6 +28,9 @@ use skiff_storage::mvcc as st;
 use super::EtcdServer;
 use crate::budget::Held;
 use crate::convert;
+
+/// How long one step of waiting for a physical compaction blocks a thread.
+const PHYSICAL_COMPACTION_STEP: Duration = Duration::from_millis(500);
 use crate::facade::{ApiResult, KvApi};
 use crate::inputs::ApplyOutput;
 
@@ -98,13 +106,20 @@ impl KvApi for EtcdServer {
             })
             .await?;
         if physical {
-            let store = self.store.clone();
-            let timeout = self.request_timeout;
-            let done = tokio::task::spawn_blocking(move || store.wait_compacted(revision, timeout))
+            // As etcd: the answer waits for the physical compaction however long it takes
+            // (removing millions of revisions takes longer than the request timeout);
+            // the client's deadline bounds the call. Waiting in short steps lets a
+            // cancelled call free its blocking thread within one step.
+            loop {
+                let store = self.store.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    store.wait_compacted(revision, PHYSICAL_COMPACTION_STEP)
+                })
                 .await
                 .map_err(|_| EtcdError::Stopped)?;
-            if !done {
-                return Err(EtcdError::Timeout);
+                if done {
+                    break;
+                }
             }
         }
         Ok(resp)
