@@ -7,14 +7,18 @@
 # long) and, --at seconds into it, `etcdctl defrag`. Prints (and writes to --out) a table:
 # how long the defragment took, the file size before and after, put p99 and the slowest
 # put (the longest write stall) during the run with the defragment, and the same load
-# without a defragment for reference. No figure is invented: a side that fails says so.
+# without a defragment for reference. Then space: 90% of the keys are deleted (one
+# DeleteRange through the JSON gateway), compacted and defragmented, and the table gives
+# the file size and dbSizeInUse after the compaction and the size after the defragment,
+# as a share of the size before the delete. No figure is invented: a side that fails
+# says so.
 #
 # Usage: bench/defrag.sh [--skiff-bin PATH] [--etcd-bin PATH] [--bench-bin PATH]
 #                        [--keys N] [--clients N] [--rate N] [--seconds N] [--at N]
 #                        [--out FILE] [--work-dir DIR]
 # Defaults: target/release/skiff and target/release/skiff-bench, etcd on PATH, 1,000,000
 # keys, 100 clients, 2000 puts/s, 15 s, defragment at 3 s, out bench/DEFRAG.md,
-# work dir bench/tmp-defrag (removed at start). Needs jq, etcd, etcdctl.
+# work dir bench/tmp-defrag (removed at start). Needs jq, etcd, etcdctl, curl, python3, bc.
 # Ports: client 21201, peer 21211 (loopback only).
 set -euo pipefail
 
@@ -25,7 +29,17 @@ etcd_bin=$(command -v etcd || true)
 keys=1000000 clients=100 rate=2000 seconds=15 at=3
 out="$repo/bench/DEFRAG.md"
 work="$repo/bench/tmp-defrag"
-invocation="bench/defrag.sh $*"
+# How a path appears in the report: relative to the repository when inside it, and
+# otherwise only its file name, so the report never names one machine's directories.
+shown() {
+  case "$1" in
+    "$repo"/*) echo "${1#"$repo"/}" ;;
+    /*) echo "<elsewhere>/${1##*/}" ;;
+    *) echo "$1" ;;
+  esac
+}
+invocation="bench/defrag.sh"
+for a in "$@"; do invocation+=" $(shown "$a")"; done
 while [ $# -gt 0 ]; do
   case "$1" in
     --skiff-bin) skiff_bin=$2; shift 2 ;;
@@ -38,12 +52,12 @@ while [ $# -gt 0 ]; do
     --at) at=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --work-dir) work=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "defrag.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 die() { echo "defrag.sh: $*" >&2; exit 1; }
-for t in jq etcdctl; do command -v $t >/dev/null || die "$t is needed"; done
+for t in jq etcdctl curl python3 bc; do command -v $t >/dev/null || die "$t is needed"; done
 [ -x "$bench_bin" ] || die "no skiff-bench at $bench_bin (cargo build --release -p skiff-bench)"
 rm -rf "$work" && mkdir -p "$work"
 ep=127.0.0.1:21201
@@ -69,7 +83,12 @@ start() { # side binary
   die "$side did not start (log: $work/$side.log)"
 }
 
-db_size() { etcdctl --endpoints=$ep endpoint status -w json | jq '.[0].Status.dbSize'; }
+ctl() { etcdctl --endpoints=$ep --command-timeout=600s "$@"; }
+db_size() { ctl endpoint status -w json | jq '.[0].Status.dbSize'; }
+db_in_use() { ctl endpoint status -w json | jq '.[0].Status.dbSizeInUse'; }
+revision() { ctl endpoint status -w json | jq '.[0].Status.header.revision'; }
+# Key number n as skiff-bench writes it (16 bytes, big-endian, zero-padded), base64.
+key_b64() { python3 -c "import base64,sys; print(base64.b64encode(int(sys.argv[1]).to_bytes(16, 'big')).decode())" "$1"; }
 ms() { jq -r "$1 * 1000 | . * 10 | round / 10" "$2"; }
 
 # One side: sets the row values in global variables prefixed with the side.
@@ -80,9 +99,7 @@ run_side() {
   # Load, overwrite, compact: half of the rows (and their pages) become free.
   $b put --total "$keys" --key-space-size "$keys" --sequential-keys --key-size 16 --val-size 256 >/dev/null
   $b put --total "$keys" --key-space-size "$keys" --sequential-keys --key-size 16 --val-size 256 >/dev/null
-  local rev
-  rev=$(etcdctl --endpoints=$ep endpoint status -w json | jq '.[0].Status.header.revision')
-  etcdctl --endpoints=$ep compact "$rev" --physical >/dev/null
+  ctl compact "$(revision)" --physical >/dev/null
   # Reference: the same load, no defragment.
   $b --total $((rate * seconds)) --rate "$rate" put --key-space-size "$keys" --key-size 16 --val-size 256 \
     >"$work/$side.ref.json"
@@ -93,10 +110,19 @@ run_side() {
   local load=$!
   sleep "$at"
   t0=$(date +%s.%N)
-  etcdctl --endpoints=$ep --command-timeout=600s defrag >"$work/$side.defrag.out" 2>&1 || true
+  ctl defrag >"$work/$side.defrag.out" 2>&1 || true
   t1=$(date +%s.%N)
   wait $load || true
   after=$(db_size)
+  # Space returned: delete 90% of the keys (numbers below 90% of the key space, one
+  # DeleteRange through the JSON gateway, as the keys are binary), compact, defragment.
+  local full deleted gone_in_use gone_after
+  full=$(db_size)
+  deleted=$(curl -sS --max-time 600 "http://$ep/v3/kv/deleterange" -d "{\"key\":\"$(key_b64 0)\",\"range_end\":\"$(key_b64 $((keys * 9 / 10)))\"}" | jq -r '.deleted // 0')
+  ctl compact "$(revision)" --physical >/dev/null
+  gone_in_use=$(db_in_use)
+  ctl defrag >/dev/null
+  gone_after=$(db_size)
   stop
   eval "${side}_took=$(echo "$t1 - $t0" | bc -l | xargs printf '%.2f')"
   eval "${side}_before=$((before / 1048576))"
@@ -106,6 +132,11 @@ run_side() {
   eval "${side}_ref_p99=$(jq -r '.percentiles[] | select(.percent == 99) | .latency_s * 1000 | . * 10 | round / 10' "$work/$side.ref.json")"
   eval "${side}_ref_slow=$(ms .slowest_s "$work/$side.ref.json")"
   eval "${side}_msg=\"$(head -1 "$work/$side.defrag.out")\""
+  eval "${side}_full=$((full / 1048576))"
+  eval "${side}_deleted=$deleted"
+  eval "${side}_gone_in_use=$((gone_in_use / 1048576))"
+  eval "${side}_gone_after=$((gone_after / 1048576))"
+  eval "${side}_gone_pct=$(echo "100 * $gone_after / $full" | bc -l | xargs printf '%.1f')"
 }
 
 run_side etcd "$etcd_bin"
@@ -126,6 +157,9 @@ run_side skiff "$skiff_bin"
   echo "| longest write stall during defragment (ms) | $etcd_slow | $skiff_slow |"
   echo "| put p99, same load without defragment (ms) | $etcd_ref_p99 | $skiff_ref_p99 |"
   echo "| slowest put, same load without defragment (ms) | $etcd_ref_slow | $skiff_ref_slow |"
+  echo "| 90% of the keys deleted ($etcd_deleted / $skiff_deleted), compacted: db size / in use (MiB) | $etcd_full / $etcd_gone_in_use | $skiff_full / $skiff_gone_in_use |"
+  echo "| then defragmented: db size (MiB) | $etcd_gone_after | $skiff_gone_after |"
+  echo "| db size after, as a share of before the delete (%) | $etcd_gone_pct | $skiff_gone_pct |"
   echo
   echo "etcdctl said: etcd \`$etcd_msg\`; Skiff \`$skiff_msg\`."
 } | tee "$out"
