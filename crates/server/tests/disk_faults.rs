@@ -115,23 +115,6 @@ fn assert_kept(what: &str, acked: &[(String, String)], kvs: &[(String, String)],
     );
 }
 
-/// Waits up to `within` for the member to exit; its status.
-fn wait_exit(m: &mut Member, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = m.try_exit() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} still running {within:?} after the fault; log tail:\n{}",
-            m.name,
-            m.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn log_of(m: &Member) -> String {
     std::fs::read_to_string(&m.log_path).unwrap_or_default()
 }
@@ -144,7 +127,7 @@ fn kill9(m: &mut Member) {
         .status()
         .expect("run kill");
     assert!(ok.success(), "kill -KILL {pid}");
-    wait_exit(m, Duration::from_secs(10));
+    m.wait_exit(Duration::from_secs(10));
 }
 
 // ---------------------------------------------------------------------------------
@@ -233,7 +216,7 @@ fn single_member_fsync_eio(port: u16, matching: &str, names: &str) -> Option<(us
         }
         (acked, after)
     });
-    let status = wait_exit(&mut m, Duration::from_secs(10));
+    let status = m.wait_exit(Duration::from_secs(10));
     let log = log_of(&m);
     assert!(
         !status.success(),
@@ -355,7 +338,7 @@ fn with_three_members_the_healthy_two_serve_and_the_failed_one_is_replaced() {
             unknown += 1;
         }
     }
-    let status = wait_exit(&mut ms[2], Duration::from_secs(10));
+    let status = ms[2].wait_exit(Duration::from_secs(10));
     assert!(!status.success(), "m2 exited with {status}");
     let log = log_of(&ms[2]);
     let stopped = log
@@ -549,7 +532,7 @@ fn full_disk(server: Server, port: u16) {
         }
         panic!("{server:?}: 400 puts of 150 kB fit in a {size} tmpfs");
     });
-    let status = wait_exit(&mut m, Duration::from_secs(10));
+    let status = m.wait_exit(Duration::from_secs(10));
     assert!(
         !status.success(),
         "{server:?} exited with {status} on a full disk"
@@ -578,7 +561,7 @@ fn full_disk(server: Server, port: u16) {
     match server {
         Server::Skiff => {
             // Replaying the WAL needs room, so it stops again.
-            let status = wait_exit(&mut m, START_WITHIN);
+            let status = m.wait_exit(START_WITHIN);
             let again = log_of(&m)[before..].to_string();
             assert!(
                 !status.success() && again.contains("No space left on device"),
@@ -824,7 +807,7 @@ fn a_bit_flipped_in_a_cold_wal_segment_refuses_the_start_naming_file_and_offset(
     drop(f);
     let before = log_of(&m).len();
     m.spawn();
-    let status = wait_exit(&mut m, START_WITHIN);
+    let status = m.wait_exit(START_WITHIN);
     let log = log_of(&m)[before..].to_string();
     let stopped = log
         .lines()
@@ -954,7 +937,7 @@ fn a_bit_flipped_in_the_backend_is_found_by_hashkv_or_by_crash_repair() {
     assert!(flipped >= 1, "the value is not in the backend file");
     let before = log_of(&m).len();
     m.spawn();
-    let status = wait_exit(&mut m, START_WITHIN);
+    let status = m.wait_exit(START_WITHIN);
     let log = log_of(&m)[before..].to_string();
     let stopped = log
         .lines()

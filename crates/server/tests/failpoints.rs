@@ -678,23 +678,6 @@ async fn keys_under(url: &str, prefix: &str, serializable: bool) -> (Vec<(String
     (kvs, r.header().expect("header").revision())
 }
 
-/// Waits up to `within` for `m` to exit; its status, or a panic with its log tail.
-fn wait_exit(m: &mut Member, what: &str, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = m.try_exit() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} still runs after {within:?}:\n{}",
-            m.name,
-            m.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A single member armed with `defrag-swap=abort` holds 100 puts and 20 deletes; a
 /// defragment crashes it between the checked copy and the rename. Restarted as plain
 /// `skiff` it serves exactly the 80 remaining keys at revision 121, and defragments.
@@ -725,7 +708,7 @@ fn a_crash_at_the_defragment_swap_keeps_every_write() {
         c.defragment().await
     });
     assert!(defrag.is_err(), "the defragment answered: {defrag:?}");
-    let status = wait_exit(&mut m, "defrag-swap", Duration::from_secs(10));
+    let status = m.wait_exit(Duration::from_secs(10));
     assert!(!status.success(), "defrag-swap: exited with {status}");
     let log = std::fs::read_to_string(&m.log_path).unwrap_or_default();
     assert!(
@@ -802,7 +785,7 @@ fn a_crash_while_installing_a_snapshot_leaves_no_divergence() {
         .env
         .push(("SKIFF_FAILPOINTS".into(), "snapshot-install=panic".into()));
     m[victim].spawn();
-    let status = wait_exit(&mut m[victim], "snapshot-install", Duration::from_secs(30));
+    let status = m[victim].wait_exit(Duration::from_secs(30));
     assert!(!status.success(), "snapshot-install: exited with {status}");
     let log = std::fs::read_to_string(&m[victim].log_path).unwrap_or_default();
     assert!(

@@ -332,23 +332,6 @@ async fn leader_index(ms: &[Member]) -> usize {
     }
 }
 
-/// Waits for the member to exit on its own; its exit status.
-fn wait_exit(m: &mut Member, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = m.try_exit() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} still running; log tail:\n{}",
-            m.name,
-            m.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 async fn removed_member(bin: &Path, base: u16, nonzero: bool) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut ms = tokio::task::block_in_place(|| start_cluster(bin, 3, base, dir.path(), &[]));
@@ -374,7 +357,7 @@ async fn removed_member(bin: &Path, base: u16, nonzero: bool) -> String {
             Err(e) => panic!("member remove: {e}"),
         }
     }
-    let status = tokio::task::block_in_place(|| wait_exit(&mut ms[2], Duration::from_secs(20)));
+    let status = tokio::task::block_in_place(|| ms[2].wait_exit(Duration::from_secs(20)));
     // etcd 3.4 exits 0 here; Skiff exits non-zero, so supervisors see a failure.
     if nonzero {
         assert!(
@@ -391,7 +374,7 @@ async fn removed_member(bin: &Path, base: u16, nonzero: bool) -> String {
     // Never again from the same data dir.
     let before = log.len();
     ms[2].spawn();
-    let again = tokio::task::block_in_place(|| wait_exit(&mut ms[2], Duration::from_secs(30)));
+    let again = tokio::task::block_in_place(|| ms[2].wait_exit(Duration::from_secs(30)));
     if nonzero {
         assert!(!again.success(), "restart of a removed member: {again}");
     }
@@ -475,7 +458,7 @@ async fn leader_stop_and_removal_hand_over_without_an_election_timeout() {
         assert!(ok.success());
     })
     .await;
-    let status = tokio::task::block_in_place(|| wait_exit(&mut ms[l], Duration::from_secs(20)));
+    let status = tokio::task::block_in_place(|| ms[l].wait_exit(Duration::from_secs(20)));
     assert!(status.success(), "SIGTERM is a clean stop: {status}");
     println!("write stall while the leader stops (SIGTERM): {stall:?}");
     assert!(
@@ -514,7 +497,7 @@ async fn leader_stop_and_removal_hand_over_without_an_election_timeout() {
         stall < Duration::from_millis(1500),
         "writes stalled {stall:?} when the leader was removed (election timeout 3 s)"
     );
-    let status = tokio::task::block_in_place(|| wait_exit(&mut ms[l], Duration::from_secs(20)));
+    let status = tokio::task::block_in_place(|| ms[l].wait_exit(Duration::from_secs(20)));
     assert!(!status.success(), "the removed leader exits non-zero");
 }
 

@@ -2,7 +2,8 @@
 //! applied at most once, however often and wherever it is repeated, across a restart
 //! and on every member; the stored answers are the same bytes on every member (the
 //! `Hash` RPC covers them); a repeated lease grant gets the first grant's lease; a
-//! retry after the session ended is refused, never applied.
+//! retry after the session ended is refused, never applied; a session holding 1024
+//! unacknowledged answers refuses the next write until the client acknowledges some.
 //! The protocol is sent by hand here (gRPC metadata on etcd's own request types), then
 //! through `skiff-client`'s `Session`.
 //!
@@ -322,4 +323,80 @@ async fn a_repeated_session_write_applies_once_on_any_member_and_after_a_restart
         .insert("skiff-seq", "7".parse().expect("ascii metadata"));
     let refused = kv(0).put(late).await.expect_err("closed session");
     assert_eq!(refused.code(), Code::FailedPrecondition);
+
+    // The window: 1024 answers a client has not acknowledged are kept; the next write
+    // is refused (applying it could not be answered exactly once later) until the
+    // client acknowledges some.
+    let mut open = tonic::Request::new(pb::LeaseGrantRequest { ttl: 60, id: 0 });
+    open.metadata_mut()
+        .insert("skiff-session", "open".parse().expect("ascii metadata"));
+    let w = pb::lease_client::LeaseClient::new(ch[1].clone())
+        .lease_grant(open)
+        .await
+        .expect("open a second session")
+        .into_inner()
+        .id;
+    let put = |seq: u64, acked: u64| {
+        let mut kv = kv(1);
+        async move {
+            let req = pb::PutRequest {
+                key: format!("w{seq:04}").into_bytes().into(),
+                value: b"v".to_vec().into(),
+                ..Default::default()
+            };
+            kv.put(tagged(req, w, seq, acked)).await
+        }
+    };
+    const MAX_UNACKED: u64 = skiff_server::session::MAX_UNACKED as u64;
+    let mut revisions = std::collections::BTreeMap::new();
+    for chunk in (1..=MAX_UNACKED).collect::<Vec<u64>>().chunks(64) {
+        let mut inflight = tokio::task::JoinSet::new();
+        for &seq in chunk {
+            let f = put(seq, 0);
+            inflight.spawn(async move { (seq, f.await) });
+        }
+        while let Some(done) = inflight.join_next().await {
+            let (seq, answer) = done.expect("join");
+            let r = answer.unwrap_or_else(|e| panic!("put {seq} in the window: {e}"));
+            revisions.insert(seq, r.into_inner().header.expect("header").revision);
+        }
+    }
+    let full = put(MAX_UNACKED + 1, 0)
+        .await
+        .expect_err("beyond the window");
+    assert_eq!(full.code(), Code::ResourceExhausted);
+    assert_eq!(
+        full.message(),
+        "skiff: too many unacknowledged requests in session"
+    );
+    // A repeat inside the full window is still answered, from the stored answer.
+    let again = put(7, 0).await.expect("a repeat in a full window");
+    assert_eq!(
+        again.into_inner().header.expect("header").revision,
+        revisions[&7]
+    );
+    // Acknowledging the first answer makes room for exactly one more.
+    put(MAX_UNACKED + 1, 1).await.expect("room after an ack");
+    let full = put(MAX_UNACKED + 2, 1).await.expect_err("full again");
+    assert_eq!(full.code(), Code::ResourceExhausted);
+    // (A request acknowledging its own sequence number is malformed; this repeat says
+    // acked=0, but the session has recorded the acknowledgement of 1.)
+    let gone = put(1, 0)
+        .await
+        .expect_err("an acknowledged answer is dropped");
+    assert_eq!(gone.code(), Code::FailedPrecondition);
+    assert_eq!(
+        gone.message(),
+        "skiff: session sequence already acknowledged"
+    );
+    // Nothing refused was applied: the refused keys are absent.
+    let r = kv(1)
+        .range(pb::RangeRequest {
+            key: format!("w{:04}", MAX_UNACKED + 2).into_bytes().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(r.count, 0, "a refused write left no key");
 }

@@ -470,6 +470,12 @@ impl Member {
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -TERM {pid} failed");
+        self.wait_exit(within)
+    }
+
+    /// Waits up to `within` for the process to exit (on its own, or after a signal); its
+    /// status. Panics with the member's log tail if it is still running then.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.try_exit() {
@@ -477,7 +483,7 @@ impl Member {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} (pid {pid}) still running {within:?} after SIGTERM; log tail:\n{}",
+                "{} still running after {within:?}; log tail:\n{}",
                 self.name,
                 self.log_tail(20)
             );
