@@ -80,6 +80,19 @@ fn increment(seen: Option<&str>, next: &str) -> pb::TxnRequest {
     }
 }
 
+/// Opens a session of 60 s: a lease grant with `skiff-session: open`; its ID.
+async fn open_session(ch: &Channel) -> i64 {
+    let mut open = tonic::Request::new(pb::LeaseGrantRequest { ttl: 60, id: 0 });
+    open.metadata_mut()
+        .insert("skiff-session", "open".parse().expect("ascii metadata"));
+    pb::lease_client::LeaseClient::new(ch.clone())
+        .lease_grant(open)
+        .await
+        .expect("open a session")
+        .into_inner()
+        .id
+}
+
 async fn counter(ch: &Channel) -> (String, i64, i64) {
     let r = pb::kv_client::KvClient::new(ch.clone())
         .range(pb::RangeRequest {
@@ -123,15 +136,7 @@ async fn a_repeated_session_write_applies_once_on_any_member_and_after_a_restart
     let kv = |i: usize| pb::kv_client::KvClient::new(ch[i].clone());
 
     // Open a session: a lease grant with `skiff-session: open`.
-    let mut open = tonic::Request::new(pb::LeaseGrantRequest { ttl: 60, id: 0 });
-    open.metadata_mut()
-        .insert("skiff-session", "open".parse().expect("ascii metadata"));
-    let session = pb::lease_client::LeaseClient::new(ch[0].clone())
-        .lease_grant(open)
-        .await
-        .expect("open a session")
-        .into_inner()
-        .id;
+    let session = open_session(&ch[0]).await;
 
     // The first increment, then the same request again on the two other members, as a
     // client does that lost the answer: the first answer each time, applied once.
@@ -335,15 +340,7 @@ async fn a_repeated_session_write_applies_once_on_any_member_and_after_a_restart
     // The window: 1024 answers a client has not acknowledged are kept; the next write
     // is refused (applying it could not be answered exactly once later) until the
     // client acknowledges some.
-    let mut open = tonic::Request::new(pb::LeaseGrantRequest { ttl: 60, id: 0 });
-    open.metadata_mut()
-        .insert("skiff-session", "open".parse().expect("ascii metadata"));
-    let w = pb::lease_client::LeaseClient::new(ch[1].clone())
-        .lease_grant(open)
-        .await
-        .expect("open a second session")
-        .into_inner()
-        .id;
+    let w = open_session(&ch[1]).await;
     let put = |seq: u64, acked: u64| {
         let mut kv = kv(1);
         async move {

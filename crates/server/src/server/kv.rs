@@ -28,11 +28,11 @@ use skiff_storage::mvcc as st;
 use super::EtcdServer;
 use crate::budget::Held;
 use crate::convert;
+use crate::facade::{ApiResult, KvApi};
+use crate::inputs::ApplyOutput;
 
 /// How long one step of waiting for a physical compaction blocks a thread.
 const PHYSICAL_COMPACTION_STEP: Duration = Duration::from_millis(500);
-use crate::facade::{ApiResult, KvApi};
-use crate::inputs::ApplyOutput;
 
 #[tonic::async_trait]
 impl KvApi for EtcdServer {

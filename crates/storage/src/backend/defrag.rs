@@ -156,10 +156,15 @@ impl Copier<'_> {
     /// once (about 1 GB for 1M keys), and the disk, busy for seconds, held up the WAL's
     /// and the old file's fsyncs: writers stalled for hundreds of ms.
     fn write_back(&self) -> BResult<()> {
-        self.file.sync_data().map_err(|source| BackendError::Io {
-            path: self.path.to_path_buf(),
-            source,
-        })
+        self.file.sync_data().map_err(io_at(self.path))
+    }
+}
+
+/// An I/O error on `path`, for `map_err`.
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
+    move |source| BackendError::Io {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -171,10 +176,7 @@ fn sync_dir(path: &Path) -> BResult<()> {
     };
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| BackendError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
+        .map_err(io_at(dir))
 }
 
 impl Backend {
@@ -225,10 +227,7 @@ impl Backend {
     fn copy_and_swap(&self, new: Database, copy: &Path) -> BResult<(u64, u32, Duration, u64)> {
         let mut copier = Copier {
             new: &new,
-            file: std::fs::File::open(copy).map_err(|source| BackendError::Io {
-                path: copy.to_path_buf(),
-                source,
-            })?,
+            file: std::fs::File::open(copy).map_err(io_at(copy))?,
             path: copy,
             last_key: None,
             rows: 0,
@@ -262,10 +261,7 @@ impl Backend {
         }
         let rows = copier.rows;
         skiff_failpoints::fail_point!("defrag-swap");
-        std::fs::rename(copy, &self.path).map_err(|source| BackendError::Io {
-            path: copy.to_path_buf(),
-            source,
-        })?;
+        std::fs::rename(copy, &self.path).map_err(io_at(copy))?;
         sync_dir(&self.path)?;
         let size = self.size_bytes()?;
         self.size.store(size, std::sync::atomic::Ordering::Relaxed);
