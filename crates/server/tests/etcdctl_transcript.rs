@@ -247,25 +247,27 @@ fn mask(transcript: &str) -> String {
         (r"127\.0\.0\.1:\d+", "127.0.0.1:PORT"),
         // endpoint hashkv (before IDs: a hash can look like a hex ID).
         (r"(?m)^((?:http://)?127\.0\.0\.1:PORT), \d+$", "$1, HASH"),
-        (r"\b[0-9a-f]{10,16}\b", "ID"),
+        // Decimal IDs in JSON before hex IDs: a random decimal ID of at most 16 digits
+        // would otherwise be taken for a hex one, and mask differently from a longer one.
         (
             r#""(cluster_id|member_id|raft_term|ID|hash)":\d+"#,
             "\"$1\":N",
         ),
         (r#""(ClusterID|MemberID|RaftTerm)" : \d+"#, "\"$1\" : N"),
+        (r#""id":\d+"#, "\"id\":N"),
+        // Status as JSON: versions, sizes, leader, raft positions.
+        (
+            r#""(dbSize|leader|raftIndex|raftTerm|raftAppliedIndex|dbSizeInUse)":\d+"#,
+            "\"$1\":X",
+        ),
+        (r"\b[0-9a-f]{10,16}\b", "ID"),
         // endpoint status: ID, version, db size, leader, learner, term, index, applied.
         (
             r"(?m)^((?:http://)?127\.0\.0\.1:PORT, ID), [^,]+, [^,]+, (true|false), (true|false), \d+, \d+, \d+, ",
             "$1, VERSION, DBSIZE, $2, $3, TERM, INDEX, INDEX, ",
         ),
         (r"took = \S+", "took = T"),
-        // Status as JSON: versions, sizes, leader, raft positions.
-        (
-            r#""(dbSize|leader|raftIndex|raftTerm|raftAppliedIndex|dbSizeInUse)":\d+"#,
-            "\"$1\":X",
-        ),
         (r#""version":"[^"]*""#, "\"version\":X"),
-        (r#""id":\d+"#, "\"id\":N"),
         (r"remaining\(\d+s\)", "remaining(Ns)"),
         // etcdctl pads IDs to 16 hex digits with spaces (`%16x`); a random member ID
         // below 2^60 leaves the padding behind its mask.
