@@ -10,7 +10,8 @@
 //!
 //! 1. **Bulk copy.** A read transaction of the old file is a consistent view; every
 //!    table is copied from it into `<file>.defrag` while applies keep committing to the
-//!    old file. The `key` rows go in transactions of about 8 MiB, each written back to
+//!    old file. The `key` rows go in transactions of about 8 MiB, each inserted so that
+//!    leaves end up about 80% full rather than half (the `fill` module), each written back to
 //!    the disk (`fdatasync`) before the next: one write-back of the whole copy at the
 //!    end kept the disk busy for seconds, the WAL's and the old file's fsyncs waited
 //!    behind it, and writers stalled (386 ms at 1M keys, `bench/defrag.sh`).
@@ -44,6 +45,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 use tracing::info;
 
+use super::fill::SortedRun;
 use super::{BResult, Backend, BackendError, Table};
 
 /// A catch-up round that copied fewer rows than this is the last one before the swap.
@@ -109,25 +111,25 @@ impl Copier<'_> {
         let mut rows =
             from.range::<&[u8]>((lower.as_ref().map(|k| k.as_slice()), Bound::Unbounded))?;
         let mut copied = 0u64;
+        let mut run = SortedRun::default();
         loop {
-            let mut tx = self.new.begin_write()?;
-            let mut chunk = 0usize;
-            {
-                let mut to = tx.open_table(Table::Key.def())?;
-                for row in rows.by_ref() {
-                    let (k, v) = row?;
-                    to.insert(k.value(), v.value())?;
-                    let last = self.last_key.get_or_insert_with(Vec::new);
-                    last.clear();
-                    last.extend_from_slice(k.value());
-                    chunk += k.value().len() + v.value().len();
-                    copied += 1;
-                    if chunk >= CHUNK_BYTES {
-                        break;
-                    }
+            for row in rows.by_ref() {
+                let (k, v) = row?;
+                run.push(k.value(), v.value());
+                if run.bytes() >= CHUNK_BYTES {
+                    break;
                 }
             }
-            if chunk >= CHUNK_BYTES {
+            let full = run.bytes() >= CHUNK_BYTES;
+            if let Some(last) = run.last_key() {
+                let kept = self.last_key.get_or_insert_with(Vec::new);
+                kept.clear();
+                kept.extend_from_slice(last);
+            }
+            copied += run.len() as u64;
+            let mut tx = self.new.begin_write()?;
+            run.insert_into(&mut tx.open_table(Table::Key.def())?)?;
+            if full {
                 tx.set_durability(Durability::None);
                 tx.commit()?;
                 self.write_back()?;

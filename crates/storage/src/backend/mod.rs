@@ -101,6 +101,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 mod defrag;
+mod fill;
 pub use defrag::DefragReport;
 
 /// A backend table.
@@ -940,6 +941,7 @@ fn load_dump<R: Read>(tx: &redb::WriteTransaction, r: R, path: &Path) -> BResult
     let mut records = 0u64;
     let (mut ci, mut term) = (0, 0);
     let mut version = None;
+    let mut key_rows = fill::SortedRun::default();
     {
         let mut tables = Vec::new();
         for t in Table::ALL {
@@ -990,8 +992,19 @@ fn load_dump<R: Read>(tx: &redb::WriteTransaction, r: R, path: &Path) -> BResult
                 .find(|(t, _)| *t == table)
                 .expect("every table opened")
                 .1;
-            t.insert(k.as_slice(), v.as_slice())?;
+            if table == Table::Key {
+                // Dumps list each table in key order: load the MVCC rows as full pages.
+                key_rows.push(k.as_slice(), v.as_slice());
+                if key_rows.bytes() >= fill::RUN_BYTES {
+                    key_rows.insert_into(t)?;
+                }
+            } else {
+                t.insert(k.as_slice(), v.as_slice())?;
+            }
             records += 1;
+        }
+        if let Some((_, t)) = tables.iter_mut().find(|(t, _)| *t == Table::Key) {
+            key_rows.insert_into(t)?;
         }
     }
     let checksum = input.crc;
