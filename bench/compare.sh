@@ -15,7 +15,7 @@
 #
 # Usage: bench/compare.sh [--skiff-bin PATH] [--etcd-bin PATH] [--bench-bin PATH]
 #                         [--rounds N] [--big] [--quick] [--members N] [--aa]
-#                         [--keys-only]
+#                         [--keys-only] [--no-defrag]
 #                         [--out FILE] [--plot FILE] [--work-dir DIR]
 #   --skiff-bin   Skiff server binary (default: target/release/skiff if it exists)
 #   --etcd-bin    etcd binary (default: etcd on PATH; Debian's etcd-server is 3.4)
@@ -28,6 +28,9 @@
 #   --members N   members per cluster, 3 (default, the standard layout) or 1
 #   --keys-only   only the key-count rows (no rounds, no plot): refreshes the load, RSS,
 #                 snapshot and restart rows at those counts in about a third of the time
+#   --no-defrag   skip the defragment rows (otherwise bench/defrag.sh runs once after
+#                 the key-count rows, one member per side, on the first key count:
+#                 100,000 keys, 1,000,000 with --big; its table goes into the report)
 #   --aa          run etcd as the second side too ("etcd again"): an A/A run whose ratios
 #                 show this machine's noise floor; never labelled Skiff
 #   --out         report file (default bench/RESULTS.md)
@@ -55,7 +58,7 @@ shown() {
 }
 invocation="bench/compare.sh"
 for a in "$@"; do invocation+=" $(shown "$a")"; done
-skiff_bin="" etcd_bin="" bench_bin="" big=0 quick=0 aa=0 members=3 rounds=3 plot="" keys_only=0
+skiff_bin="" etcd_bin="" bench_bin="" big=0 quick=0 aa=0 members=3 rounds=3 plot="" keys_only=0 defrag=1
 out="$repo/bench/RESULTS.md"
 work="$repo/bench/tmp"
 while [ $# -gt 0 ]; do
@@ -68,11 +71,12 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; shift ;;
     --aa) aa=1; shift ;;
     --keys-only) keys_only=1; shift ;;
+    --no-defrag) defrag=0; shift ;;
     --members) members=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --plot) plot=$2; shift 2 ;;
     --work-dir) work=$2; shift 2 ;;
-    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -294,6 +298,18 @@ for side in $(sides_of_round 1); do
   first_pass=0; [ "$side" = etcd ] && first_pass=1
   run_keys "$work/keys" "$side" "$(side_bin "$side")"
 done
+# Defragment under load, one run per side (bench/defrag.sh, which alternates nothing: etcd
+# first, then the second side, each on its own member).
+defrag_md="$work/defrag.md"
+rm -f "$defrag_md"
+if [ "$defrag" = 1 ] && [ -n "$skiff_bin" ]; then
+  defrag_keys=$keys_a
+  echo "== defragment under load ($defrag_keys keys)" >&2
+  "$repo/bench/defrag.sh" --etcd-bin "$etcd_bin" --skiff-bin "$skiff_bin" --bench-bin "$bench_bin" \
+    --keys "$defrag_keys" --out "$defrag_md" --work-dir "$work/defrag" >&2 ||
+    echo "defrag.sh failed (exit $?); its rows are missing from the report" >"$defrag_md"
+  rm -rf "$work/defrag" # gigabytes with --big
+fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # shellcheck source=bench/lib/report.sh

@@ -116,10 +116,11 @@ run_side() {
   after=$(db_size)
   # Space returned: delete 90% of the keys (numbers below 90% of the key space, one
   # DeleteRange through the JSON gateway, as the keys are binary), compact, defragment.
-  local full deleted gone_in_use gone_after
+  local full deleted gone gone_in_use gone_after
   full=$(db_size)
   deleted=$(curl -sS --max-time 600 "http://$ep/v3/kv/deleterange" -d "{\"key\":\"$(key_b64 0)\",\"range_end\":\"$(key_b64 $((keys * 9 / 10)))\"}" | jq -r '.deleted // 0')
   ctl compact "$(revision)" --physical >/dev/null
+  gone=$(db_size)
   gone_in_use=$(db_in_use)
   ctl defrag >/dev/null
   gone_after=$(db_size)
@@ -134,6 +135,7 @@ run_side() {
   eval "${side}_msg=\"$(head -1 "$work/$side.defrag.out")\""
   eval "${side}_full=$((full / 1048576))"
   eval "${side}_deleted=$deleted"
+  eval "${side}_gone=$((gone / 1048576))"
   eval "${side}_gone_in_use=$((gone_in_use / 1048576))"
   eval "${side}_gone_after=$((gone_after / 1048576))"
   eval "${side}_gone_pct=$(echo "100 * $gone_after / $full" | bc -l | xargs printf '%.1f')"
@@ -157,7 +159,8 @@ run_side skiff "$skiff_bin"
   echo "| longest write stall during defragment (ms) | $etcd_slow | $skiff_slow |"
   echo "| put p99, same load without defragment (ms) | $etcd_ref_p99 | $skiff_ref_p99 |"
   echo "| slowest put, same load without defragment (ms) | $etcd_ref_slow | $skiff_ref_slow |"
-  echo "| 90% of the keys deleted ($etcd_deleted / $skiff_deleted), compacted: db size / in use (MiB) | $etcd_full / $etcd_gone_in_use | $skiff_full / $skiff_gone_in_use |"
+  echo "| after the load, before the delete: db size (MiB) | $etcd_full | $skiff_full |"
+  echo "| 90% of the keys deleted ($etcd_deleted / $skiff_deleted), compacted: db size / in use (MiB) | $etcd_gone / $etcd_gone_in_use | $skiff_gone / $skiff_gone_in_use |"
   echo "| then defragmented: db size (MiB) | $etcd_gone_after | $skiff_gone_after |"
   echo "| db size after, as a share of before the delete (%) | $etcd_gone_pct | $skiff_gone_pct |"
   echo

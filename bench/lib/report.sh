@@ -292,4 +292,12 @@ Load generator runs (each with \`-w json\`, the same for both sides):
 
 $(cat "$commands_md")
 MD
+  if [ -s "${defrag_md:-}" ]; then
+    # bench/defrag.sh's own report, one heading level down, its command made repo-relative.
+    {
+      echo
+      echo "## Defragment under load"
+      sed '1d; s/^# /### /' "$defrag_md"
+    } >>"$out"
+  fi
 }

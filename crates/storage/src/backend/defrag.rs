@@ -55,6 +55,12 @@ const MAX_ROUNDS: u32 = 8;
 /// The copy writes back what it wrote after about this many bytes of `key` rows.
 const CHUNK_BYTES: usize = 8 << 20;
 
+/// The nice value of the thread that copies (the swap runs on the caller's thread, at
+/// its priority, since writers wait for it). On two cores the copy took a core from the
+/// member's request, Raft and apply threads; at nice 10 it gets about a tenth of a
+/// contended core and all of an idle one.
+const COPY_NICE: i32 = 10;
+
 /// What a defragmentation did.
 #[derive(Clone, Debug)]
 pub struct DefragReport {
@@ -170,6 +176,15 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
     }
 }
 
+/// Lowers the calling thread's CPU priority to [`COPY_NICE`] (Linux keeps a nice value
+/// per thread). Best effort: a system that refuses leaves the copy at normal priority.
+fn yield_to_others() {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), COPY_NICE)
+    {
+        tracing::debug!(error = %e, "defragment: could not lower the copy's priority");
+    }
+}
+
 /// Syncs the directory holding `path`, so a rename in it is durable.
 fn sync_dir(path: &Path) -> BResult<()> {
     let dir = match path.parent() {
@@ -234,14 +249,23 @@ impl Backend {
             last_key: None,
             rows: 0,
         };
-        copier.round(&self.begin_read()?)?;
-        let mut rounds = 0;
-        while rounds < MAX_ROUNDS {
-            rounds += 1;
-            if copier.round(&self.begin_read()?)? < SMALL_ROUND {
-                break;
-            }
-        }
+        // The bulk copy and the catch-up rounds yield the CPU to the member's own work.
+        let rounds = std::thread::scope(|s| {
+            s.spawn(|| {
+                yield_to_others();
+                copier.round(&self.begin_read()?)?;
+                let mut rounds = 0;
+                while rounds < MAX_ROUNDS {
+                    rounds += 1;
+                    if copier.round(&self.begin_read()?)? < SMALL_ROUND {
+                        break;
+                    }
+                }
+                Ok::<_, BackendError>(rounds)
+            })
+            .join()
+            .map_err(|_| BackendError::Corrupt("defragment: the copy thread panicked".into()))?
+        })?;
 
         // The swap: nothing commits to the old file from here on.
         let old = self.current();
