@@ -4,10 +4,11 @@
 # For each server in turn (one member on loopback, same flags): load --keys keys of 256 B
 # with skiff-bench, overwrite them all once and compact, so that half of the file is free
 # pages; then run a steady put load (--clients clients, --rate puts/s in all, --seconds
-# long) and, --at seconds into it, `etcdctl defrag`. Prints (and writes to --out) a table:
-# how long the defragment took, the file size before and after, put p99 and the slowest
-# put (the longest write stall) during the run with the defragment, and the same load
-# without a defragment for reference. Then space: 90% of the keys are deleted (one
+# long) and, --at seconds into it, `etcdctl defrag`; --repeat times, each after the same
+# load without a defragment (a reference). Prints (and writes to --out) a table: how long
+# the defragment took, the file size before and after the first, put p99 and the slowest
+# put (the longest write stall) during the runs with a defragment and during the
+# references, as the median of the repeats with each run's figure. Then space: 90% of the keys are deleted (one
 # DeleteRange through the JSON gateway), compacted and defragmented, and the table gives
 # the file size and dbSizeInUse after the compaction and the size after the defragment,
 # as a share of the size before the delete. No figure is invented: a side that fails
@@ -15,9 +16,9 @@
 #
 # Usage: bench/defrag.sh [--skiff-bin PATH] [--etcd-bin PATH] [--bench-bin PATH]
 #                        [--keys N] [--clients N] [--rate N] [--seconds N] [--at N]
-#                        [--out FILE] [--work-dir DIR]
+#                        [--repeat N] [--out FILE] [--work-dir DIR]
 # Defaults: target/release/skiff and target/release/skiff-bench, etcd on PATH, 1,000,000
-# keys, 100 clients, 2000 puts/s, 15 s, defragment at 3 s, out bench/DEFRAG.md,
+# keys, 100 clients, 2000 puts/s, 15 s, defragment at 3 s, 3 repeats, out bench/DEFRAG.md,
 # work dir bench/tmp-defrag (removed at start). Needs jq, etcd, etcdctl, curl, python3, bc.
 # Ports: client 21201, peer 21211 (loopback only).
 set -euo pipefail
@@ -26,7 +27,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 skiff_bin="$repo/target/release/skiff"
 bench_bin="$repo/target/release/skiff-bench"
 etcd_bin=$(command -v etcd || true)
-keys=1000000 clients=100 rate=2000 seconds=15 at=3
+keys=1000000 clients=100 rate=2000 seconds=15 at=3 repeat=3
 out="$repo/bench/DEFRAG.md"
 work="$repo/bench/tmp-defrag"
 # How a path appears in the report: relative to the repository when inside it, and
@@ -50,9 +51,10 @@ while [ $# -gt 0 ]; do
     --rate) rate=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --at) at=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --work-dir) work=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "defrag.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -91,6 +93,21 @@ revision() { ctl endpoint status -w json | jq '.[0].Status.header.revision'; }
 key_b64() { python3 -c "import base64,sys; print(base64.b64encode(int(sys.argv[1]).to_bytes(16, 'big')).decode())" "$1"; }
 ms() { jq -r "$1 * 1000 | . * 10 | round / 10" "$2"; }
 
+p99() { jq -r '.percentiles[] | select(.percent == 99) | .latency_s * 1000 | . * 10 | round / 10' "$1"; }
+slowest() { ms .slowest_s "$1"; }
+# "median (run 1, run 2, ...)" of one figure over the repeats: runs side kind figure, where
+# kind is ref, defrag (a JSON per run, read with the function figure) or took (a file).
+runs() {
+  local side=$1 kind=$2 fig=$3 i vals=()
+  for ((i = 1; i <= repeat; i++)); do
+    if [ "$kind" = took ]; then vals+=("$(cat "$work/$side.took.$i")"); else vals+=("$("$fig" "$work/$side.$kind.$i.json")"); fi
+  done
+  if [ "$repeat" = 1 ]; then echo "${vals[0]}"; return; fi
+  local med
+  med=$(printf '%s\n' "${vals[@]}" | sort -g | awk '{v[NR]=$1} END{print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')
+  echo "$med ($(IFS=,; echo "${vals[*]}" | sed 's/,/, /g'))"
+}
+
 # One side: sets the row values in global variables prefixed with the side.
 run_side() {
   local side=$1 bin=$2
@@ -100,20 +117,25 @@ run_side() {
   $b put --total "$keys" --key-space-size "$keys" --sequential-keys --key-size 16 --val-size 256 >/dev/null
   $b put --total "$keys" --key-space-size "$keys" --sequential-keys --key-size 16 --val-size 256 >/dev/null
   ctl compact "$(revision)" --physical >/dev/null
-  # Reference: the same load, no defragment.
-  $b --total $((rate * seconds)) --rate "$rate" put --key-space-size "$keys" --key-size 16 --val-size 256 \
-    >"$work/$side.ref.json"
-  local before after t0 t1
-  before=$(db_size)
-  $b --total $((rate * seconds)) --rate "$rate" put --key-space-size "$keys" --key-size 16 --val-size 256 \
-    >"$work/$side.defrag.json" &
-  local load=$!
-  sleep "$at"
-  t0=$(date +%s.%N)
-  ctl defrag >"$work/$side.defrag.out" 2>&1 || true
-  t1=$(date +%s.%N)
-  wait $load || true
-  after=$(db_size)
+  # --repeat times: the same load without a defragment (reference), then with one. Every
+  # defragment copies every live row, so a repeat costs the writers what the first did;
+  # only the first returns space.
+  local before after t0 t1 i
+  for ((i = 1; i <= repeat; i++)); do
+    $b --total $((rate * seconds)) --rate "$rate" put --key-space-size "$keys" --key-size 16 --val-size 256 \
+      >"$work/$side.ref.$i.json"
+    [ "$i" = 1 ] && before=$(db_size)
+    $b --total $((rate * seconds)) --rate "$rate" put --key-space-size "$keys" --key-size 16 --val-size 256 \
+      >"$work/$side.defrag.$i.json" &
+    local load=$!
+    sleep "$at"
+    t0=$(date +%s.%N)
+    ctl defrag >"$work/$side.defrag.$i.out" 2>&1 || true
+    t1=$(date +%s.%N)
+    wait $load || true
+    [ "$i" = 1 ] && after=$(db_size)
+    echo "$t1 - $t0" | bc -l | xargs printf '%.2f\n' >"$work/$side.took.$i"
+  done
   # Space returned: delete 90% of the keys (numbers below 90% of the key space, one
   # DeleteRange through the JSON gateway, as the keys are binary), compact, defragment.
   local full deleted gone gone_in_use gone_after
@@ -125,14 +147,14 @@ run_side() {
   ctl defrag >/dev/null
   gone_after=$(db_size)
   stop
-  eval "${side}_took=$(echo "$t1 - $t0" | bc -l | xargs printf '%.2f')"
+  eval "${side}_took=\"$(runs "$side" took cat)\""
   eval "${side}_before=$((before / 1048576))"
   eval "${side}_after=$((after / 1048576))"
-  eval "${side}_p99=$(jq -r '.percentiles[] | select(.percent == 99) | .latency_s * 1000 | . * 10 | round / 10' "$work/$side.defrag.json")"
-  eval "${side}_slow=$(ms .slowest_s "$work/$side.defrag.json")"
-  eval "${side}_ref_p99=$(jq -r '.percentiles[] | select(.percent == 99) | .latency_s * 1000 | . * 10 | round / 10' "$work/$side.ref.json")"
-  eval "${side}_ref_slow=$(ms .slowest_s "$work/$side.ref.json")"
-  eval "${side}_msg=\"$(head -1 "$work/$side.defrag.out")\""
+  eval "${side}_p99=\"$(runs "$side" defrag p99)\""
+  eval "${side}_slow=\"$(runs "$side" defrag slowest)\""
+  eval "${side}_ref_p99=\"$(runs "$side" ref p99)\""
+  eval "${side}_ref_slow=\"$(runs "$side" ref slowest)\""
+  eval "${side}_msg=\"$(head -1 "$work/$side.defrag.1.out")\""
   eval "${side}_full=$((full / 1048576))"
   eval "${side}_deleted=$deleted"
   eval "${side}_gone=$((gone / 1048576))"
@@ -149,7 +171,7 @@ run_side skiff "$skiff_bin"
   echo
   echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores; one member each on loopback; $keys keys of"
   echo "256 B loaded, overwritten once and compacted; then $clients clients putting $rate/s for"
-  echo "${seconds} s, \`etcdctl defrag\` at ${at} s. Command: \`$invocation\`."
+  echo "${seconds} s, \`etcdctl defrag\` at ${at} s; $repeat times, each after the same load without it (figures: median (each run)). Command: \`$invocation\`."
   echo
   echo "| | etcd | Skiff |"
   echo "|---|---|---|"
