@@ -410,7 +410,7 @@ const META: redb::TableDefinition<'static, &'static [u8], &'static [u8]> =
 
 fn raw_version(path: &Path) -> Option<u64> {
     let db = redb::Database::open(path).unwrap();
-    let tx = db.begin_read().unwrap();
+    let tx = redb::ReadableDatabase::begin_read(&db).unwrap();
     let t = tx.open_table(META).unwrap();
     let v = t.get(&b"format_version"[..]).unwrap()?;
     Some(u64::from_be_bytes(v.value().try_into().unwrap()))

@@ -42,7 +42,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tracing::info;
 
 use super::fill::SortedRun;
@@ -136,7 +136,7 @@ impl Copier<'_> {
             let mut tx = self.new.begin_write()?;
             run.insert_into(&mut tx.open_table(Table::Key.def())?)?;
             if full {
-                tx.set_durability(Durability::None);
+                tx.set_durability(Durability::None)?;
                 tx.commit()?;
                 self.write_back()?;
                 continue;
@@ -151,7 +151,7 @@ impl Copier<'_> {
                     copied += 1;
                 }
             }
-            tx.set_durability(Durability::Immediate);
+            tx.set_durability(Durability::Immediate)?;
             tx.set_quick_repair(true);
             tx.commit()?;
             self.rows += copied;

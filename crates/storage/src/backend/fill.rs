@@ -88,7 +88,7 @@ impl SortedRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::{Database, Durability, ReadableTable, TableDefinition};
+    use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
     const T: TableDefinition<&[u8], &[u8]> = TableDefinition::new("t");
 
@@ -100,7 +100,7 @@ mod tests {
         let per_tx = 5_000;
         for start in (0..n).step_by(per_tx) {
             let mut tx = db.begin_write().unwrap();
-            tx.set_durability(Durability::None);
+            tx.set_durability(Durability::None).unwrap();
             {
                 let mut t = tx.open_table(T).unwrap();
                 let mut run = SortedRun::default();

@@ -98,10 +98,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 mod defrag;
 mod fill;
+mod upgrade;
 pub use defrag::DefragReport;
 
 /// A backend table.
@@ -213,6 +214,9 @@ pub enum BackendError {
          {supported}; upgrade Skiff"
     )]
     UnsupportedDumpVersion { found: u64, supported: u64 },
+    /// A file in redb 2's format could not be upgraded to redb 3's (see `upgrade`).
+    #[error("backend: upgrading {} from redb 2's file format failed: {reason}", path.display())]
+    Upgrade { path: PathBuf, reason: String },
 }
 
 macro_rules! redb_from {
@@ -230,7 +234,8 @@ redb_from!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::SetDurabilityError
 );
 
 pub type BResult<T> = std::result::Result<T, BackendError>;
@@ -394,9 +399,7 @@ impl Backend {
         let path = path.as_ref().to_path_buf();
         // A defragmentation cut short leaves its unfinished copy; the file is still whole.
         defrag::remove_leftover(&path);
-        let db = redb::Builder::new()
-            .set_cache_size(cfg.cache_size)
-            .create(&path)?;
+        let db = upgrade::open(&path, cfg.cache_size)?;
         let be = Backend {
             db: RwLock::new(Arc::new(db)),
             path,
@@ -440,7 +443,7 @@ impl Backend {
             meta::FORMAT_VERSION,
             FORMAT_VERSION,
         )?;
-        tx.set_durability(Durability::Immediate);
+        tx.set_durability(Durability::Immediate)?;
         tx.commit()?;
         let (ci, _) = be.consistent_index()?;
         be.durable_index.store(ci, Ordering::SeqCst);
@@ -516,12 +519,12 @@ impl Backend {
         let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
         match mode {
             Commit::Durable { save_repair } => {
-                tx.set_durability(Durability::Immediate);
+                tx.set_durability(Durability::Immediate)?;
                 // Saves the allocator state with the commit so that reopening after a
                 // crash is quick (see the module docs for when).
                 tx.set_quick_repair(save_repair);
             }
-            Commit::Lazy => tx.set_durability(Durability::None),
+            Commit::Lazy => tx.set_durability(Durability::None)?,
         }
         // redb has one writer at a time: while `tx` is open no other commit can land, so
         // what `last_index` says now is exactly what this commit makes durable (reading it
@@ -869,7 +872,7 @@ impl Backend {
             match load_dump(&tx, r, &tmp) {
                 Ok(summary) => {
                     let mut tx = tx;
-                    tx.set_durability(Durability::Immediate);
+                    tx.set_durability(Durability::Immediate)?;
                     tx.commit()?;
                     summary
                 }
@@ -909,7 +912,7 @@ impl Backend {
         match load_dump(&tx, r, &self.path) {
             Ok(summary) => {
                 let mut tx = tx;
-                tx.set_durability(Durability::Immediate);
+                tx.set_durability(Durability::Immediate)?;
                 tx.commit()?;
                 Ok(summary)
             }
