@@ -91,6 +91,13 @@
 //!   adds it). Skiffs from before versions existed ignore the key: they cannot refuse a
 //!   newer file, which is why a newer version that changes the layout should also
 //!   change something they do check.
+//!
+//! redb's own file format is separate from these versions: redb 3's (v3) since Skiff
+//! moved to redb 3, and a file in redb 2's format is upgraded in place when it is
+//! opened (the `upgrade` module). A Skiff from before the move cannot open an upgraded
+//! file: redb 2 panics while opening it, before anything is written (tried: the newer
+//! Skiff then opens the file unchanged). Going back means restoring a snapshot taken
+//! before the upgrade.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
