@@ -10,11 +10,13 @@
 //!
 //! 1. **Bulk copy.** A read transaction of the old file is a consistent view; every
 //!    table is copied from it into `<file>.defrag` while applies keep committing to the
-//!    old file. The `key` rows go in transactions of about 8 MiB, each inserted so that
-//!    leaves end up about 80% full rather than half (the `fill` module), each written back to
-//!    the disk (`fdatasync`) before the next: one write-back of the whole copy at the
-//!    end kept the disk busy for seconds, the WAL's and the old file's fsyncs waited
-//!    behind it, and writers stalled (386 ms at 1M keys, `bench/defrag.sh`).
+//!    old file. The `key` rows go in transactions of about 1 MiB, each inserted so that
+//!    leaves end up fuller than half (the `fill` module), each written back to the disk
+//!    (`fdatasync`) before the next. A WAL fsync issued meanwhile waits behind the
+//!    write-back in the disk's queue: one write-back of the whole copy at the end kept
+//!    the disk busy for seconds (writers stalled 386 ms at 1M keys, `bench/defrag.sh`);
+//!    8 MiB pieces still made the p99 of a 4 KiB `fdatasync` probe beside the member
+//!    5.5-9.2 ms, where 1 MiB pieces made it 1.6-2.8 ms (about 0.3 ms idle).
 //! 2. **Catch-up rounds.** A newer read view is taken and what changed since the last
 //!    round is copied: the `key` rows after the last one copied, and the whole of every
 //!    other table (they are small: meta, leases, members, alarms, auth). Rounds repeat
@@ -26,6 +28,12 @@
 //!    and readers use. Writers that waited for the old file's slot get it, see the file
 //!    was replaced and start again on the new one ([`Backend::begin_write`]), so no write
 //!    is ever lost in the old file. Readers that opened the old file keep their view.
+//! 4. **Release.** Once the old file is closed (its last reader gone), its blocks are
+//!    given back a slice at a time from its end ([`release_gradually`]), on a background
+//!    thread. Freeing a 2 GB file at once put all its extents in one journal commit of
+//!    the file system (ext4 mounted with `discard` also trims them there), and every
+//!    fsync of the member's WAL waited for that commit: a 674 ms `fdatasync` on the
+//!    probe above, and a put as slow, right at the swap.
 //!
 //! **Contract**: rows of the `key` table are only ever added above every existing key
 //! (MVCC revisions grow) and removed only by physical compaction or a snapshot install;
@@ -52,8 +60,13 @@ use super::{BResult, Backend, BackendError, Table};
 const SMALL_ROUND: u64 = 2_000;
 /// At most this many catch-up rounds; the swap copies whatever is left.
 const MAX_ROUNDS: u32 = 8;
-/// The copy writes back what it wrote after about this many bytes of `key` rows.
-const CHUNK_BYTES: usize = 8 << 20;
+/// The copy writes back what it wrote after about this many bytes of `key` rows (see the
+/// module docs for why not more).
+const CHUNK_BYTES: usize = 1 << 20;
+/// The old file is released this much at a time...
+const RELEASE_STEP: u64 = 16 << 20;
+/// ...with this pause between slices.
+const RELEASE_PAUSE: Duration = Duration::from_millis(20);
 
 /// The nice value of the thread that copies (the swap runs on the caller's thread, at
 /// its priority, since writers wait for it). On two cores the copy took a core from the
@@ -185,6 +198,42 @@ fn yield_to_others() {
     }
 }
 
+/// Gives back the blocks of an unlinked file a slice of `step` bytes at a time from its
+/// end, each slice's freeing made durable (so it is a journal commit of its own, not part
+/// of the next WAL fsync's) and followed by `pause`. The file is then closed, with
+/// nothing left to free. Errors end the release early: closing frees the rest at once.
+fn release_gradually(file: std::fs::File, step: u64, pause: Duration) -> std::io::Result<()> {
+    let mut len = file.metadata()?.len();
+    while len > 0 {
+        len = len.saturating_sub(step);
+        file.set_len(len)?;
+        file.sync_data()?;
+        std::thread::sleep(pause);
+    }
+    Ok(())
+}
+
+/// Releases the old file of a defragmentation on a background thread at the copy's
+/// priority (see the module docs).
+fn release_in_background(file: std::fs::File, path: PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("defrag-release".into())
+        .spawn(move || {
+            yield_to_others();
+            let started = Instant::now();
+            match release_gradually(file, RELEASE_STEP, RELEASE_PAUSE) {
+                Ok(()) => {
+                    tracing::debug!(took = ?started.elapsed(), "defragment: old file released")
+                }
+                Err(e) => tracing::warn!(file = %path.display(), error = %e,
+                    "defragment: releasing the old file gradually failed; freed at once"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "defragment: no thread to release the old file; freed at once");
+    }
+}
+
 /// Syncs the directory holding `path`, so a rename in it is durable.
 fn sync_dir(path: &Path) -> BResult<()> {
     let dir = match path.parent() {
@@ -286,6 +335,12 @@ impl Backend {
             )));
         }
         let rows = copier.rows;
+        // A handle on the old file, to give its blocks back gradually once it is closed.
+        let old_file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| tracing::debug!(error = %e, "defragment: old file not reopened"))
+            .ok();
         skiff_failpoints::fail_point!("defrag-swap");
         std::fs::rename(copy, &self.path).map_err(io_at(copy))?;
         sync_dir(&self.path)?;
@@ -307,13 +362,18 @@ impl Backend {
         let pause = pause_started.elapsed();
 
         // Close the old file here rather than in a writer that raced the swap (closing
-        // writes redb's allocator state, to the now unlinked file).
+        // writes redb's allocator state, to the now unlinked file); then give its blocks
+        // back. A reader that still holds it after the deadline closes it later, and the
+        // file is freed at once then (truncating it under a reader would break its view).
         let mut old = old;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match Arc::try_unwrap(old) {
                 Ok(db) => {
                     drop(db);
+                    if let Some(file) = old_file {
+                        release_in_background(file, self.path.clone());
+                    }
                     break;
                 }
                 Err(still_shared) if Instant::now() < deadline => {
@@ -324,5 +384,24 @@ impl Backend {
             }
         }
         Ok((rows, rounds, pause, size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_gradually_empties_the_file_a_slice_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old");
+        std::fs::write(&path, vec![1u8; (5 << 20) + 7]).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let watcher = std::fs::File::open(&path).unwrap();
+        let started = Instant::now();
+        release_gradually(file, 1 << 20, Duration::from_millis(10)).unwrap();
+        // Six slices (5 MiB and 7 bytes), each followed by its pause.
+        assert!(started.elapsed() >= Duration::from_millis(60));
+        assert_eq!(watcher.metadata().unwrap().len(), 0);
     }
 }
