@@ -32,8 +32,8 @@
 //!    given back a slice at a time from its end ([`release_gradually`]), on a background
 //!    thread. Freeing a 2 GB file at once put all its extents in one journal commit of
 //!    the file system (ext4 mounted with `discard` also trims them there), and every
-//!    fsync of the member's WAL waited for that commit: a 674 ms `fdatasync` on the
-//!    probe above, and a put as slow, right at the swap.
+//!    fsync of the member's WAL waited for that commit: a 471 ms `fdatasync` on the
+//!    probe above and a 515 ms put, both right at the swap.
 //!
 //! **Contract**: rows of the `key` table are only ever added above every existing key
 //! (MVCC revisions grow) and removed only by physical compaction or a snapshot install;
