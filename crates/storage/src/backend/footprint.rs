@@ -1,0 +1,137 @@
+//! The backend file's size as the space quota and `dbSize` count it: the bytes of the
+//! file that hold data, its length minus its holes.
+//!
+//! redb 3 grows its file by doubling the usable part (up to its 4 GiB region), with a
+//! `set_len`, so the new half is a hole until pages are written into it. Counting the
+//! file's length made that reservation look used: a member whose pages had just passed
+//! 1 GiB went to 2 GiB at once and raised NOSPACE under the 2 GiB default quota (at about
+//! 1.8 million keys of 256 B, where the same quota held 2.68 million on redb 2), and a
+//! DeleteRange of 900,000 keys, which needed a few pages more, doubled `dbSize` from 514
+//! to 1028 MiB (`bench/RESULTS.md`, 2026-12-04). etcd reports and checks bbolt's size,
+//! which is its highest written page, not the length bbolt has grown its file to; the
+//! bytes holding data are the same measure here (redb writes its pages from the start of
+//! the file and its allocator state at the end; what lies between unwritten is a hole).
+//!
+//! Counted with `lseek(SEEK_DATA / SEEK_HOLE)`, not from the blocks `stat` reports, which
+//! a compressing filesystem (btrfs, ZFS) makes smaller than the data. At most
+//! [`MAX_RUNS`] runs of data are walked; the rest of the file then counts in full, so a
+//! file fragmented into many holes is over-counted, never under. A filesystem that does
+//! not report holes answers the whole file as one run of data: its length.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use rustix::fs::SeekFrom;
+use rustix::io::Errno;
+
+/// Runs of data walked before the rest of the file counts in full (a redb file has two
+/// or three: its pages, sometimes a page or two past a small hole, its allocator state).
+pub const MAX_RUNS: usize = 64;
+
+/// The bytes of the file at `path` that hold data (see the module docs).
+pub fn data_bytes(path: &Path) -> io::Result<u64> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    Ok(data_bytes_of(&file, len))
+}
+
+/// [`data_bytes`] of an open file of length `len`. Where the filesystem cannot say, the
+/// length.
+fn data_bytes_of(file: &File, len: u64) -> u64 {
+    let mut at = 0u64;
+    let mut data = 0u64;
+    for _ in 0..MAX_RUNS {
+        if at >= len {
+            return data.min(len);
+        }
+        let start = match rustix::fs::seek(file, SeekFrom::Data(at)) {
+            Ok(start) => start,
+            // No data from here to the end: the rest is one hole.
+            Err(Errno::NXIO) => return data.min(len),
+            Err(_) => return len,
+        };
+        let end = match rustix::fs::seek(file, SeekFrom::Hole(start)) {
+            Ok(end) => end.min(len),
+            Err(_) => return len,
+        };
+        if end <= start {
+            return len;
+        }
+        data += end - start;
+        at = end;
+    }
+    // More runs than we walk: the rest of the file counts as data.
+    (data + len.saturating_sub(at)).min(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn a_grown_file_counts_only_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&[1u8; 64 * 1024]).unwrap();
+        // Grown to 16 MiB as redb grows its file, then a page written past the middle
+        // and one at the very end (redb's allocator state).
+        f.set_len(16 << 20).unwrap();
+        f.write_all_at(&[2u8; 4096], 8 << 20).unwrap();
+        f.write_all_at(&[3u8; 4096], (16 << 20) - 4096).unwrap();
+        f.sync_all().unwrap();
+        let data = data_bytes(&path).unwrap();
+        // Whether the filesystem reports holes decides the figure: where it does (ext4,
+        // xfs, tmpfs, btrfs) only the written blocks count; where not, the length.
+        let holes_reported = {
+            let probe = File::open(&path).unwrap();
+            rustix::fs::seek(&probe, SeekFrom::Hole(0)).unwrap() < 16 << 20
+        };
+        if holes_reported {
+            assert!(data >= 72 * 1024, "{data} bytes counted for 72 KiB written");
+            assert!(data <= 1 << 20, "{data} bytes counted for 72 KiB written");
+        } else {
+            assert_eq!(data, 16 << 20);
+        }
+    }
+
+    #[test]
+    fn a_file_without_holes_counts_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("full");
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&vec![7u8; 300_001]).unwrap();
+        f.sync_all().unwrap();
+        assert_eq!(data_bytes(&path).unwrap(), 300_001);
+        f.set_len(0).unwrap();
+        assert_eq!(data_bytes(&path).unwrap(), 0);
+    }
+
+    #[test]
+    fn too_many_runs_count_the_rest_in_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holey");
+        let f = File::create(&path).unwrap();
+        let block = 64 * 1024u64;
+        let runs = MAX_RUNS as u64 + 10;
+        f.set_len(runs * 2 * block).unwrap();
+        for i in 0..runs {
+            f.write_all_at(&[9u8; 4096], i * 2 * block).unwrap();
+        }
+        f.sync_all().unwrap();
+        let len = runs * 2 * block;
+        let data = data_bytes(&path).unwrap();
+        let walked = File::open(&path).unwrap();
+        if rustix::fs::seek(&walked, SeekFrom::Hole(0)).unwrap() < len {
+            // The first MAX_RUNS runs counted as written, everything after in full.
+            let rest_from = (MAX_RUNS as u64 - 1) * 2 * block;
+            assert!(data > len - rest_from, "{data} of {len}");
+            assert!(data < len, "{data} of {len}");
+        } else {
+            assert_eq!(data, len);
+        }
+    }
+}
