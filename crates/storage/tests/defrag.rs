@@ -74,7 +74,13 @@ fn defragment_returns_space_and_keeps_concurrent_writes() {
         written.len(),
         longest
     );
-    assert_eq!(report.size_before, full);
+    // The writer started before the defragment measured, and its pages may land in the
+    // part of the file redb reserved (a hole, not counted until written).
+    assert!(
+        report.size_before >= full && report.size_before < full + full / 4,
+        "size before {} against {full} measured just before",
+        report.size_before
+    );
     assert!(
         report.size_after * 3 < full,
         "space returned: {full} -> {}",
