@@ -20,7 +20,9 @@
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 use rustix::fs::SeekFrom;
 use rustix::io::Errno;
@@ -34,6 +36,39 @@ pub fn data_bytes(path: &Path) -> io::Result<u64> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     Ok(data_bytes_of(&file, len))
+}
+
+/// [`data_bytes`] for a file measured after every commit: one `stat`, and the walk only
+/// when the file's length or its allocated blocks changed since the last (which runs of
+/// data it has cannot change otherwise). A commit that reuses free pages, the steady
+/// state, costs what the `stat` of the file's length did before.
+/// What identifies a state of the file: its inode, length and allocated blocks.
+type FileState = (u64, u64, u64);
+
+#[derive(Debug, Default)]
+pub struct Measure {
+    /// (inode, length, allocated blocks) before the last walk, and what it counted.
+    last: Mutex<Option<(FileState, u64)>>,
+}
+
+impl Measure {
+    pub fn data_bytes(&self, path: &Path) -> io::Result<u64> {
+        let key = |m: &std::fs::Metadata| -> FileState { (m.ino(), m.len(), m.blocks()) };
+        let now = key(&std::fs::metadata(path)?);
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, data)) = *last {
+            if at == now {
+                return Ok(data);
+            }
+        }
+        // Keyed by what the file was before the walk: a write during it changes the
+        // blocks again, so the next call walks again.
+        let file = File::open(path)?;
+        let before = file.metadata()?;
+        let data = data_bytes_of(&file, before.len());
+        *last = Some((key(&before), data));
+        Ok(data)
+    }
 }
 
 /// [`data_bytes`] of an open file of length `len`. Where the filesystem cannot say, the
@@ -108,6 +143,27 @@ mod tests {
         assert_eq!(data_bytes(&path).unwrap(), 300_001);
         f.set_len(0).unwrap();
         assert_eq!(data_bytes(&path).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_measure_walks_again_when_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grows");
+        let f = File::create(&path).unwrap();
+        f.set_len(4 << 20).unwrap();
+        f.write_all_at(&[1u8; 8192], 0).unwrap();
+        let m = Measure::default();
+        let first = m.data_bytes(&path).unwrap();
+        assert_eq!(first, data_bytes(&path).unwrap());
+        assert_eq!(m.data_bytes(&path).unwrap(), first, "nothing changed");
+        // Written into the hole: the length is the same, the blocks are not.
+        f.write_all_at(&[2u8; 64 * 1024], 2 << 20).unwrap();
+        let second = m.data_bytes(&path).unwrap();
+        assert_eq!(second, data_bytes(&path).unwrap());
+        // Rewriting data already there changes neither, nor the figure.
+        f.write_all_at(&[3u8; 8192], 0).unwrap();
+        assert_eq!(m.data_bytes(&path).unwrap(), second);
+        assert_eq!(second, data_bytes(&path).unwrap());
     }
 
     #[test]

@@ -313,6 +313,8 @@ pub struct Backend {
     in_use: AtomicU64,
     /// The file's size at the last count.
     in_use_file_size: AtomicU64,
+    /// Measures the file's size after each commit ([`footprint::Measure`]).
+    footprint: footprint::Measure,
     /// Whether a commit landed since the last count began.
     in_use_stale: std::sync::atomic::AtomicBool,
     /// When the next count may start (after the last one's duty-cycle pause), in ms since
@@ -427,6 +429,7 @@ impl Backend {
             opened: Instant::now(),
             in_use: AtomicU64::new(0),
             in_use_file_size: AtomicU64::new(0),
+            footprint: footprint::Measure::default(),
             in_use_stale: std::sync::atomic::AtomicBool::new(true),
             in_use_next_ms: AtomicU64::new(0),
         };
@@ -564,7 +567,7 @@ impl Backend {
         if index > 0 {
             self.last_index.fetch_max(index, Ordering::SeqCst);
         }
-        if let Ok(size) = footprint::data_bytes(&self.path) {
+        if let Ok(size) = self.footprint.data_bytes(&self.path) {
             self.size.store(size, Ordering::Relaxed);
         }
         match mode {
@@ -700,10 +703,12 @@ impl Backend {
     /// against): the bytes that hold data, not the length redb has grown the file to
     /// (see [`footprint`]).
     pub fn size_bytes(&self) -> BResult<u64> {
-        footprint::data_bytes(&self.path).map_err(|source| BackendError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        self.footprint
+            .data_bytes(&self.path)
+            .map_err(|source| BackendError::Io {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Writes `rows` into `table` in one durable transaction (`None` deletes a key),
