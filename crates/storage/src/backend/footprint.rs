@@ -31,42 +31,48 @@ use rustix::io::Errno;
 /// or three: its pages, sometimes a page or two past a small hole, its allocator state).
 pub const MAX_RUNS: usize = 64;
 
-/// The bytes of the file at `path` that hold data (see the module docs).
+/// The bytes of the file at `path` that hold data (see the module docs), walked afresh.
 pub fn data_bytes(path: &Path) -> io::Result<u64> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    Ok(data_bytes_of(&file, len))
+    walk(path).map(|(_, data)| data)
 }
 
-/// [`data_bytes`] for a file measured after every commit: one `stat`, and the walk only
-/// when the file's length or its allocated blocks changed since the last (which runs of
-/// data it has cannot change otherwise). A commit that reuses free pages, the steady
-/// state, costs what the `stat` of the file's length did before.
 /// What identifies a state of the file: its inode, length and allocated blocks.
 type FileState = (u64, u64, u64);
 
+fn state_of(m: &std::fs::Metadata) -> FileState {
+    (m.ino(), m.len(), m.blocks())
+}
+
+/// Opens the file and counts its bytes of data, with the state it was in before the
+/// count (a write during the walk changes the blocks again, so a cache keyed by it
+/// walks again next time).
+fn walk(path: &Path) -> io::Result<(FileState, u64)> {
+    let file = File::open(path)?;
+    let before = file.metadata()?;
+    Ok((state_of(&before), data_bytes_of(&file, before.len())))
+}
+
+/// [`data_bytes`] for a file measured after every commit: one `stat`, and the walk only
+/// when the file's inode, length or allocated blocks changed since the last (which runs
+/// of data it has cannot change otherwise). A commit that reuses free pages, the steady
+/// state, costs what the `stat` of the file's length did before.
 #[derive(Debug, Default)]
 pub struct Measure {
-    /// (inode, length, allocated blocks) before the last walk, and what it counted.
+    /// The file's state before the last walk, and what it counted.
     last: Mutex<Option<(FileState, u64)>>,
 }
 
 impl Measure {
     pub fn data_bytes(&self, path: &Path) -> io::Result<u64> {
-        let key = |m: &std::fs::Metadata| -> FileState { (m.ino(), m.len(), m.blocks()) };
-        let now = key(&std::fs::metadata(path)?);
+        let now = state_of(&std::fs::metadata(path)?);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, data)) = *last {
             if at == now {
                 return Ok(data);
             }
         }
-        // Keyed by what the file was before the walk: a write during it changes the
-        // blocks again, so the next call walks again.
-        let file = File::open(path)?;
-        let before = file.metadata()?;
-        let data = data_bytes_of(&file, before.len());
-        *last = Some((key(&before), data));
+        let (at, data) = walk(path)?;
+        *last = Some((at, data));
         Ok(data)
     }
 }

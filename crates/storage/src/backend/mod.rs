@@ -1291,7 +1291,7 @@ mod tests {
     }
 
     /// Pages freed by deletions count as free once the commits that freed them are
-    /// durable; the file keeps its size until a defragmentation.
+    /// durable; the file does not get smaller until a defragmentation.
     #[test]
     fn in_use_drops_after_deletes_while_the_file_does_not() {
         let dir = tempfile::tempdir().unwrap();
