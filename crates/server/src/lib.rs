@@ -21,9 +21,11 @@
 //! - [`restore`] a data dir from an etcd snapshot file (`skiffctl snapshot restore`);
 //!   [`restore_etcd`] etcd 3.4's data dir from one (`--etcd-layout`).
 //! - [`peer`] the transport between members; [`config`] flags; [`metrics`] etcd-named
-//!   Prometheus metrics; [`convert`] wire types to and from the store's; [`version`].
+//!   Prometheus metrics; [`convert`] wire types to and from the store's; [`version`];
+//!   [`allocator`] how soon freed memory goes back to the kernel.
 
 pub mod alarms;
+pub mod allocator;
 pub mod api;
 pub mod apply;
 pub mod auth;
