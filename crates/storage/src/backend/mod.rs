@@ -46,19 +46,20 @@
 //!
 //! # Space in use
 //! [`Backend::in_use_bytes`] is what etcd reports as `dbSizeInUse`: the bytes of the
-//! pages redb has allocated (its `stats()`: allocated pages times the page size), so it
-//! drops when a compaction frees rows while the file's size ([`Backend::size_bytes`],
-//! `dbSize`: the bytes of the file that hold data, not the length redb grew it to, see
-//! [`footprint`]) drops only at a defragmentation. Counting them walks every page of the
-//! file inside a write transaction (after a durable empty commit, which lets redb
-//! release the pages earlier commits freed), so it is not done per request: the
-//! maintenance thread recounts while writes are idle ([`IDLE_FOR_REPAIR`]), after a
-//! compaction removed rows ([`Backend::note_rows_freed`]) or a defragmentation rewrote
-//! the file (a put load never triggers one), and no more often than [`IN_USE_DUTY`]
-//! allows (a walk holds at most a hundredth of the writer's time). A write that arrives
-//! during a walk still waits for it: the cost of an exact count, paid after a compaction. Between counts, what the file grew
-//! by is added (new pages at its end are in use); until the first count, and never
-//! above it, the file's size stands in.
+//! pages the tables' trees occupy (redb's table `stats()`: stored, metadata and
+//! fragmented bytes, i.e. whole pages), so it drops when a compaction frees rows while
+//! the file's size ([`Backend::size_bytes`], `dbSize`: the bytes of the file that hold
+//! data, not the length redb grew it to, see [`footprint`]) drops only at a
+//! defragmentation. Counting walks every page of the trees, so it is not done per
+//! request: the store's counting thread recounts ([`Backend::count_in_use_if_due`])
+//! after a compaction removed rows ([`Backend::note_rows_freed`]) or a defragmentation
+//! rewrote the file (a put load never triggers one), no more often than
+//! [`IN_USE_DUTY`] allows. The walk runs in a read transaction, so writes never wait
+//! for it and it needs no idle spell: under a steady load the figure drops within a
+//! walk of the compaction's end (the count this replaced held the writer, so it waited
+//! for idle writes and under load kept reporting the whole file). Between counts, what
+//! the file grew by is added (new pages at its end are in use); until the first count,
+//! and never above it, the file's size stands in.
 //!
 //! # Snapshots
 //! [`Backend::dump`] streams every table inside one read transaction (a consistent
@@ -322,11 +323,10 @@ pub struct Backend {
     in_use_next_ms: AtomicU64,
 }
 
-/// A count of the pages in use is followed by a pause this many times its duration: a
-/// count holds the writer slot while it walks the file (measured: 0.6-0.8 s for a
-/// 540 MB file of 1M rows, in the test profile), so a write that arrives during one
-/// waits; at most one such wait per minute for that file.
-pub const IN_USE_DUTY: u32 = 100;
+/// A count of the pages in use is followed by a pause this many times its duration
+/// (measured: about 0.7 s for a 540 MB file of 1M rows, which then waits 14 s): writers
+/// do not wait for a count, but it reads every page through redb's cache and the disk.
+pub const IN_USE_DUTY: u32 = 20;
 
 /// An apply commits durably itself after this many `durable_interval`s without a
 /// durable commit (normally the maintenance thread's comes first).
@@ -620,54 +620,64 @@ impl Backend {
             let tx = self.begin_write()?;
             return self.commit_as(tx, 0, Commit::Durable { save_repair: true });
         }
-        let now_ms = self.opened.elapsed().as_millis() as u64;
-        if self.in_use_stale.load(Ordering::SeqCst)
-            && self.idle_for() >= IDLE_FOR_REPAIR
-            && now_ms >= self.in_use_next_ms.load(Ordering::Relaxed)
-        {
-            self.count_in_use()?;
-        }
         Ok(())
     }
 
     /// Says that rows were removed (a compaction's batches), so the space in use may
-    /// have dropped: the next idle spell recounts it (see the module docs). Commits that
-    /// only add rows do not need a count (the file's growth is added), and no longer
-    /// cause one: a walk holds the writer for a time that grows with the file (seconds at
-    /// a million keys on a loaded machine), which stalled the next write.
+    /// have dropped: the next count due recounts it (see the module docs). Commits that
+    /// only add rows do not need a count (the file's growth is added).
     pub fn note_rows_freed(&self) {
         self.in_use_stale.store(true, Ordering::SeqCst);
     }
 
-    /// Counts the bytes of the pages redb has allocated (see the module docs); what
-    /// [`Backend::in_use_bytes`] reports from then on.
-    pub fn count_in_use(&self) -> BResult<u64> {
-        // redb releases the pages a commit freed at a later commit, once no reader
-        // needs them and (for pages freed by non-durable commits) after a durable one:
-        // durable empty commits first (the first makes the freeing commits durable, the
-        // second releases their pages), so the count sees what compaction freed.
-        for _ in 0..2 {
-            let tx = self.begin_write()?;
-            self.commit_as(tx, 0, Commit::Durable { save_repair: true })?;
+    /// Counts the bytes in use ([`Backend::count_in_use`]) if a compaction or
+    /// defragmentation made the last count stale and the duty cycle's pause after it
+    /// has passed; `None` when no count was due.
+    pub fn count_in_use_if_due(&self) -> BResult<Option<u64>> {
+        let now_ms = self.opened.elapsed().as_millis() as u64;
+        if !self.in_use_stale.load(Ordering::SeqCst)
+            || now_ms < self.in_use_next_ms.load(Ordering::Relaxed)
+        {
+            return Ok(None);
         }
+        self.count_in_use().map(Some)
+    }
+
+    /// Counts the bytes of the pages the tables occupy (see the module docs); what
+    /// [`Backend::in_use_bytes`] reports from then on. Walks every page of the trees in
+    /// a read transaction: writers go on meanwhile.
+    pub fn count_in_use(&self) -> BResult<u64> {
         self.in_use_stale.store(false, Ordering::SeqCst);
-        // The duty cycle paces the walk (its cost grows with the file), not the empty
-        // commits' fsyncs, which a loaded disk can make long whatever the file's size.
         let started = Instant::now();
-        let tx = self.begin_write()?;
-        let stats = tx.stats();
-        tx.abort()?;
-        let stats = stats?;
-        let bytes = stats.allocated_pages() * stats.page_size() as u64;
-        tracing::debug!(bytes, took = ?started.elapsed(), "counted the backend's bytes in use");
-        self.in_use_file_size
-            .store(self.size_bytes()?, Ordering::Relaxed);
-        self.in_use.store(bytes, Ordering::Relaxed);
-        let pause = started.elapsed() * IN_USE_DUTY;
+        let db = self.current();
+        // Before the walk: what the file grows by during it is added as in use.
+        let size = self.size_bytes()?;
+        let tx = db.begin_read()?;
+        let mut bytes = 0u64;
+        for table in Table::ALL {
+            let t = match tx.open_table(table.def()) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let stats = redb::ReadableTableMetadata::stats(&t)?;
+            bytes += stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
+        }
+        drop(tx);
+        let took = started.elapsed();
         self.in_use_next_ms.store(
-            (self.opened.elapsed() + pause).as_millis() as u64,
+            (self.opened.elapsed() + took * IN_USE_DUTY).as_millis() as u64,
             Ordering::Relaxed,
         );
+        if !Arc::ptr_eq(&db, &self.current()) {
+            // A defragmentation swapped the file during the walk: count the new one.
+            self.in_use_stale.store(true, Ordering::SeqCst);
+            return Ok(bytes);
+        }
+        tracing::debug!(bytes, ?took, "counted the backend's bytes in use");
+        self.in_use_file_size.store(size, Ordering::Relaxed);
+        // 0 means "not counted yet".
+        self.in_use.store(bytes.max(1), Ordering::Relaxed);
         Ok(bytes)
     }
 
@@ -1290,8 +1300,8 @@ mod tests {
         assert!(be.size_bytes().unwrap() >= 40 * 1000 * 1000 / 2);
     }
 
-    /// Pages freed by deletions count as free once the commits that freed them are
-    /// durable; the file does not get smaller until a defragmentation.
+    /// Pages freed by deletions stop counting as in use at the next count after the
+    /// compaction says so; the file does not get smaller until a defragmentation.
     #[test]
     fn in_use_drops_after_deletes_while_the_file_does_not() {
         let dir = tempfile::tempdir().unwrap();
@@ -1328,12 +1338,12 @@ mod tests {
         // A put-only commit would not trigger a count; removing rows does (the mvcc
         // compactor says so after its batches).
         be.note_rows_freed();
-        // Counted by the maintenance step once writes are idle and the frees durable.
-        // (Not before the pause after the first count: a hundred times its duration.)
+        // Counted once due (not before the pause after the first count, IN_USE_DUTY
+        // times its duration), with nothing made durable first.
         let deadline = Instant::now() + Duration::from_secs(30);
         while be.in_use_bytes() >= full / 4 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
-            be.maintain_durability().unwrap();
+            be.count_in_use_if_due().unwrap();
         }
         let after = be.in_use_bytes();
         assert!(

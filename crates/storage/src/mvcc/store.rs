@@ -168,7 +168,8 @@ struct Inner {
 pub struct KvStore {
     inner: Arc<Inner>,
     compactor: Mutex<Option<mpsc::Sender<i64>>>,
-    worker: Option<JoinHandle<()>>,
+    /// The compactor's thread and the in-use counter's.
+    workers: Vec<JoinHandle<()>>,
 }
 
 type KeyTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
@@ -459,6 +460,14 @@ impl KvStore {
                 path: inner.backend.path().to_path_buf(),
                 source,
             })?;
+        let counter_inner = Arc::clone(&inner);
+        let counter = std::thread::Builder::new()
+            .name("skiff-in-use".into())
+            .spawn(move || in_use_loop(counter_inner))
+            .map_err(|source| BackendError::Io {
+                path: inner.backend.path().to_path_buf(),
+                source,
+            })?;
         if scheduled > finished {
             info!(scheduled, finished, "resuming interrupted compaction");
             let _ = tx.send(scheduled);
@@ -466,7 +475,7 @@ impl KvStore {
         Ok(KvStore {
             inner,
             compactor: Mutex::new(Some(tx)),
-            worker: Some(worker),
+            workers: vec![worker, counter],
         })
     }
 
@@ -899,7 +908,7 @@ impl Drop for KvStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(w) = self.worker.take() {
+        for w in self.workers.drain(..) {
             let _ = w.join();
         }
     }
@@ -1271,6 +1280,23 @@ fn compactor_loop(inner: Arc<Inner>, rx: mpsc::Receiver<i64>) {
                 warn!(error = %e, revision = target, "physical compaction failed; retried at next open");
             }
         }
+    }
+}
+
+/// How often the in-use counter looks whether a count is due.
+const IN_USE_POLL: Duration = Duration::from_millis(50);
+
+/// Recounts the backend's bytes in use (`dbSizeInUse`) when a compaction or a
+/// defragmentation made the last count stale, on a thread of its own: the walk takes
+/// about a second at a million keys, and on the compactor's thread it would hold up
+/// the durable commits that thread makes. Writers never wait for it (a read
+/// transaction).
+fn in_use_loop(inner: Arc<Inner>) {
+    while !inner.shutdown.load(Ordering::SeqCst) {
+        if let Err(e) = inner.backend.count_in_use_if_due() {
+            warn!(error = %e, "counting the backend's bytes in use failed");
+        }
+        std::thread::sleep(IN_USE_POLL);
     }
 }
 
