@@ -51,10 +51,11 @@
 //! the file's size ([`Backend::size_bytes`], `dbSize`: the bytes of the file that hold
 //! data, not the length redb grew it to, see [`footprint`]) drops only at a
 //! defragmentation. Counting walks every page of the trees, so it is not done per
-//! request: the store's counting thread recounts ([`Backend::count_in_use_if_due`])
-//! after a compaction removed rows ([`Backend::note_rows_freed`]) or a defragmentation
-//! rewrote the file (a put load never triggers one), no more often than
-//! [`IN_USE_DUTY`] allows. The walk runs in a read transaction, so writes never wait
+//! request: the store's compactor counts ([`Backend::count_in_use`]) after a compaction
+//! removed rows, before it reports the compaction finished, and the store's counting
+//! thread recounts ([`Backend::count_in_use_if_due`]) when the figure is otherwise
+//! stale ([`Backend::note_rows_freed`], or a defragmentation rewrote the file; a put
+//! load never makes it stale), no more often than [`IN_USE_DUTY`] allows. The walk runs in a read transaction, so writes never wait
 //! for it and it needs no idle spell: under a steady load the figure drops within a
 //! walk of the compaction's end (the count this replaced held the writer, so it waited
 //! for idle writes and under load kept reporting the whole file). Between counts, what
