@@ -11,7 +11,10 @@
 //! `MIMALLOC_PURGE_DELAY` at 0-5 ms).
 //!
 //! Guarantee: [`return_freed_memory_promptly`] sets the delay to [`PURGE_DELAY_MS`]
-//! unless the operator set `MIMALLOC_PURGE_DELAY`, whose value then stands.
+//! unless the operator set it (`MIMALLOC_PURGE_DELAY`, or its older name
+//! `MIMALLOC_RESET_DELAY`, in any case, as mimalloc reads them), whose value then
+//! stands. mimalloc has no timer: it purges at its next call after the delay, so under
+//! load "about 10 ms".
 
 use std::os::raw::{c_int, c_long};
 
@@ -38,10 +41,11 @@ mod ffi {
         unsafe { mi_option_get(option) }
     }
 
-    pub fn set_option(option: c_int, value: c_long) {
-        // SAFETY: stores one entry of the option table (same bounds as above).
-        // mimalloc documents it as not thread-safe: the member calls it first thing in
-        // `main`, before it starts any thread.
+    /// # Safety
+    /// No other thread may be running (mimalloc's setter is not thread-safe).
+    pub unsafe fn set_option(option: c_int, value: c_long) {
+        // SAFETY: stores one entry of the option table (same bounds as above); the
+        // caller guarantees no other thread reads it meanwhile.
         unsafe { mi_option_set(option, value) }
     }
 }
@@ -49,13 +53,29 @@ mod ffi {
 // The C library the declarations above resolve to.
 use mimalloc as _;
 
+/// Whether the environment sets the purge delay for mimalloc itself.
+fn operator_set_it() -> bool {
+    std::env::vars_os().any(|(k, _)| {
+        k.to_str().is_some_and(|k| {
+            k.eq_ignore_ascii_case("MIMALLOC_PURGE_DELAY")
+                || k.eq_ignore_ascii_case("MIMALLOC_RESET_DELAY")
+        })
+    })
+}
+
 /// Makes mimalloc return freed pages after [`PURGE_DELAY_MS`] instead of a second,
-/// unless `MIMALLOC_PURGE_DELAY` is set. Call before starting threads.
-pub fn return_freed_memory_promptly() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+/// unless the operator set the delay (see the module docs).
+///
+/// # Safety
+/// Call before the process starts any other thread: mimalloc's option setter is not
+/// thread-safe (the member calls it first thing in `main`).
+#[allow(unsafe_code)]
+pub unsafe fn return_freed_memory_promptly() {
+    if operator_set_it() {
         return;
     }
-    ffi::set_option(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
+    // SAFETY: the caller guarantees no other thread runs yet.
+    unsafe { ffi::set_option(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
 }
 
 /// The purge delay mimalloc uses now, in milliseconds.
@@ -69,7 +89,7 @@ mod tests {
 
     #[test]
     fn the_option_set_is_mimallocs_purge_delay() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        if operator_set_it() {
             // The operator's value stands; nothing of ours to check.
             return;
         }

@@ -30,8 +30,11 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub fn main() -> ExitCode {
-    // Before any thread exists (mimalloc's option setter is not thread-safe).
-    skiff_server::allocator::return_freed_memory_promptly();
+    // SAFETY: no other thread exists yet (mimalloc's option setter is not thread-safe).
+    #[allow(unsafe_code)]
+    unsafe {
+        skiff_server::allocator::return_freed_memory_promptly();
+    }
     // mimalloc asks for transparent huge pages, so a fresh allocation faults in and zeroes
     // 2 MiB at a time: redb's allocator-state copy at each durable commit spent a third
     // of its time there, holding the writer slot (bench/PROFILE.md). 4 KiB pages do not.

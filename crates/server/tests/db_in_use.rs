@@ -74,8 +74,8 @@ async fn run(bin: &Path, port: u16, steady_writes: bool) -> (String, String) {
         .await
         .expect("txn of puts");
     }
-    // etcd counts at its next backend commit; Skiff's file size stands in until a
-    // compaction calls for a count.
+    // etcd counts at its next backend commit; Skiff counted at open and adds what the
+    // file grew by since.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let full = sizes(&mut maint).await;
     let writer = steady_writes.then(|| {

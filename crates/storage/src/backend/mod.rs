@@ -310,15 +310,18 @@ pub struct Backend {
     last_presync_ms: AtomicU64,
     presynced_index: AtomicU64,
     opened: Instant,
-    /// Bytes of allocated pages at the last count (0: not counted yet), see
+    /// Bytes of the tables' pages at the last count (0: not counted yet), see
     /// [`Backend::in_use_bytes`].
     in_use: AtomicU64,
     /// The file's size at the last count.
     in_use_file_size: AtomicU64,
     /// Measures the file's size after each commit ([`footprint::Measure`]).
     footprint: footprint::Measure,
-    /// Whether a commit landed since the last count began.
+    /// Whether rows were removed (compaction) or the file rewritten (defragment) since
+    /// the last count began, or that count failed; true at open.
     in_use_stale: std::sync::atomic::AtomicBool,
+    /// One count at a time, so an older walk never stores its figure over a newer one.
+    counting: Mutex<()>,
     /// When the next count may start (after the last one's duty-cycle pause), in ms since
     /// `opened`.
     in_use_next_ms: AtomicU64,
@@ -433,6 +436,7 @@ impl Backend {
             footprint: footprint::Measure::default(),
             in_use_stale: std::sync::atomic::AtomicBool::new(true),
             in_use_next_ms: AtomicU64::new(0),
+            counting: Mutex::new(()),
         };
         let mut tx = be.begin_write()?;
         let found = {
@@ -647,8 +651,22 @@ impl Backend {
     /// Counts the bytes of the pages the tables occupy (see the module docs); what
     /// [`Backend::in_use_bytes`] reports from then on. Walks every page of the trees in
     /// a read transaction: writers go on meanwhile.
+    /// A failed count leaves the figure stale, to be retried a second later.
     pub fn count_in_use(&self) -> BResult<u64> {
+        let _one = self.counting.lock().unwrap_or_else(|p| p.into_inner());
         self.in_use_stale.store(false, Ordering::SeqCst);
+        let counted = self.walk_in_use();
+        if counted.is_err() {
+            self.in_use_stale.store(true, Ordering::SeqCst);
+            self.in_use_next_ms.store(
+                (self.opened.elapsed() + Duration::from_secs(1)).as_millis() as u64,
+                Ordering::Relaxed,
+            );
+        }
+        counted
+    }
+
+    fn walk_in_use(&self) -> BResult<u64> {
         let started = Instant::now();
         let db = self.current();
         // Before the walk: what the file grows by during it is added as in use.

@@ -1315,10 +1315,7 @@ fn count_in_use_keeping_durability(inner: &Inner) {
         }
         match count.join() {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                inner.backend.note_rows_freed();
-                warn!(error = %e, "counting the backend's bytes in use failed");
-            }
+            Ok(Err(e)) => warn!(error = %e, "counting the backend's bytes in use failed"),
             Err(_) => {
                 inner.backend.note_rows_freed();
                 warn!("counting the backend's bytes in use panicked");
