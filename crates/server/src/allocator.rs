@@ -31,10 +31,12 @@ mod ffi {
 
     // mimalloc's C API, linked in by the `mimalloc` crate (`libmimalloc-sys`).
     extern "C" {
+        #[cfg(test)]
         fn mi_option_get(option: c_int) -> c_long;
         fn mi_option_set(option: c_int, value: c_long);
     }
 
+    #[cfg(test)]
     pub fn option(option: c_int) -> c_long {
         // SAFETY: reads one entry of mimalloc's option table; any `mi_option_t` value
         // below `_mi_option_last` is valid, and the callers pass constants that are.
@@ -78,11 +80,6 @@ pub unsafe fn return_freed_memory_promptly() {
     unsafe { ffi::set_option(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
 }
 
-/// The purge delay mimalloc uses now, in milliseconds.
-pub fn purge_delay_ms() -> c_long {
-    ffi::option(MI_OPTION_PURGE_DELAY)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +94,6 @@ mod tests {
         // a mimalloc whose option table moved fails here rather than the member
         // silently changing another option. (Setting it is not thread-safe, so this
         // test only reads; tests/hostile_load.rs shows the member's setting at work.)
-        assert_eq!(purge_delay_ms(), 1000);
+        assert_eq!(ffi::option(MI_OPTION_PURGE_DELAY), 1000);
     }
 }

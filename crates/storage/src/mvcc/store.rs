@@ -1287,8 +1287,8 @@ fn compactor_loop(inner: Arc<Inner>, rx: mpsc::Receiver<i64>) {
 const IN_USE_POLL: Duration = Duration::from_millis(50);
 
 /// Recounts the backend's bytes in use (`dbSizeInUse`) when a compaction or a
-/// defragmentation made the last count stale, on a thread of its own: the walk takes
-/// about a second at a million keys, and on the compactor's thread it would hold up
+/// defragmentation made the last count stale, on a thread of its own: the walk grows
+/// with the file (see `backend::IN_USE_DUTY`), and on the compactor's thread it would hold up
 /// the durable commits that thread makes. Writers never wait for it (a read
 /// transaction).
 fn in_use_loop(inner: Arc<Inner>) {
@@ -1301,8 +1301,8 @@ fn in_use_loop(inner: Arc<Inner>) {
 }
 
 /// Counts the backend's bytes in use now, on a scoped thread, while this (the
-/// compactor's) thread keeps making the durable commits that are due: the walk takes
-/// about a second at a million keys. A failed count leaves the figure stale, so the
+/// compactor's) thread keeps making the durable commits that are due, however long the
+/// walk takes. A failed count leaves the figure stale, so the
 /// in-use thread retries it.
 fn count_in_use_keeping_durability(inner: &Inner) {
     std::thread::scope(|s| {
