@@ -600,7 +600,7 @@ impl Member {
             expired_rx,
             shutdown.subscribe(),
         ));
-        tokio::spawn(tasks::checkpoint_renewals(
+        tokio::spawn(crate::lease::checkpoint::checkpoint_renewals(
             server.clone(),
             renewals_rx,
             shutdown.subscribe(),

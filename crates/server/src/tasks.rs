@@ -1,7 +1,6 @@
 //! The member's background tasks, each a loop that ends when the member stops:
 //! publishing this member's name and client URLs through Raft, revoking leases whose
-//! deadline passed (the lease clock names them, Raft applies the revoke), lease
-//! checkpoints (renewals made durable before they are answered), progress
+//! deadline passed (the lease clock names them, Raft applies the revoke), progress
 //! notifications for watchers that asked for them, the size gauges, automatic
 //! compaction (`--auto-compaction-*`), the election tick advance at boot, and the
 //! watch on the backend's failure (a failed write-back stops the member).
@@ -10,14 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skiff_api::EtcdError;
-use skiff_proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest};
 use skiff_proto::skiffpb::internal_request::Request as Req;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::AutoCompaction;
 use crate::facade::KvApi;
 use crate::inputs::NodeInput;
-use crate::lease::{LeaseId, Renewal};
+use crate::lease::LeaseId;
 use crate::server::EtcdServer;
 
 /// Publishes this member's name and client URLs through Raft once there is a leader,
@@ -108,53 +106,6 @@ pub async fn revoke_expired(
                 }
             }
         });
-    }
-}
-
-/// Most renewals carried by one checkpoint entry.
-const MAX_CHECKPOINTS_PER_ENTRY: usize = 1000;
-
-/// Makes lease renewals durable before they are answered: every renewal waiting when
-/// the previous checkpoint committed goes into one `LeaseCheckpoint` entry (so many
-/// keep-alives share one Raft round), and each is answered once that entry commits.
-pub async fn checkpoint_renewals(
-    server: Arc<EtcdServer>,
-    mut renewals: mpsc::UnboundedReceiver<Renewal>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let first = tokio::select! {
-            r = renewals.recv() => match r {
-                Some(r) => r,
-                None => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_CHECKPOINTS_PER_ENTRY {
-            match renewals.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let mut checkpoints: Vec<LeaseCheckpoint> = Vec::with_capacity(batch.len());
-        for r in &batch {
-            match checkpoints.iter_mut().find(|c| c.id == r.id) {
-                Some(c) => c.remaining_ttl = r.ttl,
-                None => checkpoints.push(LeaseCheckpoint {
-                    id: r.id,
-                    remaining_ttl: r.ttl,
-                }),
-            }
-        }
-        let req = Req::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints });
-        let result = server.propose_committed(req).await;
-        if let Err(e) = &result {
-            tracing::debug!(error = %e, renewals = batch.len(), "lease checkpoint not committed");
-        }
-        for r in batch {
-            let _ = r.reply.send(result.map(|()| r.ttl));
-        }
     }
 }
 

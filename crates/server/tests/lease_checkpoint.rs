@@ -10,7 +10,10 @@
 //!   TTL ran out (t >= 10 s). With `--experimental-enable-lease-checkpoint=false`, Skiff
 //!   restarts the TTL as etcd 3.4 does (t >= 15 s).
 //!
-//! Ports 27900-27911 belong to this file.
+//! Also: keep-alives arriving a millisecond apart share checkpoint entries (one per
+//! 10 ms at most), so a steady stream of renewals does not cost a Raft entry each.
+//!
+//! Ports 27900-27917 belong to this file.
 
 #![allow(clippy::unwrap_used)]
 
@@ -136,5 +139,61 @@ async fn a_new_leader_resumes_leases_instead_of_restarting_them() {
     assert!(
         etcd >= KILL_AT + ttl,
         "etcd 3.4 was expected to restart the TTL: {etcd:?}"
+    );
+}
+
+/// 20 leases kept alive 10 times each, every keeper renewing again 20 ms after its
+/// answer: about one renewal per millisecond. Each is answered with the full TTL,
+/// and the Raft log grows by at most one checkpoint entry per 10 ms of the run (before
+/// the spacing: 80 entries in 427 ms, one per two or three renewals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_keep_alives_shares_checkpoint_entries() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_skiff"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = cluster_members(bin, 3, 27912, dir.path(), &[]);
+    for m in members.iter_mut() {
+        m.spawn();
+    }
+    for m in members.iter_mut() {
+        m.wait_serving(Duration::from_secs(30));
+    }
+    let urls: Vec<String> = members.iter().map(|m| m.url()).collect();
+    let c = client(&urls).await;
+    let mut leases = Vec::new();
+    for _ in 0..20 {
+        leases.push(c.clone().lease_grant(60, None).await.unwrap().id());
+    }
+    let lead = leader(&members).await;
+    let raft_index = |url: String| async move {
+        let mut c = Client::connect([url], None).await.unwrap();
+        c.status().await.unwrap().raft_index()
+    };
+    let before = raft_index(members[lead].url()).await;
+    let start = Instant::now();
+    let keepers: Vec<_> = leases
+        .into_iter()
+        .map(|id| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                let (mut keeper, mut answers) = c.lease_keep_alive(id).await.unwrap();
+                for _ in 0..10 {
+                    keeper.keep_alive().await.unwrap();
+                    let ttl = answers.message().await.unwrap().unwrap().ttl();
+                    assert_eq!(ttl, 60, "lease {id:x} renewed with TTL {ttl}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    for k in keepers {
+        k.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let entries = raft_index(members[lead].url()).await - before;
+    let bound = elapsed.as_millis() as u64 / 10 + 2;
+    println!("200 keep-alives in {elapsed:?}: {entries} Raft entries (bound {bound})");
+    assert!(
+        entries <= bound,
+        "200 keep-alives in {elapsed:?} took {entries} Raft entries, more than one per 10 ms"
     );
 }

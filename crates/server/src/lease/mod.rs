@@ -16,7 +16,8 @@
 //!
 //! Lease checkpoints (on by default; etcd 3.4 has them off): the leader answers a
 //! keep-alive only once a `LeaseCheckpoint` entry carrying the renewal is committed
-//! (renewals arriving together share one entry), and every member notes, in its own
+//! (renewals arriving together share one entry, and entries are spaced at least 10 ms
+//! apart unless a batch is full: [`checkpoint`]), and every member notes, in its own
 //! clock, the deadline each grant and checkpoint implies. A new leader resumes each
 //! lease at that deadline plus one election timeout, instead of giving it its full TTL
 //! again (etcd #9395: a lock holder that died kept its lock for TTL more seconds per
@@ -25,6 +26,7 @@
 //! (plus the replication delay of the checkpoint). Without checkpoints a new leader
 //! restarts every deadline at now + TTL + one election timeout, as etcd 3.4 does.
 
+pub mod checkpoint;
 pub mod clock;
 pub mod table;
 
