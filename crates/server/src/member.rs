@@ -33,6 +33,7 @@ use skiff_storage::mvcc::{KvStore, StoreConfig};
 use skiff_storage::watch::{WatchConfig, WatchableStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::alarms::Alarms;
 use crate::apply::Applier;
@@ -517,11 +518,16 @@ impl Member {
                     .context("an https peer URL needs peer TLS material")?;
                 tokio::spawn(server.serve_with_incoming(tls::listen::accept(listener, tls, "peer")))
             } else {
-                tokio::spawn(
-                    server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
-                        listener,
-                    )),
-                )
+                // tonic sets no TCP_NODELAY on connections it is handed: without it a
+                // stream's small frames (the flow-control window updates the sender
+                // waits for) can wait behind Nagle's algorithm.
+                let incoming =
+                    tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+                        let conn = conn?;
+                        conn.set_nodelay(true)?;
+                        Ok::<_, std::io::Error>(conn)
+                    });
+                tokio::spawn(server.serve_with_incoming(incoming))
             });
         }
 
