@@ -49,7 +49,7 @@ use crate::membership::MemberTable;
 use crate::metrics::Metrics;
 use crate::node::{DiskIo, Node};
 use crate::peer::{PeerConfig, PeerTransport};
-use crate::server::{EtcdServer, LeaderLeases, PeerMembership};
+use crate::server::{EtcdServer, PeerMembership};
 use crate::wait::{AppliedIndex, Wait};
 use crate::{api, gateway, http, serve, tasks, tls};
 
@@ -451,11 +451,6 @@ impl Member {
                 transport.add_peer(m.id, m.peer_urls.clone());
             }
         }
-        transport.set_lease_handler(Arc::new(LeaderLeases {
-            clock: clock.clone(),
-            apply: apply_tx.clone(),
-            timeout: request_timeout,
-        }));
         // A snapshot sent to a follower carries a consistent dump of our backend.
         let dump_from = store.clone();
         transport.set_snapshot_source(Arc::new(move |data: Bytes| {
@@ -497,6 +492,7 @@ impl Member {
             bootstrap_members: rec.meta.members.clone(),
             auth: auth.clone(),
         });
+        transport.set_lease_handler(Arc::new(server.leader_leases()));
         transport.set_membership_handler(Arc::new(PeerMembership(Arc::downgrade(&server))));
 
         let (failed_tx, failed) = watch::channel(None);

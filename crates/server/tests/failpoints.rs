@@ -32,7 +32,12 @@
 //!   restarted without failpoints, serves every acknowledged write with the same
 //!   HashKV as its peers (no silent divergence).
 //!
-//! Ports 27400-27411 and 27420-27459 belong to this file.
+//! - a keep-alive and a time-to-live sent through a follower right after that follower
+//!   answered the lease's grant find the lease while the leader's apply thread lags
+//!   (`apply-entries=pause(400)` on the leader): the leader waits until it has applied
+//!   what it committed before it says a lease does not exist.
+//!
+//! Ports 27400-27411 and 27420-27465 belong to this file.
 
 use crate::common;
 
@@ -831,4 +836,89 @@ fn a_crash_while_installing_a_snapshot_leaves_no_divergence() {
         "snapshot-install: m{victim} crashed ({status}); after its restart it holds all \
          {PUTS} puts and HashKV at {rev} matches its peers: {hashes:?}"
     );
+}
+
+/// The leader's apply thread sleeps 400 ms before every batch (it was restarted as
+/// `skiff-failpoints` and made leader with MoveLeader); a follower applies the grant
+/// and answers it long before the leader does. A keep-alive and a time-to-live sent
+/// through that follower at once are forwarded to the leader, whose lease clock learns
+/// of the lease only when its own apply thread gets there: they must still find it
+/// (before the leader waited for its apply, the keep-alive answered TTL 0, "lease not
+/// found": a `bench/compare.sh` lease run failed on it).
+#[test]
+fn a_lease_granted_through_a_follower_is_found_while_the_leader_applies_late() {
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let fp = failpoints_bin();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
+    let mut m = cluster_members(skiff, 3, 27460, dir.path(), TIMING);
+    for x in m.iter_mut() {
+        x.spawn();
+    }
+    for x in m.iter_mut() {
+        x.wait_serving(START_WITHIN);
+    }
+    let urls: Vec<String> = m.iter().map(Member::url).collect();
+    let leader = rt
+        .block_on(wait_leader(&urls, Duration::from_secs(10)))
+        .expect("a leader among the three");
+    let slow = (leader + 1) % 3;
+    m[slow].terminate(Duration::from_secs(10));
+    m[slow].bin = fp;
+    m[slow]
+        .env
+        .push(("SKIFF_FAILPOINTS".into(), "apply-entries=pause(400)".into()));
+    m[slow].spawn();
+    m[slow].wait_serving(START_WITHIN);
+    rt.block_on(async {
+        let (slow_id, _) = status(&urls[slow]).await.expect("the slow member answers");
+        let now = wait_leader(&urls, Duration::from_secs(10))
+            .await
+            .expect("a leader after the restart");
+        println!("leader m{now}; the slow member is m{slow}");
+        if now != slow {
+            client(&urls[now])
+                .await
+                .move_leader(slow_id)
+                .await
+                .expect("move the leadership to the slow member");
+        }
+        assert_eq!(
+            wait_leader(&urls, Duration::from_secs(10)).await,
+            Some(slow),
+            "the slow member did not become the leader"
+        );
+        let via = (slow + 1) % 3;
+        for round in 0..3 {
+            let mut c = client(&urls[via]).await;
+            let id = c.lease_grant(60, None).await.expect("grant").id();
+            let asked = Instant::now();
+            let within = Duration::from_secs(10);
+            let (mut keeper, mut answers) = tokio::time::timeout(within, c.lease_keep_alive(id))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: keep-alive of lease {id:x} hung"))
+                .unwrap_or_else(|e| panic!("round {round}: keep-alive of lease {id:x}: {e}"));
+            keeper.keep_alive().await.expect("a second keep-alive");
+            let again = tokio::time::timeout(within, answers.message())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: second keep-alive of {id:x} hung"))
+                .expect("keep-alive answer")
+                .expect("keep-alive stream open");
+            assert_eq!(again.ttl(), 60, "round {round}");
+            let ttl = tokio::time::timeout(within, c.lease_time_to_live(id, None))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: time-to-live of lease {id:x} hung"))
+                .unwrap_or_else(|e| panic!("round {round}: time-to-live of lease {id:x}: {e}"));
+            println!(
+                "round {round}: lease {id:x} found by keep-alive and time-to-live (TTL {}) in {:?}",
+                ttl.ttl(),
+                asked.elapsed()
+            );
+            assert_eq!(ttl.granted_ttl(), 60, "round {round}");
+            assert!(ttl.ttl() > 0, "round {round}: TTL {}", ttl.ttl());
+        }
+    });
 }

@@ -3,11 +3,17 @@
 //! follower forwards them to the leader over the peer protocol); the keys attached to
 //! a lease are asked of the apply thread, which owns the lease table.
 //!
+//! A lease the leader's clock does not know is asked about again once the leader has
+//! applied everything committed, so a keep-alive right after a grant answered by a
+//! follower finds the lease (see [`LeaderLeases::caught_up`]).
+//!
 //! etcd's answers are kept: a keep-alive for an unknown or expired lease answers
 //! TTL 0 (not an error); time-to-live for an unknown lease answers TTL -1; a grant
 //! with ID 0 gets an ID from the cluster-unique request ID generator (positive).
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,8 +24,9 @@ use tokio::sync::oneshot;
 
 use super::EtcdServer;
 use crate::facade::{ApiResult, LeaseApi};
-use crate::inputs::{ApplyInput, ApplyOutput};
+use crate::inputs::{ApplyInput, ApplyOutput, RaftStatus};
 use crate::lease::ClockHandle;
+use crate::wait::AppliedIndex;
 
 /// The leader's side of lease requests: its clock, and the apply thread for keys.
 /// Serves this member's own requests and those forwarded by followers.
@@ -28,9 +35,38 @@ pub struct LeaderLeases {
     pub clock: ClockHandle,
     pub apply: Sender<ApplyInput>,
     pub timeout: Duration,
+    /// Raft's commit index and this member's applied index (see [`Self::caught_up`]).
+    pub raft: Arc<RaftStatus>,
+    pub applied: Arc<AppliedIndex>,
 }
 
 impl LeaderLeases {
+    /// Waits until this member has applied everything it knows to be committed. A
+    /// grant sent to a follower is answered there once the follower applied it, and the
+    /// leader's apply thread may not have got that far yet: a keep-alive or a
+    /// time-to-live sent right after the grant's answer would find no such lease at
+    /// the leader (a keep-alive answered TTL 0, "lease not found" to etcd's clients).
+    /// A follower knows an entry is committed only from the leader, so the leader's
+    /// commit index covers every grant any member has answered.
+    async fn caught_up(&self) -> Result<(), EtcdError> {
+        let commit = self.raft.commit.load(Ordering::Acquire);
+        tokio::time::timeout(self.timeout, self.applied.wait_for(commit))
+            .await
+            .map_err(|_| EtcdError::Timeout)
+    }
+
+    /// A keep-alive at the leader: the TTL, or 0 for a lease that does not exist (or
+    /// has expired) once everything committed is applied here.
+    pub async fn renew(&self, id: i64) -> Result<i64, EtcdError> {
+        match self.clock.renew(id).await? {
+            0 => {
+                self.caught_up().await?;
+                self.clock.renew(id).await
+            }
+            ttl => Ok(ttl),
+        }
+    }
+
     /// The keys attached to lease `id`, as of everything applied before the question.
     async fn keys(&self, id: i64) -> Result<Vec<Bytes>, EtcdError> {
         let (tx, rx) = oneshot::channel();
@@ -50,7 +86,12 @@ impl LeaderLeases {
         id: i64,
         keys: bool,
     ) -> Result<(i64, i64, Vec<Bytes>), EtcdError> {
-        match self.clock.time_to_live(id).await? {
+        let mut known = self.clock.time_to_live(id).await?;
+        if known.is_none() {
+            self.caught_up().await?;
+            known = self.clock.time_to_live(id).await?;
+        }
+        match known {
             None => Ok((-1, 0, Vec::new())),
             Some((ttl, granted)) => {
                 let keys = if keys {
@@ -67,7 +108,7 @@ impl LeaderLeases {
 #[tonic::async_trait]
 impl crate::peer::LeaseHandler for LeaderLeases {
     async fn renew(&self, id: i64) -> Result<i64, tonic::Status> {
-        Ok(self.clock.renew(id).await?)
+        Ok(LeaderLeases::renew(self, id).await?)
     }
 
     async fn time_to_live(
@@ -80,11 +121,14 @@ impl crate::peer::LeaseHandler for LeaderLeases {
 }
 
 impl EtcdServer {
-    fn leader_leases(&self) -> LeaderLeases {
+    /// The leader's side of lease requests, for this member's requests and followers'.
+    pub(crate) fn leader_leases(&self) -> LeaderLeases {
         LeaderLeases {
             clock: self.lease_clock.clone(),
             apply: self.apply.clone(),
             timeout: self.request_timeout,
+            raft: self.raft.clone(),
+            applied: self.applied.clone(),
         }
     }
 }
@@ -121,7 +165,7 @@ impl LeaseApi for EtcdServer {
         &self,
         req: pb::LeaseKeepAliveRequest,
     ) -> ApiResult<pb::LeaseKeepAliveResponse> {
-        let ttl = match self.lease_clock.renew(req.id).await {
+        let ttl = match self.leader_leases().renew(req.id).await {
             Err(EtcdError::NotLeader) => {
                 // Only the leader's clock tracks deadlines.
                 let (leader, urls) = self.remote_leader()?;
