@@ -8,7 +8,9 @@
 # load without a defragment (a reference). Prints (and writes to --out) a table: how long
 # the defragment took, the file size before and after the first, put p99 and the slowest
 # put (the longest write stall) during the runs with a defragment and during the
-# references, as the median of the repeats with each run's figure. Then space: 90% of the keys are deleted (one
+# references, as the median of the repeats with each run's figure, and when the slowest
+# put began, counted from the start of the defragment (to tell the copy, the swap and the
+# release of the old file apart). Then space: 90% of the keys are deleted (one
 # DeleteRange through the JSON gateway), compacted and defragmented, and the table gives
 # the file size and dbSizeInUse after the compaction and the size after the defragment,
 # as a share of the size before the delete; then one more put, a compaction at its
@@ -98,6 +100,13 @@ ms() { jq -r "$1 * 1000 | . * 10 | round / 10" "$2"; }
 
 p99() { jq -r '.percentiles[] | select(.percent == 99) | .latency_s * 1000 | . * 10 | round / 10' "$1"; }
 slowest() { ms .slowest_s "$1"; }
+# When the slowest put of a run with a defragment began, in seconds after the defragment
+# started (negative: before it); "–" from a skiff-bench that does not report it.
+began() {
+  local t0
+  t0=$(cat "${1%.json}.t0")
+  jq -r --argjson t0 "$t0" 'if .slowest_began_unix_s == null then "–" else (.slowest_began_unix_s - $t0) * 100 | round / 100 end' "$1"
+}
 # "median (run 1, run 2, ...)" of one figure over the repeats: runs side kind figure, where
 # kind is ref, defrag (a JSON per run, read with the function figure) or took (a file).
 runs() {
@@ -133,6 +142,7 @@ run_side() {
     local load=$!
     sleep "$at"
     t0=$(date +%s.%N)
+    echo "$t0" >"$work/$side.defrag.$i.t0"
     ctl defrag >"$work/$side.defrag.$i.out" 2>&1 || true
     t1=$(date +%s.%N)
     wait $load || true
@@ -159,6 +169,7 @@ run_side() {
   eval "${side}_after=$((after / 1048576))"
   eval "${side}_p99=\"$(runs "$side" defrag p99)\""
   eval "${side}_slow=\"$(runs "$side" defrag slowest)\""
+  eval "${side}_slow_at=\"$(runs "$side" defrag began)\""
   eval "${side}_ref_p99=\"$(runs "$side" ref p99)\""
   eval "${side}_ref_slow=\"$(runs "$side" ref slowest)\""
   eval "${side}_msg=\"$(head -1 "$work/$side.defrag.1.out")\""
@@ -188,6 +199,7 @@ run_side skiff "$skiff_bin"
   echo "| db size before / after (MiB) | $etcd_before / $etcd_after | $skiff_before / $skiff_after |"
   echo "| put p99 during defragment (ms) | $etcd_p99 | $skiff_p99 |"
   echo "| longest write stall during defragment (ms) | $etcd_slow | $skiff_slow |"
+  echo "| the slowest put began, s after the defragment started | $etcd_slow_at | $skiff_slow_at |"
   echo "| put p99, same load without defragment (ms) | $etcd_ref_p99 | $skiff_ref_p99 |"
   echo "| slowest put, same load without defragment (ms) | $etcd_ref_slow | $skiff_ref_slow |"
   echo "| after the load, before the delete: db size (MiB) | $etcd_full | $skiff_full |"

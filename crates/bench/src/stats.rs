@@ -14,7 +14,7 @@
 //! - requests/s counts successful requests only.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -36,6 +36,8 @@ pub struct ErrorCount {
 pub struct Recorder {
     latencies_ns: Vec<u64>,
     errors: BTreeMap<String, ErrorCount>,
+    /// The slowest request so far: its latency and when it was recorded (its end).
+    slowest: Option<(u64, SystemTime)>,
 }
 
 impl Recorder {
@@ -46,8 +48,11 @@ impl Recorder {
     /// Records one successful request.
     pub fn ok(&mut self, latency: Duration) {
         // A single request longer than u64 nanoseconds (584 years) cannot happen.
-        self.latencies_ns
-            .push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.latencies_ns.push(ns);
+        if self.slowest.is_none_or(|(worst, _)| ns > worst) {
+            self.slowest = Some((ns, SystemTime::now()));
+        }
     }
 
     /// Records one failed request under its gRPC code (or another short error class).
@@ -69,6 +74,11 @@ impl Recorder {
 
     pub fn merge(&mut self, other: Recorder) {
         self.latencies_ns.extend(other.latencies_ns);
+        if let Some((ns, at)) = other.slowest {
+            if self.slowest.is_none_or(|(worst, _)| ns > worst) {
+                self.slowest = Some((ns, at));
+            }
+        }
         for (code, e) in other.errors {
             let mine = self.errors.entry(code).or_default();
             if mine.count == 0 {
@@ -111,6 +121,9 @@ pub struct Summary {
     pub errors: u64,
     pub requests_per_s: f64,
     pub slowest_s: f64,
+    /// When the slowest request began, in seconds since the Unix epoch (to place it
+    /// against what the server was doing, e.g. `bench/defrag.sh`).
+    pub slowest_began_unix_s: Option<f64>,
     pub fastest_s: f64,
     pub average_s: f64,
     pub stddev_s: f64,
@@ -197,6 +210,15 @@ pub fn summarize(mut rec: Recorder, elapsed: Duration) -> Summary {
             0.0
         },
         slowest_s: lats.last().map_or(0.0, |&x| secs(x)),
+        slowest_began_unix_s: rec.slowest.and_then(|(ns, end)| {
+            let began = end.checked_sub(Duration::from_nanos(ns))?;
+            Some(
+                began
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .ok()?
+                    .as_secs_f64(),
+            )
+        }),
         fastest_s: lats.first().map_or(0.0, |&x| secs(x)),
         average_s: mean / 1e9,
         stddev_s: stddev / 1e9,
@@ -269,6 +291,33 @@ mod tests {
         assert!((s - 2.0).abs() < 1e-12);
         assert_eq!(mean_stddev(&[]), (0.0, 0.0));
         assert_eq!(mean_stddev(&[3, 3]), (3.0, 0.0));
+    }
+
+    /// The slowest request's start is kept across merges: its end minus its latency.
+    #[test]
+    fn when_the_slowest_request_began() {
+        let before = SystemTime::now();
+        let mut a = Recorder::new();
+        a.ok(Duration::from_millis(5));
+        a.ok(Duration::from_millis(300));
+        a.ok(Duration::from_millis(7));
+        let mut b = Recorder::new();
+        b.ok(Duration::from_millis(40));
+        a.merge(b);
+        let after = SystemTime::now();
+        let s = summarize(a, Duration::from_secs(1));
+        let unix = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        };
+        let began = s.slowest_began_unix_s.unwrap();
+        assert!(began >= unix(before) - 0.300 - 1e-6, "{began}");
+        assert!(began <= unix(after) - 0.300 + 1e-6, "{began}");
+        assert_eq!(
+            summarize(Recorder::new(), Duration::ZERO).slowest_began_unix_s,
+            None
+        );
     }
 
     #[test]
