@@ -55,6 +55,15 @@ impl Recorder {
         }
     }
 
+    /// Keeps `other` as the slowest request if it is slower than the one kept.
+    fn keep_slowest(&mut self, other: Option<(u64, SystemTime)>) {
+        if let Some((ns, at)) = other {
+            if self.slowest.is_none_or(|(worst, _)| ns > worst) {
+                self.slowest = Some((ns, at));
+            }
+        }
+    }
+
     /// Records one failed request under its gRPC code (or another short error class).
     pub fn err(&mut self, code: &str, message: &str) {
         self.err_n(code, message, 1);
@@ -74,11 +83,7 @@ impl Recorder {
 
     pub fn merge(&mut self, other: Recorder) {
         self.latencies_ns.extend(other.latencies_ns);
-        if let Some((ns, at)) = other.slowest {
-            if self.slowest.is_none_or(|(worst, _)| ns > worst) {
-                self.slowest = Some((ns, at));
-            }
-        }
+        self.keep_slowest(other.slowest);
         for (code, e) in other.errors {
             let mine = self.errors.entry(code).or_default();
             if mine.count == 0 {

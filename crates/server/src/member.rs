@@ -33,7 +33,6 @@ use skiff_storage::mvcc::{KvStore, StoreConfig};
 use skiff_storage::watch::{WatchConfig, WatchableStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::alarms::Alarms;
 use crate::apply::Applier;
@@ -514,16 +513,7 @@ impl Member {
                     .context("an https peer URL needs peer TLS material")?;
                 tokio::spawn(server.serve_with_incoming(tls::listen::accept(listener, tls, "peer")))
             } else {
-                // tonic sets no TCP_NODELAY on connections it is handed: without it a
-                // stream's small frames (the flow-control window updates the sender
-                // waits for) can wait behind Nagle's algorithm.
-                let incoming =
-                    tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
-                        let conn = conn?;
-                        conn.set_nodelay(true)?;
-                        Ok::<_, std::io::Error>(conn)
-                    });
-                tokio::spawn(server.serve_with_incoming(incoming))
+                tokio::spawn(server.serve_with_incoming(serve::accept_nodelay(listener)))
             });
         }
 

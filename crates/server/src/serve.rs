@@ -205,6 +205,20 @@ async fn access_control(
     resp
 }
 
+/// The plain TCP connections `listener` accepts, with `TCP_NODELAY` set: small gRPC
+/// messages (and the HTTP/2 window updates a sender waits for) must not wait for
+/// Nagle's algorithm, and tonic sets nothing on connections it is handed. (TLS
+/// listeners set it in `tls::listen`.)
+pub fn accept_nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
+}
+
 /// [`serve_client`] with the member's client-port flags (`None`: etcd's defaults)
 /// and, for an `https` URL, its TLS configuration.
 pub async fn serve_client_with(
@@ -242,13 +256,8 @@ pub async fn serve_client_with(
                 .await
         }
         None => {
-            let incoming = TcpListenerStream::new(listener).map(|conn| {
-                let conn = conn?;
-                // Small gRPC messages must not wait for Nagle's algorithm.
-                conn.set_nodelay(true)?;
-                // Endpoints written as http://host:port arrive with that URL as :authority.
-                Ok::<_, io::Error>(AuthorityFix::new(conn))
-            });
+            // Endpoints written as http://host:port arrive with that URL as :authority.
+            let incoming = accept_nodelay(listener).map(|conn| conn.map(AuthorityFix::new));
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await

@@ -175,6 +175,30 @@ async fn wait_leader(urls: &[String], within: Duration) -> Option<usize> {
     None
 }
 
+/// Starts the laid-out `members`, waits until each serves and they agree on a leader;
+/// their URLs and the leader's index.
+fn start_cluster(rt: &tokio::runtime::Runtime, members: &mut [Member]) -> (Vec<String>, usize) {
+    for x in members.iter_mut() {
+        x.spawn();
+    }
+    for x in members.iter_mut() {
+        x.wait_serving(START_WITHIN);
+    }
+    let urls: Vec<String> = members.iter().map(Member::url).collect();
+    let leader = rt
+        .block_on(wait_leader(&urls, Duration::from_secs(10)))
+        .expect("a leader among the three");
+    (urls, leader)
+}
+
+/// Stops `member` and starts it again as `skiff-failpoints` (`fp`) armed with `spec`.
+fn restart_armed(member: &mut Member, fp: PathBuf, spec: &str) {
+    member.terminate(Duration::from_secs(10));
+    member.bin = fp;
+    member.env.push(("SKIFF_FAILPOINTS".into(), spec.into()));
+    member.spawn();
+}
+
 /// The instant `needle` first appears in `member`'s log (polled every 10 ms), if it
 /// does within `within`.
 fn wait_for_log_line(member: &Member, needle: &str, within: Duration) -> Option<Instant> {
@@ -218,16 +242,7 @@ fn a_member_whose_apply_thread_panics_exits_and_the_others_go_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
     let mut m = cluster_members(skiff, 3, 27400, dir.path(), TIMING);
-    for x in m.iter_mut() {
-        x.spawn();
-    }
-    for x in m.iter_mut() {
-        x.wait_serving(START_WITHIN);
-    }
-    let urls: Vec<String> = m.iter().map(Member::url).collect();
-    let leader = rt
-        .block_on(wait_leader(&urls, Duration::from_secs(10)))
-        .expect("a leader among the three");
+    let (urls, leader) = start_cluster(&rt, &mut m);
     // The victim is a follower; the cluster has committed entries it already applied.
     let victim = (leader + 1) % 3;
     let writer = (0..3)
@@ -244,12 +259,7 @@ fn a_member_whose_apply_thread_panics_exits_and_the_others_go_on() {
     // has applied everything it holds, so it panics at the first batch of entries
     // committed after it rejoins: the next write, or whatever the cluster commits while
     // it starts (a member may publish its attributes through raft), whichever is first.
-    m[victim].terminate(Duration::from_secs(10));
-    m[victim].bin = fp;
-    m[victim]
-        .env
-        .push(("SKIFF_FAILPOINTS".into(), "apply-entries=panic".into()));
-    m[victim].spawn();
+    restart_armed(&mut m[victim], fp, "apply-entries=panic");
     let restarted_at = Instant::now();
     let mut trigger = "the write through another member";
     let serving_deadline = Instant::now() + START_WITHIN;
@@ -766,15 +776,8 @@ fn a_crash_while_installing_a_snapshot_leaves_no_divergence() {
     for x in m.iter_mut() {
         x.env
             .push((skiff_failpoints::CATCH_UP_ENTRIES.into(), "5".into()));
-        x.spawn();
     }
-    for x in m.iter_mut() {
-        x.wait_serving(START_WITHIN);
-    }
-    let urls: Vec<String> = m.iter().map(Member::url).collect();
-    let leader = rt
-        .block_on(wait_leader(&urls, Duration::from_secs(10)))
-        .expect("a leader among the three");
+    let (urls, leader) = start_cluster(&rt, &mut m);
     let victim = (leader + 1) % 3;
     m[victim].terminate(Duration::from_secs(10));
     const PUTS: usize = 150;
@@ -855,23 +858,9 @@ fn a_lease_granted_through_a_follower_is_found_while_the_leader_applies_late() {
     let dir = tempfile::tempdir().expect("tempdir");
     let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
     let mut m = cluster_members(skiff, 3, 27460, dir.path(), TIMING);
-    for x in m.iter_mut() {
-        x.spawn();
-    }
-    for x in m.iter_mut() {
-        x.wait_serving(START_WITHIN);
-    }
-    let urls: Vec<String> = m.iter().map(Member::url).collect();
-    let leader = rt
-        .block_on(wait_leader(&urls, Duration::from_secs(10)))
-        .expect("a leader among the three");
+    let (urls, leader) = start_cluster(&rt, &mut m);
     let slow = (leader + 1) % 3;
-    m[slow].terminate(Duration::from_secs(10));
-    m[slow].bin = fp;
-    m[slow]
-        .env
-        .push(("SKIFF_FAILPOINTS".into(), "apply-entries=pause(400)".into()));
-    m[slow].spawn();
+    restart_armed(&mut m[slow], fp, "apply-entries=pause(400)");
     m[slow].wait_serving(START_WITHIN);
     rt.block_on(async {
         let (slow_id, _) = status(&urls[slow]).await.expect("the slow member answers");

@@ -89,11 +89,8 @@ pub async fn next_batch(
                 Err(_) => break,
             }
         }
-        let due = not_before.is_none_or(|at| Instant::now() >= at);
-        if due || batch.len() >= FULL_BATCH {
-            return Some(batch);
-        }
-        let Some(at) = not_before else {
+        let wait_until = not_before.filter(|at| Instant::now() < *at);
+        let Some(at) = wait_until.filter(|_| batch.len() < FULL_BATCH) else {
             return Some(batch);
         };
         tokio::select! {
