@@ -314,8 +314,8 @@ async fn unbounded_ranges_are_slowed_or_refused() {
         ok.load(std::sync::atomic::Ordering::SeqCst),
         busy.load(std::sync::atomic::Ordering::SeqCst)
     );
-    // Bound: the budget, once more for encoding, redb's read cache (64 MiB) and the
-    // allocator's caches (measured: +127..+135 MiB with the budget, +224..+325 MiB
+    // Bound: the budget, once more for encoding, redb's cache (4 MiB; 64 MiB when
+    // the bound was set) and the allocator's caches (measured: +127..+135 MiB with the budget, +224..+325 MiB
     // with mimalloc's own 1 s purge delay (`MIMALLOC_PURGE_DELAY=1000`, see the
     // member's `allocator` module), +880 MiB with the budget off, +1.2 GiB for main
     // before it, +1.9 GiB for etcd 3.4).
@@ -503,9 +503,9 @@ async fn txns_ranging_over_everything_are_bounded() {
         served.load(std::sync::atomic::Ordering::SeqCst),
         refused.load(std::sync::atomic::Ordering::SeqCst)
     );
-    // Bound: the budget, once more for encoding, redb's read cache (64 MiB) and the
-    // apply thread's and allocator's share (measured: +131..+196 MiB with the budget;
-    // +252..+370 MiB with mimalloc's own 1 s purge delay, which failed this bound in
+    // Bound: the budget, once more for encoding, redb's cache (4 MiB; 64 MiB when the
+    // bound was set) and the apply thread's and allocator's share (measured:
+    // +131..+196 MiB with the budget; +252..+370 MiB with mimalloc's own 1 s purge delay, which failed this bound in
     // CI; +2.2 GiB without the budget, +3.4 GiB for etcd 3.4).
     let bound = before + 2 * BUDGET + 256 * MIB;
     assert_peak_under(peak, bound);

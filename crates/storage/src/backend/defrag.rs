@@ -10,8 +10,8 @@
 //!
 //! 1. **Bulk copy.** A read transaction of the old file is a consistent view; every
 //!    table is copied from it into `<file>.defrag` while applies keep committing to the
-//!    old file. The `key` rows go in transactions of about 1 MiB, each inserted so that
-//!    leaves end up fuller than half (the `fill` module), each written back to the disk
+//!    old file. The `key` rows go in key order (so redb fills each leaf before it starts
+//!    the next), in transactions of about 1 MiB, each written back to the disk
 //!    (`fdatasync`) before the next. A WAL fsync issued meanwhile waits behind the
 //!    write-back in the disk's queue: one write-back of the whole copy at the end kept
 //!    the disk busy for seconds (writers stalled 386 ms at 1M keys, `bench/defrag.sh`);
@@ -53,7 +53,6 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tracing::info;
 
-use super::fill::SortedRun;
 use super::{BResult, Backend, BackendError, Table};
 
 /// A catch-up round that copied fewer rows than this is the last one before the swap.
@@ -130,25 +129,29 @@ impl Copier<'_> {
         let mut rows =
             from.range::<&[u8]>((lower.as_ref().map(|k| k.as_slice()), Bound::Unbounded))?;
         let mut copied = 0u64;
-        let mut run = SortedRun::default();
         loop {
-            for row in rows.by_ref() {
-                let (k, v) = row?;
-                run.push(k.value(), v.value());
-                if run.bytes() >= CHUNK_BYTES {
-                    break;
+            // Rows in key order land past the table's last key: redb (4.2 and later)
+            // leaves each full leaf as it is and starts a new one, so the copy's pages
+            // come out full without any help.
+            let mut tx = self.new.begin_write()?;
+            let mut chunk = 0usize;
+            {
+                let mut to = tx.open_table(Table::Key.def())?;
+                for row in rows.by_ref() {
+                    let (k, v) = row?;
+                    let (k, v) = (k.value(), v.value());
+                    to.insert(k, v)?;
+                    copied += 1;
+                    chunk += k.len() + v.len();
+                    let kept = self.last_key.get_or_insert_with(Vec::new);
+                    kept.clear();
+                    kept.extend_from_slice(k);
+                    if chunk >= CHUNK_BYTES {
+                        break;
+                    }
                 }
             }
-            let full = run.bytes() >= CHUNK_BYTES;
-            if let Some(last) = run.last_key() {
-                let kept = self.last_key.get_or_insert_with(Vec::new);
-                kept.clear();
-                kept.extend_from_slice(last);
-            }
-            copied += run.len() as u64;
-            let mut tx = self.new.begin_write()?;
-            run.insert_into(&mut tx.open_table(Table::Key.def())?)?;
-            if full {
+            if chunk >= CHUNK_BYTES {
                 tx.set_durability(Durability::None)?;
                 tx.commit()?;
                 self.write_back()?;
