@@ -929,7 +929,10 @@ fn a_bit_flipped_in_the_backend_is_found_by_hashkv_or_by_crash_repair() {
             })
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    // Past the backend's durable interval (1 s): redb keeps recent pages in its write
+    // buffer, so the needle is in the file once a durable commit (without the
+    // allocator state, since writes are going on) has been made.
+    std::thread::sleep(Duration::from_millis(1800));
     kill9(&mut m);
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer thread");
