@@ -8,25 +8,29 @@
 # and the run's latency line, which show the off-CPU stalls a sampling profile cannot.
 # Keeps the perf.data files in the work dir for `perf report -i`.
 #
-# Usage: bench/profile.sh [--bin PATH] [--bench-bin PATH] [--work-dir DIR] [--top N] WORKLOAD
+# Usage: bench/profile.sh [--bin PATH] [--bench-bin PATH] [--work-dir DIR] [--top N] [--owners] WORKLOAD
 #   WORKLOAD   put-1 | put-1000 | range-l | range-s | watch   (the compare.sh workloads)
 #   --bin      server binary (default target/release/skiff); etcd works too
 #   --bench-bin  skiff-bench (default target/release/skiff-bench)
 #   --work-dir data dirs, logs, perf data (default bench/tmp-profile, removed at start)
 #   --top N    symbols shown per member (default 25)
+#   --owners   record DWARF call chains (perf --call-graph dwarf, 299 Hz) and also print
+#              which layer owns each member's samples (bench/perf_owners.py): an
+#              allocation or a copy counts for the layer that asked for it
 # Needs: perf, etcdctl. Ports: clients 22101-22103, peers 22111-22113 (loopback only).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=$repo/target/release/skiff bench_bin=$repo/target/release/skiff-bench
-work=$repo/bench/tmp-profile top=25 workload=""
+work=$repo/bench/tmp-profile top=25 workload="" owners=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin=$2; shift 2 ;;
     --bench-bin) bench_bin=$2; shift 2 ;;
     --work-dir) work=$2; shift 2 ;;
     --top) top=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --owners) owners=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     -*) echo "profile.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) workload=$1; shift ;;
   esac
@@ -74,9 +78,11 @@ li=${leader: -1}
 fi=$((li % 3 + 1))
 leader_pid=${pids[$((li - 1))]} follower_pid=${pids[$((fi - 1))]}
 
-perf record -F 499 -g -p "$leader_pid" -o "$work/leader.data" -- sleep 3600 >/dev/null 2>&1 &
+callgraph=(-F 499 -g)
+[ -z "$owners" ] || callgraph=(-F 299 --call-graph dwarf,16384)
+perf record "${callgraph[@]}" -p "$leader_pid" -o "$work/leader.data" -- sleep 3600 >/dev/null 2>&1 &
 perf_l=$!
-perf record -F 499 -g -p "$follower_pid" -o "$work/follower.data" -- sleep 3600 >/dev/null 2>&1 &
+perf record "${callgraph[@]}" -p "$follower_pid" -o "$work/follower.data" -- sleep 3600 >/dev/null 2>&1 &
 perf_f=$!
 sleep 0.5
 "$bench_bin" --endpoints "$eps" "${args[@]}" >"$work/bench.txt" 2>&1 || echo "profile.sh: skiff-bench exited non-zero (see $work/bench.txt)" >&2
@@ -100,3 +106,9 @@ for who in leader follower; do
   echo "## $who: top $top symbols (self)"
   report "$work/$who.data" sym "$top"
 done
+if [ -n "$owners" ]; then
+  for who in leader follower; do
+    echo "## $who: samples by owning layer"
+    perf script -i "$work/$who.data" -F comm,ip,sym 2>/dev/null | python3 "$repo/bench/perf_owners.py" 3
+  done
+fi

@@ -25,16 +25,17 @@
 //! much ([`ResponseBudget::reserve_async`]) and reads again. A [`Held`] returns its bytes when
 //! dropped: `server/kv.rs` shares it among the response's values (so the bytes stay
 //! held until gRPC has encoded the response) and hands it to [`keep_until_sent`], so
-//! on gRPC ([`hold_until_sent`], a middleware of `api::routes`) they stay held until
+//! on gRPC ([`holding_until_sent`], called by the client port's front) they stay held until
 //! the encoded response has been written out but for HTTP/2's send buffer: a client
 //! that reads slowly keeps its response's bytes, and so slows the others, instead of
 //! letting encoded responses pile up. Memory: while a response is encoded its rows
 //! and its encoding both exist, so the member's RSS grows by at most about twice the
 //! limit (plus one row per concurrent reader) under any number of ranging clients.
 
-use std::pin::Pin;
+use std::future::Future;
+
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+
 use std::time::{Duration, Instant};
 
 use skiff_api::EtcdError;
@@ -45,7 +46,7 @@ tokio::task_local! {
 }
 
 /// Keeps `held` until the current gRPC call's response body is done (no effect
-/// outside [`hold_until_sent`], e.g. on the JSON gateway).
+/// outside [`holding_until_sent`], e.g. on the JSON gateway).
 pub fn keep_until_sent(held: &Arc<Held>) {
     let _ = SENDING.try_with(|s| {
         s.lock()
@@ -54,46 +55,15 @@ pub fn keep_until_sent(held: &Arc<Held>) {
     });
 }
 
-/// Middleware: the holdings a call's handler passed to [`keep_until_sent`] live as
-/// long as its response body, which hyper drops once the body's last frame has been
-/// handed to HTTP/2 (after the data left its per-stream send buffer).
-pub async fn hold_until_sent(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+/// Runs a gRPC call's handler, and returns with its response the holdings it passed
+/// to [`keep_until_sent`]: the client port's front (`crate::front`) keeps them in the
+/// response body, which hyper drops once the body's last frame has been handed to
+/// HTTP/2 (after the data left its per-stream send buffer).
+pub async fn holding_until_sent<F: Future>(handler: F) -> (F::Output, Vec<Arc<Held>>) {
     let cell = Arc::new(Mutex::new(Vec::new()));
-    let resp = SENDING.scope(cell.clone(), next.run(req)).await;
+    let out = SENDING.scope(cell.clone(), handler).await;
     let held = std::mem::take(&mut *cell.lock().unwrap_or_else(|p| p.into_inner()));
-    if held.is_empty() {
-        return resp;
-    }
-    resp.map(|inner| axum::body::Body::new(Holding { inner, _held: held }))
-}
-
-/// A response body holding budget until it is dropped.
-struct Holding {
-    inner: axum::body::Body,
-    _held: Vec<Arc<Held>>,
-}
-
-impl http_body::Body for Holding {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
+    (out, held)
 }
 
 /// Bytes reserved from the shared budget at a time.

@@ -39,6 +39,7 @@ pub mod etcd_import;
 pub mod etcd_in_place;
 pub mod etcd_replay;
 pub mod facade;
+pub mod front;
 pub mod gateway;
 pub mod h2c_authority;
 pub mod http;

@@ -25,9 +25,9 @@ use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
-use tonic::service::Routes;
 
 use crate::config::{Config, Url};
+use crate::front::{Front, GrpcServices};
 use crate::h2c_authority::AuthorityFix;
 
 /// etcd's allowance for gRPC framing on top of `--max-request-bytes`.
@@ -38,54 +38,9 @@ pub fn max_recv_bytes(max_request_bytes: u32) -> usize {
     max_request_bytes as usize + GRPC_OVERHEAD_BYTES
 }
 
-/// Rewrites tonic's "decoded message length too large" refusal (OutOfRange) into the
-/// status grpc-go sends for the same refusal, which etcd clients expect. Only unary
-/// calls can be refused this way before a response starts, so the status is in the
-/// response headers.
-async fn as_grpc_go_size_error(mut resp: axum::response::Response) -> axum::response::Response {
-    const TONIC_PREFIX: &str = "Error, decoded message length too large: found ";
-    let Some(status) = tonic::Status::from_header_map(resp.headers()) else {
-        return resp;
-    };
-    if status.code() != tonic::Code::OutOfRange {
-        return resp;
-    }
-    // "... found {len} bytes, the limit is: {limit} bytes"
-    let Some(rest) = status.message().strip_prefix(TONIC_PREFIX) else {
-        return resp;
-    };
-    let numbers: Vec<&str> = rest
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let [found, limit] = numbers[..] else {
-        return resp;
-    };
-    let text = format!("grpc: received message larger than max ({found} vs. {limit})");
-    if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
-        let headers = resp.headers_mut();
-        headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
-        headers.insert("grpc-message", value);
-    }
-    resp
-}
-
-/// Anything not routed: a gRPC call to a service or method Skiff does not serve gets
-/// `Unimplemented` naming it, instead of tonic's empty message; anything else a plain
-/// 404.
-async fn not_served(req: axum::extract::Request) -> axum::response::Response {
-    let grpc = req
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
-    if grpc {
-        let status = tonic::Status::unimplemented(format!(
-            "skiff: {} is not implemented yet",
-            req.uri().path()
-        ));
-        return status.into_http::<axum::body::Body>();
-    }
+/// An HTTP request to a path nothing serves: a plain 404, as Go's mux answers (gRPC
+/// calls to services Skiff does not serve are answered by `crate::front`).
+async fn not_served() -> axum::response::Response {
     (axum::http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()
 }
 
@@ -113,18 +68,11 @@ pub async fn bind(url: &Url) -> io::Result<TcpListener> {
 /// default client-port settings.
 pub async fn serve_client(
     listener: TcpListener,
-    grpc: Routes,
+    grpc: GrpcServices,
     http: axum::Router,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     serve_client_with(listener, grpc, http, None, None, shutdown).await
-}
-
-fn is_grpc(req: &axum::extract::Request) -> bool {
-    req.headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
 /// The `Host` of a request without its port (Go's `net.SplitHostPort`, else as is).
@@ -155,9 +103,6 @@ async fn access_control(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::http::{header, HeaderValue, Method, StatusCode};
-    if is_grpc(&req) {
-        return next.run(req).await;
-    }
     let host = request_host(&req);
     if !tls && !config.host_allowed(&host) {
         tracing::warn!(%host, "rejecting HTTP request to prevent DNS rebinding attacks");
@@ -223,43 +168,39 @@ pub fn accept_nodelay(
 /// and, for an `https` URL, its TLS configuration.
 pub async fn serve_client_with(
     listener: TcpListener,
-    grpc: Routes,
+    grpc: GrpcServices,
     http: axum::Router,
     config: Option<Arc<Config>>,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let mut router = grpc
-        .into_axum_router()
-        .merge(http)
-        .fallback(not_served)
-        .layer(axum::middleware::map_response(as_grpc_go_size_error));
+    let mut http = http.fallback(not_served);
     let mut builder = tonic::transport::Server::builder().accept_http1(true);
     if let Some(config) = config {
         builder = builder
             .http2_keepalive_interval(config.grpc_keepalive_interval)
             .http2_keepalive_timeout(config.grpc_keepalive_timeout)
             .max_concurrent_streams(config.max_concurrent_streams);
-        router = router.layer(axum::middleware::from_fn_with_state(
+        http = http.layer(axum::middleware::from_fn_with_state(
             (config, tls.is_some()),
             access_control,
         ));
     }
-    let router = builder.add_routes(Routes::from(router));
+    let front = Front::new(grpc, http);
     match tls {
         Some(tls) => {
             // Endpoints written as https://host:port arrive with that URL as :authority.
             let incoming = crate::tls::listen::accept(listener, tls, "client")
                 .map(|conn| conn.map(AuthorityFix::new));
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
+            builder
+                .serve_with_incoming_shutdown(front, incoming, shutdown)
                 .await
         }
         None => {
             // Endpoints written as http://host:port arrive with that URL as :authority.
             let incoming = accept_nodelay(listener).map(|conn| conn.map(AuthorityFix::new));
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
+            builder
+                .serve_with_incoming_shutdown(front, incoming, shutdown)
                 .await
         }
     }

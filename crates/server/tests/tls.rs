@@ -514,7 +514,15 @@ fn three_members_with_peer_and_client_mtls() {
             .join("\n")
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !sh(&format!("{} endpoint health --cluster", ctl(0))).contains("is healthy") {
+    // Healthy, and every member has published its client URLs (a member publishes its
+    // attributes through Raft once it has started, as etcd's do, so `member list` can
+    // show one without them for a moment after the cluster answers).
+    while !sh(&format!("{} endpoint health --cluster", ctl(0))).contains("is healthy")
+        || sh(&format!("{} member list", ctl(1)))
+            .matches("https://127.0.0.1:")
+            .count()
+            < 6
+    {
         assert!(
             Instant::now() < deadline,
             "cluster not healthy; logs:\n{}",
@@ -778,7 +786,7 @@ async fn client_certificate_common_name_reaches_handlers() {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(skiff_server::serve::serve_client_with(
             listener,
-            tonic::service::Routes::default(),
+            skiff_server::front::GrpcServices::new(),
             http,
             None,
             Some(tls),

@@ -238,7 +238,7 @@ async fn malformed_requests_get_etcds_errors() {
     let validated = Arc::new(Validate::new(backend.clone(), 128));
     let svc = KvServer::new(skiff_server::api::KvService::new(validated))
         .max_decoding_message_size(skiff_server::serve::max_recv_bytes(1_572_864));
-    let routes = tonic::service::Routes::new(svc);
+    let routes = skiff_server::front::GrpcServices::new().with(svc);
     tokio::spawn(skiff_server::serve::serve_client(
         listener,
         routes,

@@ -8,7 +8,7 @@
 use skiff_api::EtcdError;
 use tokio::sync::watch;
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Status};
+use tonic::Status;
 
 /// The metadata key etcd's clients send.
 pub const HAS_LEADER: &str = "hasleader";
@@ -16,6 +16,12 @@ pub const HAS_LEADER: &str = "hasleader";
 /// Whether the request asked for a leader.
 pub fn requires_leader(md: &MetadataMap) -> bool {
     md.get(HAS_LEADER).and_then(|v| v.to_str().ok()) == Some("true")
+}
+
+/// [`requires_leader`] read from the call's HTTP/2 headers (the client port's front
+/// refuses such calls for every service while there is no leader).
+pub fn requires_leader_header(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(HAS_LEADER).and_then(|v| v.to_str().ok()) == Some("true")
 }
 
 /// What such a request gets without a leader.
@@ -27,18 +33,5 @@ pub fn no_leader() -> Status {
 pub async fn leader_lost(leader: &mut watch::Receiver<u64>) {
     if leader.wait_for(|l| *l == 0).await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-/// Refuses `hasleader` requests while there is no leader (every service).
-#[derive(Clone)]
-pub struct RequireLeader(pub watch::Receiver<u64>);
-
-impl tonic::service::Interceptor for RequireLeader {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        if requires_leader(req.metadata()) && *self.0.borrow() == 0 {
-            return Err(no_leader());
-        }
-        Ok(req)
     }
 }

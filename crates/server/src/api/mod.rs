@@ -22,8 +22,6 @@ use skiff_proto::etcdserverpb::{
 };
 use skiff_proto::v3electionpb::election_server::ElectionServer;
 use skiff_proto::v3lockpb::lock_server::LockServer;
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Routes;
 
 pub use auth::AuthService;
 pub use cluster::ClusterService;
@@ -34,49 +32,41 @@ pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
 
-use crate::facade::caller;
 use crate::facade::Facade;
+use crate::front::GrpcServices;
 use crate::serve;
 
 /// Every gRPC service of the client port, over `facade`, with etcd's message size
 /// limits (requests up to `--max-request-bytes` plus gRPC overhead; responses
-/// unlimited).
-pub fn routes<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> Routes {
+/// unlimited) and etcd's `hasleader` refusal ([`leader`]).
+pub fn routes<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> GrpcServices {
     let max = serve::max_recv_bytes(max_request_bytes);
-    let leader = leader::RequireLeader(facade.leader_changes());
     macro_rules! limited {
         ($server:expr) => {
-            InterceptedService::new(
-                $server
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(usize::MAX),
-                leader.clone(),
-            )
+            $server
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(usize::MAX)
         };
     }
-    let routes = Routes::new(limited!(KvServer::new(KvService::new(facade.clone()))))
-        .add_service(limited!(WatchServer::new(WatchService::new(
+    GrpcServices::new()
+        .require_leader(facade.leader_changes())
+        .with(limited!(KvServer::new(KvService::new(facade.clone()))))
+        .with(limited!(WatchServer::new(WatchService::new(
             facade.clone(),
             max_request_bytes as usize
         ))))
-        .add_service(limited!(LeaseServer::new(LeaseService::new(
+        .with(limited!(LeaseServer::new(LeaseService::new(
             facade.clone()
         ))))
-        .add_service(limited!(LockServer::new(LockService::new(facade.clone()))))
-        .add_service(limited!(ElectionServer::new(ElectionService::new(
+        .with(limited!(LockServer::new(LockService::new(facade.clone()))))
+        .with(limited!(ElectionServer::new(ElectionService::new(
             facade.clone()
         ))))
-        .add_service(limited!(ClusterServer::new(ClusterService::new(
+        .with(limited!(ClusterServer::new(ClusterService::new(
             facade.clone()
         ))))
-        .add_service(limited!(MaintenanceServer::new(MaintenanceService::new(
+        .with(limited!(MaintenanceServer::new(MaintenanceService::new(
             facade.clone()
         ))))
-        .add_service(limited!(AuthServer::new(AuthService::new(facade))));
-    Routes::from(
-        routes
-            .into_axum_router()
-            .layer(axum::middleware::from_fn(crate::budget::hold_until_sent))
-            .layer(axum::middleware::from_fn(caller::from_headers)),
-    )
+        .with(limited!(AuthServer::new(AuthService::new(facade))))
 }

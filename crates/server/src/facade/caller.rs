@@ -11,7 +11,7 @@
 //! `crate::gateway::refuse_common_names`).
 //!
 //! Two scopes: [`with_caller`], set by each front end around the whole handling of a
-//! call ([`from_headers`] on the gRPC routes, [`from_gateway_headers`] on the JSON
+//! call ([`of_request`] on gRPC (`crate::front`), [`from_gateway_headers`] on the JSON
 //! gateway), and [`with_checked_revision`], set by the auth layer
 //! around the inner call: the auth store revision the request's permissions were
 //! checked against, which [`checked_revision`] hands to the proposal so the apply can
@@ -64,18 +64,15 @@ fn token_of(headers: &axum::http::HeaderMap, names: &[&str]) -> Option<String> {
     })
 }
 
-/// Middleware for the gRPC router: runs each request as the caller its metadata
-/// name (gRPC metadata are HTTP/2 headers) and its verified client certificate.
-pub async fn from_headers(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let caller = Caller {
-        token: token_of(req.headers(), &TOKEN_HEADERS),
-        common_name: crate::tls::client_common_name(req.extensions()),
-        session: session_of(req.headers()),
-    };
-    with_caller(caller, next.run(req)).await
+/// The caller of a gRPC call: the one its metadata name (gRPC metadata are HTTP/2
+/// headers) and its verified client certificate (the client port's front runs each
+/// call [`with_caller`] this).
+pub fn of_request(headers: &axum::http::HeaderMap, extensions: &axum::http::Extensions) -> Caller {
+    Caller {
+        token: token_of(headers, &TOKEN_HEADERS),
+        common_name: crate::tls::client_common_name(extensions),
+        session: session_of(headers),
+    }
 }
 
 /// Middleware for the JSON gateway's router: the caller as etcd's gateway forwards

@@ -2,8 +2,8 @@
 //! series (labels `grpc_type`, `grpc_service`, `grpc_method`, and `grpc_code` on the
 //! handled counter) and etcd's `etcd_network_client_grpc_{sent,received}_bytes_total`.
 //!
-//! Measured by a middleware around the client gRPC routes ([`GrpcMetrics::instrument`]),
-//! from what crosses the wire:
+//! Measured by the client port's front (`crate::front`, [`GrpcMetrics::start`]), from
+//! what crosses the wire:
 //! - `started` when a call to a known method arrives;
 //! - `msg_received` / `msg_sent` for every length-prefixed gRPC message in the request
 //!   and response bodies (so unary calls count one each, streams one per message), and
@@ -21,19 +21,14 @@
 //! (go-grpc-prometheus pre-registers the histogram too once it is enabled).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
-use http_body::{Frame, SizeHint};
+use bytes::Bytes;
+use http_body::Frame;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
-use tonic::service::Routes;
 
 use super::register;
 
@@ -134,8 +129,6 @@ pub const CODE_NAMES: [&str; 17] = [
 
 const CANCELED: usize = 1;
 const UNKNOWN: usize = 2;
-const RESOURCE_EXHAUSTED: usize = 8;
-const OUT_OF_RANGE: usize = 11;
 
 /// One method's series, resolved once.
 struct MethodMetrics {
@@ -155,7 +148,7 @@ pub struct GrpcMetrics {
 }
 
 impl GrpcMetrics {
-    pub(super) fn new(r: &prometheus::Registry) -> GrpcMetrics {
+    pub(crate) fn new(r: &prometheus::Registry) -> GrpcMetrics {
         let labels = &["grpc_type", "grpc_service", "grpc_method"];
         let vec = |name: &str, help: &str, extra: Option<&'static str>| {
             let mut l = labels.to_vec();
@@ -231,50 +224,26 @@ impl GrpcMetrics {
         }
     }
 
-    /// `routes` with every call measured (see the module docs).
-    pub fn instrument(self: &Arc<Self>, routes: Routes) -> Routes {
-        Routes::from(
-            routes
-                .into_axum_router()
-                .layer(axum::middleware::from_fn_with_state(self.clone(), track)),
-        )
-    }
-}
-
-async fn track(State(m): State<Arc<GrpcMetrics>>, req: Request, next: Next) -> Response {
-    let Some(method) = m.methods.get(req.uri().path()).cloned() else {
-        return next.run(req).await;
-    };
-    method.started.inc();
-    let started = Instant::now();
-    let req = req.map(|inner| {
-        Body::new(Inbound {
-            inner,
+    /// Starts measuring a call to `path` (`/service/method`): `None` for a method not
+    /// in [`METHODS`]. The call counts as started now; it is handled when its
+    /// [`CallMeter`] is dropped.
+    pub fn start(&self, path: &str) -> Option<(ReceiveMeter, CallMeter)> {
+        let method = self.methods.get(path)?.clone();
+        method.started.inc();
+        let received = ReceiveMeter {
             frames: FrameCounter::default(),
             messages: method.msg_received.clone(),
-            bytes: m.received_bytes.clone(),
-        })
-    });
-    let resp = next.run(req).await;
-    let code = status_code(resp.headers()).map(|c| {
-        if c == OUT_OF_RANGE && is_size_refusal(resp.headers()) {
-            // The client listener rewrites tonic's size refusal into grpc-go's
-            // (serve.rs); count it as what the client sees.
-            RESOURCE_EXHAUSTED
-        } else {
-            c
-        }
-    });
-    resp.map(|inner| {
-        Body::new(Outbound {
-            inner,
+            bytes: self.received_bytes.clone(),
+        };
+        let call = CallMeter {
             frames: FrameCounter::default(),
-            bytes: m.sent_bytes.clone(),
-            code,
+            bytes: self.sent_bytes.clone(),
+            code: None,
             ended: false,
-            call: Some((method, started)),
-        })
-    })
+            call: Some((method, Instant::now())),
+        };
+        Some((received, call))
+    }
 }
 
 /// The `grpc-status` in `headers`, as an index into [`CODE_NAMES`].
@@ -286,11 +255,6 @@ fn status_code(headers: &HeaderMap) -> Option<usize> {
     } else {
         UNKNOWN
     })
-}
-
-fn is_size_refusal(headers: &HeaderMap) -> bool {
-    tonic::Status::from_header_map(headers)
-        .is_some_and(|s| s.message().contains("message length too large"))
 }
 
 /// Counts gRPC's length-prefixed messages (1 flag byte, 4 length bytes, payload) in a
@@ -335,47 +299,34 @@ impl FrameCounter {
     }
 }
 
-/// A request body that counts the messages it carries.
-struct Inbound {
-    inner: Body,
+/// What counts a body's frames as they are polled (`crate::front::Metered`).
+pub trait BodyMeter {
+    fn observe<E>(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, E>>>);
+}
+
+/// Counts the messages of a call's request body.
+pub struct ReceiveMeter {
     frames: FrameCounter,
     messages: IntCounter,
     bytes: IntCounter,
 }
 
-impl http_body::Body for Inbound {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
+impl BodyMeter for ReceiveMeter {
+    fn observe<E>(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, E>>>) {
+        if let Poll::Ready(Some(Ok(frame))) = polled {
             if let Some(data) = frame.data_ref() {
-                let (n, b) = this.frames.feed(data);
-                this.messages.inc_by(n);
-                this.bytes.inc_by(b);
+                let (n, b) = self.frames.feed(data);
+                self.messages.inc_by(n);
+                self.bytes.inc_by(b);
             }
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
-/// A response body that counts the messages it carries and records the call as
-/// handled when it ends (or is dropped).
-struct Outbound {
-    inner: Body,
+/// Counts the messages of a call's response body and records the call as handled
+/// when the body ends, or when the meter is dropped (the call or its body dropped
+/// unfinished: the client went away).
+pub struct CallMeter {
     frames: FrameCounter,
     bytes: IntCounter,
     /// The status seen so far (headers of a trailers-only response, then trailers).
@@ -384,7 +335,14 @@ struct Outbound {
     call: Option<(Arc<MethodMetrics>, Instant)>,
 }
 
-impl Outbound {
+impl CallMeter {
+    /// Takes the status of a trailers-only response from its headers.
+    pub fn status_from(&mut self, headers: &HeaderMap) {
+        if let Some(c) = status_code(headers) {
+            self.code = Some(c);
+        }
+    }
+
     fn finish(&mut self) {
         let Some((method, started)) = self.call.take() else {
             return;
@@ -400,54 +358,36 @@ impl Outbound {
     }
 }
 
-impl http_body::Body for Outbound {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
+impl BodyMeter for CallMeter {
+    /// Looks at what polling the response body gave.
+    fn observe<E>(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, E>>>) {
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let (n, b) = this.frames.feed(data);
-                    if let Some((method, _)) = &this.call {
+                    let (n, b) = self.frames.feed(data);
+                    if let Some((method, _)) = &self.call {
                         method.msg_sent.inc_by(n);
                     }
-                    this.bytes.inc_by(b);
+                    self.bytes.inc_by(b);
                 } else if let Some(trailers) = frame.trailers_ref() {
-                    if let Some(c) = status_code(trailers) {
-                        this.code = Some(c);
-                    }
+                    self.status_from(trailers);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
-                this.code = this.code.or(Some(UNKNOWN));
-                this.ended = true;
-                this.finish();
+                self.code = self.code.or(Some(UNKNOWN));
+                self.ended = true;
+                self.finish();
             }
             Poll::Ready(None) => {
-                this.ended = true;
-                this.finish();
+                self.ended = true;
+                self.finish();
             }
             Poll::Pending => {}
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
-impl Drop for Outbound {
+impl Drop for CallMeter {
     /// Records the call if the body did not end first: with the status it already has
     /// (a trailers-only response's body may never be polled), else as cancelled.
     fn drop(&mut self) {

@@ -30,9 +30,10 @@ use prometheus::{
     exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntGauge, Opts,
     Registry, TextEncoder,
 };
-use tonic::service::Routes;
 
 pub use grpc::GrpcMetrics;
+
+use crate::front::GrpcServices;
 pub use peer::{PeerLink, PeerMetrics, PeerSource};
 
 /// etcd's version label values, reported as the version Skiff is compatible with.
@@ -222,9 +223,9 @@ impl Metrics {
         Box::new(move |took| h.observe(took.as_secs_f64()))
     }
 
-    /// The client gRPC `routes` with `grpc_server_*` measured (see [`grpc`]).
-    pub fn instrument_grpc(&self, routes: Routes) -> Routes {
-        self.grpc.instrument(routes)
+    /// The client gRPC `services` with `grpc_server_*` measured (see [`grpc`]).
+    pub fn instrument_grpc(&self, services: GrpcServices) -> GrpcServices {
+        services.measured(self.grpc.clone())
     }
 
     /// The Prometheus text exposition of every metric.
@@ -233,7 +234,7 @@ impl Metrics {
     }
 }
 
-fn encode(registry: &Registry) -> String {
+pub(crate) fn encode(registry: &Registry) -> String {
     let mut out = Vec::new();
     // Encoding into a Vec cannot fail for the text format.
     let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
