@@ -151,8 +151,12 @@ impl GrpcServices {
         self
     }
 
+    /// The service a `/service/method` path names (`None` without a method).
     fn service(&self, path: &str) -> Option<&Arc<dyn Dispatch>> {
-        let name = path.strip_prefix('/')?.split('/').next()?;
+        let (name, method) = path.strip_prefix('/')?.split_once('/')?;
+        if method.is_empty() {
+            return None;
+        }
         self.services
             .iter()
             .find(|(n, _)| *n == name)
@@ -377,12 +381,18 @@ mod tests {
         let body = read(resp.into_body()).await;
         assert_eq!(&body[..], b"fine");
         // gRPC to a service nobody serves: Unimplemented, naming it.
-        let status = status_of(&mut front, grpc_call("/etcdserverpb.Nope/Get")).await;
-        assert_eq!(status.code(), tonic::Code::Unimplemented);
-        assert_eq!(
-            status.message(),
-            "skiff: /etcdserverpb.Nope/Get is not implemented yet"
-        );
+        for path in [
+            "/etcdserverpb.Nope/Get",
+            "/etcdserverpb.KV",
+            "/etcdserverpb.KV/",
+        ] {
+            let status = status_of(&mut front, grpc_call(path)).await;
+            assert_eq!(status.code(), tonic::Code::Unimplemented, "{path}");
+            assert_eq!(
+                status.message(),
+                format!("skiff: {path} is not implemented yet")
+            );
+        }
         // hasleader without a leader: refused before the service runs.
         let mut asks = grpc_call("/etcdserverpb.KV/Put");
         asks.headers_mut()
