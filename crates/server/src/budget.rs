@@ -33,9 +33,7 @@
 //! limit (plus one row per concurrent reader) under any number of ranging clients.
 
 use std::future::Future;
-
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-
 use std::time::{Duration, Instant};
 
 use skiff_api::EtcdError;

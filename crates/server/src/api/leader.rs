@@ -15,7 +15,7 @@ pub const HAS_LEADER: &str = "hasleader";
 
 /// Whether the request asked for a leader.
 pub fn requires_leader(md: &MetadataMap) -> bool {
-    md.get(HAS_LEADER).and_then(|v| v.to_str().ok()) == Some("true")
+    requires_leader_header(md.as_ref())
 }
 
 /// [`requires_leader`] read from the call's HTTP/2 headers (the client port's front
