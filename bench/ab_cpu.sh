@@ -10,6 +10,10 @@
 #   --bench-bin  skiff-bench (default target/release/skiff-bench)
 #   --work-dir   data dirs and logs (default bench/tmp-ab, removed at start)
 #   --workloads  among put-1000 (to the leader), range-l, range-s (default "put-1000 range-l")
+#   --syscalls   also count each member's syscalls with `perf stat` (needs perf and access
+#                to the syscalls tracepoints) and print the leader's per request: socket
+#                writes (write, writev, sendto, sendmsg), socket reads (read, recvfrom,
+#                recvmsg), futex calls and context switches
 # Prints one line per round and workload: requests/s, the members' CPU per 1000 requests
 # (sum, then leader and followers), the load generator's, and the p99.
 # Needs: etcdctl, jq. Ports: clients 22201-22203, peers 22211-22213 (loopback only).
@@ -17,7 +21,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bench_bin=$repo/target/release/skiff-bench work=$repo/bench/tmp-ab
-rounds=3 total=40000 workloads="put-1000 range-l" bins=()
+rounds=3 total=40000 workloads="put-1000 range-l" syscalls=0 bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -25,7 +29,8 @@ while [ $# -gt 0 ]; do
     --bench-bin) bench_bin=$2; shift 2 ;;
     --work-dir) work=$2; shift 2 ;;
     --workloads) workloads=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --syscalls) syscalls=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     -*) echo "ab_cpu.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *=*) bins+=("$1"); shift ;;
     *) echo "ab_cpu.sh: expected LABEL=BIN, got $1" >&2; exit 2 ;;
@@ -34,6 +39,7 @@ done
 die() { echo "ab_cpu.sh: $*" >&2; exit 1; }
 [ ${#bins[@]} -gt 0 ] || die "no LABEL=BIN given (see --help)"
 for t in etcdctl jq; do command -v "$t" >/dev/null || die "$t is required"; done
+[ "$syscalls" = 0 ] || command -v perf >/dev/null || die "perf is required for --syscalls"
 [ -x "$bench_bin" ] || die "no skiff-bench at $bench_bin"
 for lb in "${bins[@]}"; do [ -x "${lb#*=}" ] || die "no binary at ${lb#*=}"; done
 
@@ -48,6 +54,15 @@ stop() {
 }
 trap stop EXIT
 cpu_ticks() { local f; read -r -a f < "/proc/$1/stat"; echo $((f[13] + f[14])); }
+events=context-switches
+for e in write writev sendto sendmsg read recvfrom recvmsg futex; do events+=",syscalls:sys_enter_$e"; done
+# Per request, from the `perf stat -x,` output of one member: writes, reads, futex, switches.
+per_request() {
+  awk -F, -v t="$2" '/^[0-9]/ { n[$3] = $1 }
+    END { w = r = 0
+      for (k in n) { if (k ~ /enter_(write|writev|sendto|sendmsg)$/) w += n[k]; if (k ~ /enter_(read|recvfrom|recvmsg)$/) r += n[k] }
+      printf "writes %.2f, reads %.2f, futex %.2f, switches %.2f", w / t, r / t, n["syscalls:sys_enter_futex"] / t, n["context-switches"] / t }' "$1"
+}
 tick_ms=$((1000 / $(getconf CLK_TCK)))
 
 one_round() { # label bin
@@ -80,11 +95,20 @@ one_round() { # label bin
       range-s) args=(range benchkey --consistency s) ;;
       *) die "unknown workload $wl" ;;
     esac
-    local before=() after=() p
+    local before=() after=() p perf_pid=""
     for p in "${order[@]}"; do before+=("$(cpu_ticks "${pids[$p]}")"); done
+    if [ "$syscalls" = 1 ]; then
+      perf stat -x, -e "$events" -p "${pids[${order[0]}]}" -o "$dir/$wl.perf" & perf_pid=$!
+      sleep 0.3 # perf attaches
+    fi
     /usr/bin/time -f '%U %S' -o "$dir/gen.txt" "$bench_bin" --endpoints "$eps" --total "$total" \
       --conns 100 --clients 1000 "${args[@]}" >"$dir/$wl.txt" 2>&1 || die "$label: skiff-bench failed (see $dir/$wl.txt)"
     for p in "${order[@]}"; do after+=("$(cpu_ticks "${pids[$p]}")"); done
+    local sys=""
+    if [ -n "$perf_pid" ]; then
+      kill -INT "$perf_pid"; wait "$perf_pid" || true
+      sys="; leader's syscalls per request: $(per_request "$dir/$wl.perf" "$total")"
+    fi
     local per=() sum=0 d k
     for k in 0 1 2; do
       d=$(( (after[k] - before[k]) * tick_ms * 1000 / total )); per+=("$d"); sum=$((sum + d))
@@ -93,7 +117,7 @@ one_round() { # label bin
     gen=$(awk -v t="$total" '{printf "%d", ($1 + $2) * 1000 * 1000 / t}' "$dir/gen.txt")
     rps=$(awk '/Requests\/sec/{printf "%d", $2}' "$dir/$wl.txt")
     p99=$(awk '/ 99% in/{printf "%.1f", $3 * 1000}' "$dir/$wl.txt")
-    echo "$label $wl: $rps requests/s; members' CPU per 1000: $sum ms (leader ${per[0]}, followers ${per[1]} ${per[2]}); generator $gen ms; p99 $p99 ms"
+    echo "$label $wl: $rps requests/s; members' CPU per 1000: $sum ms (leader ${per[0]}, followers ${per[1]} ${per[2]}); generator $gen ms; p99 $p99 ms$sys"
   done
   stop
 }

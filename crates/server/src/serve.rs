@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
+use crate::coalesce::Coalesce;
 use crate::config::{Config, Url};
 use crate::front::{Front, GrpcServices};
 use crate::h2c_authority::AuthorityFix;
@@ -191,14 +192,15 @@ pub async fn serve_client_with(
         Some(tls) => {
             // Endpoints written as https://host:port arrive with that URL as :authority.
             let incoming = crate::tls::listen::accept(listener, tls, "client")
-                .map(|conn| conn.map(AuthorityFix::new));
+                .map(|conn| conn.map(|c| Coalesce::new(AuthorityFix::new(c))));
             builder
                 .serve_with_incoming_shutdown(front, incoming, shutdown)
                 .await
         }
         None => {
             // Endpoints written as http://host:port arrive with that URL as :authority.
-            let incoming = accept_nodelay(listener).map(|conn| conn.map(AuthorityFix::new));
+            let incoming = accept_nodelay(listener)
+                .map(|conn| conn.map(|c| Coalesce::new(AuthorityFix::new(c))));
             builder
                 .serve_with_incoming_shutdown(front, incoming, shutdown)
                 .await
