@@ -43,7 +43,6 @@ macro_rules! pass {
     }};
 }
 
-#[tonic::async_trait]
 impl KvApi for Counting {
     async fn range(&self, r: pb::RangeRequest) -> ApiResult<pb::RangeResponse> {
         pass!(self, range, r)

@@ -27,7 +27,6 @@ struct Counting {
     calls: AtomicUsize,
 }
 
-#[tonic::async_trait]
 impl KvApi for Counting {
     async fn range(&self, _: RangeRequest) -> Result<RangeResponse, EtcdError> {
         self.calls.fetch_add(1, Ordering::SeqCst);

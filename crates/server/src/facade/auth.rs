@@ -296,7 +296,6 @@ impl<F: LeaseApi> Auth<F> {
     }
 }
 
-#[tonic::async_trait]
 impl<F: KvApi + LeaseApi> KvApi for Auth<F> {
     async fn range(&self, req: pb::RangeRequest) -> ApiResult<pb::RangeResponse> {
         let (k, e) = (req.key.clone(), req.range_end.clone());

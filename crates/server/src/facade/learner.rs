@@ -51,7 +51,14 @@ impl<F> Learner<F> {
 /// forwarded otherwise; `$extra` holds the methods a learner serves.
 macro_rules! refused_on_learner {
     ($trait:ident { $($m:ident($req:ident) -> $resp:ident,)* } { $($extra:tt)* }) => {
-        #[tonic::async_trait]
+        refused_on_learner!(@impl #[tonic::async_trait] $trait { $($m($req) -> $resp,)* } { $($extra)* });
+    };
+    // `KvApi`'s futures are not boxed (see its docs).
+    (unboxed $trait:ident { $($m:ident($req:ident) -> $resp:ident,)* } { $($extra:tt)* }) => {
+        refused_on_learner!(@impl $trait { $($m($req) -> $resp,)* } { $($extra)* });
+    };
+    (@impl $(#[$attr:meta])* $trait:ident { $($m:ident($req:ident) -> $resp:ident,)* } { $($extra:tt)* }) => {
+        $(#[$attr])*
         impl<F: $trait> $trait for Learner<F> {
             $(
                 async fn $m(&self, req: pb::$req) -> ApiResult<pb::$resp> {
@@ -64,7 +71,7 @@ macro_rules! refused_on_learner {
     };
 }
 
-refused_on_learner!(KvApi {
+refused_on_learner!(unboxed KvApi {
     put(PutRequest) -> PutResponse,
     delete_range(DeleteRangeRequest) -> DeleteRangeResponse,
     txn(TxnRequest) -> TxnResponse,
@@ -157,7 +164,6 @@ mod tests {
     /// A facade that answers every KV and maintenance call with defaults.
     struct Inner;
 
-    #[tonic::async_trait]
     impl KvApi for Inner {
         async fn range(&self, _: pb::RangeRequest) -> ApiResult<pb::RangeResponse> {
             Ok(Default::default())

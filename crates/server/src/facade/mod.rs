@@ -35,6 +35,7 @@ pub mod learner;
 pub mod quota;
 pub mod validate;
 
+use std::future::Future;
 use std::pin::Pin;
 
 use skiff_api::EtcdError;
@@ -53,14 +54,26 @@ pub type ApiResult<T> = Result<T, EtcdError>;
 pub type SnapshotStream = Pin<Box<dyn Stream<Item = ApiResult<pb::SnapshotResponse>> + Send>>;
 
 /// `etcdserverpb.KV`.
-#[tonic::async_trait]
+///
+/// Its methods return their futures unboxed (implementations write `async fn`), unlike
+/// the other facade traits' `async_trait`: a KV call passes every layer, and a boxed
+/// future per layer and call (five, moved into their boxes) was 3-4% of the leader's
+/// samples under puts at 1000 clients (`bench/PROFILE.md`).
 pub trait KvApi: Send + Sync + 'static {
-    async fn range(&self, req: pb::RangeRequest) -> ApiResult<pb::RangeResponse>;
-    async fn put(&self, req: pb::PutRequest) -> ApiResult<pb::PutResponse>;
-    async fn delete_range(&self, req: pb::DeleteRangeRequest)
-        -> ApiResult<pb::DeleteRangeResponse>;
-    async fn txn(&self, req: pb::TxnRequest) -> ApiResult<pb::TxnResponse>;
-    async fn compact(&self, req: pb::CompactionRequest) -> ApiResult<pb::CompactionResponse>;
+    fn range(
+        &self,
+        req: pb::RangeRequest,
+    ) -> impl Future<Output = ApiResult<pb::RangeResponse>> + Send;
+    fn put(&self, req: pb::PutRequest) -> impl Future<Output = ApiResult<pb::PutResponse>> + Send;
+    fn delete_range(
+        &self,
+        req: pb::DeleteRangeRequest,
+    ) -> impl Future<Output = ApiResult<pb::DeleteRangeResponse>> + Send;
+    fn txn(&self, req: pb::TxnRequest) -> impl Future<Output = ApiResult<pb::TxnResponse>> + Send;
+    fn compact(
+        &self,
+        req: pb::CompactionRequest,
+    ) -> impl Future<Output = ApiResult<pb::CompactionResponse>> + Send;
 }
 
 /// One watch stream of a client: many watchers, one ordered flow of responses.

@@ -57,7 +57,6 @@ impl<F> Quota<F> {
     }
 }
 
-#[tonic::async_trait]
 impl<F: KvApi> KvApi for Quota<F> {
     async fn range(&self, req: pb::RangeRequest) -> ApiResult<pb::RangeResponse> {
         self.inner.range(req).await
@@ -141,7 +140,6 @@ mod tests {
 
     struct Inner;
 
-    #[tonic::async_trait]
     impl KvApi for Inner {
         async fn range(&self, _: pb::RangeRequest) -> ApiResult<pb::RangeResponse> {
             Ok(Default::default())

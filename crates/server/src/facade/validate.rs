@@ -29,7 +29,6 @@ impl<F> Validate<F> {
     }
 }
 
-#[tonic::async_trait]
 impl<F: KvApi> KvApi for Validate<F> {
     async fn range(&self, req: pb::RangeRequest) -> ApiResult<pb::RangeResponse> {
         validate::check_range(&req)?;

@@ -34,7 +34,6 @@ use crate::inputs::ApplyOutput;
 /// How long one step of waiting for a physical compaction blocks a thread.
 const PHYSICAL_COMPACTION_STEP: Duration = Duration::from_millis(500);
 
-#[tonic::async_trait]
 impl KvApi for EtcdServer {
     async fn range(&self, req: pb::RangeRequest) -> ApiResult<pb::RangeResponse> {
         if !req.serializable {
