@@ -10,16 +10,24 @@
 //! which about 105-135 MiB is what the responses in flight need (measured with
 //! `MIMALLOC_PURGE_DELAY` at 0-5 ms).
 //!
+//! Returning memory too promptly costs CPU instead: at 10 ms, a leader taking puts from
+//! 1000 clients gave pages back and faulted them in again all the time (`madvise`,
+//! page faults and zeroing were about 5% of its samples), and the members used 57 ms
+//! of CPU per 1000 puts against 50 ms at 100 ms or at 1000 ms (`bench/ab_cpu.sh`,
+//! `bench/PROFILE.md`). At 100 ms the hostile-load peaks grow by 119-138 MiB against
+//! 80-88 MiB at 10 ms, well under their bounds; at 1000 ms they failed one.
+//!
 //! Guarantee: [`return_freed_memory_promptly`] sets the delay to [`PURGE_DELAY_MS`]
 //! unless the operator set it (`MIMALLOC_PURGE_DELAY`, or its older name
 //! `MIMALLOC_RESET_DELAY`, in any case, as mimalloc reads them), whose value then
 //! stands. mimalloc has no timer: it purges at its next call after the delay, so under
-//! load "about 10 ms".
+//! load "about 100 ms".
 
 use std::os::raw::{c_int, c_long};
 
-/// The purge delay the member runs with: mimalloc 2's default, a hundredth of 3's.
-pub const PURGE_DELAY_MS: c_long = 10;
+/// The purge delay the member runs with: a tenth of mimalloc 3's default (see the
+/// module docs for what 10 ms cost and what 100 ms costs).
+pub const PURGE_DELAY_MS: c_long = 100;
 
 /// `mi_option_purge_delay`'s place in `mi_option_t` (`mimalloc.h`, the same in
 /// mimalloc 2 and 3); a unit test checks it names the option whose default is 1000 ms.
