@@ -59,7 +59,8 @@ pub type InBody = Metered<ReceiveMeter>;
 pub type OutBody = Metered<CallMeter>;
 
 impl<M> Metered<M> {
-    fn plain(inner: tonic::body::Body) -> Metered<M> {
+    /// `inner` as it is: not measured, holding nothing.
+    pub fn plain(inner: tonic::body::Body) -> Metered<M> {
         Metered {
             inner,
             meter: None,
@@ -93,7 +94,8 @@ impl<M: BodyMeter + Unpin> http_body::Body for Metered<M> {
     }
 }
 
-type GrpcResponse = Response<tonic::body::Body>;
+/// What a gRPC service answers the front with.
+pub type GrpcResponse = Response<tonic::body::Body>;
 
 /// A generated gRPC server (tonic's `KvServer<T>` and the like), callable through a
 /// shared reference. tonic's generated servers are always ready (`poll_ready` returns

@@ -12,6 +12,7 @@ pub mod leader;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod unary;
 pub mod watch;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use skiff_proto::v3lockpb::lock_server::LockServer;
 pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use election::ElectionService;
-pub use kv::KvService;
+pub use kv::{KvCalls, KvService};
 pub use lease::LeaseService;
 pub use lock::LockService;
 pub use maintenance::MaintenanceService;
@@ -50,7 +51,11 @@ pub fn routes<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> GrpcServices
     }
     GrpcServices::new()
         .require_leader(facade.leader_changes())
-        .with(limited!(KvServer::new(KvService::new(facade.clone()))))
+        .with(KvCalls::new(
+            facade.clone(),
+            max,
+            limited!(KvServer::new(KvService::new(facade.clone()))),
+        ))
         .with(limited!(WatchServer::new(WatchService::new(
             facade.clone(),
             max_request_bytes as usize
