@@ -78,8 +78,12 @@ pub struct KvCalls<F> {
 }
 
 impl<F: KvApi> KvCalls<F> {
-    /// `generated` serves what `api::unary` does not; it should have the same limit.
-    pub fn new(facade: Arc<F>, max: usize, generated: KvServer<KvService<F>>) -> KvCalls<F> {
+    /// The KV service over `facade`, accepting request messages up to `max` bytes on
+    /// either path (responses unlimited, as `api::routes` sets for every service).
+    pub fn new(facade: Arc<F>, max: usize) -> KvCalls<F> {
+        let generated = KvServer::new(KvService::new(facade.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX);
         KvCalls {
             facade,
             max,

@@ -18,8 +18,8 @@ pub mod watch;
 use std::sync::Arc;
 
 use skiff_proto::etcdserverpb::{
-    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
-    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    auth_server::AuthServer, cluster_server::ClusterServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use skiff_proto::v3electionpb::election_server::ElectionServer;
 use skiff_proto::v3lockpb::lock_server::LockServer;
@@ -51,11 +51,7 @@ pub fn routes<F: Facade>(facade: Arc<F>, max_request_bytes: u32) -> GrpcServices
     }
     GrpcServices::new()
         .require_leader(facade.leader_changes())
-        .with(KvCalls::new(
-            facade.clone(),
-            max,
-            limited!(KvServer::new(KvService::new(facade.clone()))),
-        ))
+        .with(KvCalls::new(facade.clone(), max))
         .with(limited!(WatchServer::new(WatchService::new(
             facade.clone(),
             max_request_bytes as usize
