@@ -9,13 +9,16 @@
 #   --total      requests per workload (default 40000)
 #   --bench-bin  skiff-bench (default target/release/skiff-bench)
 #   --work-dir   data dirs and logs (default bench/tmp-ab, removed at start)
-#   --workloads  among put-1000 (to the leader), range-l, range-s (default "put-1000 range-l")
+#   --workloads  among put-1000 (1000 clients over 100 conns, to the leader), range-l and
+#                range-s (the same clients, all members), put-100 (100 clients, 10 conns)
+#                and put-10 (10 clients, 1 conn), both all members as compare.sh's
+#                scaling rows (default "put-1000 range-l")
 #   --syscalls   also count each member's syscalls with `perf stat` (needs perf and access
 #                to the syscalls tracepoints) and print the leader's per request: socket
 #                writes (write, writev, sendto, sendmsg), socket reads (read, recvfrom,
 #                recvmsg), futex calls and context switches
 # Prints one line per round and workload: requests/s, the members' CPU per 1000 requests
-# (sum, then leader and followers), the load generator's, and the p99.
+# (sum, then leader and followers), the load generator's, and the p50 and p99.
 # Needs: etcdctl, jq. Ports: clients 22201-22203, peers 22211-22213 (loopback only).
 set -euo pipefail
 
@@ -30,7 +33,7 @@ while [ $# -gt 0 ]; do
     --work-dir) work=$2; shift 2 ;;
     --workloads) workloads=$2; shift 2 ;;
     --syscalls) syscalls=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "ab_cpu.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *=*) bins+=("$1"); shift ;;
     *) echo "ab_cpu.sh: expected LABEL=BIN, got $1" >&2; exit 2 ;;
@@ -88,11 +91,13 @@ one_round() { # label bin
   etcdctl --endpoints "$eps" put benchkey "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null
   local order=($((li - 1)) $((li % 3)) $(((li + 1) % 3)))
   for wl in $workloads; do
-    local args
+    local args put=(put --key-size 8 --val-size 256 --sequential-keys --key-space-size 100000)
     case "$wl" in
-      put-1000) args=(--target-leader put --key-size 8 --val-size 256 --sequential-keys --key-space-size 100000) ;;
-      range-l) args=(range benchkey --consistency l) ;;
-      range-s) args=(range benchkey --consistency s) ;;
+      put-1000) args=(--conns 100 --clients 1000 --target-leader "${put[@]}") ;;
+      put-100) args=(--conns 10 --clients 100 "${put[@]}") ;;
+      put-10) args=(--conns 1 --clients 10 "${put[@]}") ;;
+      range-l) args=(--conns 100 --clients 1000 range benchkey --consistency l) ;;
+      range-s) args=(--conns 100 --clients 1000 range benchkey --consistency s) ;;
       *) die "unknown workload $wl" ;;
     esac
     local before=() after=() p perf_pid=""
@@ -102,7 +107,7 @@ one_round() { # label bin
       sleep 0.3 # perf attaches
     fi
     /usr/bin/time -f '%U %S' -o "$dir/gen.txt" "$bench_bin" --endpoints "$eps" --total "$total" \
-      --conns 100 --clients 1000 "${args[@]}" >"$dir/$wl.txt" 2>&1 || die "$label: skiff-bench failed (see $dir/$wl.txt)"
+      "${args[@]}" >"$dir/$wl.txt" 2>&1 || die "$label: skiff-bench failed (see $dir/$wl.txt)"
     for p in "${order[@]}"; do after+=("$(cpu_ticks "${pids[$p]}")"); done
     local sys=""
     if [ -n "$perf_pid" ]; then
@@ -113,11 +118,12 @@ one_round() { # label bin
     for k in 0 1 2; do
       d=$(( (after[k] - before[k]) * tick_ms * 1000 / total )); per+=("$d"); sum=$((sum + d))
     done
-    local gen rps p99
+    local gen rps p50 p99
     gen=$(awk -v t="$total" '{printf "%d", ($1 + $2) * 1000 * 1000 / t}' "$dir/gen.txt")
     rps=$(awk '/Requests\/sec/{printf "%d", $2}' "$dir/$wl.txt")
-    p99=$(awk '/ 99% in/{printf "%.1f", $3 * 1000}' "$dir/$wl.txt")
-    echo "$label $wl: $rps requests/s; members' CPU per 1000: $sum ms (leader ${per[0]}, followers ${per[1]} ${per[2]}); generator $gen ms; p99 $p99 ms$sys"
+    p50=$(awk '/ 50% in/{printf "%.2f", $3 * 1000}' "$dir/$wl.txt")
+    p99=$(awk '/ 99% in/{printf "%.2f", $3 * 1000}' "$dir/$wl.txt")
+    echo "$label $wl: $rps requests/s; members' CPU per 1000: $sum ms (leader ${per[0]}, followers ${per[1]} ${per[2]}); generator $gen ms; p50 $p50 ms, p99 $p99 ms$sys"
   done
   stop
 }

@@ -233,3 +233,18 @@ fn a_stop_is_a_turn_that_does_nothing_else() {
         .expect("turn"));
     assert!(n.io.log.is_empty());
 }
+
+#[test]
+fn only_a_deep_backlog_of_writes_pauses_a_turn() {
+    use super::{grouping_pause, GROUPING_BACKLOG, GROUPING_PAUSE};
+    for pending in [0, 1, 100, GROUPING_BACKLOG - 1] {
+        assert_eq!(grouping_pause(pending), None, "{pending} pending");
+    }
+    for pending in [GROUPING_BACKLOG, 1000] {
+        assert_eq!(
+            grouping_pause(pending),
+            Some(GROUPING_PAUSE),
+            "{pending} pending"
+        );
+    }
+}

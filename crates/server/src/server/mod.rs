@@ -179,8 +179,8 @@ impl EtcdServer {
         .encode_to_vec();
         validate::check_request_size(data.len(), self.config.max_request_bytes)?;
         let rx = self.wait.register(id);
-        self.metrics.proposals_pending.inc();
-        let result = match self.send(NodeInput::Propose(data.into())) {
+        let _pending = Pending::new(&self.wait, id, &self.metrics.proposals_pending);
+        match self.send(NodeInput::Propose(data.into())) {
             Err(e) => Err(e),
             Ok(()) => match tokio::time::timeout(self.request_timeout, rx).await {
                 Ok(Ok(result)) => result,
@@ -194,10 +194,7 @@ impl EtcdServer {
                     })
                 }
             },
-        };
-        self.wait.cancel(id);
-        self.metrics.proposals_pending.dec();
-        result
+        }
     }
 
     /// Proposes `request` on this member as leader and returns once it is committed
@@ -300,5 +297,51 @@ impl SpaceProbe for EtcdServer {
 
     async fn raise_nospace(&self) {
         self.raise_nospace_and_wait().await;
+    }
+}
+
+/// A proposal waiting for its outcome, counted in `etcd_server_proposals_pending` (which
+/// the node loop reads to group writes, `crate::node::grouping_pause`). Dropping it, on
+/// every way out of [`EtcdServer::propose`] including a caller that gave up mid-wait,
+/// uncounts it and forgets its waiter, so neither the gauge nor the waiters creep up.
+struct Pending<'a> {
+    wait: &'a Wait<ApplyResult>,
+    id: u64,
+    gauge: &'a prometheus::IntGauge,
+}
+
+impl<'a> Pending<'a> {
+    fn new(wait: &'a Wait<ApplyResult>, id: u64, gauge: &'a prometheus::IntGauge) -> Pending<'a> {
+        gauge.inc();
+        Pending { wait, id, gauge }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.wait.cancel(self.id);
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_proposal_given_up_mid_wait_is_uncounted_and_forgotten() {
+        let wait = Wait::<ApplyResult>::default();
+        let gauge = prometheus::IntGauge::new("pending", "pending").expect("gauge");
+        let rx = wait.register(7);
+        let waiting = async {
+            let _pending = Pending::new(&wait, 7, &gauge);
+            let _ = rx.await;
+        };
+        // The caller gives up (a deadline, a closed connection): the future is dropped
+        // while it waits.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), waiting).await;
+        assert!(gave_up.is_err(), "nothing answered the proposal");
+        assert_eq!(gauge.get(), 0);
+        assert_eq!(wait.len(), 0);
     }
 }
