@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/ab_cpu.sh: A/B of server binaries on the 1000-client rows of compare.sh, with each
+# bench/ab_cpu.sh: A/B of server binaries on rows of compare.sh (1000 clients, and puts at 10 and 100), with each
 # member's CPU per 1000 requests (leader first), so a change to the request path shows
 # where its cost moved. Binaries alternate round by round on a fresh 3-member cluster each.
 #
@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     --work-dir) work=$2; shift 2 ;;
     --workloads) workloads=$2; shift 2 ;;
     --syscalls) syscalls=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     -*) echo "ab_cpu.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *=*) bins+=("$1"); shift ;;
     *) echo "ab_cpu.sh: expected LABEL=BIN, got $1" >&2; exit 2 ;;
