@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# bench/ab_cpu.sh: A/B of server binaries on rows of compare.sh (1000 clients, and puts at 10 and 100), with each
-# member's CPU per 1000 requests (leader first), so a change to the request path shows
-# where its cost moved. Binaries alternate round by round on a fresh 3-member cluster each.
+# bench/ab_cpu.sh: A/B of server binaries on rows of compare.sh (1000 clients, and puts
+# at 10 and 100), with each member's CPU per 1000 requests (leader first), so a change to
+# the request path shows where its cost moved. Binaries alternate round by round on a fresh 3-member cluster each.
 #
 # Usage: bench/ab_cpu.sh [--rounds N] [--total N] [--bench-bin PATH] [--work-dir DIR]
 #                        [--workloads "put-1000 range-l"] LABEL=BIN [LABEL=BIN ...]
@@ -121,8 +121,8 @@ one_round() { # label bin
     local gen rps p50 p99
     gen=$(awk -v t="$total" '{printf "%d", ($1 + $2) * 1000 * 1000 / t}' "$dir/gen.txt")
     rps=$(awk '/Requests\/sec/{printf "%d", $2}' "$dir/$wl.txt")
-    p50=$(awk '/ 50% in/{printf "%.2f", $3 * 1000}' "$dir/$wl.txt")
-    p99=$(awk '/ 99% in/{printf "%.2f", $3 * 1000}' "$dir/$wl.txt")
+    p50=$(awk '/ 50% in/{printf "%.1f", $3 * 1000}' "$dir/$wl.txt")
+    p99=$(awk '/ 99% in/{printf "%.1f", $3 * 1000}' "$dir/$wl.txt")
     echo "$label $wl: $rps requests/s; members' CPU per 1000: $sum ms (leader ${per[0]}, followers ${per[1]} ${per[2]}); generator $gen ms; p50 $p50 ms, p99 $p99 ms$sys"
   done
   stop

@@ -3,7 +3,9 @@
 //! [`Wait`]: a proposer registers its request ID before proposing and awaits the
 //! result the apply loop delivers for that ID. An ID the apply loop reports that no
 //! one waits for (a proposal from another member, or one whose caller gave up) is
-//! simply dropped. [`AppliedIndex`]: readers wait until the apply loop has applied up
+//! simply dropped. A [`Registration`] removes its ID when it is dropped, on every way
+//! out of the wait, including a caller that gave up mid-wait (a deadline, a closed
+//! connection), so the IDs of proposals that never apply do not pile up. [`AppliedIndex`]: readers wait until the apply loop has applied up
 //! to an index (a linearizable read waits for its ReadIndex this way).
 //!
 //! Guarantees: a waiter is woken exactly once; [`Wait::fail_all`] wakes every waiter
@@ -11,8 +13,12 @@
 //! as the index is reached, including when it already was.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
+use tokio::sync::oneshot::error::RecvError;
 use tokio::sync::{oneshot, watch};
 
 /// Pending requests by ID.
@@ -30,12 +36,12 @@ impl<T> Default for Wait<T> {
 }
 
 impl<T> Wait<T> {
-    /// Registers `id`; the receiver yields the value given to [`Wait::trigger`], or
-    /// an error if the registration is cancelled or the member stops.
-    pub fn register(&self, id: u64) -> oneshot::Receiver<T> {
+    /// Registers `id`; awaiting the registration yields the value given to
+    /// [`Wait::trigger`], or an error if the member stops. Dropping it forgets `id`.
+    pub fn register(&self, id: u64) -> Registration<'_, T> {
         let (tx, rx) = oneshot::channel();
         self.lock().insert(id, tx);
-        rx
+        Registration { wait: self, id, rx }
     }
 
     /// Delivers `value` to the waiter of `id`, if any; returns whether there was one.
@@ -50,11 +56,6 @@ impl<T> Wait<T> {
     /// Whether someone waits for `id` (on this member).
     pub fn is_waiting(&self, id: u64) -> bool {
         self.lock().contains_key(&id)
-    }
-
-    /// Forgets `id` (the proposal failed before it could be applied).
-    pub fn cancel(&self, id: u64) {
-        self.lock().remove(&id);
     }
 
     /// Wakes every waiter with an error (their senders are dropped).
@@ -74,6 +75,29 @@ impl<T> Wait<T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<T>>> {
         // The map holds no invariant a panicking holder could break half-way.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A waiter registered with [`Wait::register`]: a future of its result, whose ID the
+/// wait forgets when it is dropped.
+#[derive(Debug)]
+pub struct Registration<'a, T> {
+    wait: &'a Wait<T>,
+    id: u64,
+    rx: oneshot::Receiver<T>,
+}
+
+impl<T> Future for Registration<'_, T> {
+    type Output = Result<T, RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx)
+    }
+}
+
+impl<T> Drop for Registration<'_, T> {
+    fn drop(&mut self) {
+        self.wait.lock().remove(&self.id);
     }
 }
 
@@ -128,6 +152,17 @@ mod tests {
         assert!(w.trigger(7, "done"));
         assert!(!w.trigger(7, "again"));
         assert_eq!(rx.await.unwrap(), "done");
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_dropped_registration_is_forgotten() {
+        let w: Wait<u32> = Wait::default();
+        let kept = w.register(1);
+        drop(w.register(2));
+        assert!(w.is_waiting(1));
+        assert!(!w.is_waiting(2));
+        drop(kept);
         assert!(w.is_empty());
     }
 

@@ -220,7 +220,6 @@ impl EtcdServer {
                 }
             }
         };
-        self.wait.cancel(id);
         match result? {
             ApplyOutput::Members(members) => Ok(members),
             // Any other kind would be a routing bug.

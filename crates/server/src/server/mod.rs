@@ -179,7 +179,7 @@ impl EtcdServer {
         .encode_to_vec();
         validate::check_request_size(data.len(), self.config.max_request_bytes)?;
         let rx = self.wait.register(id);
-        let _pending = Pending::new(&self.wait, id, &self.metrics.proposals_pending);
+        let _pending = Pending::count(&self.metrics.proposals_pending);
         match self.send(NodeInput::Propose(data.into())) {
             Err(e) => Err(e),
             Ok(()) => match tokio::time::timeout(self.request_timeout, rx).await {
@@ -301,26 +301,22 @@ impl SpaceProbe for EtcdServer {
 }
 
 /// A proposal waiting for its outcome, counted in `etcd_server_proposals_pending` (which
-/// the node loop reads to group writes, `crate::node::grouping_pause`). Dropping it, on
-/// every way out of [`EtcdServer::propose`] including a caller that gave up mid-wait,
-/// uncounts it and forgets its waiter, so neither the gauge nor the waiters creep up.
-struct Pending<'a> {
-    wait: &'a Wait<ApplyResult>,
-    id: u64,
-    gauge: &'a prometheus::IntGauge,
-}
+/// the node loop reads to group writes, `crate::node::grouping_pause`) until it is
+/// dropped, on every way out of [`EtcdServer::propose`] including a caller that gave up
+/// mid-wait, so the gauge does not creep up (its waiter is forgotten the same way, by
+/// `wait::Registration`).
+struct Pending<'a>(&'a prometheus::IntGauge);
 
 impl<'a> Pending<'a> {
-    fn new(wait: &'a Wait<ApplyResult>, id: u64, gauge: &'a prometheus::IntGauge) -> Pending<'a> {
+    fn count(gauge: &'a prometheus::IntGauge) -> Pending<'a> {
         gauge.inc();
-        Pending { wait, id, gauge }
+        Pending(gauge)
     }
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        self.wait.cancel(self.id);
-        self.gauge.dec();
+        self.0.dec();
     }
 }
 
@@ -332,9 +328,9 @@ mod tests {
     async fn a_proposal_given_up_mid_wait_is_uncounted_and_forgotten() {
         let wait = Wait::<ApplyResult>::default();
         let gauge = prometheus::IntGauge::new("pending", "pending").expect("gauge");
-        let rx = wait.register(7);
         let waiting = async {
-            let _pending = Pending::new(&wait, 7, &gauge);
+            let rx = wait.register(7);
+            let _pending = Pending::count(&gauge);
             let _ = rx.await;
         };
         // The caller gives up (a deadline, a closed connection): the future is dropped
