@@ -1,9 +1,11 @@
 //! The peer transport between real gRPC endpoints on loopback: delivery and batching,
 //! the identity handshake, non-blocking sends, reconnection, removal, and chunked
-//! snapshots with their checksum.
+//! snapshots with their checksum; lease renewals forwarded over the renewal stream, a
+//! leader without it, and a stream that breaks.
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -12,9 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use skiff_proto::skiffpb::peer_client::PeerClient;
 use skiff_raft::{Message, MessageType, Snapshot, SnapshotMetadata};
-use skiff_server::peer::{snapshot, PeerConfig, PeerEvent, PeerTransport};
+use skiff_server::peer::{snapshot, Forwarder, LeaseHandler, PeerConfig, PeerEvent, PeerTransport};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tonic::codegen::http;
+use tonic::server::NamedService;
 
 struct Member {
     transport: PeerTransport,
@@ -24,8 +28,24 @@ struct Member {
 }
 
 async fn serve(transport: &PeerTransport, listener: TcpListener) -> oneshot::Sender<()> {
+    serve_service(transport.service().into_server(), listener)
+}
+
+/// Serves `svc` on `listener` until the returned sender fires.
+fn serve_service<S>(svc: S, listener: TcpListener) -> oneshot::Sender<()>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = HttpResponse,
+            Error = std::convert::Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let (tx, rx) = oneshot::channel::<()>();
-    let svc = transport.service().into_server();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
@@ -42,6 +62,19 @@ async fn serve(transport: &PeerTransport, listener: TcpListener) -> oneshot::Sen
 }
 
 async fn member(id: u64, cluster: u64, tune: impl FnOnce(&mut PeerConfig)) -> Member {
+    member_with(id, cluster, tune, |t, l| {
+        serve_service(t.service().into_server(), l)
+    })
+    .await
+}
+
+/// A member whose peer server `serve` starts.
+async fn member_with(
+    id: u64,
+    cluster: u64,
+    tune: impl FnOnce(&mut PeerConfig),
+    serve: impl FnOnce(&PeerTransport, TcpListener) -> oneshot::Sender<()>,
+) -> Member {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = std_mpsc::channel();
@@ -51,7 +84,7 @@ async fn member(id: u64, cluster: u64, tune: impl FnOnce(&mut PeerConfig)) -> Me
     let mut cfg = PeerConfig::new(id, cluster);
     tune(&mut cfg);
     let transport = PeerTransport::new(cfg, sink, tokio::runtime::Handle::current());
-    let stop = serve(&transport, listener).await;
+    let stop = serve(&transport, listener);
     Member {
         transport,
         events: rx,
@@ -331,4 +364,268 @@ async fn a_corrupted_snapshot_is_refused() {
         reached.is_empty(),
         "corrupt snapshot reached Raft: {reached:?}"
     );
+}
+
+// --- Lease renewals forwarded over the renewal stream -----------------------------------
+
+/// A leader's lease clock for the tests: lease `id` renews to `id * 10`; every 50th
+/// is unknown (an error); [`SLOW_LEASE`] takes half a minute. Small delays make the
+/// answers come back out of order.
+struct FakeLeases;
+
+const SLOW_LEASE: i64 = 999;
+
+#[tonic::async_trait]
+impl LeaseHandler for FakeLeases {
+    async fn renew(&self, id: i64) -> Result<i64, tonic::Status> {
+        if id == SLOW_LEASE {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        tokio::time::sleep(Duration::from_millis((id % 7) as u64)).await;
+        if id % 50 == 0 {
+            return Err(tonic::Status::not_found(
+                "etcdserver: requested lease not found",
+            ));
+        }
+        Ok(id * 10)
+    }
+
+    async fn time_to_live(
+        &self,
+        id: i64,
+        _keys: bool,
+    ) -> Result<(i64, i64, Vec<Bytes>), tonic::Status> {
+        Ok((id, id, Vec::new()))
+    }
+}
+
+/// Calls per gRPC method a member's peer server received.
+type Calls = Arc<std::sync::Mutex<HashMap<String, usize>>>;
+
+fn calls_of(calls: &Calls, method: &str) -> usize {
+    calls
+        .lock()
+        .unwrap()
+        .get(&format!("/skiffpb.Peer/{method}"))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The peer service, counting calls per method; with `refuse_stream`, it answers
+/// `LeaseRenewStream` as a Skiff from before the stream does (Unimplemented).
+#[derive(Clone)]
+struct Counting<S> {
+    inner: S,
+    calls: Calls,
+    refuse_stream: bool,
+}
+
+impl<S: NamedService> NamedService for Counting<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type HttpResponse = http::Response<tonic::body::Body>;
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Counting<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = HttpResponse,
+            Error = std::convert::Infallible,
+        > + Send,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<HttpResponse, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        *self.calls.lock().unwrap().entry(path.clone()).or_default() += 1;
+        if self.refuse_stream && path == "/skiffpb.Peer/LeaseRenewStream" {
+            return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) });
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
+/// A leader (member 1 of cluster 7) serving [`FakeLeases`] behind [`Counting`], and a
+/// follower (member 2) that knows it at its address.
+async fn leader_and_follower(refuse_stream: bool) -> (Member, Member, Calls) {
+    let calls = Calls::default();
+    let counted = calls.clone();
+    let mut leader = member_with(
+        1,
+        7,
+        |_| {},
+        |t, l| {
+            let inner = t.service().into_server();
+            serve_service(
+                Counting {
+                    inner,
+                    calls: counted,
+                    refuse_stream,
+                },
+                l,
+            )
+        },
+    )
+    .await;
+    leader.transport.set_lease_handler(Arc::new(FakeLeases));
+    let mut follower = member(2, 7, |_| {}).await;
+    leader.transport.add_peer(2, vec![url(&follower)]);
+    follower.transport.add_peer(1, vec![url(&leader)]);
+    (leader, follower, calls)
+}
+
+/// Renews leases `ids` at once through `forwarder`, each answer with its ID.
+async fn renew_all(
+    forwarder: &Arc<Forwarder>,
+    url: &str,
+    ids: impl Iterator<Item = i64>,
+) -> Vec<(i64, Result<i64, tonic::Status>)> {
+    let mut set = tokio::task::JoinSet::new();
+    for id in ids {
+        let (f, url) = (forwarder.clone(), url.to_string());
+        set.spawn(async move { (id, f.renew(1, &[url], id).await) });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out.sort_by_key(|(id, _)| *id);
+    out
+}
+
+fn assert_renewed(results: &[(i64, Result<i64, tonic::Status>)]) {
+    for (id, r) in results {
+        if id % 50 == 0 {
+            let e = r.as_ref().expect_err("an unknown lease is an error");
+            assert_eq!(e.code(), tonic::Code::NotFound, "lease {id}: {e:?}");
+            assert_eq!(e.message(), "etcdserver: requested lease not found");
+        } else {
+            assert_eq!(r.as_ref().ok(), Some(&(id * 10)), "lease {id}: {r:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewals_share_one_stream_and_each_gets_its_own_answer() {
+    let (leader, follower, calls) = leader_and_follower(false).await;
+    let forwarder = Arc::new(follower.transport.forwarder());
+    let results = renew_all(&forwarder, &url(&leader), 1..=300).await;
+    assert_renewed(&results);
+    // Errors travel in their answers: the stream stays open for what follows.
+    let again = renew_all(&forwarder, &url(&leader), 301..=400).await;
+    assert_renewed(&again);
+    assert_eq!(calls_of(&calls, "LeaseRenewStream"), 1);
+    assert_eq!(calls_of(&calls, "LeaseRenew"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_the_renewal_stream_is_renewed_by_unary_calls() {
+    let (leader, follower, calls) = leader_and_follower(true).await;
+    let forwarder = Arc::new(follower.transport.forwarder());
+    let results = renew_all(&forwarder, &url(&leader), 1..=120).await;
+    assert_renewed(&results);
+    // Asked once, then remembered for UNARY_RETRY.
+    assert_eq!(calls_of(&calls, "LeaseRenewStream"), 1);
+    assert_eq!(calls_of(&calls, "LeaseRenew"), 120);
+}
+
+/// A TCP relay from a fresh loopback port to `to`, whose connections [`Relay::cut`]
+/// drops at once (a crashed leader, as far as its peers can tell).
+struct Relay {
+    addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(to: SocketAddr, on: Option<SocketAddr>) -> Relay {
+        let listener = match on {
+            Some(addr) => loop {
+                match TcpListener::bind(addr).await {
+                    Ok(l) => break l,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            },
+            None => TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accepted = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                accepted.lock().unwrap().push(conn);
+            }
+        });
+        Relay {
+            addr,
+            tasks: vec![accept],
+            conns,
+        }
+    }
+
+    fn cut(self) -> SocketAddr {
+        for t in self.tasks.iter().chain(self.conns.lock().unwrap().iter()) {
+            t.abort();
+        }
+        self.addr
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_waiting_on_a_broken_stream_fail_and_the_next_opens_a_new_one() {
+    let (leader, follower, calls) = leader_and_follower(false).await;
+    let relay = Relay::start(leader.addr, None).await;
+    let via = format!("http://{}", relay.addr);
+    let forwarder = Arc::new(follower.transport.forwarder());
+    assert_renewed(&renew_all(&forwarder, &via, 1..=10).await);
+    let waiting = {
+        let (f, via) = (forwarder.clone(), via.clone());
+        tokio::spawn(async move { f.renew(1, &[via], SLOW_LEASE).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = relay.cut();
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("a renewal on a broken stream must not wait for its answer")
+        .unwrap()
+        .expect_err("its answer cannot come");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The leader comes back at the same address: renewals go through again.
+    let _relay = Relay::start(leader.addr, Some(addr)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match forwarder.renew(1, std::slice::from_ref(&via), 7).await {
+            Ok(ttl) => {
+                assert_eq!(ttl, 70);
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no renewal after the leader came back: {e:?}"),
+        }
+    }
+    assert!(calls_of(&calls, "LeaseRenewStream") >= 2);
+    assert_eq!(calls_of(&calls, "LeaseRenew"), 0);
 }

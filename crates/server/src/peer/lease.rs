@@ -4,16 +4,32 @@
 //! The leader side is a [`LeaseHandler`] the member installs on its transport; the
 //! follower side is the [`Forwarder`], which keeps one client per leader so a stream
 //! of keep-alives reuses one connection.
+//!
+//! Keep-alives travel over one long-lived `LeaseRenewStream` to the leader
+//! ([`RenewStream`]): a request names its sequence number and its answer repeats it, so
+//! a renewal costs one message each way instead of a gRPC call (a new HTTP/2 stream,
+//! its headers and trailers, and a task on the leader). With 100 clients renewing
+//! through all three members, a unary call per forwarded keep-alive made each follower
+//! spend 18-19 ms of CPU per 1000 keep-alives, against 27 for the leader, which
+//! serves a third of them itself. The stream is opened on the first renewal for a
+//! leader and replaced when the leader changes (the former one is closed once its
+//! answers are in); when it breaks, the renewals waiting on it fail as a lost
+//! connection (etcd's words) and the next one opens a new stream. A leader that
+//! answers the stream with `Unimplemented`, a Skiff from before it (rolling
+//! upgrade), is asked with unary calls, and the stream is tried again after
+//! [`UNARY_RETRY`]. Time-to-live queries, rare, stay unary calls.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use skiff_proto::skiffpb::peer_client::PeerClient;
-use skiff_proto::skiffpb::{LeaseRenewRequest, LeaseTtlRequest};
+use skiff_proto::skiffpb::{LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest};
 use skiff_raft::NodeId;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
-use tonic::Status;
+use tonic::{Code, Status, Streaming};
 
 use super::{connect_one, PeerConfig};
 
@@ -34,10 +50,57 @@ pub struct TimeToLive {
     pub keys: Vec<Bytes>,
 }
 
+/// How long a leader that does not serve `LeaseRenewStream` is asked with unary calls
+/// before the stream is tried again (it may have been upgraded meanwhile).
+pub const UNARY_RETRY: Duration = Duration::from_secs(30);
+
+/// What a renewal waiting on a stream that broke is answered (etcd's words for a
+/// request whose connection to the leader was lost).
+fn connection_lost() -> Status {
+    Status::unavailable("etcdserver: request timed out, possibly due to connection lost")
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section below leaves its data whole; keep going after a panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Forwards lease requests to the leader.
 pub struct Forwarder {
     pub(super) cfg: Arc<PeerConfig>,
     clients: tokio::sync::Mutex<HashMap<NodeId, PeerClient<Channel>>>,
+    renewals: Mutex<Renewals>,
+    /// Held while a stream is opened, so concurrent renewals open one.
+    opening: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Renewals {
+    /// The stream to the leader renewals last went to.
+    stream: Option<(NodeId, Arc<RenewStream>)>,
+    /// Leaders that answered the stream with `Unimplemented`, and when.
+    unary_since: HashMap<NodeId, Instant>,
+}
+
+/// Which way a renewal goes.
+enum Route {
+    Stream(Arc<RenewStream>),
+    Unary,
+}
+
+impl Renewals {
+    /// The way to `leader` if it is known without opening anything.
+    fn route(&self, leader: NodeId) -> Option<Route> {
+        if let Some((to, stream)) = &self.stream {
+            if *to == leader && stream.is_open() {
+                return Some(Route::Stream(stream.clone()));
+            }
+        }
+        match self.unary_since.get(&leader) {
+            Some(since) if since.elapsed() < UNARY_RETRY => Some(Route::Unary),
+            _ => None,
+        }
+    }
 }
 
 impl Forwarder {
@@ -45,6 +108,8 @@ impl Forwarder {
         Forwarder {
             cfg,
             clients: tokio::sync::Mutex::new(HashMap::new()),
+            renewals: Mutex::new(Renewals::default()),
+            opening: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -89,12 +154,65 @@ impl Forwarder {
         r
     }
 
+    /// Renews lease `id` at `leader`: over the renewal stream, or a unary call if the
+    /// leader does not serve it (see the module docs).
     pub async fn renew(&self, leader: NodeId, urls: &[String], id: i64) -> Result<i64, Status> {
+        match self.route(leader, urls).await? {
+            Route::Stream(stream) => {
+                stream
+                    .renew(self.cfg.cluster_id, self.cfg.local_id, id)
+                    .await
+            }
+            Route::Unary => self.renew_unary(leader, urls, id).await,
+        }
+    }
+
+    async fn route(&self, leader: NodeId, urls: &[String]) -> Result<Route, Status> {
+        if let Some(route) = lock(&self.renewals).route(leader) {
+            return Ok(route);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(route) = lock(&self.renewals).route(leader) {
+            return Ok(route);
+        }
+        let mut client = self.client(leader, urls).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let opened = client
+            .lease_renew_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await;
+        match opened {
+            Ok(answers) => {
+                let stream = Arc::new(RenewStream::new(tx));
+                tokio::spawn(read_answers(answers.into_inner(), stream.clone()));
+                let mut renewals = lock(&self.renewals);
+                renewals.unary_since.remove(&leader);
+                if let Some((_, former)) = renewals.stream.replace((leader, stream.clone())) {
+                    // Its renewals still get their answers; then it ends.
+                    former.close_requests();
+                }
+                Ok(Route::Stream(stream))
+            }
+            Err(status) if status.code() == Code::Unimplemented => {
+                tracing::debug!(
+                    leader = format!("{leader:x}"),
+                    "the leader does not serve the lease renewal stream: unary calls"
+                );
+                lock(&self.renewals)
+                    .unary_since
+                    .insert(leader, Instant::now());
+                Ok(Route::Unary)
+            }
+            Err(status) => self.forget_on_failure(leader, Err(status)).await,
+        }
+    }
+
+    async fn renew_unary(&self, leader: NodeId, urls: &[String], id: i64) -> Result<i64, Status> {
         let mut c = self.client(leader, urls).await?;
         let req = LeaseRenewRequest {
             cluster_id: self.cfg.cluster_id,
             from: self.cfg.local_id,
             id,
+            seq: 0,
         };
         let r = c.lease_renew(req).await.map(|r| r.into_inner().ttl);
         self.forget_on_failure(leader, r).await
@@ -124,4 +242,117 @@ impl Forwarder {
         });
         self.forget_on_failure(leader, r).await
     }
+}
+
+/// One open `LeaseRenewStream`: its request side and the renewals waiting for answers.
+pub(super) struct RenewStream {
+    /// `None` once closed: a replaced stream takes no new renewals.
+    requests: Mutex<Option<mpsc::UnboundedSender<LeaseRenewRequest>>>,
+    waiting: Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    next_seq: u64,
+    replies: HashMap<u64, oneshot::Sender<Result<i64, Status>>>,
+    /// The answers ended: nothing more will be answered.
+    ended: bool,
+}
+
+impl RenewStream {
+    fn new(requests: mpsc::UnboundedSender<LeaseRenewRequest>) -> RenewStream {
+        RenewStream {
+            requests: Mutex::new(Some(requests)),
+            waiting: Mutex::new(Waiting::default()),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        !lock(&self.waiting).ended && lock(&self.requests).is_some()
+    }
+
+    /// Ends the request side: the leader answers what it has, then ends the stream.
+    fn close_requests(&self) {
+        lock(&self.requests).take();
+    }
+
+    async fn renew(&self, cluster_id: u64, from: NodeId, id: i64) -> Result<i64, Status> {
+        let (tx, rx) = oneshot::channel();
+        let seq = {
+            let mut w = lock(&self.waiting);
+            if w.ended {
+                return Err(connection_lost());
+            }
+            w.next_seq += 1;
+            let seq = w.next_seq;
+            w.replies.insert(seq, tx);
+            seq
+        };
+        // A caller that gives up (its deadline, its client gone) is forgotten.
+        let _forget = Forget { stream: self, seq };
+        let req = LeaseRenewRequest {
+            cluster_id,
+            from,
+            id,
+            seq,
+        };
+        let sent = lock(&self.requests)
+            .as_ref()
+            .is_some_and(|requests| requests.send(req).is_ok());
+        if !sent {
+            return Err(connection_lost());
+        }
+        rx.await.unwrap_or_else(|_| Err(connection_lost()))
+    }
+
+    fn answer(&self, a: LeaseRenewResponse) {
+        let Some(reply) = lock(&self.waiting).replies.remove(&a.seq) else {
+            return;
+        };
+        let _ = reply.send(if a.error_code == 0 {
+            Ok(a.ttl)
+        } else {
+            Err(Status::new(Code::from_i32(a.error_code), a.error_message))
+        });
+    }
+
+    /// The answers ended: every renewal still waiting fails as a lost connection.
+    fn end(&self) {
+        self.close_requests();
+        let replies = {
+            let mut w = lock(&self.waiting);
+            w.ended = true;
+            std::mem::take(&mut w.replies)
+        };
+        for (_, reply) in replies {
+            let _ = reply.send(Err(connection_lost()));
+        }
+    }
+}
+
+/// Removes a renewal's reply slot when its caller stops waiting.
+struct Forget<'a> {
+    stream: &'a RenewStream,
+    seq: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(&self.stream.waiting).replies.remove(&self.seq);
+    }
+}
+
+/// Hands each answer to its renewal until the stream ends or breaks.
+async fn read_answers(mut answers: Streaming<LeaseRenewResponse>, stream: Arc<RenewStream>) {
+    loop {
+        match answers.message().await {
+            Ok(Some(a)) => stream.answer(a),
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(error = %status, "the lease renewal stream broke");
+                break;
+            }
+        }
+    }
+    stream.end();
 }

@@ -3,11 +3,18 @@
 //! Refuses (and so never steps into Raft) anything from another cluster, from a
 //! non-member, or addressed to another member; decoding uses the raft codec, which
 //! bounds every length before allocating.
+//!
+//! Lease keep-alives forwarded over `LeaseRenewStream` are answered concurrently (up
+//! to [`RENEWALS_IN_FLIGHT`] per stream, in the stream's own task: no task per
+//! renewal), each answer carrying its request's sequence number; a renewal's error
+//! travels in its answer and the stream stays open.
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use bytes::BytesMut;
+use futures_util::{Stream, StreamExt};
 use skiff_proto::skiffpb::peer_server::Peer;
 use skiff_proto::skiffpb::{
     HandOffRequest, HandOffResponse, HelloRequest, HelloResponse, LeaseRenewRequest,
@@ -23,6 +30,31 @@ use super::{
 };
 use crate::metrics::PeerSource;
 
+/// Renewals of one follower's stream answered at once; past this the stream's next
+/// requests wait (HTTP/2 flow control then holds the follower back).
+pub const RENEWALS_IN_FLIGHT: usize = 1024;
+
+/// What `LeaseRenewStream` answers with.
+type RenewAnswers = Pin<Box<dyn Stream<Item = Result<LeaseRenewResponse, Status>> + Send>>;
+
+/// A renewal's outcome as its answer on the stream.
+fn renew_answer(seq: u64, outcome: Result<i64, Status>) -> LeaseRenewResponse {
+    match outcome {
+        Ok(ttl) => LeaseRenewResponse {
+            ttl,
+            seq,
+            ..Default::default()
+        },
+        Err(status) => LeaseRenewResponse {
+            ttl: 0,
+            seq,
+            error_code: status.code() as i32,
+            error_message: status.message().to_string(),
+        },
+    }
+}
+
+#[derive(Clone)]
 pub struct PeerService {
     cfg: Arc<PeerConfig>,
     members: Arc<RwLock<HashSet<NodeId>>>,
@@ -162,7 +194,37 @@ impl Peer for PeerService {
         let req = req.into_inner();
         self.check_sender(req.cluster_id, req.from, self.cfg.local_id)?;
         let ttl = self.lease_handler()?.renew(req.id).await?;
-        Ok(Response::new(LeaseRenewResponse { ttl }))
+        Ok(Response::new(LeaseRenewResponse {
+            ttl,
+            ..Default::default()
+        }))
+    }
+
+    type LeaseRenewStreamStream = RenewAnswers;
+
+    async fn lease_renew_stream(
+        &self,
+        req: Request<Streaming<LeaseRenewRequest>>,
+    ) -> Result<Response<RenewAnswers>, Status> {
+        let handler = self.lease_handler()?.clone();
+        let this = Arc::new(self.clone());
+        let answers = req
+            .into_inner()
+            .map(move |req| {
+                let (this, handler) = (this.clone(), handler.clone());
+                async move {
+                    // A broken request stream ends the answers with its error.
+                    let req = req?;
+                    let outcome =
+                        match this.check_sender(req.cluster_id, req.from, this.cfg.local_id) {
+                            Ok(()) => handler.renew(req.id).await,
+                            Err(refused) => Err(refused),
+                        };
+                    Ok(renew_answer(req.seq, outcome))
+                }
+            })
+            .buffer_unordered(RENEWALS_IN_FLIGHT);
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn lease_time_to_live(

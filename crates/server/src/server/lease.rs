@@ -133,6 +133,17 @@ impl EtcdServer {
     }
 }
 
+impl EtcdServer {
+    /// Renews lease `id` at the leader, from a follower.
+    async fn forward_renew(&self, id: i64) -> Result<i64, EtcdError> {
+        let (leader, urls) = self.remote_leader()?;
+        self.forwarder
+            .renew(leader, &urls, id)
+            .await
+            .map_err(|s| EtcdError::from_status(&s).unwrap_or(EtcdError::Timeout))
+    }
+}
+
 #[tonic::async_trait]
 impl LeaseApi for EtcdServer {
     async fn lease_grant(
@@ -165,16 +176,16 @@ impl LeaseApi for EtcdServer {
         &self,
         req: pb::LeaseKeepAliveRequest,
     ) -> ApiResult<pb::LeaseKeepAliveResponse> {
-        let ttl = match self.leader_leases().renew(req.id).await {
-            Err(EtcdError::NotLeader) => {
-                // Only the leader's clock tracks deadlines.
-                let (leader, urls) = self.remote_leader()?;
-                self.forwarder
-                    .renew(leader, &urls, req.id)
-                    .await
-                    .map_err(|s| EtcdError::from_status(&s).unwrap_or(EtcdError::Timeout))?
+        // Only the leader's clock tracks deadlines. A member that knows another leads
+        // forwards at once, without asking its own clock first.
+        let leader = self.leader();
+        let ttl = if leader != 0 && leader != self.member_id {
+            self.forward_renew(req.id).await?
+        } else {
+            match self.leader_leases().renew(req.id).await {
+                Err(EtcdError::NotLeader) => self.forward_renew(req.id).await?,
+                other => other?,
             }
-            other => other?,
         };
         Ok(pb::LeaseKeepAliveResponse {
             header: self.header(),
