@@ -14,7 +14,9 @@
 //! serves a third of them itself. The stream is opened on the first renewal for a
 //! leader and replaced when the leader changes (the former one is closed once its
 //! answers are in); when it breaks, the renewals waiting on it fail as a lost
-//! connection (etcd's words) and the next one opens a new stream. A leader that
+//! connection (etcd's words) and the next one opens a new stream. A renewal that
+//! finds its stream closed before it could be sent (replaced or broken in between)
+//! reached no leader, so it goes again on a fresh route. A leader that
 //! answers the stream with `Unimplemented`, a Skiff from before it (rolling
 //! upgrade), is asked with unary calls, and the stream is tried again after
 //! [`UNARY_RETRY`]. Time-to-live queries, rare, stay unary calls.
@@ -157,14 +159,23 @@ impl Forwarder {
     /// Renews lease `id` at `leader`: over the renewal stream, or a unary call if the
     /// leader does not serve it (see the module docs).
     pub async fn renew(&self, leader: NodeId, urls: &[String], id: i64) -> Result<i64, Status> {
-        match self.route(leader, urls).await? {
-            Route::Stream(stream) => {
-                stream
-                    .renew(self.cfg.cluster_id, self.cfg.local_id, id)
-                    .await
+        // A stream closed between the lookup and the send (replaced for a new leader,
+        // or just broken) took nothing: the renewal goes again, on a fresh route.
+        for _ in 0..2 {
+            match self.route(leader, urls).await? {
+                Route::Stream(stream) => {
+                    match stream
+                        .renew(self.cfg.cluster_id, self.cfg.local_id, id)
+                        .await
+                    {
+                        Renewed::Answered(r) => return r,
+                        Renewed::Unsent => continue,
+                    }
+                }
+                Route::Unary => return self.renew_unary(leader, urls, id).await,
             }
-            Route::Unary => self.renew_unary(leader, urls, id).await,
         }
+        Err(connection_lost())
     }
 
     async fn route(&self, leader: NodeId, urls: &[String]) -> Result<Route, Status> {
@@ -251,6 +262,15 @@ pub(super) struct RenewStream {
     waiting: Mutex<Waiting>,
 }
 
+/// What became of a renewal sent on a stream.
+enum Renewed {
+    /// The leader's answer, or the stream broke after the renewal was sent.
+    Answered(Result<i64, Status>),
+    /// The stream was closed before the renewal could be sent: nothing reached the
+    /// leader.
+    Unsent,
+}
+
 #[derive(Default)]
 struct Waiting {
     next_seq: u64,
@@ -276,12 +296,12 @@ impl RenewStream {
         lock(&self.requests).take();
     }
 
-    async fn renew(&self, cluster_id: u64, from: NodeId, id: i64) -> Result<i64, Status> {
+    async fn renew(&self, cluster_id: u64, from: NodeId, id: i64) -> Renewed {
         let (tx, rx) = oneshot::channel();
         let seq = {
             let mut w = lock(&self.waiting);
             if w.ended {
-                return Err(connection_lost());
+                return Renewed::Unsent;
             }
             w.next_seq += 1;
             let seq = w.next_seq;
@@ -300,9 +320,9 @@ impl RenewStream {
             .as_ref()
             .is_some_and(|requests| requests.send(req).is_ok());
         if !sent {
-            return Err(connection_lost());
+            return Renewed::Unsent;
         }
-        rx.await.unwrap_or_else(|_| Err(connection_lost()))
+        Renewed::Answered(rx.await.unwrap_or_else(|_| Err(connection_lost())))
     }
 
     fn answer(&self, a: LeaseRenewResponse) {
@@ -355,4 +375,72 @@ async fn read_answers(mut answers: Streaming<LeaseRenewResponse>, stream: Arc<Re
         }
     }
     stream.end();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(r: Renewed) -> Option<Result<i64, Status>> {
+        match r {
+            Renewed::Answered(r) => Some(r),
+            Renewed::Unsent => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_pair_by_sequence_and_a_closed_stream_takes_nothing() {
+        let (tx, mut requests) = mpsc::unbounded_channel();
+        let stream = Arc::new(RenewStream::new(tx));
+        let renew = |id| {
+            let stream = stream.clone();
+            tokio::spawn(async move { answered(stream.renew(7, 2, id).await) })
+        };
+        let (first, second) = (renew(10), renew(20));
+        let mut sent = [
+            requests.recv().await.unwrap(),
+            requests.recv().await.unwrap(),
+        ];
+        sent.sort_by_key(|r| r.id);
+        assert_eq!((sent[0].cluster_id, sent[0].from), (7, 2));
+        // Answered in the other order; the second with an error.
+        stream.answer(LeaseRenewResponse {
+            seq: sent[1].seq,
+            error_code: Code::NotFound as i32,
+            error_message: "etcdserver: requested lease not found".into(),
+            ..Default::default()
+        });
+        stream.answer(LeaseRenewResponse {
+            seq: sent[0].seq,
+            ttl: 100,
+            ..Default::default()
+        });
+        assert_eq!(first.await.unwrap().unwrap().unwrap(), 100);
+        let e = second.await.unwrap().unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        assert_eq!(e.message(), "etcdserver: requested lease not found");
+
+        // A renewal waiting when the answers end fails as a lost connection...
+        let waiting = renew(30);
+        requests.recv().await.unwrap();
+        stream.end();
+        let e = waiting.await.unwrap().unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        // ...and one after that is not sent at all (the forwarder opens a new stream).
+        assert!(renew(40).await.unwrap().is_none());
+        assert!(!stream.is_open());
+    }
+
+    #[tokio::test]
+    async fn a_replaced_stream_sends_nothing_more() {
+        let (tx, mut requests) = mpsc::unbounded_channel();
+        let stream = RenewStream::new(tx);
+        stream.close_requests();
+        assert!(answered(stream.renew(7, 2, 1).await).is_none());
+        assert!(requests.recv().await.is_none(), "the request side ended");
+        assert!(
+            lock(&stream.waiting).replies.is_empty(),
+            "its slot was forgotten"
+        );
+    }
 }
