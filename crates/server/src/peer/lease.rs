@@ -22,6 +22,7 @@
 //! [`UNARY_RETRY`]. Time-to-live queries, rare, stay unary calls.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -29,11 +30,12 @@ use bytes::Bytes;
 use skiff_proto::skiffpb::peer_client::PeerClient;
 use skiff_proto::skiffpb::{LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest};
 use skiff_raft::NodeId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 use super::{connect_one, PeerConfig};
+use crate::wait::Wait;
 
 /// The leader's answers to forwarded lease requests.
 #[tonic::async_trait]
@@ -255,11 +257,16 @@ impl Forwarder {
     }
 }
 
-/// One open `LeaseRenewStream`: its request side and the renewals waiting for answers.
+/// One open `LeaseRenewStream`: its request side and the renewals waiting for answers
+/// (a [`Wait`] keyed by sequence number, which forgets a renewal whose caller gives
+/// up).
 pub(super) struct RenewStream {
     /// `None` once closed: a replaced stream takes no new renewals.
     requests: Mutex<Option<mpsc::UnboundedSender<LeaseRenewRequest>>>,
-    waiting: Mutex<Waiting>,
+    waiting: Wait<Result<i64, Status>>,
+    next_seq: AtomicU64,
+    /// The answers ended: nothing more will be answered.
+    ended: AtomicBool,
 }
 
 /// What became of a renewal sent on a stream.
@@ -271,24 +278,18 @@ enum Renewed {
     Unsent,
 }
 
-#[derive(Default)]
-struct Waiting {
-    next_seq: u64,
-    replies: HashMap<u64, oneshot::Sender<Result<i64, Status>>>,
-    /// The answers ended: nothing more will be answered.
-    ended: bool,
-}
-
 impl RenewStream {
     fn new(requests: mpsc::UnboundedSender<LeaseRenewRequest>) -> RenewStream {
         RenewStream {
             requests: Mutex::new(Some(requests)),
-            waiting: Mutex::new(Waiting::default()),
+            waiting: Wait::default(),
+            next_seq: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
         }
     }
 
     fn is_open(&self) -> bool {
-        !lock(&self.waiting).ended && lock(&self.requests).is_some()
+        !self.ended.load(Ordering::Acquire) && lock(&self.requests).is_some()
     }
 
     /// Ends the request side: the leader answers what it has, then ends the stream.
@@ -297,68 +298,44 @@ impl RenewStream {
     }
 
     async fn renew(&self, cluster_id: u64, from: NodeId, id: i64) -> Renewed {
-        let (tx, rx) = oneshot::channel();
-        let seq = {
-            let mut w = lock(&self.waiting);
-            if w.ended {
-                return Renewed::Unsent;
-            }
-            w.next_seq += 1;
-            let seq = w.next_seq;
-            w.replies.insert(seq, tx);
-            seq
-        };
-        // A caller that gives up (its deadline, its client gone) is forgotten.
-        let _forget = Forget { stream: self, seq };
+        if self.ended.load(Ordering::Acquire) {
+            return Renewed::Unsent;
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let answer = self.waiting.register(seq);
         let req = LeaseRenewRequest {
             cluster_id,
             from,
             id,
             seq,
         };
+        // `end` closes the request side before it fails the waiting renewals, so a
+        // renewal registered after that finds no sender here.
         let sent = lock(&self.requests)
             .as_ref()
             .is_some_and(|requests| requests.send(req).is_ok());
         if !sent {
             return Renewed::Unsent;
         }
-        Renewed::Answered(rx.await.unwrap_or_else(|_| Err(connection_lost())))
+        Renewed::Answered(answer.await.unwrap_or_else(|_| Err(connection_lost())))
     }
 
     fn answer(&self, a: LeaseRenewResponse) {
-        let Some(reply) = lock(&self.waiting).replies.remove(&a.seq) else {
-            return;
-        };
-        let _ = reply.send(if a.error_code == 0 {
-            Ok(a.ttl)
-        } else {
-            Err(Status::new(Code::from_i32(a.error_code), a.error_message))
-        });
+        self.waiting.trigger(
+            a.seq,
+            if a.error_code == 0 {
+                Ok(a.ttl)
+            } else {
+                Err(Status::new(Code::from_i32(a.error_code), a.error_message))
+            },
+        );
     }
 
     /// The answers ended: every renewal still waiting fails as a lost connection.
     fn end(&self) {
         self.close_requests();
-        let replies = {
-            let mut w = lock(&self.waiting);
-            w.ended = true;
-            std::mem::take(&mut w.replies)
-        };
-        for (_, reply) in replies {
-            let _ = reply.send(Err(connection_lost()));
-        }
-    }
-}
-
-/// Removes a renewal's reply slot when its caller stops waiting.
-struct Forget<'a> {
-    stream: &'a RenewStream,
-    seq: u64,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        lock(&self.stream.waiting).replies.remove(&self.seq);
+        self.ended.store(true, Ordering::Release);
+        self.waiting.fail_all();
     }
 }
 
@@ -438,9 +415,6 @@ mod tests {
         stream.close_requests();
         assert!(answered(stream.renew(7, 2, 1).await).is_none());
         assert!(requests.recv().await.is_none(), "the request side ended");
-        assert!(
-            lock(&stream.waiting).replies.is_empty(),
-            "its slot was forgotten"
-        );
+        assert!(stream.waiting.is_empty(), "its slot was forgotten");
     }
 }
