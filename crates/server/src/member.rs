@@ -767,7 +767,8 @@ impl Member {
 
 /// The store's tuning from the member's flags: `--experimental-compaction-batch-limit`
 /// rows per physical-compaction transaction (etcd's meaning; 0 or less is etcd's
-/// default, 1000).
+/// default, 1000), and `--backend-batch-interval` / `--backend-batch-limit` as the
+/// bounds between the backend's durable commits.
 fn store_config(config: &Config) -> StoreConfig {
     let mut cfg = StoreConfig::default();
     if let Ok(limit) = usize::try_from(config.compaction_batch_limit) {
@@ -775,5 +776,47 @@ fn store_config(config: &Config) -> StoreConfig {
             cfg.compaction_batch = limit;
         }
     }
+    // etcd's backend batch is what its backend commits (and fsyncs) at once; here every
+    // apply is visible at once and only the durable commits are batched, so the two
+    // flags bound those (what a crash replays from the WAL).
+    if let Some(interval) = config.backend_batch_interval {
+        cfg.backend.durable_interval = interval;
+    }
+    cfg.backend.durable_after_entries = config.backend_batch_limit;
     cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::Flags;
+
+    fn config(args: &[&str]) -> Config {
+        let mut all = vec!["skiff"];
+        all.extend_from_slice(args);
+        Config::from_flags(Flags::try_parse_from(all).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_backend_batch_flags_reach_the_store() {
+        let defaults = StoreConfig::default();
+        let cfg = store_config(&config(&[]));
+        assert_eq!(
+            cfg.backend.durable_interval,
+            defaults.backend.durable_interval
+        );
+        assert_eq!(cfg.backend.durable_after_entries, None);
+        let cfg = store_config(&config(&[
+            "--backend-batch-interval",
+            "100ms",
+            "--backend-batch-limit",
+            "10000",
+        ]));
+        assert_eq!(cfg.backend.durable_interval, Duration::from_millis(100));
+        assert_eq!(cfg.backend.durable_after_entries, Some(10000));
+    }
 }

@@ -78,6 +78,7 @@ fn open(dir: &std::path::Path, name: &str, cache_mib: usize) -> KvStore {
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(250),
                 ),
+                durable_after_entries: None,
             },
             ..Default::default()
         },

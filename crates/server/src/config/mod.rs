@@ -224,6 +224,12 @@ pub struct Config {
     pub auth_token_ttl: Duration,
     pub warning_apply_duration: Duration,
     pub compaction_batch_limit: i64,
+    /// `--backend-batch-interval`: the longest time between the backend's durable
+    /// commits (`None`: 0 or unset, the backend's default of 1 s).
+    pub backend_batch_interval: Option<Duration>,
+    /// `--backend-batch-limit`: entries applied since the last durable commit that make
+    /// the next one due (`None`: 0 or negative, no entry bound).
+    pub backend_batch_limit: Option<u64>,
     /// The client port's TLS (used by its `https` listen URLs).
     pub client_tls: TlsInfo,
     /// The peer port's TLS (used by `https` peer URLs, listening and dialing).
@@ -573,6 +579,10 @@ impl Config {
             auth_token_ttl: Duration::from_secs(u64::from(flags.auth_token_ttl)),
             warning_apply_duration: flags.experimental_warning_apply_duration,
             compaction_batch_limit: flags.experimental_compaction_batch_limit,
+            backend_batch_interval: flags.backend_batch_interval.and_then(nonzero),
+            backend_batch_limit: u64::try_from(flags.backend_batch_limit)
+                .ok()
+                .filter(|&n| n > 0),
             client_tls,
             peer_tls,
             warnings,
@@ -702,6 +712,25 @@ mod tests {
         all.extend_from_slice(args);
         let flags = Flags::try_parse_from(normalize_args(all)).map_err(|e| e.to_string())?;
         Config::from_flags(flags).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn backend_batch_flags_bound_the_durable_commits() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.backend_batch_interval, None);
+        assert_eq!(c.backend_batch_limit, None);
+        let c = parse(&[
+            "--backend-batch-interval",
+            "250ms",
+            "--backend-batch-limit=500",
+        ])
+        .unwrap();
+        assert_eq!(c.backend_batch_interval, Some(Duration::from_millis(250)));
+        assert_eq!(c.backend_batch_limit, Some(500));
+        // etcd's zero values mean "the default"; a negative limit is no bound.
+        let c = parse(&["--backend-batch-interval=0s", "--backend-batch-limit=-1"]).unwrap();
+        assert_eq!(c.backend_batch_interval, None);
+        assert_eq!(c.backend_batch_limit, None);
     }
 
     #[test]

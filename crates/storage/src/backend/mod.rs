@@ -8,7 +8,9 @@
 //! # Durability and why batching without fsync is safe
 //! Applies commit with `Durability::None`: the write is visible to readers at once but not
 //! fsynced. A durable (fsynced) commit happens once `durable_interval` has passed since the
-//! last one, from the store's maintenance thread, and whenever the server asks
+//! last one (or, when set, once `durable_after_entries` entries were applied since; etcd's
+//! `--backend-batch-interval` and `--backend-batch-limit`), from the store's maintenance
+//! thread, and whenever the server asks
 //! ([`Backend::sync`], e.g. before a snapshot or before releasing WAL segments).
 //!
 //! Durable commits stay off the apply path: redb has one writer, and a durable commit
@@ -262,8 +264,12 @@ impl BackendError {
 pub struct BackendConfig {
     /// redb's page cache (read + write) in bytes; it counts toward the member's RSS.
     pub cache_size: usize,
-    /// Longest time between durable (fsynced) commits while applies go on.
+    /// Longest time between durable (fsynced) commits while applies go on
+    /// (`--backend-batch-interval`).
     pub durable_interval: Duration,
+    /// Entries applied since the last durable commit that make one due before
+    /// `durable_interval` has passed (`--backend-batch-limit`; `None`: time alone).
+    pub durable_after_entries: Option<u64>,
 }
 
 impl Default for BackendConfig {
@@ -284,6 +290,10 @@ impl Default for BackendConfig {
             // the WAL and how long pages freed by non-durable commits wait before redb
             // may reuse them (the file grows by what a second of writes copies).
             durable_interval: Duration::from_secs(1),
+            // etcd's backend commits after 10,000 pending operations as well; here a
+            // second of applies is what a crash replays either way, so the time bound
+            // alone is the default and the entry bound is the operator's choice.
+            durable_after_entries: None,
         }
     }
 }
@@ -723,12 +733,21 @@ impl Backend {
         }
     }
 
-    /// Whether some commit is not durable yet and `durable_interval` has passed since the
-    /// last durable one (the maintenance thread then makes one).
+    /// Whether some commit is not durable yet and either `durable_interval` has passed
+    /// since the last durable one or `durable_after_entries` entries were applied since
+    /// (the maintenance thread then makes one).
     pub fn sync_due(&self) -> bool {
         let last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
-        last.elapsed() >= self.cfg.durable_interval
-            && self.last_index.load(Ordering::SeqCst) > self.durable_index.load(Ordering::SeqCst)
+        let not_durable = self
+            .last_index
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.durable_index.load(Ordering::SeqCst));
+        not_durable > 0
+            && (last.elapsed() >= self.cfg.durable_interval
+                || self
+                    .cfg
+                    .durable_after_entries
+                    .is_some_and(|limit| not_durable >= limit))
     }
 
     /// The file's size as of the last commit: what the space quota checks on every
@@ -1222,6 +1241,38 @@ mod tests {
             .insert(index.to_be_bytes().as_slice(), b"v".as_slice())
             .unwrap();
         be.commit(tx, index, false).unwrap();
+    }
+
+    /// `--backend-batch-limit`: that many entries applied since the last durable commit
+    /// make the next one due at once; fewer wait for the interval.
+    #[test]
+    fn an_entry_limit_makes_a_durable_commit_due_before_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BackendConfig {
+            durable_interval: Duration::from_secs(3600),
+            durable_after_entries: Some(5),
+            ..BackendConfig::default()
+        };
+        let be = Backend::open(dir.path().join("a.db"), cfg).unwrap();
+        for index in 1..=4 {
+            lazy_put(&be, index);
+        }
+        assert!(!be.sync_due(), "4 entries are under the limit");
+        be.maintain_durability().unwrap();
+        assert_eq!(be.durable_consistent_index(), 0);
+        lazy_put(&be, 5);
+        assert!(be.sync_due(), "the 5th entry reaches the limit");
+        be.maintain_durability().unwrap();
+        assert_eq!(be.durable_consistent_index(), 5);
+        assert!(!be.sync_due());
+        // Counted from the last durable commit: entries 6..=9 are again under it.
+        for index in 6..=9 {
+            lazy_put(&be, index);
+        }
+        assert!(!be.sync_due());
+        // One apply batch that covers many entries counts them all.
+        lazy_put(&be, 20);
+        assert!(be.sync_due());
     }
 
     /// Applies never commit durably themselves while the maintenance thread keeps pace;
