@@ -109,4 +109,7 @@ pub trait Transport: Send + 'static {
     fn add_peer(&mut self, id: u64, urls: Vec<String>);
     /// A member left.
     fn remove_peer(&mut self, id: u64);
+    /// Raft sees `leader` as the leader now (0: none known; this member's own ID when
+    /// it leads).
+    fn leader_is(&mut self, leader: u64);
 }

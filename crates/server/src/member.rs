@@ -485,7 +485,7 @@ impl Member {
             metrics: metrics.clone(),
             members,
             alarms: alarms_rx,
-            forwarder: Arc::new(transport.forwarder()),
+            forwarder: transport.forwarder(),
             peers: transport.activity(),
             membership_lock: tokio::sync::Mutex::new(()),
             bootstrap_members: rec.meta.members.clone(),

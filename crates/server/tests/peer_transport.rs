@@ -521,7 +521,7 @@ fn assert_renewed(results: &[(i64, Result<i64, tonic::Status>)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_renewals_share_one_stream_and_each_gets_its_own_answer() {
     let (leader, follower, calls) = leader_and_follower(false).await;
-    let forwarder = Arc::new(follower.transport.forwarder());
+    let forwarder = follower.transport.forwarder();
     let results = renew_all(&forwarder, &url(&leader), 1..=300).await;
     assert_renewed(&results);
     // Errors travel in their answers: the stream stays open for what follows.
@@ -532,9 +532,32 @@ async fn lease_renewals_share_one_stream_and_each_gets_its_own_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_stream_to_a_former_leader_is_closed_when_leadership_moves() {
+    use skiff_server::inputs::Transport as _;
+    let (leader, mut follower, calls) = leader_and_follower(false).await;
+    let forwarder = follower.transport.forwarder();
+    assert_renewed(&renew_all(&forwarder, &url(&leader), 1..=10).await);
+    assert!(forwarder.streams_to(1));
+    // No leader known, or the same leader again: the stream stays.
+    follower.transport.leader_is(0);
+    follower.transport.leader_is(1);
+    assert!(forwarder.streams_to(1));
+    // The follower itself leads now (it renews with its own clock): the stream to its
+    // predecessor goes.
+    follower.transport.leader_is(2);
+    assert!(!forwarder.streams_to(1));
+    // Member 1 leads again: renewals open a new stream and are answered on it.
+    follower.transport.leader_is(1);
+    assert_renewed(&renew_all(&forwarder, &url(&leader), 11..=20).await);
+    assert!(forwarder.streams_to(1));
+    assert_eq!(calls_of(&calls, "LeaseRenewStream"), 2);
+    assert_eq!(calls_of(&calls, "LeaseRenew"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_without_the_renewal_stream_is_renewed_by_unary_calls() {
     let (leader, follower, calls) = leader_and_follower(true).await;
-    let forwarder = Arc::new(follower.transport.forwarder());
+    let forwarder = follower.transport.forwarder();
     let results = renew_all(&forwarder, &url(&leader), 1..=120).await;
     assert_renewed(&results);
     // Asked once, then remembered for UNARY_RETRY.
@@ -594,7 +617,7 @@ async fn renewals_waiting_on_a_broken_stream_fail_and_the_next_opens_a_new_one()
     let (leader, follower, calls) = leader_and_follower(false).await;
     let relay = Relay::start(leader.addr, None).await;
     let via = format!("http://{}", relay.addr);
-    let forwarder = Arc::new(follower.transport.forwarder());
+    let forwarder = follower.transport.forwarder();
     assert_renewed(&renew_all(&forwarder, &via, 1..=10).await);
     let waiting = {
         let (f, via) = (forwarder.clone(), via.clone());

@@ -65,6 +65,7 @@ impl<T: Transport> NodeIo for DiskIo<T> {
         self.metrics.is_leader.set(i64::from(leading));
         // The clock ignores a role it already has.
         self.lease_clock.set_primary(leading);
+        self.transport.leader_is(leader);
     }
 
     fn send(&mut self, msgs: Vec<Message>) {

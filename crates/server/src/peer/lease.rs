@@ -12,8 +12,10 @@
 //! through all three members, a unary call per forwarded keep-alive made each follower
 //! spend 18-19 ms of CPU per 1000 keep-alives, against 27 for the leader, which
 //! serves a third of them itself. The stream is opened on the first renewal for a
-//! leader and replaced when the leader changes (the former one is closed once its
-//! answers are in); when it breaks, the renewals waiting on it fail as a lost
+//! leader and closed when Raft reports another leader ([`Forwarder::leader_is`], from
+//! the node loop through the transport), this member included: the former leader
+//! answers what it was sent and ends the stream, so a member that takes over leadership
+//! keeps no idle stream to its predecessor (it renews with its own clock). When it breaks, the renewals waiting on it fail as a lost
 //! connection (etcd's words) and the next one opens a new stream. A renewal that
 //! finds its stream closed before it could be sent (replaced or broken in between)
 //! reached no leader, so it goes again on a fresh route. A leader that
@@ -178,6 +180,32 @@ impl Forwarder {
             }
         }
         Err(connection_lost())
+    }
+
+    /// Raft now sees `leader` (0: none known) as the leader: a renewal stream to any
+    /// other member is closed (it answers what it was sent, then ends). Without a
+    /// leader the stream stays, as the same leader may well be back.
+    pub fn leader_is(&self, leader: NodeId) {
+        let mut renewals = lock(&self.renewals);
+        if leader == 0 || renewals.stream.as_ref().is_none_or(|(to, _)| *to == leader) {
+            return;
+        }
+        if let Some((former, stream)) = renewals.stream.take() {
+            tracing::debug!(
+                former = format!("{former:x}"),
+                leader = format!("{leader:x}"),
+                "the leader changed: closing the renewal stream to the former one"
+            );
+            stream.close_requests();
+        }
+    }
+
+    /// Whether a renewal stream to `leader` is open (tests).
+    pub fn streams_to(&self, leader: NodeId) -> bool {
+        lock(&self.renewals)
+            .stream
+            .as_ref()
+            .is_some_and(|(to, s)| *to == leader && s.is_open())
     }
 
     async fn route(&self, leader: NodeId, urls: &[String]) -> Result<Route, Status> {

@@ -168,13 +168,17 @@ pub struct PeerTransport {
     removed: Arc<RwLock<HashSet<NodeId>>>,
     sink: EventSink,
     rt: tokio::runtime::Handle,
+    /// This member's lease forwarder, told of leadership changes.
+    forwarder: Arc<Forwarder>,
 }
 
 impl PeerTransport {
     pub fn new(cfg: PeerConfig, sink: EventSink, rt: tokio::runtime::Handle) -> PeerTransport {
         let members = Arc::new(RwLock::new(HashSet::from([cfg.local_id])));
+        let cfg = Arc::new(cfg);
         PeerTransport {
-            cfg: Arc::new(cfg),
+            forwarder: Arc::new(Forwarder::new(cfg.clone())),
+            cfg,
             lease: LeaseSlot::default(),
             membership: MembershipSlot::default(),
             source: SourceSlot::default(),
@@ -219,9 +223,11 @@ impl PeerTransport {
         let _ = self.source.set(source);
     }
 
-    /// A forwarder for this member's lease requests to the leader.
-    pub fn forwarder(&self) -> Forwarder {
-        Forwarder::new(self.cfg.clone())
+    /// The forwarder of this member's lease requests to the leader (one per member:
+    /// [`crate::inputs::Transport::leader_is`] closes its renewal stream to a former
+    /// leader).
+    pub fn forwarder(&self) -> Arc<Forwarder> {
+        self.forwarder.clone()
     }
 
     /// Starts talking to `id` at `urls` (or updates its URLs).
@@ -327,6 +333,10 @@ impl crate::inputs::Transport for PeerTransport {
 
     fn remove_peer(&mut self, id: u64) {
         PeerTransport::remove_peer(self, id)
+    }
+
+    fn leader_is(&mut self, leader: u64) {
+        self.forwarder.leader_is(leader)
     }
 }
 
