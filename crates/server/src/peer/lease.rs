@@ -14,12 +14,14 @@
 //! serves a third of them itself. The stream is opened on the first renewal for a
 //! leader and closed when Raft reports another leader ([`Forwarder::leader_is`], from
 //! the node loop through the transport), this member included: the former leader
-//! answers what it was sent and ends the stream, so a member that takes over leadership
-//! keeps no idle stream to its predecessor (it renews with its own clock). When it breaks, the renewals waiting on it fail as a lost
-//! connection (etcd's words) and the next one opens a new stream. A renewal that
-//! finds its stream closed before it could be sent (replaced or broken in between)
-//! reached no leader, so it goes again on a fresh route. A leader that
-//! answers the stream with `Unimplemented`, a Skiff from before it (rolling
+//! answers what it was sent and ends the stream, so a member that takes over
+//! leadership keeps no idle stream to its predecessor (it renews with its own clock).
+//! A renewal that sees the new leader before that report opens the new stream itself
+//! and closes the former one the same way. When a stream breaks, the renewals waiting
+//! on it fail as a lost connection (etcd's words) and the next one opens a new
+//! stream. A renewal that finds its stream closed before it could be sent (replaced or
+//! broken in between) reached no leader, so it goes again on a fresh route. A leader
+//! that answers the stream with `Unimplemented`, a Skiff from before it (rolling
 //! upgrade), is asked with unary calls, and the stream is tried again after
 //! [`UNARY_RETRY`]. Time-to-live queries, rare, stay unary calls.
 
@@ -186,11 +188,10 @@ impl Forwarder {
     /// other member is closed (it answers what it was sent, then ends). Without a
     /// leader the stream stays, as the same leader may well be back.
     pub fn leader_is(&self, leader: NodeId) {
-        let mut renewals = lock(&self.renewals);
-        if leader == 0 || renewals.stream.as_ref().is_none_or(|(to, _)| *to == leader) {
-            return;
-        }
-        if let Some((former, stream)) = renewals.stream.take() {
+        let former = lock(&self.renewals)
+            .stream
+            .take_if(|(to, _)| leader != 0 && *to != leader);
+        if let Some((former, stream)) = former {
             tracing::debug!(
                 former = format!("{former:x}"),
                 leader = format!("{leader:x}"),
@@ -202,10 +203,7 @@ impl Forwarder {
 
     /// Whether a renewal stream to `leader` is open (tests).
     pub fn streams_to(&self, leader: NodeId) -> bool {
-        lock(&self.renewals)
-            .stream
-            .as_ref()
-            .is_some_and(|(to, s)| *to == leader && s.is_open())
+        matches!(lock(&self.renewals).route(leader), Some(Route::Stream(_)))
     }
 
     async fn route(&self, leader: NodeId, urls: &[String]) -> Result<Route, Status> {
