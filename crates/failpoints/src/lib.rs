@@ -96,6 +96,9 @@
 //!   members and auth are reloaded from it.
 //! - `defrag-swap`: a defragmentation's copy complete and checked, before it is renamed
 //!   over the backend file.
+//! - `defrag-after-swap`: the copy renamed over the backend file and in use, its last
+//!   rows committed without an fsync, before the directory is synced and the copy
+//!   committed durably.
 
 mod spec;
 
@@ -162,6 +165,7 @@ pub const POINTS: &[&str] = &[
     "snapshot-save",
     "snapshot-install",
     "defrag-swap",
+    "defrag-after-swap",
 ];
 
 /// Reads and checks `SKIFF_FAILPOINTS` and the knobs: the error says what is wrong. With the

@@ -24,9 +24,11 @@
 //!
 //! - the rarer points, each crashed at least once: a segment cut (`wal-segment-cut`,
 //!   4 KiB segments through the build's knob) and a snapshot save (`snapshot-save`,
-//!   `--snapshot-count=20`) under the same single-member check; a defragment's swap
-//!   (`defrag-swap=abort`: a panic there would be caught with the blocking task) after
-//!   which the restarted member serves every write and defragments; and a snapshot
+//!   `--snapshot-count=20`) under the same single-member check; a defragment's swap,
+//!   before the rename (`defrag-swap=abort`: a panic there would be caught with the
+//!   blocking task) and after it, before the new file is durable
+//!   (`defrag-after-swap=abort`), after which the restarted member serves every write
+//!   and defragments; and a snapshot
 //!   install (`snapshot-install`) on a follower of three that missed more than its
 //!   leader keeps for it (a 5-entry catch-up window through the build's knob), which,
 //!   restarted without failpoints, serves every acknowledged write with the same
@@ -698,15 +700,28 @@ async fn keys_under(url: &str, prefix: &str, serializable: bool) -> (Vec<(String
 /// `skiff` it serves exactly the 80 remaining keys at revision 121, and defragments.
 #[test]
 fn a_crash_at_the_defragment_swap_keeps_every_write() {
+    crash_in_a_defragment("defrag-swap", 27444);
+}
+
+/// The same with `defrag-after-swap=abort`: the crash comes after the rename, before the
+/// directory's sync and the new file's durable commit (its last rows were committed
+/// without an fsync), so the restart opens the copy at its last durable round and
+/// replays the rest from the WAL.
+#[test]
+fn a_crash_after_the_defragment_swap_keeps_every_write() {
+    crash_in_a_defragment("defrag-after-swap", 27446);
+}
+
+fn crash_in_a_defragment(point: &str, port: u16) {
     let _one = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let fp = failpoints_bin();
     let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut m = cluster_members(&fp, 1, 27444, dir.path(), TIMING).remove(0);
+    let mut m = cluster_members(&fp, 1, port, dir.path(), TIMING).remove(0);
     m.env
-        .push(("SKIFF_FAILPOINTS".into(), "defrag-swap=abort".into()));
+        .push(("SKIFF_FAILPOINTS".into(), format!("{point}=abort")));
     m.spawn();
     m.wait_serving(START_WITHIN);
     let url = m.url();
@@ -722,12 +737,15 @@ fn a_crash_at_the_defragment_swap_keeps_every_write() {
         }
         c.defragment().await
     });
-    assert!(defrag.is_err(), "the defragment answered: {defrag:?}");
+    assert!(
+        defrag.is_err(),
+        "{point}: the defragment answered: {defrag:?}"
+    );
     let status = m.wait_exit(Duration::from_secs(10));
-    assert!(!status.success(), "defrag-swap: exited with {status}");
+    assert!(!status.success(), "{point}: exited with {status}");
     let log = std::fs::read_to_string(&m.log_path).unwrap_or_default();
     assert!(
-        log.contains("failpoint defrag-swap fired"),
+        log.contains(&format!("failpoint {point} fired")),
         "the crash was not the failpoint's:\n{}",
         m.log_tail(20)
     );
@@ -740,7 +758,7 @@ fn a_crash_at_the_defragment_swap_keeps_every_write() {
         .collect();
     rt.block_on(async {
         let (kvs, rev) = keys_under(&url, "d", false).await;
-        assert_eq!(kvs, want, "after the crash in the swap");
+        assert_eq!(kvs, want, "after the crash at {point}");
         assert_eq!(rev, 121, "each put and delete applied once");
         client(&url)
             .await
@@ -750,7 +768,7 @@ fn a_crash_at_the_defragment_swap_keeps_every_write() {
         let (kvs, _) = keys_under(&url, "d", false).await;
         assert_eq!(kvs, want, "after a defragment that completed");
     });
-    println!("defrag-swap: crashed ({status}); 80 keys at revision 121 after the restart");
+    println!("{point}: crashed ({status}); 80 keys at revision 121 after the restart");
 }
 
 /// Three `skiff-failpoints` members snapshot every 20 entries and keep 5 entries

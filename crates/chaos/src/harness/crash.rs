@@ -6,7 +6,8 @@
 //! Every point is made reachable in a short run: [`member_env`] shrinks the WAL's
 //! segments (cuts), [`SNAPSHOT_COUNT`] makes snapshots frequent (saves) and the
 //! catch-up window small, so a member kept down while the others write is sent a
-//! snapshot (installs); `defrag-swap` is provoked by a defragment call to the member.
+//! snapshot (installs); `defrag-swap` and `defrag-after-swap` are provoked by a
+//! defragment call to the member.
 //! The point to arm is drawn at random among those armed least often so far, so every
 //! point is tried in turn.
 //!
@@ -135,7 +136,7 @@ impl Default for CrashPoints {
 /// than at the first hit (points hit rarely fire at once or within a few hits).
 fn arm_spec(point: &str, rng: &mut StdRng) -> String {
     let skip = match point {
-        "snapshot-install" | "defrag-swap" => 0,
+        "snapshot-install" | "defrag-swap" | "defrag-after-swap" => 0,
         "snapshot-save" | "wal-segment-cut" => rng.random_range(0..2),
         "backend-commit" | "backend-after-commit" => rng.random_range(5..30),
         _ => rng.random_range(10..60),
@@ -143,12 +144,17 @@ fn arm_spec(point: &str, rng: &mut StdRng) -> String {
     // `abort` crashes without unwinding in any thread; `panic` also goes through the
     // member's panic-to-exit path. A defragment runs in a blocking task, whose panic
     // is caught: only abort crashes there.
-    let action = if point == "defrag-swap" || rng.random_bool(0.5) {
+    let action = if is_defrag_point(point) || rng.random_bool(0.5) {
         "abort"
     } else {
         "panic"
     };
     format!("{point}={skip}+{action}")
+}
+
+/// The points only a defragment call reaches.
+fn is_defrag_point(point: &str) -> bool {
+    matches!(point, "defrag-swap" | "defrag-after-swap")
 }
 
 /// Occurrences of `needle` in the member's log from byte `from` on.
@@ -207,7 +213,7 @@ impl CrashPoints {
             "crash-points: member {i} restarted with {ARM}={spec}"
         ));
         let began = Instant::now();
-        let status = if point == "defrag-swap" {
+        let status = if is_defrag_point(point) {
             defragment_until_exit(cluster, i, op_timeout).await
         } else {
             cluster.wait_exit(i, REACH_WITHIN).await

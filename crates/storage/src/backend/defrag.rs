@@ -1,7 +1,7 @@
 //! Online defragmentation: the backend file is rebuilt into a new, compact file while
 //! writes go on, and the new file replaces the old one under a pause that lasts as long
-//! as copying the rows written since the last catch-up round and one fsync take, not as
-//! long as the database (`tests/defrag.rs` prints it for a small store; `bench/defrag.sh`
+//! as copying the rows written since the last catch-up round and a rename take (no
+//! fsync), not as long as the database (`tests/defrag.rs` prints it for a small store; `bench/defrag.sh`
 //! measures the write stall at scale).
 //!
 //! redb never gives freed pages back to the file system except at its end, and its own
@@ -21,14 +21,25 @@
 //!    round is copied: the `key` rows after the last one copied, and the whole of every
 //!    other table (they are small: meta, leases, members, alarms, auth). Rounds repeat
 //!    while they still find many rows. Each round ends with a durable commit, so the
-//!    fsync at the swap covers only the last round.
-//! 3. **Swap.** The old file's writer slot is taken (in-flight writes finish first; new
-//!    ones wait), the last rows are copied, the new file is committed durably, renamed
-//!    over the old one (then the directory is synced), and becomes the database writers
-//!    and readers use. Writers that waited for the old file's slot get it, see the file
-//!    was replaced and start again on the new one ([`Backend::begin_write`]), so no write
-//!    is ever lost in the old file. Readers that opened the old file keep their view.
-//! 4. **Release.** Once the old file is closed (its last reader gone), its blocks are
+//!    durable commit after the swap finds little left to write.
+//! 3. **Swap window.** A sync is held off ([`Backend::sync`] waits) and durable commits
+//!    stop advancing the durable consistent index; then one more durable round copies
+//!    what is new, so the copy is durable up to every sync and every durable commit
+//!    made so far.
+//! 4. **Swap.** The old file's writer slot is taken (in-flight writes finish first; new
+//!    ones wait), the last rows are copied and committed without an fsync, the copy is
+//!    renamed over the old file and becomes the database writers and readers use.
+//!    Writers that waited for the old file's slot get it, see the file was replaced and
+//!    start again on the new one ([`Backend::begin_write`]), so no write is ever lost in
+//!    the old file. Readers that opened the old file keep their view. The pause is the
+//!    copy of those last rows (written since the durable round just before) and the
+//!    rename: no fsync. It used to end with the copy's durable commit and the
+//!    directory's sync, which on a busy disk made it 20-60 ms (`bench/DEFRAG.md`).
+//! 5. **Durable under its name.** With writers going on in the new file, the directory
+//!    is synced, the new file written back and committed durably (the maintenance
+//!    thread's kind of commit: a presync, then a commit that finds little left to
+//!    write); that ends the swap window.
+//! 6. **Release.** Once the old file is closed (its last reader gone), its blocks are
 //!    given back a slice at a time from its end ([`release_gradually`]), on a background
 //!    thread. Freeing a 2 GB file at once put all its extents in one journal commit of
 //!    the file system (ext4 mounted with `discard` also trims them there), and every
@@ -41,8 +52,12 @@
 //! checks the two `key` tables have the same number of rows and gives up otherwise.
 //!
 //! **Crash safety**: until the rename, the old file is whole and `<file>.defrag` is
-//! removed at the next open; after it, the new file holds everything the old one did
-//! (durably), so the durable consistent index covers every commit made so far.
+//! removed at the next open. Between the rename and the end of the swap window, a crash
+//! leaves the old file (the rename not yet durable) or the copy at its last durable
+//! round; either holds every sync and the durable consistent index, which stayed put
+//! through the window, so the WAL still has what came after (`tests/failpoints.rs`
+//! crashes the member at `defrag-after-swap`). After the window, the new file holds
+//! everything the old one did, durably.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -53,7 +68,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tracing::info;
 
-use super::{BResult, Backend, BackendError, Table};
+use super::{BResult, Backend, BackendError, Commit, Table};
 
 /// A catch-up round that copied fewer rows than this is the last one before the swap.
 const SMALL_ROUND: u64 = 2_000;
@@ -104,6 +119,15 @@ pub(super) fn remove_leftover(path: &Path) {
     }
 }
 
+/// How a catch-up round's last transaction commits.
+#[derive(Clone, Copy, Debug)]
+enum Finish {
+    /// fsynced, allocator state saved: the rounds before the swap.
+    Durable,
+    /// Visible, not fsynced: the rows copied inside the swap's pause.
+    Lazy,
+}
+
 /// Copies rows from read views of the old file into the new one.
 struct Copier<'a> {
     new: &'a Database,
@@ -119,8 +143,8 @@ impl Copier<'_> {
     /// Copies what `src` has that the copy lacks (see the module docs); returns the rows
     /// copied. The `key` rows go in write transactions of about [`CHUNK_BYTES`] each,
     /// not durable, each followed by a write-back of the file; the last one also copies
-    /// the other tables and is committed durably.
-    fn round(&mut self, src: &redb::ReadTransaction) -> BResult<u64> {
+    /// the other tables and is committed as `finish` says.
+    fn round(&mut self, src: &redb::ReadTransaction, finish: Finish) -> BResult<u64> {
         let from = src.open_table(Table::Key.def())?;
         let lower = match &self.last_key {
             Some(k) => Bound::Excluded(k.clone()),
@@ -167,8 +191,13 @@ impl Copier<'_> {
                     copied += 1;
                 }
             }
-            tx.set_durability(Durability::Immediate)?;
-            tx.set_quick_repair(true);
+            match finish {
+                Finish::Durable => {
+                    tx.set_durability(Durability::Immediate)?;
+                    tx.set_quick_repair(true);
+                }
+                Finish::Lazy => tx.set_durability(Durability::None)?,
+            }
             tx.commit()?;
             self.rows += copied;
             return Ok(copied);
@@ -234,6 +263,23 @@ fn release_in_background(file: std::fs::File, path: PathBuf) {
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "defragment: no thread to release the old file; freed at once");
+    }
+}
+
+/// Keeps durable commits from advancing the durable consistent index while it lives
+/// (the swap window, see the module docs).
+struct Frozen<'a>(&'a Backend);
+
+impl<'a> Frozen<'a> {
+    fn new(be: &'a Backend) -> Self {
+        be.durable_frozen.store(true, Ordering::SeqCst);
+        Frozen(be)
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.0.durable_frozen.store(false, Ordering::SeqCst);
     }
 }
 
@@ -305,11 +351,11 @@ impl Backend {
         let rounds = std::thread::scope(|s| {
             s.spawn(|| {
                 yield_to_others();
-                copier.round(&self.begin_read()?)?;
+                copier.round(&self.begin_read()?, Finish::Durable)?;
                 let mut rounds = 0;
                 while rounds < MAX_ROUNDS {
                     rounds += 1;
-                    if copier.round(&self.begin_read()?)? < SMALL_ROUND {
+                    if copier.round(&self.begin_read()?, Finish::Durable)? < SMALL_ROUND {
                         break;
                     }
                 }
@@ -319,12 +365,19 @@ impl Backend {
             .map_err(|_| BackendError::Corrupt("defragment: the copy thread panicked".into()))?
         })?;
 
-        // The swap: nothing commits to the old file from here on.
+        // The swap window (module docs): from the last durable round until the new file
+        // is durable under the database's name, a crash may leave either file, so the
+        // durable consistent index stays where both files have it and a sync waits.
+        let _window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
+        let frozen = Frozen::new(self);
+        copier.round(&self.begin_read()?, Finish::Durable)?;
+
+        // The pause: nothing commits to the old file from here on.
         let old = self.current();
         let hold = old.begin_write()?;
         let pause_started = Instant::now();
         let src = old.begin_read()?;
-        copier.round(&src)?;
+        copier.round(&src, Finish::Lazy)?;
         let (old_rows, new_rows) = (
             src.open_table(Table::Key.def())?.len()?,
             new.begin_read()?.open_table(Table::Key.def())?.len()?,
@@ -346,23 +399,21 @@ impl Backend {
             .ok();
         skiff_failpoints::fail_point!("defrag-swap");
         std::fs::rename(copy, &self.path).map_err(io_at(copy))?;
-        sync_dir(&self.path)?;
         let size = self.size_bytes()?;
-        self.size.store(size, std::sync::atomic::Ordering::Relaxed);
+        self.size.store(size, Ordering::Relaxed);
         *self.db.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        {
-            // Everything committed so far is in the new file, durably.
-            let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
-            *last = Instant::now();
-            self.repair_saved
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            self.durable_index.fetch_max(
-                self.last_index.load(std::sync::atomic::Ordering::SeqCst),
-                std::sync::atomic::Ordering::SeqCst,
-            );
-        }
         hold.abort()?;
         let pause = pause_started.elapsed();
+
+        // Writers go on in the new file; now make the rename and the new file durable.
+        skiff_failpoints::fail_point!("defrag-after-swap");
+        sync_dir(&self.path).map_err(|e| self.record_failure(e))?;
+        self.presync()?;
+        let tx = self.begin_write()?;
+        // Every commit so far is in the new file, so this durable commit covers them
+        // all (it holds the writer slot, so nothing lands between the thaw and it).
+        drop(frozen);
+        self.commit_as(tx, 0, Commit::Durable { save_repair: false })?;
 
         // Close the old file here rather than in a writer that raced the swap (closing
         // writes redb's allocator state, to the now unlinked file); then give its blocks
@@ -393,6 +444,54 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes one `key` row and `index` as the consistent index, committed as `mode` says.
+    fn put(be: &Backend, index: u64, mode: Commit) {
+        let tx = be.begin_write().unwrap();
+        tx.open_table(Table::Key.def())
+            .unwrap()
+            .insert(index.to_be_bytes().as_slice(), b"v".as_slice())
+            .unwrap();
+        be.commit_as(tx, index, mode).unwrap();
+    }
+
+    /// Inside the swap window a durable commit leaves the durable index where it was and
+    /// a sync waits for the window to close; a defragmentation ends with the index
+    /// covering every commit, the last ones made lazily just before it.
+    #[test]
+    fn the_swap_window_holds_the_durable_index_and_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = Backend::open(dir.path().join("a.db"), Default::default()).unwrap();
+        put(&be, 1, Commit::Lazy);
+        be.sync().unwrap();
+        assert_eq!(be.durable_consistent_index(), 1);
+
+        let window = be.swap_window.lock().unwrap();
+        let frozen = Frozen::new(&be);
+        put(&be, 2, Commit::Durable { save_repair: false });
+        assert_eq!(be.durable_consistent_index(), 1, "frozen in the window");
+        std::thread::scope(|s| {
+            let sync = s.spawn(|| {
+                be.sync().unwrap();
+                Instant::now()
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!sync.is_finished(), "a sync waits for the window");
+            let closed = Instant::now();
+            drop(frozen);
+            drop(window);
+            assert!(sync.join().unwrap() >= closed);
+        });
+        assert_eq!(be.durable_consistent_index(), 2);
+
+        put(&be, 3, Commit::Lazy);
+        put(&be, 4, Commit::Lazy);
+        be.defragment().unwrap();
+        assert_eq!(be.durable_consistent_index(), 4);
+        assert!(!be.durable_frozen.load(Ordering::SeqCst));
+        let rows = be.begin_read().unwrap();
+        assert_eq!(rows.open_table(Table::Key.def()).unwrap().len().unwrap(), 4);
+    }
 
     #[test]
     fn release_gradually_empties_the_file_a_slice_at_a_time() {

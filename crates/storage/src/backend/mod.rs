@@ -313,6 +313,15 @@ pub struct Backend {
     commit_observer: OnceLock<CommitObserver>,
     /// Held by the one [`Backend::defragment`] running.
     defragmenting: Mutex<()>,
+    /// Held by a defragmentation from its last durable catch-up round until the new
+    /// file is durable under the database's name, and by [`Backend::sync`], so a sync
+    /// lands either before that round (which then copies it durably) or after the new
+    /// file is durable (see the `defrag` module).
+    swap_window: Mutex<()>,
+    /// Set during a defragmentation's swap window: a durable commit then does not
+    /// advance `durable_index`, since the file a crash would leave may be the copy,
+    /// durable only up to its last catch-up round.
+    durable_frozen: std::sync::atomic::AtomicBool,
     /// The first write-back or commit failure (see the module docs); set once.
     failure: OnceLock<String>,
     /// The file's size after the last commit ([`Backend::cached_size_bytes`]).
@@ -443,6 +452,8 @@ impl Backend {
             last_index: AtomicU64::new(0),
             commit_observer: OnceLock::new(),
             defragmenting: Mutex::new(()),
+            swap_window: Mutex::new(()),
+            durable_frozen: std::sync::atomic::AtomicBool::new(false),
             failure: OnceLock::new(),
             size: AtomicU64::new(0),
             repair_saved: std::sync::atomic::AtomicBool::new(false),
@@ -597,7 +608,9 @@ impl Backend {
         match mode {
             Commit::Durable { save_repair } => {
                 *last = Instant::now();
-                self.durable_index.fetch_max(covers, Ordering::SeqCst);
+                if !self.durable_frozen.load(Ordering::SeqCst) {
+                    self.durable_index.fetch_max(covers, Ordering::SeqCst);
+                }
                 self.repair_saved.store(save_repair, Ordering::SeqCst);
             }
             Commit::Lazy => self
@@ -790,8 +803,10 @@ impl Backend {
     }
 
     /// Makes every commit so far durable, allocator state saved. Call before a snapshot
-    /// and before releasing WAL segments.
+    /// and before releasing WAL segments. Waits out a defragmentation's swap window (its
+    /// last catch-up round, the swap and one durable commit) if one is open.
     pub fn sync(&self) -> BResult<()> {
+        let _window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
         self.presync()?;
         let tx = self.begin_write()?;
         self.commit(tx, 0, true)
