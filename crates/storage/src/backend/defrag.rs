@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tracing::info;
 
-use super::{BResult, Backend, BackendError, Commit, Table};
+use super::{BResult, Backend, BackendError, Table};
 
 /// A catch-up round that copied fewer rows than this is the last one before the swap.
 const SMALL_ROUND: u64 = 2_000;
@@ -368,7 +368,7 @@ impl Backend {
         // The swap window (module docs): from the last durable round until the new file
         // is durable under the database's name, a crash may leave either file, so the
         // durable consistent index stays where both files have it and a sync waits.
-        let _window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
+        let window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
         let frozen = Frozen::new(self);
         copier.round(&self.begin_read()?, Finish::Durable)?;
 
@@ -408,12 +408,13 @@ impl Backend {
         // Writers go on in the new file; now make the rename and the new file durable.
         skiff_failpoints::fail_point!("defrag-after-swap");
         sync_dir(&self.path).map_err(|e| self.record_failure(e))?;
-        self.presync()?;
-        let tx = self.begin_write()?;
-        // Every commit so far is in the new file, so this durable commit covers them
-        // all (it holds the writer slot, so nothing lands between the thaw and it).
+        // The copy is the file a crash leaves now, and every commit so far is in it, so
+        // any durable commit from here on covers what it says.
         drop(frozen);
-        self.commit_as(tx, 0, Commit::Durable { save_repair: false })?;
+        // Without the allocator state: saving it would hold writers for tens of ms.
+        self.commit_durably_now(false)?;
+        // The window ends here, not after the wait for the old file's readers below.
+        drop(window);
 
         // Close the old file here rather than in a writer that raced the swap (closing
         // writes redb's allocator state, to the now unlinked file); then give its blocks
@@ -445,14 +446,12 @@ impl Backend {
 mod tests {
     use super::*;
 
+    use crate::backend::{tests::with_row, Commit};
+
     /// Writes one `key` row and `index` as the consistent index, committed as `mode` says.
     fn put(be: &Backend, index: u64, mode: Commit) {
-        let tx = be.begin_write().unwrap();
-        tx.open_table(Table::Key.def())
-            .unwrap()
-            .insert(index.to_be_bytes().as_slice(), b"v".as_slice())
+        be.commit_as(with_row(be, Table::Key, index), index, mode)
             .unwrap();
-        be.commit_as(tx, index, mode).unwrap();
     }
 
     /// Inside the swap window a durable commit leaves the durable index where it was and

@@ -807,9 +807,15 @@ impl Backend {
     /// last catch-up round, the swap and one durable commit) if one is open.
     pub fn sync(&self) -> BResult<()> {
         let _window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit_durably_now(true)
+    }
+
+    /// A durable commit of everything so far, after a write-back outside the writer slot
+    /// so the commit finds little left to write (see the module docs).
+    fn commit_durably_now(&self, save_repair: bool) -> BResult<()> {
         self.presync()?;
         let tx = self.begin_write()?;
-        self.commit(tx, 0, true)
+        self.commit_as(tx, 0, Commit::Durable { save_repair })
     }
 
     /// Writes back the file's dirty pages without taking redb's writer slot (see the
@@ -1249,13 +1255,19 @@ mod tests {
         assert!(seen[3] > Duration::ZERO);
     }
 
-    fn lazy_put(be: &Backend, index: u64) {
+    /// A write transaction holding one row of `table` keyed by `index`, not committed.
+    pub(super) fn with_row(be: &Backend, table: Table, index: u64) -> redb::WriteTransaction {
         let tx = be.begin_write().unwrap();
-        tx.open_table(Table::Lease.def())
+        tx.open_table(table.def())
             .unwrap()
             .insert(index.to_be_bytes().as_slice(), b"v".as_slice())
             .unwrap();
-        be.commit(tx, index, false).unwrap();
+        tx
+    }
+
+    fn lazy_put(be: &Backend, index: u64) {
+        be.commit(with_row(be, Table::Lease, index), index, false)
+            .unwrap();
     }
 
     /// `--backend-batch-limit`: that many entries applied since the last durable commit
