@@ -23,7 +23,7 @@
 //!    while they still find many rows. Each round ends with a durable commit, so the
 //!    durable commit after the swap finds little left to write.
 //! 3. **Swap window.** A sync is held off ([`Backend::sync`] waits) and durable commits
-//!    stop advancing the durable consistent index; then one more durable round copies
+//!    stop advancing the durable consistent index (until the rename is durable); then one more durable round copies
 //!    what is new, so the copy is durable up to every sync and every durable commit
 //!    made so far.
 //! 4. **Swap.** The old file's writer slot is taken (in-flight writes finish first; new
@@ -55,7 +55,7 @@
 //! removed at the next open. Between the rename and the end of the swap window, a crash
 //! leaves the old file (the rename not yet durable) or the copy at its last durable
 //! round; either holds every sync and the durable consistent index, which stayed put
-//! through the window, so the WAL still has what came after (`tests/failpoints.rs`
+//! until the directory's sync made the rename durable, so the WAL still has what came after (`tests/failpoints.rs`
 //! crashes the member at `defrag-after-swap`). After the window, the new file holds
 //! everything the old one did, durably.
 
