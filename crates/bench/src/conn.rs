@@ -7,21 +7,57 @@
 //! unreachable endpoint fails fast with its address, and no request of the measured run
 //! pays for connection setup. A server that answers Status with Unimplemented is still
 //! reachable (it answered), so only `--target-leader` needs Status to work.
+//!
+//! A connection is one HTTP/2 connection to one endpoint (the etcd-client crate's
+//! client over a plain tonic channel, not its load-balanced one), and its writes are
+//! coalesced ([`skiff_coalesce::Coalesce`]): hyper's client wrote each request's
+//! HEADERS and DATA in `writev`s of their own (2.1 per put at 1000 clients over 100
+//! connections), where etcd's Go benchmark tool, through grpc-go's buffered writer,
+//! sends the requests queued together in one write. The generator shares the cores with
+//! the members, so its own cost caps the throughput of both sides (`bench/PROFILE.md`).
 
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{Client, ConnectOptions};
+use hyper_util::rt::TokioIo;
+use skiff_coalesce::Coalesce;
+use tokio::net::TcpStream;
+use tonic::transport::{Endpoint, Uri};
 
 use crate::cli::GlobalOpts;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
+/// A TCP connection to `uri`'s authority, without Nagle's delay, its writes coalesced.
+async fn connect_tcp(uri: Uri) -> std::io::Result<TokioIo<Coalesce<TcpStream>>> {
+    let Some(authority) = uri.authority() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("endpoint {uri} has no host:port"),
+        ));
+    };
+    let conn = TcpStream::connect(authority.as_str()).await?;
+    conn.set_nodelay(true)?;
+    Ok(TokioIo::new(Coalesce::new(conn)))
+}
+
+/// `endpoint` is `http://host:port` (`cli::normalize_endpoint`).
 async fn dial(endpoint: &str) -> Result<Client> {
+    let channel = Endpoint::from_shared(endpoint.to_string())
+        .with_context(|| format!("endpoint {endpoint}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEP_ALIVE)
+        .keep_alive_timeout(KEEP_ALIVE)
+        .keep_alive_while_idle(true)
+        .connect_with_connector(tower::service_fn(connect_tcp))
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))?;
     let opts = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10));
-    Client::connect([endpoint], Some(opts))
+        .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE);
+    Client::from_channel(etcd_client::Channel::Tonic(channel), Some(opts))
         .await
         .with_context(|| format!("connecting to {endpoint}"))
 }

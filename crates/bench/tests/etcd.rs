@@ -83,8 +83,13 @@ async fn wait_ready() -> Client {
 
 /// Runs the binary with `-w json`; returns its exit code and parsed report.
 fn bench(args: &[&str]) -> (i32, Value) {
+    bench_at(CLIENT, args)
+}
+
+/// [`bench`] with the endpoints written as `endpoints`.
+fn bench_at(endpoints: &str, args: &[&str]) -> (i32, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_skiff-bench"))
-        .args(["--endpoints", CLIENT, "-w", "json"])
+        .args(["--endpoints", endpoints, "-w", "json"])
         .args(args)
         .output()
         .expect("run skiff-bench");
@@ -96,6 +101,12 @@ fn bench(args: &[&str]) -> (i32, Value) {
         )
     });
     (out.status.code().unwrap_or(-1), v)
+}
+
+/// The server's current revision.
+async fn revision(c: &mut Client) -> i64 {
+    let header = c.get("foo", None).await.expect("get foo").header().cloned();
+    header.expect("response header").revision()
 }
 
 fn assert_clean(v: &Value, requests: u64) {
@@ -184,12 +195,7 @@ async fn every_subcommand_against_etcd() {
     }
 
     // txn-put: 50 txns of 4 puts each = 200 revisions.
-    let before = c
-        .get("foo", None)
-        .await
-        .expect("rev")
-        .header()
-        .map(|h| h.revision());
+    let before = revision(&mut c).await;
     let (code, v) = bench(&[
         "--clients",
         "4",
@@ -203,17 +209,8 @@ async fn every_subcommand_against_etcd() {
     ]);
     assert_eq!(code, 0, "{v}");
     assert_clean(&v, 50);
-    let after = c
-        .get("foo", None)
-        .await
-        .expect("rev")
-        .header()
-        .map(|h| h.revision());
-    assert_eq!(
-        after.zip(before).map(|(a, b)| a - b),
-        Some(50),
-        "each txn is one revision"
-    );
+    let after = revision(&mut c).await;
+    assert_eq!(after - before, 50, "each txn is one revision");
 
     // lease-keepalive: 4 clients hold 4 leases.
     let (code, v) = bench(&["--clients", "4", "--total", "100", "lease-keepalive"]);
@@ -257,6 +254,18 @@ async fn every_subcommand_against_etcd() {
     assert_eq!(code, 0, "{v}");
     assert_clean(&v, 120);
     assert_eq!(v["by_kind"]["put"]["requests"], 20);
+
+    // Endpoints written as a URL with a host name: 40 puts from 8 clients on 4
+    // connections all arrive.
+    let before = revision(&mut c).await;
+    let (code, v) = bench_at(
+        "http://localhost:21901",
+        &["--clients", "8", "--conns", "4", "--total", "40", "put"],
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_clean(&v, 40);
+    let after = revision(&mut c).await;
+    assert_eq!(after - before, 40);
 
     // A failing workload exits non-zero (3) and reports the gRPC code.
     let (code, v) = bench(&["--total", "3", "put", "--val-size", "2000000"]);

@@ -31,7 +31,6 @@ pub mod apply;
 pub mod auth;
 pub mod bootstrap;
 pub mod budget;
-pub mod coalesce;
 pub mod config;
 pub mod convert;
 pub mod corrupt;

@@ -1,5 +1,8 @@
-//! Fewer, larger writes to a client connection: the responses of calls that finish close
-//! together leave in one syscall.
+//! Fewer, larger writes to a connection: the responses of calls that finish close
+//! together leave in one syscall. A member wraps each client connection in it (the
+//! server's `serve` module); skiff-bench wraps each of its connections, whose requests
+//! hyper's client otherwise wrote in about two `writev`s each (`crates/bench/src/conn.rs`).
+//! The story below is the server's, where it began.
 //!
 //! Under many concurrent calls on one HTTP/2 connection, responses become ready one at a
 //! time: a call's task finishes, hands its frames to the connection and wakes the
