@@ -16,10 +16,11 @@
 //! sends the requests queued together in one write. The generator shares the cores with
 //! the members, so its own cost caps the throughput of both sides (`bench/PROFILE.md`).
 
+use std::io;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::Client;
 use hyper_util::rt::TokioIo;
 use skiff_coalesce::Coalesce;
 use tokio::net::TcpStream;
@@ -30,34 +31,46 @@ use crate::cli::GlobalOpts;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
-/// A TCP connection to `uri`'s authority, without Nagle's delay, its writes coalesced.
-async fn connect_tcp(uri: Uri) -> std::io::Result<TokioIo<Coalesce<TcpStream>>> {
-    let Some(authority) = uri.authority() else {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("endpoint {uri} has no host:port"),
-        ));
+/// A TCP connection to `uri`'s host and port within `timeout`, without Nagle's delay,
+/// its writes coalesced. A timeout is an `io::Error`, which tonic reports as a connect
+/// error (`Unavailable`), as it did for its own connector.
+async fn connect_tcp(uri: Uri, timeout: Duration) -> io::Result<TokioIo<Coalesce<TcpStream>>> {
+    let invalid = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("endpoint {uri}: no host:port"),
+        )
     };
-    let conn = TcpStream::connect(authority.as_str()).await?;
+    // An IPv6 literal comes bracketed (`[::1]`); the resolver wants it bare.
+    let host = uri.host().ok_or_else(invalid)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().ok_or_else(invalid)?;
+    let conn = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("endpoint {uri}: no connection within {timeout:?}"),
+            )
+        })??;
     conn.set_nodelay(true)?;
     Ok(TokioIo::new(Coalesce::new(conn)))
 }
 
-/// `endpoint` is `http://host:port` (`cli::normalize_endpoint`).
-async fn dial(endpoint: &str) -> Result<Client> {
+/// One connection to `endpoint` (`http://host:port`, `cli::normalize_endpoint`), made
+/// within `timeout`; a connection lost later is made again on the next request.
+async fn dial(endpoint: &str, timeout: Duration) -> Result<Client> {
     let channel = Endpoint::from_shared(endpoint.to_string())
         .with_context(|| format!("endpoint {endpoint}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEP_ALIVE)
         .keep_alive_timeout(KEEP_ALIVE)
         .keep_alive_while_idle(true)
-        .connect_with_connector(tower::service_fn(connect_tcp))
+        .connect_with_connector(tower::service_fn(move |uri| connect_tcp(uri, timeout)))
         .await
         .with_context(|| format!("connecting to {endpoint}"))?;
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE);
-    Client::from_channel(etcd_client::Channel::Tonic(channel), Some(opts))
+    // The channel carries the transport options; etcd-client's own (`ConnectOptions`)
+    // would add only a user name, and this tool has none.
+    Client::from_channel(etcd_client::Channel::Tonic(channel), None)
         .await
         .with_context(|| format!("connecting to {endpoint}"))
 }
@@ -89,7 +102,7 @@ async fn warm_up(client: &mut Client, endpoint: &str, timeout: Duration) -> Resu
 /// The endpoint whose member is the leader.
 pub async fn find_leader(endpoints: &[String], timeout: Duration) -> Result<String> {
     for ep in endpoints {
-        let mut c = dial(ep).await?;
+        let mut c = dial(ep, timeout).await?;
         let st = warm(&mut c, ep, timeout)
             .await
             .context("--target-leader needs the Maintenance.Status RPC")?;
@@ -102,7 +115,8 @@ pub async fn find_leader(endpoints: &[String], timeout: Duration) -> Result<Stri
 }
 
 /// Dials `--conns` connections over `--endpoints` (or the leader only) and warms each up.
-/// A warm-up waits at most 5 s or `--request-timeout`, whichever is shorter, so a
+/// A connection and a warm-up each wait at most 5 s or `--request-timeout`, whichever
+/// is shorter, so a
 /// readiness probe with a short timeout fails fast on a member that is not serving yet.
 pub async fn connect_all(g: &GlobalOpts) -> Result<Vec<Client>> {
     let timeout = CONNECT_TIMEOUT.min(Duration::from_secs_f64(g.request_timeout));
@@ -114,7 +128,7 @@ pub async fn connect_all(g: &GlobalOpts) -> Result<Vec<Client>> {
     let mut out = Vec::with_capacity(g.conns);
     for i in 0..g.conns {
         let ep = &endpoints[i % endpoints.len()];
-        let mut c = dial(ep).await?;
+        let mut c = dial(ep, timeout).await?;
         warm_up(&mut c, ep, timeout).await?;
         out.push(c);
     }
