@@ -116,8 +116,8 @@ pub async fn find_leader(endpoints: &[String], timeout: Duration) -> Result<Stri
 
 /// Dials `--conns` connections over `--endpoints` (or the leader only) and warms each up.
 /// A connection and a warm-up each wait at most 5 s or `--request-timeout`, whichever
-/// is shorter, so a
-/// readiness probe with a short timeout fails fast on a member that is not serving yet.
+/// is shorter, so a readiness probe with a short timeout fails fast on a member that is
+/// not serving yet.
 pub async fn connect_all(g: &GlobalOpts) -> Result<Vec<Client>> {
     let timeout = CONNECT_TIMEOUT.min(Duration::from_secs_f64(g.request_timeout));
     let endpoints = if g.target_leader {

@@ -22,6 +22,7 @@ use std::io;
 use std::sync::Arc;
 
 use axum::response::IntoResponse;
+use skiff_coalesce::Coalesce;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
@@ -29,7 +30,6 @@ use tokio_stream::StreamExt;
 use crate::config::{Config, Url};
 use crate::front::{Front, GrpcServices};
 use crate::h2c_authority::AuthorityFix;
-use skiff_coalesce::Coalesce;
 
 /// etcd's allowance for gRPC framing on top of `--max-request-bytes`.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;

@@ -1,8 +1,8 @@
 //! Online defragmentation: the backend file is rebuilt into a new, compact file while
 //! writes go on, and the new file replaces the old one under a pause that lasts as long
 //! as copying the rows written since the last catch-up round and a rename take (no
-//! fsync), not as long as the database (`tests/defrag.rs` prints it for a small store; `bench/defrag.sh`
-//! measures the write stall at scale).
+//! fsync), not as long as the database (`tests/defrag.rs` prints it for a small store;
+//! `bench/defrag.sh` measures the write stall at scale).
 //!
 //! redb never gives freed pages back to the file system except at its end, and its own
 //! `compact()` needs the database to itself (no reader, no writer) for as long as it
@@ -23,9 +23,9 @@
 //!    while they still find many rows. Each round ends with a durable commit, so the
 //!    durable commit after the swap finds little left to write.
 //! 3. **Swap window.** A sync is held off ([`Backend::sync`] waits) and durable commits
-//!    stop advancing the durable consistent index (until the rename is durable); then one more durable round copies
-//!    what is new, so the copy is durable up to every sync and every durable commit
-//!    made so far.
+//!    stop advancing the durable consistent index (until the rename is durable); then
+//!    one more durable round copies what is new, so the copy is durable up to every
+//!    sync and every durable commit made so far.
 //! 4. **Swap.** The old file's writer slot is taken (in-flight writes finish first; new
 //!    ones wait), the last rows are copied and committed without an fsync, the copy is
 //!    renamed over the old file and becomes the database writers and readers use.
@@ -55,9 +55,9 @@
 //! removed at the next open. Between the rename and the end of the swap window, a crash
 //! leaves the old file (the rename not yet durable) or the copy at its last durable
 //! round; either holds every sync and the durable consistent index, which stayed put
-//! until the directory's sync made the rename durable, so the WAL still has what came after (`tests/failpoints.rs`
-//! crashes the member at `defrag-after-swap`). After the window, the new file holds
-//! everything the old one did, durably.
+//! until the directory's sync made the rename durable, so the WAL still has what came
+//! after (`tests/failpoints.rs` crashes the member at `defrag-after-swap`). After the
+//! window, the new file holds everything the old one did, durably.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
