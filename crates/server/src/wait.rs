@@ -8,9 +8,11 @@
 //! connection), so the IDs of proposals that never apply do not pile up. [`AppliedIndex`]: readers wait until the apply loop has applied up
 //! to an index (a linearizable read waits for its ReadIndex this way).
 //!
-//! Guarantees: a waiter is woken exactly once; [`Wait::fail_all`] wakes every waiter
-//! (member stopping) so no request hangs; waiting on [`AppliedIndex`] returns as soon
-//! as the index is reached, including when it already was.
+//! Guarantees: a waiter is woken exactly once, outside the map's lock; [`Wait::fail_all`]
+//! wakes every waiter (member stopping) so no request hangs; a registration that
+//! replaced another of the same ID is never forgotten by the dropping of the one it
+//! replaced (that one is woken with an error); waiting on [`AppliedIndex`] returns as
+//! soon as the index is reached, including when it already was.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,13 +26,24 @@ use tokio::sync::{oneshot, watch};
 /// Pending requests by ID.
 #[derive(Debug)]
 pub struct Wait<T> {
-    pending: Mutex<HashMap<u64, oneshot::Sender<T>>>,
+    pending: Mutex<Pending<T>>,
+}
+
+/// The waiters, each with the number of its registration, so that a registration
+/// removes its own entry only (see [`Registration`]'s `Drop`).
+#[derive(Debug)]
+struct Pending<T> {
+    by_id: HashMap<u64, (u64, oneshot::Sender<T>)>,
+    registered: u64,
 }
 
 impl<T> Default for Wait<T> {
     fn default() -> Self {
         Wait {
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending {
+                by_id: HashMap::new(),
+                registered: 0,
+            }),
         }
     }
 }
@@ -38,52 +51,70 @@ impl<T> Default for Wait<T> {
 impl<T> Wait<T> {
     /// Registers `id`; awaiting the registration yields the value given to
     /// [`Wait::trigger`], or an error if the member stops. Dropping it forgets `id`.
+    /// A second registration of an ID replaces the first, which is woken with an error.
     pub fn register(&self, id: u64) -> Registration<'_, T> {
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(id, tx);
-        Registration { wait: self, id, rx }
+        let (number, replaced) = {
+            let mut pending = self.lock();
+            pending.registered += 1;
+            let number = pending.registered;
+            (number, pending.by_id.insert(id, (number, tx)))
+        };
+        // The replaced waiter is woken (with an error) outside the lock.
+        drop(replaced);
+        Registration {
+            wait: self,
+            id,
+            number,
+            rx,
+        }
     }
 
     /// Delivers `value` to the waiter of `id`, if any; returns whether there was one.
     pub fn trigger(&self, id: u64, value: T) -> bool {
-        match self.lock().remove(&id) {
+        // Taken out first, so the waiter is woken after the lock is released.
+        let waiter = self.lock().by_id.remove(&id);
+        match waiter {
             // A receiver dropped since (caller gave up) is not an error.
-            Some(tx) => tx.send(value).is_ok(),
+            Some((_, tx)) => tx.send(value).is_ok(),
             None => false,
         }
     }
 
     /// Whether someone waits for `id` (on this member).
     pub fn is_waiting(&self, id: u64) -> bool {
-        self.lock().contains_key(&id)
+        self.lock().by_id.contains_key(&id)
     }
 
     /// Wakes every waiter with an error (their senders are dropped).
     pub fn fail_all(&self) {
-        self.lock().clear();
+        let waiters = std::mem::take(&mut self.lock().by_id);
+        drop(waiters);
     }
 
     /// Number of requests waiting.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<T>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending<T>> {
         // The map holds no invariant a panicking holder could break half-way.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// A waiter registered with [`Wait::register`]: a future of its result, whose ID the
-/// wait forgets when it is dropped.
+/// wait forgets when it is dropped (unless a later registration of the ID replaced it).
 #[derive(Debug)]
 pub struct Registration<'a, T> {
     wait: &'a Wait<T>,
     id: u64,
+    /// Which registration of `id` this is.
+    number: u64,
     rx: oneshot::Receiver<T>,
 }
 
@@ -97,7 +128,10 @@ impl<T> Future for Registration<'_, T> {
 
 impl<T> Drop for Registration<'_, T> {
     fn drop(&mut self) {
-        self.wait.lock().remove(&self.id);
+        let mut pending = self.wait.lock();
+        if pending.by_id.get(&self.id).map(|(n, _)| *n) == Some(self.number) {
+            pending.by_id.remove(&self.id);
+        }
     }
 }
 
@@ -163,6 +197,19 @@ mod tests {
         assert!(w.is_waiting(1));
         assert!(!w.is_waiting(2));
         drop(kept);
+        assert!(w.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_replaced_registration_does_not_forget_its_successor() {
+        let w: Wait<&str> = Wait::default();
+        let first = w.register(5);
+        let second = w.register(5);
+        // The first is woken with an error, and dropping it leaves the second waiting.
+        assert!(first.await.is_err());
+        assert!(w.is_waiting(5));
+        assert!(w.trigger(5, "done"));
+        assert_eq!(second.await.unwrap(), "done");
         assert!(w.is_empty());
     }
 
