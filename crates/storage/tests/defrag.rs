@@ -84,10 +84,12 @@ fn defragment_returns_space_and_keeps_concurrent_writes() {
     assert!(written.len() >= 50);
     // Space returned: the new file holds the live rows (the 10% kept and the writer's
     // puts, which were all copied or caught up before the swap) in full pages, and
-    // nothing of the 90% deleted.
+    // nothing of the 90% deleted. (Not "under half the file": on a busy machine the
+    // defragment takes longer and the writer's rows alone came to more than that.)
     let live = (n / 10 + written.len()) as u64 * (value(0).len() as u64 + 64);
     assert!(
-        report.size_after < full / 2 && report.size_after <= live + live / 4 + (256 << 10),
+        report.size_after < report.size_before
+            && report.size_after <= live + live / 4 + (256 << 10),
         "space returned: {full} -> {} for {live} bytes of live rows",
         report.size_after
     );

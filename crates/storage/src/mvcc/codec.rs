@@ -110,65 +110,83 @@ pub(crate) fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// A field of an encoded message: a varint or a length-delimited run of bytes.
+enum Field<'a> {
+    Varint(i64),
+    Bytes(&'a [u8]),
+}
+
+/// Calls `f(field number, value)` for each field of the encoded message `b`, in order,
+/// until it returns false; `None` if the bytes are not a valid encoding (as far as read).
+fn for_each_field<'a>(b: &'a [u8], mut f: impl FnMut(u64, Field<'a>) -> bool) -> Option<()> {
+    let mut pos = 0;
+    while pos < b.len() {
+        let tag = get_varint(b, &mut pos)?;
+        let (field, wire) = (tag >> 3, tag & 7);
+        let value = match wire {
+            0 => Field::Varint(get_varint(b, &mut pos)? as i64),
+            2 => {
+                let len = usize::try_from(get_varint(b, &mut pos)?).ok()?;
+                let end = pos.checked_add(len)?;
+                let bytes = b.get(pos..end)?;
+                pos = end;
+                Field::Bytes(bytes)
+            }
+            _ => return None,
+        };
+        if !f(field, value) {
+            break;
+        }
+    }
+    Some(())
+}
+
 /// Decodes `mvccpb.KeyValue`; `None` if the bytes are not a valid encoding.
 pub(crate) fn decode_kv(b: &[u8]) -> Option<KeyValue> {
     let mut kv = KeyValue::default();
-    let mut pos = 0;
-    while pos < b.len() {
-        let tag = get_varint(b, &mut pos)?;
-        let (field, wire) = (tag >> 3, tag & 7);
-        match wire {
-            0 => {
-                let v = get_varint(b, &mut pos)? as i64;
-                match field {
-                    2 => kv.create_revision = v,
-                    3 => kv.mod_revision = v,
-                    4 => kv.version = v,
-                    6 => kv.lease = v,
-                    _ => {}
-                }
-            }
-            2 => {
-                let len = usize::try_from(get_varint(b, &mut pos)?).ok()?;
-                let end = pos.checked_add(len)?;
-                let bytes = b.get(pos..end)?;
-                pos = end;
-                match field {
-                    1 => kv.key = bytes.to_vec(),
-                    5 => kv.value = bytes.to_vec(),
-                    _ => {}
-                }
-            }
-            _ => return None,
+    for_each_field(b, |field, value| {
+        match (field, value) {
+            (1, Field::Bytes(v)) => kv.key = v.to_vec(),
+            (2, Field::Varint(v)) => kv.create_revision = v,
+            (3, Field::Varint(v)) => kv.mod_revision = v,
+            (4, Field::Varint(v)) => kv.version = v,
+            (5, Field::Bytes(v)) => kv.value = v.to_vec(),
+            (6, Field::Varint(v)) => kv.lease = v,
+            _ => {}
         }
-    }
+        true
+    })?;
     Some(kv)
 }
 
-/// Only the key of an encoded KeyValue (cheaper than a full decode; used by compaction and
-/// the index rebuild, which do not need the value).
+/// Only the key of an encoded KeyValue (cheaper than a full decode; used by compaction,
+/// which does not need the value).
 pub(crate) fn decode_kv_key(b: &[u8]) -> Option<Vec<u8>> {
-    let mut pos = 0;
-    while pos < b.len() {
-        let tag = get_varint(b, &mut pos)?;
-        let (field, wire) = (tag >> 3, tag & 7);
-        match wire {
-            0 => {
-                get_varint(b, &mut pos)?;
-            }
-            2 => {
-                let len = usize::try_from(get_varint(b, &mut pos)?).ok()?;
-                let end = pos.checked_add(len)?;
-                let bytes = b.get(pos..end)?;
-                if field == 1 {
-                    return Some(bytes.to_vec());
-                }
-                pos = end;
-            }
-            _ => return None,
+    let mut key = None;
+    for_each_field(b, |field, value| match (field, value) {
+        (1, Field::Bytes(v)) => {
+            key = Some(v.to_vec());
+            false
         }
-    }
-    Some(Vec::new())
+        _ => true,
+    })?;
+    Some(key.unwrap_or_default())
+}
+
+/// The key, `create_revision` and `version` of an encoded KeyValue, without copying its
+/// value (the index rebuild needs no more).
+pub(crate) fn decode_kv_head(b: &[u8]) -> Option<(Vec<u8>, i64, i64)> {
+    let (mut key, mut created, mut version) = (Vec::new(), 0, 0);
+    for_each_field(b, |field, value| {
+        match (field, value) {
+            (1, Field::Bytes(v)) => key = v.to_vec(),
+            (2, Field::Varint(v)) => created = v,
+            (4, Field::Varint(v)) => version = v,
+            _ => {}
+        }
+        true
+    })?;
+    Some((key, created, version))
 }
 
 #[cfg(test)]
@@ -188,6 +206,10 @@ mod tests {
         let enc = encode_kv(&kv);
         assert_eq!(decode_kv(&enc), Some(kv.clone()));
         assert_eq!(decode_kv_key(&enc), Some(b"foo".to_vec()));
+        assert_eq!(
+            decode_kv_head(&enc),
+            Some((b"foo".to_vec(), kv.create_revision, kv.version))
+        );
         // Field 1 (key), length 3; field 2 varint 2; field 3 varint 300 = ac 02.
         assert_eq!(
             &enc[..10],

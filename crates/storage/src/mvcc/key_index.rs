@@ -4,10 +4,16 @@
 //! A key's history is a sequence of *generations*: a generation starts with a put that
 //! creates the key, continues with puts, and ends with a delete (a *tombstone*). Here the
 //! generations of a key are kept flat, as one ascending list of revisions where tombstones
-//! are flagged: a generation boundary is simply "after a tombstone". Nothing else is kept
-//! per key: a put reads the current version's row anyway (for `prev_kv` and the watch
-//! event), and takes the creation revision and version from it. A key with one version is
-//! its key bytes plus one 16-byte revision stored inline, with no further allocation.
+//! are flagged: a generation boundary is simply "after a tombstone". Besides, each key
+//! keeps its current generation's creation revision and version, as etcd's key index
+//! does, so a put to an existing key knows its `create_revision` and `version` without
+//! reading the previous version's row from the backend: a random read, which misses the
+//! backend's cache once the data outgrows it (txn-put of random keys, after 20,000
+//! txns: 0.6 `pread`s per put on each member, and the members' CPU 8-14% higher than
+//! without the read). They are kept in 8 bytes (the creation revision as its
+//! distance back from the current one); a value that does not fit is marked unknown, and
+//! a put of that key reads the row as before. A key with one version is its key bytes,
+//! one 16-byte revision stored inline and the two counters, with no further allocation.
 //!
 //! Compaction at revision `at` keeps, per key, the newest revision `<= at` (needed to read
 //! at `at`), every write at exactly `at`, and everything after; a tombstone that is the
@@ -39,6 +45,22 @@ impl IdxRev {
 #[derive(Clone, Debug)]
 pub(crate) struct KeyIndex {
     revs: SmallVec<[IdxRev; 1]>,
+    /// The current generation's creation revision, as the distance back from the head's
+    /// main revision, and version (its puts so far), or [`UNKNOWN`] where one does not
+    /// fit; meaningless while the key is deleted.
+    created_back: u32,
+    version: u32,
+}
+
+/// A counter of [`KeyIndex`] that did not fit: the row has it.
+const UNKNOWN: u32 = u32::MAX;
+
+/// `v` as a counter, or [`UNKNOWN`].
+fn counter(v: i64) -> u32 {
+    u32::try_from(v)
+        .ok()
+        .filter(|&c| c != UNKNOWN)
+        .unwrap_or(UNKNOWN)
 }
 
 impl KeyIndex {
@@ -53,6 +75,19 @@ impl KeyIndex {
     pub fn head(&self) -> Option<IdxRev> {
         let r = *self.revs.last()?;
         (!r.tombstone).then_some(r)
+    }
+
+    /// The current version's `create_revision` and `version`, if the key exists and
+    /// they are known (see [`UNKNOWN`]).
+    pub fn head_version(&self) -> Option<(i64, i64)> {
+        let head = self.head()?;
+        if self.created_back == UNKNOWN || self.version == UNKNOWN {
+            return None;
+        }
+        Some((
+            head.main - i64::from(self.created_back),
+            i64::from(self.version),
+        ))
     }
 
     pub fn contains(&self, rev: Revision) -> bool {
@@ -92,39 +127,68 @@ impl Index {
         self.keys.get(key)
     }
 
-    fn push(&mut self, key: &[u8], rev: Revision, tombstone: bool) {
+    /// Appends `rev`; a put also sets the key's current `(create_revision, version)`.
+    fn push(&mut self, key: &[u8], rev: Revision, tombstone: bool, version: (i64, i64)) {
         let entry = IdxRev {
             main: rev.main,
             sub: u32::try_from(rev.sub).expect("sub-revision fits u32 (bounded by txn size)"),
             tombstone,
         };
-        match self.keys.get_mut(key) {
-            Some(ki) => ki.revs.push(entry),
-            None => {
-                let mut revs = SmallVec::new();
-                revs.push(entry);
-                self.keys.insert(key.into(), KeyIndex { revs });
+        let (created_back, version) = if tombstone {
+            (0, 0)
+        } else {
+            (counter(rev.main - version.0), counter(version.1))
+        };
+        if let Some(ki) = self.keys.get_mut(key) {
+            ki.revs.push(entry);
+            if !tombstone {
+                (ki.created_back, ki.version) = (created_back, version);
             }
+            return;
+        }
+        let mut revs = SmallVec::new();
+        revs.push(entry);
+        self.keys.insert(
+            key.into(),
+            KeyIndex {
+                revs,
+                created_back,
+                version,
+            },
+        );
+    }
+
+    /// The `create_revision` and `version` a put of `key` at revision `main` writes:
+    /// the current generation's, one version on, or a new generation's. `None` if the
+    /// key exists and its counters are [`UNKNOWN`]: the current row has them.
+    pub fn next_version(&self, key: &[u8], main: i64) -> Option<(i64, i64)> {
+        match self.keys.get(key) {
+            Some(ki) if ki.head().is_some() => ki
+                .head_version()
+                .map(|(created, version)| (created, version + 1)),
+            _ => Some((main, 1)),
         }
     }
 
-    /// Records a put at `rev`.
-    pub fn put(&mut self, key: &[u8], rev: Revision) {
-        self.push(key, rev, false);
+    /// Records a put at `rev` that wrote `(create_revision, version)`
+    /// ([`Index::next_version`]).
+    pub fn put(&mut self, key: &[u8], rev: Revision, version: (i64, i64)) {
+        self.push(key, rev, false, version);
     }
 
     /// Records a delete of a live key at `rev`.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) {
         if self.keys.contains_key(key) {
-            self.push(key, rev, true);
+            self.push(key, rev, true, (0, 0));
         }
     }
 
-    /// Rebuild: appends a revision read from the backend (rows arrive in revision order).
-    /// A tombstone whose puts were compacted away still belongs in the index (it may be
-    /// the one kept at the compaction revision).
-    pub fn restore(&mut self, key: &[u8], rev: Revision, tombstone: bool) {
-        self.push(key, rev, tombstone);
+    /// Rebuild: appends a revision read from the backend (rows arrive in revision order),
+    /// with the row's `(create_revision, version)` (ignored for a tombstone). A tombstone
+    /// whose puts were compacted away still belongs in the index (it may be the one kept
+    /// at the compaction revision).
+    pub fn restore(&mut self, key: &[u8], rev: Revision, tombstone: bool, version: (i64, i64)) {
+        self.push(key, rev, tombstone, version);
     }
 
     /// Calls `f(key, visible revision)` for every key in `[key, end)` visible at `at`, in
@@ -205,13 +269,46 @@ mod tests {
         Revision::new(m, s)
     }
 
+    fn put(ix: &mut Index, key: &[u8], rev: Revision) {
+        let version = ix.next_version(key, rev.main).unwrap();
+        ix.put(key, rev, version);
+    }
+
+    #[test]
+    fn versions_follow_generations() {
+        let mut ix = Index::default();
+        assert_eq!(ix.next_version(b"a", 2), Some((2, 1)));
+        put(&mut ix, b"a", r(2, 0));
+        put(&mut ix, b"a", r(3, 0));
+        assert_eq!(ix.get(b"a").unwrap().head_version(), Some((2, 2)));
+        assert_eq!(ix.next_version(b"a", 4), Some((2, 3)));
+        ix.tombstone(b"a", r(4, 0));
+        assert_eq!(ix.get(b"a").unwrap().head_version(), None);
+        // A put after the delete starts a new generation.
+        assert_eq!(ix.next_version(b"a", 5), Some((5, 1)));
+        put(&mut ix, b"a", r(5, 0));
+        // Compaction drops old revisions, not the current generation's counters.
+        ix.compact(5);
+        assert_eq!(ix.get(b"a").unwrap().head_version(), Some((5, 1)));
+        // A rebuild takes them from the rows.
+        let mut rebuilt = Index::default();
+        rebuilt.restore(b"a", r(5, 0), false, (5, 1));
+        rebuilt.restore(b"b", r(6, 0), false, (3, 7));
+        assert_eq!(rebuilt.next_version(b"b", 8), Some((3, 8)));
+        // Counters that do not fit are unknown: the put reads them from the row.
+        rebuilt.restore(b"c", r(9, 0), false, (9, i64::from(u32::MAX) + 5));
+        assert_eq!(rebuilt.next_version(b"c", 10), None);
+        rebuilt.restore(b"d", r(i64::from(u32::MAX) + 9, 0), false, (2, 4));
+        assert_eq!(rebuilt.next_version(b"d", i64::from(u32::MAX) + 10), None);
+    }
+
     #[test]
     fn generations_and_visibility() {
         let mut ix = Index::default();
-        ix.put(b"a", r(2, 0));
-        ix.put(b"a", r(3, 0));
+        put(&mut ix, b"a", r(2, 0));
+        put(&mut ix, b"a", r(3, 0));
         ix.tombstone(b"a", r(4, 0));
-        ix.put(b"a", r(6, 0));
+        put(&mut ix, b"a", r(6, 0));
         let ki = ix.get(b"a").unwrap();
         assert_eq!(ki.visible_at(1), None);
         assert_eq!(ki.visible_at(2).unwrap().main, 2);
@@ -234,7 +331,7 @@ mod tests {
         assert!(!ix.get(b"a").unwrap().contains(r(4, 0)));
         assert!(ix.get(b"a").unwrap().contains(r(6, 0)));
 
-        ix.put(b"b", r(7, 0));
+        put(&mut ix, b"b", r(7, 0));
         ix.tombstone(b"b", r(8, 0));
         ix.compact(9);
         assert!(ix.get(b"b").is_none());
@@ -244,7 +341,7 @@ mod tests {
     fn range_bounds() {
         let mut ix = Index::default();
         for (i, k) in [b"a", b"b", b"c"].iter().enumerate() {
-            ix.put(*k, r(i as i64 + 2, 0));
+            put(&mut ix, *k, r(i as i64 + 2, 0));
         }
         let collect = |k: &[u8], e: &[u8]| {
             let mut v = Vec::new();
@@ -275,7 +372,8 @@ mod mem_probe {
             for i in 0..1_000_000u64 {
                 let mut k = format!("{i:08}").into_bytes();
                 k.resize(size, b'_');
-                ix.put(&k, super::Revision::new(i as i64 + 2, 0));
+                let rev = super::Revision::new(i as i64 + 2, 0);
+                ix.put(&k, rev, ix.next_version(&k, rev.main).unwrap());
             }
             println!("key {size} B: {} B/key", (rss() - before) / 1_000_000);
             std::mem::forget(ix);

@@ -22,7 +22,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -162,6 +162,9 @@ struct Inner {
     finished_cv: Condvar,
     shutdown: AtomicBool,
     cfg: StoreConfig,
+    /// Watchers that asked for previous values (kept by the watch hub): while there are
+    /// none, a put does not read the version it replaces unless its request needs it.
+    prev_kv_watchers: Arc<AtomicUsize>,
 }
 
 /// The MVCC store. Cheap to share behind an `Arc`; dropping it stops the compactor.
@@ -358,9 +361,9 @@ fn load_state(backend: &Backend) -> Result<(State, u64, i64, i64)> {
             let (rev, tomb) = codec::parse_rev_key(k.value()).ok_or_else(|| {
                 BackendError::Corrupt(format!("bad revision key {:?}", k.value()))
             })?;
-            let key = codec::decode_kv_key(v.value())
+            let (key, created, version) = codec::decode_kv_head(v.value())
                 .ok_or_else(|| BackendError::Corrupt(format!("undecodable KeyValue at {rev:?}")))?;
-            index.restore(&key, rev, tomb);
+            index.restore(&key, rev, tomb, (created, version));
             max_rev = max_rev.max(rev.main);
         }
         if scheduled > 0 {
@@ -426,6 +429,12 @@ impl KvStore {
 }
 
 impl KvStore {
+    /// The count of watchers that want previous values, which the watch hub keeps:
+    /// while it is 0, puts do not read the versions they replace (see `WriteCtx::put`).
+    pub(crate) fn prev_kv_watchers(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.inner.prev_kv_watchers)
+    }
+
     /// Opens the store at `path` (a redb file), rebuilding the key index from the backend
     /// and resuming any unfinished physical compaction.
     pub fn open(path: impl AsRef<Path>, cfg: StoreConfig) -> Result<KvStore> {
@@ -450,6 +459,7 @@ impl KvStore {
             finished_cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
             cfg,
+            prev_kv_watchers: Arc::default(),
         });
         let (tx, rx) = mpsc::channel::<i64>();
         let worker_inner = Arc::clone(&inner);
@@ -638,6 +648,9 @@ impl KvStore {
         let mut compactions = Vec::new();
         let tx = inner.backend.begin_write()?;
         let mut any = false;
+        // A watcher that asks for previous values after this is read gets its events
+        // from the backend instead (`watch`'s `notify`).
+        let prev_for_watchers = inner.prev_kv_watchers.load(Ordering::Acquire) > 0;
         {
             let mut keys = tx
                 .open_table(Table::Key.def())
@@ -660,6 +673,7 @@ impl KvStore {
                     begin_rev: 0,
                     events: Vec::new(),
                     leases,
+                    prev_for_watchers,
                 };
                 w.begin_rev = w.st.current_rev;
                 let response = w.exec(e.request);
@@ -922,6 +936,8 @@ struct WriteCtx<'a, 't> {
     begin_rev: i64,
     events: Vec<Event>,
     leases: &'a dyn LeaseCheck,
+    /// Some watcher wants previous values: every put reads the version it replaces.
+    prev_for_watchers: bool,
 }
 
 impl WriteCtx<'_, '_> {
@@ -1010,12 +1026,26 @@ impl WriteCtx<'_, '_> {
     }
 
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
-        let prev = self.head_kv(&p.key)?;
         let rev = Revision::new(self.write_rev(), self.events.len() as i64);
-        let prev_kv = prev.map(|(_, kv)| kv);
-        let (created, version) = match &prev_kv {
-            Some(pk) => (pk.create_revision, pk.version + 1),
-            None => (rev.main, 1),
+        // The version this put replaces is read from the backend only when something
+        // needs its contents; its creation revision and version are in the index
+        // (unless they did not fit there).
+        let next = self.st.index.next_version(&p.key, rev.main);
+        let prev_kv = if next.is_none()
+            || p.prev_kv
+            || p.ignore_value
+            || p.ignore_lease
+            || self.prev_for_watchers
+        {
+            self.head_kv(&p.key)?.map(|(_, kv)| kv)
+        } else {
+            None
+        };
+        let (created, version) = match (next, &prev_kv) {
+            (Some(next), _) => next,
+            (None, Some(pk)) => (pk.create_revision, pk.version + 1),
+            // Not reached: counters are unknown only for a key that exists.
+            (None, None) => (rev.main, 1),
         };
         let (value, lease) = match &prev_kv {
             Some(pk) => (
@@ -1041,7 +1071,7 @@ impl WriteCtx<'_, '_> {
         self.keys
             .insert(k.as_slice(), codec::encode_kv(&kv).as_slice())
             .map_err(BackendError::from)?;
-        self.st.index.put(&p.key, rev);
+        self.st.index.put(&p.key, rev, (created, version));
         let resp_prev = if p.prev_kv { prev_kv.clone() } else { None };
         self.events.push(Event {
             kind: EventType::Put,

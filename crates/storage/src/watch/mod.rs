@@ -33,7 +33,7 @@
 //! a catch-up is about to read.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -253,6 +253,9 @@ struct HubState {
     next_stream: u64,
     /// Newest revision whose events were handed to synced watchers.
     cur_rev: i64,
+    /// How many watchers want previous values (the store's count, see
+    /// `KvStore::prev_kv_watchers`).
+    prev_kv_watchers: Arc<AtomicUsize>,
 }
 
 enum Send {
@@ -322,7 +325,9 @@ impl HubState {
         }
         self.set_group(k, Group::Unsynced);
         self.unsynced.remove(&k);
-        self.watchers.remove(&k);
+        if self.watchers.remove(&k).is_some_and(|w| w.prev_kv) {
+            self.prev_kv_watchers.fetch_sub(1, Ordering::AcqRel);
+        }
         if let Some(s) = self.streams.get_mut(&k.0) {
             s.ids.remove(&k.1);
         }
@@ -375,6 +380,12 @@ impl HubState {
             self.set_group(k, Group::Unsynced);
         }
     }
+}
+
+/// A put of a key that had a version before it, carrying no previous value (the store
+/// reads previous values only while some watcher wants them).
+fn lacks_prev_kv(e: &Event) -> bool {
+    e.kind == EventType::Put && e.kv.version > 1 && e.prev_kv.is_none()
 }
 
 /// Whether `w`'s stream can take another event response now.
@@ -430,6 +441,13 @@ impl Hub {
             }
             let evs = w.select(events);
             if evs.is_empty() {
+                continue;
+            }
+            if w.prev_kv && evs.iter().any(lacks_prev_kv) {
+                // Applied before this watcher was counted: its previous values were not
+                // read. The catch-up path reads them with the events.
+                st.fall_behind(k);
+                behind = true;
                 continue;
             }
             let resp = WatchResponse {
@@ -639,10 +657,12 @@ pub struct WatchableStore {
 impl WatchableStore {
     pub fn new(kv: Arc<KvStore>, cfg: WatchConfig) -> WatchableStore {
         let cur = kv.current_revision();
+        let prev_kv_watchers = kv.prev_kv_watchers();
         let hub = Arc::new(Hub {
             kv,
             state: Mutex::new(HubState {
                 cur_rev: cur,
+                prev_kv_watchers,
                 ..Default::default()
             }),
             wake: Condvar::new(),
@@ -811,6 +831,9 @@ impl WatchStream {
             req.start_revision
         };
         let k = (self.id, id);
+        if req.prev_kv {
+            st.prev_kv_watchers.fetch_add(1, Ordering::AcqRel);
+        }
         st.watchers.insert(
             k,
             Watcher {
@@ -887,5 +910,67 @@ impl Drop for WatchStream {
             st.remove(k);
         }
         st.streams.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::{AnyLease, ApplyEntry, PutRequest, StoreConfig, WriteRequest};
+
+    fn put(kv: &KvStore, index: u64, key: &str, value: &str) -> Vec<Event> {
+        let req = WriteRequest::Put(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        });
+        let entry = ApplyEntry {
+            index,
+            term: 1,
+            request: &req,
+            aux: &[],
+            record: None,
+        };
+        match kv.apply_batch(&[entry], &AnyLease).unwrap().pop() {
+            Some(Applied::Done { events, .. }) => events,
+            other => panic!("not applied: {other:?}"),
+        }
+    }
+
+    /// A put applied while no watcher wanted previous values, handed to a `prev_kv`
+    /// watcher counted just after (the race `notify` guards): the watcher gets the event
+    /// with its previous value, read from the backend by the catch-up path.
+    #[tokio::test]
+    async fn a_prev_kv_watcher_counted_after_a_put_still_gets_its_previous_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Arc::new(KvStore::open(dir.path().join("db"), StoreConfig::default()).unwrap());
+        let ws = WatchableStore::new(kv.clone(), WatchConfig::default());
+        let first = put(&kv, 1, "a", "1");
+        ws.hub.notify(first[0].kv.mod_revision, &first);
+        // Applied to the store, not yet handed to the hub.
+        let events = put(&kv, 2, "a", "2");
+        assert_eq!(events[0].kv.version, 2);
+        assert!(events[0].prev_kv.is_none(), "no watcher wanted it");
+        let (stream, mut rx) = ws.new_stream();
+        stream
+            .watch(&WatchRequest {
+                key: b"a".to_vec(),
+                prev_kv: true,
+                ..Default::default()
+            })
+            .unwrap();
+        ws.hub.notify(events[0].kv.mod_revision, &events);
+        let resp = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("caught up")
+            .expect("a response");
+        assert_eq!(resp.events.len(), 1);
+        assert_eq!(resp.events[0].kv.value, b"2");
+        let prev = resp.events[0].prev_kv.as_ref().expect("previous value");
+        assert_eq!((prev.value.as_slice(), prev.version), (&b"1"[..], 1));
+        // Counted while it lives, not after.
+        assert_eq!(kv.prev_kv_watchers().load(Ordering::Acquire), 1);
+        drop(stream);
+        assert_eq!(kv.prev_kv_watchers().load(Ordering::Acquire), 0);
     }
 }
