@@ -56,8 +56,12 @@ shown() {
     *) echo "$1" ;;
   esac
 }
-invocation="bench/compare.sh"
-for a in "$@"; do invocation+=" $(shown "$a")"; done
+invocation="bench/compare.sh" prev=""
+# The work directory is <work-dir> here and in the commands the report lists.
+for a in "$@"; do
+  if [ "$prev" = --work-dir ]; then invocation+=" <work-dir>"; else invocation+=" $(shown "$a")"; fi
+  prev=$a
+done
 skiff_bin="" etcd_bin="" bench_bin="" big=0 quick=0 aa=0 members=3 rounds=3 plot="" keys_only=0 defrag=1
 out="$repo/bench/RESULTS.md"
 work="$repo/bench/tmp"

@@ -115,6 +115,6 @@ run_bench() { # dir side id globals sub [rss]
   # shared machine, and the load generator's own CPU is not in it.
   awk -v a="$c0" -v b="$c1" -v t="$clk_tck" 'BEGIN{printf "%.2f", (b - a) / t}' >"$f.cpu_s"
   awk '/^[0-9.]+ [0-9.]+$/{printf "%.2f", $1 + $2; ok=1} END{if (!ok) print "missing"}' "$f.time" >"$f.gen_cpu_s"
-  if [ "$first_pass" = 1 ]; then echo "- \`$id\`: \`skiff-bench --endpoints $eps $g ${s//"$work"/$(shown "$work")}\`" >>"$commands_md"; fi
+  if [ "$first_pass" = 1 ]; then echo "- \`$id\`: \`skiff-bench --endpoints $eps $g ${s//"$work"/<work-dir>}\`" >>"$commands_md"; fi
   return 0
 }

@@ -286,7 +286,7 @@ leases/$lease_secs per second (every lease once in $lease_secs s; 20 s in a full
 cadence of clients renewing TTL-60 leases every TTL/3); where the achieved
 keep-alives/s falls short of that, the members were saturated and the per-second CPU is
 all they could give.
-fdatasync: \`skiff-bench fdatasync --dir $(shown "$work") --count 300\`.
+fdatasync: \`skiff-bench fdatasync --dir <work-dir> --count 300\`.
 
 Load generator runs (each with \`-w json\`, the same for both sides):
 

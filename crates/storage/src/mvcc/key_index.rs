@@ -127,25 +127,24 @@ impl Index {
         self.keys.get(key)
     }
 
-    /// Appends `rev`; a put also sets the key's current `(create_revision, version)`.
-    fn push(&mut self, key: &[u8], rev: Revision, tombstone: bool, version: (i64, i64)) {
+    /// Appends `rev`: a put with the `(create_revision, version)` it wrote, which become
+    /// the key's current ones, or a tombstone (`None`).
+    fn push(&mut self, key: &[u8], rev: Revision, put: Option<(i64, i64)>) {
         let entry = IdxRev {
             main: rev.main,
             sub: u32::try_from(rev.sub).expect("sub-revision fits u32 (bounded by txn size)"),
-            tombstone,
+            tombstone: put.is_none(),
         };
-        let (created_back, version) = if tombstone {
-            (0, 0)
-        } else {
-            (counter(rev.main - version.0), counter(version.1))
-        };
+        let counters =
+            put.map(|(created, version)| (counter(rev.main - created), counter(version)));
         if let Some(ki) = self.keys.get_mut(key) {
             ki.revs.push(entry);
-            if !tombstone {
+            if let Some((created_back, version)) = counters {
                 (ki.created_back, ki.version) = (created_back, version);
             }
             return;
         }
+        let (created_back, version) = counters.unwrap_or((0, 0));
         let mut revs = SmallVec::new();
         revs.push(entry);
         self.keys.insert(
@@ -173,13 +172,13 @@ impl Index {
     /// Records a put at `rev` that wrote `(create_revision, version)`
     /// ([`Index::next_version`]).
     pub fn put(&mut self, key: &[u8], rev: Revision, version: (i64, i64)) {
-        self.push(key, rev, false, version);
+        self.push(key, rev, Some(version));
     }
 
     /// Records a delete of a live key at `rev`.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) {
         if self.keys.contains_key(key) {
-            self.push(key, rev, true, (0, 0));
+            self.push(key, rev, None);
         }
     }
 
@@ -188,7 +187,7 @@ impl Index {
     /// whose puts were compacted away still belongs in the index (it may be the one kept
     /// at the compaction revision).
     pub fn restore(&mut self, key: &[u8], rev: Revision, tombstone: bool, version: (i64, i64)) {
-        self.push(key, rev, tombstone, version);
+        self.push(key, rev, (!tombstone).then_some(version));
     }
 
     /// Calls `f(key, visible revision)` for every key in `[key, end)` visible at `at`, in

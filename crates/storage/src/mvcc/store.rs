@@ -1041,12 +1041,11 @@ impl WriteCtx<'_, '_> {
         } else {
             None
         };
-        let (created, version) = match (next, &prev_kv) {
-            (Some(next), _) => next,
-            (None, Some(pk)) => (pk.create_revision, pk.version + 1),
-            // Not reached: counters are unknown only for a key that exists.
-            (None, None) => (rev.main, 1),
-        };
+        let (created, version) = next.unwrap_or_else(|| {
+            prev_kv
+                .as_ref()
+                .map_or((rev.main, 1), |pk| (pk.create_revision, pk.version + 1))
+        });
         let (value, lease) = match &prev_kv {
             Some(pk) => (
                 if p.ignore_value {
