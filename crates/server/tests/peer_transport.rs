@@ -226,18 +226,53 @@ async fn send_never_blocks_when_a_peer_is_down() {
     assert!(events.contains(&PeerEvent::Unreachable(2)));
 }
 
+/// Sends appends from member 1 (`from`) to member 2 (`to`) numbered from `first`, one
+/// every 20 ms (as Raft's heartbeats would), until one of them arrives or 10 s pass;
+/// returns the indices of those delivered (earlier ones still arriving are ignored). A message queued while the stream is not (yet) open may be
+/// dropped, which is why a single send is not enough: the first connection attempt can
+/// fail (for instance, when its `Hello` reaches the peer before the peer knows the
+/// sender) and what was queued meanwhile is discarded as stale.
+async fn send_until_delivered(from: &mut Member, to: &Member, first: u64) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let mut i = first;
+    let ours = |seen: &[PeerEvent]| -> Vec<u64> {
+        delivered(seen)
+            .into_iter()
+            .filter(|n| *n >= first)
+            .collect()
+    };
+    while Instant::now() < deadline && ours(&seen).is_empty() {
+        from.transport.send(vec![msg(1, 2, i)]);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen.extend(to.events.try_iter());
+    }
+    // Whatever is still on its way.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    seen.extend(to.events.try_iter());
+    let got = ours(&seen);
+    assert!(
+        got.iter().all(|n| *n < i),
+        "delivered {got:?}, sent {first}..{i}"
+    );
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "out of order or duplicated: {got:?}"
+    );
+    got
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_the_peer_restarts() {
     let mut a = member(1, 7, |_| {}).await;
     let mut b = member(2, 7, |_| {}).await;
     a.transport.add_peer(2, vec![url(&b)]);
     b.transport.add_peer(1, vec![url(&a)]);
-    a.transport.send(vec![msg(1, 2, 1)]);
-    let got = collect_until(&b.events, Duration::from_secs(5), |e| {
-        !delivered(e).is_empty()
-    })
-    .await;
-    assert_eq!(delivered(&got).len(), 1);
+    assert!(
+        !send_until_delivered(&mut a, &b, 1).await.is_empty(),
+        "no delivery before the restart"
+    );
     // Stop b's server and start a new one on the same port.
     let addr = b.addr;
     let _ = b.stop.take().unwrap().send(());
@@ -249,18 +284,8 @@ async fn reconnects_after_the_peer_restarts() {
         }
     };
     b.stop = Some(serve(&b.transport, listener).await);
-    // Keep sending (as Raft would, heartbeats) until messages arrive again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    let mut i = 100;
-    while Instant::now() < deadline && delivered(&seen).is_empty() {
-        a.transport.send(vec![msg(1, 2, i)]);
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        seen.extend(b.events.try_iter());
-    }
     assert!(
-        !delivered(&seen).is_empty(),
+        !send_until_delivered(&mut a, &b, 100_000).await.is_empty(),
         "no delivery after the peer restarted"
     );
 }
