@@ -228,10 +228,11 @@ async fn send_never_blocks_when_a_peer_is_down() {
 
 /// Sends appends from member 1 (`from`) to member 2 (`to`) numbered from `first`, one
 /// every 20 ms (as Raft's heartbeats would), until one of them arrives or 10 s pass;
-/// returns the indices of those delivered (earlier ones still arriving are ignored). A message queued while the stream is not (yet) open may be
-/// dropped, which is why a single send is not enough: the first connection attempt can
-/// fail (for instance, when its `Hello` reaches the peer before the peer knows the
-/// sender) and what was queued meanwhile is discarded as stale.
+/// returns the indices of those delivered (earlier ones still arriving are ignored).
+///
+/// A single send is not enough: what was queued while a connection attempt failed is
+/// dropped as stale (Raft resends), and the first attempt can fail, for instance when
+/// its `Hello` reaches the peer before the peer knows the sender.
 async fn send_until_delivered(from: &mut Member, to: &Member, first: u64) -> Vec<u64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = Vec::new();
