@@ -12,7 +12,10 @@
 #   --workloads  among put-1000 (1000 clients over 100 conns, to the leader), range-l and
 #                range-s (the same clients, all members), put-100 (100 clients, 10 conns)
 #                and put-10 (10 clients, 1 conn), both all members as compare.sh's
-#                scaling rows (default "put-1000 range-l")
+#                scaling rows; put-1 (1 client to the leader, back to back), put-1-paced
+#                (the same at 100 puts/s) and watch (compare.sh's watch row: puts at
+#                100/s, 10 streams x 10 watchers; its p50 and p99 are the events')
+#                (default "put-1000 range-l")
 #   --syscalls   also count each member's syscalls with `perf stat` (needs perf and access
 #                to the syscalls tracepoints) and print the leader's per request: socket
 #                writes (write, writev, sendto, sendmsg), socket reads (read, recvfrom,
@@ -33,7 +36,7 @@ while [ $# -gt 0 ]; do
     --work-dir) work=$2; shift 2 ;;
     --workloads) workloads=$2; shift 2 ;;
     --syscalls) syscalls=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     -*) echo "ab_cpu.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *=*) bins+=("$1"); shift ;;
     *) echo "ab_cpu.sh: expected LABEL=BIN, got $1" >&2; exit 2 ;;
@@ -96,6 +99,10 @@ one_round() { # label bin
       put-1000) args=(--conns 100 --clients 1000 --target-leader "${put[@]}") ;;
       put-100) args=(--conns 10 --clients 100 "${put[@]}") ;;
       put-10) args=(--conns 1 --clients 10 "${put[@]}") ;;
+      put-1) args=(--conns 1 --clients 1 --target-leader "${put[@]}") ;;
+      put-1-paced) args=(--conns 1 --clients 1 --target-leader --rate 100 "${put[@]}") ;;
+      watch) args=(--conns 10 watch-latency --put-total "$total" --put-rate 100 --streams 10
+        --watchers-per-stream 10 --val-size 256) ;;
       range-l) args=(--conns 100 --clients 1000 range benchkey --consistency l) ;;
       range-s) args=(--conns 100 --clients 1000 range benchkey --consistency s) ;;
       *) die "unknown workload $wl" ;;
@@ -120,9 +127,9 @@ one_round() { # label bin
     done
     local gen rps p50 p99
     gen=$(awk -v t="$total" '{printf "%d", ($1 + $2) * 1000 * 1000 / t}' "$dir/gen.txt")
-    rps=$(awk '/Requests\/sec/{printf "%d", $2}' "$dir/$wl.txt")
-    p50=$(awk '/ 50% in/{printf "%.1f", $3 * 1000}' "$dir/$wl.txt")
-    p99=$(awk '/ 99% in/{printf "%.1f", $3 * 1000}' "$dir/$wl.txt")
+    rps=$(awk '/Requests\/sec/{printf "%d", $2; exit}' "$dir/$wl.txt")
+    p50=$(awk '/ 50% in/{printf "%.2f", $3 * 1000; exit}' "$dir/$wl.txt")
+    p99=$(awk '/ 99% in/{printf "%.2f", $3 * 1000; exit}' "$dir/$wl.txt")
     echo "$label $wl: $rps requests/s; members' CPU per 1000: $sum ms (leader ${per[0]}, followers ${per[1]} ${per[2]}); generator $gen ms; p50 $p50 ms, p99 $p99 ms$sys"
   done
   stop
