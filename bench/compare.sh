@@ -132,6 +132,8 @@ cluster=${cluster%,}
 rm -rf "$work"; mkdir -p "$work/logs" "$work/data"
 # shellcheck source=bench/lib/cluster.sh
 . "$repo/bench/lib/cluster.sh"
+# How a side is named in the progress lines: the second side of an A/A run is etcd too.
+side_label() { if [ "$aa" = 1 ] && [ "${1%%-*}" = skiff ]; then echo "etcd again${1#skiff}"; else echo "$1"; fi; }
 trap cleanup EXIT
 commands_md="$work/commands.md"; : >"$commands_md"
 first_pass=0
@@ -182,16 +184,16 @@ run_standard() { # dir side bin: standard + scaling workloads, then 100k-key loa
   start_sampler "$dir/$side.rss_peak"
   for w in "${workloads[@]}"; do
     IFS='|' read -r id desc g s <<<"$w"
-    echo "== $side: $desc" >&2
+    echo "== $(side_label "$side"): $desc" >&2
     run_bench "$dir" "$side" "$id" "$g" "$s"
   done
   stop_sampler
-  echo "== $side: loading $keys keys" >&2
+  echo "== $(side_label "$side"): loading $keys keys" >&2
   IFS='|' read -r g s <<<"$load_cmd"
   run_bench "$dir" "$side" load "$g" "$s"
   sleep 2
   rss_kb >"$dir/$side.rss_loaded"
-  echo "== $side: snapshot save with $keys keys" >&2
+  echo "== $(side_label "$side"): snapshot save with $keys keys" >&2
   snapshot_save "$dir" "$side" ""
   crash_restart "$dir" "$side" "$side" "$bin" restart_s
   stop_cluster
@@ -230,14 +232,14 @@ run_cost() { # dir side bin: each count on its own fresh cluster
   local dir=$1 side=$2 bin=$3 n g s
   for n in "$watchers_a" "$watchers_b"; do
     start_fresh "$dir" "$side" "$side-cost" "$bin" || return 0
-    echo "== $side: $n watchers" >&2
+    echo "== $(side_label "$side"): $n watchers" >&2
     IFS='|' read -r g s <<<"$(cost_watch_cmd "$n")"
     run_bench "$dir" "$side" "watchers-$n" "$g" "$s" 1
     stop_cluster
   done
   for n in "$leases_a" "$leases_b"; do
     start_fresh "$dir" "$side" "$side-cost" "$bin" || return 0
-    echo "== $side: $n leases" >&2
+    echo "== $(side_label "$side"): $n leases" >&2
     run_bench "$dir" "$side" "grant-$n" "--conns 10 --clients 100 --total $n" "lease-grant --ttl 600 --ids-file $work/leases.ids"
     run_bench "$dir" "$side" "leases-$n" "--conns 10 --clients 100 --total $n --rate $((n / lease_secs))" "lease-keepalive --ids-file $work/leases.ids" 1
     stop_cluster
@@ -249,13 +251,13 @@ run_cost() { # dir side bin: each count on its own fresh cluster
 run_keys() { # dir side bin
   local dir=$1 side=$2 bin=$3
   start_fresh "$dir" "$side" "$side-keys" "$bin" || return 0
-  echo "== $side: loading $keys_a keys" >&2
+  echo "== $(side_label "$side"): loading $keys_a keys" >&2
   run_bench "$dir" "$side" "keys-a" "--conns 100 --clients 1000 --total $keys_a" "$(put_sub 256 "$keys_b")"
   sleep 2; rss_kb >"$dir/$side.rss_keys_a"
-  echo "== $side: snapshot save with $keys_a keys" >&2
+  echo "== $(side_label "$side"): snapshot save with $keys_a keys" >&2
   snapshot_save "$dir" "$side" _keys_a
   crash_restart "$dir" "$side" "$side-keys" "$bin" restart_keys_a
-  echo "== $side: loading $((keys_b - keys_a)) more keys" >&2
+  echo "== $(side_label "$side"): loading $((keys_b - keys_a)) more keys" >&2
   run_bench "$dir" "$side" "keys-b" "--conns 100 --clients 1000 --total $((keys_b - keys_a))" "$(put_sub 256 "$keys_b") --key-start $keys_a"
   sleep 2; rss_kb >"$dir/$side.rss_keys_b"
   crash_restart "$dir" "$side" "$side-keys" "$bin" restart_keys_b
@@ -293,7 +295,7 @@ fi
 for ((k = 1; k <= rounds; k++)); do
   mkdir -p "$work/r$k"
   for side in $(sides_of_round "$k"); do
-    echo "== round $k of $rounds: $side" >&2
+    echo "== round $k of $rounds: $(side_label "$side")" >&2
     first_pass=0; [ "$k" = 1 ] && [ "$side" = etcd ] && first_pass=1
     run_standard "$work/r$k" "$side" "$(side_bin "$side")"
     run_cost "$work/r$k" "$side" "$(side_bin "$side")"
@@ -301,7 +303,7 @@ for ((k = 1; k <= rounds; k++)); do
 done
 mkdir -p "$work/keys"
 for side in $(sides_of_round 1); do
-  echo "== key-count cost rows (one round): $side" >&2
+  echo "== key-count cost rows (one round): $(side_label "$side")" >&2
   first_pass=0; [ "$side" = etcd ] && first_pass=1
   run_keys "$work/keys" "$side" "$(side_bin "$side")"
 done

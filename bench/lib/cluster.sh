@@ -47,10 +47,10 @@ wait_serving() { # timeout_s
 start_fresh() { # dir side datadir-name bin
   local dir=$1 side=$2 name=$3 bin=$4
   rm -rf "$work/data/$name"; mkdir -p "$work/data/$name"
-  echo "== $side: starting $members member(s) ($(shown "$bin"), data $name)" >&2
+  echo "== $(side_label "$side"): starting $members member(s) ($(shown "$bin"), data $name)" >&2
   start_cluster "$name" "$bin" new
   if wait_serving 60; then return 0; fi
-  echo "== $side: cluster did not start serving within 60 s (logs in $work/logs)" >&2
+  echo "== $(side_label "$side"): cluster did not start serving within 60 s (logs in $work/logs)" >&2
   echo "did not start serving within 60 s" >"$dir/$side.start_failed"
   for ((i = 1; i <= members; i++)); do
     echo "  - m$i log, last lines: \`$(tail -n 2 "$work/logs/$name-m$i.log" | cut -c1-200 | tr '\n\`' " '")\`"
@@ -64,7 +64,7 @@ start_fresh() { # dir side datadir-name bin
 # inflating their terms and adding an election round; a crash measures recovery itself.
 crash_restart() { # dir side datadir-name bin what
   local dir=$1 side=$2 name=$3 bin=$4 what=$5 t0 t1
-  echo "== $side: crash (SIGKILL all members) and restart" >&2
+  echo "== $(side_label "$side"): crash (SIGKILL all members) and restart" >&2
   stop_cluster KILL
   t0=$(date +%s.%N)
   start_cluster "$name" "$bin" new
