@@ -14,7 +14,8 @@
 #                and put-10 (10 clients, 1 conn), both all members as compare.sh's
 #                scaling rows; put-1 (1 client to the leader, back to back), put-1-paced
 #                (the same at 100 puts/s) and watch (compare.sh's watch row: puts at
-#                100/s, 10 streams x 10 watchers; its p50 and p99 are the events')
+#                100/s, 10 streams x 10 watchers; its requests/s, p50 and p99 are the
+#                events', its CPU per 1000 puts)
 #                (default "put-1000 range-l")
 #   --syscalls   also count each member's syscalls with `perf stat` (needs perf and access
 #                to the syscalls tracepoints) and print the leader's per request: socket
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
     --work-dir) work=$2; shift 2 ;;
     --workloads) workloads=$2; shift 2 ;;
     --syscalls) syscalls=1; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     -*) echo "ab_cpu.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *=*) bins+=("$1"); shift ;;
     *) echo "ab_cpu.sh: expected LABEL=BIN, got $1" >&2; exit 2 ;;

@@ -132,8 +132,9 @@ cluster=${cluster%,}
 rm -rf "$work"; mkdir -p "$work/logs" "$work/data"
 # shellcheck source=bench/lib/cluster.sh
 . "$repo/bench/lib/cluster.sh"
-# How a side is named in the progress lines: the second side of an A/A run is etcd too.
-side_label() { if [ "$aa" = 1 ] && [ "${1%%-*}" = skiff ]; then echo "etcd again${1#skiff}"; else echo "$1"; fi; }
+# How a side is named in the progress lines: the second side of an A/A run is etcd too,
+# named as the report names it.
+side_label() { if [ "$aa" = 1 ] && [ "$1" = skiff ]; then echo "$second_label"; else echo "$1"; fi; }
 trap cleanup EXIT
 commands_md="$work/commands.md"; : >"$commands_md"
 first_pass=0

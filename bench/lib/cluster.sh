@@ -1,7 +1,7 @@
 # bench/lib/cluster.sh: cluster control and measurement for bench/compare.sh (sourced).
 #
 # Uses the caller's globals: members, work, eps, cluster, client_ports, peer_ports,
-# bench_bin; keeps the running members' PIDs in `pids` and background samplers in
+# bench_bin, and its function side_label (a side's name in progress lines); keeps the running members' PIDs in `pids` and background samplers in
 # `samplers`. Every process it starts it stops by PID (cleanup on exit).
 # The globals above are set by compare.sh, which sources this file:
 # shellcheck shell=bash disable=SC2154
