@@ -10,7 +10,10 @@
 # put (the longest write stall) during the runs with a defragment and during the
 # references, as the median of the repeats with each run's figure, and when the slowest
 # put began, counted from the start of the defragment (to tell the copy, the swap and the
-# release of the old file apart). Then space: 90% of the keys are deleted (one
+# release of the old file apart); and how many write stalls over 50 ms (puts over 50 ms,
+# those that overlap in time counted as one stall) each run had, with and without a
+# defragment: on a machine whose own disk or CPU stalls now and then, the reference
+# runs show what the defragment did not cause. Then space: 90% of the keys are deleted (one
 # DeleteRange through the JSON gateway), compacted and defragmented, and the table gives
 # the file size and dbSizeInUse after the compaction and the size after the defragment,
 # as a share of the size before the delete; then one more put, a compaction at its
@@ -100,6 +103,16 @@ ms() { jq -r "$1 * 1000 | . * 10 | round / 10" "$2"; }
 
 p99() { jq -r '.percentiles[] | select(.percent == 99) | .latency_s * 1000 | . * 10 | round / 10' "$1"; }
 slowest() { ms .slowest_s "$1"; }
+# Write stalls over 50 ms in a run: its puts over 50 ms (from the slowest listed), those
+# whose spans overlap merged into one; "–" from a skiff-bench that does not list them.
+stalls() {
+  jq -r 'if .slowest_requests == null then "–" else
+    [.slowest_requests[] | select(.latency_s > 0.05) | [.began_unix_s, .began_unix_s + .latency_s]]
+    | sort
+    | reduce .[] as $i ([]; if length > 0 and $i[0] <= .[-1][1]
+        then .[-1][1] = ([.[-1][1], $i[1]] | max) else . + [$i] end)
+    | length end' "$1"
+}
 # When the slowest put of a run with a defragment began, in seconds after the defragment
 # started (negative: before it); "–" from a skiff-bench that does not report it.
 began() {
@@ -125,6 +138,9 @@ run_side() {
   local side=$1 bin=$2
   start "$side" "$bin"
   local b="$bench_bin --endpoints $ep --conns 10 --clients $clients -w json"
+  # Enough of the slowest puts listed to see every stall over 50 ms (one of 100 ms holds
+  # up about 200 puts at 2000/s).
+  local timed="$b --slowest-listed 5000"
   # Load, overwrite, compact: half of the rows (and their pages) become free.
   $b put --total "$keys" --key-space-size "$keys" --sequential-keys --key-size 16 --val-size 256 >/dev/null
   $b put --total "$keys" --key-space-size "$keys" --sequential-keys --key-size 16 --val-size 256 >/dev/null
@@ -134,10 +150,10 @@ run_side() {
   # only the first returns space.
   local before after t0 t1 i
   for ((i = 1; i <= repeat; i++)); do
-    $b --total $((rate * seconds)) --rate "$rate" put --key-space-size "$keys" --key-size 16 --val-size 256 \
+    $timed --total $((rate * seconds)) --rate "$rate" put --key-space-size "$keys" --key-size 16 --val-size 256 \
       >"$work/$side.ref.$i.json"
     [ "$i" = 1 ] && before=$(db_size)
-    $b --total $((rate * seconds)) --rate "$rate" put --key-space-size "$keys" --key-size 16 --val-size 256 \
+    $timed --total $((rate * seconds)) --rate "$rate" put --key-space-size "$keys" --key-size 16 --val-size 256 \
       >"$work/$side.defrag.$i.json" &
     local load=$!
     sleep "$at"
@@ -172,6 +188,8 @@ run_side() {
   eval "${side}_slow_at=\"$(runs "$side" defrag began)\""
   eval "${side}_ref_p99=\"$(runs "$side" ref p99)\""
   eval "${side}_ref_slow=\"$(runs "$side" ref slowest)\""
+  eval "${side}_stalls=\"$(runs "$side" defrag stalls)\""
+  eval "${side}_ref_stalls=\"$(runs "$side" ref stalls)\""
   eval "${side}_msg=\"$(head -1 "$work/$side.defrag.1.out")\""
   eval "${side}_full=$((full / 1048576))"
   eval "${side}_deleted=$deleted"
@@ -202,6 +220,8 @@ run_side skiff "$skiff_bin"
   echo "| the slowest put began, s after the defragment started | $etcd_slow_at | $skiff_slow_at |"
   echo "| put p99, same load without defragment (ms) | $etcd_ref_p99 | $skiff_ref_p99 |"
   echo "| slowest put, same load without defragment (ms) | $etcd_ref_slow | $skiff_ref_slow |"
+  echo "| write stalls over 50 ms during the run with a defragment | $etcd_stalls | $skiff_stalls |"
+  echo "| write stalls over 50 ms, same load without defragment | $etcd_ref_stalls | $skiff_ref_stalls |"
   echo "| after the load, before the delete: db size (MiB) | $etcd_full | $skiff_full |"
   echo "| 90% of the keys deleted ($etcd_deleted / $skiff_deleted), compacted: db size / in use (MiB) | $etcd_gone / $etcd_gone_in_use | $skiff_gone / $skiff_gone_in_use |"
   echo "| then defragmented: db size (MiB) | $etcd_gone_after | $skiff_gone_after |"

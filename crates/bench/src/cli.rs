@@ -61,6 +61,10 @@ pub struct GlobalOpts {
     /// Per-request timeout in seconds (a timed-out request counts as DeadlineExceeded).
     #[arg(long, global = true, default_value_t = 10.0)]
     pub request_timeout: f64,
+    /// How many of the slowest requests the JSON report lists, each with its start
+    /// (`slowest_requests`: to place a run's tail against what the server was doing).
+    #[arg(long, global = true, default_value_t = crate::stats::DEFAULT_SLOWEST_LISTED)]
+    pub slowest_listed: usize,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

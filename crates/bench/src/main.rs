@@ -52,6 +52,7 @@ fn main() -> ExitCode {
 
 fn real_main(cli: &mut Cli) -> Result<ExitCode> {
     cli.validate()?;
+    stats::list_slowest(cli.global.slowest_listed);
     if let cli::Command::Plot(o) = &cli.command {
         plot::run(o)?;
         return Ok(ExitCode::SUCCESS);

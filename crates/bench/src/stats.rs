@@ -14,6 +14,7 @@
 //! - requests/s counts successful requests only.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -23,6 +24,23 @@ pub const PERCENTILES_PERMILLE: [u32; 6] = [100, 500, 900, 950, 990, 999];
 
 /// Number of histogram buckets (as etcd's tool).
 pub const HISTOGRAM_BUCKETS: u64 = 10;
+
+/// How many of the slowest requests a summary lists with their start times unless told
+/// otherwise ([`list_slowest`]): to tell one long stall from several, and to place them
+/// against what the server was doing.
+pub const DEFAULT_SLOWEST_LISTED: usize = 10;
+
+static SLOWEST_LISTED: AtomicUsize = AtomicUsize::new(DEFAULT_SLOWEST_LISTED);
+
+/// Sets how many of the slowest requests every summary of this process lists (at least
+/// one: the slowest request's start is always reported).
+pub fn list_slowest(n: usize) {
+    SLOWEST_LISTED.store(n.max(1), Ordering::Relaxed);
+}
+
+fn slowest_listed() -> usize {
+    SLOWEST_LISTED.load(Ordering::Relaxed)
+}
 
 /// Failures of one kind: how many, and one message as an example for diagnosis.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -36,8 +54,9 @@ pub struct ErrorCount {
 pub struct Recorder {
     latencies_ns: Vec<u64>,
     errors: BTreeMap<String, ErrorCount>,
-    /// The slowest request so far: its latency and when it was recorded (its end).
-    slowest: Option<(u64, SystemTime)>,
+    /// The slowest requests so far (as many as [`list_slowest`] said), slowest first:
+    /// each one's latency and when it was recorded (its end).
+    slowest: Vec<(u64, SystemTime)>,
 }
 
 impl Recorder {
@@ -50,17 +69,19 @@ impl Recorder {
         // A single request longer than u64 nanoseconds (584 years) cannot happen.
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.latencies_ns.push(ns);
-        if self.slowest.is_none_or(|(worst, _)| ns > worst) {
-            self.slowest = Some((ns, SystemTime::now()));
+        let full = self.slowest.len() >= slowest_listed();
+        if !full || self.slowest.last().is_some_and(|&(least, _)| ns > least) {
+            self.keep_slow(ns, SystemTime::now());
         }
     }
 
-    /// Keeps `other` as the slowest request if it is slower than the one kept.
-    fn keep_slowest(&mut self, other: Option<(u64, SystemTime)>) {
-        if let Some((ns, at)) = other {
-            if self.slowest.is_none_or(|(worst, _)| ns > worst) {
-                self.slowest = Some((ns, at));
-            }
+    /// Adds one request to the slowest kept, if it is among them.
+    fn keep_slow(&mut self, ns: u64, at: SystemTime) {
+        let listed = slowest_listed();
+        let i = self.slowest.partition_point(|&(kept, _)| kept >= ns);
+        if i < listed {
+            self.slowest.insert(i, (ns, at));
+            self.slowest.truncate(listed);
         }
     }
 
@@ -83,7 +104,9 @@ impl Recorder {
 
     pub fn merge(&mut self, other: Recorder) {
         self.latencies_ns.extend(other.latencies_ns);
-        self.keep_slowest(other.slowest);
+        self.slowest.extend(other.slowest);
+        self.slowest.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+        self.slowest.truncate(slowest_listed());
         for (code, e) in other.errors {
             let mine = self.errors.entry(code).or_default();
             if mine.count == 0 {
@@ -110,6 +133,14 @@ pub struct Bucket {
     pub count: u64,
 }
 
+/// One of the slowest requests of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlowRequest {
+    /// When it began, in seconds since the Unix epoch.
+    pub began_unix_s: f64,
+    pub latency_s: f64,
+}
+
 /// One reported percentile.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Percentile {
@@ -129,6 +160,8 @@ pub struct Summary {
     /// When the slowest request began, in seconds since the Unix epoch (to place it
     /// against what the server was doing, e.g. `bench/defrag.sh`).
     pub slowest_began_unix_s: Option<f64>,
+    /// The slowest requests (as many as [`list_slowest`] said), slowest first.
+    pub slowest_requests: Vec<SlowRequest>,
     pub fastest_s: f64,
     pub average_s: f64,
     pub stddev_s: f64,
@@ -198,6 +231,17 @@ pub fn mean_stddev(samples: &[u64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// When a request that took `ns` and ended at `end` began, in seconds since the epoch.
+fn began(ns: u64, end: SystemTime) -> Option<f64> {
+    let began = end.checked_sub(Duration::from_nanos(ns))?;
+    Some(
+        began
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64(),
+    )
+}
+
 /// Reduces a recorder to its summary; `elapsed` is the wall time of the whole run.
 pub fn summarize(mut rec: Recorder, elapsed: Duration) -> Summary {
     rec.latencies_ns.sort_unstable();
@@ -215,15 +259,17 @@ pub fn summarize(mut rec: Recorder, elapsed: Duration) -> Summary {
             0.0
         },
         slowest_s: lats.last().map_or(0.0, |&x| secs(x)),
-        slowest_began_unix_s: rec.slowest.and_then(|(ns, end)| {
-            let began = end.checked_sub(Duration::from_nanos(ns))?;
-            Some(
-                began
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .ok()?
-                    .as_secs_f64(),
-            )
-        }),
+        slowest_began_unix_s: rec.slowest.first().and_then(|&(ns, end)| began(ns, end)),
+        slowest_requests: rec
+            .slowest
+            .iter()
+            .filter_map(|&(ns, end)| {
+                Some(SlowRequest {
+                    began_unix_s: began(ns, end)?,
+                    latency_s: secs(ns),
+                })
+            })
+            .collect(),
         fastest_s: lats.first().map_or(0.0, |&x| secs(x)),
         average_s: mean / 1e9,
         stddev_s: stddev / 1e9,
@@ -323,6 +369,37 @@ mod tests {
             summarize(Recorder::new(), Duration::ZERO).slowest_began_unix_s,
             None
         );
+    }
+
+    /// The slowest requests are kept across merges, slowest first, at most
+    /// [`DEFAULT_SLOWEST_LISTED`] of them, each with its start.
+    #[test]
+    fn the_slowest_requests_are_listed() {
+        let mut a = Recorder::new();
+        let mut b = Recorder::new();
+        for ms in 1..=30u64 {
+            // Interleaved over two recorders, in no order.
+            let ms = (ms * 7) % 31;
+            if ms % 2 == 0 { &mut a } else { &mut b }.ok(Duration::from_millis(ms));
+        }
+        a.merge(b);
+        let s = summarize(a, Duration::from_secs(1));
+        let got: Vec<u64> = s
+            .slowest_requests
+            .iter()
+            .map(|r| (r.latency_s * 1e3).round() as u64)
+            .collect();
+        assert_eq!(got, (21..=30).rev().collect::<Vec<_>>());
+        assert_eq!(
+            s.slowest_began_unix_s,
+            Some(s.slowest_requests[0].began_unix_s)
+        );
+        let mut few = Recorder::new();
+        few.ok(Duration::from_millis(2));
+        few.ok(Duration::from_millis(9));
+        let s = summarize(few, Duration::from_secs(1));
+        assert_eq!(s.slowest_requests.len(), 2);
+        assert!(s.slowest_requests[0].latency_s > s.slowest_requests[1].latency_s);
     }
 
     #[test]

@@ -351,11 +351,16 @@ impl Backend {
         let rounds = std::thread::scope(|s| {
             s.spawn(|| {
                 yield_to_others();
-                copier.round(&self.begin_read()?, Finish::Durable)?;
+                let t = Instant::now();
+                let rows = copier.round(&self.begin_read()?, Finish::Durable)?;
+                tracing::debug!(rows, took = ?t.elapsed(), "defragment: bulk copy done");
                 let mut rounds = 0;
                 while rounds < MAX_ROUNDS {
                     rounds += 1;
-                    if copier.round(&self.begin_read()?, Finish::Durable)? < SMALL_ROUND {
+                    let t = Instant::now();
+                    let rows = copier.round(&self.begin_read()?, Finish::Durable)?;
+                    tracing::debug!(rows, took = ?t.elapsed(), "defragment: catch-up round done");
+                    if rows < SMALL_ROUND {
                         break;
                     }
                 }
@@ -370,7 +375,9 @@ impl Backend {
         // durable consistent index stays where both files have it and a sync waits.
         let window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
         let frozen = Frozen::new(self);
+        let t = Instant::now();
         copier.round(&self.begin_read()?, Finish::Durable)?;
+        tracing::debug!(took = ?t.elapsed(), "defragment: durable round before the swap done");
 
         // The pause: nothing commits to the old file from here on.
         let old = self.current();
@@ -407,12 +414,14 @@ impl Backend {
 
         // Writers go on in the new file; now make the rename and the new file durable.
         skiff_failpoints::fail_point!("defrag-after-swap");
+        let t = Instant::now();
         sync_dir(&self.path).map_err(|e| self.record_failure(e))?;
         // The copy is the file a crash leaves now, and every commit so far is in it, so
         // any durable commit from here on covers what it says.
         drop(frozen);
         // Without the allocator state: saving it would hold writers for tens of ms.
         self.commit_durably_now(false)?;
+        tracing::debug!(?pause, took = ?t.elapsed(), "defragment: swapped; the new file is durable");
         // The window ends here, not after the wait for the old file's readers below.
         drop(window);
 
