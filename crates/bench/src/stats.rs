@@ -105,7 +105,8 @@ impl Recorder {
     pub fn merge(&mut self, other: Recorder) {
         self.latencies_ns.extend(other.latencies_ns);
         self.slowest.extend(other.slowest);
-        self.slowest.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+        self.slowest
+            .sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
         self.slowest.truncate(slowest_listed());
         for (code, e) in other.errors {
             let mine = self.errors.entry(code).or_default();

@@ -64,6 +64,9 @@ pub enum NodeInput {
     SnapshotStatus { to: u64, ok: bool },
     /// The apply thread made the backend durable up to `index`: snapshot there.
     Snapshot { index: u64, payload: Bytes },
+    /// The file of this member's snapshot at the marker's index is durable (written off
+    /// the node loop, `node::io::SnapshotWriter`): its WAL marker may be saved.
+    SnapshotSaved(skiff_storage::wal::SnapshotMarker),
     /// Tick Raft this many times at once (etcd's `--initial-election-tick-advance`:
     /// a member that just started and reached its peers need not wait out a whole
     /// election timeout before it may campaign; see `tasks::advance_election_ticks`).

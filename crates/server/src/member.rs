@@ -46,7 +46,7 @@ use crate::inputs::{NodeInput, RaftStatus};
 use crate::lease::{LeaseClock, LeaseTable};
 use crate::membership::MemberTable;
 use crate::metrics::Metrics;
-use crate::node::{DiskIo, Node};
+use crate::node::{DiskIo, Node, SnapshotWriter};
 use crate::peer::{PeerConfig, PeerTransport};
 use crate::server::{EtcdServer, PeerMembership};
 use crate::wait::{AppliedIndex, Wait};
@@ -517,10 +517,15 @@ impl Member {
             });
         }
 
-        // The two critical threads.
+        // The critical threads: the node loop, the apply thread, and the writer of the
+        // member's own snapshot files.
+        let (snapshot_writer, write_snapshots) =
+            SnapshotWriter::new(rec.snapshotter.clone(), node_tx.clone());
+        spawn_critical("snapshot-save", failure.clone(), write_snapshots)?;
         let io = DiskIo {
             wal: rec.wal,
             snapshotter: rec.snapshotter,
+            snapshot_writer: Some(snapshot_writer),
             transport,
             apply: apply_tx,
             lease_clock: clock.clone(),

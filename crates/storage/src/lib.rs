@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod bbolt;
 pub mod etcd_wal;
+pub mod gradual;
 pub mod mvcc;
 pub mod snap;
 pub mod wal;

@@ -4,6 +4,7 @@
 //! run it on a recorder, so the order of persist, send and apply is pinned without
 //! processes or disks.
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use skiff_storage::snap::Snapshotter;
 use skiff_storage::wal::{SnapshotMarker, Wal};
 
 use super::NodeError;
-use crate::inputs::{ApplyInput, Transport};
+use crate::inputs::{ApplyInput, NodeInput, Transport};
 use crate::lease::ClockHandle;
 use crate::metrics::Metrics;
 
@@ -26,6 +27,20 @@ pub trait NodeIo {
     fn send(&mut self, msgs: Vec<Message>);
     /// A snapshot made durable: the file, then its WAL marker.
     fn save_snapshot(&mut self, snap: &Snapshot) -> Result<(), NodeError>;
+    /// One of this member's own snapshots (every `--snapshot-count` entries): made
+    /// durable as [`NodeIo::save_snapshot`] does, returning its marker; or handed to a
+    /// writer off the node loop (`None`), which sends `NodeInput::SnapshotSaved` once
+    /// the file is durable, and the loop then saves the marker
+    /// ([`NodeIo::save_snapshot_marker`]).
+    fn save_own_snapshot(&mut self, snap: Snapshot) -> Result<Option<SnapshotMarker>, NodeError> {
+        self.save_snapshot(&snap)?;
+        Ok(Some(SnapshotMarker {
+            index: snap.metadata.index,
+            term: snap.metadata.term,
+        }))
+    }
+    /// The WAL marker of a snapshot whose file is durable.
+    fn save_snapshot_marker(&mut self, marker: SnapshotMarker) -> Result<(), NodeError>;
     /// The hard state (if changed) and entries into the WAL; `sync`: one fdatasync
     /// covering them before returning.
     fn persist(
@@ -57,6 +72,111 @@ pub struct DiskIo<T: Transport> {
     pub max_snapshots: u32,
     /// WAL segment files kept (`--max-wals`; 0: all).
     pub max_wals: u32,
+    /// Writes this member's own snapshot files off the node loop (`None`: on it).
+    pub snapshot_writer: Option<SnapshotWriter>,
+}
+
+/// Writes the files of a member's own snapshots, and deletes what their release frees
+/// (WAL segments, a slice at a time, and old snapshot files), on a thread of its own, so
+/// that the node loop (and with it every WAL append) does not wait for them: new files,
+/// renames and above all the freeing of 64 MiB segments wait for the file system's
+/// journal, and while a defragment's copy kept the disk busy a snapshot held the loop
+/// for 60-85 ms (`bench/PROFILE.md`). Each file, once durable, is reported to the node
+/// loop (`NodeInput::SnapshotSaved`), which then saves its WAL marker and releases the
+/// log behind it: the order of a snapshot's steps is the one [`NodeIo::save_snapshot`]
+/// and [`NodeIo::release`] keep; only the file writes and deletions happen elsewhere, in
+/// the order they were asked for.
+pub struct SnapshotWriter {
+    jobs: Sender<Job>,
+}
+
+/// What the writer's thread does, in the order it was asked.
+enum Job {
+    /// Write this snapshot's file durably and report it.
+    File(Snapshot),
+    /// Delete released WAL segments of `wal_dir` (oldest first), then the snapshot
+    /// files beyond the newest `keep_snapshots` (0: none deleted).
+    Release {
+        wal_dir: PathBuf,
+        segments: Vec<PathBuf>,
+        keep_snapshots: usize,
+    },
+}
+
+impl SnapshotWriter {
+    /// The writer and the work of its thread, for the caller to run (the member runs it
+    /// as a critical thread: a panic there stops the member, as one in the node loop
+    /// would). The work ends when the writer is dropped or the node loop is gone.
+    pub fn new(
+        snapshotter: Snapshotter,
+        node: Sender<NodeInput>,
+    ) -> (
+        SnapshotWriter,
+        impl FnOnce() -> Result<(), NodeError> + Send + 'static,
+    ) {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let work = move || {
+            while let Ok(job) = queue.recv() {
+                match job {
+                    Job::File(snap) => match snapshotter.save_snapshot(&snap) {
+                        Ok(file) => {
+                            if node.send(NodeInput::SnapshotSaved(file.marker())).is_err() {
+                                break;
+                            }
+                        }
+                        // As a failed snapshot on the node loop: logged, the member goes
+                        // on (its WAL still holds everything; the next snapshot tries
+                        // again).
+                        Err(e) => {
+                            tracing::error!(error = %e, index = snap.metadata.index, "snapshot failed")
+                        }
+                    },
+                    Job::Release {
+                        wal_dir,
+                        segments,
+                        keep_snapshots,
+                    } => remove_released(&snapshotter, &wal_dir, &segments, keep_snapshots, true),
+                }
+            }
+            Ok(())
+        };
+        (SnapshotWriter { jobs }, work)
+    }
+}
+
+/// A released WAL segment is given back this much at a time by the writer's thread...
+const RELEASE_STEP: u64 = 16 << 20;
+/// ...with this pause between slices (`skiff_storage::gradual`).
+const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Deletes released WAL segments (`gradually`: a slice at a time, off the node loop)
+/// and old snapshot files. A failure is logged: what was not deleted is found again by
+/// the next release or at the next start.
+fn remove_released(
+    snapshotter: &Snapshotter,
+    wal_dir: &Path,
+    segments: &[PathBuf],
+    keep_snapshots: usize,
+    gradually: bool,
+) {
+    let removed = if gradually {
+        skiff_storage::wal::segment::remove_gradually(
+            wal_dir,
+            segments,
+            RELEASE_STEP,
+            RELEASE_PAUSE,
+        )
+    } else {
+        skiff_storage::wal::segment::remove(wal_dir, segments)
+    };
+    if let Err(e) = removed {
+        tracing::warn!(error = %e, "deleting released WAL segments");
+    }
+    if keep_snapshots > 0 {
+        if let Err(e) = snapshotter.purge(keep_snapshots) {
+            tracing::warn!(error = %e, "purging old snapshot files");
+        }
+    }
 }
 
 impl<T: Transport> NodeIo for DiskIo<T> {
@@ -81,6 +201,32 @@ impl<T: Transport> NodeIo for DiskIo<T> {
             term: snap.metadata.term,
         })?;
         Ok(())
+    }
+
+    fn save_own_snapshot(&mut self, snap: Snapshot) -> Result<Option<SnapshotMarker>, NodeError> {
+        let Some(writer) = &self.snapshot_writer else {
+            self.save_snapshot(&snap)?;
+            return Ok(Some(SnapshotMarker {
+                index: snap.metadata.index,
+                term: snap.metadata.term,
+            }));
+        };
+        match writer.jobs.send(Job::File(snap)) {
+            Ok(()) => Ok(None),
+            // The writer's thread is gone (it stops the member when it panics): write
+            // the file here.
+            Err(returned) => {
+                self.snapshot_writer = None;
+                match returned.0 {
+                    Job::File(snap) => self.save_own_snapshot(snap),
+                    Job::Release { .. } => Ok(None),
+                }
+            }
+        }
+    }
+
+    fn save_snapshot_marker(&mut self, marker: SnapshotMarker) -> Result<(), NodeError> {
+        Ok(self.wal.save_snapshot(marker)?)
     }
 
     fn persist(
@@ -133,13 +279,36 @@ impl<T: Transport> NodeIo for DiskIo<T> {
     }
 
     fn release(&mut self, index: u64) -> Result<(), NodeError> {
-        if self.max_wals > 0 {
-            self.wal.release_keeping(index, self.max_wals as usize)?;
-        }
-        if self.max_snapshots > 0 {
-            if let Err(e) = self.snapshotter.purge(self.max_snapshots as usize) {
-                tracing::warn!(error = %e, "purging old snapshot files");
-            }
+        let segments = if self.max_wals > 0 {
+            self.wal.detach_released(index, self.max_wals as usize)?
+        } else {
+            Vec::new()
+        };
+        let job = Job::Release {
+            wal_dir: self.wal.dir().to_path_buf(),
+            segments,
+            keep_snapshots: self.max_snapshots as usize,
+        };
+        let job = match &self.snapshot_writer {
+            Some(writer) => match writer.jobs.send(job) {
+                Ok(()) => return Ok(()),
+                Err(returned) => returned.0,
+            },
+            None => job,
+        };
+        if let Job::Release {
+            wal_dir,
+            segments,
+            keep_snapshots,
+        } = job
+        {
+            remove_released(
+                &self.snapshotter,
+                &wal_dir,
+                &segments,
+                keep_snapshots,
+                false,
+            );
         }
         Ok(())
     }

@@ -12,11 +12,14 @@ use skiff_raft::{
 use super::{Node, NodeError, NodeInput, NodeIo, RaftStatus};
 use crate::inputs::ApplyInput;
 use crate::metrics::Metrics;
+use skiff_storage::wal::SnapshotMarker;
 
 /// Records every effect as one line.
 #[derive(Default)]
 struct Recorder {
     log: Vec<String>,
+    /// Own snapshots' files go to a writer off the loop (as the member's `DiskIo`).
+    snapshot_writer: bool,
 }
 
 fn span(entries: &[Entry]) -> String {
@@ -49,6 +52,24 @@ impl NodeIo for Recorder {
     fn save_snapshot(&mut self, snap: &Snapshot) -> Result<(), NodeError> {
         self.log
             .push(format!("save snapshot index={}", snap.metadata.index));
+        Ok(())
+    }
+    fn save_own_snapshot(&mut self, snap: Snapshot) -> Result<Option<SnapshotMarker>, NodeError> {
+        let index = snap.metadata.index;
+        if self.snapshot_writer {
+            self.log
+                .push(format!("snapshot file index={index} to the writer"));
+            return Ok(None);
+        }
+        self.save_snapshot(&snap)?;
+        Ok(Some(SnapshotMarker {
+            index,
+            term: snap.metadata.term,
+        }))
+    }
+    fn save_snapshot_marker(&mut self, marker: SnapshotMarker) -> Result<(), NodeError> {
+        self.log
+            .push(format!("save snapshot marker index={}", marker.index));
         Ok(())
     }
     fn persist(
@@ -245,6 +266,40 @@ fn only_a_deep_backlog_of_writes_pauses_a_turn() {
             grouping_pause(pending),
             Some(GROUPING_PAUSE),
             "{pending} pending"
+        );
+    }
+}
+
+/// A member's own snapshot: its WAL marker and the release of the log behind it come
+/// only once its file is durable, whether the file is written on the loop or by the
+/// writer off it (which reports with `SnapshotSaved`).
+#[test]
+fn an_own_snapshot_releases_the_log_only_after_its_file_is_durable() {
+    for elsewhere in [false, true] {
+        let mut n = node(1, vec![1]);
+        n.io.snapshot_writer = elsewhere;
+        n.raw.campaign().expect("campaign");
+        turn(&mut n, vec![]);
+        turn(&mut n, vec![propose("a"), propose("b")]);
+        let snapshot = NodeInput::Snapshot {
+            index: 3,
+            payload: Bytes::new(),
+        };
+        if !elsewhere {
+            assert_eq!(
+                turn(&mut n, vec![snapshot]),
+                "save snapshot index=3\nrelease 3"
+            );
+            continue;
+        }
+        assert_eq!(
+            turn(&mut n, vec![snapshot]),
+            "snapshot file index=3 to the writer"
+        );
+        let saved = NodeInput::SnapshotSaved(SnapshotMarker { index: 3, term: 1 });
+        assert_eq!(
+            turn(&mut n, vec![saved]),
+            "save snapshot marker index=3\nrelease 3"
         );
     }
 }

@@ -40,7 +40,7 @@
 //!    thread's kind of commit: a presync, then a commit that finds little left to
 //!    write); that ends the swap window.
 //! 6. **Release.** Once the old file is closed (its last reader gone), its blocks are
-//!    given back a slice at a time from its end ([`release_gradually`]), on a background
+//!    given back a slice at a time from its end ([`crate::gradual`]), on a background
 //!    thread. Freeing a 2 GB file at once put all its extents in one journal commit of
 //!    the file system (ext4 mounted with `discard` also trims them there), and every
 //!    fsync of the member's WAL waited for that commit: a 471 ms `fdatasync` on the
@@ -230,21 +230,6 @@ fn yield_to_others() {
     }
 }
 
-/// Gives back the blocks of an unlinked file a slice of `step` bytes at a time from its
-/// end, each slice's freeing made durable (so it is a journal commit of its own, not part
-/// of the next WAL fsync's) and followed by `pause`. The file is then closed, with
-/// nothing left to free. Errors end the release early: closing frees the rest at once.
-fn release_gradually(file: std::fs::File, step: u64, pause: Duration) -> std::io::Result<()> {
-    let mut len = file.metadata()?.len();
-    while len > 0 {
-        len = len.saturating_sub(step);
-        file.set_len(len)?;
-        file.sync_data()?;
-        std::thread::sleep(pause);
-    }
-    Ok(())
-}
-
 /// Releases the old file of a defragmentation on a background thread at the copy's
 /// priority (see the module docs).
 fn release_in_background(file: std::fs::File, path: PathBuf) {
@@ -253,7 +238,7 @@ fn release_in_background(file: std::fs::File, path: PathBuf) {
         .spawn(move || {
             yield_to_others();
             let started = Instant::now();
-            match release_gradually(file, RELEASE_STEP, RELEASE_PAUSE) {
+            match crate::gradual::release(&file, RELEASE_STEP, RELEASE_PAUSE) {
                 Ok(()) => {
                     tracing::debug!(took = ?started.elapsed(), "defragment: old file released")
                 }
@@ -499,19 +484,5 @@ mod tests {
         assert!(!be.durable_frozen.load(Ordering::SeqCst));
         let rows = be.begin_read().unwrap();
         assert_eq!(rows.open_table(Table::Key.def()).unwrap().len().unwrap(), 4);
-    }
-
-    #[test]
-    fn release_gradually_empties_the_file_a_slice_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old");
-        std::fs::write(&path, vec![1u8; (5 << 20) + 7]).unwrap();
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        let watcher = std::fs::File::open(&path).unwrap();
-        let started = Instant::now();
-        release_gradually(file, 1 << 20, Duration::from_millis(10)).unwrap();
-        // Six slices (5 MiB and 7 bytes), each followed by its pause.
-        assert!(started.elapsed() >= Duration::from_millis(60));
-        assert_eq!(watcher.metadata().unwrap().len(), 0);
     }
 }

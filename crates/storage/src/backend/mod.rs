@@ -810,6 +810,15 @@ impl Backend {
         self.commit_durably_now(true)
     }
 
+    /// A durable commit of everything committed so far, as [`Backend::sync`], but without
+    /// saving redb's allocator state, as the periodic durable commits do: for a sync made
+    /// under load (before a snapshot), where the next periodic commit would drop the
+    /// state anyway (the next idle spell saves it; see the module docs).
+    pub fn sync_without_repair_state(&self) -> BResult<()> {
+        let _window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit_durably_now(false)
+    }
+
     /// A durable commit of everything so far, after a write-back outside the writer slot
     /// so the commit finds little left to write (see the module docs).
     fn commit_durably_now(&self, save_repair: bool) -> BResult<()> {

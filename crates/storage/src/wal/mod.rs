@@ -876,6 +876,16 @@ impl Wal {
     /// etcd's `--max-wals`: released files beyond that count are deleted). `keep == 0`
     /// keeps none beyond what replay needs.
     pub fn release_keeping(&mut self, index: u64, keep: usize) -> Result<(), WalError> {
+        let released = self.detach_released(index, keep)?;
+        segment::remove(&self.dir, &released)
+    }
+
+    /// What [`Wal::release_keeping`] would delete, oldest first, no longer counted as
+    /// this WAL's segments; the caller deletes the files ([`segment::remove`], in that
+    /// order), possibly on another thread: deleting 64 MiB files waits for the file
+    /// system's journal. Until they are gone a restart finds them and replays from the
+    /// snapshot marker's segment all the same (older segments are only read past).
+    pub fn detach_released(&mut self, index: u64, keep: usize) -> Result<Vec<PathBuf>, WalError> {
         if index > self.snapshot_index {
             return Err(WalError::ReleaseBeyondSnapshot {
                 index,
@@ -883,17 +893,10 @@ impl Wal {
             });
         }
         let Some(releasable) = self.segments.iter().rposition(|s| s.index <= index) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let keep = releasable.min(self.segments.len().saturating_sub(keep));
-        if keep == 0 {
-            return Ok(());
-        }
-        for seg in &self.segments[..keep] {
-            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
-        }
-        self.segments.drain(..keep);
-        segment::fsync_dir(&self.dir)
+        Ok(self.segments.drain(..keep).map(|s| s.path).collect())
     }
 
     fn current_path(&self) -> &Path {

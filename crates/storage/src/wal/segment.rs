@@ -16,6 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rustix::fs::{FallocateFlags, FlockOperation};
 
@@ -98,6 +99,40 @@ pub fn remove_temporaries(dir: &Path) -> Result<(), WalError> {
         fsync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Deletes released segment files of `dir` in the order given (oldest first, so a crash
+/// midway leaves a contiguous run), then makes the deletions durable. Nothing to delete
+/// is nothing done.
+pub fn remove(dir: &Path, paths: &[PathBuf]) -> Result<(), WalError> {
+    remove_gradually(dir, paths, u64::MAX, Duration::ZERO)
+}
+
+/// [`remove`], each file's blocks given back `step` bytes at a time with `pause` after
+/// each slice before it is deleted ([`crate::gradual`]): for a thread that may take its
+/// time, so the WAL's own fsyncs do not wait for one large journal commit. A segment a
+/// crash left emptied but not deleted is older than the one replay starts at, which
+/// the WAL's open never reads (and the next release deletes it).
+pub fn remove_gradually(
+    dir: &Path,
+    paths: &[PathBuf],
+    step: u64,
+    pause: Duration,
+) -> Result<(), WalError> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    for path in paths {
+        if step < u64::MAX {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err(path))?;
+            crate::gradual::release(&file, step, pause).map_err(io_err(path))?;
+        }
+        fs::remove_file(path).map_err(io_err(path))?;
+    }
+    fsync_dir(dir)
 }
 
 /// Makes the directory entries of `dir` (creations, renames, removals) durable.
