@@ -17,7 +17,7 @@
 # (virtio emulation) against that cap, phase 1 shows no gaps, phase 2 shows gaps of
 # milliseconds once per period, and phase 3 shows syncs that stall once per period;
 # then every latency measured here has a floor of stalls at that period that neither
-# etcd nor Skiff causes (bench/PROFILE.md, "The machine stops every 100 ms").
+# etcd nor Skiff causes (bench/PROFILE.md, "the machine stops every 100 ms").
 #
 # Usage: bench/host_stalls.sh [--bench-bin PATH] [--seconds N] [--dir DIR]
 # Defaults: target/release/skiff-bench, 4 s, bench/tmp-host (removed at the end).

@@ -187,8 +187,9 @@ impl Applier {
             if applied.saturating_sub(last_snapshot) >= self.snapshot_count {
                 // The snapshot lets the WAL be released, so the backend must hold
                 // everything up to it durably first. Without the allocator state: saving
-                // it held this thread (and every apply) for 65-85 ms while a defragment
-                // kept the disk busy, and the next periodic durable commit drops it.
+                // it holds redb's writer for tens of ms (the backend's module docs), and
+                // under load the next periodic durable commit drops it anyway (not
+                // measured on its own).
                 self.store.sync_for_snapshot()?;
                 // Membership, leases and alarms live in the backend; the payload
                 // carries a backend dump only when it is sent to a follower.

@@ -519,18 +519,21 @@ impl Member {
 
         // The critical threads: the node loop, the apply thread, and the writer of the
         // member's own snapshot files.
-        let (snapshot_writer, write_snapshots) =
-            SnapshotWriter::new(rec.snapshotter.clone(), node_tx.clone());
+        let (snapshot_writer, write_snapshots) = SnapshotWriter::new(
+            rec.snapshotter.clone(),
+            rec.wal.dir().to_path_buf(),
+            config.max_snapshots as usize,
+            node_tx.clone(),
+        );
         spawn_critical("snapshot-save", failure.clone(), write_snapshots)?;
         let io = DiskIo {
             wal: rec.wal,
             snapshotter: rec.snapshotter,
-            snapshot_writer: Some(snapshot_writer),
+            snapshot_writer,
             transport,
             apply: apply_tx,
             lease_clock: clock.clone(),
             metrics: metrics.clone(),
-            max_snapshots: config.max_snapshots,
             max_wals: config.max_wals,
         };
         let node = Node::new(

@@ -32,13 +32,7 @@ pub trait NodeIo {
     /// writer off the node loop (`None`), which sends `NodeInput::SnapshotSaved` once
     /// the file is durable, and the loop then saves the marker
     /// ([`NodeIo::save_snapshot_marker`]).
-    fn save_own_snapshot(&mut self, snap: Snapshot) -> Result<Option<SnapshotMarker>, NodeError> {
-        self.save_snapshot(&snap)?;
-        Ok(Some(SnapshotMarker {
-            index: snap.metadata.index,
-            term: snap.metadata.term,
-        }))
-    }
+    fn save_own_snapshot(&mut self, snap: Snapshot) -> Result<Option<SnapshotMarker>, NodeError>;
     /// The WAL marker of a snapshot whose file is durable.
     fn save_snapshot_marker(&mut self, marker: SnapshotMarker) -> Result<(), NodeError>;
     /// The hard state (if changed) and entries into the WAL; `sync`: one fdatasync
@@ -68,12 +62,11 @@ pub struct DiskIo<T: Transport> {
     pub apply: Sender<ApplyInput>,
     pub lease_clock: ClockHandle,
     pub metrics: Metrics,
-    /// Snapshot files kept (`--max-snapshots`; 0: all).
-    pub max_snapshots: u32,
     /// WAL segment files kept (`--max-wals`; 0: all).
     pub max_wals: u32,
-    /// Writes this member's own snapshot files off the node loop (`None`: on it).
-    pub snapshot_writer: Option<SnapshotWriter>,
+    /// Writes this member's own snapshot files, and deletes what their release frees,
+    /// off the node loop.
+    pub snapshot_writer: SnapshotWriter,
 }
 
 /// Writes the files of a member's own snapshots, and deletes what their release frees
@@ -94,21 +87,26 @@ pub struct SnapshotWriter {
 enum Job {
     /// Write this snapshot's file durably and report it.
     File(Snapshot),
-    /// Delete released WAL segments of `wal_dir` (oldest first), then the snapshot
-    /// files beyond the newest `keep_snapshots` (0: none deleted).
-    Release {
-        wal_dir: PathBuf,
-        segments: Vec<PathBuf>,
-        keep_snapshots: usize,
-    },
+    /// Delete these released WAL segments (oldest first), then the snapshot files
+    /// beyond the newest `--max-snapshots`.
+    Release(Vec<PathBuf>),
 }
+
+/// A released WAL segment is given back this much at a time...
+const RELEASE_STEP: u64 = 16 << 20;
+/// ...with this pause between slices (`skiff_storage::gradual`).
+const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl SnapshotWriter {
     /// The writer and the work of its thread, for the caller to run (the member runs it
     /// as a critical thread: a panic there stops the member, as one in the node loop
-    /// would). The work ends when the writer is dropped or the node loop is gone.
+    /// would). `wal_dir` holds the segments it deletes; `keep_snapshots` is
+    /// `--max-snapshots` (0: snapshot files are never purged). The work ends when the
+    /// writer is dropped or the node loop is gone.
     pub fn new(
         snapshotter: Snapshotter,
+        wal_dir: PathBuf,
+        keep_snapshots: usize,
         node: Sender<NodeInput>,
     ) -> (
         SnapshotWriter,
@@ -131,44 +129,41 @@ impl SnapshotWriter {
                             tracing::error!(error = %e, index = snap.metadata.index, "snapshot failed")
                         }
                     },
-                    Job::Release {
-                        wal_dir,
-                        segments,
-                        keep_snapshots,
-                    } => remove_released(&snapshotter, &wal_dir, &segments, keep_snapshots, true),
+                    Job::Release(segments) => {
+                        remove_released(&snapshotter, &wal_dir, &segments, keep_snapshots)
+                    }
                 }
             }
             Ok(())
         };
         (SnapshotWriter { jobs }, work)
     }
+
+    /// Queues `job`. The thread ends only when the node loop is gone or it panicked,
+    /// which stops the member: then the job is dropped with a log line (the WAL still
+    /// holds everything; nothing is released).
+    fn ask(&self, job: Job) {
+        if self.jobs.send(job).is_err() {
+            tracing::error!("the snapshot-save thread is gone; snapshot work dropped");
+        }
+    }
 }
 
-/// A released WAL segment is given back this much at a time by the writer's thread...
-const RELEASE_STEP: u64 = 16 << 20;
-/// ...with this pause between slices (`skiff_storage::gradual`).
-const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Deletes released WAL segments (`gradually`: a slice at a time, off the node loop)
-/// and old snapshot files. A failure is logged: what was not deleted is found again by
-/// the next release or at the next start.
+/// Deletes released WAL segments, a slice at a time, and old snapshot files. A failure
+/// is logged: what was not deleted is found again by the next release or at the next
+/// start.
 fn remove_released(
     snapshotter: &Snapshotter,
     wal_dir: &Path,
     segments: &[PathBuf],
     keep_snapshots: usize,
-    gradually: bool,
 ) {
-    let removed = if gradually {
-        skiff_storage::wal::segment::remove_gradually(
-            wal_dir,
-            segments,
-            RELEASE_STEP,
-            RELEASE_PAUSE,
-        )
-    } else {
-        skiff_storage::wal::segment::remove(wal_dir, segments)
-    };
+    let removed = skiff_storage::wal::segment::remove_gradually(
+        wal_dir,
+        segments,
+        RELEASE_STEP,
+        RELEASE_PAUSE,
+    );
     if let Err(e) = removed {
         tracing::warn!(error = %e, "deleting released WAL segments");
     }
@@ -204,25 +199,8 @@ impl<T: Transport> NodeIo for DiskIo<T> {
     }
 
     fn save_own_snapshot(&mut self, snap: Snapshot) -> Result<Option<SnapshotMarker>, NodeError> {
-        let Some(writer) = &self.snapshot_writer else {
-            self.save_snapshot(&snap)?;
-            return Ok(Some(SnapshotMarker {
-                index: snap.metadata.index,
-                term: snap.metadata.term,
-            }));
-        };
-        match writer.jobs.send(Job::File(snap)) {
-            Ok(()) => Ok(None),
-            // The writer's thread is gone (it stops the member when it panics): write
-            // the file here.
-            Err(returned) => {
-                self.snapshot_writer = None;
-                match returned.0 {
-                    Job::File(snap) => self.save_own_snapshot(snap),
-                    Job::Release { .. } => Ok(None),
-                }
-            }
-        }
+        self.snapshot_writer.ask(Job::File(snap));
+        Ok(None)
     }
 
     fn save_snapshot_marker(&mut self, marker: SnapshotMarker) -> Result<(), NodeError> {
@@ -284,32 +262,7 @@ impl<T: Transport> NodeIo for DiskIo<T> {
         } else {
             Vec::new()
         };
-        let job = Job::Release {
-            wal_dir: self.wal.dir().to_path_buf(),
-            segments,
-            keep_snapshots: self.max_snapshots as usize,
-        };
-        let job = match &self.snapshot_writer {
-            Some(writer) => match writer.jobs.send(job) {
-                Ok(()) => return Ok(()),
-                Err(returned) => returned.0,
-            },
-            None => job,
-        };
-        if let Job::Release {
-            wal_dir,
-            segments,
-            keep_snapshots,
-        } = job
-        {
-            remove_released(
-                &self.snapshotter,
-                &wal_dir,
-                &segments,
-                keep_snapshots,
-                false,
-            );
-        }
+        self.snapshot_writer.ask(Job::Release(segments));
         Ok(())
     }
 }

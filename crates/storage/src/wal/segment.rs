@@ -105,34 +105,34 @@ pub fn remove_temporaries(dir: &Path) -> Result<(), WalError> {
 /// midway leaves a contiguous run), then makes the deletions durable. Nothing to delete
 /// is nothing done.
 pub fn remove(dir: &Path, paths: &[PathBuf]) -> Result<(), WalError> {
-    remove_gradually(dir, paths, u64::MAX, Duration::ZERO)
+    if paths.is_empty() {
+        return Ok(());
+    }
+    for path in paths {
+        fs::remove_file(path).map_err(io_err(path))?;
+    }
+    fsync_dir(dir)
 }
 
-/// [`remove`], each file's blocks given back `step` bytes at a time with `pause` after
-/// each slice before it is deleted ([`crate::gradual`]): for a thread that may take its
-/// time, so the WAL's own fsyncs do not wait for one large journal commit. A segment a
-/// crash left emptied but not deleted is older than the one replay starts at, which
-/// the WAL's open never reads (and the next release deletes it).
+/// [`remove`], each file's blocks first given back `step` bytes at a time with `pause`
+/// after each slice ([`crate::gradual`]): for a thread that may take its time, so the
+/// WAL's own fsyncs do not wait for one large journal commit. A segment a crash left
+/// emptied but not deleted is older than the one replay starts at, which the WAL's open
+/// never reads (and the next release deletes it).
 pub fn remove_gradually(
     dir: &Path,
     paths: &[PathBuf],
     step: u64,
     pause: Duration,
 ) -> Result<(), WalError> {
-    if paths.is_empty() {
-        return Ok(());
-    }
     for path in paths {
-        if step < u64::MAX {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_err(path))?;
-            crate::gradual::release(&file, step, pause).map_err(io_err(path))?;
-        }
-        fs::remove_file(path).map_err(io_err(path))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        crate::gradual::release(&file, step, pause).map_err(io_err(path))?;
     }
-    fsync_dir(dir)
+    remove(dir, paths)
 }
 
 /// Makes the directory entries of `dir` (creations, renames, removals) durable.
