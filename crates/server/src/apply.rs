@@ -186,11 +186,8 @@ impl Applier {
             let applied = self.applied.get();
             if applied.saturating_sub(last_snapshot) >= self.snapshot_count {
                 // The snapshot lets the WAL be released, so the backend must hold
-                // everything up to it durably first. Without the allocator state: saving
-                // it holds redb's writer for tens of ms (the backend's module docs), and
-                // under load the next periodic durable commit drops it anyway (not
-                // measured on its own).
-                self.store.sync_for_snapshot()?;
+                // everything up to it durably first: the snapshot-save thread waits for
+                // that (`node::io::SnapshotWriter`), so applies never wait for it.
                 // Membership, leases and alarms live in the backend; the payload
                 // carries a backend dump only when it is sent to a follower.
                 let payload = SnapshotPayload::default();

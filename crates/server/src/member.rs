@@ -520,6 +520,7 @@ impl Member {
         // The critical threads: the node loop, the apply thread, and the writer of the
         // member's own snapshot files.
         let (snapshot_writer, write_snapshots) = SnapshotWriter::new(
+            store.clone(),
             rec.snapshotter.clone(),
             rec.wal.dir().to_path_buf(),
             config.max_snapshots as usize,

@@ -972,14 +972,24 @@ fn a_corrupt_snapshot_file_is_set_aside_and_an_older_one_used() {
     m.wait_serving(START_WITHIN);
     let url = m.url();
     let acked = put_keys(&rt, &url, 0, 70);
-    m.terminate(Duration::from_secs(10));
     let snap_dir = m.data_dir.join("member/snap");
-    let mut snaps: Vec<PathBuf> = std::fs::read_dir(&snap_dir)
-        .expect("snap dir")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "snap"))
-        .collect();
-    snaps.sort();
+    let snap_files = || {
+        let mut snaps: Vec<PathBuf> = std::fs::read_dir(&snap_dir)
+            .expect("snap dir")
+            .map(|e| e.expect("dir entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+            .collect();
+        snaps.sort();
+        snaps
+    };
+    // A snapshot's file is written once the backend is durable up to it (the periodic
+    // durable commit, within a second or two).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snap_files().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    m.terminate(Duration::from_secs(10));
+    let mut snaps = snap_files();
     assert!(
         snaps.len() >= 2,
         "fewer than two snapshots after 70 writes with --snapshot-count 20: {snaps:?}"

@@ -181,12 +181,21 @@ async fn snapshots_every_snapshot_count_and_restarts_from_one() {
     }
     drop(kv);
     let before = rev_and_hash(&p.url()).await;
+    let snap_files = |dir: &std::path::Path| -> Vec<_> {
+        std::fs::read_dir(dir.join("member").join("snap"))
+            .expect("snap dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+            .collect()
+    };
+    // A snapshot's file is written once the backend is durable up to it (the periodic
+    // durable commit, within a second or two).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while snap_files(&p.dir).len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let dir = p.kill9();
-    let snaps: Vec<_> = std::fs::read_dir(dir.join("member").join("snap"))
-        .expect("snap dir")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
-        .collect();
+    let snaps = snap_files(&dir);
     assert!(!snaps.is_empty(), "a snapshot file was written");
     println!(
         "{} snapshot files after 350 writes with --snapshot-count 100",

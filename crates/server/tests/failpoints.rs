@@ -531,24 +531,28 @@ fn crash_and_restart_with(
     m.spawn();
     m.wait_serving(START_WITHIN);
     let url = m.url();
-    const PUTS: usize = 300;
-    let acked = rt.block_on(async {
+    // Puts until one fails, for a while: a snapshot's file is written once the backend
+    // is durable up to it, which the periodic durable commit makes within a second or
+    // so, so how many puts come before the point fires depends on the clock.
+    const MAX_PUTS: usize = 10_000;
+    let writing_for = Duration::from_secs(20);
+    let (acked, fired) = rt.block_on(async {
         let mut c = client_with_timeout(&url, Duration::from_secs(3)).await;
-        let mut acked = 0;
-        for i in 0..PUTS {
-            if c.put(format!("k{i:04}"), format!("v{i}"), None)
-                .await
-                .is_err()
-            {
-                break;
+        let until = Instant::now() + writing_for;
+        for i in 0..MAX_PUTS {
+            if Instant::now() >= until {
+                return (i, false);
             }
-            acked += 1;
+            let put = c.put(format!("k{i:04}"), format!("v{i}"), None).await;
+            if put.is_err() {
+                return (i, true);
+            }
         }
-        acked
+        (MAX_PUTS, false)
     });
     assert!(
-        acked < PUTS,
-        "{point}={spec}: never fired ({acked} puts acknowledged)"
+        fired,
+        "{point}={spec}: never fired ({acked} puts acknowledged in {writing_for:?})"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {

@@ -6,11 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Instant;
 
 use prost::Message as _;
 use skiff_proto::skiffpb::ConfChangeContext;
 use skiff_raft::{ConfChangeType, ConfChangeV2, Entry, HardState, Message, Snapshot};
+use skiff_storage::mvcc::KvStore;
 use skiff_storage::snap::Snapshotter;
 use skiff_storage::wal::{SnapshotMarker, Wal};
 
@@ -78,14 +80,17 @@ pub struct DiskIo<T: Transport> {
 /// loop (`NodeInput::SnapshotSaved`), which then saves its WAL marker and releases the
 /// log behind it: the order of a snapshot's steps is the one [`NodeIo::save_snapshot`]
 /// and [`NodeIo::release`] keep; only the file writes and deletions happen elsewhere, in
-/// the order they were asked for.
+/// the order they were asked for. Before a file is written, the thread waits until the
+/// backend holds everything up to the snapshot durably (`Backend::wait_durable`): the
+/// apply thread used to make that sync itself, holding every apply for its write-back.
 pub struct SnapshotWriter {
     jobs: Sender<Job>,
 }
 
 /// What the writer's thread does, in the order it was asked.
 enum Job {
-    /// Write this snapshot's file durably and report it.
+    /// Once the backend is durable up to it, write this snapshot's file durably and
+    /// report it.
     File(Snapshot),
     /// Delete these released WAL segments (oldest first), then the snapshot files
     /// beyond the newest `--max-snapshots`.
@@ -100,10 +105,12 @@ const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 impl SnapshotWriter {
     /// The writer and the work of its thread, for the caller to run (the member runs it
     /// as a critical thread: a panic there stops the member, as one in the node loop
-    /// would). `wal_dir` holds the segments it deletes; `keep_snapshots` is
-    /// `--max-snapshots` (0: snapshot files are never purged). The work ends when the
-    /// writer is dropped or the node loop is gone.
+    /// would). `store` is the one the snapshots describe; `wal_dir` holds
+    /// the segments it deletes; `keep_snapshots` is `--max-snapshots` (0: snapshot files
+    /// are never purged). The work ends when the writer is dropped or the node loop is
+    /// gone.
     pub fn new(
+        store: Arc<KvStore>,
         snapshotter: Snapshotter,
         wal_dir: PathBuf,
         keep_snapshots: usize,
@@ -116,7 +123,7 @@ impl SnapshotWriter {
         let work = move || {
             while let Ok(job) = queue.recv() {
                 match job {
-                    Job::File(snap) => match snapshotter.save_snapshot(&snap) {
+                    Job::File(snap) => match save_when_durable(&store, &snapshotter, &snap) {
                         Ok(file) => {
                             if node.send(NodeInput::SnapshotSaved(file.marker())).is_err() {
                                 break;
@@ -147,6 +154,16 @@ impl SnapshotWriter {
             tracing::error!("the snapshot-save thread is gone; snapshot work dropped");
         }
     }
+}
+
+/// Writes `snap`'s file once the backend is durable up to its index.
+fn save_when_durable(
+    store: &KvStore,
+    snapshotter: &Snapshotter,
+    snap: &Snapshot,
+) -> Result<skiff_storage::snap::SnapshotFile, NodeError> {
+    store.backend().wait_durable(snap.metadata.index)?;
+    Ok(snapshotter.save_snapshot(snap)?)
 }
 
 /// Deletes released WAL segments, a slice at a time, and old snapshot files. A failure

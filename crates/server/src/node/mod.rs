@@ -85,6 +85,8 @@ pub enum NodeError {
     Raft(#[from] RaftError),
     #[error("raft storage: {0}")]
     Storage(#[from] skiff_raft::StorageError),
+    #[error("backend: {0}")]
+    Backend(#[from] skiff_storage::backend::BackendError),
     #[error("the apply thread is gone: committed entries can no longer be applied")]
     ApplyGone,
     #[error("the member has been permanently removed from the cluster")]

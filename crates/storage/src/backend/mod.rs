@@ -11,7 +11,8 @@
 //! last one (or, when set, once `durable_after_entries` entries were applied since; etcd's
 //! `--backend-batch-interval` and `--backend-batch-limit`), from the store's maintenance
 //! thread, and whenever the server asks
-//! ([`Backend::sync`], e.g. before a snapshot or before releasing WAL segments).
+//! ([`Backend::sync`], e.g. before a shutdown); a snapshot's WAL release waits for one
+//! ([`Backend::wait_durable`], off the apply path).
 //!
 //! Durable commits stay off the apply path: redb has one writer, and a durable commit
 //! holds it while the file's dirty pages are written back, so an apply that ran into one
@@ -367,6 +368,11 @@ pub const INLINE_DURABLE_FACTOR: u32 = 4;
 /// Between durable commits, the maintenance thread writes back what applies wrote at
 /// most this often (see the module docs).
 pub const PRESYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// [`Backend::wait_durable`] makes the durable commit itself after at most this long.
+pub const DURABLE_WAIT_LIMIT: Duration = Duration::from_secs(3);
+/// How often [`Backend::wait_durable`] looks at the durable consistent index.
+const DURABLE_POLL: Duration = Duration::from_millis(10);
 
 /// Writes idle this long: a durable commit may take its time to save the allocator state.
 pub const IDLE_FOR_REPAIR: Duration = Duration::from_millis(100);
@@ -802,8 +808,8 @@ impl Backend {
         self.commit(tx, 0, true)
     }
 
-    /// Makes every commit so far durable, allocator state saved. Call before a snapshot
-    /// and before releasing WAL segments. Waits out a defragmentation's swap window (its
+    /// Makes every commit so far durable, allocator state saved (before a shutdown).
+    /// Waits out a defragmentation's swap window (its
     /// last catch-up round, the swap and one durable commit) if one is open.
     pub fn sync(&self) -> BResult<()> {
         let _window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
@@ -812,11 +818,35 @@ impl Backend {
 
     /// A durable commit of everything committed so far, as [`Backend::sync`], but without
     /// saving redb's allocator state, as the periodic durable commits do: for a sync made
-    /// under load (before a snapshot), where the next periodic commit would drop the
+    /// under load (a snapshot's, when the periodic one is late), where the next periodic commit would drop the
     /// state anyway (the next idle spell saves it; see the module docs).
     pub fn sync_without_repair_state(&self) -> BResult<()> {
         let _window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
         self.commit_durably_now(false)
+    }
+
+    /// Waits until every commit that wrote a consistent index up to `index` is durable,
+    /// for a snapshot at `index` whose WAL marker (and with it the release of the log
+    /// behind it) must not come first. The maintenance thread's periodic durable commit
+    /// usually gets there within `durable_interval`, at no cost of its own; after twice
+    /// that (at most [`DURABLE_WAIT_LIMIT`]) a durable commit is made here instead, as
+    /// [`Backend::sync_without_repair_state`] makes it. Called off the apply path: a
+    /// sync made by the apply thread held every apply (and so every write) for its
+    /// write-back, and behind a defragment's copy that was tens of ms.
+    pub fn wait_durable(&self, index: u64) -> BResult<()> {
+        // Entries that wrote nothing to the backend need nothing made durable: the
+        // last commit that wrote a consistent index up to `index` is the target.
+        let target = index.min(self.last_index.load(Ordering::SeqCst));
+        let patience = (self.cfg.durable_interval * 2).min(DURABLE_WAIT_LIMIT);
+        let deadline = Instant::now() + patience;
+        while self.durable_index.load(Ordering::SeqCst) < target {
+            self.refuse_after_failure()?;
+            if Instant::now() >= deadline {
+                return self.sync_without_repair_state();
+            }
+            std::thread::sleep(DURABLE_POLL);
+        }
+        Ok(())
     }
 
     /// A durable commit of everything so far, after a write-back outside the writer slot
@@ -1277,6 +1307,55 @@ mod tests {
     fn lazy_put(be: &Backend, index: u64) {
         be.commit(with_row(be, Table::Lease, index), index, false)
             .unwrap();
+    }
+
+    /// A snapshot's wait for durability: met by a durable commit made elsewhere (the
+    /// periodic one) without a commit of its own; met by a commit of its own once its
+    /// patience (twice the interval) ran out; met at once when the entries after the
+    /// last one that wrote the backend wrote nothing.
+    #[test]
+    fn waiting_for_durability_costs_a_commit_only_when_nobody_else_makes_one() {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BackendConfig {
+            durable_interval: Duration::from_millis(300),
+            ..BackendConfig::default()
+        };
+        let be = Arc::new(Backend::open(dir.path().join("a.db"), cfg).unwrap());
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = commits.clone();
+        be.observe_commits(Box::new(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        }));
+
+        lazy_put(&be, 1);
+        let other = be.clone();
+        let periodic = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            other.sync_without_repair_state().unwrap();
+        });
+        let started = Instant::now();
+        be.wait_durable(1).unwrap();
+        let waited = started.elapsed();
+        periodic.join().unwrap();
+        assert!(waited >= Duration::from_millis(90), "{waited:?}");
+        assert_eq!(be.durable_consistent_index(), 1);
+        assert_eq!(
+            commits.load(Ordering::SeqCst),
+            2,
+            "the apply and the other thread's"
+        );
+
+        lazy_put(&be, 2);
+        let started = Instant::now();
+        be.wait_durable(2).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(600));
+        assert_eq!(be.durable_consistent_index(), 2);
+        assert_eq!(commits.load(Ordering::SeqCst), 4, "the apply and its own");
+
+        // Entries 3..=9 wrote nothing: index 2 is all a snapshot at 9 needs.
+        be.wait_durable(9).unwrap();
+        assert_eq!(commits.load(Ordering::SeqCst), 4);
     }
 
     /// `--backend-batch-limit`: that many entries applied since the last durable commit

@@ -769,25 +769,12 @@ impl KvStore {
     /// Makes every applied entry durable (one fsync), saving the backend's allocator
     /// state for a quick reopen: before a shutdown.
     pub fn sync(&self) -> Result<()> {
-        self.with_applies_held(crate::backend::Backend::sync)
-    }
-
-    /// Makes every applied entry durable (one fsync) without saving the allocator state
-    /// (`Backend::sync_without_repair_state`): before a snapshot, taken under load.
-    pub fn sync_for_snapshot(&self) -> Result<()> {
-        self.with_applies_held(crate::backend::Backend::sync_without_repair_state)
-    }
-
-    fn with_applies_held(
-        &self,
-        sync: impl FnOnce(&crate::backend::Backend) -> crate::backend::BResult<()>,
-    ) -> Result<()> {
         let _apply = self
             .inner
             .apply_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        Ok(sync(&self.inner.backend)?)
+        Ok(self.inner.backend.sync()?)
     }
 
     /// etcd's `HashKV(rev)`: CRC32C (Castagnoli) over the bytes `"key"` and then, for every
