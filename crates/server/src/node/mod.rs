@@ -35,9 +35,11 @@
 //! (an unconditional pause cost 7% of the requests/s at 100 clients and 17% at 10).
 //!
 //! Every `--snapshot-count` entries the apply thread asks for a snapshot of this member's
-//! own (the backend already durable up to it): the loop records it in the in-memory log
-//! and hands its file to the `snapshot-save` thread ([`SnapshotWriter`]); when the file
-//! is durable, the loop saves its WAL marker and releases the log behind it, and that
+//! own at what it applied: the loop records it in the in-memory log, with the membership
+//! of that index (`confs`: Raft's own may already hold a later conf change), and hands
+//! its file to the `snapshot-save` thread ([`SnapshotWriter`]), which writes it once the
+//! backend is durable up to it; when the file is durable, the loop saves its WAL marker
+//! and releases the log behind it, and that
 //! thread deletes what the release frees (WAL segments a slice at a time). Done on the
 //! loop, a snapshot held up every WAL append for 60-85 ms while a defragment's copy kept
 //! the disk busy, nearly all of it deleting released 64 MiB segments (their freeing
@@ -50,6 +52,7 @@
 //! apply thread that is gone: the member then exits instead of voting on without
 //! applying; when the loop stops every waiting read is answered "server stopped".
 
+mod confs;
 mod io;
 mod reads;
 #[cfg(test)]
@@ -70,6 +73,7 @@ use skiff_raft::{
 pub use crate::inputs::{ApplyInput, NodeInput, RaftStatus, Transport};
 use crate::membership::{check_change, MemberChange};
 use crate::metrics::Metrics;
+use confs::ConfHistory;
 pub use io::{DiskIo, NodeIo, SnapshotWriter};
 use reads::PendingReads;
 use skiff_storage::wal::SnapshotMarker;
@@ -171,6 +175,8 @@ pub struct Node<Io: NodeIo> {
     stalled: Vec<Bytes>,
     /// Proposals waiting to be committed: (index, term, who to tell).
     commit_waiters: Vec<(u64, u64, CommitWaiter)>,
+    /// The membership as of each applied conf change, for own snapshots.
+    confs: ConfHistory,
 }
 
 /// Where a commit-acknowledged proposal learns its fate.
@@ -186,6 +192,7 @@ impl<Io: NodeIo> Node<Io> {
         catch_up_entries: u64,
     ) -> Node<Io> {
         let reads = PendingReads::new(raw.raft.id);
+        let confs = ConfHistory::new(raw.raft.raft_log.applied, raw.raft.prs.conf_state());
         Node {
             raw,
             storage,
@@ -196,6 +203,7 @@ impl<Io: NodeIo> Node<Io> {
             reads,
             stalled: Vec::new(),
             commit_waiters: Vec::new(),
+            confs,
         }
     }
 
@@ -449,6 +457,7 @@ impl<Io: NodeIo> Node<Io> {
         if let Some(snap) = &rd.snapshot {
             self.io.save_snapshot(snap)?;
             self.storage.wl().apply_snapshot(snap.clone())?;
+            self.confs = ConfHistory::new(snap.metadata.index, snap.metadata.conf_state.clone());
             // The apply thread loads it before any entry that follows it.
             self.io.apply(ApplyInput::Snapshot(snap.clone()))?;
         }
@@ -478,7 +487,10 @@ impl<Io: NodeIo> Node<Io> {
                 .filter(|e| e.entry_type == EntryType::ConfChange)
             {
                 match ConfChangeV2::decode(&e.data) {
-                    Ok(cc) => self.apply_conf_change(&cc)?,
+                    Ok(cc) => {
+                        self.apply_conf_change(&cc)?;
+                        self.confs.changed(e.index, self.raw.raft.prs.conf_state());
+                    }
                     Err(err) => {
                         tracing::error!(index = e.index, error = %err, "undecodable conf change")
                     }
@@ -503,8 +515,15 @@ impl<Io: NodeIo> Node<Io> {
     /// The file may be written off the loop ([`NodeIo::save_own_snapshot`]); the rest
     /// follows when it is durable.
     fn snapshot(&mut self, index: u64, payload: Bytes) -> Result<(), NodeError> {
+        // The membership of `index`, not Raft's current one (`confs`).
+        let Some(cs) = self.confs.at(index) else {
+            tracing::warn!(
+                index,
+                "snapshot skipped: it precedes the membership known to the loop"
+            );
+            return Ok(());
+        };
         let snap = {
-            let cs = self.raw.raft.prs.conf_state();
             self.storage
                 .wl()
                 .create_snapshot(index, Some(cs), payload)?

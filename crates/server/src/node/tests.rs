@@ -303,3 +303,41 @@ fn an_own_snapshot_releases_the_log_only_after_its_file_is_durable() {
         );
     }
 }
+
+/// The apply thread asks for a snapshot at what it has applied, which can be behind a
+/// conf change the loop already applied to Raft: the snapshot records the membership of
+/// its own index (a restart from it replays that change after it, once).
+#[test]
+fn an_own_snapshot_records_the_membership_of_its_index_not_a_later_one() {
+    use skiff_raft::{ConfChangeType, Storage as _};
+    let mut n = node(1, vec![1]);
+    n.raw.campaign().expect("campaign");
+    turn(&mut n, vec![]);
+    turn(&mut n, vec![propose("a")]);
+    let add = ConfChangeV2::simple(ConfChangeType::AddLearnerNode, 2);
+    assert_eq!(
+        turn(&mut n, vec![NodeInput::ProposeConfChange(add)]),
+        "persist hs=(-) entries=[3] sync=true\n\
+         persist hs=(term=1 vote=1 commit=3) entries=[] sync=false\n\
+         conf change [ConfChangeSingle { change_type: AddLearnerNode, node_id: 2 }]\n\
+         apply entries=[3] term=1\n\
+         send Append 1->2 term=1 index=2 entries=[3] commit=3"
+    );
+    assert_eq!(n.raw.raft.prs.conf_state().learners, vec![2]);
+    let snapshot_at = |n: &mut Node<Recorder>, index| {
+        turn(
+            n,
+            vec![NodeInput::Snapshot {
+                index,
+                payload: Bytes::new(),
+            }],
+        );
+        let snap = n.storage.snapshot(0).expect("snapshot");
+        assert_eq!(snap.metadata.index, index);
+        snap.metadata.conf_state
+    };
+    let at_2 = snapshot_at(&mut n, 2);
+    assert_eq!((at_2.voters, at_2.learners), (vec![1], vec![]));
+    let at_3 = snapshot_at(&mut n, 3);
+    assert_eq!((at_3.voters, at_3.learners), (vec![1], vec![2]));
+}
