@@ -62,7 +62,8 @@ pub enum NodeInput {
     Unreachable(u64),
     /// A snapshot send to a peer ended.
     SnapshotStatus { to: u64, ok: bool },
-    /// The apply thread made the backend durable up to `index`: snapshot there.
+    /// The apply thread applied everything up to `index`: snapshot there (the file is
+    /// written once the backend is durable up to it, `node::io::SnapshotWriter`).
     Snapshot { index: u64, payload: Bytes },
     /// The file of this member's snapshot at the marker's index is durable (written off
     /// the node loop, `node::io::SnapshotWriter`): its WAL marker may be saved.

@@ -70,6 +70,8 @@ pub struct Member {
     peer_listeners: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     node_thread: Option<std::thread::JoinHandle<()>>,
     apply_thread: Option<std::thread::JoinHandle<()>>,
+    /// Ends soon after the node loop (its writer is the loop's).
+    snapshot_thread: Option<std::thread::JoinHandle<()>>,
     failed: watch::Receiver<Option<String>>,
     /// Marks the data dir of a removed member.
     removed_marker: std::path::PathBuf,
@@ -526,7 +528,7 @@ impl Member {
             config.max_snapshots as usize,
             node_tx.clone(),
         );
-        spawn_critical("snapshot-save", failure.clone(), write_snapshots)?;
+        let snapshot_thread = spawn_critical("snapshot-save", failure.clone(), write_snapshots)?;
         let io = DiskIo {
             wal: rec.wal,
             snapshotter: rec.snapshotter,
@@ -700,6 +702,7 @@ impl Member {
             peer_listeners,
             node_thread: Some(node_thread),
             apply_thread: Some(apply_thread),
+            snapshot_thread: Some(snapshot_thread),
             failed,
             removed_marker: removed_marker(&layout),
         })
@@ -759,14 +762,18 @@ impl Member {
         }
         tracing::debug!(elapsed = ?started.elapsed(), "listeners stopped");
         let _ = self.server.node.send(NodeInput::Stop);
-        let threads = [self.node_thread.take(), self.apply_thread.take()];
+        let threads = [
+            self.node_thread.take(),
+            self.apply_thread.take(),
+            self.snapshot_thread.take(),
+        ];
         tokio::task::spawn_blocking(move || {
             for t in threads.into_iter().flatten() {
                 let _ = t.join();
             }
         })
         .await?;
-        tracing::debug!(elapsed = ?started.elapsed(), "node and apply threads stopped");
+        tracing::debug!(elapsed = ?started.elapsed(), "node, apply and snapshot threads stopped");
         // The store's background compactor stops when the last reference goes.
         self.server.store.sync().context("final backend sync")?;
         tracing::debug!(elapsed = ?started.elapsed(), "member stopped");

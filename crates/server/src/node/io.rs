@@ -5,6 +5,7 @@
 //! processes or disks.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
@@ -85,6 +86,17 @@ pub struct DiskIo<T: Transport> {
 /// apply thread used to make that sync itself, holding every apply for its write-back.
 pub struct SnapshotWriter {
     jobs: Sender<Job>,
+    /// Set when the writer is dropped (the node loop ended): the thread then drops what
+    /// is still queued instead of waiting for the backend, writing files or deleting
+    /// segments for a member that is stopping (the WAL still holds everything, and
+    /// segments left undeleted are found again at the next start).
+    stopping: Arc<AtomicBool>,
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
 }
 
 /// What the writer's thread does, in the order it was asked.
@@ -107,7 +119,8 @@ impl SnapshotWriter {
     /// as a critical thread: a panic there stops the member, as one in the node loop
     /// would). `store` is the one the snapshots describe; `wal_dir` holds
     /// the segments it deletes; `keep_snapshots` is `--max-snapshots` (0: snapshot files
-    /// are never purged). The work ends when the writer is dropped or the node loop is
+    /// are never purged). The work ends soon after the writer is dropped (what is queued
+    /// then is dropped, and a wait for the backend given up) or once the node loop is
     /// gone.
     pub fn new(
         store: Arc<KvStore>,
@@ -120,22 +133,32 @@ impl SnapshotWriter {
         impl FnOnce() -> Result<(), NodeError> + Send + 'static,
     ) {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stopped = stopping.clone();
         let work = move || {
+            let give_up = || stopped.load(Ordering::SeqCst);
             while let Ok(job) = queue.recv() {
+                if give_up() {
+                    tracing::debug!("the node loop stopped; queued snapshot work dropped");
+                    break;
+                }
                 match job {
-                    Job::File(snap) => match save_when_durable(&store, &snapshotter, &snap) {
-                        Ok(file) => {
-                            if node.send(NodeInput::SnapshotSaved(file.marker())).is_err() {
-                                break;
+                    Job::File(snap) => {
+                        match save_when_durable(&store, &snapshotter, &snap, &give_up) {
+                            Ok(None) => break,
+                            Ok(Some(file)) => {
+                                if node.send(NodeInput::SnapshotSaved(file.marker())).is_err() {
+                                    break;
+                                }
+                            }
+                            // As a failed snapshot on the node loop: logged, the member goes
+                            // on (its WAL still holds everything; the next snapshot tries
+                            // again).
+                            Err(e) => {
+                                tracing::error!(error = %e, index = snap.metadata.index, "snapshot failed")
                             }
                         }
-                        // As a failed snapshot on the node loop: logged, the member goes
-                        // on (its WAL still holds everything; the next snapshot tries
-                        // again).
-                        Err(e) => {
-                            tracing::error!(error = %e, index = snap.metadata.index, "snapshot failed")
-                        }
-                    },
+                    }
                     Job::Release(segments) => {
                         remove_released(&snapshotter, &wal_dir, &segments, keep_snapshots)
                     }
@@ -143,7 +166,7 @@ impl SnapshotWriter {
             }
             Ok(())
         };
-        (SnapshotWriter { jobs }, work)
+        (SnapshotWriter { jobs, stopping }, work)
     }
 
     /// Queues `job`. The thread ends only when the node loop is gone or it panicked,
@@ -156,14 +179,18 @@ impl SnapshotWriter {
     }
 }
 
-/// Writes `snap`'s file once the backend is durable up to its index.
+/// Writes `snap`'s file once the backend is durable up to its index; `None` if the
+/// wait was given up.
 fn save_when_durable(
     store: &KvStore,
     snapshotter: &Snapshotter,
     snap: &Snapshot,
-) -> Result<skiff_storage::snap::SnapshotFile, NodeError> {
-    store.backend().wait_durable(snap.metadata.index)?;
-    Ok(snapshotter.save_snapshot(snap)?)
+    give_up: &dyn Fn() -> bool,
+) -> Result<Option<skiff_storage::snap::SnapshotFile>, NodeError> {
+    if !store.backend().wait_durable(snap.metadata.index, give_up)? {
+        return Ok(None);
+    }
+    Ok(Some(snapshotter.save_snapshot(snap)?))
 }
 
 /// Deletes released WAL segments, a slice at a time, and old snapshot files. A failure

@@ -175,7 +175,8 @@ pub struct Node<Io: NodeIo> {
     stalled: Vec<Bytes>,
     /// Proposals waiting to be committed: (index, term, who to tell).
     commit_waiters: Vec<(u64, u64, CommitWaiter)>,
-    /// The membership as of each applied conf change, for own snapshots.
+    /// The membership as of each conf change handed to the apply thread (Raft applies
+    /// it then), for own snapshots.
     confs: ConfHistory,
 }
 
@@ -510,11 +511,22 @@ impl<Io: NodeIo> Node<Io> {
         Ok(())
     }
 
-    /// Snapshots at `index`: the snapshot file, then its WAL marker, then the log
-    /// behind it is released (the backend is durable up to `index`, said the caller).
-    /// The file may be written off the loop ([`NodeIo::save_own_snapshot`]); the rest
-    /// follows when it is durable.
+    /// Snapshots at `index` (what the apply thread applied): the snapshot file, then its
+    /// WAL marker, then the log behind it is released. The file may be written off the
+    /// loop ([`NodeIo::save_own_snapshot`]; the member's writer first waits until the
+    /// backend is durable up to `index`); the rest follows when it is durable.
     fn snapshot(&mut self, index: u64, payload: Bytes) -> Result<(), NodeError> {
+        // After a snapshot from the leader the apply thread may be past what the loop
+        // handed it (the dump was newer than the snapshot's index); the membership of
+        // such an index is not known yet.
+        if index > self.raw.raft.raft_log.applied {
+            tracing::info!(
+                index,
+                handed_out = self.raw.raft.raft_log.applied,
+                "snapshot skipped: past the entries handed to the apply thread"
+            );
+            return Ok(());
+        }
         // The membership of `index`, not Raft's current one (`confs`).
         let Some(cs) = self.confs.at(index) else {
             tracing::warn!(

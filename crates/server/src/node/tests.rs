@@ -336,6 +336,19 @@ fn an_own_snapshot_records_the_membership_of_its_index_not_a_later_one() {
         assert_eq!(snap.metadata.index, index);
         snap.metadata.conf_state
     };
+    // Past what the loop handed to the apply thread (after a leader's snapshot whose
+    // dump was newer than its index): its membership is not known, so no snapshot.
+    assert_eq!(
+        turn(
+            &mut n,
+            vec![NodeInput::Snapshot {
+                index: 9,
+                payload: Bytes::new(),
+            }]
+        ),
+        ""
+    );
+    assert_eq!(n.storage.snapshot(0).expect("snapshot").metadata.index, 0);
     let at_2 = snapshot_at(&mut n, 2);
     assert_eq!((at_2.voters, at_2.learners), (vec![1], vec![]));
     let at_3 = snapshot_at(&mut n, 3);

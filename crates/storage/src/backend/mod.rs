@@ -832,21 +832,26 @@ impl Backend {
     /// that (at most [`DURABLE_WAIT_LIMIT`]) a durable commit is made here instead, as
     /// [`Backend::sync_without_repair_state`] makes it. Called off the apply path: a
     /// sync made by the apply thread held every apply (and so every write) for its
-    /// write-back, and behind a defragment's copy that was tens of ms.
-    pub fn wait_durable(&self, index: u64) -> BResult<()> {
-        // Entries that wrote nothing to the backend need nothing made durable: the
-        // last commit that wrote a consistent index up to `index` is the target.
+    /// write-back, and behind a defragment's copy that was tens of ms. Gives up, with
+    /// `Ok(false)`, as soon as `give_up` says so (the member is stopping).
+    pub fn wait_durable(&self, index: u64, give_up: &dyn Fn() -> bool) -> BResult<bool> {
+        // Every apply writes its consistent index, so a commit reached `index` unless
+        // `index` lies past every commit so far: then what there is is all it needs.
         let target = index.min(self.last_index.load(Ordering::SeqCst));
         let patience = (self.cfg.durable_interval * 2).min(DURABLE_WAIT_LIMIT);
         let deadline = Instant::now() + patience;
         while self.durable_index.load(Ordering::SeqCst) < target {
             self.refuse_after_failure()?;
+            if give_up() {
+                return Ok(false);
+            }
             if Instant::now() >= deadline {
-                return self.sync_without_repair_state();
+                self.sync_without_repair_state()?;
+                return Ok(true);
             }
             std::thread::sleep(DURABLE_POLL);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// A durable commit of everything so far, after a write-back outside the writer slot
@@ -1045,6 +1050,12 @@ impl Backend {
                 let mut tx = tx;
                 tx.set_durability(Durability::Immediate)?;
                 tx.commit()?;
+                // Durable up to the dump's consistent index, as a durable commit of an
+                // apply would be (a snapshot's wait for durability reads these).
+                self.last_index
+                    .fetch_max(summary.consistent_index, Ordering::SeqCst);
+                self.durable_index
+                    .fetch_max(summary.consistent_index, Ordering::SeqCst);
                 Ok(summary)
             }
             Err(e) => {
@@ -1311,8 +1322,8 @@ mod tests {
 
     /// A snapshot's wait for durability: met by a durable commit made elsewhere (the
     /// periodic one) without a commit of its own; met by a commit of its own once its
-    /// patience (twice the interval) ran out; met at once when the entries after the
-    /// last one that wrote the backend wrote nothing.
+    /// patience (twice the interval) ran out; met at once for an index past every
+    /// commit; given up when asked.
     #[test]
     fn waiting_for_durability_costs_a_commit_only_when_nobody_else_makes_one() {
         use std::sync::Arc;
@@ -1335,7 +1346,7 @@ mod tests {
             other.sync_without_repair_state().unwrap();
         });
         let started = Instant::now();
-        be.wait_durable(1).unwrap();
+        assert!(be.wait_durable(1, &|| false).unwrap());
         let waited = started.elapsed();
         periodic.join().unwrap();
         assert!(waited >= Duration::from_millis(90), "{waited:?}");
@@ -1348,14 +1359,21 @@ mod tests {
 
         lazy_put(&be, 2);
         let started = Instant::now();
-        be.wait_durable(2).unwrap();
+        assert!(be.wait_durable(2, &|| false).unwrap());
         assert!(started.elapsed() >= Duration::from_millis(600));
         assert_eq!(be.durable_consistent_index(), 2);
         assert_eq!(commits.load(Ordering::SeqCst), 4, "the apply and its own");
 
-        // Entries 3..=9 wrote nothing: index 2 is all a snapshot at 9 needs.
-        be.wait_durable(9).unwrap();
+        // No commit reached 9: index 2 is all there is to make durable.
+        assert!(be.wait_durable(9, &|| false).unwrap());
         assert_eq!(commits.load(Ordering::SeqCst), 4);
+
+        lazy_put(&be, 3);
+        let started = Instant::now();
+        assert!(!be.wait_durable(3, &|| true).unwrap(), "given up");
+        assert!(started.elapsed() < Duration::from_millis(300));
+        assert_eq!(be.durable_consistent_index(), 2);
+        assert_eq!(commits.load(Ordering::SeqCst), 5, "the apply alone");
     }
 
     /// `--backend-batch-limit`: that many entries applied since the last durable commit
