@@ -453,6 +453,11 @@ async fn three_member_transcript(bin: std::path::PathBuf, big: &std::path::Path)
     };
     let mut cluster = Cluster::new(spec, dir.path(), None);
     cluster.start_all().expect("start cluster");
+    // Both refuse a voter's addition until every peer stream has been up for 5 s
+    // (etcd's HealthInterval, `etcdserver: unhealthy cluster`); the script's first
+    // addition is meant to pass, so it waits that out (a run that got there sooner
+    // saw etcd refuse it).
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     let endpoints = cluster.client_urls();
     let f = a_follower(&endpoints).await;
     // As a URL: etcdctl 3.4 then sends it as the HTTP/2 :authority of its
