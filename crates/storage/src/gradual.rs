@@ -7,11 +7,20 @@
 //! (`backend::defrag`), and deleting released 64 MiB WAL segments on a busy disk held
 //! puts up for 50 ms (`bench/PROFILE.md`). Freed a slice at a time, each slice durable
 //! on its own and followed by a pause, the commits stay small and the WAL's fsyncs
-//! get in between them.
+//! get in between them. Slices of 16 MiB still left the WAL's `fdatasync`s at 8-17 ms
+//! while a defragment's old file was given back (each slice's truncate and sync 15-23
+//! ms; `/` here is ext4 mounted with `discard`), and three of twelve defragments under
+//! load had a write stall of 51-63 ms in that phase; with 4 MiB slices none of three
+//! did, the longest 35 ms (`bench/PROFILE.md`, `bench/defrag.sh`).
 
 use std::fs::File;
 use std::io;
 use std::time::Duration;
+
+/// What [`release`]'s callers give back at a time (see the module docs)...
+pub const STEP: u64 = 4 << 20;
+/// ...and the pause after each slice.
+pub const PAUSE: Duration = Duration::from_millis(20);
 
 /// Gives back the blocks of `file` a slice of `step` bytes at a time from its end, each
 /// slice's freeing made durable (so it is a journal commit of its own, not part of the

@@ -109,11 +109,6 @@ enum Job {
     Release(Vec<PathBuf>),
 }
 
-/// A released WAL segment is given back this much at a time...
-const RELEASE_STEP: u64 = 16 << 20;
-/// ...with this pause between slices (`skiff_storage::gradual`).
-const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
-
 impl SnapshotWriter {
     /// The writer and the work of its thread, for the caller to run (the member runs it
     /// as a critical thread: a panic there stops the member, as one in the node loop
@@ -205,8 +200,8 @@ fn remove_released(
     let removed = skiff_storage::wal::segment::remove_gradually(
         wal_dir,
         segments,
-        RELEASE_STEP,
-        RELEASE_PAUSE,
+        skiff_storage::gradual::STEP,
+        skiff_storage::gradual::PAUSE,
     );
     if let Err(e) = removed {
         tracing::warn!(error = %e, "deleting released WAL segments");

@@ -77,10 +77,6 @@ const MAX_ROUNDS: u32 = 8;
 /// The copy writes back what it wrote after about this many bytes of `key` rows (see the
 /// module docs for why not more).
 const CHUNK_BYTES: usize = 1 << 20;
-/// The old file is released this much at a time...
-const RELEASE_STEP: u64 = 16 << 20;
-/// ...with this pause between slices.
-const RELEASE_PAUSE: Duration = Duration::from_millis(20);
 
 /// The nice value of the thread that copies (the swap runs on the caller's thread, at
 /// its priority, since writers wait for it). On two cores the copy took a core from the
@@ -238,7 +234,7 @@ fn release_in_background(file: std::fs::File, path: PathBuf) {
         .spawn(move || {
             yield_to_others();
             let started = Instant::now();
-            match crate::gradual::release(&file, RELEASE_STEP, RELEASE_PAUSE) {
+            match crate::gradual::release(&file, crate::gradual::STEP, crate::gradual::PAUSE) {
                 Ok(()) => {
                     tracing::debug!(took = ?started.elapsed(), "defragment: old file released")
                 }
