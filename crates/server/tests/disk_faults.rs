@@ -983,9 +983,16 @@ fn a_corrupt_snapshot_file_is_set_aside_and_an_older_one_used() {
         snaps
     };
     // A snapshot's file is written once the backend is durable up to it (the periodic
-    // durable commit, within a second or two).
+    // durable commit, within a second or two), and counts once its WAL marker is saved
+    // ("saved snapshot" in the log): wait for two, with every file written marked, so
+    // the newest file is one the restart reads.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while snap_files().len() < 2 && Instant::now() < deadline {
+    loop {
+        let marked = log_of(&m).matches("saved snapshot").count();
+        let files = snap_files().len();
+        if (files >= 2 && marked >= files) || Instant::now() >= deadline {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     m.terminate(Duration::from_secs(10));
