@@ -11,7 +11,8 @@
 //! while a defragment's old file was given back (each slice's truncate and sync 15-23
 //! ms; `/` here is ext4 mounted with `discard`), and three of twelve defragments under
 //! load had a write stall of 51-63 ms in that phase; with 4 MiB slices none of three
-//! did, the longest 35 ms (`bench/PROFILE.md`, `bench/defrag.sh`).
+//! in the same run did, the longest 35 ms, and one of three in a later, noisier run
+//! (50.7 ms; `bench/PROFILE.md`, `bench/defrag.sh`).
 
 use std::fs::File;
 use std::io;

@@ -34,7 +34,8 @@
 //!    the old file. Readers that opened the old file keep their view. The pause is the
 //!    copy of those last rows (written since the durable round just before) and the
 //!    rename: no fsync. It used to end with the copy's durable commit and the
-//!    directory's sync, which on a busy disk made it 20-60 ms (`bench/DEFRAG.md`).
+//!    directory's sync, which on a busy disk made it 20-60 ms (`bench/defrag.sh` before
+//!    commit 2784386).
 //! 5. **Durable under its name.** With writers going on in the new file, the directory
 //!    is synced, the new file written back and committed durably (the maintenance
 //!    thread's kind of commit: a presync, then a commit that finds little left to
