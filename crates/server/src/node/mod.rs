@@ -378,12 +378,15 @@ impl<Io: NodeIo> Node<Io> {
         )
     }
 
-    /// Applies a committed conf change to Raft unless its membership check refuses it
-    /// (the apply thread makes the same check on the member table and answers it).
-    fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<(), NodeError> {
+    /// Applies the committed conf change at `index` to Raft unless its membership check
+    /// refuses it (the apply thread makes the same check on the member table and answers
+    /// it), and records the membership from `index` on for own snapshots (`confs`).
+    fn apply_conf_change(&mut self, index: u64, cc: &ConfChangeV2) -> Result<(), NodeError> {
         if apply_checked_conf_change(&mut self.raw, cc)? {
             self.io.conf_changed(cc);
         }
+        // Refused or not, this is the membership from `index` on.
+        self.confs.changed(index, self.raw.raft.prs.conf_state());
         Ok(())
     }
 
@@ -488,10 +491,7 @@ impl<Io: NodeIo> Node<Io> {
                 .filter(|e| e.entry_type == EntryType::ConfChange)
             {
                 match ConfChangeV2::decode(&e.data) {
-                    Ok(cc) => {
-                        self.apply_conf_change(&cc)?;
-                        self.confs.changed(e.index, self.raw.raft.prs.conf_state());
-                    }
+                    Ok(cc) => self.apply_conf_change(e.index, &cc)?,
                     Err(err) => {
                         tracing::error!(index = e.index, error = %err, "undecodable conf change")
                     }

@@ -370,7 +370,7 @@ pub const INLINE_DURABLE_FACTOR: u32 = 4;
 pub const PRESYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 /// [`Backend::wait_durable`] makes the durable commit itself after at most this long.
-pub const DURABLE_WAIT_LIMIT: Duration = Duration::from_secs(3);
+const DURABLE_WAIT_LIMIT: Duration = Duration::from_secs(3);
 /// How often [`Backend::wait_durable`] looks at the durable consistent index.
 const DURABLE_POLL: Duration = Duration::from_millis(10);
 
@@ -820,7 +820,7 @@ impl Backend {
     /// saving redb's allocator state, as the periodic durable commits do: for a sync made
     /// under load (a snapshot's, when the periodic one is late), where the next periodic commit would drop the
     /// state anyway (the next idle spell saves it; see the module docs).
-    pub fn sync_without_repair_state(&self) -> BResult<()> {
+    fn sync_without_repair_state(&self) -> BResult<()> {
         let _window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
         self.commit_durably_now(false)
     }
