@@ -31,6 +31,7 @@ pub mod apply;
 pub mod auth;
 pub mod bootstrap;
 pub mod budget;
+pub mod client_conns;
 pub mod config;
 pub mod convert;
 pub mod corrupt;

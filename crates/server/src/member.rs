@@ -65,7 +65,7 @@ pub struct Member {
     /// The addresses actually bound, one per `--listen-client-urls` entry.
     pub client_addrs: Vec<std::net::SocketAddr>,
     shutdown: watch::Sender<bool>,
-    client_listeners: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    client_listeners: Vec<JoinHandle<Result<(), serve::ServeError>>>,
     /// Peer listeners carry other members' long-lived streams: cut, not drained.
     peer_listeners: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     node_thread: Option<std::thread::JoinHandle<()>>,
@@ -739,7 +739,7 @@ impl Member {
         let drain = async {
             for task in listeners {
                 match task.await {
-                    Ok(r) => r?,
+                    Ok(r) => r.map_err(|e| anyhow::anyhow!(e))?,
                     Err(e) if e.is_cancelled() => {}
                     Err(e) => return Err(anyhow::anyhow!("listener task panicked: {e}")),
                 }

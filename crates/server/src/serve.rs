@@ -72,9 +72,12 @@ pub async fn serve_client(
     grpc: GrpcServices,
     http: axum::Router,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
     serve_client_with(listener, grpc, http, None, None, shutdown).await
 }
+
+/// Why a client listener stopped serving.
+pub type ServeError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The `Host` of a request without its port (Go's `net.SplitHostPort`, else as is).
 fn request_host(req: &axum::extract::Request) -> String {
@@ -174,36 +177,39 @@ pub async fn serve_client_with(
     config: Option<Arc<Config>>,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
     let mut http = http.fallback(not_served);
     let mut builder = tonic::transport::Server::builder().accept_http1(true);
-    if let Some(config) = config {
+    if let Some(config) = &config {
         builder = builder
             .http2_keepalive_interval(config.grpc_keepalive_interval)
             .http2_keepalive_timeout(config.grpc_keepalive_timeout)
             .max_concurrent_streams(config.max_concurrent_streams);
         http = http.layer(axum::middleware::from_fn_with_state(
-            (config, tls.is_some()),
+            (config.clone(), tls.is_some()),
             access_control,
         ));
     }
     let front = Front::new(grpc, http);
+    if crate::client_conns::enabled() {
+        return Ok(crate::client_conns::serve(listener, front, config, tls, shutdown).await?);
+    }
     match tls {
         Some(tls) => {
             // Endpoints written as https://host:port arrive with that URL as :authority.
             let incoming = crate::tls::listen::accept(listener, tls, "client")
                 .map(|conn| conn.map(|c| Coalesce::new(AuthorityFix::new(c))));
-            builder
+            Ok(builder
                 .serve_with_incoming_shutdown(front, incoming, shutdown)
-                .await
+                .await?)
         }
         None => {
             // Endpoints written as http://host:port arrive with that URL as :authority.
             let incoming = accept_nodelay(listener)
                 .map(|conn| conn.map(|c| Coalesce::new(AuthorityFix::new(c))));
-            builder
+            Ok(builder
                 .serve_with_incoming_shutdown(front, incoming, shutdown)
-                .await
+                .await?)
         }
     }
 }

@@ -1,0 +1,355 @@
+//! The connection driver against the `h2` crate's client: requests, bodies both ways
+//! past the flow-control windows, trailers, resets, timeouts and a graceful shutdown.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use skiff_h2::{serve, Config, RecvBody};
+use tokio::net::{TcpListener, TcpStream};
+
+struct TestBody(VecDeque<Frame<Bytes>>);
+
+impl http_body::Body for TestBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+struct Guard(Arc<AtomicUsize>);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone, Default)]
+struct Svc {
+    dropped: Arc<AtomicUsize>,
+}
+
+fn trailers(pairs: &[(&'static str, String)]) -> HeaderMap {
+    let mut t = HeaderMap::new();
+    for (k, v) in pairs {
+        t.insert(*k, v.parse().unwrap());
+    }
+    t
+}
+
+impl tower_service::Service<Request<RecvBody>> for Svc {
+    type Response = Response<TestBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<TestBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RecvBody>) -> Self::Future {
+        let dropped = self.dropped.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let size: usize = req
+                .headers()
+                .get("x-size")
+                .map(|v| v.to_str().unwrap().parse().unwrap())
+                .unwrap_or(0);
+            let frames: VecDeque<Frame<Bytes>> = match path.as_str() {
+                "/echo" => {
+                    let collected = req.into_body().collect().await.unwrap();
+                    let client_trailers = collected.trailers().cloned();
+                    let data = collected.to_bytes();
+                    let mut t = vec![
+                        ("grpc-status", "0".to_string()),
+                        ("x-len", data.len().to_string()),
+                    ];
+                    if let Some(ct) = client_trailers {
+                        t.push((
+                            "x-client-trailer",
+                            ct.get("x-t").unwrap().to_str().unwrap().to_string(),
+                        ));
+                    }
+                    [Frame::data(data), Frame::trailers(trailers(&t))].into()
+                }
+                "/big" => [
+                    Frame::data(Bytes::from(vec![7u8; size])),
+                    Frame::trailers(trailers(&[("grpc-status", "0".into())])),
+                ]
+                .into(),
+                "/authority" => [Frame::data(Bytes::from(authority))].into(),
+                "/empty" => VecDeque::new(),
+                "/slow" => {
+                    let _g = Guard(dropped);
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    VecDeque::new()
+                }
+                "/wait" => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    [Frame::data(Bytes::from_static(b"done"))].into()
+                }
+                _ => VecDeque::new(),
+            };
+            let mut resp = Response::new(TestBody(frames));
+            resp.headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            if path == "/empty" {
+                resp.headers_mut()
+                    .insert("grpc-status", "5".parse().unwrap());
+            }
+            Ok(resp)
+        })
+    }
+}
+
+struct Server {
+    addr: std::net::SocketAddr,
+    svc: Svc,
+    stop: tokio::sync::watch::Sender<bool>,
+    done: tokio::sync::mpsc::UnboundedReceiver<Result<(), skiff_h2::ConnError>>,
+}
+
+async fn start(config: Config) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = Svc::default();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done) = tokio::sync::mpsc::unbounded_channel();
+    let s = svc.clone();
+    tokio::spawn(async move {
+        loop {
+            let (conn, _) = listener.accept().await.unwrap();
+            let mut rx = stop_rx.clone();
+            let shutdown = Box::pin(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            });
+            let (svc, config, done_tx) = (s.clone(), config.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let r = serve(conn, svc, config, http::Extensions::new(), shutdown).await;
+                let _ = done_tx.send(r);
+            });
+        }
+    });
+    Server {
+        addr,
+        svc,
+        stop,
+        done,
+    }
+}
+
+async fn client(addr: std::net::SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+fn post(path: &str) -> Request<()> {
+    Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap()
+}
+
+async fn read_all(
+    resp: Response<h2::RecvStream>,
+) -> (http::StatusCode, HeaderMap, Vec<u8>, Option<HeaderMap>) {
+    let (parts, mut body) = resp.into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        data.extend_from_slice(&chunk);
+    }
+    let t = body.trailers().await.unwrap();
+    (parts.status, parts.headers, data, t)
+}
+
+#[tokio::test]
+async fn concurrent_calls_on_one_connection_get_their_own_answers() {
+    let server = start(Config::default()).await;
+    let send = client(server.addr).await;
+    let mut calls = Vec::new();
+    for i in 0..50u32 {
+        let mut send = send.clone().ready().await.unwrap();
+        let (resp, mut body) = send.send_request(post("/echo"), false).unwrap();
+        body.send_data(Bytes::from(format!("call {i}")), true)
+            .unwrap();
+        calls.push((i, resp));
+    }
+    for (i, resp) in calls {
+        let (status, headers, data, t) = read_all(resp.await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-type"], "application/grpc");
+        assert_eq!(data, format!("call {i}").into_bytes());
+        let t = t.unwrap();
+        assert_eq!(t["grpc-status"], "0");
+        assert_eq!(t["x-len"], format!("call {i}").len().to_string());
+    }
+}
+
+#[tokio::test]
+async fn bodies_larger_than_every_window_go_through_both_ways() {
+    let server = start(Config {
+        stream_window: 16 * 1024,
+        conn_window: 70_000,
+        ..Config::default()
+    })
+    .await;
+    let mut send = client(server.addr).await.ready().await.unwrap();
+    // 3 MiB up: the server must give its windows back as the service reads.
+    let (resp, mut body) = send.send_request(post("/echo"), false).unwrap();
+    let payload = Bytes::from((0..3 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    body.send_data(payload.clone(), false).unwrap();
+    body.send_trailers(trailers(&[("x-t", "after".into())]))
+        .unwrap();
+    let (_, _, data, t) = read_all(resp.await.unwrap()).await;
+    assert_eq!(data, payload);
+    assert_eq!(t.unwrap()["x-client-trailer"], "after");
+    // 5 MiB down: the server must wait for the client's window (65,535 by default).
+    let mut req = post("/big");
+    req.headers_mut()
+        .insert("x-size", (5 << 20).to_string().parse().unwrap());
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let (_, _, data, t) = read_all(resp.await.unwrap()).await;
+    assert_eq!(data.len(), 5 << 20);
+    assert!(data.iter().all(|b| *b == 7));
+    assert_eq!(t.unwrap()["grpc-status"], "0");
+}
+
+#[tokio::test]
+async fn a_response_without_a_body_ends_with_its_head() {
+    let server = start(Config::default()).await;
+    let mut send = client(server.addr).await.ready().await.unwrap();
+    let (resp, _) = send.send_request(post("/empty"), true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "5");
+    assert!(resp.body().is_end_stream());
+}
+
+#[tokio::test]
+async fn a_url_authority_reaches_the_service_without_its_scheme() {
+    let server = start(Config::default()).await;
+    let mut send = client(server.addr).await.ready().await.unwrap();
+    let mut req = post("/authority");
+    *req.uri_mut() = "http://127.0.0.1:2379/authority".parse().unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let (_, _, data, _) = read_all(resp.await.unwrap()).await;
+    assert_eq!(data, b"127.0.0.1:2379");
+}
+
+#[tokio::test]
+async fn a_reset_from_the_client_cancels_the_call() {
+    let server = start(Config::default()).await;
+    let mut send = client(server.addr).await.ready().await.unwrap();
+    let (resp, mut body) = send.send_request(post("/slow"), false).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    body.send_reset(h2::Reason::CANCEL);
+    drop(resp);
+    for _ in 0..100 {
+        if server.svc.dropped.load(Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the call's future was not dropped after the client's RST_STREAM");
+}
+
+#[tokio::test]
+async fn a_grpc_timeout_ends_a_call_that_does_not_answer() {
+    let server = start(Config::default()).await;
+    let mut send = client(server.addr).await.ready().await.unwrap();
+    let mut req = post("/slow");
+    req.headers_mut()
+        .insert("grpc-timeout", "200m".parse().unwrap());
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "1");
+    assert_eq!(resp.headers()["grpc-message"], "Timeout expired");
+    assert_eq!(server.svc.dropped.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn streams_past_the_limit_are_refused() {
+    let server = start(Config {
+        max_concurrent_streams: 1,
+        ..Config::default()
+    })
+    .await;
+    let send = client(server.addr).await;
+    let mut first = send.clone().ready().await.unwrap();
+    let (slow, _) = first.send_request(post("/slow"), true).unwrap();
+    // The client honours the limit it was told, so it waits for room rather than send.
+    let second = tokio::time::timeout(Duration::from_millis(300), send.clone().ready()).await;
+    assert!(
+        second.is_err() || {
+            let mut s = second.unwrap().unwrap();
+            let (r, _) = s.send_request(post("/echo"), true).unwrap();
+            r.await.is_err()
+        }
+    );
+    drop(slow);
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_lets_open_calls_finish() {
+    let mut server = start(Config::default()).await;
+    let mut send = client(server.addr).await.ready().await.unwrap();
+    let (resp, _) = send.send_request(post("/wait"), true).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.stop.send(true).unwrap();
+    let (_, _, data, _) = read_all(resp.await.unwrap()).await;
+    assert_eq!(data, b"done");
+    let ended = tokio::time::timeout(Duration::from_secs(5), server.done.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_connection_that_is_not_http2_is_refused() {
+    let mut server = start(Config::default()).await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    let ended = server.done.recv().await.unwrap();
+    assert!(ended.is_err());
+}
