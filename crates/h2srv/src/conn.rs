@@ -172,8 +172,11 @@ struct Stream<F, B> {
 /// The writes queued past this many bytes stop response bodies being polled until
 /// the socket takes them.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
-/// Bytes read per read call at most.
-const READ_CHUNK: usize = 64 * 1024;
+/// Room kept free in the read buffer for each read (a connection's read buffer starts at
+/// twice this and grows only for what a partial frame needs).
+const READ_CHUNK: usize = 16 * 1024;
+/// A write buffer grown past this (a large response) is given back once empty.
+const WRITE_KEEP: usize = 64 * 1024;
 
 struct Conn<IO, S, F, B> {
     io: IO,
@@ -361,9 +364,13 @@ where
                 break;
             }
             let from = self.rstart + frame::HEADER_LEN;
-            let payload = self.rbuf[from..from + head.len].to_vec();
             self.rstart = from + head.len;
-            self.on_frame(head, &payload)?;
+            // The buffer is lent out while the frame is handled, so the payload is
+            // read in place.
+            let buf = std::mem::take(&mut self.rbuf);
+            let handled = self.on_frame(head, &buf[from..from + head.len]);
+            self.rbuf = buf;
+            handled?;
             if self.failed.is_some() {
                 break;
             }
@@ -601,9 +608,9 @@ where
                 return Err(proto(Reason::ProtocolError, "DATA on an idle stream"));
             }
             give_back(self, payload.len());
-            if !self.streams.contains_key(&head.stream) {
-                frame::put_rst(&mut self.wbuf, head.stream, Reason::StreamClosed);
-            } else {
+            // DATA after the client's END_STREAM is its error; DATA for a stream we
+            // already reset or answered may have been in flight, and is dropped.
+            if self.streams.contains_key(&head.stream) {
                 frame::put_rst(&mut self.wbuf, head.stream, Reason::StreamClosed);
                 self.remove_stream(head.stream);
             }
@@ -718,7 +725,9 @@ where
             return Ok(());
         }
         if id <= self.last_stream {
-            return Err(proto(Reason::StreamClosed, "HEADERS on a closed stream"));
+            // Trailers for a stream we already answered or reset, sent before the
+            // client saw that: dropped (the block was decoded above).
+            return Ok(());
         }
         if id.is_multiple_of(2) {
             return Err(proto(
@@ -1060,6 +1069,9 @@ where
                 }
             }
         }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > WRITE_KEEP {
+            self.wbuf = BytesMut::with_capacity(16 * 1024);
+        }
         self.unflushed |= wrote;
         if self.unflushed {
             // A buffering transport may say Pending here and want the flush again.
@@ -1100,7 +1112,9 @@ where
                 this.going_away = true;
             }
             let mut read = false;
-            if this.failed.is_none() && !this.read_closed {
+            // Requests are not read while the answers to earlier ones wait for the
+            // socket: the client's sending is held back by TCP, not by our memory.
+            if this.failed.is_none() && !this.read_closed && this.wbuf.len() < WRITE_HIGH_WATER {
                 match this.poll_read(cx) {
                     Ok(r) => read = r,
                     Err(ConnError::Io(e)) => return Poll::Ready(Err(ConnError::Io(e))),

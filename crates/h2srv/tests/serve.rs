@@ -353,3 +353,23 @@ async fn a_connection_that_is_not_http2_is_refused() {
     let ended = server.done.recv().await.unwrap();
     assert!(ended.is_err());
 }
+
+#[tokio::test]
+async fn an_answer_before_the_request_body_ended_leaves_the_connection_usable() {
+    let server = start(Config::default()).await;
+    let send = client(server.addr).await;
+    let mut s = send.clone().ready().await.unwrap();
+    let (resp, mut body) = s.send_request(post("/empty"), false).unwrap();
+    body.send_data(Bytes::from_static(b"first"), false).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "5");
+    // More of the body, sent while (or after) the server reset the stream: dropped.
+    let _ = body.send_data(Bytes::from(vec![1u8; 100_000]), true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut s = send.clone().ready().await.unwrap();
+    let (resp, mut body) = s.send_request(post("/echo"), false).unwrap();
+    body.send_data(Bytes::from_static(b"still here"), true)
+        .unwrap();
+    let (_, _, data, _) = read_all(resp.await.unwrap()).await;
+    assert_eq!(data, b"still here");
+}
