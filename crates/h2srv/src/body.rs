@@ -92,6 +92,8 @@ pub struct RecvBody {
     returns: Arc<Returns>,
     /// Give the stream's window back once this much was taken (half the window).
     threshold: u32,
+    /// The connection gives its window back once this much was taken, from all streams.
+    conn_threshold: usize,
     wake_conn: Waker,
 }
 
@@ -100,7 +102,7 @@ impl RecvBody {
         state: Option<Recv>,
         stream: u32,
         returns: Arc<Returns>,
-        threshold: u32,
+        (threshold, conn_threshold): (u32, usize),
         wake_conn: Waker,
     ) -> RecvBody {
         RecvBody {
@@ -108,6 +110,7 @@ impl RecvBody {
             stream,
             returns,
             threshold,
+            conn_threshold,
             wake_conn,
         }
     }
@@ -134,7 +137,12 @@ impl http_body::Body for RecvBody {
                 s.update_queued = true;
             }
             drop(s);
-            this.returns.conn.fetch_add(n as usize, Ordering::Relaxed);
+            let before = this.returns.conn.fetch_add(n as usize, Ordering::Relaxed);
+            let conn_due =
+                before < this.conn_threshold && before + n as usize >= this.conn_threshold;
+            if conn_due && !stream_due {
+                this.wake_conn.wake_by_ref();
+            }
             if stream_due {
                 this.returns
                     .streams

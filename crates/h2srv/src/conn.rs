@@ -167,6 +167,25 @@ struct Stream<F, B> {
     recv: Option<Recv>,
     recv_window: i64,
     recv_closed: bool,
+    /// In `Conn::blocked` (waiting for the connection's window).
+    blocked: bool,
+    /// In `Conn::deferred` (waiting for the write buffer to drain).
+    deferred: bool,
+    /// The last turn of `poll_streams` that polled it.
+    turn: u64,
+}
+
+impl<F, B> Drop for Stream<F, B> {
+    /// However a stream goes (answered, reset, or with its connection), a request body
+    /// still open sees a reset, so a service reading it in a task of its own (a watch,
+    /// keep-alives) learns the call is over.
+    fn drop(&mut self) {
+        if !self.recv_closed {
+            if let Some(recv) = &self.recv {
+                body::lock(recv).reset();
+            }
+        }
+    }
 }
 
 /// The writes queued past this many bytes stop response bodies being polled until
@@ -175,6 +194,8 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Room kept free in the read buffer for each read (a connection's read buffer starts at
 /// twice this and grows only for what a partial frame needs).
 const READ_CHUNK: usize = 16 * 1024;
+/// Rounds of reading, polling and writing in one poll of the connection at most.
+const MAX_TURNS: usize = 32;
 /// A write buffer grown past this (a large response) is given back once empty.
 const WRITE_KEEP: usize = 64 * 1024;
 
@@ -208,6 +229,8 @@ struct Conn<IO, S, F, B> {
     blocked: Vec<u32>,
     /// Streams whose bodies were not polled because the writes queued were many.
     deferred: Vec<u32>,
+    /// Turns of `poll_streams` so far.
+    turn: u64,
     /// No new streams: a GOAWAY was sent or received.
     going_away: bool,
     read_closed: bool,
@@ -286,6 +309,7 @@ where
             recv_window: conn_window,
             blocked: Vec::new(),
             deferred: Vec::new(),
+            turn: 0,
             going_away: false,
             read_closed: false,
             keepalive,
@@ -547,6 +571,11 @@ where
                 ));
             }
             let blocked = std::mem::take(&mut self.blocked);
+            for id in &blocked {
+                if let Some(s) = self.streams.get_mut(id) {
+                    s.blocked = false;
+                }
+            }
             self.wakeups
                 .ready
                 .lock()
@@ -635,9 +664,6 @@ where
                 if !data.is_empty() && !r.push(Bytes::copy_from_slice(data)) {
                     unread += data.len();
                 }
-                // Padding counts against the stream's window too; give it back with the
-                // data it came with.
-                r.released += padding as u32;
                 if end {
                     r.end(None);
                 }
@@ -646,6 +672,11 @@ where
         }
         if end {
             s.recv_closed = true;
+        }
+        // Padding counts against both windows and nobody reads it: given back at once.
+        if padding > 0 && !end {
+            s.recv_window += padding as i64;
+            frame::put_window_update(&mut self.wbuf, head.stream, padding as u32);
         }
         if unread > 0 {
             give_back(self, unread);
@@ -746,11 +777,12 @@ where
         };
         let recv = (!end_stream).then(|| Arc::new(Mutex::new(RecvState::default())));
         let threshold = (self.config.stream_window / 2).max(1);
+        let conn_threshold = (self.config.conn_window / 4).max(1) as usize;
         let body = RecvBody::new(
             recv.clone(),
             id,
             self.returns.clone(),
-            threshold,
+            (threshold, conn_threshold),
             self.conn_waker.clone(),
         );
         let timeout = request
@@ -787,6 +819,9 @@ where
                     i64::from(self.config.stream_window.max(frame::DEFAULT_WINDOW))
                 },
                 recv_closed: end_stream,
+                blocked: false,
+                deferred: false,
+                turn: 0,
             },
         );
         self.wakeups
@@ -797,16 +832,10 @@ where
         Ok(())
     }
 
-    /// Drops a stream: its future and body are cancelled, its request body sees a reset.
+    /// Drops a stream: its future and body are cancelled, its request body sees a reset
+    /// (`Stream`'s `Drop`).
     fn remove_stream(&mut self, id: u32) {
-        if let Some(s) = self.streams.remove(&id) {
-            if let Some(recv) = &s.recv {
-                let mut r = body::lock(recv);
-                if !s.recv_closed {
-                    r.reset();
-                }
-            }
-        }
+        self.streams.remove(&id);
     }
 
     /// Removes a stream both sides have finished.
@@ -858,20 +887,43 @@ where
     // ---- responses ----
 
     /// Polls the streams that woke (or all deferred ones once writes drained).
+    /// Streams are polled in the order they woke, then those deferred earlier, each at
+    /// most once a turn; one that fills the write buffer goes to the back of the
+    /// deferred ones, so a long answer does not hold back calls that came after it.
     fn poll_streams(&mut self) {
+        self.turn += 1;
         let mut ids =
             std::mem::take(&mut *self.wakeups.ready.lock().unwrap_or_else(|p| p.into_inner()));
         if self.wbuf.len() < WRITE_HIGH_WATER {
+            for id in &self.deferred {
+                if let Some(s) = self.streams.get_mut(id) {
+                    s.deferred = false;
+                }
+            }
             ids.append(&mut self.deferred);
         }
-        ids.sort_unstable();
-        ids.dedup();
         for id in ids {
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
             if self.wbuf.len() >= WRITE_HIGH_WATER {
-                self.deferred.push(id);
+                self.defer(id);
                 continue;
             }
+            if s.turn == self.turn {
+                continue;
+            }
+            s.turn = self.turn;
             self.poll_stream(id);
+        }
+    }
+
+    fn defer(&mut self, id: u32) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            if !s.deferred {
+                s.deferred = true;
+                self.deferred.push(id);
+            }
         }
     }
 
@@ -932,7 +984,7 @@ where
                 return;
             }
             if self.wbuf.len() >= WRITE_HIGH_WATER {
-                self.deferred.push(id);
+                self.defer(id);
                 return;
             }
             let Some(body) = s.body.as_mut() else { return };
@@ -977,7 +1029,8 @@ where
         while !s.pending.is_empty() {
             let room = s.send_window.min(self.send_window);
             if room <= 0 {
-                if self.send_window <= 0 {
+                if self.send_window <= 0 && !s.blocked {
+                    s.blocked = true;
                     self.blocked.push(id);
                 }
                 return false;
@@ -1103,7 +1156,7 @@ where
                 *w = Some(cx.waker().clone());
             }
         }
-        loop {
+        for _ in 0..MAX_TURNS {
             if this.failed.is_none()
                 && !this.going_away
                 && this.shutdown.as_mut().poll(cx).is_ready()
@@ -1113,8 +1166,12 @@ where
             }
             let mut read = false;
             // Requests are not read while the answers to earlier ones wait for the
-            // socket: the client's sending is held back by TCP, not by our memory.
-            if this.failed.is_none() && !this.read_closed && this.wbuf.len() < WRITE_HIGH_WATER {
+            // socket: the client's sending is held back by TCP, not by our memory. (Once
+            // the answers are out, the loop goes round again to read, which registers
+            // the socket's waker.)
+            let can_read = this.failed.is_none() && !this.read_closed;
+            let read_held = can_read && this.wbuf.len() >= WRITE_HIGH_WATER;
+            if can_read && !read_held {
                 match this.poll_read(cx) {
                     Ok(r) => read = r,
                     Err(ConnError::Io(e)) => return Poll::Ready(Err(ConnError::Io(e))),
@@ -1150,7 +1207,7 @@ where
                     let _ = Pin::new(&mut this.io).poll_shutdown(cx);
                     return Poll::Ready(Ok(()));
                 }
-                if !this.deferred.is_empty() {
+                if !this.deferred.is_empty() || read_held {
                     continue;
                 }
             }
@@ -1164,6 +1221,10 @@ where
                 return Poll::Pending;
             }
         }
+        // A call that keeps waking itself (or a client that keeps sending) must not hold
+        // the worker: the other tasks run, then this connection again.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

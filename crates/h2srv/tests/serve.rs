@@ -19,7 +19,8 @@ use http_body_util::BodyExt;
 use skiff_h2::{serve, Config, RecvBody};
 use tokio::net::{TcpListener, TcpStream};
 
-struct TestBody(VecDeque<Frame<Bytes>>);
+/// Its frames, then the end (or, when `.1`, nothing ever again).
+struct TestBody(VecDeque<Frame<Bytes>>, bool);
 
 impl http_body::Body for TestBody {
     type Data = Bytes;
@@ -28,10 +29,14 @@ impl http_body::Body for TestBody {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.pop_front().map(Ok))
+        match self.0.pop_front() {
+            Some(f) => Poll::Ready(Some(Ok(f))),
+            None if self.1 => Poll::Pending,
+            None => Poll::Ready(None),
+        }
     }
     fn is_end_stream(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_empty() && !self.1
     }
 }
 
@@ -68,6 +73,19 @@ impl tower_service::Service<Request<RecvBody>> for Svc {
         let dropped = self.dropped.clone();
         Box::pin(async move {
             let path = req.uri().path().to_string();
+            if path == "/reader" {
+                // Reads the request body in a task of its own (as a watch does) and
+                // answers with a stream that never ends.
+                let mut body = req.into_body();
+                tokio::spawn(async move {
+                    while let Some(Ok(_)) = body.frame().await {}
+                    dropped.fetch_add(1, Ordering::SeqCst);
+                });
+                return Ok(Response::new(TestBody(
+                    [Frame::data(Bytes::from_static(b"hi"))].into(),
+                    true,
+                )));
+            }
             let authority = req
                 .uri()
                 .authority()
@@ -113,7 +131,7 @@ impl tower_service::Service<Request<RecvBody>> for Svc {
                 }
                 _ => VecDeque::new(),
             };
-            let mut resp = Response::new(TestBody(frames));
+            let mut resp = Response::new(TestBody(frames, false));
             resp.headers_mut()
                 .insert("content-type", "application/grpc".parse().unwrap());
             if path == "/empty" {
@@ -372,4 +390,53 @@ async fn an_answer_before_the_request_body_ended_leaves_the_connection_usable() 
         .unwrap();
     let (_, _, data, _) = read_all(resp.await.unwrap()).await;
     assert_eq!(data, b"still here");
+}
+
+#[tokio::test]
+async fn a_call_after_a_long_answer_is_read_and_answered() {
+    let server = start(Config::default()).await;
+    let mut send = client(server.addr).await.ready().await.unwrap();
+    let mut req = post("/big");
+    req.headers_mut()
+        .insert("x-size", (8 << 20).to_string().parse().unwrap());
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let (_, _, data, _) = read_all(resp.await.unwrap()).await;
+    assert_eq!(data.len(), 8 << 20);
+    let mut send = send.ready().await.unwrap();
+    let (resp, mut body) = send.send_request(post("/echo"), false).unwrap();
+    body.send_data(Bytes::from_static(b"next"), true).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        read_all(resp.await.unwrap()).await
+    })
+    .await
+    .expect("the call after a long answer was not answered");
+    assert_eq!(answer.2, b"next");
+}
+
+#[tokio::test]
+async fn a_closed_connection_ends_the_request_bodies_it_carried() {
+    let server = start(Config::default()).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut send = send.ready().await.unwrap();
+    let (resp, mut body) = send.send_request(post("/reader"), false).unwrap();
+    body.send_data(Bytes::from_static(b"request"), false)
+        .unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.svc.dropped.load(Ordering::SeqCst), 0);
+    // The client goes away without ending its stream.
+    conn.abort();
+    drop((send, body, resp));
+    for _ in 0..200 {
+        if server.svc.dropped.load(Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the service's reader of the request body never saw the connection end");
 }

@@ -56,8 +56,9 @@ pub fn keep_until_sent(held: &Arc<Held>) {
 
 /// Runs a gRPC call's handler, and returns with its response the holdings it passed
 /// to [`keep_until_sent`]: the client port's front (`crate::front`) keeps them in the
-/// response body, which hyper drops once the body's last frame has been handed to
-/// HTTP/2 (after the data left its per-stream send buffer).
+/// response body, which the connection (`skiff_h2`, or hyper for HTTP/1.1) drops
+/// once the body's last frame is in its write buffer (after the client's flow-control
+/// window let the data out).
 pub async fn holding_until_sent<F: Future>(handler: F) -> (F::Output, Vec<Arc<Held>>) {
     let cell = Arc::new(Mutex::new(Vec::new()));
     let out = SENDING.scope(cell.clone(), handler).await;

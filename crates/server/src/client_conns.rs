@@ -166,9 +166,14 @@ fn reap(conns: &mut tokio::task::JoinSet<()>) {
 /// A plain connection: HTTP/2 if it starts with the preface, else HTTP/1.1.
 async fn plain(tcp: TcpStream, shared: Shared) {
     let info = tcp.connect_info();
-    let is_h2 = match starts_with_preface(&tcp).await {
-        Ok(v) => v,
-        Err(_) => return,
+    let mut stop = shared.stop.clone();
+    // A connection that sends nothing does not hold up a shutdown.
+    let is_h2 = tokio::select! {
+        r = starts_with_preface(&tcp) => match r {
+            Ok(v) => v,
+            Err(_) => return,
+        },
+        _ = stop.wait_for(|s| *s) => return,
     };
     if is_h2 {
         let mut ext = axum::http::Extensions::new();

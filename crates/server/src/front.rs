@@ -47,8 +47,8 @@ pub struct Metered<M> {
     inner: tonic::body::Body,
     meter: Option<M>,
     /// The response budget a handler kept (`budget::keep_until_sent`): returned when
-    /// hyper drops the response body, once its last frame went to HTTP/2's send buffer
-    /// (always empty on a request body).
+    /// the connection drops the response body, once its last frame went to the write
+    /// buffer (`skiff_h2`; hyper for HTTP/1.1) (always empty on a request body).
     _held: Vec<Arc<Held>>,
 }
 
