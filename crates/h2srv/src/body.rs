@@ -38,8 +38,9 @@ pub(crate) struct RecvState {
 
 pub(crate) type Recv = Arc<Mutex<RecvState>>;
 
-pub(crate) fn lock(r: &Recv) -> MutexGuard<'_, RecvState> {
-    r.lock().unwrap_or_else(|p| p.into_inner())
+/// Locks `m`; a panic elsewhere while it was held leaves data still usable here.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The connection's side of what bodies give back (see `conn`).
@@ -144,11 +145,7 @@ impl http_body::Body for RecvBody {
                 this.wake_conn.wake_by_ref();
             }
             if stream_due {
-                this.returns
-                    .streams
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(this.stream);
+                lock(&this.returns.streams).push(this.stream);
                 this.wake_conn.wake_by_ref();
             }
             return Poll::Ready(Some(Ok(Frame::data(data))));

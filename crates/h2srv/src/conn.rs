@@ -112,7 +112,7 @@ struct Wakeups {
 
 impl Wakeups {
     fn wake_conn(&self) {
-        let w = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let w = body::lock(&self.conn).clone();
         if let Some(w) = w {
             w.wake();
         }
@@ -129,11 +129,7 @@ impl Wake for StreamWake {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        self.wakeups
-            .ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(self.id);
+        body::lock(&self.wakeups.ready).push(self.id);
         self.wakeups.wake_conn();
     }
 }
@@ -517,11 +513,7 @@ where
                             woke.push(*id);
                         }
                     }
-                    self.wakeups
-                        .ready
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .extend(woke);
+                    body::lock(&self.wakeups.ready).extend(woke);
                 }
                 frame::SETTINGS_MAX_FRAME_SIZE => {
                     if !(frame::DEFAULT_MAX_FRAME_SIZE..=frame::MAX_MAX_FRAME_SIZE).contains(&value)
@@ -576,11 +568,7 @@ where
                     s.blocked = false;
                 }
             }
-            self.wakeups
-                .ready
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(blocked);
+            body::lock(&self.wakeups.ready).extend(blocked);
             return Ok(());
         }
         let Some(s) = self.streams.get_mut(&head.stream) else {
@@ -598,11 +586,7 @@ where
             return Ok(());
         }
         if !s.pending.is_empty() {
-            self.wakeups
-                .ready
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(head.stream);
+            body::lock(&self.wakeups.ready).push(head.stream);
         }
         Ok(())
     }
@@ -776,13 +760,12 @@ where
             return Ok(());
         };
         let recv = (!end_stream).then(|| Arc::new(Mutex::new(RecvState::default())));
-        let threshold = (self.config.stream_window / 2).max(1);
-        let conn_threshold = (self.config.conn_window / 4).max(1) as usize;
+        let thresholds = (self.stream_threshold(), self.conn_threshold());
         let body = RecvBody::new(
             recv.clone(),
             id,
             self.returns.clone(),
-            (threshold, conn_threshold),
+            thresholds,
             self.conn_waker.clone(),
         );
         let timeout = request
@@ -824,11 +807,7 @@ where
                 turn: 0,
             },
         );
-        self.wakeups
-            .ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(id);
+        body::lock(&self.wakeups.ready).push(id);
         Ok(())
     }
 
@@ -855,14 +834,18 @@ where
 
     // ---- window updates for what request bodies gave back ----
 
+    /// A stream's window is given back once half of it was read.
+    fn stream_threshold(&self) -> u32 {
+        (self.config.stream_window / 2).max(1)
+    }
+
+    /// The connection's window is given back once a quarter of it was read.
+    fn conn_threshold(&self) -> usize {
+        (self.config.conn_window / 4).max(1) as usize
+    }
+
     fn return_windows(&mut self) {
-        let ids = std::mem::take(
-            &mut *self
-                .returns
-                .streams
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let ids = std::mem::take(&mut *body::lock(&self.returns.streams));
         for id in ids {
             if let Some(s) = self.streams.get_mut(&id) {
                 let n = s
@@ -876,7 +859,7 @@ where
                 }
             }
         }
-        let due = (self.config.conn_window / 4).max(1) as usize;
+        let due = self.conn_threshold();
         if self.returns.conn.load(Ordering::Relaxed) >= due {
             let n = self.returns.conn.swap(0, Ordering::Relaxed);
             self.recv_window += n as i64;
@@ -892,8 +875,7 @@ where
     /// deferred ones, so a long answer does not hold back calls that came after it.
     fn poll_streams(&mut self) {
         self.turn += 1;
-        let mut ids =
-            std::mem::take(&mut *self.wakeups.ready.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut ids = std::mem::take(&mut *body::lock(&self.wakeups.ready));
         if self.wbuf.len() < WRITE_HIGH_WATER {
             for id in &self.deferred {
                 if let Some(s) = self.streams.get_mut(id) {
@@ -1151,7 +1133,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         {
-            let mut w = this.wakeups.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut w = body::lock(&this.wakeups.conn);
             if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 *w = Some(cx.waker().clone());
             }
@@ -1211,12 +1193,7 @@ where
                     continue;
                 }
             }
-            let more_ready = !this
-                .wakeups
-                .ready
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty();
+            let more_ready = !body::lock(&this.wakeups.ready).is_empty();
             if !read && !more_ready {
                 return Poll::Pending;
             }

@@ -44,29 +44,27 @@ pub fn enabled() -> bool {
     std::env::var_os("SKIFF_CLIENT_H2").is_none_or(|v| v != "tonic")
 }
 
-/// The front as the HTTP/2 driver calls it.
-#[derive(Clone)]
-struct H2Front(Front);
+/// The front for a connection whose request bodies are `B` (the HTTP/2 driver's,
+/// hyper's for HTTP/1.1): each body is boxed into the one the front takes.
+struct Adapt<B>(Front, std::marker::PhantomData<fn(B)>);
 
-impl Service<Request<RecvBody>> for H2Front {
-    type Response = Response<OutBody>;
-    type Error = Infallible;
-    type Future = <Front as Service<Request<tonic::body::Body>>>::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<RecvBody>) -> Self::Future {
-        self.0.call(req.map(tonic::body::Body::new))
+impl<B> Adapt<B> {
+    fn new(front: Front) -> Self {
+        Adapt(front, std::marker::PhantomData)
     }
 }
 
-/// The front as hyper's HTTP/1.1 server calls it.
-#[derive(Clone)]
-struct H1Front(Front);
+impl<B> Clone for Adapt<B> {
+    fn clone(&self) -> Self {
+        Adapt::new(self.0.clone())
+    }
+}
 
-impl Service<Request<hyper::body::Incoming>> for H1Front {
+impl<B> Service<Request<B>> for Adapt<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Response = Response<OutBody>;
     type Error = Infallible;
     type Future = <Front as Service<Request<tonic::body::Body>>>::Future;
@@ -75,7 +73,7 @@ impl Service<Request<hyper::body::Incoming>> for H1Front {
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         self.0.call(req.map(tonic::body::Body::new))
     }
 }
@@ -201,7 +199,15 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let stopping = shared.stopping();
-    if let Err(e) = skiff_h2::serve(io, H2Front(shared.front), shared.h2, ext, stopping).await {
+    if let Err(e) = skiff_h2::serve(
+        io,
+        Adapt::<RecvBody>::new(shared.front),
+        shared.h2,
+        ext,
+        stopping,
+    )
+    .await
+    {
         tracing::debug!(error = %e, "client connection ended");
     }
 }
@@ -211,7 +217,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     I: Clone + Send + Sync + 'static,
 {
-    let front = H1Front(shared.front.clone());
+    let front = Adapt::<hyper::body::Incoming>::new(shared.front.clone());
     let svc = tower::ServiceBuilder::new()
         .map_request(move |mut req: Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(info.clone());
