@@ -1,0 +1,590 @@
+//! The write transaction: changes a private copy of the tree's path, then commits it.
+//!
+//! A transaction starts from the newest commit. Changing a row copies the nodes on its
+//! path into memory (each one's pages are then freed by this commit) and changes them
+//! there; readers keep reading the committed nodes. At commit ([`WriteTx::commit`]) the
+//! changed nodes are cut into nodes of at most a page (a row bigger than a page gets a
+//! node of its own, as many pages long as it needs), written to free pages, and the
+//! branches above them rewritten up to a new root.
+//!
+//! Nodes are kept from growing without bound inside a big transaction (a leaf past
+//! [`EAGER_SPLIT`] bytes is split in two at once) and from staying nearly empty after
+//! deletes (a changed node under a quarter of a page is merged into a neighbour, which
+//! the commit cuts again if the two are too big together). Keys that only grow (MVCC
+//! revisions) fill each leaf before the next is started: the cut takes as many rows as
+//! fit from the left, so the leaf an append lands in is the last and only partly full.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use crate::format::{
+    self, encode_branch, encode_leaf, Meta, NodeRef, NodeView, BRANCH_ENTRY, HEADER, LEAF_ENTRY,
+    PAGE, PAGE_U64, TABLES,
+};
+use crate::read::{get_in, Row};
+use crate::space::Space;
+use crate::{lock, tree_key, Error, Inner, Result};
+
+/// A changed node bigger than this is split in two right away.
+const EAGER_SPLIT: usize = 16 * PAGE;
+/// A changed node smaller than this is merged with a neighbour.
+const UNDERFULL: usize = PAGE / 4;
+
+enum Slot {
+    Clean(NodeRef),
+    Dirty(Box<Node>),
+}
+
+enum Node {
+    Leaf {
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        bytes: usize,
+    },
+    /// Children with the lower bound of each one's keys.
+    Branch { children: Vec<(Vec<u8>, Slot)> },
+}
+
+impl Node {
+    fn size(&self) -> usize {
+        match self {
+            Node::Leaf { bytes, .. } => *bytes,
+            Node::Branch { children } => {
+                HEADER
+                    + children
+                        .iter()
+                        .map(|(k, _)| BRANCH_ENTRY + k.len())
+                        .sum::<usize>()
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Node::Leaf { rows, .. } => rows.is_empty(),
+            Node::Branch { children } => children.is_empty(),
+        }
+    }
+
+    /// Splits off the upper half (by bytes) as a new node: (its lower bound, node).
+    fn split_half(&mut self) -> Option<(Vec<u8>, Node)> {
+        let half = self.size() / 2;
+        match self {
+            Node::Leaf { rows, bytes } => {
+                if rows.len() < 2 {
+                    return None;
+                }
+                let mut acc = HEADER;
+                let mut at = rows.len() - 1;
+                for (i, (k, v)) in rows.iter().enumerate() {
+                    acc += LEAF_ENTRY + k.len() + v.len();
+                    if acc >= half {
+                        at = (i + 1).clamp(1, rows.len() - 1);
+                        break;
+                    }
+                }
+                let right = rows.split_off(at);
+                let moved = format::leaf_len(right.iter().map(|(k, v)| (&k[..], &v[..]))) - HEADER;
+                *bytes -= moved;
+                let key = right.first()?.0.clone();
+                Some((
+                    key,
+                    Node::Leaf {
+                        rows: right,
+                        bytes: HEADER + moved,
+                    },
+                ))
+            }
+            Node::Branch { children } => {
+                if children.len() < 2 {
+                    return None;
+                }
+                let at = (children.len() / 2).max(1);
+                let right = children.split_off(at);
+                let key = right.first()?.0.clone();
+                Some((key, Node::Branch { children: right }))
+            }
+        }
+    }
+}
+
+/// The store's one write transaction (see [`crate::Store::begin_write`]). Dropping it
+/// without [`WriteTx::commit`] discards its changes.
+pub struct WriteTx {
+    inner: Arc<Inner>,
+    base: Meta,
+    root: Option<Slot>,
+    height: u32,
+    rows: [u64; TABLES],
+    /// Committed nodes this transaction copied or dropped.
+    freed: Vec<NodeRef>,
+}
+
+impl WriteTx {
+    pub(crate) fn new(inner: Arc<Inner>, base: Meta) -> WriteTx {
+        WriteTx {
+            inner,
+            base,
+            root: base.root.map(Slot::Clean),
+            height: base.height,
+            rows: base.rows,
+            freed: Vec::new(),
+        }
+    }
+
+    /// The row's value as this transaction sees it.
+    pub fn get(&self, table: u8, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let k = tree_key(table, key)?;
+        let mut slot = match &self.root {
+            Some(s) => s,
+            None => return Ok(None),
+        };
+        loop {
+            match slot {
+                Slot::Clean(at) => {
+                    return Ok(get_in(&self.inner, *at, &k)?.map(|r: Row| r.value().to_vec()))
+                }
+                Slot::Dirty(node) => match &**node {
+                    Node::Leaf { rows, .. } => {
+                        return Ok(rows
+                            .binary_search_by(|(rk, _)| rk.as_slice().cmp(&k))
+                            .ok()
+                            .map(|i| rows[i].1.clone()))
+                    }
+                    Node::Branch { children } => slot = &children[route(children, &k)].1,
+                },
+            }
+        }
+    }
+
+    /// Rows in `table` as this transaction sees it.
+    pub fn len(&self, table: u8) -> u64 {
+        self.rows.get(table as usize).copied().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self, table: u8) -> bool {
+        self.len(table) == 0
+    }
+
+    /// Sets the row; whether it is new.
+    pub fn insert(&mut self, table: u8, key: &[u8], value: &[u8]) -> Result<bool> {
+        let k = tree_key(table, key)?;
+        let added = match self.root.as_mut() {
+            None => {
+                let bytes = HEADER + LEAF_ENTRY + k.len() + value.len();
+                self.root = Some(Slot::Dirty(Box::new(Node::Leaf {
+                    rows: vec![(k, value.to_vec())],
+                    bytes,
+                })));
+                self.height = 1;
+                true
+            }
+            Some(root) => {
+                let added = insert_in(&self.inner, root, &k, value, &mut self.freed)?;
+                self.grow_root();
+                added
+            }
+        };
+        if added {
+            self.rows[table as usize] += 1;
+        }
+        Ok(added)
+    }
+
+    /// Removes the row; whether it was there.
+    pub fn remove(&mut self, table: u8, key: &[u8]) -> Result<bool> {
+        if self.get(table, key)?.is_none() {
+            return Ok(false);
+        }
+        let k = tree_key(table, key)?;
+        if let Some(root) = self.root.as_mut() {
+            remove_in(&self.inner, root, &k, &mut self.freed)?;
+        }
+        self.shrink_root();
+        self.rows[table as usize] -= 1;
+        Ok(true)
+    }
+
+    /// A root that grew past [`EAGER_SPLIT`] gets a branch above it.
+    fn grow_root(&mut self) {
+        let Some(Slot::Dirty(node)) = self.root.as_mut() else {
+            return;
+        };
+        if node.size() <= EAGER_SPLIT {
+            return;
+        }
+        let Some((key, right)) = node.split_half() else {
+            return;
+        };
+        let Some(left) = self.root.take() else {
+            return;
+        };
+        let mut children = vec![(Vec::new(), left), (key, Slot::Dirty(Box::new(right)))];
+        if let Some((_, Slot::Dirty(l))) = children.first_mut() {
+            children[0].0 = first_key(l);
+        }
+        self.root = Some(Slot::Dirty(Box::new(Node::Branch { children })));
+        self.height += 1;
+    }
+
+    /// An empty root goes; a branch root with one child gives way to it.
+    fn shrink_root(&mut self) {
+        loop {
+            match self.root.as_mut() {
+                Some(Slot::Dirty(node)) if node.is_empty() => {
+                    self.root = None;
+                    self.height = 0;
+                }
+                Some(Slot::Dirty(node)) => match &mut **node {
+                    Node::Branch { children } if children.len() == 1 => {
+                        self.root = children.pop().map(|(_, s)| s);
+                        self.height -= 1;
+                        continue;
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+            return;
+        }
+    }
+
+    /// Commits: the changed nodes are written to free pages and become the newest
+    /// commit, which readers that begin from now on see. `durable`: also `fdatasync`,
+    /// write the meta slot and `fdatasync` again before returning (see the crate docs).
+    /// On an error nothing is published (the pages it took are lost until the file is
+    /// opened again).
+    pub fn commit(mut self, durable: bool) -> Result<()> {
+        let inner = self.inner.clone();
+        let txid = self.base.txid + 1;
+        let bound = inner.release_bound();
+        let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
+        let (root, height, hwm) = {
+            let mut space = lock(&inner.space);
+            space.release(bound);
+            let (root, height) = match self.root.take() {
+                None => (None, 0),
+                Some(Slot::Clean(r)) => (Some(r), self.height),
+                Some(Slot::Dirty(node)) => {
+                    let mut parts = spill(*node, &mut space, &mut writes)?;
+                    let mut height = self.height;
+                    while parts.len() > 1 {
+                        let children = parts
+                            .into_iter()
+                            .map(|(k, r)| (k, Slot::Clean(r)))
+                            .collect();
+                        parts = spill(Node::Branch { children }, &mut space, &mut writes)?;
+                        height += 1;
+                    }
+                    (parts.pop().map(|(_, r)| r), height)
+                }
+            };
+            (root, height, space.hwm)
+        };
+        write_pages(&inner, &writes)?;
+        let meta = Meta {
+            txid,
+            root,
+            hwm,
+            height,
+            rows: self.rows,
+        };
+        if durable {
+            let slot = 1 - lock(&inner.state).durable_slot;
+            inner.file.sync_data().map_err(|e| inner.io(e))?;
+            #[cfg(any(test, feature = "test-hooks"))]
+            crate::hooks::before_meta_write(&inner.path);
+            inner
+                .file
+                .write_all_at(&meta.encode(), slot * PAGE_U64)
+                .map_err(|e| inner.io(e))?;
+            inner.file.sync_data().map_err(|e| inner.io(e))?;
+            let mut st = lock(&inner.state);
+            st.meta = meta;
+            st.durable_txid = txid;
+            st.durable_slot = slot;
+        } else {
+            lock(&inner.state).meta = meta;
+        }
+        let freed = std::mem::take(&mut self.freed);
+        let mut space = lock(&inner.space);
+        space.retire(txid, freed);
+        if durable {
+            space.release(inner.release_bound());
+            if space.shrink() {
+                inner
+                    .file
+                    .set_len(space.hwm * PAGE_U64)
+                    .map_err(|e| inner.io(e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        self.inner.end_write();
+    }
+}
+
+/// Index of the child of `children` whose keys may include `key`.
+fn route(children: &[(Vec<u8>, Slot)], key: &[u8]) -> usize {
+    match children.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
+        Ok(i) => i,
+        Err(i) => i.saturating_sub(1),
+    }
+}
+
+fn first_key(node: &Node) -> Vec<u8> {
+    match node {
+        Node::Leaf { rows, .. } => rows.first().map(|(k, _)| k.clone()).unwrap_or_default(),
+        Node::Branch { children } => children.first().map(|(k, _)| k.clone()).unwrap_or_default(),
+    }
+}
+
+/// A committed node read into memory.
+fn load(inner: &Inner, at: NodeRef) -> Result<Node> {
+    let bytes = inner.node(at)?;
+    let v = NodeView::trusted(&bytes);
+    Ok(if v.is_leaf() {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = (0..v.len())
+            .map(|i| (v.key(i).to_vec(), v.value(i).to_vec()))
+            .collect();
+        let bytes = format::leaf_len(rows.iter().map(|(k, v)| (&k[..], &v[..])));
+        Node::Leaf { rows, bytes }
+    } else {
+        Node::Branch {
+            children: (0..v.len())
+                .map(|i| (v.key(i).to_vec(), Slot::Clean(v.child(i))))
+                .collect(),
+        }
+    })
+}
+
+/// The slot's node, copied into memory first if it is committed (its pages are freed).
+fn dirty<'s>(inner: &Inner, slot: &'s mut Slot, freed: &mut Vec<NodeRef>) -> Result<&'s mut Node> {
+    if let Slot::Clean(at) = *slot {
+        let node = load(inner, at)?;
+        freed.push(at);
+        *slot = Slot::Dirty(Box::new(node));
+    }
+    match slot {
+        Slot::Dirty(node) => Ok(node),
+        Slot::Clean(at) => Err(Error::Corrupt(format!(
+            "node at page {} not copied",
+            at.pgid
+        ))),
+    }
+}
+
+fn insert_in(
+    inner: &Inner,
+    slot: &mut Slot,
+    key: &[u8],
+    value: &[u8],
+    freed: &mut Vec<NodeRef>,
+) -> Result<bool> {
+    match dirty(inner, slot, freed)? {
+        Node::Leaf { rows, bytes } => match rows.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
+            Ok(i) => {
+                *bytes = *bytes + value.len() - rows[i].1.len();
+                rows[i].1 = value.to_vec();
+                Ok(false)
+            }
+            Err(i) => {
+                *bytes += LEAF_ENTRY + key.len() + value.len();
+                rows.insert(i, (key.to_vec(), value.to_vec()));
+                Ok(true)
+            }
+        },
+        Node::Branch { children } => {
+            if children.is_empty() {
+                return Err(Error::Corrupt("empty branch in a write".into()));
+            }
+            let i = route(children, key);
+            if key < children[i].0.as_slice() {
+                children[i].0 = key.to_vec();
+            }
+            let added = insert_in(inner, &mut children[i].1, key, value, freed)?;
+            split_if_big(children, i);
+            Ok(added)
+        }
+    }
+}
+
+fn split_if_big(children: &mut Vec<(Vec<u8>, Slot)>, i: usize) {
+    if let Slot::Dirty(node) = &mut children[i].1 {
+        if node.size() > EAGER_SPLIT {
+            if let Some((key, right)) = node.split_half() {
+                children.insert(i + 1, (key, Slot::Dirty(Box::new(right))));
+            }
+        }
+    }
+}
+
+fn remove_in(inner: &Inner, slot: &mut Slot, key: &[u8], freed: &mut Vec<NodeRef>) -> Result<()> {
+    match dirty(inner, slot, freed)? {
+        Node::Leaf { rows, bytes } => {
+            if let Ok(i) = rows.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
+                let (k, v) = rows.remove(i);
+                *bytes -= LEAF_ENTRY + k.len() + v.len();
+            }
+            Ok(())
+        }
+        Node::Branch { children } => {
+            if children.is_empty() {
+                return Err(Error::Corrupt("empty branch in a write".into()));
+            }
+            let i = route(children, key);
+            remove_in(inner, &mut children[i].1, key, freed)?;
+            let (empty, small) = match &children[i].1 {
+                Slot::Dirty(n) => (n.is_empty(), n.size() < UNDERFULL),
+                Slot::Clean(_) => (false, false),
+            };
+            if empty {
+                children.remove(i);
+            } else if small && children.len() > 1 {
+                merge(inner, children, i, freed)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Merges child `i` with a neighbour (both leaves or both branches: they are at the same
+/// depth); the result is split again at commit if it is too big.
+fn merge(
+    inner: &Inner,
+    children: &mut Vec<(Vec<u8>, Slot)>,
+    i: usize,
+    freed: &mut Vec<NodeRef>,
+) -> Result<()> {
+    let (l, r) = if i + 1 < children.len() {
+        (i, i + 1)
+    } else {
+        (i - 1, i)
+    };
+    dirty(inner, &mut children[l].1, freed)?;
+    dirty(inner, &mut children[r].1, freed)?;
+    let (_, right) = children.remove(r);
+    let (Slot::Dirty(left), Slot::Dirty(right)) = (&mut children[l].1, right) else {
+        return Err(Error::Corrupt("merge of nodes not copied".into()));
+    };
+    match (&mut **left, *right) {
+        (
+            Node::Leaf { rows, bytes },
+            Node::Leaf {
+                rows: more,
+                bytes: more_bytes,
+            },
+        ) => {
+            *bytes += more_bytes - HEADER;
+            rows.extend(more);
+        }
+        (Node::Branch { children: kids }, Node::Branch { children: more }) => kids.extend(more),
+        _ => {
+            return Err(Error::Corrupt(
+                "a leaf and a branch at the same depth".into(),
+            ))
+        }
+    }
+    split_if_big(children, l);
+    Ok(())
+}
+
+/// Writes a changed node (and the changed nodes below it) as nodes of at most a page
+/// each (see the module docs); returns them with their lower bounds, in order.
+fn spill(
+    node: Node,
+    space: &mut Space,
+    writes: &mut Vec<(u64, Vec<u8>)>,
+) -> Result<Vec<(Vec<u8>, NodeRef)>> {
+    let mut out = Vec::new();
+    match node {
+        Node::Leaf { rows, .. } => {
+            for part in cut(rows, |(k, v)| LEAF_ENTRY + k.len() + v.len()) {
+                let bytes = encode_leaf(&part)?;
+                let key = part.first().map(|(k, _)| k.clone()).unwrap_or_default();
+                out.push((key, place(bytes, space, writes)));
+            }
+        }
+        Node::Branch { children } => {
+            let mut refs = Vec::with_capacity(children.len());
+            for (key, child) in children {
+                match child {
+                    Slot::Clean(r) => refs.push((key, r)),
+                    Slot::Dirty(n) => {
+                        for (j, (k, r)) in spill(*n, space, writes)?.into_iter().enumerate() {
+                            // The first part keeps the bound its parent had for it.
+                            refs.push((if j == 0 { key.clone() } else { k }, r));
+                        }
+                    }
+                }
+            }
+            for part in cut(refs, |(k, _)| BRANCH_ENTRY + k.len()) {
+                let bytes = encode_branch(&part)?;
+                let key = part.first().map(|(k, _)| k.clone()).unwrap_or_default();
+                out.push((key, place(bytes, space, writes)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Cuts `items` into runs that each fit a page (a lone item that does not gets a run of
+/// its own), filling each run before starting the next.
+fn cut<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut parts = Vec::new();
+    let mut cur = Vec::new();
+    let mut used = HEADER;
+    for item in items {
+        let s = size(&item);
+        if !cur.is_empty() && used + s > PAGE {
+            parts.push(std::mem::take(&mut cur));
+            used = HEADER;
+        }
+        used += s;
+        cur.push(item);
+    }
+    if !cur.is_empty() {
+        parts.push(cur);
+    }
+    parts
+}
+
+fn place(bytes: Vec<u8>, space: &mut Space, writes: &mut Vec<(u64, Vec<u8>)>) -> NodeRef {
+    let pages = (bytes.len() / PAGE) as u32;
+    let pgid = space.alloc(pages);
+    writes.push((pgid, bytes));
+    NodeRef { pgid, pages }
+}
+
+/// Writes the nodes (runs of adjacent pages in one `pwrite`) and caches them.
+fn write_pages(inner: &Inner, writes: &[(u64, Vec<u8>)]) -> Result<()> {
+    let mut order: Vec<usize> = (0..writes.len()).collect();
+    order.sort_by_key(|i| writes[*i].0);
+    let mut run: Vec<u8> = Vec::new();
+    let mut run_start = 0u64;
+    for i in order {
+        let (pgid, bytes) = &writes[i];
+        if !run.is_empty() && run_start + (run.len() / PAGE) as u64 != *pgid {
+            inner
+                .file
+                .write_all_at(&run, run_start * PAGE_U64)
+                .map_err(|e| inner.io(e))?;
+            run.clear();
+        }
+        if run.is_empty() {
+            run_start = *pgid;
+        }
+        run.extend_from_slice(bytes);
+        inner.cache.put(*pgid, Arc::from(bytes.as_slice()));
+    }
+    if !run.is_empty() {
+        inner
+            .file
+            .write_all_at(&run, run_start * PAGE_U64)
+            .map_err(|e| inner.io(e))?;
+    }
+    Ok(())
+}
