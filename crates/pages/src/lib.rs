@@ -203,6 +203,17 @@ impl Store {
         &self.inner.path
     }
 
+    /// Whether `other` is a handle of this same open file.
+    pub fn same(&self, other: &Store) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Whether this is the file's last handle (no other clone, transaction or iterator
+    /// holds it): dropping it closes the file.
+    pub fn is_last_handle(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
+    }
+
     /// A read transaction on the newest commit.
     pub fn begin_read(&self) -> ReadTx {
         let meta = {

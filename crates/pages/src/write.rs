@@ -204,6 +204,83 @@ impl WriteTx {
         Ok(true)
     }
 
+    /// Every key of `table` as this transaction sees it, in order.
+    pub fn keys(&self, table: u8) -> Result<Vec<Vec<u8>>> {
+        let lo = tree_key(table, &[])?;
+        let hi = vec![table + 1];
+        let mut out = Vec::new();
+        if let Some(root) = &self.root {
+            collect_keys(&self.inner, root, &lo, &hi, &mut out)?;
+        }
+        for k in &mut out {
+            k.remove(0);
+        }
+        Ok(out)
+    }
+
+    /// Removes every row of `table`; how many there were.
+    pub fn clear(&mut self, table: u8) -> Result<u64> {
+        let keys = self.keys(table)?;
+        for k in &keys {
+            self.remove(table, k)?;
+        }
+        Ok(keys.len() as u64)
+    }
+
+    /// Removes every row of every table, without reading the leaves.
+    pub fn clear_all(&mut self) -> Result<()> {
+        if let Some(root) = self.root.take() {
+            free_all(&self.inner, root, self.height, &mut self.freed)?;
+        }
+        self.height = 0;
+        self.rows = [0; TABLES];
+        Ok(())
+    }
+
+    /// Writes the changed nodes to free pages now, so a large transaction (a bulk load)
+    /// does not hold them all in memory until it commits. Nothing is published: readers
+    /// and a crash still see the last commit.
+    pub fn flush(&mut self) -> Result<()> {
+        let Some(Slot::Dirty(_)) = &self.root else {
+            return Ok(());
+        };
+        let mut writes = Vec::new();
+        let inner = self.inner.clone();
+        let (root, height) = {
+            let mut space = lock(&inner.space);
+            self.spill_root(&mut space, &mut writes)?
+        };
+        write_pages(&self.inner, &writes)?;
+        self.root = root.map(Slot::Clean);
+        self.height = height;
+        Ok(())
+    }
+
+    /// Writes the changed tree into `space` (queued in `writes`): its new root and height.
+    fn spill_root(
+        &mut self,
+        space: &mut Space,
+        writes: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<(Option<NodeRef>, u32)> {
+        Ok(match self.root.take() {
+            None => (None, 0),
+            Some(Slot::Clean(r)) => (Some(r), self.height),
+            Some(Slot::Dirty(node)) => {
+                let mut parts = spill(*node, space, writes)?;
+                let mut height = self.height;
+                while parts.len() > 1 {
+                    let children = parts
+                        .into_iter()
+                        .map(|(k, r)| (k, Slot::Clean(r)))
+                        .collect();
+                    parts = spill(Node::Branch { children }, space, writes)?;
+                    height += 1;
+                }
+                (parts.pop().map(|(_, r)| r), height)
+            }
+        })
+    }
+
     /// A root that grew past [`EAGER_SPLIT`] gets a branch above it.
     fn grow_root(&mut self) {
         let Some(Slot::Dirty(node)) = self.root.as_mut() else {
@@ -261,23 +338,7 @@ impl WriteTx {
         let (root, height, hwm) = {
             let mut space = lock(&inner.space);
             space.release(bound);
-            let (root, height) = match self.root.take() {
-                None => (None, 0),
-                Some(Slot::Clean(r)) => (Some(r), self.height),
-                Some(Slot::Dirty(node)) => {
-                    let mut parts = spill(*node, &mut space, &mut writes)?;
-                    let mut height = self.height;
-                    while parts.len() > 1 {
-                        let children = parts
-                            .into_iter()
-                            .map(|(k, r)| (k, Slot::Clean(r)))
-                            .collect();
-                        parts = spill(Node::Branch { children }, &mut space, &mut writes)?;
-                        height += 1;
-                    }
-                    (parts.pop().map(|(_, r)| r), height)
-                }
-            };
+            let (root, height) = self.spill_root(&mut space, &mut writes)?;
             (root, height, space.hwm)
         };
         write_pages(&inner, &writes)?;
@@ -340,6 +401,72 @@ fn first_key(node: &Node) -> Vec<u8> {
         Node::Leaf { rows, .. } => rows.first().map(|(k, _)| k.clone()).unwrap_or_default(),
         Node::Branch { children } => children.first().map(|(k, _)| k.clone()).unwrap_or_default(),
     }
+}
+
+/// Appends the tree keys in `lo..hi` under `slot` to `out`.
+fn collect_keys(inner: &Inner, slot: &Slot, lo: &[u8], hi: &[u8], out: &mut Vec<Vec<u8>>) -> Result<()> {
+    match slot {
+        Slot::Clean(at) => {
+            let node = inner.node(*at)?;
+            let v = NodeView::trusted(&node);
+            for i in 0..v.len() {
+                if v.is_leaf() {
+                    let k = v.key(i);
+                    if k >= lo && k < hi {
+                        out.push(k.to_vec());
+                    }
+                } else if overlaps(v.key(i), (i + 1 < v.len()).then(|| v.key(i + 1)), lo, hi) {
+                    collect_keys(inner, &Slot::Clean(v.child(i)), lo, hi, out)?;
+                }
+            }
+        }
+        Slot::Dirty(node) => match &**node {
+            Node::Leaf { rows, .. } => out.extend(
+                rows.iter()
+                    .filter(|(k, _)| k.as_slice() >= lo && k.as_slice() < hi)
+                    .map(|(k, _)| k.clone()),
+            ),
+            Node::Branch { children } => {
+                for (i, (k, child)) in children.iter().enumerate() {
+                    let next = children.get(i + 1).map(|(n, _)| n.as_slice());
+                    if overlaps(k, next, lo, hi) {
+                        collect_keys(inner, child, lo, hi, out)?;
+                    }
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Whether a child whose keys lie in `bound..next` may hold keys in `lo..hi`.
+fn overlaps(bound: &[u8], next: Option<&[u8]>, lo: &[u8], hi: &[u8]) -> bool {
+    bound < hi && next.is_none_or(|n| n > lo)
+}
+
+/// Frees every committed node under `slot` (a tree of `height` levels), reading only
+/// branches.
+fn free_all(inner: &Inner, slot: Slot, height: u32, freed: &mut Vec<NodeRef>) -> Result<()> {
+    match slot {
+        Slot::Clean(at) => {
+            freed.push(at);
+            if height > 1 {
+                let node = inner.node(at)?;
+                let v = NodeView::trusted(&node);
+                for i in 0..v.len() {
+                    free_all(inner, Slot::Clean(v.child(i)), height - 1, freed)?;
+                }
+            }
+        }
+        Slot::Dirty(node) => {
+            if let Node::Branch { children } = *node {
+                for (_, child) in children {
+                    free_all(inner, child, height.saturating_sub(1), freed)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A committed node read into memory.

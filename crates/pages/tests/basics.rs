@@ -198,3 +198,42 @@ fn big_values_span_pages() {
     assert_eq!(r.get(1, b"b").unwrap().unwrap().value(), &big[..]);
     assert_eq!(r.iter(1).unwrap().count(), 3);
 }
+
+#[test]
+fn clearing_and_flushing_inside_a_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db"), Options::default()).unwrap();
+    let mut tx = store.begin_write();
+    for i in 0..30_000u32 {
+        tx.insert(1, &i.to_be_bytes(), &[1; 100]).unwrap();
+        tx.insert(3, &i.to_be_bytes(), b"x").unwrap();
+        if i % 5000 == 0 {
+            tx.flush().unwrap();
+        }
+    }
+    tx.commit(true).unwrap();
+    let mut tx = store.begin_write();
+    tx.insert(3, b"new", b"y").unwrap();
+    tx.remove(3, &7u32.to_be_bytes()).unwrap();
+    assert_eq!(tx.keys(3).unwrap().len(), 30_000);
+    assert_eq!(tx.clear(3).unwrap(), 30_000);
+    assert_eq!((tx.len(1), tx.len(3)), (30_000, 0));
+    tx.flush().unwrap();
+    tx.commit(false).unwrap();
+    assert_eq!(rows(&store, 3), vec![]);
+    assert_eq!(rows(&store, 1).len(), 30_000);
+    let mut tx = store.begin_write();
+    tx.clear_all().unwrap();
+    tx.insert(2, b"only", b"row").unwrap();
+    tx.commit(true).unwrap();
+    // The next writes move the one leaf to the lowest free page, and the durable commit
+    // after that cuts the freed end off the file.
+    for i in 0..3u8 {
+        let mut tx = store.begin_write();
+        tx.insert(2, b"only", &[i]).unwrap();
+        tx.commit(true).unwrap();
+    }
+    assert_eq!(rows(&store, 1), vec![]);
+    assert_eq!(rows(&store, 2).len(), 1);
+    assert!(store.stats().file_bytes <= 4 * PAGE as u64);
+}
