@@ -10,7 +10,8 @@
 //!   commit or a later durable one. A lazy commit writes the changed nodes (into the
 //!   operating system's cache) and is visible to readers at once, but a crash reopens at
 //!   the last durable commit: the caller (the backend, which replays its log from the
-//!   last durable consistent index) decides what that costs.
+//!   last durable consistent index) decides what that costs. Closing the file (its last
+//!   handle dropped) makes the lazy commits durable, unless a commit failed.
 //! - **Crash safety.** Nodes are copied on write: a commit never writes a page the tree
 //!   of the last durable commit reaches (see the `space` module), and the meta slots
 //!   alternate, so a crash at any point leaves one whole durable tree; a torn meta fails
@@ -115,6 +116,8 @@ struct Inner {
     /// Whether a [`WriteTx`] is open; writers wait on `writer_free`.
     writer_busy: Mutex<bool>,
     writer_free: Condvar,
+    /// A commit failed: the file is not written again, not even when it is closed.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -184,6 +187,7 @@ impl Store {
             space: Mutex::new(Space::default()),
             writer_busy: Mutex::new(false),
             writer_free: Condvar::new(),
+            failed: std::sync::atomic::AtomicBool::new(false),
         };
         let used = inner.walk(&meta)?;
         let mut space = Space::from_used(meta.hwm, &used);
@@ -262,6 +266,32 @@ impl Store {
     }
 }
 
+impl Drop for Inner {
+    /// Closing the file makes the lazy commits durable (the last handle, reader or
+    /// writer is gone, so nothing changes meanwhile), unless a commit failed.
+    fn drop(&mut self) {
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let st = lock(&self.state);
+        if st.meta.txid == st.durable_txid {
+            return;
+        }
+        let slot = 1 - st.durable_slot;
+        let done = self
+            .file
+            .sync_data()
+            .and_then(|()| self.file.write_all_at(&st.meta.encode(), slot * PAGE_U64))
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = done {
+            eprintln!(
+                "skiff-pages: closing {}: the last commits were not made durable: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
 /// The newest valid meta of the two slots and its slot.
 fn read_meta(file: &File, path: &Path) -> Result<(Meta, u64)> {
     let mut pages = vec![0u8; 2 * PAGE];
@@ -313,6 +343,14 @@ impl Inner {
         }
     }
 
+    /// `e` with this file's name in it, if it is a corruption.
+    fn named(&self, e: Error) -> Error {
+        match e {
+            Error::Corrupt(what) => Error::Corrupt(format!("{}: {what}", self.path.display())),
+            other => other,
+        }
+    }
+
     /// A node's bytes, checked; from the cache or the file.
     fn node(&self, at: NodeRef) -> Result<Arc<[u8]>> {
         if let Some(n) = self.cache.get(at.pgid) {
@@ -323,12 +361,15 @@ impl Inner {
             .read_exact_at(&mut buf, at.pgid * PAGE_U64)
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    Error::Corrupt(format!("node at page {} lies past the file's end", at.pgid))
+                    self.named(Error::Corrupt(format!(
+                        "node at page {} lies past the file's end",
+                        at.pgid
+                    )))
                 } else {
                     self.io(e)
                 }
             })?;
-        NodeView::check(&buf, at)?;
+        NodeView::check(&buf, at).map_err(|e| self.named(e))?;
         let node: Arc<[u8]> = buf.into();
         self.cache.put(at.pgid, node.clone());
         Ok(node)
@@ -350,24 +391,24 @@ impl Inner {
                 .checked_add(at.pages as u64)
                 .filter(|e| *e <= meta.hwm);
             let Some(end) = end.filter(|_| at.pages > 0) else {
-                return Err(Error::Corrupt(format!(
+                return Err(self.named(Error::Corrupt(format!(
                     "node at page {} ({} pages) lies outside the file's {} pages",
                     at.pgid, at.pages, meta.hwm
-                )));
+                ))));
             };
             for p in at.pgid..end {
                 if std::mem::replace(&mut used[p as usize], true) {
-                    return Err(Error::Corrupt(format!("page {p} is reached twice")));
+                    return Err(self.named(Error::Corrupt(format!("page {p} is reached twice"))));
                 }
             }
             if level > 1 {
                 let node = self.node(at)?;
                 let v = NodeView::check(&node, at)?;
                 if v.is_leaf() {
-                    return Err(Error::Corrupt(format!(
+                    return Err(self.named(Error::Corrupt(format!(
                         "page {} is a leaf where a branch belongs",
                         at.pgid
-                    )));
+                    ))));
                 }
                 stack.extend((0..v.len()).map(|i| (v.child(i), level - 1)));
             }
@@ -385,11 +426,12 @@ impl Inner {
         }
     }
 
-    /// Pages freed by commits up to this one may be written again (see `space`).
-    fn release_bound(&self) -> u64 {
+    /// (newest durable commit, oldest open reader's commit): what decides which freed
+    /// pages may be written again (see `space`).
+    fn release_bounds(&self) -> (u64, u64) {
         let st = lock(&self.state);
         let oldest_reader = st.readers.keys().next().copied().unwrap_or(u64::MAX);
-        st.durable_txid.min(oldest_reader)
+        (st.durable_txid, oldest_reader)
     }
 
     fn end_write(&self) {

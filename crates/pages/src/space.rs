@@ -4,11 +4,13 @@
 //! a page freed by commit `t` (copied elsewhere or dropped) becomes reusable once a
 //! durable commit at or after `t` is on the disk (so a crash recovers a tree without it)
 //! and every open reader began at or after `t` (so none reads it). Until then it waits in
-//! `pending`. New pages come from the lowest free ones first, so the file stays dense, and
+//! `pending`. A page written since the last durable commit is in no tree a crash could
+//! recover, so once freed it waits for the readers alone (`pending_fresh`): a run of
+//! lazy commits that rewrite the same few nodes reuses the same few pages. New pages come from the lowest free ones first, so the file stays dense, and
 //! free pages at the end of the file are cut off it after a durable commit
 //! ([`Space::shrink`]): the file gives space back without a defragmentation where it can.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use crate::format::NodeRef;
 
@@ -23,6 +25,10 @@ pub struct Space {
     free: BTreeSet<u64>,
     /// Pages freed by each commit, oldest first, not yet reusable.
     pending: VecDeque<(u64, Vec<NodeRef>)>,
+    /// Pages written since the last durable commit: no durable tree reaches them.
+    fresh: HashSet<u64>,
+    /// Freed pages that were fresh, by commit: they wait for the readers only.
+    pending_fresh: VecDeque<(u64, Vec<NodeRef>)>,
     /// Pages the newest tree reaches (meta pages not counted).
     pub live: u64,
 }
@@ -37,25 +43,45 @@ impl Space {
         Space {
             hwm,
             free,
-            pending: VecDeque::new(),
             live,
+            ..Space::default()
         }
     }
 
-    /// Makes the pages freed by commits up to `upto` reusable.
-    pub fn release(&mut self, upto: u64) {
-        while self.pending.front().is_some_and(|(t, _)| *t <= upto) {
-            if let Some((_, refs)) = self.pending.pop_front() {
-                for r in refs {
-                    self.free.extend(r.pgid..r.pgid + r.pages as u64);
+    /// Makes reusable the pages freed by commits up to `durable` that every reader began
+    /// after (`readers`: the oldest open reader's commit), and the fresh ones freed by
+    /// commits up to `readers`.
+    pub fn release(&mut self, durable: u64, readers: u64) {
+        let upto = durable.min(readers);
+        for (queue, upto) in [
+            (&mut self.pending, upto),
+            (&mut self.pending_fresh, readers),
+        ] {
+            while queue.front().is_some_and(|(t, _)| *t <= upto) {
+                if let Some((_, refs)) = queue.pop_front() {
+                    for r in refs {
+                        self.free.extend(r.pgid..r.pgid + r.pages as u64);
+                    }
                 }
             }
         }
     }
 
+    /// A durable commit is on the disk: every page written so far is in its tree or
+    /// freed before it.
+    pub fn made_durable(&mut self) {
+        self.fresh.clear();
+    }
+
     /// A run of `pages` pages to write a node into.
     pub fn alloc(&mut self, pages: u32) -> u64 {
         self.live += pages as u64;
+        let start = self.take(pages);
+        self.fresh.insert(start);
+        start
+    }
+
+    fn take(&mut self, pages: u32) -> u64 {
         if pages == 1 {
             if let Some(p) = self.free.pop_first() {
                 return p;
@@ -94,7 +120,14 @@ impl Space {
             return;
         }
         self.live -= freed.iter().map(|r| r.pages as u64).sum::<u64>();
-        self.pending.push_back((txid, freed));
+        let (fresh, durable): (Vec<NodeRef>, Vec<NodeRef>) =
+            freed.into_iter().partition(|r| self.fresh.remove(&r.pgid));
+        if !fresh.is_empty() {
+            self.pending_fresh.push_back((txid, fresh));
+        }
+        if !durable.is_empty() {
+            self.pending.push_back((txid, durable));
+        }
     }
 
     /// Cuts free pages off the end; whether `hwm` went down.
@@ -119,16 +152,33 @@ mod tests {
         assert_eq!(s.alloc(1), 6, "nothing free: the file grows");
         s.retire(5, vec![NodeRef { pgid: 2, pages: 1 }]);
         assert_eq!(s.alloc(1), 7, "freed at 5, not released");
-        s.release(4);
+        s.release(4, u64::MAX);
         assert_eq!(s.alloc(1), 8);
-        s.release(5);
+        s.release(5, 4);
+        assert_eq!(s.alloc(1), 9, "a reader of commit 4 may read it");
+        s.release(5, u64::MAX);
         assert_eq!(s.alloc(1), 2);
-        s.retire(6, vec![NodeRef { pgid: 7, pages: 2 }]);
-        s.release(6);
+        s.made_durable();
+        s.retire(
+            6,
+            vec![NodeRef { pgid: 7, pages: 1 }, NodeRef { pgid: 8, pages: 1 }],
+        );
+        s.release(6, u64::MAX);
         assert_eq!(s.alloc(2), 7, "a run found in the free set");
         s.retire(7, vec![NodeRef { pgid: 7, pages: 2 }]);
-        s.release(7);
+        s.release(6, 6);
+        assert_eq!(s.alloc(1), 10, "a reader of commit 6 may read it");
+        s.retire(
+            8,
+            vec![
+                NodeRef { pgid: 9, pages: 1 },
+                NodeRef { pgid: 10, pages: 1 },
+            ],
+        );
+        s.release(6, u64::MAX);
+        // 7-8 and 10 were written since the durable commit: the readers were enough.
         assert!(s.shrink());
-        assert_eq!(s.hwm, 7, "page 6 is still used");
+        assert_eq!(s.hwm, 10, "page 9 waits for a durable commit");
+        assert_eq!(s.alloc(1), 7);
     }
 }

@@ -332,12 +332,23 @@ impl WriteTx {
     /// opened again).
     pub fn commit(mut self, durable: bool) -> Result<()> {
         let inner = self.inner.clone();
+        let done = self.publish(durable);
+        if done.is_err() {
+            inner
+                .failed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        done
+    }
+
+    fn publish(&mut self, durable: bool) -> Result<()> {
+        let inner = self.inner.clone();
         let txid = self.base.txid + 1;
-        let bound = inner.release_bound();
+        let (durable_bound, reader_bound) = inner.release_bounds();
         let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
         let (root, height, hwm) = {
             let mut space = lock(&inner.space);
-            space.release(bound);
+            space.release(durable_bound, reader_bound);
             let (root, height) = self.spill_root(&mut space, &mut writes)?;
             (root, height, space.hwm)
         };
@@ -367,16 +378,19 @@ impl WriteTx {
             lock(&inner.state).meta = meta;
         }
         let freed = std::mem::take(&mut self.freed);
+        let (durable_bound, reader_bound) = inner.release_bounds();
         let mut space = lock(&inner.space);
-        space.retire(txid, freed);
         if durable {
-            space.release(inner.release_bound());
-            if space.shrink() {
-                inner
-                    .file
-                    .set_len(space.hwm * PAGE_U64)
-                    .map_err(|e| inner.io(e))?;
-            }
+            space.made_durable();
+        }
+        space.retire(txid, freed);
+        space.release(durable_bound, reader_bound);
+        // Free pages at the end are in no tree (see `space`): the file gives them back.
+        if space.shrink() {
+            inner
+                .file
+                .set_len(space.hwm * PAGE_U64)
+                .map_err(|e| inner.io(e))?;
         }
         Ok(())
     }
@@ -404,7 +418,13 @@ fn first_key(node: &Node) -> Vec<u8> {
 }
 
 /// Appends the tree keys in `lo..hi` under `slot` to `out`.
-fn collect_keys(inner: &Inner, slot: &Slot, lo: &[u8], hi: &[u8], out: &mut Vec<Vec<u8>>) -> Result<()> {
+fn collect_keys(
+    inner: &Inner,
+    slot: &Slot,
+    lo: &[u8],
+    hi: &[u8],
+    out: &mut Vec<Vec<u8>>,
+) -> Result<()> {
     match slot {
         Slot::Clean(at) => {
             let node = inner.node(*at)?;
@@ -532,11 +552,34 @@ fn insert_in(
             if key < children[i].0.as_slice() {
                 children[i].0 = key.to_vec();
             }
+            if let Slot::Clean(at) = children[i].1 {
+                if appends_past_big_leaf(inner, at, key)? {
+                    // A leaf of one big row stays as it is: the new row starts the next
+                    // leaf (rewriting the big one for every append doubled the writes).
+                    let leaf = Node::Leaf {
+                        rows: vec![(key.to_vec(), value.to_vec())],
+                        bytes: HEADER + LEAF_ENTRY + key.len() + value.len(),
+                    };
+                    children.insert(i + 1, (key.to_vec(), Slot::Dirty(Box::new(leaf))));
+                    return Ok(true);
+                }
+            }
             let added = insert_in(inner, &mut children[i].1, key, value, freed)?;
             split_if_big(children, i);
             Ok(added)
         }
     }
+}
+
+/// Whether the committed node at `at` is a leaf of more than a page whose keys are all
+/// below `key`.
+fn appends_past_big_leaf(inner: &Inner, at: NodeRef, key: &[u8]) -> Result<bool> {
+    if at.pages < 2 {
+        return Ok(false);
+    }
+    let node = inner.node(at)?;
+    let v = NodeView::trusted(&node);
+    Ok(v.is_leaf() && v.len() > 0 && v.key(v.len() - 1) < key)
 }
 
 fn split_if_big(children: &mut Vec<(Vec<u8>, Slot)>, i: usize) {

@@ -405,31 +405,27 @@ fn a_backend_of_a_newer_version_is_refused_unchanged() {
     assert_eq!(raw_version(&path), Some(newer));
 }
 
-const META: redb::TableDefinition<'static, &'static [u8], &'static [u8]> =
-    redb::TableDefinition::new("meta");
+/// The `meta` table's id in the backend's page store.
+const META: u8 = 2;
 
 fn raw_version(path: &Path) -> Option<u64> {
-    let db = redb::Database::open(path).unwrap();
-    let tx = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let t = tx.open_table(META).unwrap();
-    let v = t.get(&b"format_version"[..]).unwrap()?;
+    let db = skiff_pages::Store::open(path, skiff_pages::Options::default()).unwrap();
+    let tx = db.begin_read();
+    let v = tx.get(META, b"format_version").unwrap()?;
     Some(u64::from_be_bytes(v.value().try_into().unwrap()))
 }
 
 fn set_raw_version(path: &Path, version: Option<u64>) {
-    let db = redb::Database::open(path).unwrap();
-    let tx = db.begin_write().unwrap();
-    {
-        let mut t = tx.open_table(META).unwrap();
-        match version {
-            Some(v) => {
-                t.insert(&b"format_version"[..], &v.to_be_bytes()[..])
-                    .unwrap();
-            }
-            None => {
-                t.remove(&b"format_version"[..]).unwrap();
-            }
+    let db = skiff_pages::Store::open(path, skiff_pages::Options::default()).unwrap();
+    let mut tx = db.begin_write();
+    match version {
+        Some(v) => {
+            tx.insert(META, b"format_version", &v.to_be_bytes())
+                .unwrap();
+        }
+        None => {
+            tx.remove(META, b"format_version").unwrap();
         }
     }
-    tx.commit().unwrap();
+    tx.commit(true).unwrap();
 }

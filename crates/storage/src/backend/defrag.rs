@@ -4,14 +4,15 @@
 //! fsync), not as long as the database (`tests/defrag.rs` prints it for a small store;
 //! `bench/defrag.sh` measures the write stall at scale).
 //!
-//! redb never gives freed pages back to the file system except at its end, and its own
-//! `compact()` needs the database to itself (no reader, no writer) for as long as it
+//! The page store gives freed pages back to the file system only where they reach the
+//! file's end; the pages in between are reused, not returned. Rewriting the file in
+//! place would need the database to itself (no reader, no writer) for as long as it
 //! takes: etcd's stop-the-world defragmentation. Here instead:
 //!
 //! 1. **Bulk copy.** A read transaction of the old file is a consistent view; every
 //!    table is copied from it into `<file>.defrag` while applies keep committing to the
-//!    old file. The `key` rows go in key order (so redb fills each leaf before it starts
-//!    the next), in transactions of about 1 MiB, each written back to the disk
+//!    old file. The `key` rows go in key order (so each leaf is filled before the next
+//!    is started), in transactions of about 1 MiB, each written back to the disk
 //!    (`fdatasync`) before the next. A WAL fsync issued meanwhile waits behind the
 //!    write-back in the disk's queue: one write-back of the whole copy at the end kept
 //!    the disk busy for seconds (writers stalled 386 ms at 1M keys, `bench/defrag.sh`);
@@ -63,13 +64,12 @@
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use skiff_pages::Store;
 use tracing::info;
 
-use super::{BResult, Backend, BackendError, Table};
+use super::{sync_dir_of, BResult, Backend, BackendError, ReadTx, Table, WriteTx};
 
 /// A catch-up round that copied fewer rows than this is the last one before the swap.
 const SMALL_ROUND: u64 = 2_000;
@@ -117,9 +117,9 @@ pub(super) fn remove_leftover(path: &Path) {
 }
 
 /// How a catch-up round's last transaction commits.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Finish {
-    /// fsynced, allocator state saved: the rounds before the swap.
+    /// fsynced: the rounds before the swap.
     Durable,
     /// Visible, not fsynced: the rows copied inside the swap's pause.
     Lazy,
@@ -127,10 +127,7 @@ enum Finish {
 
 /// Copies rows from read views of the old file into the new one.
 struct Copier<'a> {
-    new: &'a Database,
-    /// The new file, opened again to write back what the copy wrote (see `write_back`).
-    file: std::fs::File,
-    path: &'a Path,
+    new: &'a Store,
     /// The last `key` row copied (rows are copied in key order).
     last_key: Option<Vec<u8>>,
     rows: u64,
@@ -141,8 +138,8 @@ impl Copier<'_> {
     /// copied. The `key` rows go in write transactions of about [`CHUNK_BYTES`] each,
     /// not durable, each followed by a write-back of the file; the last one also copies
     /// the other tables and is committed as `finish` says.
-    fn round(&mut self, src: &redb::ReadTransaction, finish: Finish) -> BResult<u64> {
-        let from = src.open_table(Table::Key.def())?;
+    fn round(&mut self, src: &ReadTx, finish: Finish) -> BResult<u64> {
+        let from = src.open_table(Table::Key)?;
         let lower = match &self.last_key {
             Some(k) => Bound::Excluded(k.clone()),
             None => Bound::Unbounded,
@@ -151,13 +148,12 @@ impl Copier<'_> {
             from.range::<&[u8]>((lower.as_ref().map(|k| k.as_slice()), Bound::Unbounded))?;
         let mut copied = 0u64;
         loop {
-            // Rows in key order land past the table's last key: redb (4.2 and later)
-            // leaves each full leaf as it is and starts a new one, so the copy's pages
-            // come out full without any help.
-            let mut tx = self.new.begin_write()?;
+            // Rows in key order land past the table's last key: each leaf is cut full
+            // and the next one started, so the copy's pages come out full.
+            let tx = WriteTx(std::cell::RefCell::new(self.new.begin_write()));
             let mut chunk = 0usize;
             {
-                let mut to = tx.open_table(Table::Key.def())?;
+                let mut to = tx.open_table(Table::Key)?;
                 for row in rows.by_ref() {
                     let (k, v) = row?;
                     let (k, v) = (k.value(), v.value());
@@ -173,29 +169,21 @@ impl Copier<'_> {
                 }
             }
             if chunk >= CHUNK_BYTES {
-                tx.set_durability(Durability::None)?;
-                tx.commit()?;
+                tx.into_inner().commit(false)?;
                 self.write_back()?;
                 continue;
             }
             for table in Table::ALL.into_iter().filter(|t| *t != Table::Key) {
-                tx.delete_table(table.def())?;
-                let from = src.open_table(table.def())?;
-                let mut to = tx.open_table(table.def())?;
+                tx.delete_table(table)?;
+                let from = src.open_table(table)?;
+                let mut to = tx.open_table(table)?;
                 for row in from.iter()? {
                     let (k, v) = row?;
                     to.insert(k.value(), v.value())?;
                     copied += 1;
                 }
             }
-            match finish {
-                Finish::Durable => {
-                    tx.set_durability(Durability::Immediate)?;
-                    tx.set_quick_repair(true);
-                }
-                Finish::Lazy => tx.set_durability(Durability::None)?,
-            }
-            tx.commit()?;
+            tx.into_inner().commit(finish == Finish::Durable)?;
             self.rows += copied;
             return Ok(copied);
         }
@@ -206,7 +194,7 @@ impl Copier<'_> {
     /// once (about 1 GB for 1M keys), and the disk, busy for seconds, held up the WAL's
     /// and the old file's fsyncs: writers stalled for hundreds of ms.
     fn write_back(&self) -> BResult<()> {
-        self.file.sync_data().map_err(io_at(self.path))
+        Ok(self.new.write_back()?)
     }
 }
 
@@ -265,17 +253,6 @@ impl Drop for Frozen<'_> {
     }
 }
 
-/// Syncs the directory holding `path`, so a rename in it is durable.
-fn sync_dir(path: &Path) -> BResult<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_at(dir))
-}
-
 impl Backend {
     /// Rebuilds the database file compactly while writes continue (see the module docs
     /// for how, and for the contract the caller keeps). One at a time.
@@ -285,14 +262,9 @@ impl Backend {
         let size_before = self.size_bytes()?;
         let copy = copy_path(&self.path);
         let _ = std::fs::remove_file(&copy);
-        let new = redb::Builder::new()
-            .set_cache_size(self.cfg.cache_size)
-            .create(&copy)?;
+        let new = Store::open(&copy, super::store_options(&self.cfg))?;
         match self.copy_and_swap(new, &copy) {
             Ok((rows, rounds, pause, size_after)) => {
-                // The new file is all in use until the next count says otherwise.
-                self.in_use.store(0, Ordering::Relaxed);
-                self.in_use_stale.store(true, Ordering::SeqCst);
                 let report = DefragReport {
                     size_before,
                     size_after,
@@ -321,11 +293,9 @@ impl Backend {
 
     /// The rounds and the swap; returns (rows copied, catch-up rounds, pause, size of
     /// the new file at the swap).
-    fn copy_and_swap(&self, new: Database, copy: &Path) -> BResult<(u64, u32, Duration, u64)> {
+    fn copy_and_swap(&self, new: Store, copy: &Path) -> BResult<(u64, u32, Duration, u64)> {
         let mut copier = Copier {
             new: &new,
-            file: std::fs::File::open(copy).map_err(io_at(copy))?,
-            path: copy,
             last_key: None,
             rows: 0,
         };
@@ -363,17 +333,17 @@ impl Backend {
 
         // The pause: nothing commits to the old file from here on.
         let old = self.current();
-        let hold = old.begin_write()?;
+        let hold = old.begin_write();
         let pause_started = Instant::now();
-        let src = old.begin_read()?;
+        let src = ReadTx(old.begin_read());
         copier.round(&src, Finish::Lazy)?;
         let (old_rows, new_rows) = (
-            src.open_table(Table::Key.def())?.len()?,
-            new.begin_read()?.open_table(Table::Key.def())?.len()?,
+            src.open_table(Table::Key)?.len()?,
+            ReadTx(new.begin_read()).open_table(Table::Key)?.len()?,
         );
         drop(src);
         if old_rows != new_rows {
-            hold.abort()?;
+            drop(hold);
             return Err(BackendError::Corrupt(format!(
                 "defragment: the copy has {new_rows} key rows, the file {old_rows} \
                  (rows were removed while copying); the file is unchanged"
@@ -388,45 +358,35 @@ impl Backend {
             .ok();
         skiff_failpoints::fail_point!("defrag-swap");
         std::fs::rename(copy, &self.path).map_err(io_at(copy))?;
-        let size = self.size_bytes()?;
+        let size = new.stats().file_bytes;
         self.size.store(size, Ordering::Relaxed);
-        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        hold.abort()?;
+        *self.db.write().unwrap_or_else(|p| p.into_inner()) = new;
+        drop(hold);
         let pause = pause_started.elapsed();
 
         // Writers go on in the new file; now make the rename and the new file durable.
         skiff_failpoints::fail_point!("defrag-after-swap");
         let t = Instant::now();
-        sync_dir(&self.path).map_err(|e| self.record_failure(e))?;
+        sync_dir_of(&self.path).map_err(|e| self.record_failure(e))?;
         // The copy is the file a crash leaves now, and every commit so far is in it, so
         // any durable commit from here on covers what it says.
         drop(frozen);
-        // Without the allocator state: saving it would hold writers for tens of ms.
-        self.commit_durably_now(false)?;
+        self.commit_durably_now()?;
         tracing::debug!(?pause, took = ?t.elapsed(), "defragment: swapped; the new file is durable");
         // The window ends here, not after the wait for the old file's readers below.
         drop(window);
 
-        // Close the old file here rather than in a writer that raced the swap (closing
-        // writes redb's allocator state, to the now unlinked file); then give its blocks
-        // back. A reader that still holds it after the deadline closes it later, and the
-        // file is freed at once then (truncating it under a reader would break its view).
-        let mut old = old;
+        // Give the old file's blocks back once its last reader is gone. A reader that
+        // still holds it after the deadline closes it later, and the file is freed at
+        // once then (truncating it under a reader would break its view).
         let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match Arc::try_unwrap(old) {
-                Ok(db) => {
-                    drop(db);
-                    if let Some(file) = old_file {
-                        release_in_background(file, self.path.clone());
-                    }
-                    break;
-                }
-                Err(still_shared) if Instant::now() < deadline => {
-                    old = still_shared;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => break,
+        while !old.is_last_handle() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if old.is_last_handle() {
+            drop(old);
+            if let Some(file) = old_file {
+                release_in_background(file, self.path.clone());
             }
         }
         Ok((rows, rounds, pause, size))
@@ -458,7 +418,7 @@ mod tests {
 
         let window = be.swap_window.lock().unwrap();
         let frozen = Frozen::new(&be);
-        put(&be, 2, Commit::Durable { save_repair: false });
+        put(&be, 2, Commit::Durable);
         assert_eq!(be.durable_consistent_index(), 1, "frozen in the window");
         std::thread::scope(|s| {
             let sync = s.spawn(|| {
@@ -480,6 +440,6 @@ mod tests {
         assert_eq!(be.durable_consistent_index(), 4);
         assert!(!be.durable_frozen.load(Ordering::SeqCst));
         let rows = be.begin_read().unwrap();
-        assert_eq!(rows.open_table(Table::Key.def()).unwrap().len().unwrap(), 4);
+        assert_eq!(rows.open_table(Table::Key).unwrap().len().unwrap(), 4);
     }
 }

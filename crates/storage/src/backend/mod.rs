@@ -1,37 +1,30 @@
-//! The backend: one `redb` database file holding everything the state machine owns.
+//! The backend: one page file (`skiff_pages`, Skiff's own copy-on-write B+tree) holding
+//! everything the state machine owns.
 //!
 //! Tables (all `bytes -> bytes`): `key` (MVCC rows, revision -> KeyValue, see
 //! `mvcc::codec`), `meta` (consistent index and term, current revision, scheduled and
 //! finished compaction revisions), and tables the server owns: `lease`, `auth`, `members`,
-//! `alarm`.
+//! `alarm`, `session`. Transactions and table handles are in the `txn` module.
 //!
 //! # Durability and why batching without fsync is safe
-//! Applies commit with `Durability::None`: the write is visible to readers at once but not
-//! fsynced. A durable (fsynced) commit happens once `durable_interval` has passed since the
-//! last one (or, when set, once `durable_after_entries` entries were applied since; etcd's
+//! Applies commit lazily: the write is visible to readers at once but not fsynced. A
+//! durable (fsynced) commit happens once `durable_interval` has passed since the last
+//! one (or, when set, once `durable_after_entries` entries were applied since; etcd's
 //! `--backend-batch-interval` and `--backend-batch-limit`), from the store's maintenance
-//! thread, and whenever the server asks
-//! ([`Backend::sync`], e.g. before a shutdown); a snapshot's WAL release waits for one
-//! ([`Backend::wait_durable`], off the apply path).
+//! thread, and whenever the server asks ([`Backend::sync`], e.g. before a shutdown); a
+//! snapshot's WAL release waits for one ([`Backend::wait_durable`], off the apply path).
+//! A crash reopens the file at its last durable commit and the WAL replays the rest.
 //!
-//! Durable commits stay off the apply path: redb has one writer, and a durable commit
+//! Durable commits stay off the apply path: there is one writer, and a durable commit
 //! holds it while the file's dirty pages are written back, so an apply that ran into one
-//! waited for every page written since the last (measured: 32-64 ms for 250 ms of
-//! single-client puts, the whole p99 of a put). The maintenance thread makes them
+//! would wait for every page written since the last. The maintenance thread makes them
 //! ([`Backend::maintain_durability`]), once `durable_interval` has passed: it first
-//! flushes the file with `fdatasync` on a descriptor of its own, outside the writer slot,
-//! while applies go on, so the commit that follows finds little left to write. That
-//! commit saves redb's allocator state (quick repair: a crash then reopens at once rather
-//! than after redb walks the whole file) only when writes have been idle for
-//! [`IDLE_FOR_REPAIR`], because saving it holds the writer for tens of ms (two fsyncs and
-//! a ~1 MiB copy); an idle spell later saves it if the last durable commit did not. So a
-//! member that crashes in the middle of a write stream repairs its file at the next start
-//! (seconds for millions of keys), and one that crashes after its writes paused does not.
-//! Between durable commits the same thread writes back what applies wrote every
-//! [`PRESYNC_INTERVAL`] (`fdatasync` on its descriptor): a second's worth of pages
-//! written back at once took 13-27 ms of the disk, and the WAL fsyncs queued behind it
-//! on every member made about 1% of a 100 puts/s watch stream 15 ms late (watch p99
-//! 15-17 ms with a 1 s interval, 4-6 ms with durable commits kept out of the run).
+//! flushes the file with `fdatasync` outside the writer while applies go on, so the
+//! commit that follows finds little left to write (its own two `fdatasync`s, around the
+//! meta page). Between durable commits the same thread writes back what applies wrote
+//! every [`PRESYNC_INTERVAL`]: a second's worth of pages written back at once took 13-27
+//! ms of the disk, and the WAL fsyncs queued behind it on every member made about 1% of
+//! a 100 puts/s watch stream 15 ms late (measured with redb, the engine before).
 //! An apply commits durably itself only if no durable commit happened for
 //! [`INLINE_DURABLE_FACTOR`] intervals (the maintenance thread is stuck), so WAL release
 //! never lags unboundedly.
@@ -48,26 +41,16 @@
 //! the last durable commit.
 //!
 //! # Space in use
-//! [`Backend::in_use_bytes`] is what etcd reports as `dbSizeInUse`: the bytes of the
-//! pages the tables' trees occupy (redb's table `stats()`: stored, metadata and
-//! fragmented bytes, i.e. whole pages), so it drops when a compaction frees rows while
-//! the file's size ([`Backend::size_bytes`], `dbSize`: the bytes of the file that hold
-//! data, not the length redb grew it to, see [`footprint`]) drops only at a
-//! defragmentation. Counting walks every page of the trees, so it is not done per
-//! request: the store's compactor counts ([`Backend::count_in_use`]) after a compaction
-//! removed rows, before it reports the compaction finished, and the store's counting
-//! thread recounts ([`Backend::count_in_use_if_due`]) when the figure is otherwise
-//! stale ([`Backend::note_rows_freed`], or a defragmentation rewrote the file; a put
-//! load never makes it stale), no more often than [`IN_USE_DUTY`] allows. The walk runs in a read transaction, so writes never wait
-//! for it and it needs no idle spell: under a steady load the figure drops within a
-//! walk of the compaction's end (the count this replaced held the writer, so it waited
-//! for idle writes and under load kept reporting the whole file). Between counts, what
-//! the file grew by is added (new pages at its end are in use); until the first count,
-//! and never above it, the file's size stands in.
+//! [`Backend::size_bytes`] is etcd's `dbSize`: the file's length, which the page store
+//! keeps to what its tree and not-yet-reusable freed pages take (free pages at the end
+//! are cut off after a durable commit). [`Backend::in_use_bytes`] is `dbSizeInUse`: the
+//! pages the newest tree reaches, which the store keeps count of as it commits, so it
+//! drops as soon as a compaction's deletes commit; the file's length drops where free
+//! pages reach its end, and otherwise at a defragmentation.
 //!
 //! # Snapshots
 //! [`Backend::dump`] streams every table inside one read transaction (a consistent
-//! point-in-time view; copying a live redb file is not safe) followed by a CRC32C of the
+//! point-in-time view; copying a live file is not safe) followed by a CRC32C of the
 //! whole stream; [`Backend::restore`] checks every length against a bound before
 //! allocating and the checksum before the restored file replaces anything.
 //!
@@ -78,7 +61,7 @@
 //!
 //! # Commit observer
 //! [`Backend::observe_commits`] installs a function told the duration of every commit of
-//! an apply or sync transaction (redb's commit, including its fsync when durable): what
+//! an apply or sync transaction (the page store's commit, its fsyncs included when durable): what
 //! etcd reports as `etcd_disk_backend_commit_duration_seconds`. It runs on the
 //! committing thread, so it must be quick (a histogram update).
 //!
@@ -98,25 +81,26 @@
 //!   newer file, which is why a newer version that changes the layout should also
 //!   change something they do check.
 //!
-//! redb's own file format is separate from these versions: redb 3's (v3) since Skiff
-//! moved to redb 3 (redb 4 keeps it), and a file in redb 2's format is upgraded in place
-//! when it is opened (the `upgrade` module). A Skiff from before the move cannot open an upgraded
-//! file: redb 2 panics while opening it, before anything is written (tried: the newer
-//! Skiff then opens the file unchanged). Going back means restoring a snapshot taken
-//! before the upgrade.
+//! The page store's own file format is separate from these versions (its meta page
+//! names it). Files written by the redb engine Skiff used before (redb 3 and 4's format,
+//! and redb 2's, upgraded first) are converted when they are opened (the `migrate`
+//! module); a Skiff from before the conversion cannot open the converted file, so going
+//! back means restoring a snapshot taken before it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use skiff_pages::Store;
 
 mod defrag;
-pub mod footprint;
+mod migrate;
+mod txn;
 mod upgrade;
 pub use defrag::DefragReport;
+pub use txn::{Key, ReadTx, ReadableTable, Rows, TableRead, TableWrite, Value, WriteTx};
 
 /// A backend table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -156,11 +140,8 @@ impl Table {
         }
     }
 
-    pub(crate) fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
-        TableDefinition::new(self.name())
-    }
-
-    fn id(self) -> u8 {
+    /// The table's id in the page store (and in dumps).
+    pub(crate) fn id(self) -> u8 {
         match self {
             Table::Key => 1,
             Table::Meta => 2,
@@ -198,6 +179,9 @@ const UNVERSIONED: u64 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("backend: {0}")]
+    Pages(skiff_pages::Error),
+    /// Reading a file of the engine before (redb) to convert it.
+    #[error("backend: {0}")]
     Redb(Box<redb::Error>),
     #[error("backend: i/o error on {path}: {source}")]
     Io {
@@ -232,6 +216,17 @@ pub enum BackendError {
     Upgrade { path: PathBuf, reason: String },
 }
 
+impl From<skiff_pages::Error> for BackendError {
+    fn from(e: skiff_pages::Error) -> Self {
+        match e {
+            // An I/O error names the file (ENOSPC, EIO: which disk to look at).
+            skiff_pages::Error::Io { path, source } => BackendError::Io { path, source },
+            skiff_pages::Error::Corrupt(what) => BackendError::Corrupt(what),
+            other => BackendError::Pages(other),
+        }
+    }
+}
+
 macro_rules! redb_from {
     ($($t:ty),*) => {$(
         impl From<$t> for BackendError {
@@ -247,8 +242,7 @@ redb_from!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
+    redb::CommitError
 );
 
 pub type BResult<T> = std::result::Result<T, BackendError>;
@@ -256,14 +250,18 @@ pub type BResult<T> = std::result::Result<T, BackendError>;
 impl BackendError {
     /// Whether opening failed because another process (a running member) holds the file.
     pub fn is_already_open(&self) -> bool {
-        matches!(self, BackendError::Redb(e) if matches!(**e, redb::Error::DatabaseAlreadyOpen))
+        matches!(
+            self,
+            BackendError::Pages(skiff_pages::Error::AlreadyOpen(_))
+        ) || matches!(self, BackendError::Redb(e) if matches!(**e, redb::Error::DatabaseAlreadyOpen))
     }
 }
 
 /// Backend tuning.
 #[derive(Clone, Debug)]
 pub struct BackendConfig {
-    /// redb's page cache (read + write) in bytes; it counts toward the member's RSS.
+    /// Bytes of nodes the page store keeps in memory once read or written; it counts
+    /// toward the member's RSS (the operating system's cache holds the file besides).
     pub cache_size: usize,
     /// Longest time between durable (fsynced) commits while applies go on
     /// (`--backend-batch-interval`).
@@ -276,20 +274,14 @@ pub struct BackendConfig {
 impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {
-            // redb (4.2 and later) keeps the pages of non-durable commits in its own
-            // write buffer, up to half of this cache, and writes them to the file only
-            // when the buffer is full or at a durable commit. With 64 MiB, a second of
-            // writes waited in the buffer and the durable commit wrote them all and
-            // fsynced them while holding the writer: 38-43 ms, the p99.9 of a txn-put
-            // load (44 ms; 14 ms with 4 MiB, where pages reach the file as applies go
-            // and the presync writes them back outside the writer, as with redb 3).
-            // Reads lose little: the operating system's page cache holds the file.
-            cache_size: 4 << 20,
+            // Branch nodes and the leaves being written stay; other leaves come from
+            // the operating system's cache, checked again when read.
+            cache_size: 16 << 20,
             // A durable commit (from the maintenance thread, after a presync; see the
-            // module docs) holds redb's writer slot for one fsync of what was written
-            // since the presync, a few ms. Every second bounds what a crash replays from
-            // the WAL and how long pages freed by non-durable commits wait before redb
-            // may reuse them (the file grows by what a second of writes copies).
+            // module docs) holds the writer for the write-back of what was written since
+            // the presync and the meta page, a few ms. Every second bounds what a crash
+            // replays from the WAL and how long pages freed by lazy commits wait before
+            // they may be reused (the file grows by what a second of writes copies).
             durable_interval: Duration::from_secs(1),
             // etcd's backend commits after 10,000 pending operations as well; here a
             // second of applies is what a crash replays either way, so the time bound
@@ -299,10 +291,10 @@ impl Default for BackendConfig {
     }
 }
 
-/// The redb database plus its durability bookkeeping.
+/// The page store plus its durability bookkeeping.
 pub struct Backend {
-    /// The open database; replaced (never otherwise changed) by [`Backend::defragment`].
-    db: RwLock<Arc<Database>>,
+    /// The open store; replaced (never otherwise changed) by [`Backend::defragment`].
+    db: RwLock<Store>,
     path: PathBuf,
     cfg: BackendConfig,
     last_durable: Mutex<Instant>,
@@ -327,39 +319,12 @@ pub struct Backend {
     failure: OnceLock<String>,
     /// The file's size after the last commit ([`Backend::cached_size_bytes`]).
     size: AtomicU64,
-    /// Whether the last durable commit saved the allocator state (a crash now reopens
-    /// quickly).
-    repair_saved: std::sync::atomic::AtomicBool,
-    /// When the last non-durable commit landed, in ms since `opened`.
-    last_lazy_ms: AtomicU64,
     /// When the last presync ended, in ms since `opened`, and the consistent index
     /// written before it began.
     last_presync_ms: AtomicU64,
     presynced_index: AtomicU64,
     opened: Instant,
-    /// Bytes of the tables' pages at the last count (0: not counted yet), see
-    /// [`Backend::in_use_bytes`].
-    in_use: AtomicU64,
-    /// The file's size at the last count.
-    in_use_file_size: AtomicU64,
-    /// Measures the file's size after each commit ([`footprint::Measure`]).
-    footprint: footprint::Measure,
-    /// Whether rows were removed (compaction) or the file rewritten (defragment) since
-    /// the last count began, or that count failed; true at open.
-    in_use_stale: std::sync::atomic::AtomicBool,
-    /// One count at a time, so an older walk never stores its figure over a newer one.
-    counting: Mutex<()>,
-    /// When the next count may start (after the last one's duty-cycle pause), in ms since
-    /// `opened`.
-    in_use_next_ms: AtomicU64,
 }
-
-/// A count of the pages in use is followed by a pause this many times its duration:
-/// writers do not wait for a count, but it reads every page through redb's cache and
-/// the disk, for a time that grows with the file (the write-transaction walk it
-/// replaced took 0.6-0.8 s for a 540 MB file of 1M rows in the test profile; this one
-/// reads the same pages and was not timed on its own).
-pub const IN_USE_DUTY: u32 = 20;
 
 /// An apply commits durably itself after this many `durable_interval`s without a
 /// durable commit (normally the maintenance thread's comes first).
@@ -374,20 +339,27 @@ const DURABLE_WAIT_LIMIT: Duration = Duration::from_secs(3);
 /// How often [`Backend::wait_durable`] looks at the durable consistent index.
 const DURABLE_POLL: Duration = Duration::from_millis(10);
 
-/// Writes idle this long: a durable commit may take its time to save the allocator state.
-pub const IDLE_FOR_REPAIR: Duration = Duration::from_millis(100);
-
 /// How [`Backend::commit_as`] commits.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Commit {
     /// Visible at once, not fsynced.
     Lazy,
-    /// fsynced; `save_repair` also saves redb's allocator state (quick repair).
-    Durable { save_repair: bool },
+    /// fsynced.
+    Durable,
 }
 
 /// Receives the duration of each backend commit; see [`Backend::observe_commits`].
 pub type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
+/// A dump being loaded is written out of memory every this many bytes of rows.
+const LOAD_FLUSH_BYTES: usize = 8 << 20;
+
+/// The page store's options for this configuration.
+fn store_options(cfg: &BackendConfig) -> skiff_pages::Options {
+    skiff_pages::Options {
+        cache_bytes: cfg.cache_size,
+    }
+}
 
 /// Largest key or value accepted by [`Backend::restore`]; bounds allocation on bad input.
 const MAX_DUMP_FIELD: u32 = 256 << 20;
@@ -404,10 +376,7 @@ pub struct DumpSummary {
     pub term: u64,
 }
 
-pub(crate) fn read_u64<T: ReadableTable<&'static [u8], &'static [u8]>>(
-    t: &T,
-    key: &[u8],
-) -> BResult<u64> {
+pub(crate) fn read_u64<T: ReadableTable>(t: &T, key: &[u8]) -> BResult<u64> {
     match t.get(key)? {
         Some(v) => {
             let b: [u8; 8] = v
@@ -421,7 +390,7 @@ pub(crate) fn read_u64<T: ReadableTable<&'static [u8], &'static [u8]>>(
 }
 
 /// The `format_version` in `meta`: `None` if absent (a file from before versions).
-fn read_version<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T) -> BResult<Option<u64>> {
+fn read_version<T: ReadableTable>(t: &T) -> BResult<Option<u64>> {
     if t.get(meta::FORMAT_VERSION)?.is_none() {
         return Ok(None);
     }
@@ -431,26 +400,22 @@ fn read_version<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T) -> BResul
     }
 }
 
-pub(crate) fn write_u64(
-    t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-    key: &[u8],
-    v: u64,
-) -> BResult<()> {
-    t.insert(key, v.to_be_bytes().as_slice())?;
-    Ok(())
+pub(crate) fn write_u64(t: &mut TableWrite<'_>, key: &[u8], v: u64) -> BResult<()> {
+    t.insert(key, v.to_be_bytes().as_slice())
 }
 
 impl Backend {
-    /// Opens (or creates) the database file at `path`, creating every table. A file of a
-    /// newer format version is refused, unchanged; otherwise the current version is
-    /// recorded (see the module docs).
+    /// Opens (or creates) the database file at `path`. A file of a newer format version
+    /// is refused, unchanged; otherwise the current version is recorded (see the module
+    /// docs). A file of the engine before (redb) is converted first (`migrate`).
     pub fn open(path: impl AsRef<Path>, cfg: BackendConfig) -> BResult<Backend> {
         let path = path.as_ref().to_path_buf();
         // A defragmentation cut short leaves its unfinished copy; the file is still whole.
         defrag::remove_leftover(&path);
-        let db = upgrade::open(&path, cfg.cache_size)?;
+        migrate::convert_if_redb(&path, cfg.cache_size)?;
+        let db = Store::open(&path, store_options(&cfg))?;
         let be = Backend {
-            db: RwLock::new(Arc::new(db)),
+            db: RwLock::new(db),
             path,
             cfg,
             last_durable: Mutex::new(Instant::now()),
@@ -462,21 +427,13 @@ impl Backend {
             durable_frozen: std::sync::atomic::AtomicBool::new(false),
             failure: OnceLock::new(),
             size: AtomicU64::new(0),
-            repair_saved: std::sync::atomic::AtomicBool::new(false),
-            last_lazy_ms: AtomicU64::new(0),
             last_presync_ms: AtomicU64::new(0),
             presynced_index: AtomicU64::new(0),
             opened: Instant::now(),
-            in_use: AtomicU64::new(0),
-            in_use_file_size: AtomicU64::new(0),
-            footprint: footprint::Measure::default(),
-            in_use_stale: std::sync::atomic::AtomicBool::new(true),
-            in_use_next_ms: AtomicU64::new(0),
-            counting: Mutex::new(()),
         };
-        let mut tx = be.begin_write()?;
+        let tx = be.begin_write()?;
         let found = {
-            let m = tx.open_table(Table::Meta.def())?;
+            let m = tx.open_table(Table::Meta)?;
             read_version(&m)?.unwrap_or(UNVERSIONED)
         };
         if found > FORMAT_VERSION {
@@ -488,16 +445,12 @@ impl Backend {
             });
         }
         // Migrations from older versions would run here, in this transaction.
-        for t in Table::ALL {
-            tx.open_table(t.def())?;
-        }
         write_u64(
-            &mut tx.open_table(Table::Meta.def())?,
+            &mut tx.open_table(Table::Meta)?,
             meta::FORMAT_VERSION,
             FORMAT_VERSION,
         )?;
-        tx.set_durability(Durability::Immediate)?;
-        tx.commit()?;
+        tx.into_inner().commit(true)?;
         let (ci, _) = be.consistent_index()?;
         be.durable_index.store(ci, Ordering::SeqCst);
         be.last_index.store(ci, Ordering::SeqCst);
@@ -512,7 +465,7 @@ impl Backend {
     /// The format version recorded in the file (see the module docs).
     pub fn format_version(&self) -> BResult<u64> {
         let tx = self.begin_read()?;
-        let t = tx.open_table(Table::Meta.def())?;
+        let t = tx.open_table(Table::Meta)?;
         Ok(read_version(&t)?.unwrap_or(UNVERSIONED))
     }
 
@@ -522,66 +475,50 @@ impl Backend {
         let _ = self.commit_observer.set(observer);
     }
 
-    /// The database open now.
-    fn current(&self) -> Arc<Database> {
+    /// The store open now.
+    fn current(&self) -> Store {
         self.db.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Starts a write transaction whose durability is decided at commit.
     ///
-    /// A writer that waited for redb's writer slot while [`Backend::defragment`] replaced
-    /// the file got the slot of the old one: it gives it back and starts again on the new
-    /// one, so no write ever lands in a replaced file.
-    pub(crate) fn begin_write(&self) -> BResult<redb::WriteTransaction> {
+    /// A writer that waited for the writer while [`Backend::defragment`] replaced the
+    /// file got the old file's: it gives it back and starts again on the new one, so no
+    /// write ever lands in a replaced file.
+    pub(crate) fn begin_write(&self) -> BResult<WriteTx> {
         loop {
             let db = self.current();
-            let tx = db.begin_write()?;
-            if Arc::ptr_eq(&db, &self.current()) {
-                return Ok(tx);
+            let tx = db.begin_write();
+            if db.same(&self.current()) {
+                return Ok(WriteTx(std::cell::RefCell::new(tx)));
             }
-            tx.abort()?;
+            drop(tx);
         }
     }
 
-    pub(crate) fn begin_read(&self) -> BResult<redb::ReadTransaction> {
-        Ok(self.current().begin_read()?)
+    pub(crate) fn begin_read(&self) -> BResult<ReadTx> {
+        Ok(ReadTx(self.current().begin_read()))
     }
 
-    /// Commits `tx`: durably (fsynced, allocator state saved) if `force`, else without
-    /// fsync, unless no durable commit happened for [`INLINE_DURABLE_FACTOR`] intervals
-    /// (then durably, without the allocator state). `index` is the consistent index the
-    /// transaction wrote (0 if it did not write one).
-    pub(crate) fn commit(
-        &self,
-        tx: redb::WriteTransaction,
-        index: u64,
-        force: bool,
-    ) -> BResult<()> {
-        let mode = if force {
-            Commit::Durable { save_repair: true }
-        } else if self.since_durable() >= self.cfg.durable_interval * INLINE_DURABLE_FACTOR {
-            Commit::Durable { save_repair: false }
-        } else {
-            Commit::Lazy
-        };
+    /// Commits `tx`: durably (fsynced) if `force`, else lazily, unless no durable commit
+    /// happened for [`INLINE_DURABLE_FACTOR`] intervals (then durably). `index` is the
+    /// consistent index the transaction wrote (0 if it did not write one).
+    pub(crate) fn commit(&self, tx: WriteTx, index: u64, force: bool) -> BResult<()> {
+        let mode =
+            if force || self.since_durable() >= self.cfg.durable_interval * INLINE_DURABLE_FACTOR {
+                Commit::Durable
+            } else {
+                Commit::Lazy
+            };
         self.commit_as(tx, index, mode)
     }
 
-    fn commit_as(&self, mut tx: redb::WriteTransaction, index: u64, mode: Commit) -> BResult<()> {
+    fn commit_as(&self, tx: WriteTx, index: u64, mode: Commit) -> BResult<()> {
         self.refuse_after_failure()?;
         let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
-        match mode {
-            Commit::Durable { save_repair } => {
-                tx.set_durability(Durability::Immediate)?;
-                // Saves the allocator state with the commit so that reopening after a
-                // crash is quick (see the module docs for when).
-                tx.set_quick_repair(save_repair);
-            }
-            Commit::Lazy => tx.set_durability(Durability::None)?,
-        }
-        // redb has one writer at a time: while `tx` is open no other commit can land, so
-        // what `last_index` says now is exactly what this commit makes durable (reading it
-        // after the commit could count a later, non-durable one).
+        // One writer at a time: while `tx` is open no other commit can land, so what
+        // `last_index` says now is exactly what this commit makes durable (reading it
+        // after the commit could count a later, lazy one).
         let covers = self.last_index.load(Ordering::SeqCst).max(index);
         skiff_failpoints::fail_point!("backend-commit", |msg| Err(self.record_failure(
             BackendError::Io {
@@ -590,17 +527,9 @@ impl Backend {
             }
         )));
         let started = Instant::now();
-        tx.commit().map_err(|e| {
-            let e = match e {
-                // An I/O error names the file (ENOSPC, EIO: which disk to look at).
-                redb::CommitError::Storage(redb::StorageError::Io(source)) => BackendError::Io {
-                    path: self.path.clone(),
-                    source,
-                },
-                other => BackendError::from(other),
-            };
-            self.record_failure(e)
-        })?;
+        tx.into_inner()
+            .commit(mode == Commit::Durable)
+            .map_err(|e| self.record_failure(e.into()))?;
         skiff_failpoints::fail_point!("backend-after-commit");
         if let Some(observe) = self.commit_observer.get() {
             observe(started.elapsed());
@@ -608,20 +537,13 @@ impl Backend {
         if index > 0 {
             self.last_index.fetch_max(index, Ordering::SeqCst);
         }
-        if let Ok(size) = self.footprint.data_bytes(&self.path) {
-            self.size.store(size, Ordering::Relaxed);
-        }
-        match mode {
-            Commit::Durable { save_repair } => {
-                *last = Instant::now();
-                if !self.durable_frozen.load(Ordering::SeqCst) {
-                    self.durable_index.fetch_max(covers, Ordering::SeqCst);
-                }
-                self.repair_saved.store(save_repair, Ordering::SeqCst);
+        self.size
+            .store(self.current().stats().file_bytes, Ordering::Relaxed);
+        if mode == Commit::Durable {
+            *last = Instant::now();
+            if !self.durable_frozen.load(Ordering::SeqCst) {
+                self.durable_index.fetch_max(covers, Ordering::SeqCst);
             }
-            Commit::Lazy => self
-                .last_lazy_ms
-                .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed),
         }
         Ok(())
     }
@@ -633,16 +555,10 @@ impl Backend {
             .elapsed()
     }
 
-    /// How long no write committed (the maintenance thread's idea of "nobody waits").
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_lazy_ms.load(Ordering::Relaxed));
-        self.opened.elapsed().saturating_sub(last)
-    }
-
     /// The maintenance thread's part (see the module docs), called every few tens of ms:
-    /// a durable commit once `durable_interval` passed with something to make durable,
-    /// after a presync; it saves the allocator state only if writes are idle, and an
-    /// idle spell later saves it if the last durable commit did not.
+    /// a write-back of what applies wrote every [`PRESYNC_INTERVAL`], and a durable
+    /// commit once `durable_interval` passed with something to make durable, after a
+    /// write-back.
     pub fn maintain_durability(&self) -> BResult<()> {
         // Written pages go back to the disk a little at a time (see the module docs).
         let unwritten =
@@ -655,101 +571,16 @@ impl Backend {
             if unwritten() {
                 self.presync()?;
             }
-            let save_repair = self.idle_for() >= IDLE_FOR_REPAIR;
             let tx = self.begin_write()?;
-            return self.commit_as(tx, 0, Commit::Durable { save_repair });
-        }
-        if !self.repair_saved.load(Ordering::SeqCst) && self.idle_for() >= IDLE_FOR_REPAIR {
-            let tx = self.begin_write()?;
-            return self.commit_as(tx, 0, Commit::Durable { save_repair: true });
+            return self.commit_as(tx, 0, Commit::Durable);
         }
         Ok(())
     }
 
-    /// Says that rows were removed (a compaction's batches), so the space in use may
-    /// have dropped: the next count due recounts it (see the module docs). Commits that
-    /// only add rows do not need a count (the file's growth is added).
-    pub fn note_rows_freed(&self) {
-        self.in_use_stale.store(true, Ordering::SeqCst);
-    }
-
-    /// Counts the bytes in use ([`Backend::count_in_use`]) if a compaction or
-    /// defragmentation made the last count stale and the duty cycle's pause after it
-    /// has passed; `None` when no count was due.
-    pub fn count_in_use_if_due(&self) -> BResult<Option<u64>> {
-        let now_ms = self.opened.elapsed().as_millis() as u64;
-        if !self.in_use_stale.load(Ordering::SeqCst)
-            || now_ms < self.in_use_next_ms.load(Ordering::Relaxed)
-        {
-            return Ok(None);
-        }
-        self.count_in_use().map(Some)
-    }
-
-    /// Counts the bytes of the pages the tables occupy (see the module docs); what
-    /// [`Backend::in_use_bytes`] reports from then on. Walks every page of the trees in
-    /// a read transaction: writers go on meanwhile.
-    /// A failed count leaves the figure stale, to be retried a second later.
-    pub fn count_in_use(&self) -> BResult<u64> {
-        let _one = self.counting.lock().unwrap_or_else(|p| p.into_inner());
-        self.in_use_stale.store(false, Ordering::SeqCst);
-        let counted = self.walk_in_use();
-        if counted.is_err() {
-            self.in_use_stale.store(true, Ordering::SeqCst);
-            self.in_use_next_ms.store(
-                (self.opened.elapsed() + Duration::from_secs(1)).as_millis() as u64,
-                Ordering::Relaxed,
-            );
-        }
-        counted
-    }
-
-    fn walk_in_use(&self) -> BResult<u64> {
-        let started = Instant::now();
-        let db = self.current();
-        // Before the walk: what the file grows by during it is added as in use.
-        let size = self.size_bytes()?;
-        let tx = db.begin_read()?;
-        let mut bytes = 0u64;
-        for table in Table::ALL {
-            let t = match tx.open_table(table.def()) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let stats = redb::ReadableTableMetadata::stats(&t)?;
-            bytes += stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
-        }
-        drop(tx);
-        let took = started.elapsed();
-        self.in_use_next_ms.store(
-            (self.opened.elapsed() + took * IN_USE_DUTY).as_millis() as u64,
-            Ordering::Relaxed,
-        );
-        if !Arc::ptr_eq(&db, &self.current()) {
-            // A defragmentation swapped the file during the walk: count the new one.
-            self.in_use_stale.store(true, Ordering::SeqCst);
-            return Ok(bytes);
-        }
-        tracing::debug!(bytes, ?took, "counted the backend's bytes in use");
-        self.in_use_file_size.store(size, Ordering::Relaxed);
-        // 0 means "not counted yet".
-        self.in_use.store(bytes.max(1), Ordering::Relaxed);
-        Ok(bytes)
-    }
-
     /// The bytes in use in the backend file (etcd's `dbSizeInUse`; see the module
-    /// docs): the last count plus what the file grew by since (pages added at its end
-    /// are in use), never more than the file's size.
+    /// docs): the meta pages and the pages the newest tree reaches.
     pub fn in_use_bytes(&self) -> u64 {
-        let size = self.cached_size_bytes();
-        match self.in_use.load(Ordering::Relaxed) {
-            0 => size,
-            n => {
-                let grown = size.saturating_sub(self.in_use_file_size.load(Ordering::Relaxed));
-                (n + grown).min(size)
-            }
-        }
+        self.current().stats().in_use_bytes
     }
 
     /// Whether some commit is not durable yet and either `durable_interval` has passed
@@ -776,15 +607,9 @@ impl Backend {
     }
 
     /// Size of the database file in bytes (`dbSize`, what etcd's space quota is checked
-    /// against): the bytes that hold data, not the length redb has grown the file to
-    /// (see [`footprint`]).
+    /// against; see the module docs).
     pub fn size_bytes(&self) -> BResult<u64> {
-        self.footprint
-            .data_bytes(&self.path)
-            .map_err(|source| BackendError::Io {
-                path: self.path.clone(),
-                source,
-            })
+        Ok(self.current().stats().file_bytes)
     }
 
     /// Writes `rows` into `table` in one durable transaction (`None` deletes a key),
@@ -793,12 +618,10 @@ impl Backend {
     pub fn write_rows(&self, table: Table, rows: &[(Vec<u8>, Option<Vec<u8>>)]) -> BResult<()> {
         let tx = self.begin_write()?;
         {
-            let mut t = tx.open_table(table.def())?;
+            let mut t = tx.open_table(table)?;
             for (key, value) in rows {
                 match value {
-                    Some(v) => {
-                        t.insert(key.as_slice(), v.as_slice())?;
-                    }
+                    Some(v) => t.insert(key.as_slice(), v.as_slice())?,
                     None => {
                         t.remove(key.as_slice())?;
                     }
@@ -808,21 +631,12 @@ impl Backend {
         self.commit(tx, 0, true)
     }
 
-    /// Makes every commit so far durable, allocator state saved (before a shutdown).
-    /// Waits out a defragmentation's swap window (its
-    /// last catch-up round, the swap and one durable commit) if one is open.
+    /// Makes every commit so far durable (before a shutdown). Waits out a
+    /// defragmentation's swap window (its last catch-up round, the swap and one durable
+    /// commit) if one is open.
     pub fn sync(&self) -> BResult<()> {
         let _window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
-        self.commit_durably_now(true)
-    }
-
-    /// A durable commit of everything committed so far, as [`Backend::sync`], but without
-    /// saving redb's allocator state, as the periodic durable commits do: for a sync made
-    /// under load (a snapshot's, when the periodic one is late), where the next periodic commit would drop the
-    /// state anyway (the next idle spell saves it; see the module docs).
-    fn sync_without_repair_state(&self) -> BResult<()> {
-        let _window = self.swap_window.lock().unwrap_or_else(|p| p.into_inner());
-        self.commit_durably_now(false)
+        self.commit_durably_now()
     }
 
     /// Waits until every commit that wrote a consistent index up to `index` is durable,
@@ -830,10 +644,10 @@ impl Backend {
     /// behind it) must not come first. The maintenance thread's periodic durable commit
     /// usually gets there within `durable_interval`, at no cost of its own; after twice
     /// that (at most [`DURABLE_WAIT_LIMIT`]) a durable commit is made here instead, as
-    /// [`Backend::sync_without_repair_state`] makes it. Called off the apply path: a
-    /// sync made by the apply thread held every apply (and so every write) for its
-    /// write-back, and behind a defragment's copy that was tens of ms. Gives up, with
-    /// `Ok(false)`, as soon as `give_up` says so (the member is stopping).
+    /// [`Backend::sync`] makes it. Called off the apply path: a sync made by the apply
+    /// thread held every apply (and so every write) for its write-back, and behind a
+    /// defragment's copy that was tens of ms. Gives up, with `Ok(false)`, as soon as
+    /// `give_up` says so (the member is stopping).
     pub fn wait_durable(&self, index: u64, give_up: &dyn Fn() -> bool) -> BResult<bool> {
         // Every apply writes its consistent index, so a commit reached `index` unless
         // `index` lies past every commit so far: then what there is is all it needs.
@@ -846,7 +660,7 @@ impl Backend {
                 return Ok(false);
             }
             if Instant::now() >= deadline {
-                self.sync_without_repair_state()?;
+                self.sync()?;
                 return Ok(true);
             }
             std::thread::sleep(DURABLE_POLL);
@@ -854,28 +668,23 @@ impl Backend {
         Ok(true)
     }
 
-    /// A durable commit of everything so far, after a write-back outside the writer slot
-    /// so the commit finds little left to write (see the module docs).
-    fn commit_durably_now(&self, save_repair: bool) -> BResult<()> {
+    /// A durable commit of everything so far, after a write-back outside the writer so
+    /// the commit finds little left to write (see the module docs).
+    fn commit_durably_now(&self) -> BResult<()> {
         self.presync()?;
         let tx = self.begin_write()?;
-        self.commit_as(tx, 0, Commit::Durable { save_repair })
+        self.commit_as(tx, 0, Commit::Durable)
     }
 
-    /// Writes back the file's dirty pages without taking redb's writer slot (see the
-    /// module docs). Opened by path each time, so it is the current file even after a
+    /// Writes back the file's dirty pages without taking the writer (see the module
+    /// docs). On the store open now, so it is the current file even after a
     /// defragmentation swapped it.
     fn presync(&self) -> BResult<()> {
         self.refuse_after_failure()?;
         let written = self.last_index.load(Ordering::SeqCst);
-        let io = |source| BackendError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        std::fs::File::open(&self.path)
-            .map_err(io)?
-            .sync_data()
-            .map_err(|e| self.record_failure(io(e)))?;
+        self.current()
+            .write_back()
+            .map_err(|e| self.record_failure(e.into()))?;
         self.presynced_index.fetch_max(written, Ordering::SeqCst);
         self.last_presync_ms
             .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -920,7 +729,7 @@ impl Backend {
     /// (consistent index, term) of the last committed apply (durable or not).
     pub fn consistent_index(&self) -> BResult<(u64, u64)> {
         let tx = self.begin_read()?;
-        let t = tx.open_table(Table::Meta.def())?;
+        let t = tx.open_table(Table::Meta)?;
         Ok((
             read_u64(&t, meta::CONSISTENT_INDEX)?,
             read_u64(&t, meta::TERM)?,
@@ -930,14 +739,14 @@ impl Backend {
     /// Reads one value of a server-owned table.
     pub fn get(&self, table: Table, key: &[u8]) -> BResult<Option<Vec<u8>>> {
         let tx = self.begin_read()?;
-        let t = tx.open_table(table.def())?;
+        let t = tx.open_table(table)?;
         Ok(t.get(key)?.map(|v| v.value().to_vec()))
     }
 
     /// Every (key, value) of a table in key order (for the server's tables, which are small).
     pub fn scan(&self, table: Table) -> BResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let tx = self.begin_read()?;
-        let t = tx.open_table(table.def())?;
+        let t = tx.open_table(table)?;
         let mut out = Vec::new();
         for row in t.iter()? {
             let (k, v) = row?;
@@ -960,7 +769,7 @@ impl Backend {
         let mut records = 0u64;
         let (mut ci, mut term) = (0, 0);
         for table in Table::ALL {
-            let t = tx.open_table(table.def())?;
+            let t = tx.open_table(table)?;
             if table == Table::Meta {
                 ci = read_u64(&t, meta::CONSISTENT_INDEX)?;
                 term = read_u64(&t, meta::TERM)?;
@@ -1003,17 +812,15 @@ impl Backend {
         let tmp = path.with_extension("restoring");
         let _ = std::fs::remove_file(&tmp);
         let summary = {
-            let db = Database::create(&tmp)?;
-            let tx = db.begin_write()?;
+            let db = Store::open(&tmp, skiff_pages::Options::default())?;
+            let tx = WriteTx(std::cell::RefCell::new(db.begin_write()));
             match load_dump(&tx, r, &tmp) {
                 Ok(summary) => {
-                    let mut tx = tx;
-                    tx.set_durability(Durability::Immediate)?;
-                    tx.commit()?;
+                    tx.into_inner().commit(true)?;
                     summary
                 }
                 Err(e) => {
-                    tx.abort()?;
+                    drop(tx);
                     drop(db);
                     let _ = std::fs::remove_file(&tmp);
                     return Err(e);
@@ -1024,16 +831,8 @@ impl Backend {
             path: path.to_path_buf(),
             source,
         })?;
-        if let Some(dir) = path.parent() {
-            // The rename is durable only once the directory entry is.
-            if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            }) {
-                let _ = d.sync_all();
-            }
-        }
+        // The rename is durable only once the directory entry is.
+        sync_dir_of(path)?;
         Ok(summary)
     }
 
@@ -1042,14 +841,10 @@ impl Backend {
     /// changed. Used to install a snapshot received from the leader.
     pub fn replace_from_dump<R: Read>(&self, r: R) -> BResult<DumpSummary> {
         let tx = self.begin_write()?;
-        for t in Table::ALL {
-            tx.delete_table(t.def())?;
-        }
+        tx.clear_all()?;
         match load_dump(&tx, r, &self.path) {
             Ok(summary) => {
-                let mut tx = tx;
-                tx.set_durability(Durability::Immediate)?;
-                tx.commit()?;
+                self.commit_as(tx, 0, Commit::Durable)?;
                 // Durable up to the dump's consistent index, as a durable commit of an
                 // apply would be (a snapshot's wait for durability reads these).
                 self.last_index
@@ -1068,7 +863,7 @@ impl Backend {
 
 /// Reads a dump (see the module docs) into the tables of `tx`, verifying its checksum;
 /// the caller commits only on success.
-fn load_dump<R: Read>(tx: &redb::WriteTransaction, r: R, path: &Path) -> BResult<DumpSummary> {
+fn load_dump<R: Read>(tx: &WriteTx, r: R, path: &Path) -> BResult<DumpSummary> {
     let io_err = |source| BackendError::Io {
         path: path.to_path_buf(),
         source,
@@ -1086,10 +881,12 @@ fn load_dump<R: Read>(tx: &redb::WriteTransaction, r: R, path: &Path) -> BResult
     let mut records = 0u64;
     let (mut ci, mut term) = (0, 0);
     let mut version = None;
+    // What was loaded since the transaction last wrote its changes out (see `flush`).
+    let mut unflushed = 0usize;
     {
         let mut tables = Vec::new();
         for t in Table::ALL {
-            tables.push((t, tx.open_table(t.def())?));
+            tables.push((t, tx.open_table(t)?));
         }
         loop {
             let mut tag = [0u8; 1];
@@ -1137,9 +934,14 @@ fn load_dump<R: Read>(tx: &redb::WriteTransaction, r: R, path: &Path) -> BResult
                 .expect("every table opened")
                 .1;
             // Dumps list each table in key order, so every row lands past its table's
-            // last key and redb fills each leaf before it starts the next.
+            // last key and each leaf is filled before the next is started.
             t.insert(k.as_slice(), v.as_slice())?;
             records += 1;
+            unflushed += k.len() + v.len();
+            if unflushed >= LOAD_FLUSH_BYTES {
+                tx.flush()?;
+                unflushed = 0;
+            }
         }
     }
     let checksum = input.crc;
@@ -1164,7 +966,7 @@ fn load_dump<R: Read>(tx: &redb::WriteTransaction, r: R, path: &Path) -> BResult
         Some(_) => {}
         // A dump of a file from before versions: say which version its rows are in.
         None => write_u64(
-            &mut tx.open_table(Table::Meta.def())?,
+            &mut tx.open_table(Table::Meta)?,
             meta::FORMAT_VERSION,
             UNVERSIONED,
         )?,
@@ -1176,6 +978,20 @@ fn load_dump<R: Read>(tx: &redb::WriteTransaction, r: R, path: &Path) -> BResult
         consistent_index: ci,
         term,
     })
+}
+
+/// Syncs the directory holding `path`, so a rename in it is durable.
+pub(super) fn sync_dir_of(path: &Path) -> BResult<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| BackendError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 struct CrcWriter<'a, W: Write> {
@@ -1246,9 +1062,9 @@ mod tests {
         let be = Backend::open(dir.path().join("a.db"), BackendConfig::default()).unwrap();
         let tx = be.begin_write().unwrap();
         {
-            let mut t = tx.open_table(Table::Lease.def()).unwrap();
+            let mut t = tx.open_table(Table::Lease).unwrap();
             t.insert(b"l1".as_slice(), b"v1".as_slice()).unwrap();
-            let mut m = tx.open_table(Table::Meta.def()).unwrap();
+            let mut m = tx.open_table(Table::Meta).unwrap();
             write_u64(&mut m, meta::CONSISTENT_INDEX, 42).unwrap();
         }
         be.commit(tx, 42, false).unwrap();
@@ -1292,7 +1108,7 @@ mod tests {
         be.observe_commits(Box::new(move |d| sink.lock().unwrap().push(d)));
         for i in 1..=3u64 {
             let tx = be.begin_write().unwrap();
-            tx.open_table(Table::Lease.def())
+            tx.open_table(Table::Lease)
                 .unwrap()
                 .insert(i.to_be_bytes().as_slice(), b"v".as_slice())
                 .unwrap();
@@ -1306,9 +1122,9 @@ mod tests {
     }
 
     /// A write transaction holding one row of `table` keyed by `index`, not committed.
-    pub(super) fn with_row(be: &Backend, table: Table, index: u64) -> redb::WriteTransaction {
+    pub(super) fn with_row(be: &Backend, table: Table, index: u64) -> WriteTx {
         let tx = be.begin_write().unwrap();
-        tx.open_table(table.def())
+        tx.open_table(table)
             .unwrap()
             .insert(index.to_be_bytes().as_slice(), b"v".as_slice())
             .unwrap();
@@ -1343,7 +1159,7 @@ mod tests {
         let other = be.clone();
         let periodic = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
-            other.sync_without_repair_state().unwrap();
+            other.sync().unwrap();
         });
         let started = Instant::now();
         assert!(be.wait_durable(1, &|| false).unwrap());
@@ -1409,10 +1225,10 @@ mod tests {
     }
 
     /// Applies never commit durably themselves while the maintenance thread keeps pace;
-    /// its durable commit under a write stream skips the allocator state (which would
-    /// hold the writer), and the next idle spell saves it.
+    /// its durable commit writes back what applies wrote first (the presync), and a
+    /// stuck maintenance thread makes an apply commit durably itself.
     #[test]
-    fn durable_commits_save_the_allocator_state_only_while_writes_are_idle() {
+    fn applies_stay_lazy_while_the_maintenance_thread_keeps_pace() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = BackendConfig {
             durable_interval: Duration::from_millis(20),
@@ -1428,18 +1244,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(25));
         lazy_put(&be, 2);
         assert!(be.sync_due());
-        // Writes are not idle (the last one landed just now).
         be.maintain_durability().unwrap();
         assert_eq!(be.durable_consistent_index(), 2);
-        assert!(!be.repair_saved.load(Ordering::SeqCst));
-        // What applies wrote was written back first (the presync), outside the writer.
+        // What applies wrote was written back first, outside the writer.
         assert_eq!(be.presynced_index.load(Ordering::SeqCst), 2);
-        // Nothing new to make durable, but the allocator state is not saved: the first
-        // idle spell does it.
-        std::thread::sleep(IDLE_FOR_REPAIR + Duration::from_millis(10));
         assert!(!be.sync_due());
-        be.maintain_durability().unwrap();
-        assert!(be.repair_saved.load(Ordering::SeqCst));
         // A stuck maintenance thread: after INLINE_DURABLE_FACTOR intervals an apply
         // commits durably itself.
         std::thread::sleep(Duration::from_millis(20) * INLINE_DURABLE_FACTOR);
@@ -1453,57 +1262,61 @@ mod tests {
         );
     }
 
-    /// redb grows its file by doubling it; the size the quota checks is what holds data,
-    /// so the step does not count as used (it raised NOSPACE at half the quota).
+    /// The size the quota checks is the file's length, and the file is what the rows
+    /// take: a member's few rows keep it under etcd's empty file (5 pages of 4 KiB).
     #[test]
-    fn the_size_counts_what_redb_wrote_not_what_it_reserved() {
+    fn the_size_is_the_file_and_a_small_backend_stays_small() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
         let be = Backend::open(&path, BackendConfig::default()).unwrap();
-        let value = vec![5u8; 1000];
-        let len = || std::fs::metadata(&path).unwrap().len();
-        let mut grown = 0;
-        let mut at_growth = Vec::new();
-        for chunk in 0..200u64 {
-            let before = len();
+        be.write_rows(Table::Members, &[(b"m1".to_vec(), Some(vec![1; 80]))])
+            .unwrap();
+        for index in 1..=200u64 {
+            let tx = be.begin_write().unwrap();
+            write_u64(
+                &mut tx.open_table(Table::Meta).unwrap(),
+                meta::CONSISTENT_INDEX,
+                index,
+            )
+            .unwrap();
+            be.commit(tx, index, index % 50 == 0).unwrap();
+        }
+        be.sync().unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(be.size_bytes().unwrap(), len);
+        assert_eq!(be.cached_size_bytes(), len);
+        assert!(len <= 5 * 4096, "{len} bytes for a handful of rows");
+        let value = vec![5u8; 300];
+        for chunk in 0..100u64 {
             let tx = be.begin_write().unwrap();
             {
-                let mut t = tx.open_table(Table::Key.def()).unwrap();
-                for i in 0..200u64 {
-                    t.insert((chunk * 200 + i).to_be_bytes().as_slice(), value.as_slice())
-                        .unwrap();
+                let mut t = tx.open_table(Table::Key).unwrap();
+                for i in 0..1000u64 {
+                    t.insert(
+                        (chunk * 1000 + i).to_be_bytes().as_slice(),
+                        value.as_slice(),
+                    )
+                    .unwrap();
                 }
             }
-            be.commit(tx, chunk + 1, false).unwrap();
-            let after = len();
-            let size = be.cached_size_bytes();
-            assert!(size <= after, "size {size} above the file's length {after}");
-            assert_eq!(size, be.size_bytes().unwrap());
-            if after > before {
-                grown += 1;
-                at_growth.push((after, size));
-            }
-        }
-        // 40 MB of rows: the file doubled several times, and just after each doubling
-        // (past the first few MiB, where redb's fixed areas dominate) about half of it
-        // is a hole.
-        assert!(grown >= 3, "the file grew {grown} times");
-        let (after, size) = *at_growth.last().unwrap();
-        let holes_reported = {
-            let f = std::fs::File::open(&path).unwrap();
-            rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(0)).unwrap() < len()
-        };
-        if holes_reported {
-            assert!(
-                size < after / 4 * 3,
-                "{size} bytes counted in a file just grown to {after}"
+            be.commit(tx, 1000 + chunk, false).unwrap();
+            assert_eq!(
+                be.cached_size_bytes(),
+                std::fs::metadata(&path).unwrap().len()
             );
         }
-        assert!(be.size_bytes().unwrap() >= 40 * 1000 * 1000 / 2);
+        let size = be.size_bytes().unwrap();
+        let data = 100 * 1000 * (8 + 300);
+        assert!(size >= data, "{size}");
+        assert!(
+            size <= data / 4 * 5,
+            "{size}: pages a quarter empty or worse"
+        );
     }
 
-    /// Pages freed by deletions stop counting as in use at the next count after the
-    /// compaction says so; the file does not get smaller until a defragmentation.
+    /// Pages freed by deletions stop counting as in use at the commit that frees them;
+    /// the file does not get smaller until a defragmentation (the freed pages lie below
+    /// rows still in use).
     #[test]
     fn in_use_drops_after_deletes_while_the_file_does_not() {
         let dir = tempfile::tempdir().unwrap();
@@ -1516,7 +1329,7 @@ mod tests {
         for chunk in 0..20u64 {
             let tx = be.begin_write().unwrap();
             {
-                let mut t = tx.open_table(Table::Key.def()).unwrap();
+                let mut t = tx.open_table(Table::Key).unwrap();
                 for i in 0..500u64 {
                     t.insert((chunk * 500 + i).to_be_bytes().as_slice(), value.as_slice())
                         .unwrap();
@@ -1525,28 +1338,18 @@ mod tests {
             be.commit(tx, chunk + 1, false).unwrap();
         }
         be.sync().unwrap();
-        let full = be.count_in_use().unwrap();
+        let full = be.in_use_bytes();
         let size = be.size_bytes().unwrap();
         assert!(full >= 10_000 * 1000, "in use {full} after 10 MB of rows");
         assert!(be.in_use_bytes() <= size);
         let tx = be.begin_write().unwrap();
         {
-            let mut t = tx.open_table(Table::Key.def()).unwrap();
+            let mut t = tx.open_table(Table::Key).unwrap();
             for i in 0..9_500u64 {
                 t.remove(i.to_be_bytes().as_slice()).unwrap();
             }
         }
         be.commit(tx, 100, false).unwrap();
-        // A put-only commit would not trigger a count; removing rows does (the mvcc
-        // compactor says so after its batches).
-        be.note_rows_freed();
-        // Counted once due (not before the pause after the first count, IN_USE_DUTY
-        // times its duration), with nothing made durable first.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while be.in_use_bytes() >= full / 4 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-            be.count_in_use_if_due().unwrap();
-        }
         let after = be.in_use_bytes();
         assert!(
             be.size_bytes().unwrap() >= size,
@@ -1578,7 +1381,7 @@ mod tests {
         for apply in 0..applies {
             let tx = be.begin_write().unwrap();
             {
-                let mut t = tx.open_table(Table::Key.def()).unwrap();
+                let mut t = tx.open_table(Table::Key).unwrap();
                 for sub in 0..per_apply {
                     let rev = Revision::new(apply as i64 + 2, sub as i64);
                     t.insert(rev_key(rev, false).as_slice(), value.as_slice())
@@ -1596,23 +1399,23 @@ mod tests {
                 "{what}: {in_use} bytes of pages for {data} bytes of rows"
             );
         };
-        fill("applied", be.count_in_use().unwrap());
+        fill("applied", be.in_use_bytes());
         be.defragment().unwrap();
-        fill("defragmented", be.count_in_use().unwrap());
+        fill("defragmented", be.in_use_bytes());
         let mut dump = Vec::new();
         be.dump(&mut dump).unwrap();
         let restored = dir.path().join("b.db");
         Backend::restore(&restored, dump.as_slice()).unwrap();
         let be = Backend::open(&restored, BackendConfig::default()).unwrap();
         assert_eq!(be.scan(Table::Key).unwrap().len() as u64, rows);
-        fill("restored", be.count_in_use().unwrap());
+        fill("restored", be.in_use_bytes());
     }
 
     /// Sets (or, with `None`, removes) the format version an open backend records.
     fn set_version(be: &Backend, version: Option<u64>) {
         let tx = be.begin_write().unwrap();
         {
-            let mut m = tx.open_table(Table::Meta.def()).unwrap();
+            let mut m = tx.open_table(Table::Meta).unwrap();
             match version {
                 Some(v) => write_u64(&mut m, meta::FORMAT_VERSION, v).unwrap(),
                 None => {
@@ -1632,7 +1435,7 @@ mod tests {
         let other = Backend::open(dir.path().join("c.db"), BackendConfig::default()).unwrap();
         {
             let tx = other.begin_write().unwrap();
-            tx.open_table(Table::Lease.def())
+            tx.open_table(Table::Lease)
                 .unwrap()
                 .insert(b"keep".as_slice(), b"me".as_slice())
                 .unwrap();
@@ -1645,11 +1448,11 @@ mod tests {
         let mut legacy = Vec::new();
         be.dump(&mut legacy).unwrap();
         Backend::restore(&target, legacy.as_slice()).unwrap();
-        let db = Database::open(&target).unwrap();
-        let tx = db.begin_read().unwrap();
-        let m = tx.open_table(Table::Meta.def()).unwrap();
+        let db = Store::open(&target, skiff_pages::Options::default()).unwrap();
+        let tx = ReadTx(db.begin_read());
+        let m = tx.open_table(Table::Meta).unwrap();
         assert_eq!(read_version(&m).unwrap(), Some(1));
-        drop((m, tx, db));
+        drop((tx, db));
 
         // A dump of a newer backend is refused, and nothing is replaced.
         set_version(&be, Some(FORMAT_VERSION + 1));

@@ -26,8 +26,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use redb::ReadableTable;
-
 use super::reader::{BoltReader, Row};
 use super::writer::{BoltWriter, BucketBuilder};
 use super::BoltError;
@@ -156,7 +154,7 @@ pub fn export(
     // The small tables, translated and sorted by bucket and key.
     let mut small: BTreeMap<&'static str, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
     for table in [Table::Lease, Table::Members, Table::Alarm, Table::Auth] {
-        let t = tx.open_table(table.def())?;
+        let t = tx.open_table(table)?;
         for row in t.iter()? {
             let (k, v) = row?;
             let rows = aux
@@ -173,7 +171,7 @@ pub fn export(
         }
     }
     {
-        let m = tx.open_table(Table::Meta.def())?;
+        let m = tx.open_table(Table::Meta)?;
         summary.consistent_index = read_u64(&m, meta::CONSISTENT_INDEX)?;
         summary.scheduled_compact = read_u64(&m, meta::SCHEDULED_COMPACT)? as i64;
         summary.finished_compact = read_u64(&m, meta::FINISHED_COMPACT)? as i64;
@@ -204,7 +202,7 @@ pub fn export(
     for name in BUCKETS {
         let mut b = BucketBuilder::new();
         if name == "key" {
-            let t = tx.open_table(Table::Key.def())?;
+            let t = tx.open_table(Table::Key)?;
             for row in t.iter()? {
                 let (k, v) = row?;
                 let (rev, _) = parse_rev_key(k.value()).ok_or_else(|| EtcdDbError::Row {
@@ -362,7 +360,7 @@ pub fn finish_replay(
 ) -> Result<(), EtcdDbError> {
     let tx = backend.begin_write()?;
     {
-        let mut m = tx.open_table(Table::Meta.def())?;
+        let mut m = tx.open_table(Table::Meta)?;
         write_u64(&mut m, meta::CONSISTENT_INDEX, consistent_index)?;
         write_u64(&mut m, meta::TERM, 0)?;
         write_u64(&mut m, IMPORTED_MARK, etcd_index)?;
@@ -394,7 +392,7 @@ pub fn import(
     };
     {
         let tx = backend.begin_read()?;
-        if tx.open_table(Table::Key.def())?.first()?.is_some() {
+        if !tx.open_table(Table::Key)?.is_empty()? {
             return Err(EtcdDbError::Other(format!(
                 "cannot import {} into {}: the backend already holds keys",
                 path.display(),
@@ -444,7 +442,7 @@ pub fn import(
             let mut tables = BTreeMap::new();
             for (t, k, v) in batch.drain(..) {
                 if let std::collections::btree_map::Entry::Vacant(e) = tables.entry(t.name()) {
-                    e.insert(tx.open_table(t.def())?);
+                    e.insert(tx.open_table(t)?);
                 }
                 tables
                     .get_mut(t.name())
@@ -515,7 +513,7 @@ pub fn import(
     // The marks last, durably: only now does the backend read as imported.
     let tx = backend.begin_write()?;
     {
-        let mut m = tx.open_table(Table::Meta.def())?;
+        let mut m = tx.open_table(Table::Meta)?;
         write_u64(&mut m, meta::CONSISTENT_INDEX, consistent_index)?;
         write_u64(&mut m, meta::TERM, 0)?;
         let rev = max_rev.max(summary.scheduled_compact).max(1);

@@ -1,4 +1,4 @@
-//! [`KvStore`]: the MVCC key-value store (etcd's `mvcc.store`) over the redb backend.
+//! [`KvStore`]: the MVCC key-value store (etcd's `mvcc.store`) over the page-store backend.
 //!
 //! # Concurrency
 //! One apply loop writes (applies are serialized by `apply_lock`); any number of threads
@@ -6,7 +6,7 @@
 //! index, never across a disk commit. Readers read at `committed_rev`, which moves only
 //! after the backend commit that holds those rows; index entries newer than that (from an
 //! apply not yet committed) are invisible to them because every index lookup is "newest
-//! revision <= the read revision". A reader opens its redb read transaction while holding
+//! revision <= the read revision". A reader opens its backend read transaction while holding
 //! the index lock, so the rows it will load cannot have been removed by physical
 //! compaction (which starts only after the index was compacted, under the write lock).
 //!
@@ -27,7 +27,6 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteG
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{ReadableTable, ReadableTableMetadata};
 use skiff_api::{validate, EtcdError};
 use tracing::{debug, info, warn};
 
@@ -35,7 +34,9 @@ use super::codec::{self, Revision};
 use super::error::{Error, Result};
 use super::key_index::{IdxRev, Index};
 use super::types::*;
-use crate::backend::{meta, read_u64, write_u64, Backend, BackendConfig, BackendError, Table};
+use crate::backend::{
+    meta, read_u64, write_u64, Backend, BackendConfig, BackendError, ReadableTable, Table,
+};
 
 /// Store tuning.
 #[derive(Clone, Debug)]
@@ -175,41 +176,32 @@ pub struct KvStore {
     workers: Vec<JoinHandle<()>>,
 }
 
-type KeyTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+type KeyTable<'t> = crate::backend::TableWrite<'t>;
 
 /// Writes server-owned rows in an apply's transaction.
-fn write_aux(tx: &redb::WriteTransaction, ops: &[AuxOp]) -> Result<()> {
+fn write_aux(tx: &crate::backend::WriteTx, ops: &[AuxOp]) -> Result<()> {
     for op in ops {
-        let mut t = tx
-            .open_table(op.table.table().def())
-            .map_err(BackendError::from)?;
+        let mut t = tx.open_table(op.table.table())?;
         match &op.value {
             Some(v) => {
-                t.insert(op.key.as_slice(), v.as_slice())
-                    .map_err(BackendError::from)?;
+                t.insert(op.key.as_slice(), v.as_slice())?;
             }
             None => {
-                t.remove(op.key.as_slice()).map_err(BackendError::from)?;
+                t.remove(op.key.as_slice())?;
             }
         }
     }
     Ok(())
 }
 
-fn read_row<T: ReadableTable<&'static [u8], &'static [u8]>>(
-    t: &T,
-    rev: IdxRev,
-) -> Result<KeyValue> {
+fn read_row<T: ReadableTable>(t: &T, rev: IdxRev) -> Result<KeyValue> {
     let k = codec::rev_key(rev.rev(), rev.tombstone);
-    let v = t
-        .get(k.as_slice())
-        .map_err(BackendError::from)?
-        .ok_or_else(|| {
-            BackendError::Corrupt(format!(
-                "key index names revision {:?} missing from the backend",
-                rev.rev()
-            ))
-        })?;
+    let v = t.get(k.as_slice())?.ok_or_else(|| {
+        BackendError::Corrupt(format!(
+            "key index names revision {:?} missing from the backend",
+            rev.rev()
+        ))
+    })?;
     codec::decode_kv(v.value()).ok_or_else(|| {
         Error::Backend(BackendError::Corrupt(format!(
             "undecodable KeyValue at revision {:?}",
@@ -274,7 +266,7 @@ pub const ROW_OVERHEAD: u64 = 64;
 pub type Charge<'a> = &'a mut dyn FnMut(u64) -> std::result::Result<(), EtcdError>;
 
 /// Row phase of a range: load, filter, sort, cut, as etcd's apply layer does.
-fn finish_range<T: ReadableTable<&'static [u8], &'static [u8]>>(
+fn finish_range<T: ReadableTable>(
     t: &T,
     revs: &[IdxRev],
     count: i64,
@@ -344,20 +336,16 @@ fn finish_range<T: ReadableTable<&'static [u8], &'static [u8]>>(
 fn load_state(backend: &Backend) -> Result<(State, u64, i64, i64)> {
     Ok({
         let tx = backend.begin_read()?;
-        let m = tx
-            .open_table(Table::Meta.def())
-            .map_err(BackendError::from)?;
+        let m = tx.open_table(Table::Meta)?;
         let ci = read_u64(&m, meta::CONSISTENT_INDEX)?;
         let stored_rev = read_u64(&m, meta::REVISION)? as i64;
         let scheduled = read_u64(&m, meta::SCHEDULED_COMPACT)? as i64;
         let finished = read_u64(&m, meta::FINISHED_COMPACT)? as i64;
-        let keys = tx
-            .open_table(Table::Key.def())
-            .map_err(BackendError::from)?;
+        let keys = tx.open_table(Table::Key)?;
         let mut index = Index::default();
         let mut max_rev = 0i64;
-        for row in keys.iter().map_err(BackendError::from)? {
-            let (k, v) = row.map_err(BackendError::from)?;
+        for row in keys.iter()? {
+            let (k, v) = row?;
             let (rev, tomb) = codec::parse_rev_key(k.value()).ok_or_else(|| {
                 BackendError::Corrupt(format!("bad revision key {:?}", k.value()))
             })?;
@@ -435,7 +423,7 @@ impl KvStore {
         Arc::clone(&self.inner.prev_kv_watchers)
     }
 
-    /// Opens the store at `path` (a redb file), rebuilding the key index from the backend
+    /// Opens the store at `path` (a backend page file), rebuilding the key index from the backend
     /// and resuming any unfinished physical compaction.
     pub fn open(path: impl AsRef<Path>, cfg: StoreConfig) -> Result<KvStore> {
         let backend = Backend::open(path, cfg.backend.clone())?;
@@ -470,14 +458,6 @@ impl KvStore {
                 path: inner.backend.path().to_path_buf(),
                 source,
             })?;
-        let counter_inner = Arc::clone(&inner);
-        let counter = std::thread::Builder::new()
-            .name("skiff-in-use".into())
-            .spawn(move || in_use_loop(counter_inner))
-            .map_err(|source| BackendError::Io {
-                path: inner.backend.path().to_path_buf(),
-                source,
-            })?;
         if scheduled > finished {
             info!(scheduled, finished, "resuming interrupted compaction");
             let _ = tx.send(scheduled);
@@ -485,7 +465,7 @@ impl KvStore {
         Ok(KvStore {
             inner,
             compactor: Mutex::new(Some(tx)),
-            workers: vec![worker, counter],
+            workers: vec![worker],
         })
     }
 
@@ -540,8 +520,8 @@ impl KvStore {
         Ok(())
     }
 
-    /// A consistent read view: (index guard, redb snapshot, committed rev, compact rev).
-    fn view(&self) -> Result<(RwLockReadGuard<'_, State>, redb::ReadTransaction, i64)> {
+    /// A consistent read view: (index guard, backend snapshot, committed rev, compact rev).
+    fn view(&self) -> Result<(RwLockReadGuard<'_, State>, crate::backend::ReadTx, i64)> {
         self.check_poison()?;
         let st = self.read_state();
         let cur = self.current_revision();
@@ -564,9 +544,7 @@ impl KvStore {
         let rev = read_revision(req.revision, cur, st.compact_rev)?;
         let (revs, count) = collect_range(&st.index, req, rev);
         drop(st);
-        let t = tx
-            .open_table(Table::Key.def())
-            .map_err(BackendError::from)?;
+        let t = tx.open_table(Table::Key)?;
         finish_range(&t, &revs, count, req, cur, charge)
     }
 
@@ -578,9 +556,7 @@ impl KvStore {
         let rev = read_revision(req.revision, cur, st.compact_rev)?;
         let (revs, _) = collect_range(&st.index, req, rev);
         drop(st);
-        let t = tx
-            .open_table(Table::Key.def())
-            .map_err(BackendError::from)?;
+        let t = tx.open_table(Table::Key)?;
         let mut sum = 0u64;
         for r in revs {
             sum += row_cost(&read_row(&t, r)?);
@@ -601,9 +577,7 @@ impl KvStore {
             return Ok(None);
         };
         drop(st);
-        let t = tx
-            .open_table(Table::Key.def())
-            .map_err(BackendError::from)?;
+        let t = tx.open_table(Table::Key)?;
         Ok(Some(read_row(&t, r)?))
     }
 
@@ -652,12 +626,8 @@ impl KvStore {
         // from the backend instead (`watch`'s `notify`).
         let prev_for_watchers = inner.prev_kv_watchers.load(Ordering::Acquire) > 0;
         {
-            let mut keys = tx
-                .open_table(Table::Key.def())
-                .map_err(BackendError::from)?;
-            let mut metat = tx
-                .open_table(Table::Meta.def())
-                .map_err(BackendError::from)?;
+            let mut keys = tx.open_table(Table::Key)?;
+            let mut metat = tx.open_table(Table::Meta)?;
             for e in entries {
                 if e.index <= applied_index {
                     out.push(Applied::Skipped);
@@ -728,7 +698,7 @@ impl KvStore {
             }
         }
         if !any {
-            tx.abort().map_err(BackendError::from)?;
+            tx.abort()?;
             return Ok(out);
         }
         inner.backend.commit(tx, applied_index, false)?;
@@ -804,16 +774,11 @@ impl KvStore {
             }
         });
         drop(st);
-        let t = tx
-            .open_table(Table::Key.def())
-            .map_err(BackendError::from)?;
+        let t = tx.open_table(Table::Key)?;
         let mut h = crc32c::crc32c(b"key");
         let upper = codec::rev_lower_bound(rev.saturating_add(1));
-        for row in t
-            .range::<&[u8]>(..upper.as_slice())
-            .map_err(BackendError::from)?
-        {
-            let (k, v) = row.map_err(BackendError::from)?;
+        for row in t.range::<&[u8]>(..upper.as_slice())? {
+            let (k, v) = row?;
             let (r, _) = codec::parse_rev_key(k.value()).ok_or_else(|| {
                 BackendError::Corrupt(format!("bad revision key {:?}", k.value()))
             })?;
@@ -845,9 +810,9 @@ impl KvStore {
                 continue;
             }
             h = crc32c::crc32c_append(h, table.name().as_bytes());
-            let t = tx.open_table(table.def()).map_err(BackendError::from)?;
-            for row in t.iter().map_err(BackendError::from)? {
-                let (k, v) = row.map_err(BackendError::from)?;
+            let t = tx.open_table(table)?;
+            for row in t.iter()? {
+                let (k, v) = row?;
                 h = crc32c::crc32c_append(h, k.value());
                 h = crc32c::crc32c_append(h, v.value());
             }
@@ -858,10 +823,8 @@ impl KvStore {
     /// Number of rows in the backend's `key` table (for tests and metrics).
     pub fn backend_rows(&self) -> Result<u64> {
         let tx = self.inner.backend.begin_read()?;
-        let t = tx
-            .open_table(Table::Key.def())
-            .map_err(BackendError::from)?;
-        Ok(t.len().map_err(BackendError::from)?)
+        let t = tx.open_table(Table::Key)?;
+        Ok(t.len()?)
     }
 
     /// Events of every revision in `[from, ..]` up to `to` (inclusive), reading at most
@@ -874,18 +837,13 @@ impl KvStore {
             return Err(EtcdError::Compacted.into());
         }
         drop(st);
-        let t = tx
-            .open_table(Table::Key.def())
-            .map_err(BackendError::from)?;
+        let t = tx.open_table(Table::Key)?;
         let lo = codec::rev_lower_bound(from);
         let hi = codec::rev_lower_bound(to.saturating_add(1));
         let mut events = Vec::new();
         let mut last = from - 1;
-        for row in t
-            .range::<&[u8]>(lo.as_slice()..hi.as_slice())
-            .map_err(BackendError::from)?
-        {
-            let (k, v) = row.map_err(BackendError::from)?;
+        for row in t.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
+            let (k, v) = row?;
             let (r, tomb) = codec::parse_rev_key(k.value()).ok_or_else(|| {
                 BackendError::Corrupt(format!("bad revision key {:?}", k.value()))
             })?;
@@ -1069,8 +1027,7 @@ impl WriteCtx<'_, '_> {
         };
         let k = codec::rev_key(rev, false);
         self.keys
-            .insert(k.as_slice(), codec::encode_kv(&kv).as_slice())
-            .map_err(BackendError::from)?;
+            .insert(k.as_slice(), codec::encode_kv(&kv).as_slice())?;
         self.st.index.put(&p.key, rev, (created, version));
         let resp_prev = if p.prev_kv { prev_kv.clone() } else { None };
         self.events.push(Event {
@@ -1096,8 +1053,7 @@ impl WriteCtx<'_, '_> {
             };
             let k = codec::rev_key(rev, true);
             self.keys
-                .insert(k.as_slice(), codec::encode_kv(&tomb).as_slice())
-                .map_err(BackendError::from)?;
+                .insert(k.as_slice(), codec::encode_kv(&tomb).as_slice())?;
             self.st.index.tombstone(&key, rev);
             resp.deleted += 1;
             if d.prev_kv {
@@ -1277,7 +1233,7 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 /// (applies never wait for that; see the backend's module docs), so the durable
 /// consistent index (and with it WAL release) never lags for long.
 fn compactor_loop(inner: Arc<Inner>, rx: mpsc::Receiver<i64>) {
-    // Often enough to notice an idle spell of `IDLE_FOR_REPAIR`.
+    // Often enough for the presync interval (see the backend's module docs).
     let tick = (inner.cfg.backend.durable_interval / 2)
         .clamp(Duration::from_millis(5), Duration::from_millis(50));
     loop {
@@ -1313,47 +1269,6 @@ fn compactor_loop(inner: Arc<Inner>, rx: mpsc::Receiver<i64>) {
     }
 }
 
-/// How often the in-use counter looks whether a count is due.
-const IN_USE_POLL: Duration = Duration::from_millis(50);
-
-/// Recounts the backend's bytes in use (`dbSizeInUse`) when a compaction or a
-/// defragmentation made the last count stale, on a thread of its own: the walk grows
-/// with the file (see `backend::IN_USE_DUTY`), and on the compactor's thread it would hold up
-/// the durable commits that thread makes. Writers never wait for it (a read
-/// transaction).
-fn in_use_loop(inner: Arc<Inner>) {
-    while !inner.shutdown.load(Ordering::SeqCst) {
-        if let Err(e) = inner.backend.count_in_use_if_due() {
-            warn!(error = %e, "counting the backend's bytes in use failed");
-        }
-        std::thread::sleep(IN_USE_POLL);
-    }
-}
-
-/// Counts the backend's bytes in use now, on a scoped thread, while this (the
-/// compactor's) thread keeps making the durable commits that are due, however long the
-/// walk takes. A failed count leaves the figure stale, so the
-/// in-use thread retries it.
-fn count_in_use_keeping_durability(inner: &Inner) {
-    std::thread::scope(|s| {
-        let count = s.spawn(|| inner.backend.count_in_use());
-        while !count.is_finished() {
-            if let Err(e) = inner.backend.maintain_durability() {
-                warn!(error = %e, "periodic durable commit failed");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        match count.join() {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %e, "counting the backend's bytes in use failed"),
-            Err(_) => {
-                inner.backend.note_rows_freed();
-                warn!("counting the backend's bytes in use panicked");
-            }
-        }
-    });
-}
-
 fn physical_compact(inner: &Inner, target: i64) -> Result<bool> {
     let upper = codec::rev_lower_bound(target.saturating_add(1));
     let mut cursor: Vec<u8> = Vec::new();
@@ -1379,16 +1294,11 @@ fn physical_compact(inner: &Inner, target: i64) -> Result<bool> {
             let st = inner.state.read().unwrap_or_else(|p| p.into_inner());
             let tx = inner.backend.begin_read()?;
             drop(st);
-            let t = tx
-                .open_table(Table::Key.def())
-                .map_err(BackendError::from)?;
+            let t = tx.open_table(Table::Key)?;
             let mut rows = 0usize;
             let mut batch_rows = Vec::new();
-            for row in t
-                .range::<&[u8]>(cursor.as_slice()..upper.as_slice())
-                .map_err(BackendError::from)?
-            {
-                let (k, v) = row.map_err(BackendError::from)?;
+            for row in t.range::<&[u8]>(cursor.as_slice()..upper.as_slice())? {
+                let (k, v) = row?;
                 rows += 1;
                 if rows > batch {
                     next_cursor = Some(k.value().to_vec());
@@ -1412,11 +1322,9 @@ fn physical_compact(inner: &Inner, target: i64) -> Result<bool> {
         if !doomed.is_empty() {
             let tx = inner.backend.begin_write()?;
             {
-                let mut t = tx
-                    .open_table(Table::Key.def())
-                    .map_err(BackendError::from)?;
+                let mut t = tx.open_table(Table::Key)?;
                 for k in &doomed {
-                    t.remove(k.as_slice()).map_err(BackendError::from)?;
+                    t.remove(k.as_slice())?;
                 }
             }
             inner.backend.commit(tx, 0, false)?;
@@ -1433,19 +1341,13 @@ fn physical_compact(inner: &Inner, target: i64) -> Result<bool> {
     }
     let tx = inner.backend.begin_write()?;
     {
-        let mut m = tx
-            .open_table(Table::Meta.def())
-            .map_err(BackendError::from)?;
+        let mut m = tx.open_table(Table::Meta)?;
         let prev = read_u64(&m, meta::FINISHED_COMPACT)?;
         write_u64(&mut m, meta::FINISHED_COMPACT, prev.max(target as u64))?;
     }
+    // The space the deletes freed shows in `dbSizeInUse` from this commit on (the page
+    // store counts the pages its tree reaches as it commits).
     inner.backend.commit(tx, 0, false)?;
-    if deleted > 0 {
-        inner.backend.note_rows_freed();
-        // Before the compaction is reported finished, so that a status right after a
-        // physical compaction shows what it freed, as etcd's does after its next commit.
-        count_in_use_keeping_durability(inner);
-    }
     debug!(
         deleted,
         revision = target,
