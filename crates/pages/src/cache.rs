@@ -49,13 +49,18 @@ impl Cache {
         Some(n)
     }
 
+    /// Caches `node` as page `pgid`'s (replacing what was cached for it). A node of more
+    /// than a quarter of a generation is not kept (it would push out everything else);
+    /// only the stale copy is dropped.
     pub fn put(&self, pgid: u64, node: Arc<[u8]>) {
         let mut s = self.shard(pgid);
         s.old.remove(&pgid);
         if let Some(prev) = s.new.remove(&pgid) {
             s.new_bytes -= prev.len();
         }
-        self.insert(&mut s, pgid, node);
+        if node.len() <= self.generation_bytes / 4 {
+            self.insert(&mut s, pgid, node);
+        }
     }
 
     fn insert(&self, s: &mut Shard, pgid: u64, node: Arc<[u8]>) {
@@ -82,5 +87,13 @@ mod tests {
         }
         let s = c.shard(0);
         assert!(s.new.len() + s.old.len() <= 9);
+        drop(s);
+        let big: Arc<[u8]> = vec![0u8; 64 * crate::format::PAGE].into();
+        c.put(SHARDS as u64, big);
+        assert!(
+            c.get(SHARDS as u64).is_none(),
+            "a node bigger than its share is not kept"
+        );
+        assert!(c.get(0).is_some(), "and does not push the others out");
     }
 }

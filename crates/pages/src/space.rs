@@ -130,6 +130,16 @@ impl Space {
         }
     }
 
+    /// Frees at once pages that were written but never published (an abandoned
+    /// transaction's flushed nodes: no tree or reader reaches them).
+    pub fn give_back(&mut self, nodes: Vec<NodeRef>) {
+        for r in nodes {
+            self.live -= r.pages as u64;
+            self.fresh.remove(&r.pgid);
+            self.free.extend(r.pgid..r.pgid + r.pages as u64);
+        }
+    }
+
     /// Cuts free pages off the end; whether `hwm` went down.
     pub fn shrink(&mut self) -> bool {
         let before = self.hwm;

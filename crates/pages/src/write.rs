@@ -117,6 +117,10 @@ pub struct WriteTx {
     rows: [u64; TABLES],
     /// Committed nodes this transaction copied or dropped.
     freed: Vec<NodeRef>,
+    /// Nodes [`WriteTx::flush`] wrote: no commit reaches them, so if the transaction is
+    /// dropped their pages are free again at once.
+    flushed: Vec<NodeRef>,
+    committed: bool,
 }
 
 impl WriteTx {
@@ -128,6 +132,8 @@ impl WriteTx {
             height: base.height,
             rows: base.rows,
             freed: Vec::new(),
+            flushed: Vec::new(),
+            committed: false,
         }
     }
 
@@ -250,6 +256,11 @@ impl WriteTx {
             let mut space = lock(&inner.space);
             self.spill_root(&mut space, &mut writes)?
         };
+        self.flushed
+            .extend(writes.iter().map(|(pgid, bytes)| NodeRef {
+                pgid: *pgid,
+                pages: (bytes.len() / PAGE) as u32,
+            }));
         write_pages(&self.inner, &writes)?;
         self.root = root.map(Slot::Clean);
         self.height = height;
@@ -333,10 +344,11 @@ impl WriteTx {
     pub fn commit(mut self, durable: bool) -> Result<()> {
         let inner = self.inner.clone();
         let done = self.publish(durable);
-        if done.is_err() {
-            inner
+        match &done {
+            Ok(()) => self.committed = true,
+            Err(_) => inner
                 .failed
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+                .store(true, std::sync::atomic::Ordering::SeqCst),
         }
         done
     }
@@ -398,6 +410,9 @@ impl WriteTx {
 
 impl Drop for WriteTx {
     fn drop(&mut self) {
+        if !self.committed && !self.flushed.is_empty() {
+            lock(&self.inner.space).give_back(std::mem::take(&mut self.flushed));
+        }
         self.inner.end_write();
     }
 }

@@ -247,3 +247,27 @@ fn clearing_and_flushing_inside_a_transaction() {
     assert_eq!(rows(&store, 2).len(), 1);
     assert!(store.stats().file_bytes <= 4 * PAGE as u64);
 }
+
+#[test]
+fn an_abandoned_bulk_load_gives_its_pages_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db"), Options::default()).unwrap();
+    let mut tx = store.begin_write();
+    tx.insert(2, b"meta", b"1").unwrap();
+    tx.commit(true).unwrap();
+    let before = store.stats();
+    let mut tx = store.begin_write();
+    for i in 0..20_000u32 {
+        tx.insert(1, &i.to_be_bytes(), &[4; 100]).unwrap();
+        if i % 4000 == 0 {
+            tx.flush().unwrap();
+        }
+    }
+    drop(tx);
+    assert_eq!(store.stats().in_use_bytes, before.in_use_bytes);
+    let mut tx = store.begin_write();
+    tx.insert(2, b"meta", b"2").unwrap();
+    tx.commit(true).unwrap();
+    assert!(store.stats().file_bytes <= before.file_bytes + PAGE as u64);
+    assert_eq!(rows(&store, 1), vec![]);
+}
