@@ -114,7 +114,13 @@ impl Meta {
         }
         let root = (pages > 0).then_some(NodeRef { pgid, pages });
         if hwm < 2
-            || root.is_some_and(|r| r.pgid < 2 || r.pgid + r.pages as u64 > hwm)
+            || root.is_some_and(|r| {
+                // Checked: a meta may say anything its checksum covers.
+                r.pgid < 2
+                    || r.pgid
+                        .checked_add(r.pages as u64)
+                        .is_none_or(|end| end > hwm)
+            })
             || root.is_some() != (height > 0)
         {
             return Err(format!(

@@ -156,8 +156,12 @@ impl Store {
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Err(Error::AlreadyOpen(path)),
             Err(e) => return Err(io(e.into())),
         }
-        let len = file.metadata().map_err(io)?.len();
-        let (meta, slot) = if len == 0 {
+        let mut len = file.metadata().map_err(io)?.len();
+        // A crash while the file was being created leaves it empty, or (its one write
+        // not all on the disk) zeros where the meta slots go: no rows can be lost
+        // (nodes live past the meta slots), so it is created again.
+        let created = len == 0 || (len <= 2 * PAGE_U64 && all_zero(&file, len).map_err(io)?);
+        let (meta, slot) = if created {
             let meta = Meta {
                 txid: 1,
                 root: None,
@@ -170,9 +174,18 @@ impl Store {
             file.write_all_at(&pages, 0).map_err(io)?;
             file.sync_all().map_err(io)?;
             sync_dir(&path).map_err(io)?;
+            len = 2 * PAGE_U64;
             (meta, 0)
         } else {
             read_meta(&file, &path)?
+        };
+        // A durable tree lies within the file (its nodes were written and synced before
+        // its meta), so pages past the file's end are free whatever `hwm` says (it is
+        // larger than the file after a later commit cut free pages off its end). A
+        // checksummed but absurd `hwm` must not size the walk's page map either.
+        let meta = Meta {
+            hwm: meta.hwm.min((len / PAGE_U64).max(2)),
+            ..meta
         };
         let inner = Inner {
             path: path.clone(),
@@ -313,6 +326,13 @@ fn read_meta(file: &File, path: &Path) -> Result<(Meta, u64)> {
             path.display()
         ))),
     }
+}
+
+/// Whether the file's first `len` bytes are all zero.
+fn all_zero(file: &File, len: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; len as usize];
+    let got = read_up_to(file, &mut buf, 0)?;
+    Ok(buf[..got].iter().all(|b| *b == 0))
 }
 
 fn read_up_to(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {

@@ -687,7 +687,7 @@ fn spill(
     let mut out = Vec::new();
     match node {
         Node::Leaf { rows, .. } => {
-            for part in cut(rows, |(k, v)| LEAF_ENTRY + k.len() + v.len()) {
+            for part in cut(rows, 1, |(k, v)| LEAF_ENTRY + k.len() + v.len()) {
                 let bytes = encode_leaf(&part)?;
                 let key = part.first().map(|(k, _)| k.clone()).unwrap_or_default();
                 out.push((key, place(bytes, space, writes)));
@@ -706,7 +706,10 @@ fn spill(
                     }
                 }
             }
-            for part in cut(refs, |(k, _)| BRANCH_ENTRY + k.len()) {
+            // At least two children a branch: with keys too long for two to share a page,
+            // a part each would leave as many branches as children, and the levels
+            // `spill_root` adds above them would never come down to one root.
+            for part in cut(refs, 2, |(k, _)| BRANCH_ENTRY + k.len()) {
                 let bytes = encode_branch(&part)?;
                 let key = part.first().map(|(k, _)| k.clone()).unwrap_or_default();
                 out.push((key, place(bytes, space, writes)));
@@ -717,14 +720,15 @@ fn spill(
 }
 
 /// Cuts `items` into runs that each fit a page (a lone item that does not gets a run of
-/// its own), filling each run before starting the next.
-fn cut<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+/// its own), filling each run before starting the next; a run is ended only once it
+/// holds `min` items (so it may then span pages).
+fn cut<T>(items: Vec<T>, min: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
     let mut parts = Vec::new();
     let mut cur = Vec::new();
     let mut used = HEADER;
     for item in items {
         let s = size(&item);
-        if !cur.is_empty() && used + s > PAGE {
+        if cur.len() >= min.max(1) && used + s > PAGE {
             parts.push(std::mem::take(&mut cur));
             used = HEADER;
         }
