@@ -68,6 +68,9 @@ pub enum Error {
     TooLarge(usize),
     #[error("page store: table id {0} is out of range (0..{TABLES})")]
     NoSuchTable(u8),
+    /// A commit refused after an earlier failure (see [`WriteTx::commit`]).
+    #[error("page store: commit refused: {0}")]
+    Failed(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

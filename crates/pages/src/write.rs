@@ -39,6 +39,9 @@ enum Node {
     Leaf {
         rows: Vec<(Vec<u8>, Vec<u8>)>,
         bytes: usize,
+        /// The last row added went past every other: the leaf is being appended to (MVCC
+        /// revisions), so its cut fills pages from the left; otherwise it cuts evenly.
+        tail: bool,
     },
     /// Children with the lower bound of each one's keys.
     Branch { children: Vec<(Vec<u8>, Slot)> },
@@ -69,7 +72,7 @@ impl Node {
     fn split_half(&mut self) -> Option<(Vec<u8>, Node)> {
         let half = self.size() / 2;
         match self {
-            Node::Leaf { rows, bytes } => {
+            Node::Leaf { rows, bytes, tail } => {
                 if rows.len() < 2 {
                     return None;
                 }
@@ -91,6 +94,7 @@ impl Node {
                     Node::Leaf {
                         rows: right,
                         bytes: HEADER + moved,
+                        tail: *tail,
                     },
                 ))
             }
@@ -117,6 +121,9 @@ pub struct WriteTx {
     rows: [u64; TABLES],
     /// Committed nodes this transaction copied or dropped.
     freed: Vec<NodeRef>,
+    /// A change failed part-way (an I/O error, a damaged node): the tree in memory may
+    /// be half changed, so the transaction refuses to commit.
+    poisoned: bool,
     /// Nodes [`WriteTx::flush`] wrote: no commit reaches them, so if the transaction is
     /// dropped their pages are free again at once.
     flushed: Vec<NodeRef>,
@@ -132,6 +139,7 @@ impl WriteTx {
             height: base.height,
             rows: base.rows,
             freed: Vec::new(),
+            poisoned: false,
             flushed: Vec::new(),
             committed: false,
         }
@@ -173,6 +181,11 @@ impl WriteTx {
 
     /// Sets the row; whether it is new.
     pub fn insert(&mut self, table: u8, key: &[u8], value: &[u8]) -> Result<bool> {
+        let done = self.insert_unchecked(table, key, value);
+        self.poison_on(done)
+    }
+
+    fn insert_unchecked(&mut self, table: u8, key: &[u8], value: &[u8]) -> Result<bool> {
         let k = tree_key(table, key)?;
         let added = match self.root.as_mut() {
             None => {
@@ -180,6 +193,7 @@ impl WriteTx {
                 self.root = Some(Slot::Dirty(Box::new(Node::Leaf {
                     rows: vec![(k, value.to_vec())],
                     bytes,
+                    tail: true,
                 })));
                 self.height = 1;
                 true
@@ -198,6 +212,11 @@ impl WriteTx {
 
     /// Removes the row; whether it was there.
     pub fn remove(&mut self, table: u8, key: &[u8]) -> Result<bool> {
+        let done = self.remove_unchecked(table, key);
+        self.poison_on(done)
+    }
+
+    fn remove_unchecked(&mut self, table: u8, key: &[u8]) -> Result<bool> {
         if self.get(table, key)?.is_none() {
             return Ok(false);
         }
@@ -226,6 +245,11 @@ impl WriteTx {
 
     /// Removes every row of `table`; how many there were.
     pub fn clear(&mut self, table: u8) -> Result<u64> {
+        let done = self.clear_unchecked(table);
+        self.poison_on(done)
+    }
+
+    fn clear_unchecked(&mut self, table: u8) -> Result<u64> {
         let keys = self.keys(table)?;
         for k in &keys {
             self.remove(table, k)?;
@@ -235,6 +259,11 @@ impl WriteTx {
 
     /// Removes every row of every table, without reading the leaves.
     pub fn clear_all(&mut self) -> Result<()> {
+        let done = self.clear_all_unchecked();
+        self.poison_on(done)
+    }
+
+    fn clear_all_unchecked(&mut self) -> Result<()> {
         if let Some(root) = self.root.take() {
             free_all(&self.inner, root, self.height, &mut self.freed)?;
         }
@@ -247,6 +276,11 @@ impl WriteTx {
     /// does not hold them all in memory until it commits. Nothing is published: readers
     /// and a crash still see the last commit.
     pub fn flush(&mut self) -> Result<()> {
+        let done = self.flush_unchecked();
+        self.poison_on(done)
+    }
+
+    fn flush_unchecked(&mut self) -> Result<()> {
         let Some(Slot::Dirty(_)) = &self.root else {
             return Ok(());
         };
@@ -290,6 +324,15 @@ impl WriteTx {
                 (parts.pop().map(|(_, r)| r), height)
             }
         })
+    }
+
+    /// Marks the transaction unusable if a change failed part-way (a refused table id
+    /// changed nothing).
+    fn poison_on<T>(&mut self, done: Result<T>) -> Result<T> {
+        if matches!(done, Err(ref e) if !matches!(e, Error::NoSuchTable(_))) {
+            self.poisoned = true;
+        }
+        done
     }
 
     /// A root that grew past [`EAGER_SPLIT`] gets a branch above it.
@@ -340,9 +383,22 @@ impl WriteTx {
     /// commit, which readers that begin from now on see. `durable`: also `fdatasync`,
     /// write the meta slot and `fdatasync` again before returning (see the crate docs).
     /// On an error nothing is published (the pages it took are lost until the file is
-    /// opened again).
+    /// opened again), and the store takes no commit after it: whether the failed one
+    /// reached the disk is unknown (its meta may have), so pages it wrote must not be
+    /// written again. A transaction with a change that failed part-way is refused.
     pub fn commit(mut self, durable: bool) -> Result<()> {
         let inner = self.inner.clone();
+        if self.poisoned {
+            return Err(Error::Failed(
+                "an earlier change of this transaction failed part-way".into(),
+            ));
+        }
+        if inner.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Failed(format!(
+                "an earlier commit to {} failed; nothing is written to it again",
+                inner.path.display()
+            )));
+        }
         let done = self.publish(durable);
         match &done {
             Ok(()) => self.committed = true,
@@ -513,7 +569,11 @@ fn load(inner: &Inner, at: NodeRef) -> Result<Node> {
             .map(|i| (v.key(i).to_vec(), v.value(i).to_vec()))
             .collect();
         let bytes = format::leaf_len(rows.iter().map(|(k, v)| (&k[..], &v[..])));
-        Node::Leaf { rows, bytes }
+        Node::Leaf {
+            rows,
+            bytes,
+            tail: false,
+        }
     } else {
         Node::Branch {
             children: (0..v.len())
@@ -547,18 +607,21 @@ fn insert_in(
     freed: &mut Vec<NodeRef>,
 ) -> Result<bool> {
     match dirty(inner, slot, freed)? {
-        Node::Leaf { rows, bytes } => match rows.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-            Ok(i) => {
-                *bytes = *bytes + value.len() - rows[i].1.len();
-                rows[i].1 = value.to_vec();
-                Ok(false)
+        Node::Leaf { rows, bytes, tail } => {
+            match rows.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
+                Ok(i) => {
+                    *bytes = *bytes + value.len() - rows[i].1.len();
+                    rows[i].1 = value.to_vec();
+                    Ok(false)
+                }
+                Err(i) => {
+                    *tail = i == rows.len();
+                    *bytes += LEAF_ENTRY + key.len() + value.len();
+                    rows.insert(i, (key.to_vec(), value.to_vec()));
+                    Ok(true)
+                }
             }
-            Err(i) => {
-                *bytes += LEAF_ENTRY + key.len() + value.len();
-                rows.insert(i, (key.to_vec(), value.to_vec()));
-                Ok(true)
-            }
-        },
+        }
         Node::Branch { children } => {
             if children.is_empty() {
                 return Err(Error::Corrupt("empty branch in a write".into()));
@@ -574,6 +637,7 @@ fn insert_in(
                     let leaf = Node::Leaf {
                         rows: vec![(key.to_vec(), value.to_vec())],
                         bytes: HEADER + LEAF_ENTRY + key.len() + value.len(),
+                        tail: true,
                     };
                     children.insert(i + 1, (key.to_vec(), Slot::Dirty(Box::new(leaf))));
                     return Ok(true);
@@ -609,7 +673,7 @@ fn split_if_big(children: &mut Vec<(Vec<u8>, Slot)>, i: usize) {
 
 fn remove_in(inner: &Inner, slot: &mut Slot, key: &[u8], freed: &mut Vec<NodeRef>) -> Result<()> {
     match dirty(inner, slot, freed)? {
-        Node::Leaf { rows, bytes } => {
+        Node::Leaf { rows, bytes, .. } => {
             if let Ok(i) = rows.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
                 let (k, v) = rows.remove(i);
                 *bytes -= LEAF_ENTRY + k.len() + v.len();
@@ -657,10 +721,11 @@ fn merge(
     };
     match (&mut **left, *right) {
         (
-            Node::Leaf { rows, bytes },
+            Node::Leaf { rows, bytes, .. },
             Node::Leaf {
                 rows: more,
                 bytes: more_bytes,
+                ..
             },
         ) => {
             *bytes += more_bytes - HEADER;
@@ -686,8 +751,14 @@ fn spill(
 ) -> Result<Vec<(Vec<u8>, NodeRef)>> {
     let mut out = Vec::new();
     match node {
-        Node::Leaf { rows, .. } => {
-            for part in cut(rows, 1, |(k, v)| LEAF_ENTRY + k.len() + v.len()) {
+        Node::Leaf { rows, tail, .. } => {
+            let size = |(k, v): &(Vec<u8>, Vec<u8>)| LEAF_ENTRY + k.len() + v.len();
+            let parts = if tail {
+                cut(rows, 1, size)
+            } else {
+                cut_evenly(rows, size)
+            };
+            for part in parts {
                 let bytes = encode_leaf(&part)?;
                 let key = part.first().map(|(k, _)| k.clone()).unwrap_or_default();
                 out.push((key, place(bytes, space, writes)));
@@ -731,6 +802,34 @@ fn cut<T>(items: Vec<T>, min: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> 
         if cur.len() >= min.max(1) && used + s > PAGE {
             parts.push(std::mem::take(&mut cur));
             used = HEADER;
+        }
+        used += s;
+        cur.push(item);
+    }
+    if !cur.is_empty() {
+        parts.push(cur);
+    }
+    parts
+}
+
+/// Cuts `items` into as few runs as fit pages, of about equal size: a leaf changed in
+/// its middle leaves room on both sides for the rows that land there next (filling from
+/// the left left a one-row leaf that random keys seldom reach: 10-25% full).
+fn cut_evenly<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let total: usize = items.iter().map(&size).sum();
+    let runs = total.div_ceil(PAGE - HEADER).max(1);
+    if runs == 1 {
+        return cut(items, 1, size);
+    }
+    let target = total / runs;
+    let mut parts = Vec::new();
+    let mut cur = Vec::new();
+    let mut used = 0;
+    for item in items {
+        let s = size(&item);
+        if !cur.is_empty() && (used + s + HEADER > PAGE || used >= target) {
+            parts.push(std::mem::take(&mut cur));
+            used = 0;
         }
         used += s;
         cur.push(item);

@@ -271,3 +271,35 @@ fn an_abandoned_bulk_load_gives_its_pages_back() {
     assert!(store.stats().file_bytes <= before.file_bytes + PAGE as u64);
     assert_eq!(rows(&store, 1), vec![]);
 }
+
+#[test]
+fn a_transaction_whose_change_failed_does_not_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = Store::open(&path, Options::default()).unwrap();
+        let mut tx = store.begin_write();
+        for i in 0..1000u32 {
+            tx.insert(1, &i.to_be_bytes(), &[9; 100]).unwrap();
+        }
+        tx.commit(true).unwrap();
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[5 * PAGE + 700] ^= 0x5a;
+    std::fs::write(&path, &bytes).unwrap();
+    let store = Store::open(&path, Options::default()).unwrap();
+    let mut tx = store.begin_write();
+    let failed = (0..1000u32).find_map(|i| tx.insert(1, &i.to_be_bytes(), b"new").err());
+    assert!(
+        matches!(failed, Some(skiff_pages::Error::Corrupt(_))),
+        "{failed:?}"
+    );
+    assert!(matches!(
+        tx.commit(false),
+        Err(skiff_pages::Error::Failed(_))
+    ));
+    // The store itself goes on: a transaction that fails nothing commits.
+    let mut tx = store.begin_write();
+    tx.insert(2, b"meta", b"1").unwrap();
+    tx.commit(true).unwrap();
+}
