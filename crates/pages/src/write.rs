@@ -39,8 +39,9 @@ enum Node {
     Leaf {
         rows: Vec<(Vec<u8>, Vec<u8>)>,
         bytes: usize,
-        /// The last row added went past every other: the leaf is being appended to (MVCC
-        /// revisions), so its cut fills pages from the left; otherwise it cuts evenly.
+        /// The last row added went past every other of its table: the leaf is being
+        /// appended to (MVCC revisions), so its cut fills pages from the left; otherwise
+        /// it cuts evenly.
         tail: bool,
     },
     /// Children with the lower bound of each one's keys.
@@ -83,6 +84,15 @@ impl Node {
                     if acc >= half {
                         at = (i + 1).clamp(1, rows.len() - 1);
                         break;
+                    }
+                }
+                if *tail {
+                    // Appends: keep whole pages on the left (the commit cuts them full)
+                    // and only the last, partly filled page's rows on the right, where
+                    // the next rows land. Halving left a partly filled page behind at
+                    // every split: a bulk copy's leaves were a ninth empty.
+                    if let Some(start) = last_page_start(rows) {
+                        at = start;
                     }
                 }
                 let right = rows.split_off(at);
@@ -615,7 +625,11 @@ fn insert_in(
                     Ok(false)
                 }
                 Err(i) => {
-                    *tail = i == rows.len();
+                    // Past every row of its table here (the next row, if any, belongs to
+                    // the next table: MVCC rows land just before the `meta` rows).
+                    *tail = rows
+                        .get(i)
+                        .is_none_or(|(next, _)| next.first() != key.first());
                     *bytes += LEAF_ENTRY + key.len() + value.len();
                     rows.insert(i, (key.to_vec(), value.to_vec()));
                     Ok(true)
@@ -810,6 +824,22 @@ fn cut<T>(items: Vec<T>, min: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> 
         parts.push(cur);
     }
     parts
+}
+
+/// Where the last run of a left-filling cut of `rows` begins (`None` if it is the only
+/// one).
+fn last_page_start(rows: &[(Vec<u8>, Vec<u8>)]) -> Option<usize> {
+    let mut used = HEADER;
+    let mut start = 0;
+    for (i, (k, v)) in rows.iter().enumerate() {
+        let s = LEAF_ENTRY + k.len() + v.len();
+        if i > start && used + s > PAGE {
+            start = i;
+            used = HEADER;
+        }
+        used += s;
+    }
+    (start > 0).then_some(start)
 }
 
 /// Cuts `items` into as few runs as fit pages, of about equal size: a leaf changed in

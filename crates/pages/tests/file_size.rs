@@ -233,3 +233,24 @@ fn random_inserts_fill_leaves_at_least_half() {
         "{payload} bytes of rows take {in_use} bytes of pages"
     );
 }
+
+/// A bulk load in key order (a defragment's copy, a restored dump, a conversion) in one
+/// big transaction fills its leaves: the splits made while it grows keep whole pages.
+#[test]
+fn a_bulk_append_fills_its_pages() {
+    let dir = common::tempdir();
+    let store = Store::open(dir.path().join("db"), Options::default()).unwrap();
+    let mut payload = 0usize;
+    let mut tx = store.begin_write();
+    for i in 0..100_000u64 {
+        let value = vec![7u8; 60 + (i % 7) as usize * 40];
+        payload += 12 + 1 + 8 + value.len();
+        tx.insert(1, &i.to_be_bytes(), &value).unwrap();
+    }
+    tx.commit(true).unwrap();
+    let in_use = in_use_matches_the_file(&store);
+    assert!(
+        in_use * 100 <= payload as u64 * 104,
+        "{payload} bytes of rows in {in_use} bytes of pages"
+    );
+}
