@@ -36,8 +36,9 @@ pub fn main() -> ExitCode {
         skiff_server::allocator::return_freed_memory_promptly();
     }
     // mimalloc asks for transparent huge pages, so a fresh allocation faults in and zeroes
-    // 2 MiB at a time: redb's allocator-state copy at each durable commit spent a third
-    // of its time there, holding the writer slot (bench/PROFILE.md). 4 KiB pages do not.
+    // 2 MiB at a time: the redb engine's allocator-state copy at each durable commit
+    // spent a third of its time there, holding the writer (bench/PROFILE.md); fresh
+    // buffers of any kind pay it. 4 KiB pages do not.
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let args = normalize_args(std::env::args());

@@ -8,7 +8,7 @@
 //!   and the revision in its log), after which writes fail with etcd's
 //!   `etcdserver: corrupt cluster`.
 //!
-//! The alteration: on Skiff's redb file with the test-only
+//! The alteration: on Skiff's backend file with the test-only
 //! `skiff_storage::mvcc::testing::alter_newest_value`; on etcd's bbolt `member/snap/db`
 //! with `skiff_storage::bbolt::testing::replace_in_values`, an in-place byte change
 //! inside the value on its leaf page (bbolt checksums only its meta pages), read back

@@ -314,7 +314,7 @@ async fn unbounded_ranges_are_slowed_or_refused() {
         ok.load(std::sync::atomic::Ordering::SeqCst),
         busy.load(std::sync::atomic::Ordering::SeqCst)
     );
-    // Bound: the budget, once more for encoding, redb's cache (4 MiB; 64 MiB when
+    // Bound: the budget, once more for encoding, the backend's cache (16 MiB; redb's 64 MiB when
     // the bound was set) and the allocator's caches (measured: +127..+135 MiB with the budget and a 10 ms purge delay,
     // +136..+141 MiB at the member's 100 ms, +224..+325 MiB
     // with mimalloc's own 1 s purge delay (`MIMALLOC_PURGE_DELAY=1000`, see the
@@ -392,7 +392,7 @@ async fn watchers_that_never_read_are_bounded() {
     );
     report("watchers", &m, before, peak);
     m.still_serves().await;
-    // Bound: 4 streams of 1 MiB queues plus one response each, redb's cache and the
+    // Bound: 4 streams of 1 MiB queues plus one response each, the backend's cache and the
     // writes' own Raft log and WAL buffers (measured: +131..+141 MiB with the bound,
     // +337 MiB with it off, +830 MiB for main before it, +133 MiB for etcd 3.4).
     let bound = before + 256 * MIB;
@@ -504,7 +504,7 @@ async fn txns_ranging_over_everything_are_bounded() {
         served.load(std::sync::atomic::Ordering::SeqCst),
         refused.load(std::sync::atomic::Ordering::SeqCst)
     );
-    // Bound: the budget, once more for encoding, redb's cache (4 MiB; 64 MiB when the
+    // Bound: the budget, once more for encoding, the backend's cache (16 MiB; redb's 64 MiB when the
     // bound was set) and the apply thread's and allocator's share (measured:
     // +131..+196 MiB with the budget and a 10 ms purge delay, +119..+128 MiB at the
     // member's 100 ms; +252..+370 MiB with mimalloc's own 1 s purge delay, which failed this bound in

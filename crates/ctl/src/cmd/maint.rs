@@ -7,7 +7,7 @@
 //! running member holds the file it waits, saying so after a second (etcdctl's
 //! "waiting for etcd to close and release its lock ..."); a missing or unreadable file
 //! is etcdctl's `cannot open database at <file> (<why>)`, exit 2 (etcdctl panics with
-//! that message). A Skiff backend (redb) is rebuilt by the backend's own
+//! that message). A Skiff backend (its page store) is rebuilt by the backend's own
 //! defragmentation; etcd's bbolt file is refused (`Failed to defragment etcd
 //! data[<dir>] (...)`, exit 1): skiffctl does not rewrite bbolt files.
 

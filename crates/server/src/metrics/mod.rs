@@ -11,7 +11,7 @@
 //!   the apply thread (applied index), `/health` (health checks).
 //! - Disk (`etcd_disk_*`): the WAL fsync in the node loop's I/O; the backend commit
 //!   through the storage crate's commit observer ([`Metrics::backend_commit_observer`],
-//!   installed on the member's backend: redb's commit, fsync included when durable).
+//!   installed on the member's backend: the page store's commit, its fsyncs included when durable).
 //! - Store (`etcd_mvcc_*`, `etcd_debugging_mvcc_*`): sampled by the member's
 //!   housekeeping task (file size, keys).
 //! - Client gRPC (`grpc_server_*`, `etcd_network_client_grpc_*`): [`grpc`], a
