@@ -293,17 +293,9 @@ impl Drop for Inner {
         if st.meta.txid == st.durable_txid {
             return;
         }
-        let slot = 1 - st.durable_slot;
-        let done = self
-            .file
-            .sync_data()
-            .and_then(|()| self.file.write_all_at(&st.meta.encode(), slot * PAGE_U64))
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = done {
-            eprintln!(
-                "skiff-pages: closing {}: the last commits were not made durable: {e}",
-                self.path.display()
-            );
+        if let Err(e) = self.write_meta(&st.meta, 1 - st.durable_slot) {
+            tracing::error!(file = %self.path.display(), error = %e,
+                "closing the page file: the last commits were not made durable");
         }
     }
 }
@@ -364,6 +356,16 @@ impl Inner {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// Makes `meta` durable in `slot`: every page written so far is written back first
+    /// (the meta must never reach the disk before the nodes it names), then the meta.
+    fn write_meta(&self, meta: &Meta, slot: u64) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        #[cfg(any(test, feature = "test-hooks"))]
+        crate::hooks::before_meta_write(&self.path);
+        self.file.write_all_at(&meta.encode(), slot * PAGE_U64)?;
+        self.file.sync_data()
     }
 
     /// `e` with this file's name in it, if it is a corruption.

@@ -79,8 +79,8 @@ impl Node {
                 }
                 let mut acc = HEADER;
                 let mut at = rows.len() - 1;
-                for (i, (k, v)) in rows.iter().enumerate() {
-                    acc += LEAF_ENTRY + k.len() + v.len();
+                for (i, row) in rows.iter().enumerate() {
+                    acc += leaf_entry(row);
                     if acc >= half {
                         at = (i + 1).clamp(1, rows.len() - 1);
                         break;
@@ -91,8 +91,10 @@ impl Node {
                     // and only the last, partly filled page's rows on the right, where
                     // the next rows land. Halving left a partly filled page behind at
                     // every split: a bulk copy's leaves were a ninth empty.
-                    if let Some(start) = last_page_start(rows) {
-                        at = start;
+                    if let Some(&start) = cut_starts(rows, 1, leaf_entry).last() {
+                        if start > 0 {
+                            at = start;
+                        }
                     }
                 }
                 let right = rows.split_off(at);
@@ -134,10 +136,9 @@ pub struct WriteTx {
     /// A change failed part-way (an I/O error, a damaged node): the tree in memory may
     /// be half changed, so the transaction refuses to commit.
     poisoned: bool,
-    /// Nodes [`WriteTx::flush`] wrote: no commit reaches them, so if the transaction is
-    /// dropped their pages are free again at once.
+    /// Nodes [`WriteTx::flush`] wrote and no commit has published yet: if the
+    /// transaction is dropped, their pages are free again at once.
     flushed: Vec<NodeRef>,
-    committed: bool,
 }
 
 impl WriteTx {
@@ -151,7 +152,6 @@ impl WriteTx {
             freed: Vec::new(),
             poisoned: false,
             flushed: Vec::new(),
-            committed: false,
         }
     }
 
@@ -411,7 +411,8 @@ impl WriteTx {
         }
         let done = self.publish(durable);
         match &done {
-            Ok(()) => self.committed = true,
+            // Published: the flushed nodes are part of the new commit's tree.
+            Ok(()) => self.flushed.clear(),
             Err(_) => inner
                 .failed
                 .store(true, std::sync::atomic::Ordering::SeqCst),
@@ -440,14 +441,7 @@ impl WriteTx {
         };
         if durable {
             let slot = 1 - lock(&inner.state).durable_slot;
-            inner.file.sync_data().map_err(|e| inner.io(e))?;
-            #[cfg(any(test, feature = "test-hooks"))]
-            crate::hooks::before_meta_write(&inner.path);
-            inner
-                .file
-                .write_all_at(&meta.encode(), slot * PAGE_U64)
-                .map_err(|e| inner.io(e))?;
-            inner.file.sync_data().map_err(|e| inner.io(e))?;
+            inner.write_meta(&meta, slot).map_err(|e| inner.io(e))?;
             let mut st = lock(&inner.state);
             st.meta = meta;
             st.durable_txid = txid;
@@ -476,7 +470,7 @@ impl WriteTx {
 
 impl Drop for WriteTx {
     fn drop(&mut self) {
-        if !self.committed && !self.flushed.is_empty() {
+        if !self.flushed.is_empty() {
             lock(&self.inner.space).give_back(std::mem::take(&mut self.flushed));
         }
         self.inner.end_write();
@@ -689,8 +683,7 @@ fn remove_in(inner: &Inner, slot: &mut Slot, key: &[u8], freed: &mut Vec<NodeRef
     match dirty(inner, slot, freed)? {
         Node::Leaf { rows, bytes, .. } => {
             if let Ok(i) = rows.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-                let (k, v) = rows.remove(i);
-                *bytes -= LEAF_ENTRY + k.len() + v.len();
+                *bytes -= leaf_entry(&rows.remove(i));
             }
             Ok(())
         }
@@ -766,11 +759,10 @@ fn spill(
     let mut out = Vec::new();
     match node {
         Node::Leaf { rows, tail, .. } => {
-            let size = |(k, v): &(Vec<u8>, Vec<u8>)| LEAF_ENTRY + k.len() + v.len();
             let parts = if tail {
-                cut(rows, 1, size)
+                cut(rows, 1, leaf_entry)
             } else {
-                cut_evenly(rows, size)
+                cut_evenly(rows, leaf_entry)
             };
             for part in parts {
                 let bytes = encode_leaf(&part)?;
@@ -804,42 +796,44 @@ fn spill(
     Ok(out)
 }
 
+/// Bytes a leaf row takes in its node.
+fn leaf_entry((k, v): &(Vec<u8>, Vec<u8>)) -> usize {
+    LEAF_ENTRY + k.len() + v.len()
+}
+
+/// Where each run of [`cut`] begins.
+fn cut_starts<T>(items: &[T], min: usize, size: impl Fn(&T) -> usize) -> Vec<usize> {
+    let mut starts = vec![0];
+    let mut used = HEADER;
+    for (i, item) in items.iter().enumerate() {
+        let s = size(item);
+        let begun = starts.last().copied().unwrap_or(0);
+        if i - begun >= min.max(1) && used + s > PAGE {
+            starts.push(i);
+            used = HEADER;
+        }
+        used += s;
+    }
+    starts
+}
+
 /// Cuts `items` into runs that each fit a page (a lone item that does not gets a run of
 /// its own), filling each run before starting the next; a run is ended only once it
 /// holds `min` items (so it may then span pages).
-fn cut<T>(items: Vec<T>, min: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
-    let mut parts = Vec::new();
-    let mut cur = Vec::new();
-    let mut used = HEADER;
-    for item in items {
-        let s = size(&item);
-        if cur.len() >= min.max(1) && used + s > PAGE {
-            parts.push(std::mem::take(&mut cur));
-            used = HEADER;
-        }
-        used += s;
-        cur.push(item);
+fn cut<T>(mut items: Vec<T>, min: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    if items.is_empty() {
+        return Vec::new();
     }
-    if !cur.is_empty() {
-        parts.push(cur);
-    }
+    let starts = cut_starts(&items, min, size);
+    let mut parts: Vec<Vec<T>> = starts
+        .iter()
+        .skip(1)
+        .rev()
+        .map(|at| items.split_off(*at))
+        .collect();
+    parts.push(items);
+    parts.reverse();
     parts
-}
-
-/// Where the last run of a left-filling cut of `rows` begins (`None` if it is the only
-/// one).
-fn last_page_start(rows: &[(Vec<u8>, Vec<u8>)]) -> Option<usize> {
-    let mut used = HEADER;
-    let mut start = 0;
-    for (i, (k, v)) in rows.iter().enumerate() {
-        let s = LEAF_ENTRY + k.len() + v.len();
-        if i > start && used + s > PAGE {
-            start = i;
-            used = HEADER;
-        }
-        used += s;
-    }
-    (start > 0).then_some(start)
 }
 
 /// Cuts `items` into as few runs as fit pages, of about equal size: a leaf changed in

@@ -162,9 +162,8 @@ fn a_small_store_stays_a_few_pages_and_space_comes_back() {
     assert_eq!(small.file_bytes, std::fs::metadata(&path).unwrap().len());
 }
 
-#[test]
-fn a_damaged_node_is_an_error_not_a_wrong_answer() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store of 1000 rows in table 1 with one byte flipped in a leaf's rows, opened.
+fn damaged_store(dir: &tempfile::TempDir) -> Store {
     let path = dir.path().join("db");
     {
         let store = Store::open(&path, Options::default()).unwrap();
@@ -176,10 +175,15 @@ fn a_damaged_node_is_an_error_not_a_wrong_answer() {
     }
     let mut bytes = std::fs::read(&path).unwrap();
     // Somewhere in a node's rows (past the meta pages and a node header).
-    let at = 5 * PAGE + 700;
-    bytes[at] ^= 0x5a;
+    bytes[5 * PAGE + 700] ^= 0x5a;
     std::fs::write(&path, &bytes).unwrap();
-    let store = Store::open(&path, Options::default()).unwrap();
+    Store::open(&path, Options::default()).unwrap()
+}
+
+#[test]
+fn a_damaged_node_is_an_error_not_a_wrong_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = damaged_store(&dir);
     let r = store.begin_read();
     let errors = r.iter(1).unwrap().filter(|x| x.is_err()).count();
     assert_eq!(errors, 1, "the walk stops at the damaged node");
@@ -275,19 +279,7 @@ fn an_abandoned_bulk_load_gives_its_pages_back() {
 #[test]
 fn a_transaction_whose_change_failed_does_not_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    {
-        let store = Store::open(&path, Options::default()).unwrap();
-        let mut tx = store.begin_write();
-        for i in 0..1000u32 {
-            tx.insert(1, &i.to_be_bytes(), &[9; 100]).unwrap();
-        }
-        tx.commit(true).unwrap();
-    }
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[5 * PAGE + 700] ^= 0x5a;
-    std::fs::write(&path, &bytes).unwrap();
-    let store = Store::open(&path, Options::default()).unwrap();
+    let store = damaged_store(&dir);
     let mut tx = store.begin_write();
     let failed = (0..1000u32).find_map(|i| tx.insert(1, &i.to_be_bytes(), b"new").err());
     assert!(

@@ -150,7 +150,7 @@ impl Copier<'_> {
         loop {
             // Rows in key order land past the table's last key: each leaf is cut full
             // and the next one started, so the copy's pages come out full.
-            let tx = WriteTx(std::cell::RefCell::new(self.new.begin_write()));
+            let tx = WriteTx::new(self.new.begin_write());
             let mut chunk = 0usize;
             {
                 let mut to = tx.open_table(Table::Key)?;

@@ -55,7 +55,7 @@ fn copy_all(path: &Path, copy: &Path, cache_size: usize) -> BResult<u64> {
     let old = super::upgrade::open(path, cache_size)?;
     let new = skiff_pages::Store::open(copy, skiff_pages::Options::default())?;
     let src = old.begin_read()?;
-    let tx = WriteTx(std::cell::RefCell::new(new.begin_write()));
+    let tx = WriteTx::new(new.begin_write());
     let (mut rows, mut unflushed) = (0u64, 0usize);
     for table in Table::ALL {
         let from = match src.open_table(redb::TableDefinition::<&[u8], &[u8]>::new(table.name())) {

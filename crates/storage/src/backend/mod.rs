@@ -490,7 +490,7 @@ impl Backend {
             let db = self.current();
             let tx = db.begin_write();
             if db.same(&self.current()) {
-                return Ok(WriteTx(std::cell::RefCell::new(tx)));
+                return Ok(WriteTx::new(tx));
             }
             drop(tx);
         }
@@ -813,7 +813,7 @@ impl Backend {
         let _ = std::fs::remove_file(&tmp);
         let summary = {
             let db = Store::open(&tmp, skiff_pages::Options::default())?;
-            let tx = WriteTx(std::cell::RefCell::new(db.begin_write()));
+            let tx = WriteTx::new(db.begin_write());
             match load_dump(&tx, r, &tmp) {
                 Ok(summary) => {
                     tx.into_inner().commit(true)?;

@@ -118,9 +118,13 @@ impl Iterator for Rows {
 
 /// The backend's write transaction (see [`super::Backend::begin_write`]); dropped
 /// without a commit, it changes nothing.
-pub struct WriteTx(pub(super) RefCell<skiff_pages::WriteTx>);
+pub struct WriteTx(RefCell<skiff_pages::WriteTx>);
 
 impl WriteTx {
+    pub(super) fn new(tx: skiff_pages::WriteTx) -> WriteTx {
+        WriteTx(RefCell::new(tx))
+    }
+
     pub fn open_table(&self, table: Table) -> BResult<TableWrite<'_>> {
         Ok(TableWrite {
             tx: &self.0,

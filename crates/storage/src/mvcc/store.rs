@@ -172,8 +172,8 @@ struct Inner {
 pub struct KvStore {
     inner: Arc<Inner>,
     compactor: Mutex<Option<mpsc::Sender<i64>>>,
-    /// The compactor's thread and the in-use counter's.
-    workers: Vec<JoinHandle<()>>,
+    /// The compactor's thread (it also makes the periodic durable commits).
+    compactor_thread: Option<JoinHandle<()>>,
 }
 
 type KeyTable<'t> = crate::backend::TableWrite<'t>;
@@ -465,7 +465,7 @@ impl KvStore {
         Ok(KvStore {
             inner,
             compactor: Mutex::new(Some(tx)),
-            workers: vec![worker],
+            compactor_thread: Some(worker),
         })
     }
 
@@ -881,7 +881,7 @@ impl Drop for KvStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        for w in self.workers.drain(..) {
+        if let Some(w) = self.compactor_thread.take() {
             let _ = w.join();
         }
     }
