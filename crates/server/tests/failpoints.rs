@@ -777,8 +777,8 @@ fn crash_in_a_defragment(point: &str, port: u16) {
 
 /// Three `skiff-failpoints` members snapshot every 20 entries and keep 5 entries
 /// behind a snapshot for a slow follower. A follower stopped while 150 puts are
-/// acknowledged is restarted with `snapshot-install=panic`: the leader must send it a
-/// snapshot, whose install crashes it. Restarted without failpoints, it serves every
+/// acknowledged is restarted with `snapshot-install=panic` once the leader has saved a
+/// snapshot past them: the leader must send it that snapshot, whose install crashes it. Restarted without failpoints, it serves every
 /// acknowledged put (a serializable read of its own state) and its HashKV at the
 /// cluster's revision equals both peers'.
 #[test]
@@ -811,6 +811,10 @@ fn a_crash_while_installing_a_snapshot_leaves_no_divergence() {
                 .expect("put with two of three members up");
         }
     });
+    // The leader releases its log only once a snapshot's backend commit is durable
+    // (about every second): until then the follower would be caught up from the log.
+    // The victim stopped within the first ten entries; snapshots come every 20.
+    wait_for_saved_snapshot(&m[leader], 100, Duration::from_secs(20));
     m[victim]
         .env
         .push(("SKIFF_FAILPOINTS".into(), "snapshot-install=panic".into()));
@@ -861,6 +865,30 @@ fn a_crash_while_installing_a_snapshot_leaves_no_divergence() {
         "snapshot-install: m{victim} crashed ({status}); after its restart it holds all \
          {PUTS} puts and HashKV at {rev} matches its peers: {hashes:?}"
     );
+}
+
+/// Waits until `member`'s log says it saved a snapshot at `index` or later (and so
+/// released its log up to `CATCH_UP_ENTRIES` behind it).
+fn wait_for_saved_snapshot(member: &Member, index: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let log = std::fs::read_to_string(&member.log_path).unwrap_or_default();
+        let newest = log
+            .lines()
+            .filter(|l| l.contains("saved snapshot"))
+            .filter_map(|l| l.split("index=").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .max();
+        if newest.is_some_and(|n| n >= index) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot at index {index} or later within {within:?} (newest {newest:?}):\n{}",
+            member.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The leader's apply thread sleeps 400 ms before every batch (it was restarted as
