@@ -215,6 +215,20 @@ impl Proc {
         None
     }
 
+    /// SIGTERM (what an operator does before working on a stopped member's files),
+    /// keeping the data directory; panics if it does not exit within 30 s.
+    pub fn stop(mut self) -> PathBuf {
+        let status = self.terminate(Duration::from_secs(30));
+        assert!(
+            status.is_some(),
+            "{:?} on port {} did not stop within 30 s of SIGTERM",
+            self.kind,
+            self.client_port
+        );
+        self.keep_dir = true;
+        self.dir.clone()
+    }
+
     /// SIGKILL, keeping the data directory for a restart.
     pub fn kill9(mut self) -> PathBuf {
         if let Some(mut c) = self.child.take() {
