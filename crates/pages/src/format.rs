@@ -10,13 +10,21 @@
 //! the tree's height (so the walk at open reads branches only), the file's page count (`hwm`) and the row count of each table, then a CRC32C of all
 //! of it. A torn or altered meta fails its checksum and the other slot is used.
 //!
-//! **Node**: a 16-byte header (CRC32C of the node's bytes after the checksum field,
-//! kind, entry count, length in bytes), one `u32` offset per entry, then the entries:
+//! **Node**: a 24-byte header (CRC32C of the node's bytes after the checksum field,
+//! kind, entry count, length in bytes, the id of the commit that wrote it), one `u32`
+//! offset per entry, then the entries:
 //! a leaf's are `key len u32, value len u32, key, value`; a branch's are
 //! `key len u32, child pages u32, child page u64, key` where the key is a lower bound
 //! of the child's keys (every key of child i is below key i+1). All integers are
 //! little-endian. A node is validated whole (checksum, kind, every offset and length
 //! within it) when it is read, so reading its entries afterwards cannot go out of bounds.
+//!
+//! **Commit ids in nodes.** A tree's nodes were all written by its own commit or older
+//! ones, so a node carrying a newer id than the tree being read is a page reused since:
+//! refused as corrupt. It tells a meta slot torn by a crash (the older slot's tree is
+//! whole: no commit writes a page the newest durable tree reaches) from one damaged
+//! later, after newer commits reused the older tree's pages (their nodes carry valid
+//! checksums, so only the id shows they are not that tree's).
 
 use crate::{Error, Result};
 
@@ -28,11 +36,12 @@ pub const PAGE_U64: u64 = PAGE as u64;
 pub const TABLES: usize = 16;
 
 const MAGIC: &[u8; 8] = b"SKIFFPG1";
-const FORMAT: u32 = 1;
+/// 2: nodes carry the id of the commit that wrote them (1 had a 16-byte header).
+const FORMAT: u32 = 2;
 /// Bytes of a meta record, checksum included.
 pub const META_LEN: usize = 8 + 4 + 4 + 8 + 8 + 4 + 4 + 8 + 8 * TABLES + 4;
 
-pub const HEADER: usize = 16;
+pub const HEADER: usize = 24;
 const KIND_LEAF: u8 = 1;
 const KIND_BRANCH: u8 = 2;
 /// Bytes a leaf entry takes besides its key and value (offset, two lengths).
@@ -166,10 +175,10 @@ pub fn leaf_len<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> usiz
             .sum::<usize>()
 }
 
-/// Encodes a leaf, padded to whole pages.
-pub fn encode_leaf(entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>> {
+/// Encodes a leaf written by commit `txid`, padded to whole pages.
+pub fn encode_leaf(entries: &[(Vec<u8>, Vec<u8>)], txid: u64) -> Result<Vec<u8>> {
     let len = leaf_len(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-    let mut b = start_node(KIND_LEAF, entries.len(), len)?;
+    let mut b = start_node(KIND_LEAF, entries.len(), len, txid)?;
     let mut off = HEADER + 4 * entries.len();
     for (k, v) in entries {
         b.extend_from_slice(&(off as u32).to_le_bytes());
@@ -184,14 +193,14 @@ pub fn encode_leaf(entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>> {
     Ok(finish_node(b))
 }
 
-/// Encodes a branch, padded to whole pages.
-pub fn encode_branch(entries: &[(Vec<u8>, NodeRef)]) -> Result<Vec<u8>> {
+/// Encodes a branch written by commit `txid`, padded to whole pages.
+pub fn encode_branch(entries: &[(Vec<u8>, NodeRef)], txid: u64) -> Result<Vec<u8>> {
     let len = HEADER
         + entries
             .iter()
             .map(|(k, _)| BRANCH_ENTRY + k.len())
             .sum::<usize>();
-    let mut b = start_node(KIND_BRANCH, entries.len(), len)?;
+    let mut b = start_node(KIND_BRANCH, entries.len(), len, txid)?;
     let mut off = HEADER + 4 * entries.len();
     for (k, _) in entries {
         b.extend_from_slice(&(off as u32).to_le_bytes());
@@ -206,7 +215,7 @@ pub fn encode_branch(entries: &[(Vec<u8>, NodeRef)]) -> Result<Vec<u8>> {
     Ok(finish_node(b))
 }
 
-fn start_node(kind: u8, count: usize, len: usize) -> Result<Vec<u8>> {
+fn start_node(kind: u8, count: usize, len: usize, txid: u64) -> Result<Vec<u8>> {
     let (Ok(count32), Ok(len32)) = (u32::try_from(count), u32::try_from(len)) else {
         return Err(Error::TooLarge(len));
     };
@@ -216,6 +225,7 @@ fn start_node(kind: u8, count: usize, len: usize) -> Result<Vec<u8>> {
     b.extend_from_slice(&[0; 3]);
     b.extend_from_slice(&count32.to_le_bytes());
     b.extend_from_slice(&len32.to_le_bytes());
+    b.extend_from_slice(&txid.to_le_bytes());
     Ok(b)
 }
 
@@ -227,6 +237,20 @@ fn finish_node(mut b: Vec<u8>) -> Vec<u8> {
     b
 }
 
+/// Refuses a node (checked before, or being checked) written by a commit newer than
+/// `newest`, the commit of the tree it is read as part of.
+pub fn check_written_by(b: &[u8], at: NodeRef, newest: u64) -> Result<()> {
+    let txid = NodeView::trusted(b).txid();
+    if txid > newest {
+        return Err(Error::Corrupt(format!(
+            "node at page {} was written by commit {txid}, after the tree's commit \
+             {newest}: its page was reused by a commit whose meta is lost or damaged",
+            at.pgid
+        )));
+    }
+    Ok(())
+}
+
 /// A node's bytes, validated ([`NodeView::check`]); accessors never go out of bounds.
 #[derive(Clone, Copy)]
 pub struct NodeView<'a> {
@@ -236,8 +260,9 @@ pub struct NodeView<'a> {
 }
 
 impl<'a> NodeView<'a> {
-    /// Validates `b` (a node's pages as read) and returns a view of it.
-    pub fn check(b: &'a [u8], at: NodeRef) -> Result<NodeView<'a>> {
+    /// Validates `b` (a node's pages as read) as a node of a tree written by commit
+    /// `newest` or older, and returns a view of it.
+    pub fn check(b: &'a [u8], at: NodeRef, newest: u64) -> Result<NodeView<'a>> {
         let bad = |why: &str| Error::Corrupt(format!("node at page {}: {why}", at.pgid));
         if b.len() < HEADER {
             return Err(bad("shorter than a header"));
@@ -249,6 +274,7 @@ impl<'a> NodeView<'a> {
         if crc32c::crc32c(&b[4..len]).to_le_bytes() != b[..4] {
             return Err(bad("checksum mismatch"));
         }
+        check_written_by(b, at, newest)?;
         let leaf = match b[4] {
             KIND_LEAF => true,
             KIND_BRANCH => false,
@@ -283,6 +309,11 @@ impl<'a> NodeView<'a> {
             return Err(bad("empty branch"));
         }
         Ok(v)
+    }
+
+    /// The id of the commit that wrote the node.
+    pub fn txid(&self) -> u64 {
+        u64_at(self.b, 16)
     }
 
     /// A view of bytes [`NodeView::check`] accepted before (the cache holds only those);
@@ -397,23 +428,37 @@ mod tests {
             (b"a".to_vec(), b"1".to_vec()),
             (b"bb".to_vec(), vec![7; 5000]),
         ];
-        let b = encode_leaf(&entries).unwrap();
+        let b = encode_leaf(&entries, 7).unwrap();
         assert_eq!(b.len(), 2 * PAGE);
         let at = NodeRef { pgid: 2, pages: 2 };
-        let v = NodeView::check(&b, at).unwrap();
+        let v = NodeView::check(&b, at, 7).unwrap();
+        assert_eq!(v.txid(), 7);
         assert!(v.is_leaf());
         assert_eq!(v.key(1), b"bb");
         assert_eq!(v.value(1), &[7; 5000][..]);
         assert_eq!(v.search(b"b"), Err(1));
         let mut bad = b.clone();
         bad[100] ^= 0x40;
-        assert!(matches!(NodeView::check(&bad, at), Err(Error::Corrupt(_))));
-        let br = encode_branch(&[
-            (b"".to_vec(), at),
-            (b"m".to_vec(), NodeRef { pgid: 9, pages: 1 }),
-        ])
+        assert!(matches!(
+            NodeView::check(&bad, at, 7),
+            Err(Error::Corrupt(_))
+        ));
+        let newer = NodeView::check(&b, at, 6).err().map(|e| e.to_string());
+        assert!(
+            newer
+                .as_deref()
+                .is_some_and(|e| e.contains("written by commit 7")),
+            "{newer:?}"
+        );
+        let br = encode_branch(
+            &[
+                (b"".to_vec(), at),
+                (b"m".to_vec(), NodeRef { pgid: 9, pages: 1 }),
+            ],
+            3,
+        )
         .unwrap();
-        let v = NodeView::check(&br, at).unwrap();
+        let v = NodeView::check(&br, at, 3).unwrap();
         assert_eq!(v.route(b"a"), 0);
         assert_eq!(v.route(b"m"), 1);
         assert_eq!(v.route(b"z"), 1);

@@ -17,7 +17,10 @@
 //!   alternate, so a crash at any point leaves one whole durable tree; a torn meta fails
 //!   its checksum and the other slot is used.
 //! - **Corruption is refused.** Every node and meta carries a CRC32C checked when it is
-//!   read; a mismatch is [`Error::Corrupt`] naming the page, never a wrong answer.
+//!   read; a mismatch is [`Error::Corrupt`] naming the page, never a wrong answer. Every
+//!   node also carries the id of the commit that wrote it, so a newest meta damaged
+//!   after later commits reused the older tree's pages is refused too, not read as the
+//!   older tree with newer nodes in it (see `format`).
 //! - **No bigger than the data needs.** The file holds the two meta slots and the nodes
 //!   the tree reaches, plus pages freed and not yet reused; freed pages at its end are
 //!   cut off after a durable commit. A new store is 2 pages (8 KiB); one holding a few
@@ -50,7 +53,7 @@ pub use format::{PAGE, TABLES};
 pub use read::{Iter, ReadTx, Row};
 pub use write::WriteTx;
 
-use format::{Meta, NodeRef, NodeView, PAGE_U64};
+use format::{check_written_by, Meta, NodeRef, NodeView, PAGE_U64};
 use space::Space;
 
 #[derive(Debug, thiserror::Error)]
@@ -376,9 +379,11 @@ impl Inner {
         }
     }
 
-    /// A node's bytes, checked; from the cache or the file.
-    fn node(&self, at: NodeRef) -> Result<Arc<[u8]>> {
+    /// A node's bytes, checked as a node of a tree of commit `newest` or older; from the
+    /// cache or the file.
+    fn node(&self, at: NodeRef, newest: u64) -> Result<Arc<[u8]>> {
         if let Some(n) = self.cache.get(at.pgid) {
+            check_written_by(&n, at, newest).map_err(|e| self.named(e))?;
             return Ok(n);
         }
         let mut buf = vec![0u8; at.pages as usize * PAGE];
@@ -394,7 +399,7 @@ impl Inner {
                     self.io(e)
                 }
             })?;
-        NodeView::check(&buf, at).map_err(|e| self.named(e))?;
+        NodeView::check(&buf, at, newest).map_err(|e| self.named(e))?;
         let node: Arc<[u8]> = buf.into();
         self.cache.put(at.pgid, node.clone());
         Ok(node)
@@ -427,8 +432,8 @@ impl Inner {
                 }
             }
             if level > 1 {
-                let node = self.node(at)?;
-                let v = NodeView::check(&node, at)?;
+                let node = self.node(at, meta.txid)?;
+                let v = NodeView::trusted(&node);
                 if v.is_leaf() {
                     return Err(self.named(Error::Corrupt(format!(
                         "page {} is a leaf where a branch belongs",
@@ -462,6 +467,24 @@ impl Inner {
     fn end_write(&self) {
         *lock(&self.writer_busy) = false;
         self.writer_free.notify_one();
+    }
+}
+
+/// The nodes of one tree: those of a commit, or the tree a writer is changing (its own
+/// commit id). Reading a node refuses it if a newer commit wrote it.
+#[derive(Clone, Copy)]
+pub(crate) struct Nodes<'a> {
+    inner: &'a Inner,
+    newest: u64,
+}
+
+impl<'a> Nodes<'a> {
+    pub(crate) fn new(inner: &'a Inner, newest: u64) -> Nodes<'a> {
+        Nodes { inner, newest }
+    }
+
+    pub(crate) fn get(&self, at: NodeRef) -> Result<Arc<[u8]>> {
+        self.inner.node(at, self.newest)
     }
 }
 

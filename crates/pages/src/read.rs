@@ -4,7 +4,7 @@ use std::ops::{Bound, Range};
 use std::sync::Arc;
 
 use crate::format::{Meta, NodeRef, NodeView};
-use crate::{tree_key, Inner, Result};
+use crate::{tree_key, Inner, Nodes, Result};
 
 /// A row as stored: it shares the node it was read from (no copy).
 #[derive(Clone)]
@@ -34,9 +34,9 @@ fn view(node: &[u8]) -> NodeView<'_> {
 }
 
 /// Looks `key` (a tree key) up in the committed subtree at `at`.
-pub(crate) fn get_in(inner: &Inner, mut at: NodeRef, key: &[u8]) -> Result<Option<Row>> {
+pub(crate) fn get_in(nodes: Nodes, mut at: NodeRef, key: &[u8]) -> Result<Option<Row>> {
     loop {
-        let node = inner.node(at)?;
+        let node = nodes.get(at)?;
         let v = view(&node);
         if v.is_leaf() {
             return Ok(match v.search(key) {
@@ -56,6 +56,12 @@ pub(crate) fn get_in(inner: &Inner, mut at: NodeRef, key: &[u8]) -> Result<Optio
 struct Pin {
     inner: Arc<Inner>,
     meta: Meta,
+}
+
+impl Pin {
+    fn nodes(&self) -> Nodes<'_> {
+        Nodes::new(&self.inner, self.meta.txid)
+    }
 }
 
 impl Drop for Pin {
@@ -84,7 +90,7 @@ impl ReadTx {
     pub fn get(&self, table: u8, key: &[u8]) -> Result<Option<Row>> {
         let k = tree_key(table, key)?;
         match self.meta.root {
-            Some(root) => get_in(&self.inner, root, &k),
+            Some(root) => get_in(Nodes::new(&self.inner, self.meta.txid), root, &k),
             None => Ok(None),
         }
     }
@@ -157,7 +163,7 @@ impl Iter {
             Bound::Unbounded => (&[][..], false),
         };
         loop {
-            let node = it.pin.inner.node(at)?;
+            let node = it.pin.nodes().get(at)?;
             let v = view(&node);
             if v.is_leaf() {
                 let i = match v.search(key) {
@@ -190,7 +196,7 @@ impl Iter {
             }
             if !v.is_leaf() {
                 let child = v.child(i);
-                let n = self.pin.inner.node(child)?;
+                let n = self.pin.nodes().get(child)?;
                 self.stack.push((n, child, 0));
                 continue;
             }

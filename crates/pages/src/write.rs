@@ -23,7 +23,7 @@ use crate::format::{
 };
 use crate::read::{get_in, Row};
 use crate::space::Space;
-use crate::{lock, tree_key, Error, Inner, Result};
+use crate::{lock, tree_key, Error, Inner, Nodes, Result};
 
 /// A changed node bigger than this is split in two right away.
 const EAGER_SPLIT: usize = 16 * PAGE;
@@ -165,7 +165,8 @@ impl WriteTx {
         loop {
             match slot {
                 Slot::Clean(at) => {
-                    return Ok(get_in(&self.inner, *at, &k)?.map(|r: Row| r.value().to_vec()))
+                    return Ok(get_in(writer_nodes(&self.inner, &self.base), *at, &k)?
+                        .map(|r: Row| r.value().to_vec()))
                 }
                 Slot::Dirty(node) => match &**node {
                     Node::Leaf { rows, .. } => {
@@ -209,7 +210,13 @@ impl WriteTx {
                 true
             }
             Some(root) => {
-                let added = insert_in(&self.inner, root, &k, value, &mut self.freed)?;
+                let added = insert_in(
+                    writer_nodes(&self.inner, &self.base),
+                    root,
+                    &k,
+                    value,
+                    &mut self.freed,
+                )?;
                 self.grow_root();
                 added
             }
@@ -232,7 +239,12 @@ impl WriteTx {
         }
         let k = tree_key(table, key)?;
         if let Some(root) = self.root.as_mut() {
-            remove_in(&self.inner, root, &k, &mut self.freed)?;
+            remove_in(
+                writer_nodes(&self.inner, &self.base),
+                root,
+                &k,
+                &mut self.freed,
+            )?;
         }
         self.shrink_root();
         self.rows[table as usize] -= 1;
@@ -245,7 +257,13 @@ impl WriteTx {
         let hi = vec![table + 1];
         let mut out = Vec::new();
         if let Some(root) = &self.root {
-            collect_keys(&self.inner, root, &lo, &hi, &mut out)?;
+            collect_keys(
+                writer_nodes(&self.inner, &self.base),
+                root,
+                &lo,
+                &hi,
+                &mut out,
+            )?;
         }
         for k in &mut out {
             k.remove(0);
@@ -275,7 +293,12 @@ impl WriteTx {
 
     fn clear_all_unchecked(&mut self) -> Result<()> {
         if let Some(root) = self.root.take() {
-            free_all(&self.inner, root, self.height, &mut self.freed)?;
+            free_all(
+                writer_nodes(&self.inner, &self.base),
+                root,
+                self.height,
+                &mut self.freed,
+            )?;
         }
         self.height = 0;
         self.rows = [0; TABLES];
@@ -321,14 +344,15 @@ impl WriteTx {
             None => (None, 0),
             Some(Slot::Clean(r)) => (Some(r), self.height),
             Some(Slot::Dirty(node)) => {
-                let mut parts = spill(*node, space, writes)?;
+                let txid = self.base.txid + 1;
+                let mut parts = spill(*node, txid, space, writes)?;
                 let mut height = self.height;
                 while parts.len() > 1 {
                     let children = parts
                         .into_iter()
                         .map(|(k, r)| (k, Slot::Clean(r)))
                         .collect();
-                    parts = spill(Node::Branch { children }, space, writes)?;
+                    parts = spill(Node::Branch { children }, txid, space, writes)?;
                     height += 1;
                 }
                 (parts.pop().map(|(_, r)| r), height)
@@ -477,6 +501,12 @@ impl Drop for WriteTx {
     }
 }
 
+/// The nodes a writer reads: the base commit's, and those it flushed itself (written
+/// with the id its commit will have).
+fn writer_nodes<'a>(inner: &'a Inner, base: &Meta) -> Nodes<'a> {
+    Nodes::new(inner, base.txid + 1)
+}
+
 /// Index of the child of `children` whose keys may include `key`.
 fn route(children: &[(Vec<u8>, Slot)], key: &[u8]) -> usize {
     match children.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
@@ -494,7 +524,7 @@ fn first_key(node: &Node) -> Vec<u8> {
 
 /// Appends the tree keys in `lo..hi` under `slot` to `out`.
 fn collect_keys(
-    inner: &Inner,
+    nodes: Nodes,
     slot: &Slot,
     lo: &[u8],
     hi: &[u8],
@@ -502,7 +532,7 @@ fn collect_keys(
 ) -> Result<()> {
     match slot {
         Slot::Clean(at) => {
-            let node = inner.node(*at)?;
+            let node = nodes.get(*at)?;
             let v = NodeView::trusted(&node);
             for i in 0..v.len() {
                 if v.is_leaf() {
@@ -511,7 +541,7 @@ fn collect_keys(
                         out.push(k.to_vec());
                     }
                 } else if overlaps(v.key(i), (i + 1 < v.len()).then(|| v.key(i + 1)), lo, hi) {
-                    collect_keys(inner, &Slot::Clean(v.child(i)), lo, hi, out)?;
+                    collect_keys(nodes, &Slot::Clean(v.child(i)), lo, hi, out)?;
                 }
             }
         }
@@ -525,7 +555,7 @@ fn collect_keys(
                 for (i, (k, child)) in children.iter().enumerate() {
                     let next = children.get(i + 1).map(|(n, _)| n.as_slice());
                     if overlaps(k, next, lo, hi) {
-                        collect_keys(inner, child, lo, hi, out)?;
+                        collect_keys(nodes, child, lo, hi, out)?;
                     }
                 }
             }
@@ -541,22 +571,22 @@ fn overlaps(bound: &[u8], next: Option<&[u8]>, lo: &[u8], hi: &[u8]) -> bool {
 
 /// Frees every committed node under `slot` (a tree of `height` levels), reading only
 /// branches.
-fn free_all(inner: &Inner, slot: Slot, height: u32, freed: &mut Vec<NodeRef>) -> Result<()> {
+fn free_all(nodes: Nodes, slot: Slot, height: u32, freed: &mut Vec<NodeRef>) -> Result<()> {
     match slot {
         Slot::Clean(at) => {
             freed.push(at);
             if height > 1 {
-                let node = inner.node(at)?;
+                let node = nodes.get(at)?;
                 let v = NodeView::trusted(&node);
                 for i in 0..v.len() {
-                    free_all(inner, Slot::Clean(v.child(i)), height - 1, freed)?;
+                    free_all(nodes, Slot::Clean(v.child(i)), height - 1, freed)?;
                 }
             }
         }
         Slot::Dirty(node) => {
             if let Node::Branch { children } = *node {
                 for (_, child) in children {
-                    free_all(inner, child, height.saturating_sub(1), freed)?;
+                    free_all(nodes, child, height.saturating_sub(1), freed)?;
                 }
             }
         }
@@ -565,8 +595,8 @@ fn free_all(inner: &Inner, slot: Slot, height: u32, freed: &mut Vec<NodeRef>) ->
 }
 
 /// A committed node read into memory.
-fn load(inner: &Inner, at: NodeRef) -> Result<Node> {
-    let bytes = inner.node(at)?;
+fn load(nodes: Nodes, at: NodeRef) -> Result<Node> {
+    let bytes = nodes.get(at)?;
     let v = NodeView::trusted(&bytes);
     Ok(if v.is_leaf() {
         let rows: Vec<(Vec<u8>, Vec<u8>)> = (0..v.len())
@@ -588,9 +618,9 @@ fn load(inner: &Inner, at: NodeRef) -> Result<Node> {
 }
 
 /// The slot's node, copied into memory first if it is committed (its pages are freed).
-fn dirty<'s>(inner: &Inner, slot: &'s mut Slot, freed: &mut Vec<NodeRef>) -> Result<&'s mut Node> {
+fn dirty<'s>(nodes: Nodes, slot: &'s mut Slot, freed: &mut Vec<NodeRef>) -> Result<&'s mut Node> {
     if let Slot::Clean(at) = *slot {
-        let node = load(inner, at)?;
+        let node = load(nodes, at)?;
         freed.push(at);
         *slot = Slot::Dirty(Box::new(node));
     }
@@ -604,13 +634,13 @@ fn dirty<'s>(inner: &Inner, slot: &'s mut Slot, freed: &mut Vec<NodeRef>) -> Res
 }
 
 fn insert_in(
-    inner: &Inner,
+    nodes: Nodes,
     slot: &mut Slot,
     key: &[u8],
     value: &[u8],
     freed: &mut Vec<NodeRef>,
 ) -> Result<bool> {
-    match dirty(inner, slot, freed)? {
+    match dirty(nodes, slot, freed)? {
         Node::Leaf { rows, bytes, tail } => {
             match rows.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
                 Ok(i) => {
@@ -639,7 +669,7 @@ fn insert_in(
                 children[i].0 = key.to_vec();
             }
             if let Slot::Clean(at) = children[i].1 {
-                if appends_past_big_leaf(inner, at, key)? {
+                if appends_past_big_leaf(nodes, at, key)? {
                     // A leaf of one big row stays as it is: the new row starts the next
                     // leaf (rewriting the big one for every append doubled the writes).
                     let leaf = Node::Leaf {
@@ -651,7 +681,7 @@ fn insert_in(
                     return Ok(true);
                 }
             }
-            let added = insert_in(inner, &mut children[i].1, key, value, freed)?;
+            let added = insert_in(nodes, &mut children[i].1, key, value, freed)?;
             split_if_big(children, i);
             Ok(added)
         }
@@ -660,11 +690,11 @@ fn insert_in(
 
 /// Whether the committed node at `at` is a leaf of more than a page whose keys are all
 /// below `key`.
-fn appends_past_big_leaf(inner: &Inner, at: NodeRef, key: &[u8]) -> Result<bool> {
+fn appends_past_big_leaf(nodes: Nodes, at: NodeRef, key: &[u8]) -> Result<bool> {
     if at.pages < 2 {
         return Ok(false);
     }
-    let node = inner.node(at)?;
+    let node = nodes.get(at)?;
     let v = NodeView::trusted(&node);
     Ok(v.is_leaf() && v.len() > 0 && v.key(v.len() - 1) < key)
 }
@@ -679,8 +709,8 @@ fn split_if_big(children: &mut Vec<(Vec<u8>, Slot)>, i: usize) {
     }
 }
 
-fn remove_in(inner: &Inner, slot: &mut Slot, key: &[u8], freed: &mut Vec<NodeRef>) -> Result<()> {
-    match dirty(inner, slot, freed)? {
+fn remove_in(nodes: Nodes, slot: &mut Slot, key: &[u8], freed: &mut Vec<NodeRef>) -> Result<()> {
+    match dirty(nodes, slot, freed)? {
         Node::Leaf { rows, bytes, .. } => {
             if let Ok(i) = rows.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
                 *bytes -= leaf_entry(&rows.remove(i));
@@ -692,7 +722,7 @@ fn remove_in(inner: &Inner, slot: &mut Slot, key: &[u8], freed: &mut Vec<NodeRef
                 return Err(Error::Corrupt("empty branch in a write".into()));
             }
             let i = route(children, key);
-            remove_in(inner, &mut children[i].1, key, freed)?;
+            remove_in(nodes, &mut children[i].1, key, freed)?;
             let (empty, small) = match &children[i].1 {
                 Slot::Dirty(n) => (n.is_empty(), n.size() < UNDERFULL),
                 Slot::Clean(_) => (false, false),
@@ -700,7 +730,7 @@ fn remove_in(inner: &Inner, slot: &mut Slot, key: &[u8], freed: &mut Vec<NodeRef
             if empty {
                 children.remove(i);
             } else if small && children.len() > 1 {
-                merge(inner, children, i, freed)?;
+                merge(nodes, children, i, freed)?;
             }
             Ok(())
         }
@@ -710,7 +740,7 @@ fn remove_in(inner: &Inner, slot: &mut Slot, key: &[u8], freed: &mut Vec<NodeRef
 /// Merges child `i` with a neighbour (both leaves or both branches: they are at the same
 /// depth); the result is split again at commit if it is too big.
 fn merge(
-    inner: &Inner,
+    nodes: Nodes,
     children: &mut Vec<(Vec<u8>, Slot)>,
     i: usize,
     freed: &mut Vec<NodeRef>,
@@ -720,8 +750,8 @@ fn merge(
     } else {
         (i - 1, i)
     };
-    dirty(inner, &mut children[l].1, freed)?;
-    dirty(inner, &mut children[r].1, freed)?;
+    dirty(nodes, &mut children[l].1, freed)?;
+    dirty(nodes, &mut children[r].1, freed)?;
     let (_, right) = children.remove(r);
     let (Slot::Dirty(left), Slot::Dirty(right)) = (&mut children[l].1, right) else {
         return Err(Error::Corrupt("merge of nodes not copied".into()));
@@ -750,9 +780,11 @@ fn merge(
 }
 
 /// Writes a changed node (and the changed nodes below it) as nodes of at most a page
-/// each (see the module docs); returns them with their lower bounds, in order.
+/// each, written by commit `txid` (see the module docs); returns them with their lower
+/// bounds, in order.
 fn spill(
     node: Node,
+    txid: u64,
     space: &mut Space,
     writes: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<Vec<(Vec<u8>, NodeRef)>> {
@@ -765,7 +797,7 @@ fn spill(
                 cut_evenly(rows, leaf_entry)
             };
             for part in parts {
-                let bytes = encode_leaf(&part)?;
+                let bytes = encode_leaf(&part, txid)?;
                 let key = part.first().map(|(k, _)| k.clone()).unwrap_or_default();
                 out.push((key, place(bytes, space, writes)));
             }
@@ -776,7 +808,7 @@ fn spill(
                 match child {
                     Slot::Clean(r) => refs.push((key, r)),
                     Slot::Dirty(n) => {
-                        for (j, (k, r)) in spill(*n, space, writes)?.into_iter().enumerate() {
+                        for (j, (k, r)) in spill(*n, txid, space, writes)?.into_iter().enumerate() {
                             // The first part keeps the bound its parent had for it.
                             refs.push((if j == 0 { key.clone() } else { k }, r));
                         }
@@ -787,7 +819,7 @@ fn spill(
             // a part each would leave as many branches as children, and the levels
             // `spill_root` adds above them would never come down to one root.
             for part in cut(refs, 2, |(k, _)| BRANCH_ENTRY + k.len()) {
-                let bytes = encode_branch(&part)?;
+                let bytes = encode_branch(&part, txid)?;
                 let key = part.first().map(|(k, _)| k.clone()).unwrap_or_default();
                 out.push((key, place(bytes, space, writes)));
             }

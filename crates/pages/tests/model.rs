@@ -442,8 +442,8 @@ fn rows_at_page_boundaries_and_table_edges() {
     let store = Store::open(&path, Options::default()).unwrap();
     let mut model = empty_tables();
     let mut rng = Rng::new(77);
-    // A leaf of one row: header 16, entry 12, tree key 1 + key.
-    let one = PAGE - 16 - 12 - 1;
+    // A leaf of one row: header, entry 12, tree key 1 + key.
+    let one = PAGE - common::NODE_HEADER - 12 - 1;
     for (t, klen, vlen) in [
         (0u8, 0, one),
         (0, 0, one - 1),

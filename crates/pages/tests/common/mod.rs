@@ -275,6 +275,11 @@ pub fn check_store(store: &Store, want: &Tables, rng: &mut Rng, ranges: usize, w
 
 // ---- The file format, read independently of the crate (see `format.rs`'s docs). ----
 
+/// The format version this crate writes.
+pub const FORMAT: u32 = 2;
+/// A node's header: checksum, kind, 3 bytes unused, entry count, length, commit id.
+pub const NODE_HEADER: usize = 24;
+
 pub const META_LEN: usize = 8 + 4 + 4 + 8 + 8 + 4 + 4 + 8 + 8 * TABLES + 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,7 +308,7 @@ pub fn parse_meta(page: &[u8]) -> Option<FileMeta> {
     if crc32c::crc32c(body).to_le_bytes() != page[META_LEN - 4..META_LEN] {
         return None;
     }
-    if &body[..8] != b"SKIFFPG1" {
+    if &body[..8] != b"SKIFFPG1" || le32(body, 8) != FORMAT {
         return None;
     }
     Some(FileMeta {
@@ -319,7 +324,7 @@ pub fn parse_meta(page: &[u8]) -> Option<FileMeta> {
 pub fn encode_meta(txid: u64, root: (u64, u32), height: u32, hwm: u64) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(b"SKIFFPG1");
-    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&FORMAT.to_le_bytes());
     b.extend_from_slice(&(PAGE as u32).to_le_bytes());
     b.extend_from_slice(&txid.to_le_bytes());
     b.extend_from_slice(&root.0.to_le_bytes());
@@ -347,14 +352,22 @@ pub fn newest_meta(file: &[u8]) -> Option<(usize, FileMeta)> {
 /// Every page the tree of `meta` reaches in `file` (leaves included); panics if the tree
 /// is not well formed: a bad checksum, a node outside the file, a page reached twice, a
 /// leaf above the bottom level or a branch on it, keys out of order or outside the
-/// bounds their parents give them.
+/// bounds their parents give them, a node written by a later commit than the meta's or
+/// than its parent (copy on write rewrites every node above a changed one).
 pub fn reached_pages(file: &[u8], meta: &FileMeta) -> BTreeSet<u64> {
     let mut seen = BTreeSet::new();
     if meta.root.1 == 0 {
         assert_eq!(meta.height, 0, "an empty tree has height 0");
         return seen;
     }
-    walk(file, meta.root, meta.height, None, None, &mut seen);
+    walk(
+        file,
+        meta.root,
+        meta.height,
+        meta.txid,
+        (None, None),
+        &mut seen,
+    );
     seen
 }
 
@@ -362,8 +375,8 @@ fn walk(
     file: &[u8],
     (pgid, pages): (u64, u32),
     level: u32,
-    lo: Option<&[u8]>,
-    hi: Option<&[u8]>,
+    newest: u64,
+    (lo, hi): (Option<&[u8]>, Option<&[u8]>),
     seen: &mut BTreeSet<u64>,
 ) {
     assert!(level >= 1, "a node below the leaves (page {pgid})");
@@ -379,7 +392,10 @@ fn walk(
     }
     let b = &file[start..end];
     let len = le32(b, 12) as usize;
-    assert!((16..=b.len()).contains(&len), "node {pgid}: length {len}");
+    assert!(
+        (NODE_HEADER..=b.len()).contains(&len),
+        "node {pgid}: length {len}"
+    );
     assert_eq!(
         crc32c::crc32c(&b[4..len]).to_le_bytes(),
         b[..4],
@@ -389,10 +405,15 @@ fn walk(
         pages as usize == len.div_ceil(PAGE).max(1),
         "node {pgid}: {pages} pages for {len} bytes"
     );
+    let txid = le64(b, 16);
+    assert!(
+        txid <= newest,
+        "node {pgid}: written by commit {txid}, above it commit {newest}"
+    );
     let kind = b[4];
     let count = le32(b, 8) as usize;
     let key_at = |i: usize| -> (&[u8], usize) {
-        let off = le32(b, 16 + 4 * i) as usize;
+        let off = le32(b, NODE_HEADER + 4 * i) as usize;
         let klen = le32(b, off) as usize;
         let fixed = if kind == 1 { 8 } else { 16 };
         (&b[off + fixed..off + fixed + klen], off)
@@ -426,7 +447,7 @@ fn walk(
             if let Some(lo) = lo {
                 assert!(k >= lo, "branch {pgid}: a bound below its own bound");
             }
-            walk(file, child, level - 1, Some(k), next, seen);
+            walk(file, child, level - 1, txid, (Some(k), next), seen);
         }
     }
     if kind == 2 {
