@@ -11,8 +11,9 @@
 //! of it. A torn or altered meta fails its checksum and the other slot is used.
 //!
 //! **Node**: a 24-byte header (CRC32C of the node's bytes after the checksum field,
-//! kind, entry count, length in bytes, the id of the commit that wrote it), one `u32`
-//! offset per entry, then the entries:
+//! kind, a byte unused, level (`u16`: 1 for a leaf, a branch's is one more than its
+//! children's), entry count, length in bytes, the id of the commit that wrote it), one
+//! `u32` offset per entry, then the entries:
 //! a leaf's are `key len u32, value len u32, key, value`; a branch's are
 //! `key len u32, child pages u32, child page u64, key` where the key is a lower bound
 //! of the child's keys (every key of child i is below key i+1). All integers are
@@ -36,7 +37,8 @@ pub const PAGE_U64: u64 = PAGE as u64;
 pub const TABLES: usize = 16;
 
 const MAGIC: &[u8; 8] = b"SKIFFPG1";
-/// 2: nodes carry the id of the commit that wrote them (1 had a 16-byte header).
+/// 2: nodes carry their level and the id of the commit that wrote them (1 had a
+/// 16-byte header).
 const FORMAT: u32 = 2;
 /// Bytes of a meta record, checksum included.
 pub const META_LEN: usize = 8 + 4 + 4 + 8 + 8 + 4 + 4 + 8 + 8 * TABLES + 4;
@@ -146,6 +148,14 @@ impl Meta {
     }
 }
 
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    let mut x = [0u8; 2];
+    if let Some(s) = b.get(at..at + 2) {
+        x.copy_from_slice(s);
+    }
+    u16::from_le_bytes(x)
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut x = [0u8; 4];
     if let Some(s) = b.get(at..at + 4) {
@@ -178,7 +188,7 @@ pub fn leaf_len<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> usiz
 /// Encodes a leaf written by commit `txid`, padded to whole pages.
 pub fn encode_leaf(entries: &[(Vec<u8>, Vec<u8>)], txid: u64) -> Result<Vec<u8>> {
     let len = leaf_len(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-    let mut b = start_node(KIND_LEAF, entries.len(), len, txid)?;
+    let mut b = start_node(KIND_LEAF, 1, entries.len(), len, txid)?;
     let mut off = HEADER + 4 * entries.len();
     for (k, v) in entries {
         b.extend_from_slice(&(off as u32).to_le_bytes());
@@ -193,14 +203,15 @@ pub fn encode_leaf(entries: &[(Vec<u8>, Vec<u8>)], txid: u64) -> Result<Vec<u8>>
     Ok(finish_node(b))
 }
 
-/// Encodes a branch written by commit `txid`, padded to whole pages.
-pub fn encode_branch(entries: &[(Vec<u8>, NodeRef)], txid: u64) -> Result<Vec<u8>> {
+/// Encodes a branch of `level` (its children's plus one) written by commit `txid`,
+/// padded to whole pages.
+pub fn encode_branch(entries: &[(Vec<u8>, NodeRef)], level: u32, txid: u64) -> Result<Vec<u8>> {
     let len = HEADER
         + entries
             .iter()
             .map(|(k, _)| BRANCH_ENTRY + k.len())
             .sum::<usize>();
-    let mut b = start_node(KIND_BRANCH, entries.len(), len, txid)?;
+    let mut b = start_node(KIND_BRANCH, level, entries.len(), len, txid)?;
     let mut off = HEADER + 4 * entries.len();
     for (k, _) in entries {
         b.extend_from_slice(&(off as u32).to_le_bytes());
@@ -215,14 +226,18 @@ pub fn encode_branch(entries: &[(Vec<u8>, NodeRef)], txid: u64) -> Result<Vec<u8
     Ok(finish_node(b))
 }
 
-fn start_node(kind: u8, count: usize, len: usize, txid: u64) -> Result<Vec<u8>> {
+fn start_node(kind: u8, level: u32, count: usize, len: usize, txid: u64) -> Result<Vec<u8>> {
     let (Ok(count32), Ok(len32)) = (u32::try_from(count), u32::try_from(len)) else {
         return Err(Error::TooLarge(len));
+    };
+    let Ok(level16) = u16::try_from(level) else {
+        return Err(Error::Corrupt(format!("a tree of {level} levels")));
     };
     let mut b = Vec::with_capacity(pages_for(len) as usize * PAGE);
     b.extend_from_slice(&[0; 4]);
     b.push(kind);
-    b.extend_from_slice(&[0; 3]);
+    b.push(0);
+    b.extend_from_slice(&level16.to_le_bytes());
     b.extend_from_slice(&count32.to_le_bytes());
     b.extend_from_slice(&len32.to_le_bytes());
     b.extend_from_slice(&txid.to_le_bytes());
@@ -280,6 +295,9 @@ impl<'a> NodeView<'a> {
             KIND_BRANCH => false,
             _ => return Err(bad("unknown kind")),
         };
+        if leaf != (u16_at(b, 6) == 1) || u16_at(b, 6) == 0 {
+            return Err(bad("a level that does not fit its kind"));
+        }
         let count = u32_at(b, 8) as usize;
         let table_end = count
             .checked_mul(4)
@@ -309,6 +327,11 @@ impl<'a> NodeView<'a> {
             return Err(bad("empty branch"));
         }
         Ok(v)
+    }
+
+    /// 1 for a leaf; a branch's is one more than its children's.
+    pub fn level(&self) -> u32 {
+        u32::from(u16_at(self.b, 6))
     }
 
     /// The id of the commit that wrote the node.
@@ -432,7 +455,7 @@ mod tests {
         assert_eq!(b.len(), 2 * PAGE);
         let at = NodeRef { pgid: 2, pages: 2 };
         let v = NodeView::check(&b, at, 7).unwrap();
-        assert_eq!(v.txid(), 7);
+        assert_eq!((v.txid(), v.level()), (7, 1));
         assert!(v.is_leaf());
         assert_eq!(v.key(1), b"bb");
         assert_eq!(v.value(1), &[7; 5000][..]);
@@ -455,10 +478,12 @@ mod tests {
                 (b"".to_vec(), at),
                 (b"m".to_vec(), NodeRef { pgid: 9, pages: 1 }),
             ],
+            2,
             3,
         )
         .unwrap();
         let v = NodeView::check(&br, at, 3).unwrap();
+        assert_eq!(v.level(), 2);
         assert_eq!(v.route(b"a"), 0);
         assert_eq!(v.route(b"m"), 1);
         assert_eq!(v.route(b"z"), 1);

@@ -405,8 +405,10 @@ impl Inner {
         Ok(node)
     }
 
-    /// Which pages the tree of `meta` reaches (reading its branch nodes only); refuses a
-    /// tree that reaches outside the file or reaches a page twice.
+    /// Which pages the tree of `meta` reaches (reading its root and branch nodes only);
+    /// refuses a tree that reaches outside the file or reaches a page twice, and a node
+    /// whose level is not the one its place in the tree gives it (so a wrong height in
+    /// the meta cannot make the walk take a branch's children for free pages).
     fn walk(&self, meta: &Meta) -> Result<Vec<bool>> {
         let mut used = vec![false; meta.hwm as usize];
         used[0] = true;
@@ -431,16 +433,19 @@ impl Inner {
                     return Err(self.named(Error::Corrupt(format!("page {p} is reached twice"))));
                 }
             }
-            if level > 1 {
+            if level > 1 || at == root {
                 let node = self.node(at, meta.txid)?;
                 let v = NodeView::trusted(&node);
-                if v.is_leaf() {
+                if v.level() != level {
                     return Err(self.named(Error::Corrupt(format!(
-                        "page {} is a leaf where a branch belongs",
-                        at.pgid
+                        "page {} holds a node of level {} where level {level} belongs",
+                        at.pgid,
+                        v.level()
                     ))));
                 }
-                stack.extend((0..v.len()).map(|i| (v.child(i), level - 1)));
+                if level > 1 {
+                    stack.extend((0..v.len()).map(|i| (v.child(i), level - 1)));
+                }
             }
         }
         Ok(used)

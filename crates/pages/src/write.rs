@@ -345,15 +345,15 @@ impl WriteTx {
             Some(Slot::Clean(r)) => (Some(r), self.height),
             Some(Slot::Dirty(node)) => {
                 let txid = self.base.txid + 1;
-                let mut parts = spill(*node, txid, space, writes)?;
                 let mut height = self.height;
+                let mut parts = spill(*node, height, txid, space, writes)?;
                 while parts.len() > 1 {
                     let children = parts
                         .into_iter()
                         .map(|(k, r)| (k, Slot::Clean(r)))
                         .collect();
-                    parts = spill(Node::Branch { children }, txid, space, writes)?;
                     height += 1;
+                    parts = spill(Node::Branch { children }, height, txid, space, writes)?;
                 }
                 (parts.pop().map(|(_, r)| r), height)
             }
@@ -578,6 +578,13 @@ fn free_all(nodes: Nodes, slot: Slot, height: u32, freed: &mut Vec<NodeRef>) -> 
             if height > 1 {
                 let node = nodes.get(at)?;
                 let v = NodeView::trusted(&node);
+                if v.level() != height {
+                    return Err(Error::Corrupt(format!(
+                        "node at page {} of level {} where level {height} belongs",
+                        at.pgid,
+                        v.level()
+                    )));
+                }
                 for i in 0..v.len() {
                     free_all(nodes, Slot::Clean(v.child(i)), height - 1, freed)?;
                 }
@@ -779,15 +786,25 @@ fn merge(
     Ok(())
 }
 
-/// Writes a changed node (and the changed nodes below it) as nodes of at most a page
-/// each, written by commit `txid` (see the module docs); returns them with their lower
-/// bounds, in order.
+/// Writes a changed node of `level` (and the changed nodes below it) as nodes of at
+/// most a page each, written by commit `txid` (see the module docs); returns them with
+/// their lower bounds, in order. A leaf anywhere but on level 1 (or a branch on it) is
+/// refused: the tree's shape would be wrong, and opening it would take pages it uses
+/// for free ones.
 fn spill(
     node: Node,
+    level: u32,
     txid: u64,
     space: &mut Space,
     writes: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<Vec<(Vec<u8>, NodeRef)>> {
+    let leaf = matches!(node, Node::Leaf { .. });
+    if leaf != (level == 1) {
+        return Err(Error::Corrupt(format!(
+            "a changed {} on level {level} (a bug in the write path)",
+            if leaf { "leaf" } else { "branch" }
+        )));
+    }
     let mut out = Vec::new();
     match node {
         Node::Leaf { rows, tail, .. } => {
@@ -808,7 +825,10 @@ fn spill(
                 match child {
                     Slot::Clean(r) => refs.push((key, r)),
                     Slot::Dirty(n) => {
-                        for (j, (k, r)) in spill(*n, txid, space, writes)?.into_iter().enumerate() {
+                        for (j, (k, r)) in spill(*n, level - 1, txid, space, writes)?
+                            .into_iter()
+                            .enumerate()
+                        {
                             // The first part keeps the bound its parent had for it.
                             refs.push((if j == 0 { key.clone() } else { k }, r));
                         }
@@ -819,7 +839,7 @@ fn spill(
             // a part each would leave as many branches as children, and the levels
             // `spill_root` adds above them would never come down to one root.
             for part in cut(refs, 2, |(k, _)| BRANCH_ENTRY + k.len()) {
-                let bytes = encode_branch(&part, txid)?;
+                let bytes = encode_branch(&part, level, txid)?;
                 let key = part.first().map(|(k, _)| k.clone()).unwrap_or_default();
                 out.push((key, place(bytes, space, writes)));
             }

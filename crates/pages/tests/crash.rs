@@ -463,6 +463,7 @@ fn metas_that_pass_their_checksum_but_point_at_nonsense_are_refused() {
     let dir = common::tempdir();
     let (file, model) = sample_file(dir.path(), &mut rng);
     let (_, meta) = newest_meta(&file).unwrap();
+    assert!(meta.height >= 2, "a sample tree of {} levels", meta.height);
     let pages = (file.len() / PAGE) as u64;
     let leaf = {
         // Any leaf of the tree (a node of the bottom level).
@@ -514,6 +515,20 @@ fn metas_that_pass_their_checksum_but_point_at_nonsense_are_refused() {
             true,
         ),
         ("a leaf as a branch", (leaf, 1), 2, meta.hwm, false),
+        (
+            "a tree a level shallower than it is",
+            meta.root,
+            meta.height - 1,
+            meta.hwm,
+            false,
+        ),
+        (
+            "a tree a level deeper than it is",
+            meta.root,
+            meta.height + 1,
+            meta.hwm,
+            false,
+        ),
         (
             "a tree a million levels deep",
             meta.root,

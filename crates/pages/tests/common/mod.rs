@@ -277,7 +277,7 @@ pub fn check_store(store: &Store, want: &Tables, rng: &mut Rng, ranges: usize, w
 
 /// The format version this crate writes.
 pub const FORMAT: u32 = 2;
-/// A node's header: checksum, kind, 3 bytes unused, entry count, length, commit id.
+/// A node's header: checksum, kind, a byte unused, level, entry count, length, commit id.
 pub const NODE_HEADER: usize = 24;
 
 pub const META_LEN: usize = 8 + 4 + 4 + 8 + 8 + 4 + 4 + 8 + 8 * TABLES + 4;
@@ -351,8 +351,9 @@ pub fn newest_meta(file: &[u8]) -> Option<(usize, FileMeta)> {
 
 /// Every page the tree of `meta` reaches in `file` (leaves included); panics if the tree
 /// is not well formed: a bad checksum, a node outside the file, a page reached twice, a
-/// leaf above the bottom level or a branch on it, keys out of order or outside the
-/// bounds their parents give them, a node written by a later commit than the meta's or
+/// leaf above the bottom level or a branch on it, a level in a node's header that is
+/// not its own, keys out of order or outside the bounds their parents give them, a node
+/// written by a later commit than the meta's or
 /// than its parent (copy on write rewrites every node above a changed one).
 pub fn reached_pages(file: &[u8], meta: &FileMeta) -> BTreeSet<u64> {
     let mut seen = BTreeSet::new();
@@ -411,6 +412,8 @@ fn walk(
         "node {pgid}: written by commit {txid}, above it commit {newest}"
     );
     let kind = b[4];
+    let node_level = u16::from_le_bytes([b[6], b[7]]) as u32;
+    assert_eq!(node_level, level, "node {pgid}: its level");
     let count = le32(b, 8) as usize;
     let key_at = |i: usize| -> (&[u8], usize) {
         let off = le32(b, NODE_HEADER + 4 * i) as usize;
