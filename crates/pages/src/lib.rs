@@ -11,7 +11,8 @@
 //!   operating system's cache) and is visible to readers at once, but a crash reopens at
 //!   the last durable commit: the caller (the backend, which replays its log from the
 //!   last durable consistent index) decides what that costs. Closing the file (its last
-//!   handle dropped) makes the lazy commits durable, unless a commit failed.
+//!   handle dropped) makes the lazy commits durable, unless a commit failed or the file
+//!   was discarded ([`Store::discard_on_close`]).
 //! - **Crash safety.** Nodes are copied on write: a commit never writes a page the tree
 //!   of the last durable commit reaches (see the `space` module), and the meta slots
 //!   alternate, so a crash at any point leaves one whole durable tree; a torn meta fails
@@ -124,6 +125,9 @@ struct Inner {
     writer_free: Condvar,
     /// A commit failed: the file is not written again, not even when it is closed.
     failed: std::sync::atomic::AtomicBool,
+    /// The file is being thrown away ([`Store::discard_on_close`]): closing it leaves
+    /// the lazy commits as a crash would.
+    discarded: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -207,6 +211,7 @@ impl Store {
             writer_busy: Mutex::new(false),
             writer_free: Condvar::new(),
             failed: std::sync::atomic::AtomicBool::new(false),
+            discarded: std::sync::atomic::AtomicBool::new(false),
         };
         let used = inner.walk(&meta)?;
         let mut space = Space::from_used(meta.hwm, &used);
@@ -235,6 +240,15 @@ impl Store {
     /// holds it): dropping it closes the file.
     pub fn is_last_handle(&self) -> bool {
         Arc::strong_count(&self.inner) == 1
+    }
+
+    /// The file is no longer wanted (a defragment replaced it): when it is closed, its
+    /// lazy commits are left as a crash leaves them instead of made durable, which would
+    /// write back every page they wrote. Readers still open keep their view until then.
+    pub fn discard_on_close(&self) {
+        self.inner
+            .discarded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// A read transaction on the newest commit.
@@ -287,9 +301,11 @@ impl Store {
 
 impl Drop for Inner {
     /// Closing the file makes the lazy commits durable (the last handle, reader or
-    /// writer is gone, so nothing changes meanwhile), unless a commit failed.
+    /// writer is gone, so nothing changes meanwhile), unless a commit failed or the
+    /// file is discarded.
     fn drop(&mut self) {
-        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.failed.load(SeqCst) || self.discarded.load(SeqCst) {
             return;
         }
         let st = lock(&self.state);

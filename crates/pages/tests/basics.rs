@@ -82,19 +82,25 @@ fn a_reader_keeps_its_view_while_writes_go_on() {
     assert!(seen.iter().all(|r| r.value() == [7; 100]));
 }
 
+/// A store at `path` with a row committed durably ("durable") and one lazily ("lazy").
+fn durable_then_lazy(path: &std::path::Path) -> Store {
+    let store = Store::open(path, Options::default()).unwrap();
+    let mut tx = store.begin_write();
+    tx.insert(1, b"durable", b"1").unwrap();
+    tx.commit(true).unwrap();
+    let mut tx = store.begin_write();
+    tx.insert(1, b"lazy", b"2").unwrap();
+    tx.commit(false).unwrap();
+    store
+}
+
 #[test]
 fn a_crash_loses_lazy_commits_a_close_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let crashed = dir.path().join("crashed");
     {
-        let store = Store::open(&path, Options::default()).unwrap();
-        let mut tx = store.begin_write();
-        tx.insert(1, b"durable", b"1").unwrap();
-        tx.commit(true).unwrap();
-        let mut tx = store.begin_write();
-        tx.insert(1, b"lazy", b"2").unwrap();
-        tx.commit(false).unwrap();
+        let store = durable_then_lazy(&path);
         assert_eq!(rows(&store, 1).len(), 2);
         // What the disk holds if the machine stopped now (the lazy commit's pages may
         // or may not be there; its meta is not).
@@ -108,6 +114,22 @@ fn a_crash_loses_lazy_commits_a_close_does_not() {
         2,
         "closing made the lazy commit durable"
     );
+}
+
+#[test]
+fn a_discarded_file_is_closed_as_a_crash_leaves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = durable_then_lazy(&path);
+        let reader = store.begin_read();
+        store.discard_on_close();
+        drop(store);
+        // A reader still open keeps its view.
+        assert_eq!(reader.get(1, b"lazy").unwrap().unwrap().value(), b"2");
+    }
+    let store = Store::open(&path, Options::default()).unwrap();
+    assert_eq!(rows(&store, 1), vec![(b"durable".to_vec(), b"1".to_vec())]);
 }
 
 #[test]

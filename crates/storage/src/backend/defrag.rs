@@ -362,6 +362,9 @@ impl Backend {
         self.size.store(size, Ordering::Relaxed);
         *self.db.write().unwrap_or_else(|p| p.into_inner()) = new;
         drop(hold);
+        // The old file is gone from the directory: its lazy commits need not be
+        // written back when its last reader closes it.
+        old.discard_on_close();
         let pause = pause_started.elapsed();
 
         // Writers go on in the new file; now make the rename and the new file durable.
