@@ -295,7 +295,8 @@ impl<'a> NodeView<'a> {
             KIND_BRANCH => false,
             _ => return Err(bad("unknown kind")),
         };
-        if leaf != (u16_at(b, 6) == 1) || u16_at(b, 6) == 0 {
+        let level = u16_at(b, 6);
+        if level == 0 || leaf != (level == 1) {
             return Err(bad("a level that does not fit its kind"));
         }
         let count = u32_at(b, 8) as usize;
@@ -332,6 +333,19 @@ impl<'a> NodeView<'a> {
     /// 1 for a leaf; a branch's is one more than its children's.
     pub fn level(&self) -> u32 {
         u32::from(u16_at(self.b, 6))
+    }
+
+    /// Refuses the node (at `at`) unless it is of `level`, the one its place in the
+    /// tree gives it.
+    pub fn expect_level(&self, at: NodeRef, level: u32) -> Result<()> {
+        if self.level() != level {
+            return Err(Error::Corrupt(format!(
+                "node at page {} is of level {} where level {level} belongs",
+                at.pgid,
+                self.level()
+            )));
+        }
+        Ok(())
     }
 
     /// The id of the commit that wrote the node.

@@ -452,13 +452,7 @@ impl Inner {
             if level > 1 || at == root {
                 let node = self.node(at, meta.txid)?;
                 let v = NodeView::trusted(&node);
-                if v.level() != level {
-                    return Err(self.named(Error::Corrupt(format!(
-                        "page {} holds a node of level {} where level {level} belongs",
-                        at.pgid,
-                        v.level()
-                    ))));
-                }
+                v.expect_level(at, level).map_err(|e| self.named(e))?;
                 if level > 1 {
                     stack.extend((0..v.len()).map(|i| (v.child(i), level - 1)));
                 }

@@ -578,13 +578,7 @@ fn free_all(nodes: Nodes, slot: Slot, height: u32, freed: &mut Vec<NodeRef>) -> 
             if height > 1 {
                 let node = nodes.get(at)?;
                 let v = NodeView::trusted(&node);
-                if v.level() != height {
-                    return Err(Error::Corrupt(format!(
-                        "node at page {} of level {} where level {height} belongs",
-                        at.pgid,
-                        v.level()
-                    )));
-                }
+                v.expect_level(at, height)?;
                 for i in 0..v.len() {
                     free_all(nodes, Slot::Clean(v.child(i)), height - 1, freed)?;
                 }

@@ -200,8 +200,7 @@ fn a_crash_just_before_the_meta_write_keeps_the_previous_durable_state() {
                     torn[slot_range.clone()].fill(0);
                 }
                 let n = rng.range(1, META_LEN - 1);
-                torn[slot * PAGE..slot * PAGE + n].copy_from_slice(&new_page[..n]);
-                let whole = torn[slot * PAGE..slot * PAGE + META_LEN] == new_page[..META_LEN];
+                let whole = write_meta_prefix(&mut torn, slot, new_page, n);
                 let want = if whole { &model } else { &durable };
                 // The pages the previous tree does not reach may hold anything too.
                 if rng.chance(500) {
@@ -283,8 +282,7 @@ fn a_crash_while_closing_keeps_the_last_durable_state() {
         for _ in 0..3 {
             let mut torn = before.clone();
             let n = rng.range(1, META_LEN - 1);
-            torn[slot * PAGE..slot * PAGE + n].copy_from_slice(&new_page[..n]);
-            let whole = torn[slot * PAGE..slot * PAGE + META_LEN] == new_page[..META_LEN];
+            let whole = write_meta_prefix(&mut torn, slot, new_page, n);
             let want = if whole { &model } else { &durable };
             reopen_copy(
                 &scratch,
@@ -305,6 +303,15 @@ fn a_crash_while_closing_keeps_the_last_durable_state() {
         );
         assert_tables_eq(&open_and_dump(&path).unwrap(), &model, "closed");
     }
+}
+
+/// Writes the first `n` bytes of `new_page` (a meta) into `slot` of `file`, as a meta
+/// write torn after them leaves it; whether the slot then holds the whole new meta (its
+/// bytes past `n` may already have been the same).
+fn write_meta_prefix(file: &mut [u8], slot: usize, new_page: &[u8], n: usize) -> bool {
+    let at = slot * PAGE;
+    file[at..at + n].copy_from_slice(&new_page[..n]);
+    file[at..at + META_LEN] == new_page[..META_LEN]
 }
 
 /// Opening `bytes` as a file: an error, or exactly `want` (when the damage missed

@@ -204,10 +204,16 @@ fn restart_armed(member: &mut Member, fp: PathBuf, spec: &str) {
 /// The instant `needle` first appears in `member`'s log (polled every 10 ms), if it
 /// does within `within`.
 fn wait_for_log_line(member: &Member, needle: &str, within: Duration) -> Option<Instant> {
+    wait_for_log(member, within, |log| log.contains(needle))
+}
+
+/// The instant `member`'s whole log first satisfies `done` (polled every 10 ms), if it
+/// does within `within`.
+fn wait_for_log(member: &Member, within: Duration, done: impl Fn(&str) -> bool) -> Option<Instant> {
     let deadline = Instant::now() + within;
     loop {
         let log = std::fs::read_to_string(&member.log_path).unwrap_or_default();
-        if log.contains(needle) {
+        if done(&log) {
             return Some(Instant::now());
         }
         if Instant::now() >= deadline {
@@ -870,25 +876,21 @@ fn a_crash_while_installing_a_snapshot_leaves_no_divergence() {
 /// Waits until `member`'s log says it saved a snapshot at `index` or later (and so
 /// released its log up to `CATCH_UP_ENTRIES` behind it).
 fn wait_for_saved_snapshot(member: &Member, index: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let log = std::fs::read_to_string(&member.log_path).unwrap_or_default();
-        let newest = log
-            .lines()
+    let newest = |log: &str| {
+        log.lines()
             .filter(|l| l.contains("saved snapshot"))
             .filter_map(|l| l.split("index=").nth(1))
             .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-            .max();
-        if newest.is_some_and(|n| n >= index) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no snapshot at index {index} or later within {within:?} (newest {newest:?}):\n{}",
-            member.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .max()
+    };
+    let saved = wait_for_log(member, within, |log| {
+        newest(log).is_some_and(|n| n >= index)
+    });
+    assert!(
+        saved.is_some(),
+        "no snapshot at index {index} or later within {within:?}:\n{}",
+        member.log_tail(20)
+    );
 }
 
 /// The leader's apply thread sleeps 400 ms before every batch (it was restarted as
