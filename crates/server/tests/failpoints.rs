@@ -876,15 +876,8 @@ fn a_crash_while_installing_a_snapshot_leaves_no_divergence() {
 /// Waits until `member`'s log says it saved a snapshot at `index` or later (and so
 /// released its log up to `CATCH_UP_ENTRIES` behind it).
 fn wait_for_saved_snapshot(member: &Member, index: u64, within: Duration) {
-    let newest = |log: &str| {
-        log.lines()
-            .filter(|l| l.contains("saved snapshot"))
-            .filter_map(|l| l.split("index=").nth(1))
-            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-            .max()
-    };
     let saved = wait_for_log(member, within, |log| {
-        newest(log).is_some_and(|n| n >= index)
+        common::newest_saved_snapshot(log).is_some_and(|n| n >= index)
     });
     assert!(
         saved.is_some(),

@@ -553,6 +553,16 @@ pub fn sh_transcript(steps: &[&str], vars: &[(&str, String)]) -> String {
 
 /// `skiffctl`, next to the `skiff` binary these tests were built with (`cargo test
 /// --workspace` builds both; `cargo build -p skiff-ctl` when running one file alone).
+/// The index of the newest snapshot a Skiff member's log says it saved (after which it
+/// released its log up to the catch-up entries behind it).
+pub fn newest_saved_snapshot(log: &str) -> Option<u64> {
+    log.lines()
+        .filter(|l| l.contains("saved snapshot"))
+        .filter_map(|l| l.split("index=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .max()
+}
+
 pub fn skiffctl() -> PathBuf {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffctl");
     assert!(
